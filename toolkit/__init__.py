@@ -1,0 +1,24 @@
+"""agent-server-toolkit: rate limiting, caching, resilience and telemetry for agent servers.
+
+import toolkit
+toolkit.install(app)    # configured from TOOLKIT_* environment variables / toolkit.toml
+"""
+
+from toolkit._version import __version__
+from toolkit.errors import BackendError, ConfigurationError, ToolkitError
+from toolkit.install import Toolkit, install
+from toolkit.ratelimit import RateLimitMiddleware
+from toolkit.settings import ToolkitSettings
+from toolkit.telemetry import TelemetryMiddleware
+
+__all__ = [
+    "BackendError",
+    "ConfigurationError",
+    "RateLimitMiddleware",
+    "TelemetryMiddleware",
+    "Toolkit",
+    "ToolkitError",
+    "ToolkitSettings",
+    "__version__",
+    "install",
+]

@@ -1,0 +1,95 @@
+"""What every backend offers: small atomic operations, a bounded call guard, error reporting."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, ClassVar, TypeVar
+
+from opentelemetry import metrics, trace
+
+from toolkit.backends._gcra import GcraLimit, GcraResult
+from toolkit.telemetry import names
+
+if TYPE_CHECKING:
+    from limits.aio.storage import Storage
+
+T = TypeVar("T")
+
+
+class Backend(abc.ABC):
+    """Storage for shared state. The only code in the toolkit that talks to storage.
+
+    Capabilities receive a backend and call its operations; they never import a driver. Every
+    operation is atomic, bounded by ``timeout`` and, on failure, raises
+    :class:`~toolkit.errors.BackendError` after counting it in ``toolkit.backend.errors`` and
+    recording it on the current span. Keys passed in are prefixed with ``key_prefix`` here.
+
+    Args:
+        timeout: seconds every call may take before it fails.
+        key_prefix: prefix of every key written, so one store can serve several apps.
+        meter_provider: where the error counter is created; the global provider when None.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        key_prefix: str,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        self.timeout = timeout
+        self.key_prefix = key_prefix
+        meter = metrics.get_meter(names.INSTRUMENTATION_SCOPE, meter_provider=meter_provider)
+        self._errors = names.create_backend_errors(meter)
+
+    def key(self, *parts: str) -> str:
+        """The storage key for ``parts``, under this backend's prefix."""
+        return ":".join((self.key_prefix, *parts))
+
+    async def connect(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """Check the backend can be reached. Never raises: an unreachable backend is reported
+        and the capabilities serve through their failure path until it returns."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """Release connections. Safe to call more than once."""
+
+    @abc.abstractmethod
+    async def gcra(self, keys: Sequence[str], limits: Sequence[GcraLimit], cost: int) -> GcraResult:
+        """Charge ``cost`` units to every limit, all or nothing (see ``_gcra.decide``).
+
+        ``keys`` are unprefixed and, for multi-key calls, share a ``{hash tag}``.
+        """
+
+    @abc.abstractmethod
+    def limits_storage(self) -> Storage:
+        """A storage of the `limits` library backed by this backend, for its strategies."""
+
+    @abc.abstractmethod
+    async def call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn`` (a call into this backend's storage) under the timeout and the error
+        policy: driver errors become :class:`~toolkit.errors.BackendError`."""
+
+    def report_error(self, operation: str, error_type: str, exc: BaseException | None) -> None:
+        """Count a failed call and put it on the current span as an event."""
+        self._errors.add(
+            1,
+            {
+                names.BACKEND_NAME: self.name,
+                names.BACKEND_OPERATION: operation,
+                names.ERROR_TYPE: error_type,
+            },
+        )
+        span = trace.get_current_span()
+        if span.is_recording():
+            attributes = {
+                names.BACKEND_NAME: self.name,
+                names.BACKEND_OPERATION: operation,
+                names.ERROR_TYPE: error_type,
+            }
+            if exc is not None:
+                attributes[names.EXCEPTION_TYPE] = type(exc).__qualname__
+                attributes[names.EXCEPTION_MESSAGE] = str(exc)
+            span.add_event(names.BACKEND_ERROR_EVENT, attributes)

@@ -1,0 +1,220 @@
+"""The shared backend: Redis through redis-py's asyncio client (hiredis parser when installed).
+
+One connection pool per process, every call bounded by the backend timeout, no driver-level
+retry storms (one immediate retry only for a stale connection), and after a connectivity
+failure the backend is skipped and probed with backoff (:class:`Reconnect`), so requests take
+their failure path at once instead of each waiting out the timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from importlib import resources
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from opentelemetry import metrics
+
+from toolkit.backends._gcra import GcraLimit, GcraResult
+from toolkit.backends._reconnect import Reconnect
+from toolkit.backends.base import Backend
+from toolkit.errors import BackendError, BackendUnavailable, ConfigurationError
+
+try:
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ConfigurationError(
+        "a redis:// backend needs the redis client: pip install 'agent-server-toolkit[redis]'"
+    ) from exc
+
+if TYPE_CHECKING:
+    from limits.aio.storage import Storage
+
+T = TypeVar("T")
+logger = logging.getLogger("toolkit.backends")
+
+
+def _read_script(name: str) -> str:
+    return resources.files("toolkit.backends").joinpath("lua", name).read_text("utf-8")
+
+
+class RedisBackend(Backend):
+    """State in Redis, shared by every instance that points at it.
+
+    Args:
+        url: ``redis://host:port/db``, ``rediss://`` (TLS) or
+            ``redis+cluster://host1:port1,host2:port2`` (Redis Cluster).
+        timeout: seconds every call may take, connection wait included.
+        key_prefix: prefix of every key.
+        max_connections: pool size per process; callers beyond it wait, within the timeout.
+        reconnect: the backoff policy after failures (tests pass one with a fake clock).
+    """
+
+    name: ClassVar[str] = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 0.1,
+        key_prefix: str = "toolkit",
+        max_connections: int = 64,
+        meter_provider: metrics.MeterProvider | None = None,
+        reconnect: Reconnect | None = None,
+    ) -> None:
+        super().__init__(timeout=timeout, key_prefix=key_prefix, meter_provider=meter_provider)
+        self.url = url
+        self._reconnect = reconnect or Reconnect()
+        self._cluster = url.startswith("redis+cluster://")
+        options: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+        }
+        self._client: Any
+        if self._cluster:
+            nodes = [
+                aioredis.cluster.ClusterNode(host, int(port))
+                for host, _, port in (
+                    node.rpartition(":") for node in url.removeprefix("redis+cluster://").split(",")
+                )
+            ]
+            self._client = aioredis.RedisCluster(
+                startup_nodes=nodes, max_connections=max_connections, **options
+            )
+            self._pool = None
+        else:
+            self._pool = aioredis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=max_connections,
+                timeout=timeout,
+                # A pooled connection may be stale after a Redis restart: retry once, at once.
+                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+                **options,
+            )
+            self._client = aioredis.Redis(connection_pool=self._pool)
+        self._gcra_script = self._client.register_script(_read_script("gcra.lua"))
+        self._limits_storage: Storage | None = None
+
+    async def connect(self) -> None:
+        try:
+            await self.call("connect", self._client.ping)
+        except BackendError as exc:
+            logger.warning(
+                "Redis at %s is unreachable at startup (%s); serving through each capability's "
+                "failure path until it answers",
+                _redact(self.url),
+                exc,
+            )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+        if self._pool is not None:
+            await self._pool.disconnect()
+
+    async def gcra(self, keys: Sequence[str], limits: Sequence[GcraLimit], cost: int) -> GcraResult:
+        args: list[int] = [cost]
+        for limit in limits:
+            args += [limit.interval_us, limit.period_us]
+        full_keys = [self.key(k) for k in keys]
+        reply = await self.call(
+            "ratelimit.gcra", lambda: self._gcra_script(keys=full_keys, args=args)
+        )
+        return GcraResult.from_reply(reply)
+
+    def limits_storage(self) -> Storage:
+        if self._limits_storage is None:
+            from limits.aio.storage import RedisClusterStorage, RedisStorage
+
+            prefix = self.key("limits")
+            if self._cluster:
+                self._limits_storage = RedisClusterStorage(
+                    "async+redis+cluster://" + self.url.removeprefix("redis+cluster://"),
+                    implementation="redispy",
+                    key_prefix=prefix,
+                    wrap_exceptions=True,
+                    socket_timeout=self.timeout,
+                    socket_connect_timeout=self.timeout,
+                )
+            else:
+                self._limits_storage = RedisStorage(
+                    "async+" + self.url,
+                    implementation="redispy",
+                    connection_pool=self._pool,  # type: ignore[arg-type]
+                    key_prefix=prefix,
+                    wrap_exceptions=True,
+                )
+        return self._limits_storage
+
+    async def call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
+        probe = self._reconnect.down
+        if not self._reconnect.may_try():
+            self.report_error(operation, "unavailable", None)
+            raise BackendUnavailable(
+                "the Redis backend is down; it is probed again shortly",
+                operation=operation,
+                error_type="unavailable",
+            )
+        try:
+            async with asyncio.timeout(self.timeout):
+                result = await fn()
+        except asyncio.CancelledError:
+            if probe:
+                self._reconnect.abandon()
+            raise
+        except Exception as exc:
+            error_type, connectivity = _classify(exc)
+            self.report_error(operation, error_type, exc)
+            if connectivity and self._reconnect.failed():
+                logger.warning(
+                    "Redis at %s failed (%s: %s); skipping it and probing with backoff",
+                    _redact(self.url),
+                    error_type,
+                    exc,
+                )
+                await self._drop_idle_connections()
+            elif not connectivity and probe:
+                # Redis answered, with an error: it is reachable.
+                self._reconnect.succeeded()
+            raise BackendError(
+                f"Redis {operation} failed: {error_type}",
+                operation=operation,
+                error_type=error_type,
+            ) from exc
+        if self._reconnect.succeeded():
+            logger.warning("Redis at %s answers again; resuming", _redact(self.url))
+        return result
+
+    async def _drop_idle_connections(self) -> None:
+        # After an outage the idle connections point at a dead server; start fresh ones.
+        if self._pool is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._pool.disconnect(inuse_connections=False)
+
+
+def _classify(exc: BaseException) -> tuple[str, bool]:
+    """The one place driver errors are translated: ``(error.type, is_connectivity)``.
+
+    Anything else is still turned into a BackendError (named by its class), so that no
+    surprise from a driver reaches the application; it is counted and on the span."""
+    cause = getattr(exc, "storage_error", None)  # limits wraps driver errors in StorageError
+    if isinstance(cause, BaseException):
+        exc = cause
+    if isinstance(exc, TimeoutError | RedisTimeoutError):
+        return "timeout", True
+    if isinstance(exc, RedisConnectionError | OSError):
+        return "connection", True
+    return type(exc).__name__, False
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    _credentials, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}{'***@' if at else ''}{host}"

@@ -1,0 +1,38 @@
+"""Exceptions raised by the toolkit.
+
+    ToolkitError
+     +-- ConfigurationError    a setting or argument is invalid; raised at startup only
+     +-- BackendError          a storage call failed or timed out (driver error in __cause__)
+          +-- BackendUnavailable   the backend is down; skipped until its next reconnect
+
+Backend errors never reach the application: the capability that made the call catches them,
+counts them and takes its failure path (fail-open unless configured otherwise).
+"""
+
+from __future__ import annotations
+
+
+class ToolkitError(Exception):
+    """Base class of every exception the toolkit raises."""
+
+
+class ConfigurationError(ToolkitError):
+    """A setting or argument is invalid. The message names it, its value and a valid example."""
+
+
+class BackendError(ToolkitError):
+    """A backend call failed or exceeded its timeout.
+
+    Args:
+        operation: the backend operation that failed, e.g. ``"ratelimit.gcra"``.
+        error_type: a short, low-cardinality name of the failure, used as ``error.type``.
+    """
+
+    def __init__(self, message: str, *, operation: str, error_type: str) -> None:
+        super().__init__(message)
+        self.operation = operation
+        self.error_type = error_type
+
+
+class BackendUnavailable(BackendError):
+    """The backend failed recently and is skipped until its next reconnect attempt."""

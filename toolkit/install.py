@@ -1,0 +1,140 @@
+"""``install(app)``: every capability wired in the documented order, in one call.
+
+The request path is ``Telemetry -> RateLimit -> the app``: telemetry outermost so it sees
+every request, 429s included; the limiter before any app work. Order and wiring live here
+and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+from opentelemetry import metrics, trace
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+
+from toolkit.backends import Backend, backend_from_settings
+from toolkit.errors import ConfigurationError
+from toolkit.flags import FlagSource, StaticFlags
+from toolkit.ratelimit import RateLimitMiddleware
+from toolkit.settings import ToolkitSettings
+from toolkit.telemetry import Telemetry, TelemetryMiddleware, setup_telemetry
+
+
+@dataclass
+class Toolkit:
+    """What :func:`install` set up on an app (also at ``app.state.toolkit``)."""
+
+    settings: ToolkitSettings
+    backend: Backend
+    telemetry: Telemetry
+    flags: FlagSource
+
+    async def startup(self) -> None:
+        """Connect the backend. Never fails: an unreachable backend is logged, not fatal."""
+        await self.backend.connect()
+
+    async def shutdown(self) -> None:
+        """Close the backend and flush the providers the toolkit created."""
+        await self.backend.close()
+        await anyio.to_thread.run_sync(self.telemetry.shutdown)
+
+
+def install(
+    app: Starlette,
+    settings: ToolkitSettings | None = None,
+    *,
+    tracer_provider: trace.TracerProvider | None = None,
+    meter_provider: metrics.MeterProvider | None = None,
+) -> Toolkit:
+    """Add the toolkit to a Starlette or FastAPI app: telemetry, rate limiting, ``/metrics``
+    and the startup/shutdown of its backend, around any lifespan the app already has.
+
+    Args:
+        app: the application; other ASGI apps can use the middlewares directly.
+        settings: all settings; loaded from ``TOOLKIT_*`` and ``toolkit.toml`` when None.
+        tracer_provider / meter_provider: providers to use instead of the global ones.
+
+    Raises:
+        ConfigurationError: a setting is invalid, or the app already has the toolkit.
+    """
+    if not isinstance(app, Starlette):
+        raise ConfigurationError(
+            f"install() needs a Starlette or FastAPI app, got {type(app).__name__}; add "
+            "TelemetryMiddleware and RateLimitMiddleware to other ASGI apps directly"
+        )
+    if getattr(app.state, "toolkit", None) is not None:
+        raise ConfigurationError("install() was already called on this app; call it once")
+    settings = settings or ToolkitSettings()
+    telemetry = setup_telemetry(
+        settings.telemetry, tracer_provider=tracer_provider, meter_provider=meter_provider
+    )
+    backend = backend_from_settings(settings.backend, meter_provider=telemetry.meter_provider)
+    flags = StaticFlags.from_settings(settings)
+    toolkit = Toolkit(settings, backend, telemetry, flags)
+
+    metrics_path = settings.telemetry.metrics_path
+    serves_metrics = telemetry.prometheus_registry is not None
+    ratelimit = settings.ratelimit
+    if serves_metrics:
+        ratelimit = ratelimit.model_copy(update={"exempt": [*ratelimit.exempt, metrics_path]})
+
+    # add_middleware puts each new middleware outside the previous ones: innermost first.
+    app.add_middleware(
+        RateLimitMiddleware,
+        settings=ratelimit,
+        storage=backend,
+        flags=flags,
+        meter_provider=telemetry.meter_provider,
+    )
+    app.add_middleware(
+        TelemetryMiddleware,
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        flags=flags,
+        excluded_paths=[*settings.telemetry.excluded_paths, *([metrics_path] * serves_metrics)],
+    )
+    if telemetry.prometheus_registry is not None:
+        app.router.add_route(
+            metrics_path,
+            _metrics_endpoint(telemetry.prometheus_registry),
+            methods=["GET"],
+            include_in_schema=False,
+        )
+    app.router.lifespan_context = _with_toolkit(app.router.lifespan_context, toolkit)
+    app.state.toolkit = toolkit
+    return toolkit
+
+
+def _metrics_endpoint(registry: CollectorRegistry) -> Callable[[Request], Any]:
+    async def metrics_endpoint(request: Request) -> Response:
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        # Collecting walks every instrument: keep that CPU work off the event loop.
+        body = await anyio.to_thread.run_sync(encoder, registry)
+        return Response(body, headers={"content-type": content_type})
+
+    return metrics_endpoint
+
+
+def _with_toolkit(
+    lifespan: Callable[[Any], AbstractAsyncContextManager[Any]], toolkit: Toolkit
+) -> Callable[[Any], AbstractAsyncContextManager[Any]]:
+    """The app's lifespan, with the toolkit started before it and stopped after it."""
+
+    @asynccontextmanager
+    async def toolkit_lifespan(app: Any) -> AsyncIterator[Any]:
+        await toolkit.startup()
+        try:
+            async with lifespan(app) as state:
+                yield state
+        finally:
+            await toolkit.shutdown()
+
+    return toolkit_lifespan

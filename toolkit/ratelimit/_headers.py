@@ -1,0 +1,129 @@
+"""Rate-limit response fields and the 429 / 503 answers.
+
+Fields follow draft-ietf-httpapi-ratelimit-headers (structured fields): ``RateLimit-Policy``
+describes each limit (quota ``q``, window ``w`` in seconds) and ``RateLimit`` the one that
+constrains this client now (remaining ``r``, seconds to reset ``t``). The legacy
+``X-RateLimit-*`` trio is available as an option. Bodies are RFC 9457 problem details.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from starlette.types import Send
+
+from toolkit.ratelimit.algorithms import Decision
+from toolkit.ratelimit.policies import Policy
+from toolkit.settings import HeaderStyle
+
+_QUOTA_EXCEEDED = "https://iana.org/assignments/http-problem-types#quota-exceeded"
+_REDUCED_CAPACITY = "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity"
+OWN_HEADERS = frozenset(
+    (
+        b"ratelimit",
+        b"ratelimit-policy",
+        b"x-ratelimit-limit",
+        b"x-ratelimit-remaining",
+        b"x-ratelimit-reset",
+        b"retry-after",
+    )
+)
+
+
+def _sf_string(text: str) -> str:
+    """An RFC 8941 string: quoted, with backslash and quote escaped."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class PolicyHeaders:
+    """The fields of one policy, prepared once: only ``remaining`` and ``reset`` vary."""
+
+    __slots__ = ("_amounts", "_items", "_policy_field", "_style")
+
+    def __init__(self, policy: Policy, style: HeaderStyle) -> None:
+        self._style = style
+        windows = [int(item.get_expiry()) for item in policy.limits]
+        if len(policy.limits) == 1:
+            names = [policy.name]
+        else:
+            names = [f"{policy.name}/{w}s" for w in windows]
+            if len(set(names)) < len(names):
+                names = [f"{policy.name}/{i}" for i in range(len(names))]
+        self._items = [_sf_string(name) for name in names]
+        self._amounts = [item.amount for item in policy.limits]
+        self._policy_field = ", ".join(
+            f"{item};q={amount};w={window}"
+            for item, amount, window in zip(self._items, self._amounts, windows, strict=True)
+        ).encode("latin-1")
+
+    def fields(self, decision: Decision) -> list[tuple[bytes, bytes]]:
+        """The fields for a response governed by this policy."""
+        if self._style == "none":
+            return []
+        # On a 429, t is the same instant as Retry-After (the draft asks for it); otherwise the
+        # time until the limit is whole. Rounded up: a client never comes back too early.
+        reset = math.ceil(decision.retry_after if not decision.allowed else decision.reset_after)
+        remaining = max(0, decision.remaining)
+        fields: list[tuple[bytes, bytes]] = []
+        if self._style in ("ietf", "both"):
+            fields.append((b"ratelimit-policy", self._policy_field))
+            item = self._items[decision.index]
+            fields.append((b"ratelimit", f"{item};r={remaining};t={reset}".encode("latin-1")))
+        if self._style in ("legacy", "both"):
+            fields += [
+                (b"x-ratelimit-limit", str(self._amounts[decision.index]).encode()),
+                (b"x-ratelimit-remaining", str(remaining).encode()),
+                (b"x-ratelimit-reset", str(reset).encode()),
+            ]
+        return fields
+
+
+async def send_rejection(
+    send: Send, policy: Policy, decision: Decision, fields: list[tuple[bytes, bytes]]
+) -> None:
+    """Answer 429: the client spent its budget. ``Retry-After`` is never before the reset."""
+    retry_after = max(1, math.ceil(decision.retry_after))
+    limit = policy.limits[decision.index]
+    await _send_problem(
+        send,
+        429,
+        {
+            "type": _QUOTA_EXCEEDED,
+            "title": "Too Many Requests",
+            "status": 429,
+            "detail": f"Rate limit {limit} of policy {policy.name!r} exceeded; "
+            f"retry in {retry_after} s.",
+            "violated-policies": [policy.name],
+        },
+        [(b"retry-after", str(retry_after).encode()), *fields],
+    )
+
+
+async def send_unavailable(send: Send, policy: Policy) -> None:
+    """Answer 503: the policy fails closed and its storage is failing."""
+    await _send_problem(
+        send,
+        503,
+        {
+            "type": _REDUCED_CAPACITY,
+            "title": "Service Unavailable",
+            "status": 503,
+            "detail": f"Rate limit policy {policy.name!r} cannot be checked right now.",
+        },
+        [(b"retry-after", b"1")],
+    )
+
+
+async def _send_problem(
+    send: Send, status: int, problem: dict[str, object], fields: list[tuple[bytes, bytes]]
+) -> None:
+    body = json.dumps(problem, separators=(",", ":")).encode()
+    headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        *fields,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

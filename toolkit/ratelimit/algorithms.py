@@ -1,0 +1,119 @@
+"""Rate-limit algorithms: GCRA (default, one atomic round trip) and the strategies of `limits`.
+
+An algorithm charges a request to a policy's limits for a key and reports what the headers
+need. It reaches storage only through the backend it is given.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from limits.aio.strategies import (
+    FixedWindowRateLimiter,
+    MovingWindowRateLimiter,
+    RateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
+
+from toolkit.backends import Backend
+from toolkit.errors import ConfigurationError
+from toolkit.ratelimit.policies import Policy
+from toolkit.settings import Algorithm as AlgorithmName
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome for one request.
+
+    Attributes:
+        allowed: every limit of the policy had room and was charged.
+        index: which of the policy's limits the headers describe (the most constraining).
+        remaining: units left in that limit.
+        reset_after: seconds until that limit is whole again.
+        retry_after: seconds until the request could pass; 0 when allowed.
+    """
+
+    allowed: bool
+    index: int
+    remaining: int
+    reset_after: float
+    retry_after: float
+
+
+class Algorithm(Protocol):
+    async def acquire(self, key: str, policy: Policy) -> Decision:
+        """Charge ``policy.cost`` to every limit of ``policy`` for ``key`` (a hash), atomically
+        where the algorithm can. Raises BackendError when storage fails."""
+        ...
+
+
+class Gcra:
+    """GCRA on the backend: one script call for all of a policy's limits, all or nothing,
+    on the storage's clock. A burst of the full amount is allowed, then one unit per
+    ``period / amount``; ``Retry-After`` is exact."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    async def acquire(self, key: str, policy: Policy) -> Decision:
+        # One {hash tag} for all keys of the call, so the script runs on Redis Cluster.
+        keys = [f"rl:{{{key}}}:{limit_id}" for limit_id in policy.limit_ids]
+        result = await self._backend.gcra(keys, policy.gcra_limits, policy.cost)
+        index = min(range(len(keys)), key=result.remaining.__getitem__)
+        return Decision(
+            result.allowed,
+            index,
+            result.remaining[index],
+            result.reset_after[index],
+            result.retry_after,
+        )
+
+
+class LimitsStrategy:
+    """A strategy of the `limits` library on the backend's storage.
+
+    Limits are charged in order and the first that refuses stops the rest (earlier ones stay
+    charged, as in flask-limiter and slowapi). Each limit costs a hit and a window-stats read,
+    so this takes 2 round trips per limit where GCRA takes one in all.
+    """
+
+    _STRATEGIES: ClassVar[dict[str, type[RateLimiter]]] = {
+        "fixed-window": FixedWindowRateLimiter,
+        "moving-window": MovingWindowRateLimiter,
+        "sliding-window-counter": SlidingWindowCounterRateLimiter,
+    }
+
+    def __init__(self, backend: Backend, name: str) -> None:
+        self._backend = backend
+        self._limiter = self._STRATEGIES[name](backend.limits_storage())
+
+    async def acquire(self, key: str, policy: Policy) -> Decision:
+        return await self._backend.call("ratelimit.hit", lambda: self._acquire(key, policy))
+
+    async def _acquire(self, key: str, policy: Policy) -> Decision:
+        decisions = []
+        for index, item in enumerate(policy.limits):
+            allowed = await self._limiter.hit(item, key, cost=policy.cost)
+            stats = await self._limiter.get_window_stats(item, key)
+            reset_after = max(0.0, stats.reset_time - time.time())
+            decision = Decision(
+                allowed, index, stats.remaining, reset_after, 0.0 if allowed else reset_after
+            )
+            if not allowed:
+                return decision
+            decisions.append(decision)
+        return min(decisions, key=lambda d: d.remaining)
+
+
+def create_algorithm(name: AlgorithmName, backend: Backend) -> Algorithm:
+    """The algorithm called ``name`` on ``backend``."""
+    if name == "gcra":
+        return Gcra(backend)
+    if name in LimitsStrategy._STRATEGIES:
+        return LimitsStrategy(backend, name)
+    raise ConfigurationError(
+        f"algorithm={name!r} is unknown; use gcra, fixed-window, moving-window or "
+        "sliding-window-counter"
+    )

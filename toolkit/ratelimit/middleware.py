@@ -1,0 +1,234 @@
+"""The rate-limit middleware: decide before the app runs, answer 429 early, add the fields."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry import metrics, trace
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from toolkit._version import __version__
+from toolkit.backends import Backend, MemoryBackend, backend_from_url
+from toolkit.errors import BackendError
+from toolkit.flags import RATELIMIT, FlagSource, StaticFlags
+from toolkit.ratelimit._headers import OWN_HEADERS, PolicyHeaders, send_rejection, send_unavailable
+from toolkit.ratelimit.algorithms import Decision, create_algorithm
+from toolkit.ratelimit.keys import ClientAddress, KeyFunction, KeyResolver, digest
+from toolkit.ratelimit.policies import DEFAULT_POLICY, Policy, PolicyTable, RoutePolicy
+from toolkit.settings import RateLimitSettings, validate_arguments
+from toolkit.telemetry import names
+
+# Fields we set are replaced, never doubled, if the app set them too. Retry-After is the app's.
+_REPLACED = OWN_HEADERS - {b"retry-after"}
+
+
+class RateLimitMiddleware:
+    """Limits requests per caller before any cache or agent work; pure ASGI.
+
+    Each request finds its policy (exempt paths, per-route policies, the default), charges it
+    for the caller's key and either passes to the app, with ``RateLimit-Policy`` and
+    ``RateLimit`` fields added to the response exactly once, or is answered ``429`` with
+    ``Retry-After`` and a problem-details body. Response bodies, streams included, pass
+    through untouched. When the backend fails or is slow past its timeout, a ``failure="open"``
+    policy lets the request through and a ``"closed"`` one answers ``503``; no exception
+    reaches the app. Each decision is counted in ``toolkit.rate_limit.requests`` and added to
+    the current span as an event.
+
+    Use it alone, ``app.add_middleware(RateLimitMiddleware, limit="60/minute")``, or through
+    :func:`toolkit.install`. Keyword arguments are the fields of
+    :class:`~toolkit.settings.RateLimitSettings` and take their defaults from it.
+
+    Args:
+        limit: the default policy for every non-exempt route, e.g. ``"60/minute;1000/day"``;
+            None for none (only ``routes`` are limited).
+        key: ``"client"``, ``"api_key"``, ``"header:<Name>"``, or a function of the ASGI
+            scope returning the identity (None falls back to the client address).
+        storage: a backend URL (``"memory://"``, ``"redis://..."``) or a :class:`Backend`.
+        routes: route template or path pattern -> limit string or policy settings.
+        route_policies: ready-made :class:`RoutePolicy` objects, checked after ``routes``.
+        settings: a whole settings section; keyword arguments override its fields.
+        flags: asked for ``ratelimit`` on every request; always on when None.
+        meter_provider: where the decision counter lives; the global provider when None.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limit: str | None = None,
+        key: str | KeyFunction | None = None,
+        storage: str | Backend | None = None,
+        algorithm: str | None = None,
+        routes: dict[str, Any] | None = None,
+        exempt: Sequence[str] | None = None,
+        failure: str | None = None,
+        shadow: bool | None = None,
+        headers: str | None = None,
+        trusted_proxies: Sequence[str] | None = None,
+        route_policies: Sequence[RoutePolicy] = (),
+        settings: RateLimitSettings | None = None,
+        flags: FlagSource | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        self.app = app
+        overrides = {
+            name: value
+            for name, value in (
+                ("limit", limit),
+                ("key", None if callable(key) else key),
+                ("algorithm", algorithm),
+                ("routes", routes),
+                ("exempt", exempt),
+                ("failure", failure),
+                ("shadow", shadow),
+                ("headers", headers),
+                ("trusted_proxies", trusted_proxies),
+            )
+            if value is not None
+        }
+        if settings is None or overrides:
+            base = settings.model_dump() if settings is not None else {}
+            settings = validate_arguments(RateLimitSettings, {**base, **overrides})
+        self.settings = settings
+
+        self._owns_backend = not isinstance(storage, Backend)
+        if isinstance(storage, Backend):
+            self._backend = storage
+        elif storage is None:
+            self._backend = MemoryBackend(meter_provider=meter_provider)
+        else:
+            self._backend = backend_from_url(storage, meter_provider=meter_provider)
+
+        client = ClientAddress(settings.trusted_proxies)
+        self._default_key = KeyResolver(key if callable(key) else settings.key, client)
+        self._table = PolicyTable(
+            _default_policy(settings),
+            [*_route_policies(settings, client), *route_policies],
+            settings.exempt,
+        )
+        self._algorithm = create_algorithm(settings.algorithm, self._backend)
+        self._fields = {p: PolicyHeaders(p, settings.headers) for p in self._table.policies}
+        self._flags = flags or StaticFlags()
+        meter = metrics.get_meter(
+            names.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
+        )
+        self._decisions = names.create_rate_limit_requests(meter)
+        self._attributes = {
+            (policy, result): {
+                names.RATE_LIMIT_POLICY: policy.name,
+                names.RATE_LIMIT_RESULT: result,
+            }
+            for policy in self._table.policies
+            for result in names.RATE_LIMIT_RESULTS
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._flags.is_enabled(RATELIMIT):
+            if scope["type"] == "lifespan" and self._owns_backend:
+                receive = self._lifespan_receive(receive)
+            await self.app(scope, receive, send)
+            return
+        policy = self._table.match(scope["method"], scope["path"])
+        if policy is None:
+            await self.app(scope, receive, send)
+            return
+
+        identity = await (policy.key or self._default_key)(scope)
+        key = digest(policy.name, identity)
+        try:
+            decision = await self._algorithm.acquire(key, policy)
+        except BackendError:
+            self._record(policy, names.RATE_LIMIT_ERROR, key, None)
+            if policy.failure == "closed":
+                await send_unavailable(send, policy)
+            else:
+                await self.app(scope, receive, send)
+            return
+
+        if decision.allowed:
+            result = names.RATE_LIMIT_ALLOWED
+        elif policy.shadow:
+            result = names.RATE_LIMIT_SHADOW_REJECTED
+        else:
+            result = names.RATE_LIMIT_REJECTED
+        self._record(policy, result, key, decision)
+        if policy.shadow:  # a dark launch changes no response
+            await self.app(scope, receive, send)
+            return
+        fields = self._fields[policy].fields(decision)
+        if result == names.RATE_LIMIT_REJECTED:
+            await send_rejection(send, policy, decision, fields)
+        elif fields:
+            await self.app(scope, receive, _adding(send, fields))
+        else:
+            await self.app(scope, receive, send)
+
+    def _record(self, policy: Policy, result: str, key: str, decision: Decision | None) -> None:
+        self._decisions.add(1, self._attributes[policy, result])
+        span = trace.get_current_span()
+        if not span.is_recording():
+            return
+        span.set_attribute(names.RATE_LIMIT_KEY, key)
+        event: dict[str, str | int | float] = {
+            names.RATE_LIMIT_POLICY: policy.name,
+            names.RATE_LIMIT_RESULT: result,
+        }
+        if decision is not None:
+            event[names.RATE_LIMIT_LIMIT] = str(policy.limits[decision.index])
+            event[names.RATE_LIMIT_REMAINING] = decision.remaining
+            event[names.RATE_LIMIT_RESET] = (
+                decision.reset_after if decision.allowed else decision.retry_after
+            )
+        span.add_event(names.RATE_LIMIT_DECISION_EVENT, event)
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        """Connect a backend this middleware created at startup and close it at shutdown."""
+
+        async def lifespan_receive() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self._backend.connect()
+            elif message["type"] == "lifespan.shutdown":
+                await self._backend.close()
+            return message
+
+        return lifespan_receive
+
+
+def _adding(send: Send, fields: list[tuple[bytes, bytes]]) -> Send:
+    """A ``send`` that adds ``fields`` to the response start, once; the body passes as is."""
+
+    async def send_with_fields(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [h for h in message.get("headers", ()) if h[0].lower() not in _REPLACED]
+            message = {**message, "headers": headers + fields}
+        await send(message)
+
+    return send_with_fields
+
+
+def _default_policy(settings: RateLimitSettings) -> Policy | None:
+    if settings.limit is None:
+        return None
+    return Policy.parse(
+        DEFAULT_POLICY, settings.limit, failure=settings.failure, shadow=settings.shadow
+    )
+
+
+def _route_policies(settings: RateLimitSettings, client: ClientAddress) -> list[RoutePolicy]:
+    return [
+        RoutePolicy(
+            pattern,
+            Policy.parse(
+                pattern,
+                route.limit,
+                cost=route.cost,
+                key=KeyResolver(route.key, client) if route.key else None,
+                failure=route.failure or settings.failure,
+                shadow=settings.shadow if route.shadow is None else route.shadow,
+                methods=frozenset(m.upper() for m in route.methods) if route.methods else None,
+            ),
+        )
+        for pattern, route in settings.routes.items()
+    ]

@@ -1,0 +1,123 @@
+"""Which policy governs a request: exempt paths, per-route policies, then the default."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import limits
+from limits import RateLimitItem
+
+from toolkit._paths import PathMatcher, compile_pattern, is_literal
+from toolkit.backends import GcraLimit
+from toolkit.errors import ConfigurationError
+from toolkit.ratelimit.keys import KeyResolver
+from toolkit.settings import FailureMode
+
+DEFAULT_POLICY = "default"
+
+
+@dataclass(frozen=True, slots=True, eq=False)  # identity hash: a cheap dict key per request
+class Policy:
+    """A named budget: one or more limits spent together, and what to do when storage fails.
+
+    Attributes:
+        name: the policy's name in metrics, spans and headers; requests of one policy and one
+            key share a budget, so routes that name the same policy share it too.
+        limits: parsed limit items; a request passes only if every one has room.
+        cost: units each request consumes.
+        key: who is limited; None means the middleware's default key.
+        failure: ``open`` lets requests through when the backend fails; ``closed`` answers 503.
+        shadow: decide and record, but never reject.
+        methods: only these HTTP methods (upper case); all when None.
+    """
+
+    name: str
+    limits: tuple[RateLimitItem, ...]
+    cost: int = 1
+    key: KeyResolver | None = None
+    failure: FailureMode = "open"
+    shadow: bool = False
+    methods: frozenset[str] | None = None
+    gcra_limits: tuple[GcraLimit, ...] = field(init=False, repr=False, compare=False)
+    limit_ids: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.limits:
+            raise ConfigurationError(f"policy {self.name!r} has no limit")
+        smallest = min(item.amount for item in self.limits)
+        if self.cost > smallest:
+            raise ConfigurationError(
+                f"policy {self.name!r}: cost {self.cost} exceeds its smallest limit "
+                f"({smallest} per window), so no request could ever pass; lower the cost or "
+                "raise the limit"
+            )
+        object.__setattr__(
+            self, "gcra_limits", tuple(GcraLimit.of(i.amount, i.get_expiry()) for i in self.limits)
+        )
+        # Part of the storage key: changing a limit starts a fresh budget.
+        object.__setattr__(
+            self,
+            "limit_ids",
+            tuple(f"{i.amount}/{i.multiples}{i.GRANULARITY.name}" for i in self.limits),
+        )
+
+    @classmethod
+    def parse(cls, name: str, limit: str, **options: object) -> Policy:
+        """A policy from a limits string such as ``"60/minute;1000/day"``."""
+        try:
+            items = tuple(limits.parse_many(limit))
+        except ValueError:
+            items = ()
+        if not items:
+            raise ConfigurationError(
+                f"policy {name!r}: {limit!r} is not a rate limit; write '60/minute' or "
+                "'60/minute;1000/day'"
+            )
+        return cls(name, items, **options)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    """A policy and the route template or path pattern it governs."""
+
+    pattern: str
+    policy: Policy
+
+
+class PolicyTable:
+    """Finds the policy of a request in the order: exempt, literal routes, patterns (in the
+    order given), the default. Built once; a lookup is a dict access for literal paths."""
+
+    __slots__ = ("_default", "_exempt", "_literal", "_patterns", "policies")
+
+    def __init__(
+        self,
+        default: Policy | None,
+        routes: Sequence[RoutePolicy],
+        exempt: Iterable[str],
+    ) -> None:
+        self._default = default
+        self._exempt = PathMatcher(exempt)
+        self._literal: dict[str, list[Policy]] = {}
+        self._patterns: list[tuple[re.Pattern[str], Policy]] = []
+        for route in routes:
+            if is_literal(route.pattern):
+                self._literal.setdefault(route.pattern, []).append(route.policy)
+            else:
+                self._patterns.append((compile_pattern(route.pattern), route.policy))
+        every = ([default] if default else []) + [route.policy for route in routes]
+        self.policies: tuple[Policy, ...] = tuple(dict.fromkeys(every))
+
+    def match(self, method: str, path: str) -> Policy | None:
+        """The policy for this request, or None when it is exempt or nothing applies."""
+        if self._exempt and self._exempt.match(path) is not None:
+            return None
+        for policy in self._literal.get(path, ()):
+            if policy.methods is None or method in policy.methods:
+                return policy
+        for regex, policy in self._patterns:
+            if (policy.methods is None or method in policy.methods) and regex.match(path):
+                return policy
+        return self._default

@@ -1,0 +1,292 @@
+"""All toolkit settings: one pydantic-settings model, validated at startup.
+
+Values come, highest precedence first, from keyword arguments, ``TOOLKIT_*`` environment
+variables (nested with ``__``: ``TOOLKIT_RATELIMIT__LIMIT="60/minute"``), a TOML file
+(``toolkit.toml`` in the working directory, or the path in ``TOOLKIT_CONFIG``), then the
+defaults below, each of which works on one machine. An invalid value raises
+:class:`~toolkit.errors.ConfigurationError` naming the setting, its value and a valid example.
+"""
+
+from __future__ import annotations
+
+import os
+from ipaddress import IPv4Network, IPv6Network
+from typing import Annotated, Any, Literal, TypeVar
+
+import limits
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from toolkit._duration import parse_seconds
+from toolkit.errors import ConfigurationError
+
+ENV_PREFIX = "TOOLKIT_"
+CONFIG_FILE_ENV = "TOOLKIT_CONFIG"
+DEFAULT_CONFIG_FILE = "toolkit.toml"
+
+Algorithm = Literal["gcra", "fixed-window", "moving-window", "sliding-window-counter"]
+FailureMode = Literal["open", "closed"]
+HeaderStyle = Literal["ietf", "legacy", "both", "none"]
+
+
+def _check_rate_limit(value: str) -> str:
+    try:
+        items = limits.parse_many(value)
+    except ValueError:
+        items = []
+    if not items:
+        raise ValueError(
+            f"{value!r} is not a rate limit; write '60/minute' or '60/minute;1000/day'"
+        )
+    return value
+
+
+def _check_key(value: str) -> str:
+    if value in ("client", "api_key") or (value.startswith("header:") and value[7:].strip()):
+        return value
+    raise ValueError(f"{value!r} is not a key; use 'client', 'api_key' or 'header:<Header-Name>'")
+
+
+def _check_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} must start with '/'")
+    return value
+
+
+def _check_url(value: str) -> str:
+    scheme = value.partition("://")[0]
+    if "://" not in value or scheme not in ("memory", "redis", "rediss", "redis+cluster"):
+        raise ValueError(
+            f"{value!r} is not a backend URL; use 'memory://', 'redis://host:6379/0', "
+            "'rediss://host:6380/0' or 'redis+cluster://host1:7000,host2:7001'"
+        )
+    return value
+
+
+RateLimitString = Annotated[str, AfterValidator(_check_rate_limit)]
+KeySpec = Annotated[str, AfterValidator(_check_key)]
+Path = Annotated[str, AfterValidator(_check_path)]
+# "50ms" and "2s" are accepted wherever seconds are; the value is a float of seconds.
+Seconds = Annotated[float, BeforeValidator(parse_seconds)]
+IPNetwork = IPv4Network | IPv6Network
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BackendSettings(_Section):
+    """Where shared state lives: in this process, or in Redis for many instances."""
+
+    url: Annotated[str, AfterValidator(_check_url)] = Field(
+        "memory://",
+        description="memory:// (one process) or redis://, rediss://, redis+cluster:// (many).",
+        examples=["redis://localhost:6379/0"],
+    )
+    timeout: Seconds = Field(
+        0.1,
+        description="Upper bound on every backend call, in seconds; past it the call fails.",
+        examples=["50ms"],
+    )
+    key_prefix: str = Field(
+        "toolkit",
+        min_length=1,
+        description="Prefix of every key the toolkit writes, so one Redis can serve many apps.",
+        examples=["my-agent"],
+    )
+    max_connections: int = Field(
+        64, ge=1, description="Size of the Redis connection pool per process.", examples=["64"]
+    )
+
+
+class RoutePolicySettings(_Section):
+    """A rate-limit policy for the routes one pattern matches."""
+
+    limit: RateLimitString = Field(examples=["10/minute;100/day"])
+    cost: int = Field(1, ge=1, description="Units each request consumes.", examples=["5"])
+    key: KeySpec | None = Field(
+        None, description="Overrides the default key.", examples=["api_key"]
+    )
+    methods: list[str] | None = Field(
+        None, description="Only these HTTP methods; all when unset.", examples=['["POST"]']
+    )
+    failure: FailureMode | None = Field(
+        None, description="Overrides the default failure mode.", examples=["closed"]
+    )
+    shadow: bool | None = Field(None, description="Overrides the default shadow mode.")
+
+
+def _policy_from_string(value: Any) -> Any:
+    # A bare limit string is shorthand for a policy with only that limit.
+    return {"limit": value} if isinstance(value, str) else value
+
+
+RoutePolicy = Annotated[RoutePolicySettings, BeforeValidator(_policy_from_string)]
+
+
+class RateLimitSettings(_Section):
+    """Rate limiting: which requests are limited, how, and by whom."""
+
+    enabled: bool = Field(True, description="Default of the 'ratelimit' flag.")
+    limit: RateLimitString | None = Field(
+        None,
+        description="Limit applied to every route without its own policy; none when unset.",
+        examples=["60/minute;1000/day"],
+    )
+    algorithm: Algorithm = Field(
+        "gcra", description="gcra, fixed-window, moving-window or sliding-window-counter."
+    )
+    key: KeySpec = Field(
+        "client",
+        description="Whose budget a request spends: client, api_key or header:<Name>.",
+        examples=["header:X-API-Key"],
+    )
+    trusted_proxies: list[IPNetwork] = Field(
+        default_factory=list,
+        description="Proxy addresses (CIDRs) whose X-Forwarded-For / Forwarded are believed.",
+        examples=['["10.0.0.0/8"]'],
+    )
+    routes: dict[Path, RoutePolicy] = Field(
+        default_factory=dict,
+        description="Per-route policies: route template or path pattern -> limit or policy.",
+        examples=['{"/chat/{session}": "10/minute"}'],
+    )
+    exempt: list[Path] = Field(
+        default_factory=lambda: ["/health", "/healthz", "/livez", "/readyz"],
+        description="Paths never limited (patterns allowed).",
+        examples=['["/health", "/static/*"]'],
+    )
+    failure: FailureMode = Field(
+        "open", description="When the backend fails: open (allow) or closed (503)."
+    )
+    shadow: bool = Field(False, description="Evaluate and record, never reject.")
+    headers: HeaderStyle = Field(
+        "ietf",
+        description="Response headers: ietf (RateLimit-*), legacy (X-RateLimit-*), both, none.",
+    )
+
+
+class TelemetrySettings(_Section):
+    """Traces and metrics."""
+
+    enabled: bool = Field(True, description="Default of the 'tracing' flag.")
+    service_name: str = Field(
+        "agent-server",
+        min_length=1,
+        description="service.name of traces and metrics.",
+        examples=["support-agent"],
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP collector base URL; traces and metrics are exported there when set.",
+        examples=["http://localhost:4318"],
+    )
+    prometheus: bool = Field(True, description="Serve metrics in Prometheus format.")
+    metrics_path: Path = Field("/metrics", description="Where Prometheus metrics are served.")
+    excluded_paths: list[Path] = Field(
+        default_factory=list,
+        description="Paths with no span and no HTTP metrics (patterns allowed).",
+        examples=['["/health"]'],
+    )
+
+
+class ToolkitSettings(BaseSettings):
+    """Every toolkit setting. Construct it, or let :func:`toolkit.install` load it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    backend: BackendSettings = Field(default_factory=BackendSettings)  # type: ignore[arg-type]
+    ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)  # type: ignore[arg-type]
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)  # type: ignore[arg-type]
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise configuration_error(exc, type(self), style="env") from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        del dotenv_settings, file_secret_settings
+        path = os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE)
+        if path != DEFAULT_CONFIG_FILE and not os.path.isfile(path):
+            raise ConfigurationError(
+                f"{CONFIG_FILE_ENV}={path!r}: no such file. Point it at a TOML file such as "
+                "'toolkit.toml', or unset it."
+            )
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=path))
+
+
+SectionT = TypeVar("SectionT", bound=BaseModel)
+
+
+def validate_arguments(section: type[SectionT], values: dict[str, Any]) -> SectionT:
+    """Build a settings section from keyword arguments; errors name the argument."""
+    try:
+        return section.model_validate(values)
+    except ValidationError as exc:
+        raise configuration_error(exc, section, style="argument") from None
+
+
+def configuration_error(
+    exc: ValidationError, model: type[BaseModel], *, style: Literal["env", "argument"]
+) -> ConfigurationError:
+    """Turn pydantic's report into one message that names each setting and a fix."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(str(part) for part in error["loc"])
+        if style == "env":
+            name = ENV_PREFIX + "__".join(loc[:2]).upper()
+            if len(loc) > 2:
+                name += " (entry " + ".".join(loc[2:]) + ")"
+        else:
+            name = ".".join(loc) + "="
+        value = error.get("input")
+        shown = "" if isinstance(value, dict) else f" {value!r}"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        line = f"{name}{shown}: {message}"
+        example = _example_for(model, error["loc"])
+        if example is not None:
+            line += f" (example: {example})"
+        lines.append(line)
+    return ConfigurationError("invalid toolkit settings:\n  " + "\n  ".join(lines))
+
+
+def _example_for(model: type[BaseModel], loc: tuple[int | str, ...]) -> str | None:
+    """Follow ``loc`` through nested models to the field's documented example."""
+    current: type[BaseModel] | None = model
+    example: str | None = None
+    for part in loc:
+        if current is None or not isinstance(part, str) or part not in current.model_fields:
+            continue
+        field = current.model_fields[part]
+        example = str(field.examples[0]) if field.examples else None
+        current = _nested_model(field.annotation)
+    return example
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _nested_model(arg)
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,188 @@
+"""HTTP server telemetry: one SERVER span and the HTTP RED metrics per request, pure ASGI."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from opentelemetry import context, metrics, propagate, trace
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import SpanKind, StatusCode
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from toolkit._paths import PathMatcher
+from toolkit._version import __version__
+from toolkit.flags import TRACING, FlagSource, StaticFlags
+from toolkit.telemetry import names
+from toolkit.telemetry._route import route_template
+
+_KNOWN_METHODS = frozenset(
+    ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE")
+)
+
+
+class _HeaderGetter(Getter[list[tuple[bytes, bytes]]]):
+    """Reads propagation headers (traceparent, baggage) straight from the ASGI header list."""
+
+    def get(self, carrier: list[tuple[bytes, bytes]], key: str) -> list[str] | None:
+        name = key.lower().encode("latin-1")
+        values = [v.decode("latin-1") for k, v in carrier if k == name]
+        return values or None
+
+    def keys(self, carrier: list[tuple[bytes, bytes]]) -> list[str]:
+        return [k.decode("latin-1") for k, _ in carrier]
+
+
+_GETTER = _HeaderGetter()
+
+
+class TelemetryMiddleware:
+    """Outermost toolkit middleware: a SERVER span ``{method} {route}`` per request and the
+    stable HTTP metrics ``http.server.request.duration`` (buckets up to minutes) and
+    ``http.server.active_requests``.
+
+    Everything inside (rate limiting, caching, the app) runs with this span current, so their
+    decisions land on it. Labels are route templates (``__unmatched__`` when none matched),
+    never raw paths or the Host header. Response messages pass through untouched, so streaming
+    responses stream; the span and the duration end with the last body byte.
+
+    If an instrumentation outside this middleware already traces the request (FastAPI's native
+    telemetry, ``FastAPIInstrumentor``), it steps aside rather than open a second server span
+    and double-count the HTTP metrics.
+
+    Args:
+        tracer_provider / meter_provider: the global providers when None.
+        flags: asked for ``tracing`` on every request; off means the bare app. Always on when None.
+        excluded_paths: paths or patterns with no span and no metrics.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+        flags: FlagSource | None = None,
+        excluded_paths: Iterable[str] = (),
+    ) -> None:
+        self.app = app
+        self._tracer = trace.get_tracer(
+            names.INSTRUMENTATION_SCOPE, __version__, tracer_provider=tracer_provider
+        )
+        meter = metrics.get_meter(
+            names.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
+        )
+        self._duration = names.create_http_server_request_duration(meter)
+        self._active = names.create_http_server_active_requests(meter)
+        self._flags = flags or StaticFlags()
+        self._excluded = PathMatcher(excluded_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or not self._flags.is_enabled(TRACING)
+            or (self._excluded and self._excluded.match(scope["path"]) is not None)
+            or _traced_outside(scope)
+        ):
+            await self.app(scope, receive, send)
+            return
+
+        started = time.perf_counter()
+        method = scope["method"]
+        known = method in _KNOWN_METHODS
+        method_attr = method if known else "_OTHER"
+        span_method = method if known else "HTTP"
+        active_attributes = {
+            names.HTTP_REQUEST_METHOD: method_attr,
+            names.URL_SCHEME: scope.get("scheme", "http"),
+        }
+        self._active.add(1, active_attributes)
+        root_path = scope.get("root_path", "")
+        parent = propagate.extract(scope["headers"], getter=_GETTER)
+        span = self._tracer.start_span(
+            span_method,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={**active_attributes, names.URL_PATH: scope["path"]},
+        )
+        token = context.attach(trace.set_span_in_context(span, parent))
+        status: int | None = None
+        finished = False
+
+        def finish(error: BaseException | None = None) -> None:
+            nonlocal finished
+            if finished:
+                return
+            finished = True
+            route = route_template(scope, root_path)
+            attributes = {
+                **active_attributes,
+                names.HTTP_ROUTE: route or names.UNMATCHED_ROUTE,
+                names.NETWORK_PROTOCOL_VERSION: scope.get("http_version", "1.1"),
+                # An exception before the response means the server error handler sends a 500.
+                names.HTTP_RESPONSE_STATUS_CODE: 500 if status is None else status,
+            }
+            if error is not None:
+                attributes[names.ERROR_TYPE] = type(error).__qualname__
+            elif status is None or status >= 500:
+                attributes[names.ERROR_TYPE] = str(status or 500)
+            self._duration.record(time.perf_counter() - started, attributes)
+            self._active.add(-1, active_attributes)
+            if span.is_recording():
+                _describe(span, scope, attributes, route, span_method, method, known)
+                if error is not None:
+                    span.record_exception(error)
+                if names.ERROR_TYPE in attributes:
+                    span.set_status(StatusCode.ERROR)
+            span.end()
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                finish()
+
+        try:
+            await self.app(scope, receive, send_observed)
+        except BaseException as exc:
+            finish(exc)
+            raise
+        finally:
+            finish()
+            context.detach(token)
+
+
+def _traced_outside(scope: Scope) -> bool:
+    """Whether an instrumentation outside this middleware traces this request already."""
+    if scope.get("fastapi.telemetry"):
+        return True
+    outer = trace.get_current_span().get_span_context()
+    return outer.is_valid and not outer.is_remote
+
+
+def _describe(
+    span: trace.Span,
+    scope: Scope,
+    attributes: dict[str, str | int],
+    route: str | None,
+    span_method: str,
+    method: str,
+    known: bool,
+) -> None:
+    """Span-only detail, built only when the span records."""
+    span.update_name(f"{span_method} {route}" if route else span_method)
+    if route is None:
+        # The metric label __unmatched__ keeps series bounded; a span has no route at all.
+        attributes = {k: v for k, v in attributes.items() if k != names.HTTP_ROUTE}
+    span.set_attributes(attributes)
+    if not known:
+        span.set_attribute(names.HTTP_REQUEST_METHOD_ORIGINAL, method)
+    client = scope.get("client")
+    if client:
+        span.set_attribute(names.CLIENT_ADDRESS, client[0])
+    for name, value in scope["headers"]:
+        if name == b"user-agent":
+            span.set_attribute(names.USER_AGENT_ORIGINAL, value.decode("latin-1"))
+            break

@@ -1,0 +1,181 @@
+"""Every metric, span, span event and attribute name the toolkit emits: the single source.
+
+Code, docs and dashboards take names from here. Standard names come from the OpenTelemetry
+semantic conventions (stable first); ``toolkit.*`` covers only what they do not. Each metric has
+one factory below that sets its name, unit, description (and buckets) together, and one tuple of
+the attributes it may carry: low-cardinality values only (route templates, configured policy
+names, fixed result words), never raw paths, user ids, keys or prompts, which go on spans only.
+
+Prometheus sees these names translated: dots become underscores, the unit is appended
+(``_seconds``) and counters end in ``_total``; e.g. ``toolkit.rate_limit.requests`` is scraped as
+``toolkit_rate_limit_requests_total``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from opentelemetry.metrics import Counter, Histogram, Meter, UpDownCounter
+from opentelemetry.semconv.attributes import (
+    client_attributes,
+    error_attributes,
+    exception_attributes,
+    http_attributes,
+    network_attributes,
+    url_attributes,
+    user_agent_attributes,
+)
+from opentelemetry.semconv.metrics import http_metrics
+
+INSTRUMENTATION_SCOPE: Final = "agent-server-toolkit"
+"""Name of the tracer and meter the toolkit creates its spans and instruments with."""
+
+# --- Attributes: OpenTelemetry semantic conventions -------------------------------------------
+HTTP_REQUEST_METHOD: Final = http_attributes.HTTP_REQUEST_METHOD
+"""Request method, normalised: one of the known methods or ``_OTHER``."""
+HTTP_REQUEST_METHOD_ORIGINAL: Final = http_attributes.HTTP_REQUEST_METHOD_ORIGINAL
+"""The method as sent, on spans only, when it was normalised to ``_OTHER``."""
+HTTP_ROUTE: Final = http_attributes.HTTP_ROUTE
+"""Route template, e.g. ``/chat/{session_id}``; never the raw path."""
+HTTP_RESPONSE_STATUS_CODE: Final = http_attributes.HTTP_RESPONSE_STATUS_CODE
+URL_SCHEME: Final = url_attributes.URL_SCHEME
+URL_PATH: Final = url_attributes.URL_PATH
+"""Raw request path: spans only."""
+NETWORK_PROTOCOL_VERSION: Final = network_attributes.NETWORK_PROTOCOL_VERSION
+CLIENT_ADDRESS: Final = client_attributes.CLIENT_ADDRESS
+"""The peer address: spans only."""
+USER_AGENT_ORIGINAL: Final = user_agent_attributes.USER_AGENT_ORIGINAL
+"""User-Agent header: spans only."""
+ERROR_TYPE: Final = error_attributes.ERROR_TYPE
+"""Exception class name, status code or a short toolkit word such as ``timeout``."""
+EXCEPTION_TYPE: Final = exception_attributes.EXCEPTION_TYPE
+EXCEPTION_MESSAGE: Final = exception_attributes.EXCEPTION_MESSAGE
+
+# --- Attributes: toolkit ----------------------------------------------------------------------
+RATE_LIMIT_POLICY: Final = "toolkit.rate_limit.policy"
+"""Name of the policy that decided: ``default``, a configured route pattern, or a shared name."""
+RATE_LIMIT_RESULT: Final = "toolkit.rate_limit.result"
+"""One of :data:`RATE_LIMIT_RESULTS`."""
+RATE_LIMIT_KEY: Final = "toolkit.rate_limit.key"
+"""Hash of the caller's key (never the key itself): spans only."""
+RATE_LIMIT_LIMIT: Final = "toolkit.rate_limit.limit"
+"""The limit that bound the decision, e.g. ``60 per 1 minute``: span events only."""
+RATE_LIMIT_REMAINING: Final = "toolkit.rate_limit.remaining"
+"""Units left in that limit after this request: span events only."""
+RATE_LIMIT_RESET: Final = "toolkit.rate_limit.reset"
+"""Seconds until that limit is whole again (or, when rejected, until a retry can pass)."""
+HOOK: Final = "toolkit.hook"
+"""On an exception event: which user-supplied hook raised, e.g. ``ratelimit.key``."""
+BACKEND_NAME: Final = "toolkit.backend.name"
+"""``memory`` or ``redis``."""
+BACKEND_OPERATION: Final = "toolkit.backend.operation"
+"""The backend operation, e.g. ``ratelimit.gcra``."""
+
+RATE_LIMIT_ALLOWED: Final = "allowed"
+RATE_LIMIT_REJECTED: Final = "rejected"
+RATE_LIMIT_ERROR: Final = "error"
+"""The backend failed; the policy's failure mode decided."""
+RATE_LIMIT_SHADOW_REJECTED: Final = "shadow_rejected"
+"""Would have been rejected, let through because the policy is in shadow mode."""
+RATE_LIMIT_RESULTS: Final = (
+    RATE_LIMIT_ALLOWED,
+    RATE_LIMIT_REJECTED,
+    RATE_LIMIT_ERROR,
+    RATE_LIMIT_SHADOW_REJECTED,
+)
+
+UNMATCHED_ROUTE: Final = "__unmatched__"
+"""``http.route`` metric label of requests no route matched (404s), so raw paths never leak."""
+
+# --- Spans and span events --------------------------------------------------------------------
+HTTP_SERVER_SPAN: Final = "{method} {route}"
+"""SERVER span per request, named ``GET /chat/{id}``; just the method when no route matched."""
+RATE_LIMIT_DECISION_EVENT: Final = "toolkit.rate_limit.decision"
+"""Span event per limited request: policy, result, limit, remaining, reset."""
+BACKEND_ERROR_EVENT: Final = "toolkit.backend.error"
+"""Span event when a backend call fails: operation, error.type, exception.*."""
+
+# --- Metrics ----------------------------------------------------------------------------------
+HTTP_SERVER_REQUEST_DURATION: Final = http_metrics.HTTP_SERVER_REQUEST_DURATION
+"""Histogram, s: time from request start to the last response byte."""
+HTTP_SERVER_ACTIVE_REQUESTS: Final = "http.server.active_requests"
+"""UpDownCounter, {request}: requests in flight."""
+RATE_LIMIT_REQUESTS: Final = "toolkit.rate_limit.requests"
+"""Counter, {request}: rate-limit decisions by policy and result."""
+BACKEND_ERRORS: Final = "toolkit.backend.errors"
+"""Counter, {error}: backend calls that failed, timed out or were skipped while it was down."""
+
+HTTP_DURATION_BUCKETS: Final = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+    160.0,
+    320.0,
+)
+"""Seconds. The semantic-convention buckets stop at 10 s; agent requests run for minutes."""
+
+HTTP_SERVER_REQUEST_DURATION_ATTRIBUTES: Final = (
+    HTTP_REQUEST_METHOD,
+    URL_SCHEME,
+    HTTP_ROUTE,
+    HTTP_RESPONSE_STATUS_CODE,
+    NETWORK_PROTOCOL_VERSION,
+    ERROR_TYPE,
+)
+HTTP_SERVER_ACTIVE_REQUESTS_ATTRIBUTES: Final = (HTTP_REQUEST_METHOD, URL_SCHEME)
+RATE_LIMIT_REQUESTS_ATTRIBUTES: Final = (RATE_LIMIT_POLICY, RATE_LIMIT_RESULT)
+BACKEND_ERRORS_ATTRIBUTES: Final = (BACKEND_NAME, BACKEND_OPERATION, ERROR_TYPE)
+
+METRICS: Final = {
+    HTTP_SERVER_REQUEST_DURATION: HTTP_SERVER_REQUEST_DURATION_ATTRIBUTES,
+    HTTP_SERVER_ACTIVE_REQUESTS: HTTP_SERVER_ACTIVE_REQUESTS_ATTRIBUTES,
+    RATE_LIMIT_REQUESTS: RATE_LIMIT_REQUESTS_ATTRIBUTES,
+    BACKEND_ERRORS: BACKEND_ERRORS_ATTRIBUTES,
+}
+"""Every metric the toolkit emits, with the only attributes it may carry."""
+SPAN_EVENTS: Final = (RATE_LIMIT_DECISION_EVENT, BACKEND_ERROR_EVENT)
+"""Every span event the toolkit adds."""
+
+
+def create_http_server_request_duration(meter: Meter) -> Histogram:
+    return meter.create_histogram(
+        HTTP_SERVER_REQUEST_DURATION,
+        unit="s",
+        description="Duration of HTTP server requests.",
+        explicit_bucket_boundaries_advisory=HTTP_DURATION_BUCKETS,
+    )
+
+
+def create_http_server_active_requests(meter: Meter) -> UpDownCounter:
+    return meter.create_up_down_counter(
+        HTTP_SERVER_ACTIVE_REQUESTS,
+        unit="{request}",
+        description="Number of active HTTP server requests.",
+    )
+
+
+def create_rate_limit_requests(meter: Meter) -> Counter:
+    return meter.create_counter(
+        RATE_LIMIT_REQUESTS,
+        unit="{request}",
+        description="Rate-limit decisions, by policy and result.",
+    )
+
+
+def create_backend_errors(meter: Meter) -> Counter:
+    return meter.create_counter(
+        BACKEND_ERRORS,
+        unit="{error}",
+        description="Backend calls that failed, timed out or were skipped while it was down.",
+    )
