@@ -60,27 +60,22 @@ class GcraResult:
 
 
 def decide(
-    now: int, tats: Sequence[int | None], limits: Sequence[GcraLimit], cost: int
+    now: int, stored: Sequence[int | None], limits: Sequence[GcraLimit], cost: int
 ) -> tuple[list[int], list[int]]:
-    """Run GCRA at time ``now`` (µs) against stored TATs; mirrors ``gcra.lua`` line for line.
+    """Run GCRA at time ``now`` (µs) against stored TATs; mirrors ``gcra.lua`` step for step.
 
-    Returns the reply ``gcra.lua`` would (as a list) and the TATs to store when allowed.
+    Returns the reply ``gcra.lua`` would give and the TATs to store (unchanged when refused).
     """
     allowed = 1
     retry_after = 0
-    new_tats: list[int] = []
-    reply = [0, 0]
-    for limit, stored in zip(limits, tats, strict=True):
-        interval, period = limit.interval_us, limit.period_us
-        tat = now if stored is None or stored < now else stored
-        new_tat = tat + cost * interval
-        if new_tat - now <= period:
-            new_tats.append(new_tat)
-            reply += [(period - (new_tat - now)) // interval, new_tat - now]
-        else:
+    tats = [now if tat is None or tat < now else tat for tat in stored]
+    new_tats = [tat + cost * limit.interval_us for tat, limit in zip(tats, limits, strict=True)]
+    for new_tat, limit in zip(new_tats, limits, strict=True):
+        if new_tat - now > limit.period_us:
             allowed = 0
-            retry_after = max(retry_after, new_tat - period - now)
-            new_tats.append(tat)
-            reply += [max(0, (period - (tat - now)) // interval), tat - now]
-    reply[0], reply[1] = allowed, retry_after
-    return reply, new_tats
+            retry_after = max(retry_after, new_tat - limit.period_us - now)
+    result = new_tats if allowed else tats
+    reply = [allowed, retry_after]
+    for tat, limit in zip(result, limits, strict=True):
+        reply += [max(0, (limit.period_us - (tat - now)) // limit.interval_us), tat - now]
+    return reply, result

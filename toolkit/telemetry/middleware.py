@@ -107,13 +107,26 @@ class TelemetryMiddleware:
         )
         token = context.attach(trace.set_span_in_context(span, parent))
         status: int | None = None
-        finished = False
+        # The response is complete at its last body byte; background tasks that run after it
+        # must not stretch the duration, but an exception they raise still belongs here.
+        completed: tuple[float, int] | None = None
 
-        def finish(error: BaseException | None = None) -> None:
-            nonlocal finished
-            if finished:
-                return
-            finished = True
+        async def send_observed(message: Message) -> None:
+            nonlocal status, completed
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                completed = (time.perf_counter(), time.time_ns())
+
+        error: BaseException | None = None
+        try:
+            await self.app(scope, receive, send_observed)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            ended, end_ns = completed or (time.perf_counter(), None)
             route = route_template(scope, root_path)
             attributes = {
                 **active_attributes,
@@ -126,7 +139,7 @@ class TelemetryMiddleware:
                 attributes[names.ERROR_TYPE] = type(error).__qualname__
             elif status is None or status >= 500:
                 attributes[names.ERROR_TYPE] = str(status or 500)
-            self._duration.record(time.perf_counter() - started, attributes)
+            self._duration.record(ended - started, attributes)
             self._active.add(-1, active_attributes)
             if span.is_recording():
                 _describe(span, scope, attributes, route, span_method, method, known)
@@ -134,23 +147,9 @@ class TelemetryMiddleware:
                     span.record_exception(error)
                 if names.ERROR_TYPE in attributes:
                     span.set_status(StatusCode.ERROR)
-            span.end()
-
-        async def send_observed(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                finish()
-
-        try:
-            await self.app(scope, receive, send_observed)
-        except BaseException as exc:
-            finish(exc)
-            raise
-        finally:
-            finish()
+            span.end(end_time=end_ns)
+            # Detached last: the duration is recorded while the span is current, so exemplars
+            # can link the metric to this trace.
             context.detach(token)
 
 

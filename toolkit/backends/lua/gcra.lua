@@ -8,7 +8,8 @@
 --
 -- Time is the server's (TIME), so the clocks of the app servers never matter. Integer
 -- microseconds keep the arithmetic exact in Lua's doubles (below 2^53 until the year 2255).
--- If any limit rejects, no TAT is written: a rejected request costs nothing.
+-- If any limit rejects, no TAT is written: a rejected request costs nothing, and the reply
+-- describes every limit as it stands without it.
 --
 -- Returns {allowed (0|1), retry_after_us, remaining_1, reset_after_us_1, remaining_2, ...}.
 
@@ -17,36 +18,33 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local cost = tonumber(ARGV[1])
 local allowed = 1
 local retry_after = 0
-local new_tats = {}
-local result = {0, 0}
+local tats, new_tats = {}, {}
 
 for i = 1, #KEYS do
-  local interval = tonumber(ARGV[2 * i])
   local period = tonumber(ARGV[2 * i + 1])
   local tat = tonumber(redis.call('GET', KEYS[i]) or now)
   if tat < now then
     tat = now
   end
-  local new_tat = tat + cost * interval
-  if new_tat - now <= period then
-    new_tats[i] = new_tat
-    result[2 * i + 1] = math.floor((period - (new_tat - now)) / interval)
-    result[2 * i + 2] = new_tat - now
-  else
+  tats[i] = tat
+  new_tats[i] = tat + cost * tonumber(ARGV[2 * i])
+  if new_tats[i] - now > period then
     allowed = 0
-    retry_after = math.max(retry_after, new_tat - period - now)
-    result[2 * i + 1] = math.max(0, math.floor((period - (tat - now)) / interval))
-    result[2 * i + 2] = tat - now
+    retry_after = math.max(retry_after, new_tats[i] - period - now)
   end
 end
 
-if allowed == 1 then
-  for i = 1, #KEYS do
+local result = {allowed, retry_after}
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i])
+  local period = tonumber(ARGV[2 * i + 1])
+  local tat = tats[i]
+  if allowed == 1 then
+    tat = new_tats[i]
     -- The key is useless once its TAT has passed: let Redis drop it then (ms, rounded up).
-    redis.call('SET', KEYS[i], string.format('%d', new_tats[i]), 'PX', math.ceil((new_tats[i] - now) / 1000))
+    redis.call('SET', KEYS[i], string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000))
   end
+  result[2 * i + 1] = math.max(0, math.floor((period - (tat - now)) / interval))
+  result[2 * i + 2] = tat - now
 end
-
-result[1] = allowed
-result[2] = retry_after
 return result

@@ -1,0 +1,94 @@
+"""Session-wide real servers and a clean OpenTelemetry slate for every test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.util._once import Once
+
+from tests.support.servers import RedisServer, require_binary
+from toolkit.backends import Backend, MemoryBackend
+from toolkit.backends.redis import RedisBackend
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """Async tests (modules marked ``pytest.mark.anyio``) run on asyncio."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server for the session, on a free port."""
+    server = RedisServer(require_binary("redis-server"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, running and empty."""
+    if not redis_server.running:
+        redis_server.start()
+    redis_server.flush()
+    return redis_server.url
+
+
+@pytest.fixture
+def span_exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def tracer_provider(span_exporter: InMemorySpanExporter) -> TracerProvider:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+    return provider
+
+
+@pytest.fixture
+def metric_reader() -> InMemoryMetricReader:
+    return InMemoryMetricReader()
+
+
+@pytest.fixture
+def meter_provider(metric_reader: InMemoryMetricReader) -> Iterator[MeterProvider]:
+    provider = MeterProvider(metric_readers=[metric_reader])
+    yield provider
+    provider.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _reset_global_providers() -> Iterator[None]:
+    """Tests that set global providers (as an app would) must not leak them to the next."""
+    yield
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = None
+    metrics._internal._METER_PROVIDER_SET_ONCE = Once()
+    metrics._internal._METER_PROVIDER = None
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def backend(
+    request: pytest.FixtureRequest, meter_provider: MeterProvider
+) -> AsyncIterator[Backend]:
+    """The same test body on the embedded and the Redis backend, each under a fresh prefix."""
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    store: Backend
+    if request.param == "memory":
+        store = MemoryBackend(key_prefix=prefix, meter_provider=meter_provider)
+    else:
+        url = request.getfixturevalue("redis_url")
+        store = RedisBackend(url, timeout=2, key_prefix=prefix, meter_provider=meter_provider)
+    await store.connect()
+    yield store
+    await store.close()

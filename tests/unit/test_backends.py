@@ -1,0 +1,193 @@
+"""Backends: GCRA decisions on memory and real Redis, and how a failing Redis is handled."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from redis.cluster import key_slot
+
+from tests.support.otel import counter_value
+from tests.support.servers import RedisServer, free_port
+from toolkit.backends import Backend, GcraLimit, MemoryBackend, backend_from_url
+from toolkit.backends._reconnect import Reconnect
+from toolkit.backends.redis import RedisBackend
+from toolkit.errors import BackendError, BackendUnavailable, ConfigurationError
+from toolkit.ratelimit.algorithms import Gcra
+from toolkit.ratelimit.policies import Policy
+from toolkit.telemetry import names
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_gcra_admits_the_burst_then_rejects_with_the_time_to_wait(backend: Backend) -> None:
+    limits = [GcraLimit.of(5, 60.0)]
+    results = [await backend.gcra(["k"], limits, 1) for _ in range(6)]
+    assert [r.allowed for r in results] == [True] * 5 + [False]
+    assert [r.remaining[0] for r in results] == [4, 3, 2, 1, 0, 0]
+    assert results[-1].retry_after == pytest.approx(12.0, abs=0.05)  # one unit per 60/5 s
+    assert results[4].reset_after[0] == pytest.approx(60.0, abs=0.05)
+
+
+async def test_gcra_charges_all_limits_or_none(backend: Backend) -> None:
+    """A request refused by one limit leaves every other limit untouched."""
+    limits = [GcraLimit.of(10, 60.0), GcraLimit.of(2, 60.0)]
+    assert (await backend.gcra(["a", "b"], limits, 1)).allowed
+    assert (await backend.gcra(["a", "b"], limits, 1)).allowed
+    refused = await backend.gcra(["a", "b"], limits, 1)
+    assert not refused.allowed
+    assert refused.remaining == (8, 0)  # the refusal charged nothing to the first limit
+
+
+async def test_gcra_weighs_requests_by_cost(backend: Backend) -> None:
+    limits = [GcraLimit.of(10, 60.0)]
+    assert (await backend.gcra(["k"], limits, 7)).remaining == (3,)
+    refused = await backend.gcra(["k"], limits, 4)
+    assert not refused.allowed
+    assert refused.retry_after == pytest.approx(6.0, abs=0.05)  # one more unit takes 6 s
+
+
+async def test_gcra_refills_at_the_emission_interval(backend: Backend) -> None:
+    limits = [GcraLimit.of(4, 0.2)]  # a unit every 50 ms
+    for _ in range(4):
+        assert (await backend.gcra(["k"], limits, 1)).allowed
+    assert not (await backend.gcra(["k"], limits, 1)).allowed
+    await asyncio.sleep(0.06)
+    assert (await backend.gcra(["k"], limits, 1)).allowed
+
+
+async def test_gcra_keys_are_isolated_and_prefixed(backend: Backend) -> None:
+    limits = [GcraLimit.of(1, 60.0)]
+    assert (await backend.gcra(["alice"], limits, 1)).allowed
+    assert (await backend.gcra(["bob"], limits, 1)).allowed
+    assert not (await backend.gcra(["alice"], limits, 1)).allowed
+    assert backend.key("x").startswith(backend.key_prefix + ":")
+
+
+def test_memory_gcra_forgets_keys_whose_time_has_passed() -> None:
+    now = [1000.0]
+    store = MemoryBackend(clock=lambda: now[0])
+    limits = [GcraLimit.of(10, 1.0)]
+
+    async def fill() -> None:
+        for i in range(3000):
+            await store.gcra([f"k{i}"], limits, 1)
+            now[0] += 0.01
+
+    asyncio.run(fill())
+    assert len(store._tats) < 1100  # keys idle for a whole period were swept
+
+
+def test_multi_key_calls_stay_in_one_cluster_slot() -> None:
+    """The keys of one policy share a {hash tag}, so the script runs on Redis Cluster."""
+    captured: list[list[str]] = []
+
+    class Recording(MemoryBackend):
+        async def gcra(self, keys, limits, cost):  # type: ignore[no-untyped-def]
+            captured.append([self.key(k) for k in keys])
+            return await super().gcra(keys, limits, cost)
+
+    policy = Policy.parse("p", "10/second;100/minute;1000/day")
+    asyncio.run(Gcra(Recording()).acquire("0123abcd", policy))
+    assert len({key_slot(k.encode()) for k in captured[0]}) == 1
+
+
+def test_reconnect_backs_off_and_lets_one_probe_through() -> None:
+    now = [0.0]
+    reconnect = Reconnect(
+        initial_delay=0.1, max_delay=0.4, clock=lambda: now[0], random=lambda: 1.0
+    )
+    assert reconnect.may_try()
+    assert reconnect.failed()  # went down
+    assert not reconnect.may_try()
+    assert not reconnect.failed()  # a call already in flight: no further backoff
+    now[0] = 0.1
+    assert reconnect.may_try()  # the probe
+    assert not reconnect.may_try()  # only one
+    reconnect.failed()
+    now[0] = 0.25
+    assert not reconnect.may_try()  # backoff doubled to 0.2 s
+    now[0] = 0.31
+    assert reconnect.may_try()
+    reconnect.failed()
+    reconnect.abandon()
+    now[0] = 0.31 + 0.4
+    assert reconnect.may_try()  # capped at max_delay
+    assert reconnect.succeeded()
+    assert reconnect.may_try()
+    assert not reconnect.down
+
+
+async def test_redis_backend_fails_fast_counts_and_recovers(
+    redis_server: RedisServer,
+    metric_reader: InMemoryMetricReader,
+    meter_provider: MeterProvider,
+    span_exporter: InMemorySpanExporter,
+    tracer_provider: TracerProvider,
+) -> None:
+    """Redis down: calls raise BackendError within the timeout, then are skipped without
+    waiting, every failure is counted and on the span; when Redis returns, calls resume."""
+    server = RedisServer(redis_server.binary)
+    server.start()
+    store = RedisBackend(
+        server.url,
+        timeout=0.5,
+        meter_provider=meter_provider,
+        reconnect=Reconnect(initial_delay=0.2, max_delay=0.2),
+    )
+    limits = [GcraLimit.of(100, 60.0)]
+    assert (await store.gcra(["k"], limits, 1)).allowed
+    server.stop()
+    tracer = tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("request"):
+        started = time.monotonic()
+        with pytest.raises(BackendError) as first:
+            await store.gcra(["k"], limits, 1)
+        assert first.value.error_type == "connection"
+        with pytest.raises(BackendUnavailable):
+            await store.gcra(["k"], limits, 1)
+        assert time.monotonic() - started < 0.5
+    assert counter_value(metric_reader, names.BACKEND_ERRORS, **{"error.type": "connection"}) == 1
+    assert counter_value(metric_reader, names.BACKEND_ERRORS, **{"error.type": "unavailable"}) == 1
+    events = [e for e in span_exporter.get_finished_spans()[0].events]
+    assert [e.name for e in events] == [names.BACKEND_ERROR_EVENT] * 2
+    assert events[0].attributes[names.BACKEND_OPERATION] == "ratelimit.gcra"
+
+    server.start()
+    await asyncio.sleep(0.25)
+    assert (await store.gcra(["k"], limits, 1)).allowed
+    await store.close()
+    server.stop()
+
+
+async def test_redis_backend_times_out_a_stalled_server(redis_server: RedisServer) -> None:
+    store = RedisBackend(redis_server.url, timeout=0.1, key_prefix="stall")
+    await store.connect()
+    redis_server.pause(0.6)
+    started = time.monotonic()
+    with pytest.raises(BackendError) as caught:
+        await store.gcra(["k"], [GcraLimit.of(5, 1.0)], 1)
+    assert caught.value.error_type == "timeout"
+    assert time.monotonic() - started < 0.3
+    await asyncio.sleep(0.7)
+    assert (await store.gcra(["k"], [GcraLimit.of(5, 1.0)], 1)).allowed
+    await store.close()
+
+
+async def test_redis_backend_connect_never_raises_when_redis_is_down() -> None:
+    store = RedisBackend(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
+    started = time.monotonic()
+    await store.connect()
+    assert time.monotonic() - started < 0.5
+    await store.close()
+
+
+def test_backend_urls_are_validated() -> None:
+    assert isinstance(backend_from_url("memory://"), MemoryBackend)
+    with pytest.raises(ConfigurationError, match="not a backend URL"):
+        backend_from_url("postgres://db")
