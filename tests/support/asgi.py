@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from starlette.types import ASGIApp, Message
 
 
@@ -64,3 +66,34 @@ def headers_of(messages: list[Message]) -> list[tuple[str, str]]:
 
 def body_of(messages: list[Message]) -> bytes:
     return b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+
+
+@asynccontextmanager
+async def lifespan(app: ASGIApp) -> AsyncIterator[None]:
+    """Run ``app``'s ASGI lifespan around the block, as a server would."""
+    stopping = anyio.Event()
+    sent: list[str] = []
+    started = anyio.Event()
+    first = True
+
+    async def receive() -> Message:
+        nonlocal first
+        if first:
+            first = False
+            return {"type": "lifespan.startup"}
+        await stopping.wait()
+        return {"type": "lifespan.shutdown"}
+
+    async def send(message: Message) -> None:
+        sent.append(message["type"])
+        if message["type"].startswith("lifespan.startup"):
+            started.set()
+
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    async with anyio.create_task_group() as group:
+        group.start_soon(app, scope, receive, send)
+        await started.wait()
+        assert sent == ["lifespan.startup.complete"], sent
+        yield
+        stopping.set()
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"], sent

@@ -1,0 +1,61 @@
+"""An agent-like server for process-level tests, configured through TOOLKIT_* variables.
+
+Run as ``uvicorn tests.apps.agent:app``; the test sets the environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
+
+import toolkit
+
+app = FastAPI()
+
+
+@app.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.get("/limited")
+async def limited() -> dict[str, int]:
+    return {"worker": os.getpid()}
+
+
+@app.get("/open")
+async def fail_open() -> dict[str, str]:
+    return {"answer": "open"}
+
+
+@app.get("/closed")
+async def fail_closed() -> dict[str, str]:
+    return {"answer": "closed"}
+
+
+@app.get("/loop")
+async def loop_lag() -> dict[str, float]:
+    """How late the event loop wakes a 10 ms sleep: blocking work shows up here."""
+    started = time.perf_counter()
+    await asyncio.sleep(0.01)
+    return {"lag": time.perf_counter() - started - 0.01}
+
+
+@app.get("/sse")
+async def sse() -> StreamingResponse:
+    chunks = int(os.environ.get("SSE_CHUNKS", "50"))
+    delay = float(os.environ.get("SSE_DELAY", "0"))
+
+    async def events():  # type: ignore[no-untyped-def]
+        for i in range(chunks):
+            yield f"id: {i}\ndata: token {i} {'x' * (i % 7)}\n\n".encode()
+            await asyncio.sleep(delay)
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+toolkit.install(app)

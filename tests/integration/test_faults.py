@@ -1,0 +1,145 @@
+"""Redis stops or stalls under load: requests keep flowing, and limiting comes back by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from tests.support.servers import RedisServer, UvicornServer, require_binary
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+TIMEOUT = 0.1  # the backend timeout the server runs with (the default)
+
+
+@dataclass
+class Sample:
+    at: float
+    path: str
+    status: int
+    latency: float
+    lag: float | None
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    """A Redis of this test's own, since the test stops it."""
+    server = RedisServer(require_binary("redis-server"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def server(redis: RedisServer) -> Iterator[UvicornServer]:
+    env = {
+        "TOOLKIT_BACKEND__URL": redis.url,
+        "TOOLKIT_BACKEND__TIMEOUT": str(TIMEOUT),
+        "TOOLKIT_RATELIMIT__ROUTES": json.dumps(
+            {
+                "/open": "100000/minute",
+                "/closed": {"limit": "100000/minute", "failure": "closed"},
+                "/limited": "3/minute",
+            }
+        ),
+    }
+    with UvicornServer("tests.apps.agent:app", env=env) as running:
+        yield running
+
+
+async def load(base_url: str, seconds: float, samples: list[Sample]) -> None:
+    """Ten clients, each cycling through a fail-open route, a fail-closed route and the
+    event-loop probe, as fast as the server answers."""
+    deadline = time.monotonic() + seconds
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        while time.monotonic() < deadline:
+            for path in ("/open", "/closed", "/loop"):
+                started = time.monotonic()
+                response = await client.get(base_url + path)
+                lag = response.json()["lag"] if path == "/loop" else None
+                samples.append(
+                    Sample(started, path, response.status_code, time.monotonic() - started, lag)
+                )
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        await asyncio.gather(*(client_loop(client) for _ in range(10)))
+
+
+def during(samples: list[Sample], start: float, end: float, path: str) -> list[Sample]:
+    return [s for s in samples if start <= s.at < end and s.path == path]
+
+
+def test_redis_outage_fails_open_or_closed_as_configured_and_recovers(
+    redis: RedisServer, server: UvicornServer
+) -> None:
+    samples: list[Sample] = []
+
+    async def scenario() -> tuple[float, float, float]:
+        driver = asyncio.create_task(load(server.base_url, 4.0, samples))
+        await asyncio.sleep(1.0)
+        stopped = time.monotonic()
+        await asyncio.to_thread(redis.stop)
+        await asyncio.sleep(2.0)
+        await asyncio.to_thread(redis.start)
+        back = time.monotonic()
+        await driver
+        return stopped, back, time.monotonic()
+
+    stopped, back, _ = asyncio.run(scenario())
+
+    assert not [s for s in samples if s.status >= 500 and s.path != "/closed"]
+    before = during(samples, 0, stopped, "/open")
+    assert before
+    assert {s.status for s in before} == {200}
+    # Redis down: the fail-open route keeps answering 200 within the backend timeout, the
+    # fail-closed route answers 503, and nothing blocks the event loop.
+    outage_open = during(samples, stopped + 0.2, back, "/open")
+    outage_closed = during(samples, stopped + 0.2, back, "/closed")
+    assert outage_open
+    assert outage_closed
+    assert {s.status for s in outage_open} == {200}
+    assert {s.status for s in outage_closed} == {503}
+    assert max(s.latency for s in outage_open) < TIMEOUT + 0.4
+    lags = [s.lag for s in during(samples, stopped, back, "/loop") if s.lag is not None]
+    assert lags
+    assert max(lags) < 0.25
+
+    # Redis back: limiting resumes within 2 s.
+    resumed = None
+    with httpx.Client(timeout=5) as client:
+        while time.monotonic() - back < 5:
+            statuses = [client.get(server.base_url + "/limited").status_code for _ in range(5)]
+            if 429 in statuses:
+                resumed = time.monotonic() - back
+                break
+            time.sleep(0.05)
+    assert resumed is not None
+    assert resumed < 2.0
+
+
+def test_a_stalled_redis_costs_at_most_the_timeout(
+    redis: RedisServer, server: UvicornServer
+) -> None:
+    samples: list[Sample] = []
+
+    async def scenario() -> float:
+        driver = asyncio.create_task(load(server.base_url, 2.5, samples))
+        await asyncio.sleep(0.5)
+        paused = time.monotonic()
+        await asyncio.to_thread(redis.pause, 1.5)
+        await driver
+        return paused
+
+    paused = asyncio.run(scenario())
+    stalled = during(samples, paused, paused + 1.5, "/open")
+    assert stalled
+    assert {s.status for s in stalled} == {200}
+    assert max(s.latency for s in stalled) < TIMEOUT + 0.4
+    assert not [s for s in samples if s.status >= 500 and s.path != "/closed"]

@@ -1,0 +1,180 @@
+"""install(): the documented stack on a real app, its lifespan, /metrics and the OTLP export."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from prometheus_client.parser import text_string_to_metric_families
+
+import toolkit
+from tests.support.asgi import lifespan
+from toolkit import ConfigurationError, ToolkitSettings
+from toolkit.telemetry import names
+
+pytestmark = pytest.mark.anyio
+
+
+def agent_app(events: list[str] | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, str]]:
+        if events is not None:
+            events.append("app startup")
+        yield {"model": "scripted"}
+        if events is not None:
+            events.append("app shutdown")
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"item_id": item_id}
+
+    return app
+
+
+def client(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+
+async def test_install_wraps_the_apps_own_lifespan(redis_url: str) -> None:
+    """The backend connects before the app starts and closes after it stops."""
+    events: list[str] = []
+    app = agent_app(events)
+    installed = toolkit.install(app, ToolkitSettings(backend={"url": redis_url}))
+    original_connect, original_close = installed.backend.connect, installed.backend.close
+
+    async def connect() -> None:
+        events.append("toolkit startup")
+        await original_connect()
+
+    async def close() -> None:
+        await original_close()
+        events.append("toolkit shutdown")
+
+    installed.backend.connect = connect  # type: ignore[method-assign]
+    installed.backend.close = close  # type: ignore[method-assign]
+
+    async with lifespan(app), client(app) as http:
+        assert (await http.get("/items/1")).status_code == 200
+        events.append("served")
+    assert events == [
+        "toolkit startup",
+        "app startup",
+        "served",
+        "app shutdown",
+        "toolkit shutdown",
+    ]
+
+
+async def test_install_serves_prometheus_metrics_that_parse() -> None:
+    app = agent_app()
+    toolkit.install(app, ToolkitSettings(ratelimit={"limit": "2/minute"}))
+    async with client(app) as http:
+        for i in range(3):
+            await http.get(f"/items/{i}")
+        for _ in range(3):  # /metrics is neither limited nor traced
+            response = await http.get("/metrics")
+            assert response.status_code == 200
+        openmetrics = await http.get("/metrics", headers={"accept": "application/openmetrics-text"})
+    assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    assert "http_server_request_duration_seconds" in families
+    decisions = {
+        s.labels["toolkit_rate_limit_result"]: s.value
+        for s in families["toolkit_rate_limit_requests"].samples
+        if s.name.endswith("_total")
+    }
+    assert decisions == {"allowed": 2.0, "rejected": 1.0}
+    routes = {
+        s.labels["http_route"] for s in families["http_server_request_duration_seconds"].samples
+    }
+    assert "/metrics" not in routes
+    assert "process_cpu_seconds_total" in response.text
+
+
+async def test_install_twice_or_on_a_bare_asgi_app_is_refused() -> None:
+    app = agent_app()
+    toolkit.install(app)
+    with pytest.raises(ConfigurationError, match="already called"):
+        toolkit.install(app)
+
+    async def raw(scope: object, receive: object, send: object) -> None:
+        pass
+
+    with pytest.raises(ConfigurationError, match="Starlette or FastAPI app"):
+        toolkit.install(raw)  # type: ignore[arg-type]
+
+
+class _Collector(BaseHTTPRequestHandler):
+    received: list[tuple[str, bytes]]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        self.received.append((self.path, body))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def collector() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
+    """A loopback HTTP endpoint that keeps what OTLP exporters post to it."""
+    received: list[tuple[str, bytes]] = []
+    handler = type("Handler", (_Collector,), {"received": received})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", received
+    server.shutdown()
+    server.server_close()
+
+
+async def test_install_exports_traces_and_metrics_over_otlp(
+    collector: tuple[str, list[tuple[str, bytes]]],
+) -> None:
+    endpoint, received = collector
+    app = agent_app()
+    installed = toolkit.install(
+        app,
+        ToolkitSettings(
+            ratelimit={"limit": "5/minute"},
+            telemetry={"otlp_endpoint": endpoint, "service_name": "support-agent"},
+        ),
+    )
+    async with client(app) as http:
+        await http.get("/items/1")
+    await installed.shutdown()  # flushes the exporters
+
+    spans = []
+    metric_names = set()
+    for path, body in received:
+        if path == "/v1/traces":
+            request = ExportTraceServiceRequest.FromString(body)
+            for resource_spans in request.resource_spans:
+                service = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+                assert service["service.name"] == "support-agent"
+                spans += [s for scope in resource_spans.scope_spans for s in scope.spans]
+        elif path == "/v1/metrics":
+            request = ExportMetricsServiceRequest.FromString(body)
+            metric_names |= {
+                m.name
+                for rm in request.resource_metrics
+                for sm in rm.scope_metrics
+                for m in sm.metrics
+            }
+    assert [s.name for s in spans] == ["GET /items/{item_id}"]
+    assert [e.name for e in spans[0].events] == [names.RATE_LIMIT_DECISION_EVENT]
+    assert {names.HTTP_SERVER_REQUEST_DURATION, names.RATE_LIMIT_REQUESTS} <= metric_names

@@ -1,0 +1,104 @@
+"""The name registry, checked both ways against what the toolkit really emits."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import toolkit
+from tests.support.otel import metric_names, points
+from tests.support.servers import free_port
+from toolkit.telemetry import names
+
+pytestmark = pytest.mark.anyio
+
+DECLARED_ATTRIBUTES = {
+    value
+    for name, value in vars(names).items()
+    if name.isupper()
+    and isinstance(value, str)
+    and "." in value
+    and "{" not in value
+    and value not in names.METRICS
+    and value not in names.SPAN_EVENTS
+    and value != names.INSTRUMENTATION_SCOPE
+}
+
+
+async def drive_every_capability(
+    tracer_provider: TracerProvider, meter_provider: MeterProvider
+) -> None:
+    """Allowed, rejected, shadow-rejected and backend-error decisions, a 404 and a 500."""
+    app = FastAPI()
+
+    @app.get("/chat/{session}")
+    async def chat(session: str) -> dict[str, str]:
+        return {"session": session}
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("model failure")
+
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    toolkit.install(
+        app,
+        toolkit.ToolkitSettings(
+            ratelimit={
+                "limit": "1/minute",
+                "routes": {"/shadow": {"limit": "1/minute", "shadow": True}},
+            },
+        ),
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+    )
+    failing = FastAPI()
+    failing.get("/x")(chat)
+    toolkit.install(
+        failing,
+        toolkit.ToolkitSettings(ratelimit={"limit": "1/minute"}, backend={"url": down}),
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+    )
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        for path in ["/chat/a", "/chat/b", "/shadow", "/shadow", "/boom", "/missing"]:
+            await client.get(path)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=failing), base_url="http://t"
+    ) as client:
+        await client.get("/x")
+
+
+async def test_everything_emitted_is_declared_and_everything_declared_is_emitted(
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+    meter_provider: MeterProvider,
+    metric_reader: InMemoryMetricReader,
+) -> None:
+    await drive_every_capability(tracer_provider, meter_provider)
+
+    emitted_metrics = {
+        metric: {key for point in points(metric_reader, metric) for key in point.attributes}
+        for metric in names.METRICS
+        if points(metric_reader, metric)
+    }
+    undeclared = [m for m in metric_names(metric_reader) if m not in names.METRICS]
+    assert not undeclared, f"emitted but not in names.METRICS: {undeclared}"
+    silent = [m for m in names.METRICS if m not in emitted_metrics]
+    assert not silent, f"declared but never emitted: {silent}"
+    for metric, keys in emitted_metrics.items():
+        extra = keys - set(names.METRICS[metric])
+        assert not extra, f"{metric} carries attributes outside its allowlist: {extra}"
+
+    spans = span_exporter.get_finished_spans()
+    events = {event.name for span in spans for event in span.events} - {"exception"}
+    assert events == set(names.SPAN_EVENTS)
+    used = {key for span in spans for key in span.attributes}
+    used |= {key for span in spans for event in span.events for key in event.attributes}
+    used -= {"exception.stacktrace", "exception.escaped"}  # the SDK's record_exception
+    assert not used - DECLARED_ATTRIBUTES, f"undeclared attributes: {used - DECLARED_ATTRIBUTES}"
