@@ -117,6 +117,12 @@ class RedisBackend(Backend):
         await self._client.aclose()
         if self._pool is not None:
             await self._pool.disconnect()
+        elif self._limits_storage is not None:
+            # On a cluster `limits` keeps a client of its own (it cannot share ours); the
+            # library has no close method, so close the client its bridge holds.
+            client = getattr(getattr(self._limits_storage, "bridge", None), "storage", None)
+            if client is not None:
+                await client.aclose()
 
     async def gcra(self, keys: Sequence[str], limits: Sequence[GcraLimit], cost: int) -> GcraResult:
         args: list[int] = [cost]
