@@ -18,6 +18,7 @@ from toolkit.ratelimit.keys import ClientAddress, KeyFunction, KeyResolver, dige
 from toolkit.ratelimit.policies import DEFAULT_POLICY, Policy, PolicyTable, RoutePolicy
 from toolkit.settings import RateLimitSettings, validate_arguments
 from toolkit.telemetry import names
+from toolkit.telemetry._counts import shared_counts
 
 # Fields we set are replaced, never doubled, if the app set them too. Retry-After is the app's.
 _REPLACED = OWN_HEADERS - {b"retry-after"}
@@ -113,7 +114,9 @@ class RateLimitMiddleware:
         meter = metrics.get_meter(
             names.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
         )
-        self._decisions = names.create_rate_limit_requests(meter)
+        self._decisions = shared_counts(
+            meter, names.RATE_LIMIT_REQUESTS, names.create_rate_limit_requests
+        )
         self._attributes = {
             (policy, result): {
                 names.RATE_LIMIT_POLICY: policy.name,
@@ -165,7 +168,8 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
 
     def _record(self, policy: Policy, result: str, key: str, decision: Decision | None) -> None:
-        self._decisions.add(1, self._attributes[policy, result])
+        series = (policy, result)
+        self._decisions.add(series, self._attributes[series])
         span = trace.get_current_span()
         if not span.is_recording():
             return

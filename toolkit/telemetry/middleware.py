@@ -14,6 +14,7 @@ from toolkit._paths import PathMatcher
 from toolkit._version import __version__
 from toolkit.flags import TRACING, FlagSource, StaticFlags
 from toolkit.telemetry import names
+from toolkit.telemetry._counts import shared_counts
 from toolkit.telemetry._route import route_template
 
 _KNOWN_METHODS = frozenset(
@@ -73,7 +74,9 @@ class TelemetryMiddleware:
             names.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
         )
         self._duration = names.create_http_server_request_duration(meter)
-        self._active = names.create_http_server_active_requests(meter)
+        self._active = shared_counts(
+            meter, names.HTTP_SERVER_ACTIVE_REQUESTS, names.create_http_server_active_requests
+        )
         self._flags = flags or StaticFlags()
         self._excluded = PathMatcher(excluded_paths)
 
@@ -92,11 +95,10 @@ class TelemetryMiddleware:
         known = method in _KNOWN_METHODS
         method_attr = method if known else "_OTHER"
         span_method = method if known else "HTTP"
-        active_attributes = {
-            names.HTTP_REQUEST_METHOD: method_attr,
-            names.URL_SCHEME: scope.get("scheme", "http"),
-        }
-        self._active.add(1, active_attributes)
+        scheme = scope.get("scheme", "http")
+        active_key = (method_attr, scheme)
+        active_attributes = {names.HTTP_REQUEST_METHOD: method_attr, names.URL_SCHEME: scheme}
+        self._active.add(active_key, active_attributes)
         root_path = scope.get("root_path", "")
         parent = propagate.extract(scope["headers"], getter=_GETTER)
         span = self._tracer.start_span(
@@ -140,7 +142,7 @@ class TelemetryMiddleware:
             elif status is None or status >= 500:
                 attributes[names.ERROR_TYPE] = str(status or 500)
             self._duration.record(ended - started, attributes)
-            self._active.add(-1, active_attributes)
+            self._active.add(active_key, active_attributes, -1)
             if span.is_recording():
                 _describe(span, scope, attributes, route, span_method, method, known)
                 if error is not None:

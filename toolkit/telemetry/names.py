@@ -13,9 +13,18 @@ Prometheus sees these names translated: dots become underscores, the unit is app
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Final
 
-from opentelemetry.metrics import Counter, Histogram, Meter, UpDownCounter
+from opentelemetry.metrics import (
+    CallbackOptions,
+    Counter,
+    Histogram,
+    Meter,
+    ObservableCounter,
+    ObservableUpDownCounter,
+    Observation,
+)
 from opentelemetry.semconv.attributes import (
     client_attributes,
     error_attributes,
@@ -157,17 +166,23 @@ def create_http_server_request_duration(meter: Meter) -> Histogram:
     )
 
 
-def create_http_server_active_requests(meter: Meter) -> UpDownCounter:
-    return meter.create_up_down_counter(
+Callback = Callable[[CallbackOptions], Iterable[Observation]]
+"""Reads the current totals of an asynchronous instrument (see ``telemetry/_counts.py``)."""
+
+
+def create_http_server_active_requests(meter: Meter, callback: Callback) -> ObservableUpDownCounter:
+    return meter.create_observable_up_down_counter(
         HTTP_SERVER_ACTIVE_REQUESTS,
+        callbacks=[callback],
         unit="{request}",
         description="Number of active HTTP server requests.",
     )
 
 
-def create_rate_limit_requests(meter: Meter) -> Counter:
-    return meter.create_counter(
+def create_rate_limit_requests(meter: Meter, callback: Callback) -> ObservableCounter:
+    return meter.create_observable_counter(
         RATE_LIMIT_REQUESTS,
+        callbacks=[callback],
         unit="{request}",
         description="Rate-limit decisions, by policy and result.",
     )
