@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 MICROSECONDS = 1_000_000
 
@@ -30,8 +31,7 @@ class GcraLimit:
         return cls(amount, period_us, max(1, period_us // amount))
 
 
-@dataclass(frozen=True, slots=True)
-class GcraResult:
+class GcraResult(NamedTuple):
     """Outcome of one GCRA call over several limits.
 
     Attributes:
@@ -61,21 +61,31 @@ class GcraResult:
 
 def decide(
     now: int, stored: Sequence[int | None], limits: Sequence[GcraLimit], cost: int
-) -> tuple[list[int], list[int]]:
+) -> tuple[GcraResult, list[int]]:
     """Run GCRA at time ``now`` (µs) against stored TATs; mirrors ``gcra.lua`` step for step.
 
-    Returns the reply ``gcra.lua`` would give and the TATs to store (unchanged when refused).
+    Returns what ``gcra.lua`` would answer and the TATs to store (unchanged when refused).
     """
-    allowed = 1
+    # Plain loops, no comprehensions: this runs on every request of the in-memory backend.
+    allowed = True
     retry_after = 0
-    tats = [now if tat is None or tat < now else tat for tat in stored]
-    new_tats = [tat + cost * limit.interval_us for tat, limit in zip(tats, limits, strict=True)]
-    for new_tat, limit in zip(new_tats, limits, strict=True):
+    tats: list[int] = []
+    new_tats: list[int] = []
+    for tat, limit in zip(stored, limits, strict=True):
+        if tat is None or tat < now:
+            tat = now
+        new_tat = tat + cost * limit.interval_us
+        tats.append(tat)
+        new_tats.append(new_tat)
         if new_tat - now > limit.period_us:
-            allowed = 0
+            allowed = False
             retry_after = max(retry_after, new_tat - limit.period_us - now)
     result = new_tats if allowed else tats
-    reply = [allowed, retry_after]
+    remaining: list[int] = []
+    reset_after: list[float] = []
     for tat, limit in zip(result, limits, strict=True):
-        reply += [max(0, (limit.period_us - (tat - now)) // limit.interval_us), tat - now]
-    return reply, result
+        remaining.append(max(0, (limit.period_us - (tat - now)) // limit.interval_us))
+        reset_after.append((tat - now) / MICROSECONDS)
+    return GcraResult(
+        allowed, retry_after / MICROSECONDS, tuple(remaining), tuple(reset_after)
+    ), result

@@ -46,13 +46,13 @@ class MemoryBackend(Backend):
 
     async def gcra(self, keys: Sequence[str], limits: Sequence[GcraLimit], cost: int) -> GcraResult:
         now = int(self._clock() * _gcra.MICROSECONDS)
-        full_keys = [self.key(k) for k in keys]
-        reply, new_tats = _gcra.decide(now, [self._tats.get(k) for k in full_keys], limits, cost)
-        if reply[0]:
+        full_keys = [f"{self.key_prefix}:{k}" for k in keys]
+        result, new_tats = _gcra.decide(now, [self._tats.get(k) for k in full_keys], limits, cost)
+        if result.allowed:
             self._tats.update(zip(full_keys, new_tats, strict=True))
             if len(self._tats) >= self._sweep_at:
                 self._sweep(now)
-        return GcraResult.from_reply(reply)
+        return result
 
     def _sweep(self, now: int) -> None:
         # A TAT in the past carries no state; dropping them keeps memory bounded by the keys

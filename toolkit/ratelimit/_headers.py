@@ -68,11 +68,11 @@ class PolicyHeaders:
         fields: list[tuple[bytes, bytes]] = []
         if self._style in ("ietf", "both"):
             fields.append((b"ratelimit-policy", self._policy_field))
-            item = self._items[decision.index]
+            item = self._items[decision.binding]
             fields.append((b"ratelimit", f"{item};r={remaining};t={reset}".encode("latin-1")))
         if self._style in ("legacy", "both"):
             fields += [
-                (b"x-ratelimit-limit", str(self._amounts[decision.index]).encode()),
+                (b"x-ratelimit-limit", str(self._amounts[decision.binding]).encode()),
                 (b"x-ratelimit-remaining", str(remaining).encode()),
                 (b"x-ratelimit-reset", str(reset).encode()),
             ]
@@ -84,7 +84,7 @@ async def send_rejection(
 ) -> None:
     """Answer 429: the client spent its budget. ``Retry-After`` is never before the reset."""
     retry_after = max(1, math.ceil(decision.retry_after))
-    limit = policy.limits[decision.index]
+    limit = policy.limits[decision.binding]
     await _send_problem(
         send,
         429,

@@ -7,8 +7,7 @@ need. It reaches storage only through the backend it is given.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar, NamedTuple, Protocol
 
 from limits.aio.strategies import (
     FixedWindowRateLimiter,
@@ -23,20 +22,19 @@ from toolkit.ratelimit.policies import Policy
 from toolkit.settings import Algorithm as AlgorithmName
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """The outcome for one request.
 
     Attributes:
         allowed: every limit of the policy had room and was charged.
-        index: which of the policy's limits the headers describe (the most constraining).
+        binding: which of the policy's limits the headers describe (the most constraining).
         remaining: units left in that limit.
         reset_after: seconds until that limit is whole again.
         retry_after: seconds until the request could pass; 0 when allowed.
     """
 
     allowed: bool
-    index: int
+    binding: int
     remaining: int
     reset_after: float
     retry_after: float
@@ -61,11 +59,12 @@ class Gcra:
         # One {hash tag} for all keys of the call, so the script runs on Redis Cluster.
         keys = [f"rl:{{{key}}}:{limit_id}" for limit_id in policy.limit_ids]
         result = await self._backend.gcra(keys, policy.gcra_limits, policy.cost)
-        index = min(range(len(keys)), key=result.remaining.__getitem__)
+        remaining = result.remaining
+        index = 0 if len(remaining) == 1 else min(range(len(remaining)), key=remaining.__getitem__)
         return Decision(
             result.allowed,
             index,
-            result.remaining[index],
+            remaining[index],
             result.reset_after[index],
             result.retry_after,
         )

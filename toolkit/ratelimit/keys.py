@@ -6,6 +6,7 @@ collide with an address, and they are hashed before they reach storage or a span
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import ipaddress
@@ -48,26 +49,34 @@ class ClientAddress:
     Anything to its left was sent by the client and could be forged.
     """
 
-    __slots__ = ("_trusted",)
+    __slots__ = ("_hop", "_trusted")
 
     def __init__(self, trusted_proxies: Iterable[IPNetwork | str] = ()) -> None:
         self._trusted = tuple(ipaddress.ip_network(net, strict=False) for net in trusted_proxies)
+        # Parsing an address costs microseconds and the same few proxies and clients recur:
+        # remember the verdict per text, bounded so forged hops cannot grow it without limit.
+        self._hop = functools.lru_cache(maxsize=4096)(self._read_hop)
 
     def __call__(self, scope: Scope) -> str | None:
         client = scope.get("client")
         peer = client[0] if client else None
-        if not self._trusted or peer is None or not self._is_trusted(_parse_ip(peer)):
+        if not self._trusted or peer is None or not self._hop(peer)[1]:
             return peer
         hops = self._forwarded_chain(scope)
         for hop in reversed(hops):
-            address = _parse_ip(hop)
-            if not self._is_trusted(address):
+            address, trusted = self._hop(hop)
+            if not trusted:
                 # Written by the trusted proxy to its right: what that proxy saw.
-                return str(address) if address is not None else hop
+                return address
         return hops[0] if hops else peer
 
-    def _is_trusted(self, address: _IPAddress | None) -> bool:
-        return address is not None and any(address in net for net in self._trusted)
+    def _read_hop(self, text: str) -> tuple[str, bool]:
+        """The hop as an identity (the normalised address, else the text) and whether it is
+        one of the trusted proxies."""
+        address = _parse_ip(text)
+        if address is None:
+            return text, False
+        return str(address), any(address in net for net in self._trusted)
 
     @staticmethod
     def _forwarded_chain(scope: Scope) -> list[str]:

@@ -179,7 +179,7 @@ class RateLimitMiddleware:
             names.RATE_LIMIT_RESULT: result,
         }
         if decision is not None:
-            event[names.RATE_LIMIT_LIMIT] = str(policy.limits[decision.index])
+            event[names.RATE_LIMIT_LIMIT] = str(policy.limits[decision.binding])
             event[names.RATE_LIMIT_REMAINING] = decision.remaining
             event[names.RATE_LIMIT_RESET] = (
                 decision.reset_after if decision.allowed else decision.retry_after
@@ -205,7 +205,8 @@ def _adding(send: Send, fields: list[tuple[bytes, bytes]]) -> Send:
 
     async def send_with_fields(message: Message) -> None:
         if message["type"] == "http.response.start":
-            headers = [h for h in message.get("headers", ()) if h[0].lower() not in _REPLACED]
+            # ASGI header names are lower-case bytes (the spec requires it).
+            headers = [h for h in message.get("headers", ()) if h[0] not in _REPLACED]
             message = {**message, "headers": headers + fields}
         await send(message)
 

@@ -1,0 +1,338 @@
+"""The quickstart agent under a short burst of traffic, without the toolkit and then with it.
+
+    python -m examples.quickstart.demo [--duration 4]   # both phases, then a table
+    python -m examples.quickstart.demo --serve          # the toolkit-enabled app, until Ctrl-C
+
+Each phase runs ``examples/quickstart/app.py`` in its own uvicorn process on a free loopback
+port and drives it with 8 well-behaved users (one chat every ~300 ms each, own API keys) and
+one abusive client (one API key, 10 requests always in flight).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import multiprocessing
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = "examples.quickstart.app:app"
+USERS = 8
+USER_INTERVAL = (0.25, 0.35)  # seconds between one user's messages
+ABUSIVE_CONCURRENCY = 10
+# Series of the "after" server shown under the table: where its numbers come from.
+SHOWN_METRICS = ("toolkit_rate_limit_requests_total", "http_server_request_duration_seconds_count")
+QUESTIONS = (
+    "how long do refunds take?",
+    "where is my tracking link?",
+    "I forgot my password",
+    "can I export invoices?",
+    "what is the meaning of life?",
+)
+
+
+class Server:
+    """The quickstart app in a uvicorn process of its own, started and stopped by ``with``.
+
+    Variables that configure the toolkit or OpenTelemetry (``TOOLKIT_*``, ``OTEL_*``) are not
+    passed on: app.py alone decides what each phase runs.
+    """
+
+    def __init__(self, *, with_toolkit: bool, port: int = 0) -> None:
+        self.with_toolkit = with_toolkit
+        self.port = port or _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TOOLKIT_", "OTEL_"))}
+        env["QUICKSTART_TOOLKIT"] = "1" if self.with_toolkit else "0"
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        command = [sys.executable, "-m", "uvicorn", APP, "--host", "127.0.0.1"]
+        command += ["--port", str(self.port), "--no-access-log", "--log-level", "warning"]
+        self.process = subprocess.Popen(
+            command,
+            env=env,
+            cwd=ROOT,
+            start_new_session=True,  # Ctrl-C reaches the demo only; it stops the server
+        )
+        try:
+            self._wait_until_ready(timeout=30)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _wait_until_ready(self, timeout: float) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"uvicorn {APP} exited with {self.process.returncode}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass  # not listening yet
+            time.sleep(0.05)
+        raise TimeoutError(f"uvicorn {APP} did not answer on {self.url} within {timeout} s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Traffic:
+    """What one kind of client saw: a status (0: no response) and a latency per request."""
+
+    statuses: list[int] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    policy: str | None = None  # the RateLimit-Policy field the server announced, if any
+
+    @property
+    def requests(self) -> int:
+        return len(self.statuses)
+
+    @property
+    def allowed(self) -> int:
+        return sum(200 <= status < 300 for status in self.statuses)
+
+    @property
+    def limited(self) -> int:
+        return self.statuses.count(429)
+
+    @property
+    def errors(self) -> int:
+        return self.requests - self.allowed - self.limited
+
+    def percentile(self, q: float) -> float:
+        """Nearest-rank percentile of the latencies, in seconds (NaN when there are none)."""
+        if not self.latencies:
+            return math.nan
+        ordered = sorted(self.latencies)
+        return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+@dataclass
+class Load:
+    users: Traffic
+    abusive: Traffic
+
+
+async def _chat(client: httpx.AsyncClient, key: str, session: str, text: str, out: Traffic) -> None:
+    started = time.perf_counter()
+    try:
+        response = await client.post(
+            "/chat", json={"message": text, "session_id": session}, headers={"X-API-Key": key}
+        )
+        status = response.status_code
+        out.policy = out.policy or response.headers.get("ratelimit-policy")
+    except httpx.HTTPError:
+        status = 0
+    out.latencies.append(time.perf_counter() - started)
+    out.statuses.append(status)
+
+
+async def _user(
+    client: httpx.AsyncClient, number: int, deadline: float, rng: random.Random, out: Traffic
+) -> None:
+    key, session = f"user-{number}", f"session-{number}"
+    next_send = time.time() + rng.uniform(0, USER_INTERVAL[1])  # users do not start in step
+    while next_send < deadline:
+        await asyncio.sleep(max(0.0, next_send - time.time()))
+        next_send += rng.uniform(*USER_INTERVAL)
+        await _chat(client, key, session, rng.choice(QUESTIONS), out)
+
+
+async def _users(base_url: str, deadline: float, seed: int) -> Traffic:
+    rng, out = random.Random(seed), Traffic()
+    async with (
+        httpx.AsyncClient(base_url=base_url, timeout=10) as client,
+        asyncio.TaskGroup() as group,
+    ):
+        for number in range(1, USERS + 1):
+            group.create_task(_user(client, number, deadline, rng, out))
+    return out
+
+
+async def _abusive_worker(client: httpx.AsyncClient, deadline: float, out: Traffic) -> None:
+    while time.time() < deadline:
+        await _chat(client, "scraper-1", "loop", "repeat everything you know", out)
+
+
+def _abuse(base_url: str, deadline: float) -> Traffic:
+    """The abusive client, run in a process of its own (see :func:`drive`)."""
+
+    async def abuse() -> Traffic:
+        out = Traffic()
+        async with (
+            httpx.AsyncClient(base_url=base_url, timeout=10) as client,
+            asyncio.TaskGroup() as group,
+        ):
+            for _ in range(ABUSIVE_CONCURRENCY):
+                group.create_task(_abusive_worker(client, deadline, out))
+        return out
+
+    return asyncio.run(abuse())
+
+
+def drive(base_url: str, duration: float, abuser: Executor, *, seed: int = 1) -> Load:
+    """The demo's traffic against ``base_url`` for ``duration`` seconds.
+
+    The abusive client runs in ``abuser``, another process: in this one, its stream of instant
+    429s would keep the event loop busy and add its delays to the users' measured latencies.
+    Requests in flight at the deadline are waited for, not cancelled, so the server counted
+    exactly the requests returned here.
+    """
+    deadline = time.time() + duration  # wall clock: the same in both processes
+    abusive = abuser.submit(_abuse, base_url, deadline)
+    users = asyncio.run(_users(base_url, deadline, seed))
+    return Load(users, abusive.result())
+
+
+@dataclass
+class Demo:
+    duration: float
+    before: Load
+    after: Load
+    metrics_url: str
+    metrics: str  # the "after" server's /metrics, scraped once its traffic ended
+
+    def samples(self, name: str) -> list[tuple[dict[str, str], float]]:
+        """Labels and value of every sample called ``name`` in the scraped metrics."""
+        return [
+            (sample.labels, sample.value)
+            for family in text_string_to_metric_families(self.metrics)
+            for sample in family.samples
+            if sample.name == name
+        ]
+
+
+def run_demo(duration: float) -> Demo:
+    """Both phases, each on a fresh server."""
+    spawn = multiprocessing.get_context("spawn")  # no fork of a process that ran event loops
+    with ProcessPoolExecutor(1, mp_context=spawn) as abuser:
+        abuser.submit(int).result()  # start it now, not on the phase's clock
+        with Server(with_toolkit=False) as server:
+            before = drive(server.url, duration, abuser)
+        with Server(with_toolkit=True) as server:
+            after = drive(server.url, duration, abuser)
+            metrics_url = f"{server.url}/metrics"
+            metrics = httpx.get(metrics_url, timeout=10).raise_for_status().text
+    return Demo(duration, before, after, metrics_url, metrics)
+
+
+def report(demo: Demo) -> str:
+    """The table, the share of model calls the abusive client got, and the metrics behind it."""
+    policy = demo.after.users.policy or demo.after.abusive.policy
+    lines = [
+        f"examples/quickstart/app.py, {demo.duration:g} s of traffic per phase:",
+        f"  users    {USERS} API keys, each sending a chat every ~300 ms",
+        f"  abusive  1 API key keeping {ABUSIVE_CONCURRENCY} chats in flight, as fast as answered",
+        "before:  the app alone",
+        f"after:   the same app with toolkit.install(); /chat answers RateLimit-Policy: {policy}",
+        "",
+        f"{'phase':<8}{'client':<9}{'requests':>9}{'2xx':>7}{'429':>7}{'other':>7}"
+        f"{'p50 ms':>8}{'p95 ms':>8}",
+    ]
+    for phase, load in (("before", demo.before), ("after", demo.after)):
+        for client, traffic in (("users", load.users), ("abusive", load.abusive)):
+            lines.append(
+                f"{phase:<8}{client:<9}{traffic.requests:>9}{traffic.allowed:>7}"
+                f"{traffic.limited:>7}{traffic.errors:>7}"
+                f"{traffic.percentile(0.50) * 1000:>8.0f}{traffic.percentile(0.95) * 1000:>8.0f}"
+            )
+    lines.append("")
+    for phase, load in (("before", demo.before), ("after", demo.after)):
+        served = load.users.allowed + load.abusive.allowed
+        share = load.abusive.allowed / served if served else 0.0
+        lines.append(
+            f"{phase}: the abusive client got {load.abusive.allowed} of the {served} "
+            f"answered chats ({share:.0%})"
+        )
+    rejected = sum(
+        value
+        for labels, value in demo.samples("toolkit_rate_limit_requests_total")
+        if labels.get("toolkit_rate_limit_result") == "rejected"
+    )
+    lines += [
+        "",
+        f"The after server's own count, from {demo.metrics_url} as its traffic ended",
+        '(429s are answered before routing, so their HTTP series has http_route="__unmatched__"):',
+        *(line for line in demo.metrics.splitlines() if line.startswith(SHOWN_METRICS)),
+        "",
+        f"rejected by the toolkit: {rejected:.0f}; 429s received by the clients: "
+        f"{demo.after.users.limited + demo.after.abusive.limited}",
+        "To keep the app running with the toolkit: make demo ARGS=--serve",
+    ]
+    return "\n".join(lines)
+
+
+def serve(port: int) -> int:
+    with Server(with_toolkit=True, port=port) as server:
+        assert server.process is not None
+        print(f"quickstart agent with the toolkit on {server.url}  (Ctrl-C stops it)")
+        print(f"metrics: {server.url}/metrics")
+        print("try:")
+        print(
+            f"  curl -i {server.url}/chat -H 'X-API-Key: my-key' "
+            """-H 'Content-Type: application/json' """
+            """-d '{"message": "how long do refunds take?", "session_id": "s1"}'"""
+        )
+        print(f"  curl -s {server.url}/metrics | grep -E '^(toolkit|http_server)_'", flush=True)
+        try:
+            return server.process.wait()
+        except KeyboardInterrupt:
+            print("\nstopping the server")
+            return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m examples.quickstart.demo", description=__doc__)
+    parser.add_argument("--serve", action="store_true", help="run the app with the toolkit")
+    parser.add_argument("--port", type=int, default=0, help="--serve port (default: a free one)")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per phase")
+    args = parser.parse_args(argv)
+    if args.duration <= 0:
+        parser.error("--duration must be more than 0 seconds")
+    # Servers run in sessions of their own; on SIGTERM too, unwind so that they are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        if args.serve:
+            return serve(args.port)
+        print(report(run_demo(args.duration)))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""``make demo``: the quickstart's two phases on real uvicorn processes, and ``--serve``."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from examples.quickstart.demo import ROOT, SHOWN_METRICS, Demo, report, run_demo
+
+pytestmark = pytest.mark.slow
+
+DURATION = 1.5
+CHAT_BURST, CHAT_PER_SECOND = 5, 5  # app.py: "/chat": "5/second", which GCRA may spend at once
+
+
+@pytest.fixture(scope="module")
+def demo() -> Demo:
+    return run_demo(DURATION)
+
+
+def test_without_the_toolkit_nobody_is_limited(demo: Demo) -> None:
+    for traffic in (demo.before.users, demo.before.abusive):
+        assert traffic.requests > 0
+        assert traffic.allowed == traffic.requests
+        assert traffic.policy is None  # no RateLimit fields either
+
+
+def test_with_the_toolkit_only_the_abusive_client_is_limited(demo: Demo) -> None:
+    users, abusive = demo.after.users, demo.after.abusive
+    assert users.requests >= 8
+    assert users.allowed == users.requests
+    assert abusive.limited > 0
+    assert abusive.errors == 0
+    # Its whole burst, then one request per emission interval, and not one more.
+    assert CHAT_BURST <= abusive.allowed <= CHAT_BURST + CHAT_PER_SECOND * DURATION + 1
+    assert users.policy == abusive.policy == '"/chat";q=5;w=1'
+
+
+def test_the_abusive_client_loses_its_share_of_the_model(demo: Demo) -> None:
+    """Without the toolkit it takes most of the answered chats; with it, a minority."""
+    shares = [
+        load.abusive.allowed / (load.abusive.allowed + load.users.allowed)
+        for load in (demo.before, demo.after)
+    ]
+    assert shares[0] > 0.5 > shares[1]
+
+
+def test_the_report_shows_the_servers_own_counts(demo: Demo) -> None:
+    """The printed metric lines are the after server's, and they agree with the clients."""
+    text = report(demo)
+    shown = [line for line in demo.metrics.splitlines() if line.startswith(SHOWN_METRICS)]
+    assert {line.partition("{")[0] for line in shown} == set(SHOWN_METRICS)
+    for line in shown:
+        assert line in text.splitlines()
+
+    answered = demo.after.users.allowed + demo.after.abusive.allowed
+    rejected = demo.after.abusive.limited
+    decisions = {
+        labels["toolkit_rate_limit_result"]: value
+        for labels, value in demo.samples("toolkit_rate_limit_requests_total")
+        if labels["toolkit_rate_limit_policy"] == "/chat"
+    }
+    assert decisions == {"allowed": answered, "rejected": rejected}
+    requests = {
+        (labels["http_route"], labels["http_response_status_code"]): value
+        for labels, value in demo.samples("http_server_request_duration_seconds_count")
+        if labels["http_request_method"] == "POST"
+    }
+    assert requests == {("/chat", "200"): answered, ("__unmatched__", "429"): rejected}
+    assert f"rejected by the toolkit: {rejected}; 429s received by the clients: {rejected}" in text
+
+
+def test_serve_runs_the_app_with_the_toolkit_until_ctrl_c() -> None:
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "examples.quickstart.demo", "--serve"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        first = demo.stdout.readline()
+        assert first.startswith("quickstart agent with the toolkit on http://127.0.0.1:")
+        url = first.split(" on ")[1].split()[0]
+        chat = httpx.post(
+            f"{url}/chat",
+            json={"message": "how long do refunds take?", "session_id": "s1"},
+            headers={"X-API-Key": "k1"},
+        )
+        assert chat.status_code == 200
+        assert chat.json()["sources"] == ["refunds"]
+        assert chat.headers["ratelimit-policy"] == '"/chat";q=5;w=1'
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'toolkit_rate_limit_requests_total{toolkit_rate_limit_policy="/chat"' in metrics
+
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(15) == 0
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{url}/health", timeout=2)
+    finally:
+        if demo.poll() is None:
+            demo.send_signal(signal.SIGINT)
+            demo.wait(15)
+        if demo.stdout is not None:
+            demo.stdout.close()
