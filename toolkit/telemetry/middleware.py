@@ -35,6 +35,7 @@ class _HeaderGetter(Getter[list[tuple[bytes, bytes]]]):
 
 
 _GETTER = _HeaderGetter()
+_STARTED_WITH = frozenset((names.HTTP_REQUEST_METHOD, names.URL_SCHEME))
 
 
 class TelemetryMiddleware:
@@ -172,18 +173,20 @@ def _describe(
     method: str,
     known: bool,
 ) -> None:
-    """Span-only detail, built only when the span records."""
+    """Span-only detail, built only when the span records; one call into the SDK."""
     span.update_name(f"{span_method} {route}" if route else span_method)
+    # Method and scheme were given at start. The metric label __unmatched__ keeps series
+    # bounded; a span with no matched route simply has no http.route.
+    detail = {k: v for k, v in attributes.items() if k not in _STARTED_WITH}
     if route is None:
-        # The metric label __unmatched__ keeps series bounded; a span has no route at all.
-        attributes = {k: v for k, v in attributes.items() if k != names.HTTP_ROUTE}
-    span.set_attributes(attributes)
+        del detail[names.HTTP_ROUTE]
     if not known:
-        span.set_attribute(names.HTTP_REQUEST_METHOD_ORIGINAL, method)
+        detail[names.HTTP_REQUEST_METHOD_ORIGINAL] = method
     client = scope.get("client")
     if client:
-        span.set_attribute(names.CLIENT_ADDRESS, client[0])
+        detail[names.CLIENT_ADDRESS] = client[0]
     for name, value in scope["headers"]:
         if name == b"user-agent":
-            span.set_attribute(names.USER_AGENT_ORIGINAL, value.decode("latin-1"))
+            detail[names.USER_AGENT_ORIGINAL] = value.decode("latin-1")
             break
+    span.set_attributes(detail)
