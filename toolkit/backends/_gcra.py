@@ -1,6 +1,5 @@
-"""GCRA arithmetic shared by the in-memory backend; ``lua/gcra.lua`` is its Redis twin.
-
-Everything is in integer microseconds so both twins compute the same answers exactly.
+"""GCRA values shared by the backends: ``lua/gcra.lua`` on Redis, ``MemoryBackend.gcra`` in
+process. Everything is in integer microseconds so both twins compute the same answers exactly.
 """
 
 from __future__ import annotations
@@ -57,35 +56,3 @@ class GcraResult(NamedTuple):
             remaining=tuple(int(r) for r in pairs[0::2]),
             reset_after=tuple(r / MICROSECONDS for r in pairs[1::2]),
         )
-
-
-def decide(
-    now: int, stored: Sequence[int | None], limits: Sequence[GcraLimit], cost: int
-) -> tuple[GcraResult, list[int]]:
-    """Run GCRA at time ``now`` (µs) against stored TATs; mirrors ``gcra.lua`` step for step.
-
-    Returns what ``gcra.lua`` would answer and the TATs to store (unchanged when refused).
-    """
-    # Plain loops, no comprehensions: this runs on every request of the in-memory backend.
-    allowed = True
-    retry_after = 0
-    tats: list[int] = []
-    new_tats: list[int] = []
-    for tat, limit in zip(stored, limits, strict=True):
-        if tat is None or tat < now:
-            tat = now
-        new_tat = tat + cost * limit.interval_us
-        tats.append(tat)
-        new_tats.append(new_tat)
-        if new_tat - now > limit.period_us:
-            allowed = False
-            retry_after = max(retry_after, new_tat - limit.period_us - now)
-    result = new_tats if allowed else tats
-    remaining: list[int] = []
-    reset_after: list[float] = []
-    for tat, limit in zip(result, limits, strict=True):
-        remaining.append(max(0, (limit.period_us - (tat - now)) // limit.interval_us))
-        reset_after.append((tat - now) / MICROSECONDS)
-    return GcraResult(
-        allowed, retry_after / MICROSECONDS, tuple(remaining), tuple(reset_after)
-    ), result

@@ -56,9 +56,12 @@ class Backend(abc.ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """Release connections. Safe to call more than once."""
 
+    async def ping(self) -> None:  # noqa: B027 - an in-process backend is always there
+        """Reach the storage once; raises BackendError when it cannot."""
+
     @abc.abstractmethod
     async def gcra(self, keys: Sequence[str], limits: Sequence[GcraLimit], cost: int) -> GcraResult:
-        """Charge ``cost`` units to every limit, all or nothing (see ``_gcra.decide``).
+        """Charge ``cost`` units to every limit, all or nothing (see ``lua/gcra.lua``).
 
         ``keys`` are unprefixed and, for multi-key calls, share a ``{hash tag}``.
         """
@@ -93,3 +96,10 @@ class Backend(abc.ABC):
                 attributes[names.EXCEPTION_TYPE] = type(exc).__qualname__
                 attributes[names.EXCEPTION_MESSAGE] = str(exc)
             span.add_event(names.BACKEND_ERROR_EVENT, attributes)
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without its credentials, for logs and output."""
+    scheme, sep, rest = url.partition("://")
+    _credentials, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}{'***@' if at else ''}{host}"

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from opentelemetry import metrics
 
-from toolkit.backends import _gcra
-from toolkit.backends._gcra import GcraLimit, GcraResult
+from toolkit.backends._gcra import MICROSECONDS, GcraLimit, GcraResult
 from toolkit.backends.base import Backend
 
 if TYPE_CHECKING:
@@ -45,14 +44,33 @@ class MemoryBackend(Backend):
         self._limits_storage: Storage | None = None
 
     async def gcra(self, keys: Sequence[str], limits: Sequence[GcraLimit], cost: int) -> GcraResult:
-        now = int(self._clock() * _gcra.MICROSECONDS)
-        full_keys = [f"{self.key_prefix}:{k}" for k in keys]
-        result, new_tats = _gcra.decide(now, [self._tats.get(k) for k in full_keys], limits, cost)
-        if result.allowed:
-            self._tats.update(zip(full_keys, new_tats, strict=True))
-            if len(self._tats) >= self._sweep_at:
-                self._sweep(now)
-        return result
+        # Step for step the arithmetic of lua/gcra.lua, in plain loops: this runs on every
+        # request, and nothing in it awaits, so it is atomic under asyncio.
+        now = int(self._clock() * MICROSECONDS)
+        tats = self._tats
+        allowed = True
+        retry_after = 0
+        plan = []
+        for key, limit in zip(keys, limits, strict=True):
+            full_key = f"{self.key_prefix}:{key}"
+            tat = tats.get(full_key, now)
+            if tat < now:
+                tat = now
+            new_tat = tat + cost * limit.interval_us
+            if new_tat - now > limit.period_us:
+                allowed = False
+                retry_after = max(retry_after, new_tat - limit.period_us - now)
+            plan.append((full_key, tat, new_tat, limit))
+        remaining = []
+        reset_after = []
+        for full_key, tat, new_tat, limit in plan:
+            if allowed:
+                tat = tats[full_key] = new_tat
+            remaining.append(max(0, (limit.period_us - (tat - now)) // limit.interval_us))
+            reset_after.append((tat - now) / MICROSECONDS)
+        if allowed and len(tats) >= self._sweep_at:
+            self._sweep(now)
+        return GcraResult(allowed, retry_after / MICROSECONDS, tuple(remaining), tuple(reset_after))
 
     def _sweep(self, now: int) -> None:
         # A TAT in the past carries no state; dropping them keeps memory bounded by the keys

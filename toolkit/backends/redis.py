@@ -19,7 +19,7 @@ from opentelemetry import metrics
 
 from toolkit.backends._gcra import GcraLimit, GcraResult
 from toolkit.backends._reconnect import Reconnect
-from toolkit.backends.base import Backend
+from toolkit.backends.base import Backend, redacted_url
 from toolkit.errors import BackendError, BackendUnavailable, ConfigurationError
 
 try:
@@ -102,14 +102,17 @@ class RedisBackend(Backend):
         self._gcra_script = self._client.register_script(_read_script("gcra.lua"))
         self._limits_storage: Storage | None = None
 
+    async def ping(self) -> None:
+        await self.call("ping", self._client.ping)
+
     async def connect(self) -> None:
         try:
-            await self.call("connect", self._client.ping)
+            await self.ping()
         except BackendError as exc:
             logger.warning(
                 "Redis at %s is unreachable at startup (%s); serving through each capability's "
                 "failure path until it answers",
-                _redact(self.url),
+                redacted_url(self.url),
                 exc,
             )
 
@@ -180,7 +183,7 @@ class RedisBackend(Backend):
             if connectivity and self._reconnect.failed():
                 logger.warning(
                     "Redis at %s failed (%s: %s); skipping it and probing with backoff",
-                    _redact(self.url),
+                    redacted_url(self.url),
                     error_type,
                     exc,
                 )
@@ -194,7 +197,7 @@ class RedisBackend(Backend):
                 error_type=error_type,
             ) from exc
         if self._reconnect.succeeded():
-            logger.warning("Redis at %s answers again; resuming", _redact(self.url))
+            logger.warning("Redis at %s answers again; resuming", redacted_url(self.url))
         return result
 
     async def _drop_idle_connections(self) -> None:
@@ -217,10 +220,3 @@ def _classify(exc: BaseException) -> tuple[str, bool]:
     if isinstance(exc, RedisConnectionError | OSError):
         return "connection", True
     return type(exc).__name__, False
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for logs."""
-    scheme, sep, rest = url.partition("://")
-    _credentials, at, host = rest.rpartition("@")
-    return f"{scheme}{sep}{'***@' if at else ''}{host}"

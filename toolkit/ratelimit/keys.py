@@ -35,6 +35,7 @@ def header_value(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=8192)  # the same callers come back request after request
 def digest(*parts: str) -> str:
     """A short stable hash of ``parts``: what storage keys and spans carry instead of identities."""
     return hashlib.blake2b("\x00".join(parts).encode(), digest_size=16).hexdigest()

@@ -1,0 +1,63 @@
+"""``agent-toolkit``: check and show the configuration an app would start with.
+
+agent-toolkit settings   # the resolved settings (TOOLKIT_*, toolkit.toml, defaults), as JSON
+agent-toolkit doctor     # validate them and reach the backend; exit 1 if something is wrong
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from toolkit._version import __version__
+from toolkit.backends import backend_from_settings
+from toolkit.backends.base import redacted_url
+from toolkit.errors import BackendError, ConfigurationError
+from toolkit.settings import ToolkitSettings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agent-toolkit", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("settings", help="print the resolved settings as JSON")
+    commands.add_parser("doctor", help="validate the settings and reach the backend")
+    args = parser.parse_args(argv)
+    try:
+        settings = ToolkitSettings()
+    except ConfigurationError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.command == "settings":
+        print(json.dumps(_redacted(settings), indent=2))
+        return 0
+    return asyncio.run(_doctor(settings))
+
+
+async def _doctor(settings: ToolkitSettings) -> int:
+    print("settings: valid")
+    backend = backend_from_settings(settings.backend)
+    try:
+        await backend.ping()
+    except BackendError as exc:
+        where = redacted_url(settings.backend.url)
+        print(f"backend {where}: unreachable ({exc.error_type}): {exc.__cause__}")
+        return 1
+    finally:
+        await backend.close()
+    print(f"backend {redacted_url(settings.backend.url)}: reachable")
+    return 0
+
+
+def _redacted(settings: ToolkitSettings) -> dict[str, Any]:
+    data = settings.model_dump(mode="json")
+    data["backend"]["url"] = redacted_url(settings.backend.url)
+    return data
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
