@@ -9,7 +9,7 @@ from toolkit.errors import BackendError, ConfigurationError, ToolkitError
 from toolkit.install import Toolkit, install
 from toolkit.ratelimit import RateLimitMiddleware
 from toolkit.settings import ToolkitSettings
-from toolkit.telemetry import TelemetryMiddleware
+from toolkit.telemetry.middleware import TelemetryMiddleware
 
 __all__ = [
     "BackendError",

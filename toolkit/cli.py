@@ -2,6 +2,7 @@
 
 agent-toolkit settings   # the resolved settings (TOOLKIT_*, toolkit.toml, defaults), as JSON
 agent-toolkit doctor     # validate them and reach the backend; exit 1 if something is wrong
+agent-toolkit dashboards # write the bundled Grafana dashboards (--output DIR, default ./dashboards)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from toolkit.backends import backend_from_settings
 from toolkit.backends.base import redacted_url
 from toolkit.errors import BackendError, ConfigurationError
 from toolkit.settings import ToolkitSettings
+from toolkit.telemetry.dashboards import write_dashboards
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,7 +28,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("settings", help="print the resolved settings as JSON")
     commands.add_parser("doctor", help="validate the settings and reach the backend")
+    dashboards = commands.add_parser("dashboards", help="write the bundled Grafana dashboards")
+    dashboards.add_argument(
+        "--output", default="dashboards", help="directory to write to (default: ./dashboards)"
+    )
     args = parser.parse_args(argv)
+    if args.command == "dashboards":
+        for path in write_dashboards(args.output):
+            print(path)
+        return 0
     try:
         settings = ToolkitSettings()
     except ConfigurationError as exc:

@@ -1,6 +1,7 @@
 """``install(app)``: every capability wired in the documented order, in one call.
 
-The request path is ``Telemetry -> RateLimit -> the app``: telemetry outermost so it sees
+The request path is ``FlagContext -> Telemetry -> RateLimit -> the app``: the flag snapshot
+pinned first, so every decision of a request sees the same flags; telemetry next so it sees
 every request, 429s included; the limiter before any app work. Order and wiring live here
 and nowhere else.
 """
@@ -22,10 +23,12 @@ from starlette.responses import Response
 
 from toolkit.backends import Backend, backend_from_settings
 from toolkit.errors import ConfigurationError
-from toolkit.flags import FlagSource, StaticFlags
+from toolkit.flags import FlagContextMiddleware, FlagSource, FlagStore, set_current_store
+from toolkit.flags._setup import flag_store_from_settings
 from toolkit.ratelimit import RateLimitMiddleware
 from toolkit.settings import ToolkitSettings
-from toolkit.telemetry import Telemetry, TelemetryMiddleware, setup_telemetry
+from toolkit.telemetry.middleware import TelemetryMiddleware
+from toolkit.telemetry.setup import Telemetry, setup_telemetry
 
 
 @dataclass
@@ -36,13 +39,19 @@ class Toolkit:
     backend: Backend
     telemetry: Telemetry
     flags: FlagSource
+    """What the capabilities ask: ``store``, or the app's OpenFeature client."""
+    store: FlagStore
+    """The toolkit's flag store: overrides, history, the admin routes and the CLI use it."""
 
     async def startup(self) -> None:
-        """Connect the backend. Never fails: an unreachable backend is logged, not fatal."""
+        """Connect the backend and load the flags. Never fails and never waits past the
+        backend timeout: an unreachable backend is logged and served around."""
         await self.backend.connect()
+        await self.store.start()
 
     async def shutdown(self) -> None:
-        """Close the backend and flush the providers the toolkit created."""
+        """Stop following flags, close the backend, flush the providers the toolkit created."""
+        await self.store.stop()
         await self.backend.close()
         await anyio.to_thread.run_sync(self.telemetry.shutdown)
 
@@ -77,8 +86,14 @@ def install(
         settings.telemetry, tracer_provider=tracer_provider, meter_provider=meter_provider
     )
     backend = backend_from_settings(settings.backend, meter_provider=telemetry.meter_provider)
-    flags = StaticFlags.from_settings(settings)
-    toolkit = Toolkit(settings, backend, telemetry, flags)
+    store = flag_store_from_settings(settings, backend, meter_provider=telemetry.meter_provider)
+    flags: FlagSource = store
+    if settings.flags.source == "openfeature":
+        from toolkit.flags.openfeature import OpenFeatureFlags
+
+        flags = OpenFeatureFlags()
+    set_current_store(store)
+    toolkit = Toolkit(settings, backend, telemetry, flags, store)
 
     metrics_path = settings.telemetry.metrics_path
     serves_metrics = telemetry.prometheus_registry is not None
@@ -101,6 +116,8 @@ def install(
         flags=flags,
         excluded_paths=[*settings.telemetry.excluded_paths, *([metrics_path] * serves_metrics)],
     )
+    # Outermost: each request pins the flag snapshot it started with, for its whole life.
+    app.add_middleware(FlagContextMiddleware, store=store)
     if telemetry.prometheus_registry is not None:
         app.router.add_route(
             metrics_path,

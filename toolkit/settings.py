@@ -14,7 +14,16 @@ from ipaddress import IPv4Network, IPv6Network
 from typing import Annotated, Any, Literal, TypeVar
 
 import limits
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -195,6 +204,64 @@ class TelemetrySettings(_Section):
     )
 
 
+class FlagDeclarationSettings(_Section):
+    """An application flag declared in configuration rather than in code."""
+
+    variants: dict[str, Any] | None = Field(
+        None,
+        description="Variant name -> value; a boolean on/off flag when unset.",
+        examples=['{"small": "gpt-4o-mini", "large": "gpt-4o"}'],
+    )
+    default: str | None = Field(None, description="Variant served until an operator changes it.")
+    description: str = Field("", description="One line for the admin page and the CLI.")
+
+
+class FlagsSettings(_Section):
+    """Feature flags: where overrides live, who a rollout buckets, how often to resync."""
+
+    subject: KeySpec = Field(
+        "client",
+        description="What percentage rollouts bucket by: client, api_key or header:<Name>.",
+        examples=["header:X-User-Id"],
+    )
+    defaults: dict[str, str] = Field(
+        default_factory=dict,
+        description="Flag key -> variant served when no override is stored.",
+        examples=['{"agent.prompt-v2": "on"}'],
+    )
+    declare: dict[str, FlagDeclarationSettings] = Field(
+        default_factory=dict,
+        description="Application flags declared here instead of in code.",
+        examples=['{"agent.model": {"variants": {"small": 1, "large": 2}, "default": "small"}}'],
+    )
+    resync_interval: Seconds = Field(
+        10.0, description="Seconds between full reloads, the safety net behind pub/sub."
+    )
+    source: Literal["toolkit", "openfeature"] = Field(
+        "toolkit",
+        description="toolkit: the toolkit's own store; openfeature: the app's OpenFeature client.",
+    )
+
+
+class AdminSettings(_Section):
+    """Admin routes (flag API and page): mounted only when at least one token is configured."""
+
+    tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Token name -> token. Changes are recorded with the token's name.",
+        examples=['{"ops": "a-long-random-string"}'],
+    )
+    path: Path = Field("/_toolkit", description="Where the admin routes are mounted.")
+
+    @field_validator("tokens")
+    @classmethod
+    def _long_enough(cls, tokens: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, token in tokens.items():
+            if len(token.get_secret_value()) < 16:
+                raise ValueError(f"token {name!r} is shorter than 16 characters")
+        return tokens
+
+
 class ToolkitSettings(BaseSettings):
     """Every toolkit setting. Construct it, or let :func:`toolkit.install` load it."""
 
@@ -208,6 +275,8 @@ class ToolkitSettings(BaseSettings):
     backend: BackendSettings = Field(default_factory=BackendSettings)  # type: ignore[arg-type]
     ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)  # type: ignore[arg-type]
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)  # type: ignore[arg-type]
+    flags: FlagsSettings = Field(default_factory=FlagsSettings)  # type: ignore[arg-type]
+    admin: AdminSettings = Field(default_factory=AdminSettings)  # type: ignore[arg-type]
 
     def __init__(self, **values: Any) -> None:
         try:

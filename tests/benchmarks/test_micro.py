@@ -23,7 +23,7 @@ from tests.support.asgi import http_scope
 from toolkit import RateLimitMiddleware, TelemetryMiddleware
 from toolkit.backends import GcraLimit, MemoryBackend
 from toolkit.backends.redis import RedisBackend
-from toolkit.ratelimit.keys import ClientAddress
+from toolkit.identity import ClientAddress
 
 BATCH = 1000
 _BODY = b'{"message":"ok","items":[1,2,3]}'

@@ -19,7 +19,7 @@ from tests.support.otel import counter_value
 from tests.support.servers import free_port
 from toolkit import RateLimitMiddleware
 from toolkit.backends.redis import RedisBackend
-from toolkit.flags import RATELIMIT, StaticFlags
+from toolkit.flags import RATELIMIT, FlagStore
 from toolkit.telemetry import names
 
 pytestmark = pytest.mark.anyio
@@ -158,7 +158,7 @@ async def test_shadow_mode_records_but_never_rejects_or_changes_responses(
 
 async def test_flag_off_takes_exactly_the_path_without_the_toolkit() -> None:
     bare = await call(APP, http_scope("/chat/a"))
-    app = RateLimitMiddleware(APP, limit="1/minute", flags=StaticFlags({RATELIMIT: False}))
+    app = RateLimitMiddleware(APP, limit="1/minute", flags=FlagStore(defaults={RATELIMIT: "off"}))
     for _ in range(3):
         assert await call(app, http_scope("/chat/a")) == bare
 

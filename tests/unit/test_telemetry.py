@@ -19,7 +19,7 @@ from starlette.routing import Mount, Route
 from tests.support.asgi import call, http_scope, status_of
 from tests.support.otel import points
 from toolkit import TelemetryMiddleware
-from toolkit.flags import TRACING, StaticFlags
+from toolkit.flags import TRACING, FlagStore
 from toolkit.telemetry import names
 
 pytestmark = pytest.mark.anyio
@@ -167,7 +167,7 @@ async def test_excluded_paths_and_flag_off_are_the_bare_app(
         starlette_app(),
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
-        flags=StaticFlags({TRACING: False}),
+        flags=FlagStore(defaults={TRACING: "off"}),
     )
     assert await call(off, http_scope("/items/1")) == await call(
         starlette_app(), http_scope("/items/1")

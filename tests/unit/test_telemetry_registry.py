@@ -33,7 +33,8 @@ DECLARED_ATTRIBUTES = {
 async def drive_every_capability(
     tracer_provider: TracerProvider, meter_provider: MeterProvider
 ) -> None:
-    """Allowed, rejected, shadow-rejected and backend-error decisions, a 404 and a 500."""
+    """Allowed, rejected, shadow-rejected and backend-error decisions, a 404, a 500, a flag
+    flipped and evaluated."""
     app = FastAPI()
 
     @app.get("/chat/{session}")
@@ -45,7 +46,7 @@ async def drive_every_capability(
         raise RuntimeError("model failure")
 
     down = f"redis://127.0.0.1:{free_port()}/0"
-    toolkit.install(
+    installed = toolkit.install(
         app,
         toolkit.ToolkitSettings(
             ratelimit={
@@ -65,9 +66,14 @@ async def drive_every_capability(
         meter_provider=meter_provider,
     )
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    await installed.startup()
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         for path in ["/chat/a", "/chat/b", "/shadow", "/shadow", "/boom", "/missing"]:
             await client.get(path)
+        await installed.store.set(toolkit.flags.RATELIMIT, "shadow", by="test")
+        await installed.store.set(toolkit.flags.RATELIMIT, "on", by="test")
+        await client.get("/chat/c")
+    await installed.shutdown()
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=failing), base_url="http://t"
     ) as client:

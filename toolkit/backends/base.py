@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 from opentelemetry import metrics, trace
 
@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from limits.aio.storage import Storage
 
 T = TypeVar("T")
+
+FLAG_HISTORY_LENGTH: Final = 1000
+"""Change records kept per backend."""
 
 
 class Backend(abc.ABC):
@@ -65,6 +68,25 @@ class Backend(abc.ABC):
 
         ``keys`` are unprefixed and, for multi-key calls, share a ``{hash tag}``.
         """
+
+    @abc.abstractmethod
+    async def flags_load(self) -> dict[str, str]:
+        """Every stored flag override: flag key -> state JSON."""
+
+    @abc.abstractmethod
+    async def flags_save(self, key: str, state: str | None, change: dict[str, Any]) -> None:
+        """Store (``state``) or clear (None) one override, append ``change`` (plus the old
+        state and the time) to the history, and announce the key to every listener; atomic."""
+
+    @abc.abstractmethod
+    async def flags_history(self, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` change records, newest first."""
+
+    @abc.abstractmethod
+    def flags_changes(self) -> AsyncIterator[str]:
+        """The keys of flags as they change, from every process sharing this backend.
+
+        Runs until cancelled; raises BackendError when the subscription breaks."""
 
     @abc.abstractmethod
     def limits_storage(self) -> Storage:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import itertools
+import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from opentelemetry import metrics
 
 from toolkit.backends._gcra import MICROSECONDS, GcraLimit, GcraResult
-from toolkit.backends.base import Backend
+from toolkit.backends.base import FLAG_HISTORY_LENGTH, Backend
 
 if TYPE_CHECKING:
     from limits.aio.storage import Storage
@@ -42,6 +46,11 @@ class MemoryBackend(Backend):
         self._tats: dict[str, int] = {}
         self._sweep_at = _MIN_SWEEP_SIZE
         self._limits_storage: Storage | None = None
+        self._flags: dict[str, str] = {}
+        self._history: collections.deque[dict[str, Any]] = collections.deque(
+            maxlen=FLAG_HISTORY_LENGTH
+        )
+        self._listeners: set[asyncio.Queue[str]] = set()
 
     async def gcra(self, keys: Sequence[str], limits: Sequence[GcraLimit], cost: int) -> GcraResult:
         # Step for step the arithmetic of lua/gcra.lua, in plain loops: this runs on every
@@ -77,6 +86,32 @@ class MemoryBackend(Backend):
         # active within one period. Sweeping at doubling sizes keeps the cost O(1) amortised.
         self._tats = {k: tat for k, tat in self._tats.items() if tat > now}
         self._sweep_at = max(_MIN_SWEEP_SIZE, 2 * len(self._tats))
+
+    async def flags_load(self) -> dict[str, str]:
+        return dict(self._flags)
+
+    async def flags_save(self, key: str, state: str | None, change: dict[str, Any]) -> None:
+        old = self._flags.pop(key, None) if state is None else self._flags.get(key)
+        if state is not None:
+            self._flags[key] = state
+        record = {**change, "at": time.time()}
+        if old is not None:
+            record["old"] = json.loads(old)
+        self._history.appendleft(record)
+        for listener in self._listeners:
+            listener.put_nowait(key)
+
+    async def flags_history(self, limit: int) -> list[dict[str, Any]]:
+        return list(itertools.islice(self._history, limit))
+
+    async def flags_changes(self) -> AsyncIterator[str]:
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        self._listeners.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._listeners.discard(queue)
 
     def limits_storage(self) -> Storage:
         if self._limits_storage is None:

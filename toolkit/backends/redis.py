@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -19,7 +20,7 @@ from opentelemetry import metrics
 
 from toolkit.backends._gcra import GcraLimit, GcraResult
 from toolkit.backends._reconnect import Reconnect
-from toolkit.backends.base import Backend, redacted_url
+from toolkit.backends.base import FLAG_HISTORY_LENGTH, Backend, redacted_url
 from toolkit.errors import BackendError, BackendUnavailable, ConfigurationError
 
 try:
@@ -77,6 +78,10 @@ class RedisBackend(Backend):
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
         }
+        self._listen_options: dict[str, Any] = {
+            "socket_connect_timeout": timeout,
+            "health_check_interval": 5,
+        }
         self._client: Any
         if self._cluster:
             nodes = [
@@ -100,7 +105,12 @@ class RedisBackend(Backend):
             )
             self._client = aioredis.Redis(connection_pool=self._pool)
         self._gcra_script = self._client.register_script(_read_script("gcra.lua"))
+        self._flags_save_script = self._client.register_script(_read_script("flags_save.lua"))
         self._limits_storage: Storage | None = None
+        # Overrides and their history share one {hash tag}: the save script runs on a cluster.
+        self._flags_key = self.key("{flags}", "state")
+        self._history_key = self.key("{flags}", "history")
+        self._channel = self.key("flags")
 
     async def ping(self) -> None:
         await self.call("ping", self._client.ping)
@@ -136,6 +146,46 @@ class RedisBackend(Backend):
             "ratelimit.gcra", lambda: self._gcra_script(keys=full_keys, args=args)
         )
         return GcraResult.from_reply(reply)
+
+    async def flags_load(self) -> dict[str, str]:
+        stored = await self.call("flags.load", lambda: self._client.hgetall(self._flags_key))
+        return {k.decode(): v.decode() for k, v in stored.items()}
+
+    async def flags_save(self, key: str, state: str | None, change: dict[str, Any]) -> None:
+        keys = [self._flags_key, self._history_key]
+        args = [key, state or "", json.dumps(change), self._channel, FLAG_HISTORY_LENGTH]
+        await self.call("flags.save", lambda: self._flags_save_script(keys=keys, args=args))
+
+    async def flags_history(self, limit: int) -> list[dict[str, Any]]:
+        records = await self.call(
+            "flags.history", lambda: self._client.lrange(self._history_key, 0, limit - 1)
+        )
+        return [json.loads(record) for record in records]
+
+    async def flags_changes(self) -> AsyncIterator[str]:
+        # A connection of its own with no read timeout: it waits for messages. Periodic pings
+        # (health_check_interval) find a dead server; Redis Cluster broadcasts PUBLISH to
+        # every node, so the first node is as good as any.
+        if self._cluster:
+            host, _, port = self.url.removeprefix("redis+cluster://").split(",")[0].rpartition(":")
+            client = aioredis.Redis(host=host, port=int(port), **self._listen_options)
+        else:
+            client = aioredis.Redis.from_url(self.url, **self._listen_options)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await pubsub.subscribe(self._channel)
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and message["type"] == "message":
+                        yield message["data"].decode()
+            except Exception as exc:
+                raise self._failure("flags.listen", exc) from exc
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await client.aclose()
 
     def limits_storage(self) -> Storage:
         if self._limits_storage is None:
@@ -178,27 +228,31 @@ class RedisBackend(Backend):
                 self._reconnect.abandon()
             raise
         except Exception as exc:
-            error_type, connectivity = _classify(exc)
-            self.report_error(operation, error_type, exc)
+            failure = self._failure(operation, exc)
+            connectivity = failure.error_type in _CONNECTIVITY
             if connectivity and self._reconnect.failed():
                 logger.warning(
                     "Redis at %s failed (%s: %s); skipping it and probing with backoff",
                     redacted_url(self.url),
-                    error_type,
+                    failure.error_type,
                     exc,
                 )
                 await self._drop_idle_connections()
             elif not connectivity and probe:
                 # Redis answered, with an error: it is reachable.
                 self._reconnect.succeeded()
-            raise BackendError(
-                f"Redis {operation} failed: {error_type}",
-                operation=operation,
-                error_type=error_type,
-            ) from exc
+            raise failure from exc
         if self._reconnect.succeeded():
             logger.warning("Redis at %s answers again; resuming", redacted_url(self.url))
         return result
+
+    def _failure(self, operation: str, exc: BaseException) -> BackendError:
+        """Report a failed operation and the BackendError that stands for it."""
+        error_type = _classify(exc)
+        self.report_error(operation, error_type, exc)
+        return BackendError(
+            f"Redis {operation} failed: {error_type}", operation=operation, error_type=error_type
+        )
 
     async def _drop_idle_connections(self) -> None:
         # After an outage the idle connections point at a dead server; start fresh ones.
@@ -207,8 +261,12 @@ class RedisBackend(Backend):
                 await self._pool.disconnect(inuse_connections=False)
 
 
-def _classify(exc: BaseException) -> tuple[str, bool]:
-    """The one place driver errors are translated: ``(error.type, is_connectivity)``.
+_CONNECTIVITY = frozenset(("timeout", "connection"))
+
+
+def _classify(exc: BaseException) -> str:
+    """The one place driver errors are translated, into an ``error.type``: ``timeout`` and
+    ``connection`` mean Redis could not be reached.
 
     Anything else is still turned into a BackendError (named by its class), so that no
     surprise from a driver reaches the application; it is counted and on the span."""
@@ -216,7 +274,7 @@ def _classify(exc: BaseException) -> tuple[str, bool]:
     if isinstance(cause, BaseException):
         exc = cause
     if isinstance(exc, TimeoutError | RedisTimeoutError):
-        return "timeout", True
+        return "timeout"
     if isinstance(exc, RedisConnectionError | OSError):
-        return "connection", True
-    return type(exc).__name__, False
+        return "connection"
+    return type(exc).__name__

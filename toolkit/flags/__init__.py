@@ -1,10 +1,93 @@
-"""Feature flags: every capability asks one per request and, when off, steps aside.
+"""Feature flags: a kill switch per capability, application flags, sticky rollouts, live.
 
-This is the small interface the middlewares depend on. For now the only source is
-:class:`StaticFlags`, fixed at startup from settings; the live flag system implements the same
-``is_enabled`` so nothing that asks changes.
+    toolkit.flags.is_enabled("agent.prompt-v2")           # for the current request's subject
+    toolkit.flags.variant("agent.model")                  # a named variant
+    with toolkit.flags.override({"ratelimit": "off"}):    # tests
+        ...
+
+Evaluation is in process, from a snapshot; changes made with ``agent-toolkit flags`` or the
+admin routes reach every instance through the backend within a second.
 """
 
-from toolkit.flags._static import RATELIMIT, TRACING, FlagSource, StaticFlags
+from __future__ import annotations
 
-__all__ = ["RATELIMIT", "TRACING", "FlagSource", "StaticFlags"]
+from typing import Protocol
+
+from toolkit.flags._context import FlagContextMiddleware, override
+from toolkit.flags._current import current_store, set_current_store
+from toolkit.flags._feature import feature
+from toolkit.flags._model import (
+    BOOLEAN,
+    OFF,
+    ON,
+    SHADOW,
+    Evaluation,
+    FlagDefinition,
+    FlagState,
+    Rollout,
+    bucket,
+)
+from toolkit.flags._registry import (
+    CACHE_EMBEDDINGS,
+    CACHE_FUNCTION,
+    CACHE_RESPONSE,
+    CAPABILITIES,
+    POOL,
+    RATELIMIT,
+    RESILIENCE,
+    TRACING,
+    declare,
+)
+from toolkit.flags._store import FlagStore, FlagView
+
+__all__ = [
+    "BOOLEAN",
+    "CACHE_EMBEDDINGS",
+    "CACHE_FUNCTION",
+    "CACHE_RESPONSE",
+    "CAPABILITIES",
+    "OFF",
+    "ON",
+    "POOL",
+    "RATELIMIT",
+    "RESILIENCE",
+    "SHADOW",
+    "TRACING",
+    "Evaluation",
+    "FlagContextMiddleware",
+    "FlagDefinition",
+    "FlagSource",
+    "FlagState",
+    "FlagStore",
+    "FlagView",
+    "Rollout",
+    "bucket",
+    "current_store",
+    "declare",
+    "feature",
+    "is_enabled",
+    "override",
+    "set_current_store",
+    "variant",
+]
+
+
+class FlagSource(Protocol):
+    """What the capabilities ask, per request, from memory: :class:`FlagStore`, or the
+    OpenFeature adapter that reads another provider."""
+
+    def evaluate(self, key: str, *, subject: str | None = None) -> Evaluation: ...
+
+    def variant(self, key: str, *, subject: str | None = None) -> str: ...
+
+    def is_enabled(self, key: str, *, subject: str | None = None) -> bool: ...
+
+
+def is_enabled(key: str, *, subject: str | None = None) -> bool:
+    """Whether boolean flag ``key`` is on for ``subject`` (the current request's when None)."""
+    return current_store().is_enabled(key, subject=subject)
+
+
+def variant(key: str, *, subject: str | None = None) -> str:
+    """The variant of flag ``key`` for ``subject`` (the current request's when None)."""
+    return current_store().variant(key, subject=subject)

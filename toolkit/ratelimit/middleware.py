@@ -11,10 +11,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from toolkit._version import __version__
 from toolkit.backends import Backend, MemoryBackend, backend_from_url
 from toolkit.errors import BackendError
-from toolkit.flags import RATELIMIT, FlagSource, StaticFlags
+from toolkit.flags import OFF, RATELIMIT, SHADOW, FlagSource, current_store
+from toolkit.identity import ClientAddress, KeyFunction, KeyResolver, digest
 from toolkit.ratelimit._headers import OWN_HEADERS, PolicyHeaders, send_rejection, send_unavailable
 from toolkit.ratelimit.algorithms import Decision, create_algorithm
-from toolkit.ratelimit.keys import ClientAddress, KeyFunction, KeyResolver, digest
 from toolkit.ratelimit.policies import DEFAULT_POLICY, Policy, PolicyTable, RoutePolicy
 from toolkit.settings import RateLimitSettings, validate_arguments
 from toolkit.telemetry import names
@@ -49,7 +49,8 @@ class RateLimitMiddleware:
         routes: route template or path pattern -> limit string or policy settings.
         route_policies: ready-made :class:`RoutePolicy` objects, checked after ``routes``.
         settings: a whole settings section; keyword arguments override its fields.
-        flags: asked for ``ratelimit`` on every request; always on when None.
+        flags: asked for ``ratelimit`` on every request (``off``: the bare app; ``shadow``:
+            every policy in shadow mode); the current store when None.
         meter_provider: where the decision counter lives; the global provider when None.
     """
 
@@ -110,7 +111,7 @@ class RateLimitMiddleware:
         )
         self._algorithm = create_algorithm(settings.algorithm, self._backend)
         self._fields = {p: PolicyHeaders(p, settings.headers) for p in self._table.policies}
-        self._flags = flags or StaticFlags()
+        self._flags = flags
         meter = metrics.get_meter(
             names.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
         )
@@ -127,9 +128,13 @@ class RateLimitMiddleware:
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self._flags.is_enabled(RATELIMIT):
+        if scope["type"] != "http":
             if scope["type"] == "lifespan" and self._owns_backend:
                 receive = self._lifespan_receive(receive)
+            await self.app(scope, receive, send)
+            return
+        mode = (self._flags or current_store()).variant(RATELIMIT)
+        if mode == OFF:
             await self.app(scope, receive, send)
             return
         policy = self._table.match(scope["method"], scope["path"])
@@ -149,14 +154,15 @@ class RateLimitMiddleware:
                 await self.app(scope, receive, send)
             return
 
+        shadow = policy.shadow or mode == SHADOW
         if decision.allowed:
             result = names.RATE_LIMIT_ALLOWED
-        elif policy.shadow:
+        elif shadow:
             result = names.RATE_LIMIT_SHADOW_REJECTED
         else:
             result = names.RATE_LIMIT_REJECTED
         self._record(policy, result, key, decision)
-        if policy.shadow:  # a dark launch changes no response
+        if shadow:  # a dark launch changes no response
             await self.app(scope, receive, send)
             return
         fields = self._fields[policy].fields(decision)

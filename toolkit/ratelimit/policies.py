@@ -12,7 +12,7 @@ from limits import RateLimitItem
 from toolkit._paths import PathMatcher, compile_pattern, is_literal
 from toolkit.backends import GcraLimit
 from toolkit.errors import ConfigurationError
-from toolkit.ratelimit.keys import KeyResolver
+from toolkit.identity import KeyResolver
 from toolkit.settings import FailureMode
 
 DEFAULT_POLICY = "default"

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from toolkit.backends import Backend
 from toolkit.errors import ConfigurationError
-from toolkit.ratelimit.keys import ClientAddress, KeyResolver
+from toolkit.identity import ClientAddress, KeyResolver
 from toolkit.ratelimit.middleware import RateLimitMiddleware
 from toolkit.ratelimit.policies import DEFAULT_POLICY, Policy, RoutePolicy
 

@@ -1,6 +1,6 @@
-"""OpenTelemetry for the toolkit: the name registry, provider setup and the HTTP middleware."""
+"""OpenTelemetry for the toolkit: the name registry (``names``), provider setup (``setup``)
+and the HTTP middleware (``middleware``; also ``toolkit.TelemetryMiddleware``).
 
-from toolkit.telemetry.middleware import TelemetryMiddleware
-from toolkit.telemetry.setup import Telemetry, setup_telemetry
-
-__all__ = ["Telemetry", "TelemetryMiddleware", "setup_telemetry"]
+Nothing is imported here, so that the storage layer can use ``names`` without pulling in
+the middleware and what it depends on.
+"""

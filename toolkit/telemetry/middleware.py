@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from toolkit._paths import PathMatcher
 from toolkit._version import __version__
-from toolkit.flags import TRACING, FlagSource, StaticFlags
+from toolkit.flags import TRACING, FlagSource, current_store
 from toolkit.telemetry import names
 from toolkit.telemetry._counts import shared_counts
 from toolkit.telemetry._route import route_template
@@ -54,7 +54,8 @@ class TelemetryMiddleware:
 
     Args:
         tracer_provider / meter_provider: the global providers when None.
-        flags: asked for ``tracing`` on every request; off means the bare app. Always on when None.
+        flags: asked for ``tracing`` on every request; off means the bare app. The current
+            store (``toolkit.flags.current_store()``) when None.
         excluded_paths: paths or patterns with no span and no metrics.
     """
 
@@ -78,13 +79,13 @@ class TelemetryMiddleware:
         self._active = shared_counts(
             meter, names.HTTP_SERVER_ACTIVE_REQUESTS, names.create_http_server_active_requests
         )
-        self._flags = flags or StaticFlags()
+        self._flags = flags
         self._excluded = PathMatcher(excluded_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] != "http"
-            or not self._flags.is_enabled(TRACING)
+            or not (self._flags or current_store()).is_enabled(TRACING)
             or (self._excluded and self._excluded.match(scope["path"]) is not None)
             or _traced_outside(scope)
         ):

@@ -80,6 +80,15 @@ BACKEND_NAME: Final = "toolkit.backend.name"
 BACKEND_OPERATION: Final = "toolkit.backend.operation"
 """The backend operation, e.g. ``ratelimit.gcra``."""
 
+FEATURE_FLAG_KEY: Final = "feature_flag.key"
+"""The flag evaluated (semantic conventions); on metrics, declared keys only."""
+FEATURE_FLAG_RESULT_VARIANT: Final = "feature_flag.result.variant"
+FEATURE_FLAG_RESULT_REASON: Final = "feature_flag.result.reason"
+"""``default``, ``static``, ``split``, ``stale`` or ``error`` (semantic-convention values)."""
+FEATURE_FLAG_PROVIDER_NAME: Final = "feature_flag.provider.name"
+FLAG_PROVIDER: Final = INSTRUMENTATION_SCOPE
+"""Value of ``feature_flag.provider.name`` for the toolkit's own flag store."""
+
 RATE_LIMIT_ALLOWED: Final = "allowed"
 RATE_LIMIT_REJECTED: Final = "rejected"
 RATE_LIMIT_ERROR: Final = "error"
@@ -103,6 +112,9 @@ RATE_LIMIT_DECISION_EVENT: Final = "toolkit.rate_limit.decision"
 """Span event per limited request: policy, result, limit, remaining, reset."""
 BACKEND_ERROR_EVENT: Final = "toolkit.backend.error"
 """Span event when a backend call fails: operation, error.type, exception.*."""
+FEATURE_FLAG_EVALUATION_EVENT: Final = "feature_flag.evaluation"
+"""Span event per flag evaluation (semantic conventions): key, variant, reason, provider.
+Kill switches at their default add none: only an override is news on a span."""
 
 # --- Metrics ----------------------------------------------------------------------------------
 HTTP_SERVER_REQUEST_DURATION: Final = http_metrics.HTTP_SERVER_REQUEST_DURATION
@@ -113,6 +125,10 @@ RATE_LIMIT_REQUESTS: Final = "toolkit.rate_limit.requests"
 """Counter, {request}: rate-limit decisions by policy and result."""
 BACKEND_ERRORS: Final = "toolkit.backend.errors"
 """Counter, {error}: backend calls that failed, timed out or were skipped while it was down."""
+FEATURE_FLAG_EVALUATIONS: Final = "toolkit.feature_flag.evaluations"
+"""Counter, {evaluation}: flag evaluations by key, variant and reason."""
+FEATURE_FLAG_CHANGES: Final = "toolkit.feature_flag.changes"
+"""Counter, {change}: flag changes this process applied, by key."""
 
 HTTP_DURATION_BUCKETS: Final = (
     0.005,
@@ -145,15 +161,27 @@ HTTP_SERVER_REQUEST_DURATION_ATTRIBUTES: Final = (
 HTTP_SERVER_ACTIVE_REQUESTS_ATTRIBUTES: Final = (HTTP_REQUEST_METHOD, URL_SCHEME)
 RATE_LIMIT_REQUESTS_ATTRIBUTES: Final = (RATE_LIMIT_POLICY, RATE_LIMIT_RESULT)
 BACKEND_ERRORS_ATTRIBUTES: Final = (BACKEND_NAME, BACKEND_OPERATION, ERROR_TYPE)
+FEATURE_FLAG_EVALUATIONS_ATTRIBUTES: Final = (
+    FEATURE_FLAG_KEY,
+    FEATURE_FLAG_RESULT_VARIANT,
+    FEATURE_FLAG_RESULT_REASON,
+)
+FEATURE_FLAG_CHANGES_ATTRIBUTES: Final = (FEATURE_FLAG_KEY,)
 
 METRICS: Final = {
     HTTP_SERVER_REQUEST_DURATION: HTTP_SERVER_REQUEST_DURATION_ATTRIBUTES,
     HTTP_SERVER_ACTIVE_REQUESTS: HTTP_SERVER_ACTIVE_REQUESTS_ATTRIBUTES,
     RATE_LIMIT_REQUESTS: RATE_LIMIT_REQUESTS_ATTRIBUTES,
     BACKEND_ERRORS: BACKEND_ERRORS_ATTRIBUTES,
+    FEATURE_FLAG_EVALUATIONS: FEATURE_FLAG_EVALUATIONS_ATTRIBUTES,
+    FEATURE_FLAG_CHANGES: FEATURE_FLAG_CHANGES_ATTRIBUTES,
 }
 """Every metric the toolkit emits, with the only attributes it may carry."""
-SPAN_EVENTS: Final = (RATE_LIMIT_DECISION_EVENT, BACKEND_ERROR_EVENT)
+SPAN_EVENTS: Final = (
+    RATE_LIMIT_DECISION_EVENT,
+    BACKEND_ERROR_EVENT,
+    FEATURE_FLAG_EVALUATION_EVENT,
+)
 """Every span event the toolkit adds."""
 
 
@@ -193,4 +221,22 @@ def create_backend_errors(meter: Meter) -> Counter:
         BACKEND_ERRORS,
         unit="{error}",
         description="Backend calls that failed, timed out or were skipped while it was down.",
+    )
+
+
+def create_feature_flag_evaluations(meter: Meter, callback: Callback) -> ObservableCounter:
+    return meter.create_observable_counter(
+        FEATURE_FLAG_EVALUATIONS,
+        callbacks=[callback],
+        unit="{evaluation}",
+        description="Feature flag evaluations, by flag, variant and reason.",
+    )
+
+
+def create_feature_flag_changes(meter: Meter, callback: Callback) -> ObservableCounter:
+    return meter.create_observable_counter(
+        FEATURE_FLAG_CHANGES,
+        callbacks=[callback],
+        unit="{change}",
+        description="Feature flag changes applied by this process, by flag.",
     )

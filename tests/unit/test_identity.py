@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.support.asgi import http_scope
-from toolkit.ratelimit.keys import ClientAddress, KeyResolver, digest
+from toolkit.identity import ClientAddress, KeyResolver, digest
 from toolkit.telemetry import names
 
 PROXY = "10.0.0.5"

@@ -1,4 +1,6 @@
-"""Whose budget a request spends: the client address, an API key, a header, or your function.
+"""Who a request is from: the client address, an API key, a header, or your function.
+
+Rate limiting charges budgets to these identities and feature flags bucket rollouts by them.
 
 Identities are prefixed with their kind (``client:``, ``api_key:``...) so an API key can never
 collide with an address, and they are hashed before they reach storage or a span.
@@ -120,12 +122,16 @@ class KeyResolver:
         spec: ``"client"``, ``"api_key"`` (``X-API-Key``, else ``Authorization``),
             ``"header:<Name>"``, or a :data:`KeyFunction` (sync or async).
         client: how the client address is found (trusted proxies).
+        hook: the name a failing key function is recorded under on the span.
     """
 
-    __slots__ = ("_client", "_function", "_headers", "_is_async", "kind")
+    __slots__ = ("_client", "_function", "_headers", "_is_async", "hook", "kind")
 
-    def __init__(self, spec: str | KeyFunction, client: ClientAddress) -> None:
+    def __init__(
+        self, spec: str | KeyFunction, client: ClientAddress, *, hook: str = "ratelimit.key"
+    ) -> None:
         self._client = client
+        self.hook = hook
         self._function: Any = None
         self._headers: tuple[bytes, ...] = ()
         self._is_async = False
@@ -151,21 +157,42 @@ class KeyResolver:
             )
 
     async def __call__(self, scope: Scope) -> str:
+        """The identity of the request; awaits the key function when it is async."""
+        if not self._is_async:
+            return self.resolve(scope)
+        try:
+            value = await self._function(scope)
+        except Exception as exc:  # a user hook must never fail the request
+            _record_failure(exc, self.hook)
+            value = None
+        return self._identity(value, scope)
+
+    def resolve(self, scope: Scope) -> str:
+        """The identity, without awaiting: for sync key functions and the built-in keys."""
         value: str | None = None
         if self._function is not None:
+            if self._is_async:
+                raise ConfigurationError(f"{self.hook}: this key function must not be async")
             try:
-                result = self._function(scope)
-                value = await result if self._is_async else result
+                value = self._function(scope)
             except Exception as exc:  # a user hook must never fail the request
-                span = trace.get_current_span()
-                if span.is_recording():
-                    span.record_exception(exc, attributes={names.HOOK: "ratelimit.key"})
+                _record_failure(exc, self.hook)
                 value = None
         else:
             for name in self._headers:
                 value = header_value(scope, name)
                 if value:
                     break
+        return self._identity(value, scope)
+
+    def _identity(self, value: str | None, scope: Scope) -> str:
         if value:
             return f"{self.kind}:{value}"
         return f"client:{self._client(scope)}"
+
+
+def _record_failure(exc: Exception, hook: str) -> None:
+    """Put a hook's exception on the current span; the caller falls back."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.record_exception(exc, attributes={names.HOOK: hook})

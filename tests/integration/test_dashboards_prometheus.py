@@ -1,0 +1,220 @@
+"""Every panel of the bundled dashboards returns data from a real Prometheus scraping real
+servers: one limiting on Redis (200s, 429s, 404s), one whose Redis is unreachable (backend
+errors, fail-closed 503s)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.servers import UvicornServer, free_port, require_binary, wait_until
+from toolkit.telemetry import names
+from toolkit.telemetry.dashboards import build_dashboards, series
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
+
+JOB = "agent"
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "1m",
+    "$__range": "5m",
+    "$job": ".*",
+    "$instance": ".*",
+}
+
+
+class PrometheusServer:
+    """``prometheus`` on a free loopback port, scraping ``targets`` every second as job
+    ``agent``, with its storage in ``directory``."""
+
+    def __init__(self, binary: str, directory: Path, targets: list[str]) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.targets = targets
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> PrometheusServer:
+        config = {
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": self.targets}]}],
+        }
+        config_file = self.directory / "prometheus.yml"
+        config_file.write_text(json.dumps(config))  # JSON is YAML
+        self.log = self.directory / "prometheus.log"
+        with self.log.open("wb") as log:
+            self._process = subprocess.Popen(
+                [
+                    self.binary,
+                    f"--config.file={config_file}",
+                    f"--storage.tsdb.path={self.directory / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--log.level=warn",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_until(self._ready, 20, f"prometheus ready on {self.url}")
+        return self
+
+    def _ready(self) -> bool:
+        if self._process is not None and self._process.poll() is not None:
+            raise RuntimeError(f"prometheus exited: {self.log.read_text()[-2000:]}")
+        return httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(5)
+        self._process = None
+
+    def api(self, path: str, **params: str) -> Any:
+        response = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=5)
+        body = response.json()
+        assert body["status"] == "success", f"{path} {params}: {body}"
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        data = self.api("query", query=expr)
+        assert data["resultType"] == "vector", data
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+    def scrapes(self) -> int:
+        """Scrapes of the target scraped least so far (0 until every target was scraped)."""
+        counts = self.query(f'count_over_time(up{{job="{JOB}"}}[10m])')
+        if len(counts) < len(self.targets):
+            return 0
+        return min(int(float(sample["value"][1])) for sample in counts)
+
+    def wait_for_scrapes(self, n: int) -> None:
+        """Until every target was scraped ``n`` more times, so at least ``n - 1`` complete
+        scrapes started after this call."""
+        target = self.scrapes() + n
+        wait_until(lambda: self.scrapes() >= target, 15, f"{n} scrapes of every target")
+
+
+@pytest.fixture
+def servers(redis_url: str) -> Iterator[tuple[UvicornServer, UvicornServer]]:
+    """An app limiting /limited to 3 a minute on Redis, and one whose Redis is unreachable,
+    with /closed failing closed."""
+    limited = {
+        "TOOLKIT_BACKEND__URL": redis_url,
+        "TOOLKIT_RATELIMIT__ROUTES": json.dumps({"/limited": "3/minute"}),
+    }
+    degraded = {
+        "TOOLKIT_BACKEND__URL": f"redis://127.0.0.1:{free_port()}/0",
+        "TOOLKIT_RATELIMIT__ROUTES": json.dumps(
+            {"/open": "1000/minute", "/closed": {"limit": "1000/minute", "failure": "closed"}}
+        ),
+    }
+    with (
+        UvicornServer("tests.apps.agent:app", env=limited) as app,
+        UvicornServer("tests.apps.agent:app", env=degraded) as down,
+    ):
+        yield app, down
+
+
+def drive(app: UvicornServer, down: UvicornServer) -> dict[int, int]:
+    """200s, 429s and 404s on the first app; fail-open 200s and fail-closed 503s (backend
+    errors) on the second. Returns how many of each status."""
+    statuses: dict[int, int] = {}
+    with httpx.Client(timeout=5) as client:
+        for base, paths in (
+            (app.base_url, ["/limited"] * 5 + ["/open"] * 3 + ["/missing"] * 2 + ["/sse"]),
+            (down.base_url, ["/open"] * 3 + ["/closed"] * 3),
+        ):
+            for path in paths:
+                status = client.get(base + path).status_code
+                statuses[status] = statuses.get(status, 0) + 1
+    return statuses
+
+
+def grafana_expr(expr: str) -> str:
+    for variable, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(variable, value)
+    assert "$" not in expr, f"a Grafana variable the test does not substitute: {expr}"
+    return expr
+
+
+def value(sample: dict[str, Any]) -> float:
+    return float(sample["value"][1])
+
+
+def test_every_panel_returns_data_from_a_real_prometheus(
+    servers: tuple[UvicornServer, UvicornServer], tmp_path: Path
+) -> None:
+    binary = require_binary("prometheus")
+    app, down = servers
+    started = time.monotonic()
+    targets = [base.base_url.removeprefix("http://") for base in (app, down)]
+    with PrometheusServer(binary, tmp_path, targets) as prometheus:
+        first = drive(app, down)
+        prometheus.wait_for_scrapes(2)
+        second = drive(app, down)  # after a scrape, so every rate() sees an increase
+        prometheus.wait_for_scrapes(2)
+        assert {200, 404, 429, 503} <= set(first) & set(second), (first, second)
+
+        up = prometheus.query(f'up{{job="{JOB}"}}')
+        assert sorted(value(sample) for sample in up) == [1.0, 1.0], prometheus.api("targets")
+
+        # The template variables' label_values() queries.
+        count = series(names.HTTP_SERVER_REQUEST_DURATION, "_count")
+        assert prometheus.api("label/job/values", **{"match[]": count}) == [JOB]
+        instances = prometheus.api("label/instance/values", **{"match[]": f'{count}{{job=~".*"}}'})
+        assert sorted(instances) == sorted(targets)
+
+        results: dict[str, list[dict[str, Any]]] = {}
+        empty, no_number = [], []
+        for file_name, dashboard in build_dashboards().items():
+            for panel in dashboard["panels"]:
+                for target in panel.get("targets", []):
+                    where = f"{file_name}: {panel['title']} [{target['refId']}]"
+                    expr = grafana_expr(target["expr"])
+                    result = results[where] = prometheus.query(expr)
+                    if not result:
+                        empty.append(f"{where}: {expr}")
+                    elif not any(math.isfinite(value(sample)) for sample in result):
+                        no_number.append(f"{where}: {result}")
+        assert not empty, "panels with no data:\n" + "\n".join(empty)
+        assert not no_number, "panels with only NaN/Inf:\n" + "\n".join(no_number)
+
+    def panel(title: str, ref: str = "A") -> list[dict[str, Any]]:
+        return results[f"agent-server-http.json: {title} [{ref}]"]
+
+    # The numbers say what happened.
+    assert value(panel("Request rate")[0]) > 0
+    assert value(panel("Error ratio")[0]) > 0  # the fail-closed 503s
+    rejected = {
+        s["metric"]["toolkit_rate_limit_policy"]: value(s)
+        for s in panel("Rejection ratio by policy")
+    }
+    assert rejected["/limited"] > 0
+    assert rejected["/open"] == 0
+    decisions = {
+        (s["metric"]["toolkit_rate_limit_policy"], s["metric"]["toolkit_rate_limit_result"])
+        for s in panel("Rate-limit decisions by policy and result")
+    }
+    assert {("/limited", "allowed"), ("/limited", "rejected"), ("/closed", "error")} <= decisions
+    errors = {
+        s["metric"]["toolkit_backend_operation"]: value(s)
+        for s in panel("Backend errors by operation and error type")
+    }
+    assert errors.get("ratelimit.gcra", 0) > 0, errors
+    routes = {s["metric"]["http_route"] for s in panel("Requests by route")}
+    assert {"/limited", "/open", "/sse", names.UNMATCHED_ROUTE} <= routes
+    assert time.monotonic() - started < 30

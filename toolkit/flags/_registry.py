@@ -1,0 +1,88 @@
+"""Every flag the process knows: the toolkit's kill switches and what the application declared.
+
+One registry per process: declarations happen at import time (``@toolkit.feature``), often
+before ``install()`` creates a store, and every store serves them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from toolkit.errors import ConfigurationError
+from toolkit.flags._model import BOOLEAN, OFF, ON, SHADOW, FlagDefinition
+
+RATELIMIT: Final = "ratelimit"
+"""Rate limiting: ``off`` lets every request through unchecked, ``shadow`` decides and
+records without ever refusing."""
+TRACING: Final = "tracing"
+"""HTTP telemetry: ``off`` means no server span and no HTTP metrics."""
+CACHE_RESPONSE: Final = "cache.response"
+CACHE_FUNCTION: Final = "cache.function"
+CACHE_EMBEDDINGS: Final = "cache.embeddings"
+RESILIENCE: Final = "resilience"
+POOL: Final = "pool"
+
+CAPABILITIES: Final[tuple[FlagDefinition, ...]] = (
+    FlagDefinition(
+        RATELIMIT,
+        {ON: True, OFF: False, SHADOW: SHADOW},
+        ON,
+        "Rate limiting (shadow: decide and record, never refuse).",
+        capability=True,
+    ),
+    FlagDefinition(TRACING, BOOLEAN, ON, "Server spans and HTTP metrics.", capability=True),
+    FlagDefinition(CACHE_RESPONSE, BOOLEAN, ON, "Response cache.", capability=True),
+    FlagDefinition(CACHE_FUNCTION, BOOLEAN, ON, "Function cache (@cached).", capability=True),
+    FlagDefinition(CACHE_EMBEDDINGS, BOOLEAN, ON, "Embedding cache.", capability=True),
+    FlagDefinition(RESILIENCE, BOOLEAN, ON, "Breakers, retries, timeouts.", capability=True),
+    FlagDefinition(POOL, BOOLEAN, ON, "Agent pools.", capability=True),
+)
+
+
+class Registry:
+    """Flag definitions by key; ``version`` changes whenever one is added."""
+
+    def __init__(self) -> None:
+        self.definitions: dict[str, FlagDefinition] = {d.key: d for d in CAPABILITIES}
+        self.version = 0
+
+    def declare(self, definition: FlagDefinition) -> FlagDefinition:
+        """Add a flag. Declaring the same flag again is a no-op; a different one with the
+        same key is a mistake, refused."""
+        known = self.definitions.get(definition.key)
+        if known is not None:
+            if known != definition:
+                raise ConfigurationError(
+                    f"flag {definition.key!r} is already declared differently: {known}"
+                )
+            return known
+        self.definitions[definition.key] = definition
+        self.version += 1
+        return definition
+
+
+REGISTRY: Final = Registry()
+
+
+def declare(
+    key: str,
+    *,
+    variants: Mapping[str, Any] | None = None,
+    default: str | None = None,
+    description: str = "",
+) -> FlagDefinition:
+    """Declare an application flag, on every store of the process.
+
+    Args:
+        key: ``agent.prompt-v2``: lower case, digits, ``.``, ``-``, ``_``.
+        variants: variant name -> value; a boolean flag (``on``/``off``) when None.
+        default: the variant served until an operator says otherwise; ``off`` for boolean
+            flags, required otherwise.
+        description: one line, shown by the admin page and the CLI.
+    """
+    if variants is None:
+        variants, default = BOOLEAN, default or OFF
+    elif default is None:
+        raise ConfigurationError(f"flag {key!r}: give default= one of {sorted(variants)}")
+    return REGISTRY.declare(FlagDefinition(key, dict(variants), default, description))

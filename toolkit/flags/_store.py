@@ -1,0 +1,379 @@
+"""FlagStore: flags evaluated in process from a snapshot, kept live from the backend.
+
+Sources, lowest precedence first: the declared defaults (and settings), the overrides stored
+in the backend, a test's ``override()`` for the current context. Evaluation reads an immutable
+snapshot that is swapped whole when the backend changes: no I/O and no lock per request. A
+change is published by the backend (Redis pub/sub) and reaches every process at once; a
+periodic resync catches anything a broken subscription missed. While the backend cannot be
+read, the last known values keep serving, with reason ``stale``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from opentelemetry import metrics, trace
+
+from toolkit._version import __version__
+from toolkit.backends import Backend, MemoryBackend
+from toolkit.errors import BackendError, ConfigurationError
+from toolkit.flags._context import OVERRIDES, REQUEST
+from toolkit.flags._model import (
+    DEFAULT,
+    ERROR,
+    OFF,
+    SPLIT,
+    STALE,
+    STATIC,
+    Evaluation,
+    FlagDefinition,
+    FlagState,
+    Rollout,
+    bucket,
+)
+from toolkit.flags._registry import REGISTRY, Registry
+from toolkit.telemetry import names
+from toolkit.telemetry._counts import shared_counts
+
+logger = logging.getLogger("toolkit.flags")
+
+DEFAULT_RESYNC_INTERVAL = 10.0
+UNDECLARED = "__undeclared__"
+"""``feature_flag.key`` label of evaluations of flags nobody declared (keys stay bounded)."""
+
+
+class _Answer(NamedTuple):
+    """An evaluation prepared once per snapshot, with its metric series and attributes."""
+
+    evaluation: Evaluation
+    series: tuple[str, str, str]
+    attributes: Mapping[str, str]
+
+
+def _answer(key: str, variant: str, value: Any, reason: str, label: str | None = None) -> _Answer:
+    label = label or key
+    attributes = {
+        names.FEATURE_FLAG_KEY: label,
+        names.FEATURE_FLAG_RESULT_VARIANT: variant,
+        names.FEATURE_FLAG_RESULT_REASON: reason,
+    }
+    return _Answer(Evaluation(key, variant, value, reason), (label, variant, reason), attributes)
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    """One flag in a snapshot: who gets what."""
+
+    definition: FlagDefinition
+    outside: _Answer
+    inside: _Answer | None = None  # the rollout's variant, for subjects below threshold
+    threshold: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FlagView:
+    """A flag as an operator sees it: definition, stored override, effective default."""
+
+    definition: FlagDefinition
+    state: FlagState | None
+    default: str
+
+    def as_dict(self) -> dict[str, Any]:
+        d = self.definition
+        return {
+            "key": d.key,
+            "description": d.description,
+            "variants": dict(d.variants),
+            "default": self.default,
+            "capability": d.capability,
+            "override": json.loads(self.state.to_json()) if self.state else None,
+        }
+
+
+class FlagStore:
+    """Answers flag questions for requests, from memory; writes go to the backend.
+
+    Args:
+        backend: where overrides, their history and change notices live; an in-process
+            :class:`MemoryBackend` when None (one process, no sharing).
+        defaults: flag key -> variant served when no override is stored (from settings).
+        subject: how a request's subject is found when a rollout needs it (a sync
+            :class:`~toolkit.identity.KeyResolver`); the client address when None.
+        resync_interval: seconds between full reloads, the safety net behind pub/sub.
+        meter_provider: where evaluation and change counters live; the global one when None.
+        registry: the flag declarations (the process-wide registry by default).
+    """
+
+    def __init__(
+        self,
+        backend: Backend | None = None,
+        *,
+        defaults: Mapping[str, str] | None = None,
+        subject: Any = None,
+        resync_interval: float = DEFAULT_RESYNC_INTERVAL,
+        meter_provider: metrics.MeterProvider | None = None,
+        registry: Registry = REGISTRY,
+    ) -> None:
+        self.backend = backend or MemoryBackend()
+        self._defaults = dict(defaults or {})
+        self._subject = subject
+        self._resync_interval = resync_interval
+        self._registry = registry
+        self._stored: dict[str, FlagState] = {}
+        self._snapshot: dict[str, _Resolved] = {}
+        self._compiled_version = -1
+        self._tasks: list[asyncio.Task[None]] = []
+        self.stale = False
+        self.loaded_at: float | None = None
+        meter = metrics.get_meter(
+            names.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
+        )
+        self._evaluations = shared_counts(
+            meter, names.FEATURE_FLAG_EVALUATIONS, names.create_feature_flag_evaluations
+        )
+        self._changes = shared_counts(
+            meter, names.FEATURE_FLAG_CHANGES, names.create_feature_flag_changes
+        )
+        self._check_defaults()
+        self._compile()
+
+    # --- evaluation (the hot path) -------------------------------------------------------
+
+    def evaluate(self, key: str, *, subject: str | None = None) -> Evaluation:
+        """The variant of flag ``key`` for this request (or ``subject``), counted and, when
+        it matters, put on the current span as a ``feature_flag.evaluation`` event."""
+        if self._compiled_version != self._registry.version:
+            self._compile()  # a flag was declared since: serve it too
+        overrides = OVERRIDES.get()
+        if overrides is not None and key in overrides:
+            answer = self._overridden(key, overrides[key])
+        else:
+            request = REQUEST.get()
+            snapshot = (
+                request.snapshot
+                if request is not None and request.store is self
+                else self._snapshot
+            )
+            resolved = snapshot.get(key)
+            if resolved is None:
+                answer = _answer(key, OFF, False, ERROR, UNDECLARED)
+            elif resolved.inside is None:
+                answer = resolved.outside
+            else:
+                if subject is None and request is not None and request.store is self:
+                    subject = request.subject()
+                inside = subject is not None and bucket(key, subject) < resolved.threshold
+                answer = resolved.inside if inside else resolved.outside
+            if self.stale and answer.evaluation.reason != ERROR:
+                e = answer.evaluation
+                answer = _answer(key, e.variant, e.value, STALE)
+        self._record(answer, names.FLAG_PROVIDER)
+        return answer.evaluation
+
+    def report(self, evaluation: Evaluation, *, provider: str) -> None:
+        """Count and trace an evaluation another provider made (see ``flags.openfeature``)."""
+        label = evaluation.key if evaluation.key in self._registry.definitions else UNDECLARED
+        e = evaluation
+        self._record(_answer(e.key, e.variant, e.value, e.reason, label), provider)
+
+    def _record(self, answer: _Answer, provider: str) -> None:
+        self._evaluations.add(answer.series, answer.attributes)
+        span = trace.get_current_span()
+        if span.is_recording() and not (
+            answer.evaluation.reason == DEFAULT and self._is_capability(answer.evaluation.key)
+        ):
+            # A kill switch at its default is the normal state: only changes make events.
+            span.add_event(
+                names.FEATURE_FLAG_EVALUATION_EVENT,
+                {**answer.attributes, names.FEATURE_FLAG_PROVIDER_NAME: provider},
+            )
+
+    def variant(self, key: str, *, subject: str | None = None) -> str:
+        return self.evaluate(key, subject=subject).variant
+
+    def is_enabled(self, key: str, *, subject: str | None = None) -> bool:
+        """Whether a boolean flag (or a kill switch) is on; ``shadow`` counts as on."""
+        return self.evaluate(key, subject=subject).variant != OFF
+
+    def subject_of(self, scope: Any) -> str | None:
+        """The rollout subject of a request (the configured identity)."""
+        if self._subject is None:
+            client = scope.get("client")
+            return f"client:{client[0]}" if client else None
+        identity: str = self._subject.resolve(scope)
+        return identity
+
+    def _is_capability(self, key: str) -> bool:
+        definition = self._registry.definitions.get(key)
+        return definition is not None and definition.capability
+
+    def _overridden(self, key: str, variant: str) -> _Answer:
+        definition = self._registry.definitions.get(key)
+        if definition is None or variant not in definition.variants:
+            return _answer(key, OFF, False, ERROR, UNDECLARED)
+        return _answer(key, variant, definition.variants[variant], STATIC)
+
+    # --- operators' view and writes --------------------------------------------------------
+
+    def flags(self) -> list[FlagView]:
+        """Every declared flag with its stored override, sorted by key."""
+        return [
+            FlagView(d, self._stored.get(k), self._defaults.get(k, d.default))
+            for k, d in sorted(self._registry.definitions.items())
+        ]
+
+    def definition(self, key: str) -> FlagDefinition:
+        definition = self._registry.definitions.get(key)
+        if definition is None:
+            known = ", ".join(sorted(self._registry.definitions))
+            raise ConfigurationError(f"no flag {key!r}; the declared flags are: {known}")
+        return definition
+
+    async def set(self, key: str, variant: str, *, by: str) -> None:
+        """Serve ``variant`` to everyone (ends any rollout). Raises BackendError."""
+        await self._write(key, FlagState(variant), by)
+
+    async def rollout(self, key: str, variant: str, percentage: float, *, by: str) -> None:
+        """Serve ``variant`` to ``percentage`` % of subjects, sticky by subject; the others
+        keep the flag's current variant. Raises BackendError."""
+        current = self._stored.get(key)
+        base = current.variant if current else self._defaults.get(key, self.definition(key).default)
+        await self._write(key, FlagState(base, Rollout(variant, percentage)), by)
+
+    async def reset(self, key: str, *, by: str) -> None:
+        """Remove the override: back to the default. Raises BackendError."""
+        self.definition(key)
+        await self._write(key, None, by)
+
+    async def history(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest changes, newest first. Raises BackendError."""
+        return await self.backend.flags_history(limit)
+
+    async def _write(self, key: str, state: FlagState | None, by: str) -> None:
+        if state is not None:
+            state.check(self.definition(key))
+        new = json.loads(state.to_json()) if state else None
+        await self.backend.flags_save(
+            key, state.to_json() if state else None, {"key": key, "new": new, "by": by}
+        )
+        await self.reload()  # serve it here at once; the notice reaches the other processes
+
+    # --- keeping the snapshot live -----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the overrides (bounded by the backend timeout; the defaults serve, stale, if
+        it fails) and start following changes. Never blocks startup longer than one call."""
+        await self.reload()
+        self._tasks = [
+            asyncio.create_task(self._follow(), name="toolkit.flags.follow"),
+            asyncio.create_task(self._resync(), name="toolkit.flags.resync"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def reload(self) -> None:
+        """Read every override from the backend and swap the snapshot; on failure keep the
+        last known values and mark them stale."""
+        try:
+            raw = await self.backend.flags_load()
+        except BackendError:
+            self._mark_stale()
+            return
+        stored: dict[str, FlagState] = {}
+        for key, text in raw.items():
+            try:
+                state = FlagState.from_json(text)
+                state.check(self.definition(key))
+            except (ValueError, KeyError, TypeError, ConfigurationError) as exc:
+                logger.warning("ignoring the stored override of flag %r: %s", key, exc)
+                continue
+            stored[key] = state
+        self._announce_changes(stored)
+        self._stored = stored
+        self._compile()
+        if self.stale:
+            logger.warning("flags are live again")
+        self.stale = False
+        self.loaded_at = time.time()
+
+    async def _follow(self) -> None:
+        """Apply changes as they are announced; resubscribe with backoff when cut off."""
+        delay = 0.05
+        while True:
+            try:
+                async for key in self.backend.flags_changes():
+                    delay = 0.05
+                    del key  # any notice (or the "subscribed" one) means: reload
+                    await self.reload()
+            except BackendError:
+                self._mark_stale()
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+            delay = min(1.0, delay * 2)
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self._resync_interval)
+            await self.reload()
+
+    def _mark_stale(self) -> None:
+        if not self.stale:
+            logger.warning("flags cannot be read from the backend; serving the last known values")
+        self.stale = True
+
+    def _announce_changes(self, stored: Mapping[str, FlagState]) -> None:
+        for key in sorted(set(stored) | set(self._stored)):
+            old, new = self._stored.get(key), stored.get(key)
+            if old != new and self.loaded_at is not None:
+                logger.info(
+                    "flag %s changed: %s -> %s",
+                    key,
+                    old.to_json() if old else "default",
+                    new.to_json() if new else "default",
+                )
+                attributes = {names.FEATURE_FLAG_KEY: key}
+                self._changes.add(key, attributes)
+
+    def _compile(self) -> None:
+        snapshot: dict[str, _Resolved] = {}
+        for key, definition in self._registry.definitions.items():
+            state = self._stored.get(key)
+            if state is None:
+                variant = self._defaults.get(key, definition.default)
+                if variant not in definition.variants:  # a default set before the declaration
+                    variant = definition.default
+                outside = _answer(key, variant, definition.variants[variant], DEFAULT)
+                snapshot[key] = _Resolved(definition, outside)
+                continue
+            reason = STATIC if state.rollout is None else SPLIT
+            outside = _answer(key, state.variant, definition.variants[state.variant], reason)
+            if state.rollout is None:
+                snapshot[key] = _Resolved(definition, outside)
+                continue
+            rollout = state.rollout
+            inside = _answer(key, rollout.variant, definition.variants[rollout.variant], SPLIT)
+            threshold = round(rollout.percentage * 100)  # of 10,000 buckets
+            snapshot[key] = _Resolved(definition, outside, inside, threshold)
+        self._snapshot = snapshot
+        self._compiled_version = self._registry.version
+
+    def _check_defaults(self) -> None:
+        for key, variant in self._defaults.items():
+            definition = self._registry.definitions.get(key)
+            if definition is not None and variant not in definition.variants:
+                raise ConfigurationError(
+                    f"flag {key!r}: default {variant!r} is not one of {sorted(definition.variants)}"
+                )

@@ -1,0 +1,377 @@
+"""Grafana dashboards for the toolkit's metrics, generated from the name registry.
+
+Every metric and label a panel queries is computed from :mod:`toolkit.telemetry.names`, so a
+renamed metric or attribute changes the dashboard with it; a test compares the committed
+``dashboards/*.json`` with what this module generates. Regenerate with::
+
+    agent-toolkit dashboards --output dashboards
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final, Literal, NamedTuple
+
+from toolkit.telemetry import names
+
+Kind = Literal["counter", "updowncounter", "gauge", "histogram"]
+Json = dict[str, Any]
+
+
+class Instrument(NamedTuple):
+    """Unit and kind of a metric, as its factory in ``names.py`` creates it."""
+
+    unit: str
+    kind: Kind
+
+
+INSTRUMENTS: Final[Mapping[str, Instrument]] = {
+    names.HTTP_SERVER_REQUEST_DURATION: Instrument("s", "histogram"),
+    names.HTTP_SERVER_ACTIVE_REQUESTS: Instrument("{request}", "updowncounter"),
+    names.RATE_LIMIT_REQUESTS: Instrument("{request}", "counter"),
+    names.BACKEND_ERRORS: Instrument("{error}", "counter"),
+}
+"""Every metric of ``names.METRICS``; a test checks these against the real exposition."""
+
+_UNITS: Final = {"s": "seconds", "ms": "milliseconds", "By": "bytes", "1": ""}
+_INVALID_NAME = re.compile(r"[^a-zA-Z0-9:]+")
+_INVALID_LABEL = re.compile(r"[^a-zA-Z0-9]+")
+
+
+def prometheus_name(name: str, unit: str, kind: Kind) -> str:
+    """The Prometheus metric name of an OpenTelemetry instrument, as the Prometheus exporter
+    writes it: invalid characters become ``_``, the unit is appended (``{annotations}``
+    dropped), counters end in ``_total``. Histograms add ``_bucket``/``_sum``/``_count``."""
+    base = _INVALID_NAME.sub("_", name)
+    suffix = _UNITS.get(unit, _INVALID_NAME.sub("_", re.sub(r"\{.*\}", "", unit)).strip("_"))
+    if suffix and not base.endswith(f"_{suffix}"):
+        base = f"{base}_{suffix}"
+    return f"{base}_total" if kind == "counter" else base
+
+
+def prometheus_label(attribute: str) -> str:
+    """The Prometheus label of an OpenTelemetry attribute: ``http.route`` -> ``http_route``."""
+    return _INVALID_LABEL.sub("_", attribute)
+
+
+def series(metric: str, suffix: str = "") -> str:
+    """The Prometheus name of ``metric`` (from ``names.METRICS``), plus a histogram suffix."""
+    unit, kind = INSTRUMENTS[metric]
+    return prometheus_name(metric, unit, kind) + suffix
+
+
+# --- PromQL ------------------------------------------------------------------------------------
+DATASOURCE: Final = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+RATE_INTERVAL: Final = "$__rate_interval"
+SELECTOR: Final = 'job=~"$job",instance=~"$instance"'
+
+_DURATION_COUNT = series(names.HTTP_SERVER_REQUEST_DURATION, "_count")
+_DURATION_BUCKET = series(names.HTTP_SERVER_REQUEST_DURATION, "_bucket")
+_ACTIVE = series(names.HTTP_SERVER_ACTIVE_REQUESTS)
+_DECISIONS = series(names.RATE_LIMIT_REQUESTS)
+_BACKEND_ERRORS = series(names.BACKEND_ERRORS)
+
+_ROUTE = prometheus_label(names.HTTP_ROUTE)
+_STATUS = prometheus_label(names.HTTP_RESPONSE_STATUS_CODE)
+_POLICY = prometheus_label(names.RATE_LIMIT_POLICY)
+_RESULT = prometheus_label(names.RATE_LIMIT_RESULT)
+_OPERATION = prometheus_label(names.BACKEND_OPERATION)
+_ERROR_TYPE = prometheus_label(names.ERROR_TYPE)
+
+
+def _rate(metric: str, matchers: str = "") -> str:
+    selector = f"{SELECTOR},{matchers}" if matchers else SELECTOR
+    return f"rate({metric}{{{selector}}}[{RATE_INTERVAL}])"
+
+
+def _sum(expr: str, *by: str) -> str:
+    return f"sum by ({', '.join(by)}) ({expr})" if by else f"sum({expr})"
+
+
+def _ratio_by_policy(result: str) -> str:
+    """Share of a policy's decisions with ``result``; 0 (not "no data") when there were none."""
+    part = _sum(_rate(_DECISIONS, f'{_RESULT}="{result}"'), _POLICY)
+    whole = _sum(_rate(_DECISIONS), _POLICY)
+    return f"({part} or 0 * {whole}) / {whole}"
+
+
+def _quantile(q: float) -> str:
+    return f"histogram_quantile({q}, {_sum(_rate(_DURATION_BUCKET), 'le', _ROUTE)})"
+
+
+# --- Panels ------------------------------------------------------------------------------------
+def _target(expr: str, legend: str = "", *, exemplar: bool = False) -> Json:
+    return {
+        "datasource": DATASOURCE,
+        "expr": expr,
+        "exemplar": exemplar,
+        "legendFormat": legend or "__auto",
+        "range": True,
+    }
+
+
+def _panel(
+    kind: Literal["stat", "timeseries"],
+    title: str,
+    description: str,
+    unit: str,
+    targets: list[Json],
+    grid: tuple[int, int, int, int],
+    **defaults: Any,
+) -> Json:
+    x, y, w, h = grid
+    if kind == "stat":
+        options: Json = {
+            "colorMode": "value",
+            "graphMode": "area",
+            "justifyMode": "auto",
+            "orientation": "auto",
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "textMode": "auto",
+        }
+    else:
+        options = {
+            "legend": {"calcs": ["mean", "max"], "displayMode": "table", "placement": "bottom"},
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        }
+    return {
+        "datasource": DATASOURCE,
+        "description": description,
+        "fieldConfig": {"defaults": {"unit": unit, **defaults}, "overrides": []},
+        "gridPos": {"h": h, "w": w, "x": x, "y": y},
+        "options": options,
+        "targets": [{**t, "refId": chr(ord("A") + i)} for i, t in enumerate(targets)],
+        "title": title,
+        "type": kind,
+    }
+
+
+def _row(title: str, y: int) -> Json:
+    return {
+        "collapsed": False,
+        "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+        "panels": [],
+        "title": title,
+        "type": "row",
+    }
+
+
+def _thresholds(*steps: tuple[str, float | None]) -> Json:
+    return {
+        "mode": "absolute",
+        "steps": [{"color": color, "value": value} for color, value in steps],
+    }
+
+
+def _http_panels() -> list[Json]:
+    all_requests = _sum(_rate(_DURATION_COUNT))
+    server_errors = _sum(_rate(_DURATION_COUNT, f'{_STATUS}=~"5.."'))
+    return [
+        _row("HTTP", 0),
+        _panel(
+            "stat",
+            "Request rate",
+            "Requests per second through the toolkit's telemetry middleware, 429s and 404s "
+            "included; excluded paths and the metrics endpoint are not counted.",
+            "reqps",
+            [_target(all_requests, "requests/s")],
+            (0, 1, 8, 4),
+        ),
+        _panel(
+            "stat",
+            "Error ratio",
+            "Share of requests answered with a 5xx status (including 503s of fail-closed rate "
+            "limits while the backend is down). 4xx, 429 included, are not errors here.",
+            "percentunit",
+            [_target(f"({server_errors} or vector(0)) / {all_requests}", "5xx ratio")],
+            (8, 1, 8, 4),
+            thresholds=_thresholds(("green", None), ("orange", 0.01), ("red", 0.05)),
+        ),
+        _panel(
+            "stat",
+            "Active requests",
+            "Requests in flight now, summed over the selected instances; streaming responses "
+            "count until their last byte.",
+            "short",
+            [_target(_sum(f"{_ACTIVE}{{{SELECTOR}}}"), "in flight")],
+            (16, 1, 8, 4),
+        ),
+        _panel(
+            "timeseries",
+            "Latency by route (p50, p95, p99)",
+            "Request duration percentiles per route template, from the request's start to its "
+            "last response byte. Rejected and unmatched requests appear as __unmatched__. "
+            "Exemplars link to traces when metrics reach Prometheus with exemplars (OTLP).",
+            "s",
+            [
+                _target(_quantile(q), f"p{round(q * 100)} {{{{{_ROUTE}}}}}", exemplar=True)
+                for q in (0.5, 0.95, 0.99)
+            ],
+            (0, 5, 12, 9),
+        ),
+        _panel(
+            "timeseries",
+            "Requests by route",
+            "Requests per second per route template and status code; requests no route "
+            "matched (404s, and requests refused before routing, e.g. 429s) are __unmatched__.",
+            "reqps",
+            [
+                _target(
+                    _sum(_rate(_DURATION_COUNT), _ROUTE, _STATUS),
+                    f"{{{{{_ROUTE}}}}} {{{{{_STATUS}}}}}",
+                )
+            ],
+            (12, 5, 12, 9),
+        ),
+    ]
+
+
+def _ratelimit_panels() -> list[Json]:
+    return [
+        _row("Rate limiting", 14),
+        _panel(
+            "timeseries",
+            "Rate-limit decisions by policy and result",
+            "Decisions per second per policy and result: allowed, rejected (429), error (the "
+            "backend failed and the policy's failure mode decided) and shadow_rejected (would "
+            "have been rejected; let through in shadow mode).",
+            "reqps",
+            [
+                _target(
+                    _sum(_rate(_DECISIONS), _POLICY, _RESULT),
+                    f"{{{{{_POLICY}}}}} {{{{{_RESULT}}}}}",
+                )
+            ],
+            (0, 15, 12, 8),
+        ),
+        _panel(
+            "timeseries",
+            "Rejection ratio by policy",
+            "Share of each policy's decisions that were rejected, and that shadow mode would "
+            "have rejected: size limits with the shadow line before enforcing them.",
+            "percentunit",
+            [
+                _target(_ratio_by_policy(names.RATE_LIMIT_REJECTED), f"{{{{{_POLICY}}}}} rejected"),
+                _target(
+                    _ratio_by_policy(names.RATE_LIMIT_SHADOW_REJECTED),
+                    f"{{{{{_POLICY}}}}} shadow_rejected",
+                ),
+            ],
+            (12, 15, 12, 8),
+            min=0,
+            max=1,
+        ),
+    ]
+
+
+def _backend_panels() -> list[Json]:
+    return [
+        _row("Backend", 23),
+        _panel(
+            "timeseries",
+            "Backend errors by operation and error type",
+            "Backend calls per second that failed, timed out or were skipped while the backend "
+            "was down (error type unavailable), per operation. No series means no errors.",
+            "ops",
+            [
+                _target(
+                    _sum(_rate(_BACKEND_ERRORS), _OPERATION, _ERROR_TYPE),
+                    f"{{{{{_OPERATION}}}}} {{{{{_ERROR_TYPE}}}}}",
+                )
+            ],
+            (0, 24, 24, 8),
+            noValue="0",
+        ),
+    ]
+
+
+def _variables() -> list[Json]:
+    jobs = f"label_values({_DURATION_COUNT}, job)"
+    instances = f'label_values({_DURATION_COUNT}{{job=~"$job"}}, instance)'
+    return [
+        {
+            "current": {},
+            "hide": 0,
+            "includeAll": False,
+            "label": "Data source",
+            "multi": False,
+            "name": "DS_PROMETHEUS",
+            "options": [],
+            "query": "prometheus",
+            "refresh": 1,
+            "regex": "",
+            "type": "datasource",
+        },
+        *(
+            {
+                "allValue": ".*",
+                "current": {},
+                "datasource": DATASOURCE,
+                "definition": query,
+                "hide": 0,
+                "includeAll": True,
+                "label": label,
+                "multi": True,
+                "name": name,
+                "options": [],
+                "query": query,
+                "refresh": 2,
+                "regex": "",
+                "sort": 1,
+                "type": "query",
+            }
+            for name, label, query in (("job", "Job", jobs), ("instance", "Instance", instances))
+        ),
+    ]
+
+
+def http_ratelimit_dashboard() -> Json:
+    """Agent server — HTTP & rate limiting: HTTP RED, rate-limit decisions, backend errors."""
+    panels = [*_http_panels(), *_ratelimit_panels(), *_backend_panels()]
+    return {
+        "annotations": {"list": []},
+        "description": (
+            "HTTP requests, rate limiting and backend errors of servers running "
+            "agent-server-toolkit. Generated by `agent-toolkit dashboards` from "
+            "toolkit/telemetry/names.py: regenerate rather than edit."
+        ),
+        "editable": True,
+        "graphTooltip": 1,
+        "links": [],
+        "panels": [{**panel, "id": i} for i, panel in enumerate(panels, start=1)],
+        "refresh": "30s",
+        "schemaVersion": 39,
+        "tags": ["agent-server-toolkit", "http", "rate-limiting"],
+        "templating": {"list": _variables()},
+        "time": {"from": "now-1h", "to": "now"},
+        "timepicker": {},
+        "timezone": "browser",
+        "title": "Agent server — HTTP & rate limiting",
+        "uid": "toolkit-http-ratelimit",
+        "version": 1,
+    }
+
+
+def build_dashboards() -> dict[str, Json]:
+    """Every bundled dashboard, by file name."""
+    return {"agent-server-http.json": http_ratelimit_dashboard()}
+
+
+def render(dashboard: Json) -> str:
+    """The dashboard as committed: sorted keys, two-space indent, UTF-8, trailing newline."""
+    return json.dumps(dashboard, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_dashboards(directory: str | Path) -> list[Path]:
+    """Write every dashboard into ``directory`` (created if missing); the paths written."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for file_name, dashboard in build_dashboards().items():
+        path = directory / file_name
+        path.write_text(render(dashboard), encoding="utf-8")
+        written.append(path)
+    return written
