@@ -3,6 +3,7 @@
 agent-toolkit settings   # the resolved settings (TOOLKIT_*, toolkit.toml, defaults), as JSON
 agent-toolkit doctor     # validate them and reach the backend; exit 1 if something is wrong
 agent-toolkit dashboards # write the bundled Grafana dashboards (--output DIR, default ./dashboards)
+agent-toolkit flags      # list | get | set | rollout | reset | history, on the configured backend
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from toolkit._version import __version__
 from toolkit.backends import backend_from_settings
 from toolkit.backends.base import redacted_url
 from toolkit.errors import BackendError, ConfigurationError
+from toolkit.flags import _cli as flags_cli
 from toolkit.settings import ToolkitSettings
 from toolkit.telemetry.dashboards import write_dashboards
 
@@ -32,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dashboards.add_argument(
         "--output", default="dashboards", help="directory to write to (default: ./dashboards)"
     )
+    flags_cli.add_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "dashboards":
         for path in write_dashboards(args.output):
@@ -45,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "settings":
         print(json.dumps(_redacted(settings), indent=2))
         return 0
+    if args.command == "flags":
+        return asyncio.run(flags_cli.run(args, settings))
     return asyncio.run(_doctor(settings))
 
 

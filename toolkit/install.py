@@ -25,6 +25,7 @@ from toolkit.backends import Backend, backend_from_settings
 from toolkit.errors import ConfigurationError
 from toolkit.flags import FlagContextMiddleware, FlagSource, FlagStore, set_current_store
 from toolkit.flags._setup import flag_store_from_settings
+from toolkit.flags.admin import admin_routes
 from toolkit.ratelimit import RateLimitMiddleware
 from toolkit.settings import ToolkitSettings
 from toolkit.telemetry.middleware import TelemetryMiddleware
@@ -125,6 +126,9 @@ def install(
             methods=["GET"],
             include_in_schema=False,
         )
+    if settings.admin.tokens:
+        # First, so that no catch-all route of the app can hide the admin routes.
+        app.router.routes.insert(0, admin_routes(store, settings.admin))
     app.router.lifespan_context = _with_toolkit(app.router.lifespan_context, toolkit)
     app.state.toolkit = toolkit
     return toolkit

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import shutil
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -11,11 +13,31 @@ import pytest
 import redis
 
 from tests.support.asgi import call, http_scope, status_of
-from tests.support.servers import free_port, require_binary, wait_until
+from tests.support.servers import require_binary, wait_until
 from toolkit import RateLimitMiddleware
 from toolkit.backends.redis import RedisBackend
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+
+def cluster_ports(count: int) -> list[int]:
+    """Free ports whose cluster-bus twins (port + 10000) are free too; so below 55536."""
+    ports: list[int] = []
+    for port in range(random.randrange(20000, 40000), 45000):
+        if len(ports) == count:
+            break
+        if all(_free(p) for p in (port, port + 10000)):
+            ports.append(port)
+    return ports
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +45,7 @@ def cluster_url() -> Iterator[str]:
     server = require_binary("redis-server")
     cli = require_binary("redis-cli")
     directory = tempfile.mkdtemp(prefix="toolkit-cluster-")
-    ports = [free_port() for _ in range(3)]
+    ports = cluster_ports(3)
     processes = [
         subprocess.Popen(
             [

@@ -83,8 +83,18 @@ class Backend(abc.ABC):
         """The newest ``limit`` change records, newest first."""
 
     @abc.abstractmethod
+    async def flags_declare(self, definitions: dict[str, str]) -> None:
+        """Record flag definitions (key -> JSON), so operators' tools know every flag the
+        fleet's applications declared, not only their own."""
+
+    @abc.abstractmethod
+    async def flags_declared(self) -> dict[str, str]:
+        """Every recorded flag definition: key -> JSON."""
+
+    @abc.abstractmethod
     def flags_changes(self) -> AsyncIterator[str]:
-        """The keys of flags as they change, from every process sharing this backend.
+        """The keys of flags as they change, from every process sharing this backend; first
+        an empty key once subscribed (a cue to reload what changed before).
 
         Runs until cancelled; raises BackendError when the subscription breaks."""
 

@@ -51,6 +51,7 @@ class MemoryBackend(Backend):
             maxlen=FLAG_HISTORY_LENGTH
         )
         self._listeners: set[asyncio.Queue[str]] = set()
+        self._declared: dict[str, str] = {}
 
     async def gcra(self, keys: Sequence[str], limits: Sequence[GcraLimit], cost: int) -> GcraResult:
         # Step for step the arithmetic of lua/gcra.lua, in plain loops: this runs on every
@@ -104,10 +105,17 @@ class MemoryBackend(Backend):
     async def flags_history(self, limit: int) -> list[dict[str, Any]]:
         return list(itertools.islice(self._history, limit))
 
+    async def flags_declare(self, definitions: dict[str, str]) -> None:
+        self._declared.update(definitions)
+
+    async def flags_declared(self) -> dict[str, str]:
+        return dict(self._declared)
+
     async def flags_changes(self) -> AsyncIterator[str]:
         queue: asyncio.Queue[str] = asyncio.Queue()
         self._listeners.add(queue)
         try:
+            yield ""
             while True:
                 yield await queue.get()
         finally:

@@ -110,6 +110,7 @@ class RedisBackend(Backend):
         # Overrides and their history share one {hash tag}: the save script runs on a cluster.
         self._flags_key = self.key("{flags}", "state")
         self._history_key = self.key("{flags}", "history")
+        self._declared_key = self.key("{flags}", "declared")
         self._channel = self.key("flags")
 
     async def ping(self) -> None:
@@ -162,6 +163,16 @@ class RedisBackend(Backend):
         )
         return [json.loads(record) for record in records]
 
+    async def flags_declare(self, definitions: dict[str, str]) -> None:
+        if definitions:
+            await self.call(
+                "flags.declare", lambda: self._client.hset(self._declared_key, mapping=definitions)
+            )
+
+    async def flags_declared(self) -> dict[str, str]:
+        stored = await self.call("flags.declared", lambda: self._client.hgetall(self._declared_key))
+        return {k.decode(): v.decode() for k, v in stored.items()}
+
     async def flags_changes(self) -> AsyncIterator[str]:
         # A connection of its own with no read timeout: it waits for messages. Periodic pings
         # (health_check_interval) find a dead server; Redis Cluster broadcasts PUBLISH to
@@ -176,6 +187,7 @@ class RedisBackend(Backend):
             try:
                 async with asyncio.timeout(self.timeout):
                     await pubsub.subscribe(self._channel)
+                yield ""
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message["type"] == "message":

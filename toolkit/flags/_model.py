@@ -62,9 +62,27 @@ class FlagDefinition:
                 f"{sorted(self.variants)}"
             )
 
-    @property
-    def boolean(self) -> bool:
-        return set(self.variants) <= {ON, OFF, SHADOW}
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "variants": dict(self.variants),
+                "default": self.default,
+                "description": self.description,
+                "capability": self.capability,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, key: str, text: str) -> FlagDefinition:
+        data = json.loads(text)
+        return cls(
+            key,
+            dict(data["variants"]),
+            str(data["default"]),
+            str(data.get("description", "")),
+            bool(data.get("capability", False)),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,6 +130,7 @@ class FlagStore:
         self._stored: dict[str, FlagState] = {}
         self._snapshot: dict[str, _Resolved] = {}
         self._compiled_version = -1
+        self._published_version = -1
         self._tasks: list[asyncio.Task[None]] = []
         self.stale = False
         self.loaded_at: float | None = None
@@ -272,6 +273,7 @@ class FlagStore:
         """Load the overrides (bounded by the backend timeout; the defaults serve, stale, if
         it fails) and start following changes. Never blocks startup longer than one call."""
         await self.reload()
+        await self.publish_declarations()
         self._tasks = [
             asyncio.create_task(self._follow(), name="toolkit.flags.follow"),
             asyncio.create_task(self._resync(), name="toolkit.flags.resync"),
@@ -328,6 +330,30 @@ class FlagStore:
         while True:
             await asyncio.sleep(self._resync_interval)
             await self.reload()
+            if self._published_version != self._registry.version:
+                await self.publish_declarations()
+
+    async def publish_declarations(self) -> None:
+        """Record this process's application flags in the backend, so that operators' tools
+        (the CLI, another instance's admin page) know them too. Best effort."""
+        declared = {
+            key: d.to_json() for key, d in self._registry.definitions.items() if not d.capability
+        }
+        version = self._registry.version
+        try:
+            await self.backend.flags_declare(declared)
+        except BackendError:
+            return  # the next resync tries again
+        self._published_version = version
+
+    async def load_declarations(self) -> None:
+        """Declare here every flag some process recorded in the backend (for the CLI).
+        Raises BackendError."""
+        for key, text in (await self.backend.flags_declared()).items():
+            try:
+                self._registry.declare(FlagDefinition.from_json(key, text))
+            except (ValueError, KeyError, ConfigurationError) as exc:
+                logger.warning("ignoring the recorded declaration of flag %r: %s", key, exc)
 
     def _mark_stale(self) -> None:
         if not self.stale:
