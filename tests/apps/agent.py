@@ -58,4 +58,21 @@ async def sse() -> StreamingResponse:
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
-toolkit.install(app)
+@app.get("/flags/{key}")
+async def flag(key: str, hold: float = 0) -> dict[str, object]:
+    """This worker's answer for flag ``key``; with ``hold``, asked again after that many
+    seconds within the same request."""
+    first = toolkit.flags.evaluate(key)
+    await asyncio.sleep(hold)
+    store = installed.store
+    return {
+        "worker": os.getpid(),
+        "variant": first.variant,
+        "reason": first.reason,
+        "again": toolkit.flags.variant(key),
+        "loaded_at": store.loaded_at,
+        "stale": store.stale,
+    }
+
+
+installed = toolkit.install(app)

