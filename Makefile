@@ -1,5 +1,6 @@
 # The README's commands. Each sets up what it needs: a virtual env with the project and its
-# dev extras, and the system packages (redis-server, wrk) when they are missing.
+# dev extras, and the system packages (redis-server, prometheus, chromium, wrk) when they are
+# missing. The browser tests use the system chromium; never `playwright install`.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -29,6 +30,8 @@ demo: venv
 
 test: venv
 	$(call need,redis-server,redis-server)
+	$(call need,prometheus,prometheus)
+	$(call need,chromium,chromium)
 	$(PY) -m pytest $(ARGS)
 
 lint: venv
@@ -40,6 +43,7 @@ bench: venv
 	$(call need,redis-server,redis-server)
 	$(call need,wrk,wrk)
 	$(PY) -m pytest tests/benchmarks --benchmark-only --benchmark-columns=min,median,ops -q
+	$(PY) -m tests.benchmarks.propagation
 	$(PY) -m tests.benchmarks.load $(ARGS)
 
 clean:

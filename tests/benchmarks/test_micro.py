@@ -13,6 +13,9 @@ from typing import Any
 
 import pytest
 import uvloop
+from openfeature import api
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 from pytest_benchmark.fixture import BenchmarkFixture
@@ -23,6 +26,7 @@ from tests.support.asgi import http_scope
 from toolkit import RateLimitMiddleware, TelemetryMiddleware
 from toolkit.backends import GcraLimit, MemoryBackend
 from toolkit.backends.redis import RedisBackend
+from toolkit.flags import RATELIMIT, FlagStore, declare
 from toolkit.identity import ClientAddress
 
 BATCH = 1000
@@ -155,3 +159,40 @@ def test_client_address_behind_trusted_proxy(benchmark: BenchmarkFixture) -> Non
     address = ClientAddress(["10.0.0.0/8"])
     assert address(scope) == "203.0.113.7"
     benchmark(_sync_batch(address, scope))
+
+
+def _repeat(call: Callable[[], object]) -> Batch:
+    def batch() -> None:
+        for _ in range(BATCH):
+            call()
+
+    return batch
+
+
+def test_flag_evaluation_kill_switch(benchmark: BenchmarkFixture) -> None:
+    """What every request pays per capability: a kill switch at its default."""
+    store = FlagStore()
+    benchmark(_repeat(lambda: store.evaluate(RATELIMIT)))
+
+
+def test_flag_evaluation_rollout(
+    benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop
+) -> None:
+    """A percentage rollout: the subject hashed into its bucket."""
+    store = FlagStore()
+    declare("bench.rollout")
+    loop.run_until_complete(store.rollout("bench.rollout", "on", 50, by="bench"))
+    benchmark(_repeat(lambda: store.evaluate("bench.rollout", subject="api_key:user-1")))
+
+
+def test_openfeature_sdk_evaluation(benchmark: BenchmarkFixture) -> None:
+    """The anchor for flags: the OpenFeature SDK's in-memory provider, same question."""
+    api.set_provider(
+        InMemoryProvider({"bench.rollout": InMemoryFlag("off", {"on": True, "off": False})})
+    )
+    client = api.get_client()
+    context = EvaluationContext(targeting_key="api_key:user-1")
+    try:
+        benchmark(_repeat(lambda: client.get_boolean_value("bench.rollout", False, context)))
+    finally:
+        api.clear_providers()
