@@ -6,6 +6,8 @@ toolkit.install(app)    # configured from TOOLKIT_* environment variables / tool
 
 from toolkit._version import __version__
 from toolkit.errors import BackendError, ConfigurationError, ToolkitError
+from toolkit import flags
+from toolkit.flags import feature
 from toolkit.install import Toolkit, install
 from toolkit.ratelimit import RateLimitMiddleware
 from toolkit.settings import ToolkitSettings
@@ -20,5 +22,6 @@ __all__ = [
     "ToolkitError",
     "ToolkitSettings",
     "__version__",
+    "feature",
     "install",
 ]
