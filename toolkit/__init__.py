@@ -4,9 +4,9 @@ import toolkit
 toolkit.install(app)    # configured from TOOLKIT_* environment variables / toolkit.toml
 """
 
+from toolkit import flags as flags  # the toolkit.flags module: is_enabled, variant, ...
 from toolkit._version import __version__
 from toolkit.errors import BackendError, ConfigurationError, ToolkitError
-from toolkit import flags
 from toolkit.flags import feature
 from toolkit.install import Toolkit, install
 from toolkit.ratelimit import RateLimitMiddleware

@@ -4,6 +4,7 @@ errors, fail-closed 503s)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import subprocess
@@ -15,6 +16,8 @@ import httpx
 import pytest
 
 from tests.support.servers import UvicornServer, free_port, require_binary, wait_until
+from toolkit.backends.redis import RedisBackend
+from toolkit.flags import RATELIMIT, FlagStore
 from toolkit.telemetry import names
 from toolkit.telemetry.dashboards import build_dashboards, series
 
@@ -112,6 +115,12 @@ class PrometheusServer:
 
 
 @pytest.fixture
+def prometheus_binary() -> str:
+    """Debian's prometheus (``make test`` installs it); checked before any server starts."""
+    return require_binary("prometheus")
+
+
+@pytest.fixture
 def servers(redis_url: str) -> Iterator[tuple[UvicornServer, UvicornServer]]:
     """An app limiting /limited to 3 a minute on Redis, and one whose Redis is unreachable,
     with /closed failing closed."""
@@ -158,14 +167,28 @@ def value(sample: dict[str, Any]) -> float:
     return float(sample["value"][1])
 
 
+def flip(redis_url: str) -> None:
+    """An operator's change: the rate limiter explicitly on (nothing changes but the flag)."""
+
+    async def change() -> None:
+        backend = RedisBackend(redis_url, timeout=2)
+        await FlagStore(backend).set(RATELIMIT, "on", by="dashboard-test")
+        await backend.close()
+
+    asyncio.run(change())
+
+
 def test_every_panel_returns_data_from_a_real_prometheus(
-    servers: tuple[UvicornServer, UvicornServer], tmp_path: Path
+    prometheus_binary: str,
+    servers: tuple[UvicornServer, UvicornServer],
+    tmp_path: Path,
+    redis_url: str,
 ) -> None:
-    binary = require_binary("prometheus")
     app, down = servers
     targets = [base.base_url.removeprefix("http://") for base in (app, down)]
-    with PrometheusServer(binary, tmp_path, targets) as prometheus:
+    with PrometheusServer(prometheus_binary, tmp_path, targets) as prometheus:
         first = drive(app, down)
+        flip(redis_url)
         prometheus.wait_for_scrapes(2)
         second = drive(app, down)  # after a scrape, so every rate() sees an increase
         prometheus.wait_for_scrapes(2)
@@ -217,5 +240,16 @@ def test_every_panel_returns_data_from_a_real_prometheus(
         for s in panel("Backend errors by operation and error type")
     }
     assert errors.get("ratelimit.gcra", 0) > 0, errors
+    served = {
+        (s["metric"]["feature_flag_key"], s["metric"]["feature_flag_result_variant"])
+        for s in panel("Flag evaluations by flag and variant")
+    }
+    assert (RATELIMIT, "on") in served
+    stale = {s["metric"]["instance"]: value(s) for s in panel("Stale or failed flag evaluations")}
+    down_instance = down.base_url.removeprefix("http://")
+    assert stale[down_instance] > 0  # its Redis is unreachable: its flags are stale
+    assert stale[app.base_url.removeprefix("http://")] == 0
+    changes = {s["metric"]["instance"] for s in panel("Flag changes applied, by instance")}
+    assert app.base_url.removeprefix("http://") in changes
     routes = {s["metric"]["http_route"] for s in panel("Requests by route")}
     assert {"/limited", "/open", "/sse", names.UNMATCHED_ROUTE} <= routes

@@ -24,7 +24,6 @@ from toolkit.telemetry import names
 from toolkit.telemetry.dashboards import (
     DATASOURCE,
     INSTRUMENTS,
-    NOT_CHARTED,
     build_dashboards,
     prometheus_label,
     prometheus_name,
@@ -292,12 +291,8 @@ def test_every_query_is_about_declared_metrics_and_every_metric_is_charted() -> 
     assert not undeclared, "metrics not in names.METRICS:\n" + "\n".join(undeclared)
     assert not bad_labels, "labels outside the metric's attributes:\n" + "\n".join(bad_labels)
     assert not bad_legends, "legend labels the query does not keep:\n" + "\n".join(bad_legends)
-    uncharted = sorted(set(names.METRICS) - charted - set(NOT_CHARTED))
+    uncharted = sorted(set(names.METRICS) - charted)
     assert not uncharted, f"declared metrics no dashboard charts: {uncharted}"
-    stale = sorted(set(NOT_CHARTED) & charted)
-    assert not stale, f"charted, so remove from dashboards.NOT_CHARTED: {stale}"
-    unknown = sorted(set(NOT_CHARTED) - set(names.METRICS))
-    assert not unknown, f"dashboards.NOT_CHARTED names undeclared metrics: {unknown}"
 
 
 def test_the_query_parser_finds_metrics_and_labels() -> None:
