@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util._once import Once
 
+import toolkit
 from tests.support.servers import RedisServer, require_binary
 from toolkit.backends import Backend, MemoryBackend
 from toolkit.backends.redis import RedisBackend
@@ -69,8 +70,10 @@ def meter_provider(metric_reader: InMemoryMetricReader) -> Iterator[MeterProvide
 
 @pytest.fixture(autouse=True)
 def _reset_global_providers() -> Iterator[None]:
-    """Tests that set global providers (as an app would) must not leak them to the next."""
+    """Tests that set global providers (as an app would), or install the toolkit (which makes
+    its flag store the current one), must not leak them to the next."""
     yield
+    toolkit.flags._current._installed = None
     trace._TRACER_PROVIDER_SET_ONCE = Once()
     trace._TRACER_PROVIDER = None
     metrics._internal._METER_PROVIDER_SET_ONCE = Once()

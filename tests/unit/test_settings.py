@@ -105,3 +105,22 @@ def test_validate_arguments_returns_the_section() -> None:
     section = validate_arguments(RateLimitSettings, {"limit": "5/second", "shadow": True})
     assert section.shadow
     assert section.limit == "5/second"
+
+
+def test_admin_tokens_must_be_long_and_flag_subjects_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOOLKIT_ADMIN__TOKENS", '{"ops": "short"}')
+    with pytest.raises(ConfigurationError, match=r"TOOLKIT_ADMIN__TOKENS.*'ops' is shorter"):
+        ToolkitSettings()
+    monkeypatch.delenv("TOOLKIT_ADMIN__TOKENS")
+    monkeypatch.setenv("TOOLKIT_FLAGS__SUBJECT", "user")
+    with pytest.raises(ConfigurationError, match="TOOLKIT_FLAGS__SUBJECT"):
+        ToolkitSettings()
+
+
+def test_a_flag_default_naming_a_missing_variant_fails_at_startup() -> None:
+    from fastapi import FastAPI
+
+    import toolkit
+
+    with pytest.raises(ConfigurationError, match="default 'sometimes' is not one of"):
+        toolkit.install(FastAPI(), ToolkitSettings(flags={"defaults": {"ratelimit": "sometimes"}}))

@@ -193,11 +193,15 @@ class RedisBackend(Backend):
                     if message is not None and message["type"] == "message":
                         yield message["data"].decode()
             except Exception as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from exc  # redis-py swallowed our cancel
                 raise self._failure("flags.listen", exc) from exc
         finally:
-            with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-                await client.aclose()
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                async with asyncio.timeout(self.timeout):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await client.aclose()
 
     def limits_storage(self) -> Storage:
         if self._limits_storage is None:

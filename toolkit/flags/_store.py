@@ -11,7 +11,6 @@ read, the last known values keep serving, with reason ``stale``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -46,8 +45,16 @@ from toolkit.telemetry._counts import shared_counts
 logger = logging.getLogger("toolkit.flags")
 
 DEFAULT_RESYNC_INTERVAL = 10.0
+STOP_TIMEOUT = 2.0
+"""Seconds stop() waits for the background tasks; shutdown must never hang on them."""
 UNDECLARED = "__undeclared__"
 """``feature_flag.key`` label of evaluations of flags nobody declared (keys stay bounded)."""
+
+
+def _raise_if_cancelling() -> None:
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class _Answer(NamedTuple):
@@ -282,9 +289,8 @@ class FlagStore:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT)
         self._tasks = []
 
     async def reload(self) -> None:
@@ -322,6 +328,7 @@ class FlagStore:
                     del key  # any notice (or the "subscribed" one) means: reload
                     await self.reload()
             except BackendError:
+                _raise_if_cancelling()  # a driver may turn our cancellation into an error
                 self._mark_stale()
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
             delay = min(1.0, delay * 2)

@@ -238,10 +238,8 @@ class _Admin:
             or not 0 <= percentage <= 100
         ):
             raise _invalid("percentage", f"must be a number from 0 to 100, got {percentage!r}")
-        rollout = self._store.rollout(
-            definition.key, variant, float(percentage), by=request.state.admin_name
-        )
-        await _write(rollout)
+        by = request.state.admin_name
+        await _write(self._store.rollout(definition.key, variant, float(percentage), by=by))
         return _json(self._flag(request))
 
     async def reset_flag(self, request: Request) -> Response:
