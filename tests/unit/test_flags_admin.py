@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -19,7 +18,7 @@ from tests.support.asgi import lifespan
 from tests.support.servers import free_port
 from toolkit import ToolkitSettings
 from toolkit.errors import ConfigurationError
-from toolkit.flags import declare
+from toolkit.flags import FlagDefinition, declare
 from toolkit.flags.admin import admin_routes
 from toolkit.settings import AdminSettings
 
@@ -74,11 +73,6 @@ async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with lifespan(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
         yield http
-        if app.state.toolkit.settings.backend.url.startswith("redis"):
-            # Let the store handle the last change notice before shutdown: FlagStore.stop()
-            # cancels its follow task once, and on Python 3.11 a cancel that lands while
-            # redis-py sends a command (in asyncio.wait_for) is lost: stop() would never end.
-            await anyio.sleep(0.2)
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -283,6 +277,27 @@ async def test_admin_rollout_serves_the_variant_to_the_given_share(backend_url: 
         )
         assert response.status_code == 200, response.text
         assert (await http.get("/open")).json()["model"] == "small"
+
+
+async def test_admin_lists_and_changes_flags_only_another_instance_declared(
+    backend_url: str,
+) -> None:
+    """Any instance's admin routes know every flag the fleet declared, not only their own."""
+    key = f"test.elsewhere-{secrets.token_hex(4)}"
+    elsewhere = FlagDefinition(key, description="declared by another instance")
+    app = agent_app(backend_url)
+    async with serving(app) as http:
+        await app.state.toolkit.backend.flags_declare({key: elsewhere.to_json()})
+        listed = (await http.get("/_toolkit/flags", headers=OPS)).json()["flags"]
+        assert [f["description"] for f in listed if f["key"] == key] == [elsewhere.description]
+
+        key = f"test.elsewhere-{secrets.token_hex(4)}"  # straight to a write, no listing first
+        await app.state.toolkit.backend.flags_declare({key: elsewhere.to_json()})
+        response = await http.put(
+            f"/_toolkit/flags/{key}", headers={**CI, **JSON}, json={"variant": "on"}
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["effective"]["variant"] == "on"
 
 
 @pytest.mark.parametrize(

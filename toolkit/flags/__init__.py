@@ -38,7 +38,7 @@ from toolkit.flags._registry import (
     TRACING,
     declare,
 )
-from toolkit.flags._store import FlagStore, FlagView
+from toolkit.flags._store import FlagStore, FlagView, UnknownFlag
 
 __all__ = [
     "BOOLEAN",
@@ -61,6 +61,7 @@ __all__ = [
     "FlagStore",
     "FlagView",
     "Rollout",
+    "UnknownFlag",
     "bucket",
     "current_store",
     "declare",

@@ -23,6 +23,7 @@ from opentelemetry import metrics, trace
 
 from toolkit._version import __version__
 from toolkit.backends import Backend, MemoryBackend
+from toolkit.backends.base import FLAG_HISTORY_LENGTH
 from toolkit.errors import BackendError, ConfigurationError
 from toolkit.flags._context import OVERRIDES, REQUEST
 from toolkit.flags._model import (
@@ -52,9 +53,14 @@ UNDECLARED = "__undeclared__"
 
 
 def _raise_if_cancelling() -> None:
+    """Honour a cancellation that a driver swallowed during the last await."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+class UnknownFlag(ConfigurationError):
+    """No flag of that key is declared (as opposed to a bad variant or percentage)."""
 
 
 class _Answer(NamedTuple):
@@ -234,15 +240,21 @@ class FlagStore:
     def flags(self) -> list[FlagView]:
         """Every declared flag with its stored override, sorted by key."""
         return [
-            FlagView(d, self._stored.get(k), self._defaults.get(k, d.default))
+            FlagView(d, self._stored.get(k), self._default_variant(d))
             for k, d in sorted(self._registry.definitions.items())
         ]
+
+    def _default_variant(self, definition: FlagDefinition) -> str:
+        """The settings' default when it names a variant of the flag, else the declared one
+        (settings may name a flag before the code that declares it is imported)."""
+        variant = self._defaults.get(definition.key, definition.default)
+        return variant if variant in definition.variants else definition.default
 
     def definition(self, key: str) -> FlagDefinition:
         definition = self._registry.definitions.get(key)
         if definition is None:
             known = ", ".join(sorted(self._registry.definitions))
-            raise ConfigurationError(f"no flag {key!r}; the declared flags are: {known}")
+            raise UnknownFlag(f"no flag {key!r}; the declared flags are: {known}")
         return definition
 
     async def set(self, key: str, variant: str, *, by: str) -> None:
@@ -253,7 +265,7 @@ class FlagStore:
         """Serve ``variant`` to ``percentage`` % of subjects, sticky by subject; the others
         keep the flag's current variant. Raises BackendError."""
         current = self._stored.get(key)
-        base = current.variant if current else self._defaults.get(key, self.definition(key).default)
+        base = current.variant if current else self._default_variant(self.definition(key))
         await self._write(key, FlagState(base, Rollout(variant, percentage)), by)
 
     async def reset(self, key: str, *, by: str) -> None:
@@ -262,7 +274,9 @@ class FlagStore:
         await self._write(key, None, by)
 
     async def history(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The newest changes, newest first. Raises BackendError."""
+        """The newest ``limit`` changes (1 to 1000), newest first. Raises BackendError."""
+        if not 1 <= limit <= FLAG_HISTORY_LENGTH:
+            raise ConfigurationError(f"history limit is between 1 and {FLAG_HISTORY_LENGTH}")
         return await self.backend.flags_history(limit)
 
     async def _write(self, key: str, state: FlagState | None, by: str) -> None:
@@ -272,7 +286,13 @@ class FlagStore:
         await self.backend.flags_save(
             key, state.to_json() if state else None, {"key": key, "new": new, "by": by}
         )
-        await self.reload()  # serve it here at once; the notice reaches the other processes
+        # Saved: serve it here at once, even if the reload below fails; the backend's notice
+        # takes it to the other processes.
+        stored = {k: v for k, v in self._stored.items() if k != key}
+        if state is not None:
+            stored[key] = state
+        self._apply(stored)
+        await self.reload()
 
     # --- keeping the snapshot live -----------------------------------------------------------
 
@@ -287,10 +307,15 @@ class FlagStore:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT)
+        """Stop following changes. Bounded: a task that ignores one cancellation (a driver
+        may swallow it mid-call) is cancelled again."""
+        deadline = time.monotonic() + STOP_TIMEOUT
+        pending = list(self._tasks)
+        while pending and time.monotonic() < deadline:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=min(0.2, max(0.0, deadline - time.monotonic())))
+            pending = [task for task in pending if not task.done()]
         self._tasks = []
 
     async def reload(self) -> None:
@@ -310,13 +335,16 @@ class FlagStore:
                 logger.warning("ignoring the stored override of flag %r: %s", key, exc)
                 continue
             stored[key] = state
-        self._announce_changes(stored)
-        self._stored = stored
-        self._compile()
+        self._apply(stored)
         if self.stale:
             logger.warning("flags are live again")
         self.stale = False
         self.loaded_at = time.time()
+
+    def _apply(self, stored: dict[str, FlagState]) -> None:
+        self._announce_changes(stored)
+        self._stored = stored
+        self._compile()
 
     async def _follow(self) -> None:
         """Apply changes as they are announced; resubscribe with backoff when cut off."""
@@ -327,6 +355,7 @@ class FlagStore:
                     delay = 0.05
                     del key  # any notice (or the "subscribed" one) means: reload
                     await self.reload()
+                    _raise_if_cancelling()
             except BackendError:
                 _raise_if_cancelling()  # a driver may turn our cancellation into an error
                 self._mark_stale()
@@ -337,6 +366,7 @@ class FlagStore:
         while True:
             await asyncio.sleep(self._resync_interval)
             await self.reload()
+            _raise_if_cancelling()
             if self._published_version != self._registry.version:
                 await self.publish_declarations()
 
@@ -385,9 +415,7 @@ class FlagStore:
         for key, definition in self._registry.definitions.items():
             state = self._stored.get(key)
             if state is None:
-                variant = self._defaults.get(key, definition.default)
-                if variant not in definition.variants:  # a default set before the declaration
-                    variant = definition.default
+                variant = self._default_variant(definition)
                 outside = _answer(key, variant, definition.variants[variant], DEFAULT)
                 snapshot[key] = _Resolved(definition, outside)
                 continue

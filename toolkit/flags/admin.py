@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
@@ -40,7 +41,7 @@ from starlette.websockets import WebSocketClose
 
 from toolkit.errors import BackendError, ConfigurationError
 from toolkit.flags._model import DEFAULT, SPLIT, STATIC, FlagDefinition
-from toolkit.flags._store import FlagStore, FlagView
+from toolkit.flags._store import FlagStore, FlagView, UnknownFlag
 from toolkit.settings import AdminSettings
 
 REALM = "agent-server-toolkit"
@@ -213,21 +214,23 @@ class _Admin:
 
     async def list_flags(self, request: Request) -> Response:
         store = self._store
+        await self._learn_declarations()
         flags = [_flag_json(view) for view in store.flags()]
         return _json({"flags": flags, "stale": store.stale, "loaded_at": store.loaded_at})
 
     async def get_flag(self, request: Request) -> Response:
+        await self._definition(request)
         return _json(self._flag(request))
 
     async def set_flag(self, request: Request) -> Response:
-        definition = self._definition(request)
+        definition = await self._definition(request)
         body = await _json_body(request, {"variant"})
         variant = _variant(definition, body, "variant")
         await _write(self._store.set(definition.key, variant, by=request.state.admin_name))
         return _json(self._flag(request))
 
     async def rollout_flag(self, request: Request) -> Response:
-        definition = self._definition(request)
+        definition = await self._definition(request)
         body = await _json_body(request, {"variant", "percentage"})
         variant = _variant(definition, body, "variant")
         percentage = body["percentage"]
@@ -243,7 +246,7 @@ class _Admin:
         return _json(self._flag(request))
 
     async def reset_flag(self, request: Request) -> Response:
-        definition = self._definition(request)
+        definition = await self._definition(request)
         await _json_body(request, set())
         await _write(self._store.reset(definition.key, by=request.state.admin_name))
         return _json(self._flag(request))
@@ -263,15 +266,24 @@ class _Admin:
 
     # --- helpers -------------------------------------------------------------------------------
 
-    def _definition(self, request: Request) -> FlagDefinition:
+    async def _learn_declarations(self) -> None:
+        """Declare here the flags other instances recorded in the backend, so that any
+        instance's admin routes list and change every flag of the fleet."""
+        with contextlib.suppress(BackendError):  # the flags this process knows still serve
+            await self._store.load_declarations()
+
+    async def _definition(self, request: Request) -> FlagDefinition:
         key = request.path_params["key"]
+        with contextlib.suppress(UnknownFlag):
+            return self._store.definition(key)
+        await self._learn_declarations()  # perhaps another instance declared it
         try:
             return self._store.definition(key)
-        except ConfigurationError as exc:
+        except UnknownFlag as exc:
             raise _Problem(404, str(exc)) from exc
 
     def _flag(self, request: Request) -> dict[str, Any]:
-        key = self._definition(request).key
+        key = request.path_params["key"]
         view = next(view for view in self._store.flags() if view.definition.key == key)
         return _flag_json(view)
 
@@ -279,12 +291,10 @@ class _Admin:
 def _flag_json(view: FlagView) -> dict[str, Any]:
     """``as_dict()``, plus what the flag serves now: the variant for everyone (or for the
     subjects outside a rollout), the rollout, and the OpenTelemetry reason."""
-    definition, state = view.definition, view.state
+    state = view.state
     effective: dict[str, Any]
     if state is None:
-        # The store serves the declared default when the configured one is not a variant.
-        variant = view.default if view.default in definition.variants else definition.default
-        effective = {"variant": variant, "rollout": None, "reason": DEFAULT}
+        effective = {"variant": view.default, "rollout": None, "reason": DEFAULT}
     else:
         rollout = state.rollout
         effective = {
