@@ -125,7 +125,7 @@ class KeyResolver:
         hook: the name a failing key function is recorded under on the span.
     """
 
-    __slots__ = ("_client", "_function", "_headers", "_is_async", "hook", "kind")
+    __slots__ = ("_client", "_function", "_headers", "hook", "is_async", "kind")
 
     def __init__(
         self, spec: str | KeyFunction, client: ClientAddress, *, hook: str = "ratelimit.key"
@@ -134,11 +134,11 @@ class KeyResolver:
         self.hook = hook
         self._function: Any = None
         self._headers: tuple[bytes, ...] = ()
-        self._is_async = False
+        self.is_async = False
         if callable(spec):
             self.kind = "custom"
             self._function = spec
-            self._is_async = inspect.iscoroutinefunction(spec) or inspect.iscoroutinefunction(
+            self.is_async = inspect.iscoroutinefunction(spec) or inspect.iscoroutinefunction(
                 getattr(spec, "__call__", None)  # noqa: B004 - async callable objects
             )
         elif spec == "client":
@@ -158,7 +158,7 @@ class KeyResolver:
 
     async def __call__(self, scope: Scope) -> str:
         """The identity of the request; awaits the key function when it is async."""
-        if not self._is_async:
+        if not self.is_async:
             return self.resolve(scope)
         try:
             value = await self._function(scope)
@@ -171,7 +171,7 @@ class KeyResolver:
         """The identity, without awaiting: for sync key functions and the built-in keys."""
         value: str | None = None
         if self._function is not None:
-            if self._is_async:
+            if self.is_async:
                 raise ConfigurationError(f"{self.hook}: this key function must not be async")
             try:
                 value = self._function(scope)

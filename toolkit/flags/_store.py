@@ -69,16 +69,30 @@ class _Answer(NamedTuple):
     evaluation: Evaluation
     series: tuple[str, str, str]
     attributes: Mapping[str, str]
+    traced: bool
+    """Whether it makes a span event: a kill switch at its default is the normal state of
+    every request, so only an overridden one is news on a span."""
 
 
-def _answer(key: str, variant: str, value: Any, reason: str, label: str | None = None) -> _Answer:
+def _answer(
+    key: str,
+    variant: str,
+    value: Any,
+    reason: str,
+    label: str | None = None,
+    *,
+    capability: bool = False,
+) -> _Answer:
     label = label or key
     attributes = {
         names.FEATURE_FLAG_KEY: label,
         names.FEATURE_FLAG_RESULT_VARIANT: variant,
         names.FEATURE_FLAG_RESULT_REASON: reason,
     }
-    return _Answer(Evaluation(key, variant, value, reason), (label, variant, reason), attributes)
+    traced = not (capability and reason == DEFAULT)
+    return _Answer(
+        Evaluation(key, variant, value, reason), (label, variant, reason), attributes, traced
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,17 +208,20 @@ class FlagStore:
 
     def report(self, evaluation: Evaluation, *, provider: str) -> None:
         """Count and trace an evaluation another provider made (see ``flags.openfeature``)."""
-        label = evaluation.key if evaluation.key in self._registry.definitions else UNDECLARED
+        definition = self._registry.definitions.get(evaluation.key)
+        label = evaluation.key if definition is not None else UNDECLARED
+        capability = definition is not None and definition.capability
         e = evaluation
-        self._record(_answer(e.key, e.variant, e.value, e.reason, label), provider)
+        self._record(
+            _answer(e.key, e.variant, e.value, e.reason, label, capability=capability), provider
+        )
 
     def _record(self, answer: _Answer, provider: str) -> None:
         self._evaluations.add(answer.series, answer.attributes)
+        if not answer.traced:
+            return
         span = trace.get_current_span()
-        if span.is_recording() and not (
-            answer.evaluation.reason == DEFAULT and self._is_capability(answer.evaluation.key)
-        ):
-            # A kill switch at its default is the normal state: only changes make events.
+        if span.is_recording():
             span.add_event(
                 names.FEATURE_FLAG_EVALUATION_EVENT,
                 {**answer.attributes, names.FEATURE_FLAG_PROVIDER_NAME: provider},
@@ -224,10 +241,6 @@ class FlagStore:
             return f"client:{client[0]}" if client else None
         identity: str = self._subject.resolve(scope)
         return identity
-
-    def _is_capability(self, key: str) -> bool:
-        definition = self._registry.definitions.get(key)
-        return definition is not None and definition.capability
 
     def _overridden(self, key: str, variant: str) -> _Answer:
         definition = self._registry.definitions.get(key)
@@ -416,7 +429,13 @@ class FlagStore:
             state = self._stored.get(key)
             if state is None:
                 variant = self._default_variant(definition)
-                outside = _answer(key, variant, definition.variants[variant], DEFAULT)
+                outside = _answer(
+                    key,
+                    variant,
+                    definition.variants[variant],
+                    DEFAULT,
+                    capability=definition.capability,
+                )
                 snapshot[key] = _Resolved(definition, outside)
                 continue
             reason = STATIC if state.rollout is None else SPLIT

@@ -39,10 +39,17 @@ def _sf_string(text: str) -> str:
 class PolicyHeaders:
     """The fields of one policy, prepared once: only ``remaining`` and ``reset`` vary."""
 
-    __slots__ = ("_amounts", "_items", "_policy_field", "_style")
+    __slots__ = (
+        "_amounts",
+        "_ietf",
+        "_items",
+        "_legacy",
+        "_policy_field",
+        "_policy_header",
+        "_prefixes",
+    )
 
     def __init__(self, policy: Policy, style: HeaderStyle) -> None:
-        self._style = style
         windows = [int(item.get_expiry()) for item in policy.limits]
         if len(policy.limits) == 1:
             names = [policy.name]
@@ -56,21 +63,23 @@ class PolicyHeaders:
             f"{item};q={amount};w={window}"
             for item, amount, window in zip(self._items, self._amounts, windows, strict=True)
         ).encode("latin-1")
+        self._prefixes = [f"{item};r=".encode("latin-1") for item in self._items]
+        self._policy_header = (b"ratelimit-policy", self._policy_field)
+        self._ietf = style in ("ietf", "both")
+        self._legacy = style in ("legacy", "both")
 
     def fields(self, decision: Decision) -> list[tuple[bytes, bytes]]:
         """The fields for a response governed by this policy."""
-        if self._style == "none":
-            return []
         # On a 429, t is the same instant as Retry-After (the draft asks for it); otherwise the
         # time until the limit is whole. Rounded up: a client never comes back too early.
         reset = math.ceil(decision.retry_after if not decision.allowed else decision.reset_after)
         remaining = max(0, decision.remaining)
         fields: list[tuple[bytes, bytes]] = []
-        if self._style in ("ietf", "both"):
-            fields.append((b"ratelimit-policy", self._policy_field))
-            item = self._items[decision.binding]
-            fields.append((b"ratelimit", f"{item};r={remaining};t={reset}".encode("latin-1")))
-        if self._style in ("legacy", "both"):
+        if self._ietf:
+            fields.append(self._policy_header)
+            value = b"%b%d;t=%d" % (self._prefixes[decision.binding], remaining, reset)
+            fields.append((b"ratelimit", value))
+        if self._legacy:
             fields += [
                 (b"x-ratelimit-limit", str(self._amounts[decision.binding]).encode()),
                 (b"x-ratelimit-remaining", str(remaining).encode()),

@@ -57,7 +57,8 @@ class Gcra:
 
     async def acquire(self, key: str, policy: Policy) -> Decision:
         # One {hash tag} for all keys of the call, so the script runs on Redis Cluster.
-        keys = [f"rl:{{{key}}}:{limit_id}" for limit_id in policy.limit_ids]
+        tag = f"rl:{{{key}}}:"
+        keys = [tag + limit_id for limit_id in policy.limit_ids]
         result = await self._backend.gcra(keys, policy.gcra_limits, policy.cost)
         remaining = result.remaining
         index = 0 if len(remaining) == 1 else min(range(len(remaining)), key=remaining.__getitem__)

@@ -142,7 +142,9 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
 
-        identity = await (policy.key or self._default_key)(scope)
+        resolver = policy.key or self._default_key
+        # Awaiting only when the key function is async saves a coroutine per request.
+        identity = await resolver(scope) if resolver.is_async else resolver.resolve(scope)
         key = digest(policy.name, identity)
         try:
             decision = await self._algorithm.acquire(key, policy)
@@ -211,9 +213,11 @@ def _adding(send: Send, fields: list[tuple[bytes, bytes]]) -> Send:
 
     async def send_with_fields(message: Message) -> None:
         if message["type"] == "http.response.start":
-            # ASGI header names are lower-case bytes (the spec requires it).
+            # ASGI header names are lower-case bytes (the spec requires it). The message is
+            # the app's own, built for this response: edited in place, as Starlette does.
             headers = [h for h in message.get("headers", ()) if h[0] not in _REPLACED]
-            message = {**message, "headers": headers + fields}
+            headers += fields
+            message["headers"] = headers
         await send(message)
 
     return send_with_fields
