@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterable
 
 from opentelemetry import context, metrics, propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -102,7 +103,7 @@ class TelemetryMiddleware:
         active_attributes = {names.HTTP_REQUEST_METHOD: method_attr, names.URL_SCHEME: scheme}
         self._active.add(active_key, active_attributes)
         root_path = scope.get("root_path", "")
-        parent = propagate.extract(scope["headers"], getter=_GETTER)
+        parent = _parent_context(scope["headers"])
         span = self._tracer.start_span(
             span_method,
             context=parent,
@@ -155,6 +156,22 @@ class TelemetryMiddleware:
             # Detached last: the duration is recorded while the span is current, so exemplars
             # can link the metric to this trace.
             context.detach(token)
+
+
+_fields: tuple[object, frozenset[bytes]] = (None, frozenset())
+
+
+def _parent_context(headers: list[tuple[bytes, bytes]]) -> Context | None:
+    """The caller's trace context, if its headers carry one; most requests carry none, and
+    extraction is then skipped. The propagator's header names are read once per propagator."""
+    global _fields
+    textmap = propagate.get_global_textmap()
+    if _fields[0] is not textmap:
+        _fields = (textmap, frozenset(f.lower().encode("latin-1") for f in textmap.fields))
+    wanted = _fields[1]
+    if not any(name in wanted for name, _ in headers):
+        return None
+    return propagate.extract(headers, getter=_GETTER)
 
 
 def _traced_outside(scope: Scope) -> bool:
