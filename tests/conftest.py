@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.util._once import Once
 
 import toolkit
+import toolkit.cache
 from tests.support.servers import RedisServer, require_binary
 from toolkit.backends import Backend, MemoryBackend
 from toolkit.backends.redis import RedisBackend
@@ -74,6 +75,7 @@ def _reset_global_providers() -> Iterator[None]:
     its flag store the current one), must not leak them to the next."""
     yield
     toolkit.flags._current._installed = None
+    toolkit.cache.set_current_cache(None)
     trace._TRACER_PROVIDER_SET_ONCE = Once()
     trace._TRACER_PROVIDER = None
     metrics._internal._METER_PROVIDER_SET_ONCE = Once()

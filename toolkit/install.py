@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from toolkit.backends import Backend, backend_from_settings
+from toolkit.cache import CacheStore, LocalTier, set_current_cache
 from toolkit.errors import ConfigurationError
 from toolkit.flags import FlagContextMiddleware, FlagSource, FlagStore, set_current_store
 from toolkit.flags._setup import flag_store_from_settings
@@ -43,15 +44,19 @@ class Toolkit:
     """What the capabilities ask: ``store``, or the app's OpenFeature client."""
     store: FlagStore
     """The toolkit's flag store: overrides, history, the admin routes and the CLI use it."""
+    cache: CacheStore
+    """The store of every cache: responses, ``@cached``, ``@cache_embeddings``."""
 
     async def startup(self) -> None:
         """Connect the backend and load the flags. Never fails and never waits past the
         backend timeout: an unreachable backend is logged and served around."""
         await self.backend.connect()
         await self.store.start()
+        await self.cache.start()
 
     async def shutdown(self) -> None:
         """Stop following flags, close the backend, flush the providers the toolkit created."""
+        await self.cache.stop()
         await self.store.stop()
         await self.backend.close()
         await anyio.to_thread.run_sync(self.telemetry.shutdown)
@@ -94,7 +99,15 @@ def install(
 
         flags = OpenFeatureFlags()
     set_current_store(store)
-    toolkit = Toolkit(settings, backend, telemetry, flags, store)
+    cache = CacheStore(
+        backend,
+        local=LocalTier(settings.cache.local_entries, settings.cache.local_ttl)
+        if settings.cache.local_entries
+        else None,
+        meter_provider=telemetry.meter_provider,
+    )
+    set_current_cache(cache)
+    toolkit = Toolkit(settings, backend, telemetry, flags, store, cache)
 
     metrics_path = settings.telemetry.metrics_path
     serves_metrics = telemetry.prometheus_registry is not None

@@ -204,6 +204,85 @@ class TelemetrySettings(_Section):
     )
 
 
+def _check_header(value: str) -> str:
+    if not value or not all(c.isalnum() or c in "-_" for c in value):
+        raise ValueError(f"{value!r} is not a header name")
+    return value.lower()
+
+
+HeaderName = Annotated[str, AfterValidator(_check_header)]
+
+
+class CacheRouteSettings(_Section):
+    """Caching of the responses of one route (a template or path pattern)."""
+
+    ttl: Seconds = Field(description="How long a response is served from cache.", examples=["10m"])
+    methods: list[str] = Field(
+        default_factory=lambda: ["GET", "HEAD"],
+        description="Methods cached; POST needs body=true.",
+        examples=['["POST"]'],
+    )
+    public: bool = Field(
+        False,
+        description="Same response for every caller: the caller's identity is left out of the key.",
+    )
+    vary: list[HeaderName] = Field(
+        default_factory=list,
+        description="Request headers whose values select the response (part of the key).",
+        examples=['["accept-language"]'],
+    )
+    body: bool = Field(
+        False, description="Key on the JSON request body (canonical form, hashed): POST caching."
+    )
+    stale_while_revalidate: Seconds = Field(
+        0.0,
+        description="After ttl, serve the old response this long while one caller refreshes it.",
+        examples=["30s"],
+    )
+    tags: list[str] = Field(
+        default_factory=list,
+        description="Tags for invalidation (toolkit.cache.invalidate(tags=[...])).",
+        examples=['["catalog"]'],
+    )
+    statuses: list[int] = Field(default_factory=lambda: [200], description="Statuses stored.")
+
+
+class CacheSettings(_Section):
+    """Caching: responses (per route), functions (@cached), embeddings (@cache_embeddings)."""
+
+    routes: dict[Path, CacheRouteSettings] = Field(
+        default_factory=dict,
+        description="Routes whose responses are cached; nothing is cached unless listed.",
+        examples=['{"/answers/{id}": {"ttl": "10m"}}'],
+    )
+    identity: KeySpec | None = Field(
+        None,
+        description="Whose response it is, for non-public routes: Authorization and Cookie "
+        "when unset, or api_key, header:<Name>, client.",
+        examples=["header:X-User-Id"],
+    )
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=0, description="Responses larger than this are not stored."
+    )
+    max_request_body_bytes: int = Field(
+        64 * 1024, ge=0, description="Request bodies keyed (body=true) up to this size."
+    )
+    lease: Seconds = Field(
+        10.0, description="Single-flight lease, renewed while the origin runs.", examples=["10s"]
+    )
+    wait: Seconds = Field(
+        60.0, description="How long a caller waits for another's miss before going itself."
+    )
+    local_entries: int = Field(
+        0, ge=0, description="Entries kept in process in front of Redis; 0 for no local tier."
+    )
+    local_ttl: Seconds = Field(5.0, description="Time to live of the in-process copies.")
+    serializer: Literal["json", "msgpack", "pickle"] = Field(
+        "json",
+        description="How @cached stores values; pickle only if you trust every writer.",
+    )
+
+
 class FlagDeclarationSettings(_Section):
     """An application flag declared in configuration rather than in code."""
 
@@ -275,6 +354,7 @@ class ToolkitSettings(BaseSettings):
     backend: BackendSettings = Field(default_factory=BackendSettings)  # type: ignore[arg-type]
     ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)  # type: ignore[arg-type]
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)  # type: ignore[arg-type]
+    cache: CacheSettings = Field(default_factory=CacheSettings)  # type: ignore[arg-type]
     flags: FlagsSettings = Field(default_factory=FlagsSettings)  # type: ignore[arg-type]
     admin: AdminSettings = Field(default_factory=AdminSettings)  # type: ignore[arg-type]
 

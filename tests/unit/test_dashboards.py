@@ -32,7 +32,12 @@ from toolkit.telemetry.dashboards import (
 )
 
 DASHBOARDS = ROOT / "dashboards"
-SUFFIXES = {"histogram": ("_bucket", "_count", "_sum"), "counter": ("",), "updowncounter": ("",)}
+SUFFIXES = {
+    "histogram": ("_bucket", "_count", "_sum"),
+    "counter": ("",),
+    "updowncounter": ("",),
+    "gauge": ("",),
+}
 
 _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
 _MATCHERS = re.compile(r"\{[^}]*\}")

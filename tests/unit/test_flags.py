@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -18,6 +18,7 @@ import toolkit
 from tests.support.asgi import call, http_scope
 from tests.support.otel import counter_value
 from tests.support.servers import RedisServer, free_port, require_binary
+from tests.support.waiting import eventually
 from toolkit.backends import Backend, MemoryBackend
 from toolkit.backends._reconnect import Reconnect
 from toolkit.backends.redis import RedisBackend
@@ -38,16 +39,6 @@ pytestmark = pytest.mark.anyio
 
 declare("test.prompt-v2", description="a new prompt")
 declare("test.model", variants={"small": "gpt-small", "large": "gpt-large"}, default="small")
-
-
-async def eventually(condition: Callable[[], bool], seconds: float = 2.0) -> float:
-    """Seconds until ``condition`` held; fails after ``seconds``."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > seconds:
-            raise AssertionError(f"not true within {seconds} s")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - started
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ async def drive_every_capability(
     tracer_provider: TracerProvider, meter_provider: MeterProvider
 ) -> None:
     """Allowed, rejected, shadow-rejected and backend-error decisions, a 404, a 500, a flag
-    flipped and evaluated."""
+    flipped and evaluated, cache entries stored, read and invalidated."""
     app = FastAPI()
 
     @app.get("/chat/{session}")
@@ -73,6 +73,11 @@ async def drive_every_capability(
         await installed.store.set(toolkit.flags.RATELIMIT, "shadow", by="test")
         await installed.store.set(toolkit.flags.RATELIMIT, "on", by="test")
         await client.get("/chat/c")
+    with tracer_provider.get_tracer("test").start_as_current_span("cache work"):
+        await installed.cache.set("answer", b"42", ttl=60, tags=["answers"])
+        await installed.cache.get("answer")
+        installed.cache.record("drive", names.CACHE_HIT)
+        await installed.cache.invalidate(["answers"])
     await installed.shutdown()
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=failing), base_url="http://t"

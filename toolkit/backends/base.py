@@ -18,6 +18,10 @@ T = TypeVar("T")
 
 FLAG_HISTORY_LENGTH: Final = 1000
 """Change records kept per backend."""
+FLAGS_CHANNEL: Final = "flags"
+"""Where flag changes are announced: the key of the flag that changed."""
+CACHE_CHANNEL: Final = "cache"
+"""Where cache invalidations are announced: ``{"tags": [...]}``, for in-process copies."""
 
 
 class Backend(abc.ABC):
@@ -92,11 +96,54 @@ class Backend(abc.ABC):
         """Every recorded flag definition: key -> JSON."""
 
     @abc.abstractmethod
-    def flags_changes(self) -> AsyncIterator[str]:
-        """The keys of flags as they change, from every process sharing this backend; first
-        an empty key once subscribed (a cue to reload what changed before).
+    def subscribe(self, channel: str) -> AsyncIterator[str]:
+        """Messages published on ``channel`` by every process sharing this backend; first an
+        empty message once subscribed (a cue to catch up on what came before).
 
         Runs until cancelled; raises BackendError when the subscription breaks."""
+
+    @abc.abstractmethod
+    async def publish(self, channel: str, message: str) -> None:
+        """Send ``message`` to every subscriber of ``channel``, in every process."""
+
+    # --- cache entries ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def cache_get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values stored under ``keys`` (None where missing or expired), in order."""
+
+    @abc.abstractmethod
+    async def cache_set_many(
+        self, items: Sequence[tuple[str, bytes]], ttl: float, tags: Sequence[str] = ()
+    ) -> None:
+        """Store each ``(key, value)`` for ``ttl`` seconds, filed under every tag."""
+
+    @abc.abstractmethod
+    async def cache_invalidate(self, tags: Sequence[str]) -> int:
+        """Delete every entry filed under any of ``tags``, in every process's view, and
+        announce it on the ``cache`` channel (for in-process copies); returns how many."""
+
+    def cache_stats(self) -> tuple[int, int] | None:
+        """``(entries, evictions so far)`` when the backend can tell; None otherwise."""
+        return None
+
+    # --- leases (cross-process single flight) ---------------------------------------------
+
+    @abc.abstractmethod
+    async def lease_acquire(self, key: str, token: str, ttl: float) -> bool:
+        """Take the lease ``key`` for ``ttl`` seconds unless someone holds it."""
+
+    @abc.abstractmethod
+    async def lease_renew(self, key: str, token: str, ttl: float) -> bool:
+        """Extend the lease to ``ttl`` seconds from now, if ``token`` still holds it."""
+
+    @abc.abstractmethod
+    async def lease_release(self, key: str, token: str) -> None:
+        """Give the lease up, if ``token`` still holds it."""
+
+    @abc.abstractmethod
+    async def lease_held(self, key: str) -> bool:
+        """Whether anyone holds the lease ``key``."""
 
     @abc.abstractmethod
     def limits_storage(self) -> Storage:

@@ -10,10 +10,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from cachetools import TLRUCache
 from opentelemetry import metrics
 
 from toolkit.backends._gcra import MICROSECONDS, GcraLimit, GcraResult
-from toolkit.backends.base import FLAG_HISTORY_LENGTH, Backend
+from toolkit.backends.base import CACHE_CHANNEL, FLAG_HISTORY_LENGTH, FLAGS_CHANNEL, Backend
 
 if TYPE_CHECKING:
     from limits.aio.storage import Storage
@@ -21,14 +22,37 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _MIN_SWEEP_SIZE = 1024
+_ENTRY_OVERHEAD = 100  # bytes counted per entry beyond its value: key, tuple, bookkeeping
+DEFAULT_MAX_CACHE_BYTES = 64 * 1024 * 1024
+
+
+class _Entries(TLRUCache[str, tuple[bytes, float]]):
+    """Cached values by key, each ``(value, expires at)``, bounded in bytes, counting evictions."""
+
+    def __init__(self, max_bytes: int, clock: Callable[[], float]) -> None:
+        super().__init__(
+            maxsize=max_bytes,
+            ttu=lambda key, entry, now: entry[1],
+            timer=clock,
+            getsizeof=lambda entry: len(entry[0]) + _ENTRY_OVERHEAD,
+        )
+        self.evictions = 0
+
+    def popitem(self) -> tuple[str, tuple[bytes, float]]:
+        self.evictions += 1  # called only to make room
+        return super().popitem()
 
 
 class MemoryBackend(Backend):
     """State in a dict in this process. Operations run without awaiting, so each is atomic
     under asyncio; nothing can fail, so the call guard adds nothing.
 
+    Cache entries live in a bounded LRU with a time to live per entry (cachetools'
+    ``TLRUCache``): the least recently used go first when ``max_cache_bytes`` is reached.
+
     Args:
         clock: seconds from a monotonic clock; tests pass a fake one.
+        max_cache_bytes: bound on the cached values' total size.
     """
 
     name: ClassVar[str] = "memory"
@@ -40,6 +64,7 @@ class MemoryBackend(Backend):
         key_prefix: str = "toolkit",
         meter_provider: metrics.MeterProvider | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES,
     ) -> None:
         super().__init__(timeout=timeout, key_prefix=key_prefix, meter_provider=meter_provider)
         self._clock = clock
@@ -50,8 +75,11 @@ class MemoryBackend(Backend):
         self._history: collections.deque[dict[str, Any]] = collections.deque(
             maxlen=FLAG_HISTORY_LENGTH
         )
-        self._listeners: set[asyncio.Queue[str]] = set()
+        self._listeners: dict[str, set[asyncio.Queue[str]]] = {}
         self._declared: dict[str, str] = {}
+        self._entries = _Entries(max_cache_bytes, clock)
+        self._tags: dict[str, set[str]] = {}
+        self._leases: dict[str, tuple[str, float]] = {}
 
     async def gcra(self, keys: Sequence[str], limits: Sequence[GcraLimit], cost: int) -> GcraResult:
         # Step for step the arithmetic of lua/gcra.lua, in plain loops: this runs on every
@@ -99,8 +127,7 @@ class MemoryBackend(Backend):
         if old is not None:
             record["old"] = json.loads(old)
         self._history.appendleft(record)
-        for listener in self._listeners:
-            listener.put_nowait(key)
+        await self.publish(FLAGS_CHANNEL, key)
 
     async def flags_history(self, limit: int) -> list[dict[str, Any]]:
         return list(itertools.islice(self._history, limit))
@@ -111,15 +138,74 @@ class MemoryBackend(Backend):
     async def flags_declared(self) -> dict[str, str]:
         return dict(self._declared)
 
-    async def flags_changes(self) -> AsyncIterator[str]:
+    async def subscribe(self, channel: str) -> AsyncIterator[str]:
         queue: asyncio.Queue[str] = asyncio.Queue()
-        self._listeners.add(queue)
+        listeners = self._listeners.setdefault(channel, set())
+        listeners.add(queue)
         try:
             yield ""
             while True:
                 yield await queue.get()
         finally:
-            self._listeners.discard(queue)
+            listeners.discard(queue)
+
+    async def publish(self, channel: str, message: str) -> None:
+        for listener in self._listeners.get(channel, ()):
+            listener.put_nowait(message)
+
+    async def cache_get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        entries = self._entries
+        values: list[bytes | None] = []
+        for key in keys:
+            entry = entries.get(key)
+            values.append(None if entry is None else entry[0])
+        return values
+
+    async def cache_set_many(
+        self, items: Sequence[tuple[str, bytes]], ttl: float, tags: Sequence[str] = ()
+    ) -> None:
+        expires = self._clock() + ttl
+        for key, value in items:
+            if len(value) + _ENTRY_OVERHEAD > self._entries.maxsize:
+                continue  # larger than the whole cache: never stored
+            self._entries[key] = (value, expires)
+            for tag in tags:
+                self._tags.setdefault(tag, set()).add(key)
+
+    async def cache_invalidate(self, tags: Sequence[str]) -> int:
+        deleted = 0
+        for tag in tags:
+            for key in self._tags.pop(tag, ()):
+                if self._entries.pop(key, None) is not None:
+                    deleted += 1
+        await self.publish(CACHE_CHANNEL, json.dumps({"tags": list(tags)}))
+        return deleted
+
+    def cache_stats(self) -> tuple[int, int]:
+        return len(self._entries), self._entries.evictions
+
+    async def lease_acquire(self, key: str, token: str, ttl: float) -> bool:
+        held = self._leases.get(key)
+        if held is not None and held[1] > self._clock():
+            return False
+        self._leases[key] = (token, self._clock() + ttl)
+        return True
+
+    async def lease_renew(self, key: str, token: str, ttl: float) -> bool:
+        held = self._leases.get(key)
+        if held is None or held[0] != token or held[1] <= self._clock():
+            return False
+        self._leases[key] = (token, self._clock() + ttl)
+        return True
+
+    async def lease_release(self, key: str, token: str) -> None:
+        held = self._leases.get(key)
+        if held is not None and held[0] == token:
+            del self._leases[key]
+
+    async def lease_held(self, key: str) -> bool:
+        held = self._leases.get(key)
+        return held is not None and held[1] > self._clock()
 
     def limits_storage(self) -> Storage:
         if self._limits_storage is None:

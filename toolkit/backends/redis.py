@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -20,7 +20,13 @@ from opentelemetry import metrics
 
 from toolkit.backends._gcra import GcraLimit, GcraResult
 from toolkit.backends._reconnect import Reconnect
-from toolkit.backends.base import FLAG_HISTORY_LENGTH, Backend, redacted_url
+from toolkit.backends.base import (
+    CACHE_CHANNEL,
+    FLAG_HISTORY_LENGTH,
+    FLAGS_CHANNEL,
+    Backend,
+    redacted_url,
+)
 from toolkit.errors import BackendError, BackendUnavailable, ConfigurationError
 
 try:
@@ -106,12 +112,14 @@ class RedisBackend(Backend):
             self._client = aioredis.Redis(connection_pool=self._pool)
         self._gcra_script = self._client.register_script(_read_script("gcra.lua"))
         self._flags_save_script = self._client.register_script(_read_script("flags_save.lua"))
+        self._lease_renew_script = self._client.register_script(_read_script("lease_renew.lua"))
+        self._lease_release_script = self._client.register_script(_read_script("lease_release.lua"))
         self._limits_storage: Storage | None = None
         # Overrides and their history share one {hash tag}: the save script runs on a cluster.
         self._flags_key = self.key("{flags}", "state")
         self._history_key = self.key("{flags}", "history")
         self._declared_key = self.key("{flags}", "declared")
-        self._channel = self.key("flags")
+        self._channel = self.key(FLAGS_CHANNEL)
 
     async def ping(self) -> None:
         await self.call("ping", self._client.ping)
@@ -173,7 +181,7 @@ class RedisBackend(Backend):
         stored = await self.call("flags.declared", lambda: self._client.hgetall(self._declared_key))
         return {k.decode(): v.decode() for k, v in stored.items()}
 
-    async def flags_changes(self) -> AsyncIterator[str]:
+    async def subscribe(self, channel: str) -> AsyncIterator[str]:
         # A connection of its own with no read timeout: it waits for messages. Periodic pings
         # (health_check_interval) find a dead server; Redis Cluster broadcasts PUBLISH to
         # every node, so the first node is as good as any.
@@ -186,7 +194,7 @@ class RedisBackend(Backend):
         try:
             try:
                 async with asyncio.timeout(self.timeout):
-                    await pubsub.subscribe(self._channel)
+                    await pubsub.subscribe(self.key(channel))
                 yield ""
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
@@ -196,12 +204,89 @@ class RedisBackend(Backend):
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise asyncio.CancelledError from exc  # redis-py swallowed our cancel
-                raise self._failure("flags.listen", exc) from exc
+                raise self._failure(f"{channel}.listen", exc) from exc
         finally:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 async with asyncio.timeout(self.timeout):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
                     await client.aclose()
+
+    async def publish(self, channel: str, message: str) -> None:
+        await self.call(
+            f"{channel}.publish", lambda: self._client.publish(self.key(channel), message)
+        )
+
+    async def cache_get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        full = [self.key(k) for k in keys]
+        if len(full) == 1:
+            value = await self.call("cache.get", lambda: self._client.get(full[0]))
+            return [value]
+        # MGET needs one slot; on a cluster, a pipeline splits the keys by node instead.
+        if self._cluster:
+            return await self.call("cache.get", lambda: self._pipelined(("GET", k) for k in full))
+        values: list[bytes | None] = await self.call("cache.get", lambda: self._client.mget(full))
+        return values
+
+    async def cache_set_many(
+        self, items: Sequence[tuple[str, bytes]], ttl: float, tags: Sequence[str] = ()
+    ) -> None:
+        ttl_ms = max(1, round(ttl * 1000))
+        commands: list[tuple[Any, ...]] = []
+        for key, value in items:
+            full = self.key(key)
+            commands.append(("SET", full, value, "PX", ttl_ms))
+            for tag in tags:
+                tag_key = self.key("tag", tag)
+                # A tag outlives its newest entry: NX sets a first expiry, GT only extends it.
+                commands += [
+                    ("SADD", tag_key, full),
+                    ("PEXPIRE", tag_key, ttl_ms, "NX"),
+                    ("PEXPIRE", tag_key, ttl_ms, "GT"),
+                ]
+        await self.call("cache.set", lambda: self._pipelined(commands))
+
+    async def cache_invalidate(self, tags: Sequence[str]) -> int:
+        tag_keys = [self.key("tag", tag) for tag in tags]
+        members = await self.call(
+            "cache.invalidate", lambda: self._pipelined(("SMEMBERS", t) for t in tag_keys)
+        )
+        entries = sorted({m for found in members for m in found})
+        # One DEL per key: on a cluster the entries live in different slots.
+        deleted = await self.call(
+            "cache.invalidate",
+            lambda: self._pipelined(("DEL", k) for k in [*entries, *tag_keys]),
+        )
+        await self.publish(CACHE_CHANNEL, json.dumps({"tags": list(tags)}))
+        return sum(deleted[: len(entries)])
+
+    async def lease_acquire(self, key: str, token: str, ttl: float) -> bool:
+        ms = max(1, round(ttl * 1000))
+        taken = await self.call(
+            "lease.acquire", lambda: self._client.set(self.key(key), token, nx=True, px=ms)
+        )
+        return bool(taken)
+
+    async def lease_renew(self, key: str, token: str, ttl: float) -> bool:
+        ms = max(1, round(ttl * 1000))
+        renewed = await self.call(
+            "lease.renew", lambda: self._lease_renew_script(keys=[self.key(key)], args=[token, ms])
+        )
+        return bool(renewed)
+
+    async def lease_release(self, key: str, token: str) -> None:
+        await self.call(
+            "lease.release", lambda: self._lease_release_script(keys=[self.key(key)], args=[token])
+        )
+
+    async def lease_held(self, key: str) -> bool:
+        return bool(await self.call("lease.held", lambda: self._client.exists(self.key(key))))
+
+    async def _pipelined(self, commands: Iterable[tuple[Any, ...]]) -> list[Any]:
+        pipeline = self._client.pipeline(transaction=False)
+        for command in commands:
+            pipeline.execute_command(*command)
+        replies: list[Any] = await pipeline.execute()
+        return replies
 
     def limits_storage(self) -> Storage:
         if self._limits_storage is None:

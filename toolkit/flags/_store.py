@@ -23,7 +23,7 @@ from opentelemetry import metrics, trace
 
 from toolkit._version import __version__
 from toolkit.backends import Backend, MemoryBackend
-from toolkit.backends.base import FLAG_HISTORY_LENGTH
+from toolkit.backends.base import FLAG_HISTORY_LENGTH, FLAGS_CHANNEL
 from toolkit.errors import BackendError, ConfigurationError
 from toolkit.flags._context import OVERRIDES, REQUEST
 from toolkit.flags._model import (
@@ -364,7 +364,7 @@ class FlagStore:
         delay = 0.05
         while True:
             try:
-                async for key in self.backend.flags_changes():
+                async for key in self.backend.subscribe(FLAGS_CHANNEL):
                     delay = 0.05
                     del key  # any notice (or the "subscribed" one) means: reload
                     await self.reload()

@@ -53,3 +53,26 @@ def shared_counts(meter: Meter, name: str, create: _Factory) -> Counts:
         counts = per_meter[name] = Counts()
         create(meter, counts.observe)
     return counts
+
+
+_callbacks: weakref.WeakKeyDictionary[Meter, dict[str, list[Callable[..., Any]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def shared_callbacks(
+    meter: Meter, name: str, create: _Factory
+) -> list[Callable[[CallbackOptions], Iterable[Observation]]]:
+    """The callbacks behind asynchronous instrument ``name`` on ``meter``: append yours.
+
+    The instrument is created once, with a callback that asks every registered one."""
+    per_meter = _callbacks.setdefault(meter, {})
+    registered = per_meter.get(name)
+    if registered is None:
+        registered = per_meter[name] = []
+
+        def observe_all(options: CallbackOptions) -> Iterable[Observation]:
+            return [seen for callback in list(registered) for seen in callback(options)]
+
+        create(meter, observe_all)
+    return registered

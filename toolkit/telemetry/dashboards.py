@@ -33,6 +33,10 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
     names.HTTP_SERVER_ACTIVE_REQUESTS: Instrument("{request}", "updowncounter"),
     names.RATE_LIMIT_REQUESTS: Instrument("{request}", "counter"),
     names.BACKEND_ERRORS: Instrument("{error}", "counter"),
+    names.CACHE_REQUESTS: Instrument("{request}", "counter"),
+    names.CACHE_OPERATION_DURATION: Instrument("s", "histogram"),
+    names.CACHE_ENTRIES: Instrument("{entry}", "gauge"),
+    names.CACHE_EVICTIONS: Instrument("{entry}", "counter"),
     names.FEATURE_FLAG_EVALUATIONS: Instrument("{evaluation}", "counter"),
     names.FEATURE_FLAG_CHANGES: Instrument("{change}", "counter"),
 }
@@ -75,6 +79,10 @@ _DURATION_BUCKET = series(names.HTTP_SERVER_REQUEST_DURATION, "_bucket")
 _ACTIVE = series(names.HTTP_SERVER_ACTIVE_REQUESTS)
 _DECISIONS = series(names.RATE_LIMIT_REQUESTS)
 _BACKEND_ERRORS = series(names.BACKEND_ERRORS)
+_CACHE_REQUESTS = series(names.CACHE_REQUESTS)
+_CACHE_DURATION_BUCKET = series(names.CACHE_OPERATION_DURATION, "_bucket")
+_CACHE_ENTRIES = series(names.CACHE_ENTRIES)
+_CACHE_EVICTIONS = series(names.CACHE_EVICTIONS)
 _EVALUATIONS = series(names.FEATURE_FLAG_EVALUATIONS)
 _CHANGES = series(names.FEATURE_FLAG_CHANGES)
 
@@ -84,6 +92,10 @@ _POLICY = prometheus_label(names.RATE_LIMIT_POLICY)
 _RESULT = prometheus_label(names.RATE_LIMIT_RESULT)
 _OPERATION = prometheus_label(names.BACKEND_OPERATION)
 _ERROR_TYPE = prometheus_label(names.ERROR_TYPE)
+_CACHE = prometheus_label(names.CACHE_NAME)
+_CACHE_RESULT = prometheus_label(names.CACHE_RESULT)
+_CACHE_OPERATION = prometheus_label(names.CACHE_OPERATION)
+_CACHE_BACKEND = prometheus_label(names.CACHE_BACKEND)
 _FLAG = prometheus_label(names.FEATURE_FLAG_KEY)
 _VARIANT = prometheus_label(names.FEATURE_FLAG_RESULT_VARIANT)
 _REASON = prometheus_label(names.FEATURE_FLAG_RESULT_REASON)
@@ -295,9 +307,76 @@ def _backend_panels() -> list[Json]:
     ]
 
 
+def _cache_panels() -> list[Json]:
+    hits = _sum(_rate(_CACHE_REQUESTS, f'{_CACHE_RESULT}=~"hit|stale"'), _CACHE)
+    every = _sum(_rate(_CACHE_REQUESTS), _CACHE)
+    return [
+        _row("Caches", 32),
+        _panel(
+            "timeseries",
+            "Cache hit ratio by cache",
+            "Share of each cache's lookups answered from the cache (hits and stale hits): "
+            "responses, each @cached namespace, embeddings (per text).",
+            "percentunit",
+            [_target(f"({hits} or 0 * {every}) / {every}", f"{{{{{_CACHE}}}}}")],
+            (0, 33, 12, 8),
+            min=0,
+            max=1,
+        ),
+        _panel(
+            "timeseries",
+            "Cache decisions by cache and result",
+            "Lookups per second: hit, miss, stale (served while one caller refreshes), bypass "
+            "(not cacheable, or the flag is off) and error (the backend failed; the origin "
+            "answered).",
+            "ops",
+            [
+                _target(
+                    _sum(_rate(_CACHE_REQUESTS), _CACHE, _CACHE_RESULT),
+                    f"{{{{{_CACHE}}}}} {{{{{_CACHE_RESULT}}}}}",
+                )
+            ],
+            (12, 33, 12, 8),
+        ),
+        _panel(
+            "timeseries",
+            "Cache backend latency (p95)",
+            "95th percentile of cache backend operations (get, set, invalidate) by backend.",
+            "s",
+            [
+                _target(
+                    "histogram_quantile(0.95, "
+                    + _sum(_rate(_CACHE_DURATION_BUCKET), "le", _CACHE_OPERATION, _CACHE_BACKEND)
+                    + ")",
+                    f"{{{{{_CACHE_OPERATION}}}}} {{{{{_CACHE_BACKEND}}}}}",
+                )
+            ],
+            (0, 41, 12, 8),
+        ),
+        _panel(
+            "timeseries",
+            "Cache entries and evictions",
+            "Entries held and evictions per second where the backend can tell: the in-process "
+            "store (memory) and the local tier in front of Redis (local).",
+            "short",
+            [
+                _target(
+                    _sum(f"{_CACHE_ENTRIES}{{{SELECTOR}}}", _CACHE_BACKEND),
+                    f"entries {{{{{_CACHE_BACKEND}}}}}",
+                ),
+                _target(
+                    _sum(_rate(_CACHE_EVICTIONS), _CACHE_BACKEND),
+                    f"evictions/s {{{{{_CACHE_BACKEND}}}}}",
+                ),
+            ],
+            (12, 41, 12, 8),
+        ),
+    ]
+
+
 def _flag_panels() -> list[Json]:
     return [
-        _row("Feature flags", 32),
+        _row("Feature flags", 49),
         _panel(
             "timeseries",
             "Flag evaluations by flag and variant",
@@ -310,7 +389,7 @@ def _flag_panels() -> list[Json]:
                     f"{{{{{_FLAG}}}}} {{{{{_VARIANT}}}}}",
                 )
             ],
-            (0, 33, 12, 8),
+            (0, 50, 12, 8),
         ),
         _panel(
             "timeseries",
@@ -328,7 +407,7 @@ def _flag_panels() -> list[Json]:
                     f"{{{{instance}}}} {{{{{_REASON}}}}}",
                 )
             ],
-            (12, 33, 12, 8),
+            (12, 50, 12, 8),
             noValue="0",
         ),
         _panel(
@@ -343,7 +422,7 @@ def _flag_panels() -> list[Json]:
                     f"{{{{instance}}}} {{{{{_FLAG}}}}}",
                 )
             ],
-            (0, 41, 24, 8),
+            (0, 58, 24, 8),
             noValue="0",
         ),
     ]
@@ -392,11 +471,18 @@ def _variables() -> list[Json]:
 def http_ratelimit_dashboard() -> Json:
     """Agent server — HTTP & rate limiting: HTTP RED, rate-limit decisions, backend errors,
     feature flags."""
-    panels = [*_http_panels(), *_ratelimit_panels(), *_backend_panels(), *_flag_panels()]
+    panels = [
+        *_http_panels(),
+        *_ratelimit_panels(),
+        *_backend_panels(),
+        *_cache_panels(),
+        *_flag_panels(),
+    ]
     return {
         "annotations": {"list": []},
         "description": (
-            "HTTP requests, rate limiting, backend errors and feature flags of servers running "
+            "HTTP requests, rate limiting, backend errors, caches and feature flags of servers "
+            "running "
             "agent-server-toolkit. Generated by `agent-toolkit dashboards` from "
             "toolkit/telemetry/names.py: regenerate rather than edit."
         ),
@@ -406,7 +492,7 @@ def http_ratelimit_dashboard() -> Json:
         "panels": [{**panel, "id": i} for i, panel in enumerate(panels, start=1)],
         "refresh": "30s",
         "schemaVersion": 39,
-        "tags": ["agent-server-toolkit", "http", "rate-limiting", "feature-flags"],
+        "tags": ["agent-server-toolkit", "http", "rate-limiting", "caching", "feature-flags"],
         "templating": {"list": _variables()},
         "time": {"from": "now-1h", "to": "now"},
         "timepicker": {},

@@ -22,6 +22,7 @@ from opentelemetry.metrics import (
     Histogram,
     Meter,
     ObservableCounter,
+    ObservableGauge,
     ObservableUpDownCounter,
     Observation,
 )
@@ -89,6 +90,27 @@ FEATURE_FLAG_PROVIDER_NAME: Final = "feature_flag.provider.name"
 FLAG_PROVIDER: Final = INSTRUMENTATION_SCOPE
 """Value of ``feature_flag.provider.name`` for the toolkit's own flag store."""
 
+CACHE_NAME: Final = "toolkit.cache.name"
+"""Which cache: ``response``, ``embeddings``, or a function cache's namespace."""
+CACHE_RESULT: Final = "toolkit.cache.result"
+"""One of :data:`CACHE_RESULTS`."""
+CACHE_OPERATION: Final = "toolkit.cache.operation"
+"""``get``, ``set``, ``invalidate``, ``lease``."""
+CACHE_BACKEND: Final = "toolkit.cache.backend"
+"""Where the entries live: ``memory``, ``redis``, or ``local`` (the in-process tier)."""
+CACHE_KEY: Final = "toolkit.cache.key"
+"""Hash of the entry's key: span events only."""
+
+CACHE_HIT: Final = "hit"
+CACHE_MISS: Final = "miss"
+CACHE_STALE: Final = "stale"
+"""Served past its time to live, within stale-while-revalidate, while one caller refreshes."""
+CACHE_BYPASS: Final = "bypass"
+"""Not cacheable (request or response), or the flag is off: straight to the origin."""
+CACHE_ERROR: Final = "error"
+"""The backend failed: served by the origin."""
+CACHE_RESULTS: Final = (CACHE_HIT, CACHE_MISS, CACHE_STALE, CACHE_BYPASS, CACHE_ERROR)
+
 RATE_LIMIT_ALLOWED: Final = "allowed"
 RATE_LIMIT_REJECTED: Final = "rejected"
 RATE_LIMIT_ERROR: Final = "error"
@@ -112,6 +134,8 @@ RATE_LIMIT_DECISION_EVENT: Final = "toolkit.rate_limit.decision"
 """Span event per limited request: policy, result, limit, remaining, reset."""
 BACKEND_ERROR_EVENT: Final = "toolkit.backend.error"
 """Span event when a backend call fails: operation, error.type, exception.*."""
+CACHE_LOOKUP_EVENT: Final = "toolkit.cache.lookup"
+"""Span event per cache decision: cache name, result, hashed key."""
 FEATURE_FLAG_EVALUATION_EVENT: Final = "feature_flag.evaluation"
 """Span event per flag evaluation (semantic conventions): key, variant, reason, provider.
 Kill switches at their default add none: only an override is news on a span."""
@@ -125,6 +149,14 @@ RATE_LIMIT_REQUESTS: Final = "toolkit.rate_limit.requests"
 """Counter, {request}: rate-limit decisions by policy and result."""
 BACKEND_ERRORS: Final = "toolkit.backend.errors"
 """Counter, {error}: backend calls that failed, timed out or were skipped while it was down."""
+CACHE_REQUESTS: Final = "toolkit.cache.requests"
+"""Counter, {request}: cache decisions by cache name and result."""
+CACHE_OPERATION_DURATION: Final = "toolkit.cache.operation.duration"
+"""Histogram, s: cache backend operations by operation and backend."""
+CACHE_ENTRIES: Final = "toolkit.cache.entries"
+"""Gauge, {entry}: entries held, where the backend can tell (in-process stores)."""
+CACHE_EVICTIONS: Final = "toolkit.cache.evictions"
+"""Counter, {entry}: entries evicted to make room, where the backend can tell."""
 FEATURE_FLAG_EVALUATIONS: Final = "toolkit.feature_flag.evaluations"
 """Counter, {evaluation}: flag evaluations by key, variant and reason."""
 FEATURE_FLAG_CHANGES: Final = "toolkit.feature_flag.changes"
@@ -150,6 +182,23 @@ HTTP_DURATION_BUCKETS: Final = (
 )
 """Seconds. The semantic-convention buckets stop at 10 s; agent requests run for minutes."""
 
+CACHE_DURATION_BUCKETS: Final = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
+"""Seconds: backend round trips, from a local dict to a slow Redis."""
+
 HTTP_SERVER_REQUEST_DURATION_ATTRIBUTES: Final = (
     HTTP_REQUEST_METHOD,
     URL_SCHEME,
@@ -161,6 +210,10 @@ HTTP_SERVER_REQUEST_DURATION_ATTRIBUTES: Final = (
 HTTP_SERVER_ACTIVE_REQUESTS_ATTRIBUTES: Final = (HTTP_REQUEST_METHOD, URL_SCHEME)
 RATE_LIMIT_REQUESTS_ATTRIBUTES: Final = (RATE_LIMIT_POLICY, RATE_LIMIT_RESULT)
 BACKEND_ERRORS_ATTRIBUTES: Final = (BACKEND_NAME, BACKEND_OPERATION, ERROR_TYPE)
+CACHE_REQUESTS_ATTRIBUTES: Final = (CACHE_NAME, CACHE_RESULT)
+CACHE_OPERATION_DURATION_ATTRIBUTES: Final = (CACHE_OPERATION, CACHE_BACKEND)
+CACHE_ENTRIES_ATTRIBUTES: Final = (CACHE_BACKEND,)
+CACHE_EVICTIONS_ATTRIBUTES: Final = (CACHE_BACKEND,)
 FEATURE_FLAG_EVALUATIONS_ATTRIBUTES: Final = (
     FEATURE_FLAG_KEY,
     FEATURE_FLAG_RESULT_VARIANT,
@@ -173,12 +226,17 @@ METRICS: Final = {
     HTTP_SERVER_ACTIVE_REQUESTS: HTTP_SERVER_ACTIVE_REQUESTS_ATTRIBUTES,
     RATE_LIMIT_REQUESTS: RATE_LIMIT_REQUESTS_ATTRIBUTES,
     BACKEND_ERRORS: BACKEND_ERRORS_ATTRIBUTES,
+    CACHE_REQUESTS: CACHE_REQUESTS_ATTRIBUTES,
+    CACHE_OPERATION_DURATION: CACHE_OPERATION_DURATION_ATTRIBUTES,
+    CACHE_ENTRIES: CACHE_ENTRIES_ATTRIBUTES,
+    CACHE_EVICTIONS: CACHE_EVICTIONS_ATTRIBUTES,
     FEATURE_FLAG_EVALUATIONS: FEATURE_FLAG_EVALUATIONS_ATTRIBUTES,
     FEATURE_FLAG_CHANGES: FEATURE_FLAG_CHANGES_ATTRIBUTES,
 }
 """Every metric the toolkit emits, with the only attributes it may carry."""
 SPAN_EVENTS: Final = (
     RATE_LIMIT_DECISION_EVENT,
+    CACHE_LOOKUP_EVENT,
     BACKEND_ERROR_EVENT,
     FEATURE_FLAG_EVALUATION_EVENT,
 )
@@ -239,4 +297,40 @@ def create_feature_flag_changes(meter: Meter, callback: Callback) -> ObservableC
         callbacks=[callback],
         unit="{change}",
         description="Feature flag changes applied by this process, by flag.",
+    )
+
+
+def create_cache_requests(meter: Meter, callback: Callback) -> ObservableCounter:
+    return meter.create_observable_counter(
+        CACHE_REQUESTS,
+        callbacks=[callback],
+        unit="{request}",
+        description="Cache decisions, by cache and result.",
+    )
+
+
+def create_cache_operation_duration(meter: Meter) -> Histogram:
+    return meter.create_histogram(
+        CACHE_OPERATION_DURATION,
+        unit="s",
+        description="Duration of cache backend operations.",
+        explicit_bucket_boundaries_advisory=CACHE_DURATION_BUCKETS,
+    )
+
+
+def create_cache_entries(meter: Meter, callback: Callback) -> ObservableGauge:
+    return meter.create_observable_gauge(
+        CACHE_ENTRIES,
+        callbacks=[callback],
+        unit="{entry}",
+        description="Cache entries held, where the backend can tell.",
+    )
+
+
+def create_cache_evictions(meter: Meter, callback: Callback) -> ObservableCounter:
+    return meter.create_observable_counter(
+        CACHE_EVICTIONS,
+        callbacks=[callback],
+        unit="{entry}",
+        description="Cache entries evicted to make room, where the backend can tell.",
     )

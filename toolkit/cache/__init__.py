@@ -1,0 +1,33 @@
+"""Caching: responses (pure-ASGI middleware), functions (``@cached``) and embeddings
+(``@cache_embeddings``), on one store, safe by default.
+
+    await toolkit.cache.invalidate(tags=["catalog"])   # every instance, every cache
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from toolkit.cache._current import current_cache, set_current_cache
+from toolkit.cache._singleflight import SingleFlight
+from toolkit.cache._store import CacheStore, LocalTier
+from toolkit.cache.embeddings import cache_embeddings
+from toolkit.cache.functions import cached
+
+__all__ = [
+    "CacheStore",
+    "LocalTier",
+    "SingleFlight",
+    "cache_embeddings",
+    "cached",
+    "current_cache",
+    "invalidate",
+    "set_current_cache",
+]
+
+
+async def invalidate(*, tags: Iterable[str]) -> int:
+    """Delete every cached entry (response, function or embedding) filed under any of
+    ``tags``, on every instance; returns how many. Raises BackendError when the backend
+    fails (nothing may have been deleted)."""
+    return await current_cache().invalidate(tags)

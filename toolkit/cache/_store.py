@@ -1,0 +1,228 @@
+"""CacheStore: cache entries over a backend, with an optional in-process tier, and telemetry.
+
+Every cache of the toolkit (responses, functions, embeddings) goes through one store per app:
+it times the backend's operations, counts decisions, keeps the in-process copies coherent
+(an invalidation announced by any process empties them) and never lets a backend failure
+through as anything but :class:`~toolkit.errors.BackendError`, which each cache turns into
+its origin path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Iterable, Sequence
+
+from cachetools import TLRUCache
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from toolkit._version import __version__
+from toolkit.backends import Backend
+from toolkit.backends.base import CACHE_CHANNEL
+from toolkit.errors import BackendError
+from toolkit.settings import CacheSettings
+from toolkit.telemetry import names
+from toolkit.telemetry._counts import shared_callbacks, shared_counts
+
+logger = logging.getLogger("toolkit.cache")
+
+LOCAL = "local"
+
+
+class LocalTier:
+    """A bounded in-process copy of recently read entries, kept for a few seconds.
+
+    It saves the backend round trip on hot keys; a short time to live bounds how stale a
+    copy can be if an invalidation notice is lost, and any notice empties it at once.
+    """
+
+    def __init__(self, max_entries: int, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: TLRUCache[str, tuple[bytes, float]] = TLRUCache(
+            maxsize=max_entries, ttu=lambda key, entry, now: entry[1], timer=time.monotonic
+        )
+        self.evictions = 0
+
+    def get(self, key: str) -> bytes | None:
+        entry = self._entries.get(key)
+        return None if entry is None else entry[0]
+
+    def put(self, key: str, value: bytes, ttl: float) -> None:
+        if len(self._entries) >= self._entries.maxsize and key not in self._entries:
+            self.evictions += 1
+        self._entries[key] = (value, time.monotonic() + min(ttl, self.ttl))
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class CacheStore:
+    """Cache entries for the app's caches.
+
+    Args:
+        backend: where entries live (shared by every instance on Redis).
+        local: an in-process tier in front of the backend; none when None.
+        meter_provider: where the cache metrics live; the global one when None.
+        settings: the cache settings the decorators read (serializer, lease, wait); the
+            defaults when None.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        local: LocalTier | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+        settings: CacheSettings | None = None,
+    ) -> None:
+        self.backend = backend
+        self.local = local
+        self.settings = settings if settings is not None else CacheSettings.model_validate({})
+        meter = metrics.get_meter(
+            names.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
+        )
+        self._requests = shared_counts(meter, names.CACHE_REQUESTS, names.create_cache_requests)
+        self._duration = names.create_cache_operation_duration(meter)
+        shared_callbacks(meter, names.CACHE_ENTRIES, names.create_cache_entries).append(
+            self._observe_entries
+        )
+        shared_callbacks(meter, names.CACHE_EVICTIONS, names.create_cache_evictions).append(
+            self._observe_evictions
+        )
+        self._operation_attributes = {
+            op: {names.CACHE_OPERATION: op, names.CACHE_BACKEND: backend.name}
+            for op in ("get", "set", "invalidate")
+        }
+        self._task: asyncio.Task[None] | None = None
+
+    # --- entries -----------------------------------------------------------------------------
+
+    async def get(self, key: str) -> bytes | None:
+        return (await self.get_many([key]))[0]
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Values in order, None for misses. Raises BackendError."""
+        values: list[bytes | None] = [None] * len(keys)
+        wanted = list(range(len(keys)))
+        if self.local is not None:
+            wanted = []
+            for i, key in enumerate(keys):
+                values[i] = self.local.get(key)
+                if values[i] is None:
+                    wanted.append(i)
+            if not wanted:
+                return values
+        started = time.perf_counter()
+        found = await self.backend.cache_get_many([keys[i] for i in wanted])
+        self._duration.record(time.perf_counter() - started, self._operation_attributes["get"])
+        for i, value in zip(wanted, found, strict=True):
+            values[i] = value
+        return values
+
+    def remember(self, key: str, value: bytes, ttl: float) -> None:
+        """Keep a copy in the in-process tier (after a backend hit)."""
+        if self.local is not None:
+            self.local.put(key, value, ttl)
+
+    async def set(self, key: str, value: bytes, ttl: float, tags: Sequence[str] = ()) -> None:
+        await self.set_many([(key, value)], ttl, tags)
+
+    async def set_many(
+        self, items: Sequence[tuple[str, bytes]], ttl: float, tags: Sequence[str] = ()
+    ) -> None:
+        """Store the items for ``ttl`` seconds under ``tags``. Raises BackendError."""
+        started = time.perf_counter()
+        await self.backend.cache_set_many(items, ttl, tags)
+        self._duration.record(time.perf_counter() - started, self._operation_attributes["set"])
+        for key, value in items:
+            self.remember(key, value, ttl)
+
+    async def invalidate(self, tags: Iterable[str]) -> int:
+        """Delete every entry under any of ``tags``, on every instance. Raises BackendError."""
+        tags = list(tags)
+        started = time.perf_counter()
+        deleted = await self.backend.cache_invalidate(tags)
+        self._duration.record(
+            time.perf_counter() - started, self._operation_attributes["invalidate"]
+        )
+        if self.local is not None:
+            self.local.clear()
+        logger.info("cache invalidated tags %s: %d entries", tags, deleted)
+        return deleted
+
+    # --- decisions ---------------------------------------------------------------------------
+
+    def record(self, name: str, result: str, key: str | None = None, *, count: int = 1) -> None:
+        """Count ``count`` decisions of cache ``name`` (the items of one batch: one call) and
+        put them on the current span as one event."""
+        self._requests.add(
+            (name, result), {names.CACHE_NAME: name, names.CACHE_RESULT: result}, count
+        )
+        span = trace.get_current_span()
+        if span.is_recording():
+            event = {names.CACHE_NAME: name, names.CACHE_RESULT: result}
+            if key is not None:
+                event[names.CACHE_KEY] = key
+            span.add_event(names.CACHE_LOOKUP_EVENT, event)
+
+    # --- keeping in-process copies coherent ----------------------------------------------------
+
+    async def start(self) -> None:
+        """Follow invalidations announced by every process (only needed with a local tier)."""
+        if self.local is not None:
+            self._task = asyncio.create_task(self._follow(), name="toolkit.cache.follow")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([self._task], timeout=2.0)
+            self._task = None
+
+    async def _follow(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                async for _ in self.backend.subscribe(CACHE_CHANNEL):
+                    # Subscribed, or an invalidation anywhere: whatever it named, the copies
+                    # here may be out of date. They are a few seconds' worth: drop them all.
+                    delay = 0.05
+                    if self.local is not None:
+                        self.local.clear()
+            except BackendError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from None
+                if self.local is not None:
+                    self.local.clear()
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+            delay = min(1.0, delay * 2)
+
+    # --- observable instruments ----------------------------------------------------------------
+
+    def _observe_entries(self, options: CallbackOptions) -> list[Observation]:
+        del options
+        seen = []
+        stats = self.backend.cache_stats()
+        if stats is not None:
+            seen.append(Observation(stats[0], {names.CACHE_BACKEND: self.backend.name}))
+        if self.local is not None:
+            seen.append(Observation(len(self.local), {names.CACHE_BACKEND: LOCAL}))
+        return seen
+
+    def _observe_evictions(self, options: CallbackOptions) -> list[Observation]:
+        del options
+        seen = []
+        stats = self.backend.cache_stats()
+        if stats is not None:
+            seen.append(Observation(stats[1], {names.CACHE_BACKEND: self.backend.name}))
+        if self.local is not None:
+            seen.append(Observation(self.local.evictions, {names.CACHE_BACKEND: LOCAL}))
+        return seen
