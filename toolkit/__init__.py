@@ -6,6 +6,7 @@ toolkit.install(app)    # configured from TOOLKIT_* environment variables / tool
 
 from toolkit import flags as flags  # the toolkit.flags module: is_enabled, variant, ...
 from toolkit._version import __version__
+from toolkit.cache import ResponseCacheMiddleware, cache_embeddings, cached
 from toolkit.errors import BackendError, ConfigurationError, ToolkitError
 from toolkit.flags import feature
 from toolkit.install import Toolkit, install
@@ -17,11 +18,14 @@ __all__ = [
     "BackendError",
     "ConfigurationError",
     "RateLimitMiddleware",
+    "ResponseCacheMiddleware",
     "TelemetryMiddleware",
     "Toolkit",
     "ToolkitError",
     "ToolkitSettings",
     "__version__",
+    "cache_embeddings",
+    "cached",
     "feature",
     "install",
 ]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z_]+))?\}")
 
@@ -58,3 +59,27 @@ class PathMatcher:
 
     def __bool__(self) -> bool:
         return bool(self._literal or self._patterns)
+
+
+def route_endpoints(
+    routes: Iterable[Any], prefix: str = ""
+) -> Iterator[tuple[str, Any, set[str] | None]]:
+    """(template, endpoint, methods) of every route of an app, through mounts and included
+    routers: for the middlewares that read marks left on endpoints by decorators."""
+    try:  # FastAPI keeps included routers nested; this walks them with their full paths
+        from fastapi.routing import iter_route_contexts
+
+        routes = iter_route_contexts(list(routes))
+    except ImportError:
+        pass
+    for route in routes:
+        template = getattr(route, "path_format", None)
+        endpoint = getattr(route, "endpoint", None)
+        if template is None:
+            continue
+        if endpoint is None:
+            children = getattr(route, "routes", None)
+            if children:
+                yield from route_endpoints(children, prefix + template.removesuffix("/{path}"))
+            continue
+        yield prefix + template, endpoint, getattr(route, "methods", None)

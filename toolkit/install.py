@@ -1,9 +1,9 @@
 """``install(app)``: every capability wired in the documented order, in one call.
 
-The request path is ``FlagContext -> Telemetry -> RateLimit -> the app``: the flag snapshot
-pinned first, so every decision of a request sees the same flags; telemetry next so it sees
-every request, 429s included; the limiter before any app work. Order and wiring live here
-and nowhere else.
+The request path is ``FlagContext -> Telemetry -> RateLimit -> ResponseCache -> the app``:
+the flag snapshot pinned first, so every decision of a request sees the same flags; telemetry
+next so it sees every request, 429s and cache hits included; the limiter before any cache or
+app work. Order and wiring live here and nowhere else.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from toolkit.backends import Backend, backend_from_settings
-from toolkit.cache import CacheStore, LocalTier, set_current_cache
+from toolkit.cache import CacheStore, LocalTier, ResponseCacheMiddleware, set_current_cache
 from toolkit.errors import ConfigurationError
 from toolkit.flags import FlagContextMiddleware, FlagSource, FlagStore, set_current_store
 from toolkit.flags._setup import flag_store_from_settings
@@ -105,6 +105,7 @@ def install(
         if settings.cache.local_entries
         else None,
         meter_provider=telemetry.meter_provider,
+        settings=settings.cache,
     )
     set_current_cache(cache)
     toolkit = Toolkit(settings, backend, telemetry, flags, store, cache)
@@ -116,6 +117,13 @@ def install(
         ratelimit = ratelimit.model_copy(update={"exempt": [*ratelimit.exempt, metrics_path]})
 
     # add_middleware puts each new middleware outside the previous ones: innermost first.
+    app.add_middleware(
+        ResponseCacheMiddleware,
+        settings=settings.cache,
+        store=cache,
+        flags=flags,
+        trusted_proxies=settings.ratelimit.trusted_proxies,
+    )
     app.add_middleware(
         RateLimitMiddleware,
         settings=ratelimit,

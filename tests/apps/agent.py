@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
 import toolkit
+from toolkit.cache import cached_response
 
 app = FastAPI()
 
@@ -56,6 +58,14 @@ async def sse() -> StreamingResponse:
             await asyncio.sleep(delay)
 
     return StreamingResponse(events(), media_type="text/event-stream")
+
+
+@app.get("/answers/{answer_id}")
+@cached_response(ttl="1m", tags=["answers"])
+async def answer(answer_id: str) -> dict[str, object]:
+    """Stands for an LLM answer: takes ANSWER_SECONDS, and each run says it is a new one."""
+    await asyncio.sleep(float(os.environ.get("ANSWER_SECONDS", "0")))
+    return {"answer": answer_id, "run": uuid.uuid4().hex, "worker": os.getpid()}
 
 
 @app.get("/flags/{key}")

@@ -127,6 +127,7 @@ def servers(redis_url: str) -> Iterator[tuple[UvicornServer, UvicornServer]]:
     limited = {
         "TOOLKIT_BACKEND__URL": redis_url,
         "TOOLKIT_RATELIMIT__ROUTES": json.dumps({"/limited": "3/minute"}),
+        "TOOLKIT_CACHE__LOCAL_ENTRIES": "1",  # a local tier that evicts: every cache series
     }
     degraded = {
         "TOOLKIT_BACKEND__URL": f"redis://127.0.0.1:{free_port()}/0",
@@ -142,12 +143,17 @@ def servers(redis_url: str) -> Iterator[tuple[UvicornServer, UvicornServer]]:
 
 
 def drive(app: UvicornServer, down: UvicornServer) -> dict[int, int]:
-    """200s, 429s and 404s on the first app; fail-open 200s and fail-closed 503s (backend
-    errors) on the second. Returns how many of each status."""
+    """200s, 429s, 404s and cache decisions on the first app; fail-open 200s and fail-closed
+    503s (backend errors) on the second. Returns how many of each status."""
     statuses: dict[int, int] = {}
     with httpx.Client(timeout=5) as client:
         for base, paths in (
-            (app.base_url, ["/limited"] * 5 + ["/open"] * 3 + ["/missing"] * 2 + ["/sse"]),
+            (
+                app.base_url,
+                ["/limited"] * 5 + ["/open"] * 3 + ["/missing"] * 2 + ["/sse"]
+                # cache misses and hits, and local copies evicting each other
+                + ["/answers/1", "/answers/2"] * 2,
+            ),
             (down.base_url, ["/open"] * 3 + ["/closed"] * 3),
         ):
             for path in paths:
@@ -252,4 +258,6 @@ def test_every_panel_returns_data_from_a_real_prometheus(
     changes = {s["metric"]["instance"] for s in panel("Flag changes applied, by instance")}
     assert app.base_url.removeprefix("http://") in changes
     routes = {s["metric"]["http_route"] for s in panel("Requests by route")}
-    assert {"/limited", "/open", "/sse", names.UNMATCHED_ROUTE} <= routes
+    assert {"/limited", "/open", "/sse", "/answers/{answer_id}", names.UNMATCHED_ROUTE} <= routes
+    ratio = {s["metric"]["toolkit_cache_name"]: value(s) for s in panel("Cache hit ratio by cache")}
+    assert ratio["response"] > 0, ratio  # the second round of answers came from the cache

@@ -13,13 +13,16 @@ from toolkit.cache._singleflight import SingleFlight
 from toolkit.cache._store import CacheStore, LocalTier
 from toolkit.cache.embeddings import cache_embeddings
 from toolkit.cache.functions import cached
+from toolkit.cache.response import ResponseCacheMiddleware, cached_response
 
 __all__ = [
     "CacheStore",
     "LocalTier",
+    "ResponseCacheMiddleware",
     "SingleFlight",
     "cache_embeddings",
     "cached",
+    "cached_response",
     "current_cache",
     "invalidate",
     "set_current_cache",

@@ -62,11 +62,16 @@ class SingleFlight(Generic[T]):
     ) -> T:
         """``lookup()`` when another caller has produced it, else ``compute()`` (which
         stores what it produces). Backend failures degrade to computing without a lease."""
+        deadline = self._clock() + self._wait
         while (turn := self._local.get(key)) is not None:
             # Another coroutine of this process leads for this key: wait for its turn to end
-            # (shielded: our cancellation must not cancel the leader), then look again.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(turn)
+            # (shielded: our cancellation must not cancel the leader), then look again. As
+            # long as a follower in another process would wait, and no longer.
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return await compute()  # waited long enough for a leader that never stores
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(turn), remaining)
             found = await lookup()
             if found is not None:
                 return found
@@ -74,6 +79,27 @@ class SingleFlight(Generic[T]):
         self._local[key] = turn
         try:
             return await self._across_processes(key, lookup, compute)
+        finally:
+            del self._local[key]
+            turn.set_result(None)
+
+    async def run_if_idle(self, key: str, compute: Callable[[], Awaitable[T]]) -> T | None:
+        """``compute()`` under the lease when no caller in the fleet is computing ``key``;
+        None, without computing, when one is or the backend cannot tell. For work that can
+        wait for its next chance, such as refreshing a stale entry in the background."""
+        if key in self._local:
+            return None
+        turn = asyncio.get_running_loop().create_future()
+        self._local[key] = turn
+        try:
+            lease_key = f"lease:{key}"
+            token = uuid.uuid4().hex
+            try:
+                if not await self._backend.lease_acquire(lease_key, token, self._lease):
+                    return None
+            except BackendError:
+                return None
+            return await self._lead(lease_key, token, compute)
         finally:
             del self._local[key]
             turn.set_result(None)

@@ -13,6 +13,7 @@ token's name.
     PUT    /flags/{key}/rollout {"variant": "on", "percentage": 20}: sticky percentage rollout
     DELETE /flags/{key}         back to the default
     GET    /history?limit=50    the newest changes first
+    POST   /cache/invalidate    {"tags": ["catalog"]}: delete every cached entry under them
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import math
 import re
 from collections.abc import Awaitable, Mapping
@@ -48,6 +50,8 @@ REALM = "agent-server-toolkit"
 DEFAULT_HISTORY_LIMIT = 50
 MAX_HISTORY_LIMIT = 1000
 """As many changes as the backends keep."""
+
+logger = logging.getLogger("toolkit.admin")
 
 _PAGE = "admin_page.html"
 _ALWAYS = {"cache-control": "no-store", "x-content-type-options": "nosniff"}
@@ -182,6 +186,7 @@ class _Admin:
                 Route("/flags/{key}", self.reset_flag, methods=["DELETE"]),
                 Route("/flags/{key}/rollout", self.rollout_flag, methods=["PUT"]),
                 Route("/history", self.history, methods=["GET"]),
+                Route("/cache/invalidate", self.invalidate_cache, methods=["POST"]),
             ],
             default=self.not_found,
         )
@@ -260,6 +265,29 @@ class _Admin:
         except BackendError as exc:
             raise _Problem(503, f"the change history cannot be read: {exc}") from exc
         return _json({"history": changes})
+
+    async def invalidate_cache(self, request: Request) -> Response:
+        """Purge the caches (responses, functions, embeddings) by tag, on every instance:
+        the only way in that a client's own headers never open."""
+        from toolkit.cache import current_cache  # the cache imports flags; not the reverse
+
+        tags = (await _json_body(request, {"tags"}))["tags"]
+        if (
+            not isinstance(tags, list)
+            or not tags
+            or not all(isinstance(tag, str) and tag for tag in tags)
+        ):
+            raise _invalid("tags", "must be a non-empty list of non-empty strings")
+        try:
+            deleted = await current_cache().invalidate(tags)
+        except BackendError as exc:
+            raise _Problem(
+                503,
+                f"the cache backend failed ({exc}); some entries may remain. Try again.",
+                error_type=exc.error_type,
+            ) from exc
+        logger.info("cache tags %s invalidated by %s", tags, request.state.admin_name)
+        return _json({"tags": tags, "deleted": deleted})
 
     async def not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
         raise _Problem(404, f"no admin route {scope['path']!r}")

@@ -20,12 +20,13 @@ startup with a message naming the route, rather than silently not enforced.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from toolkit._paths import route_endpoints
 from toolkit.backends import Backend
 from toolkit.errors import ConfigurationError
 from toolkit.identity import ClientAddress, KeyResolver
@@ -103,7 +104,7 @@ def _policies(
             "slowapi application_limits are not supported by the toolkit; express them as the "
             "default limit or per-route limits"
         )
-    for template, endpoint, methods in _endpoints(routes):
+    for template, endpoint, methods in route_endpoints(routes):
         name = f"{endpoint.__module__}.{endpoint.__name__}"
         if name in limiter._exempt_routes:
             exempt.append(template)
@@ -171,26 +172,3 @@ def _default_policy(limiter: Any, client: ClientAddress) -> Policy | None:
     if not items:
         return None
     return Policy(DEFAULT_POLICY, tuple(items), key=_key(limiter._key_func, client))
-
-
-def _endpoints(
-    routes: Iterable[Any], prefix: str = ""
-) -> Iterator[tuple[str, Any, set[str] | None]]:
-    """(template, endpoint, methods) of every route, through mounts and included routers."""
-    try:  # FastAPI keeps included routers nested; this walks them with their full paths
-        from fastapi.routing import iter_route_contexts
-
-        routes = iter_route_contexts(list(routes))
-    except ImportError:
-        pass
-    for route in routes:
-        template = getattr(route, "path_format", None)
-        endpoint = getattr(route, "endpoint", None)
-        if template is None:
-            continue
-        if endpoint is None:
-            children = getattr(route, "routes", None)
-            if children:
-                yield from _endpoints(children, prefix + template.removesuffix("/{path}"))
-            continue
-        yield prefix + template, endpoint, getattr(route, "methods", None)

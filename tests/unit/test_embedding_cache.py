@@ -1,0 +1,298 @@
+"""@cache_embeddings on memory and real Redis: partial hits in place, duplicates embedded
+once, float32 storage, wrong counts refused, failures and telemetry."""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tests.support.otel import counter_value
+from tests.support.servers import RedisServer
+from toolkit.backends import Backend, MemoryBackend
+from toolkit.backends._reconnect import Reconnect
+from toolkit.backends.redis import RedisBackend
+from toolkit.cache import CacheStore, cache_embeddings, set_current_cache
+from toolkit.cache.embeddings import pack, unpack
+from toolkit.errors import ConfigurationError
+from toolkit.flags import CACHE_EMBEDDINGS, override
+from toolkit.telemetry import names
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+
+
+@pytest.fixture
+def store(backend: Backend, meter_provider: MeterProvider) -> CacheStore:
+    store = CacheStore(backend, meter_provider=meter_provider)
+    set_current_cache(store)
+    return store
+
+
+def vector_of(text: str) -> list[float]:
+    """A vector that identifies its text (exact in float32), so a misplaced one shows."""
+    return [float(len(text)), float(sum(map(ord, text)) % 10_000), 0.5]
+
+
+class Model:
+    """A fake embedding model that records each batch it is asked for."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        self.batches.append(list(texts))
+        return [vector_of(text) for text in texts]
+
+
+def requests(reader: InMemoryMetricReader, result: str) -> float:
+    return counter_value(
+        reader,
+        names.CACHE_REQUESTS,
+        **{names.CACHE_NAME: "embeddings", names.CACHE_RESULT: result},
+    )
+
+
+async def test_embeddings_partial_hits_come_back_at_their_input_positions(
+    store: CacheStore,
+) -> None:
+    """Regression for BerriAI/litellm#29284 (partial hits at the wrong positions): with the
+    2nd and 4th texts cached, the model is asked for the 1st, 3rd and 5th only, in order,
+    and every vector lands at its own text's position."""
+    model = Model()
+    embed = cache_embeddings(model="m")(model.embed)
+    await embed(["b", "dddd"])
+    texts = ["a", "b", "ccc", "dddd", "eeeee"]
+    assert await embed(texts) == [vector_of(t) for t in texts]
+    assert model.batches == [["b", "dddd"], ["a", "ccc", "eeeee"]]
+    assert await embed(list(reversed(texts))) == [vector_of(t) for t in reversed(texts)]
+    assert len(model.batches) == 2
+
+
+async def test_embeddings_duplicates_in_a_batch_are_embedded_once_and_fill_every_position(
+    store: CacheStore, metric_reader: InMemoryMetricReader
+) -> None:
+    model = Model()
+    embed = cache_embeddings(model="m")(model.embed)
+    await embed(["cached"])
+    texts = ["x", "cached", "y", "x", "cached", "x"]
+    assert await embed(texts) == [vector_of(t) for t in texts]
+    assert model.batches[1] == ["x", "y"]
+    # Per item: 1 miss for the warm-up, then 2 hits and 4 misses (duplicates included).
+    assert requests(metric_reader, names.CACHE_HIT) == 2
+    assert requests(metric_reader, names.CACHE_MISS) == 5
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    warm=st.lists(st.sampled_from("abcdefgh"), max_size=6),
+    texts=st.lists(st.sampled_from("abcdefgh"), max_size=12),
+)
+async def test_embeddings_any_mix_of_hits_misses_and_duplicates_returns_input_order(
+    warm: list[str], texts: list[str]
+) -> None:
+    """For any cached subset and any batch: one vector per text in input order, and the model
+    sees each missing text once, in first-occurrence order."""
+    set_current_cache(CacheStore(MemoryBackend()))
+    model = Model()
+    embed = cache_embeddings(model="m")(model.embed)
+    if warm:
+        await embed(warm)
+    model.batches.clear()
+    assert await embed(texts) == [vector_of(t) for t in texts]
+    missing = list(dict.fromkeys(t for t in texts if t not in warm))
+    assert model.batches == ([missing] if missing else [])
+
+
+async def test_embeddings_accept_any_sequence_and_return_empty_for_empty_without_a_call(
+    store: CacheStore,
+) -> None:
+    model = Model()
+    embed = cache_embeddings(model="m")(model.embed)
+    assert await embed(("a", "b")) == [vector_of("a"), vector_of("b")]  # type: ignore[arg-type]
+    assert await embed([]) == []
+    assert model.batches == [["a", "b"]]
+
+
+async def test_embeddings_are_stored_as_float32_and_returned_alike_for_hits_and_misses(
+    store: CacheStore,
+) -> None:
+    """A vector comes back float32-rounded whether computed or cached, so results do not
+    depend on the cache's state; each dimension costs 4 bytes."""
+    precise = [0.1, 1 / 3, -2.000001]
+
+    async def embed_precisely(texts: list[str]) -> list[list[float]]:
+        return [precise for _ in texts]
+
+    embed = cache_embeddings(model="m")(embed_precisely)
+    rounded = array.array("f", precise).tolist()
+    assert rounded != precise
+    assert await embed(["a"]) == [rounded]
+    assert await embed(["a"]) == [rounded]
+    assert len(pack(precise)) == 12
+    assert unpack(pack(precise)) == rounded
+
+
+async def test_embeddings_model_is_part_of_every_key(store: CacheStore) -> None:
+    small, large = Model(), Model()
+    embed_small = cache_embeddings(model="text-embedding-3-small")(small.embed)
+    embed_large = cache_embeddings(model="text-embedding-3-large")(large.embed)
+    await embed_small(["a"])
+    await embed_large(["a"])
+    assert small.batches == [["a"]]
+    assert large.batches == [["a"]]
+
+
+async def test_embeddings_wrong_number_of_vectors_raises_and_stores_nothing(
+    store: CacheStore,
+) -> None:
+    model = Model()
+
+    async def drops_one(texts: list[str]) -> list[list[float]]:
+        model.batches.append(list(texts))
+        return [vector_of(t) for t in texts][:-1]
+
+    embed = cache_embeddings(model="m")(drops_one)
+    with pytest.raises(ValueError, match="returned 1 vectors for 2 texts"):
+        await embed(["a", "b"])
+    with pytest.raises(ValueError, match="one vector per text"):
+        await embed(["a", "b"])
+    assert model.batches == [["a", "b"], ["a", "b"]]  # nothing was stored
+
+
+async def test_embeddings_wrap_methods_and_keyword_calls(store: CacheStore) -> None:
+    class Embedder:
+        def __init__(self) -> None:
+            self.batches: list[list[str]] = []
+
+        @cache_embeddings(model="m")
+        async def embed(self, texts: list[str]) -> list[list[float]]:
+            self.batches.append(list(texts))
+            return [vector_of(t) for t in texts]
+
+    embedder = Embedder()
+    assert await embedder.embed(["a"]) == [vector_of("a")]
+    assert await embedder.embed(texts=["a", "b"]) == [vector_of("a"), vector_of("b")]
+    assert embedder.batches == [["a"], ["b"]]
+
+
+async def test_embeddings_tags_invalidate_vectors(store: CacheStore) -> None:
+    model = Model()
+    embed = cache_embeddings(model="m", tags=["corpus-v1"])(model.embed)
+    await embed(["a", "b"])
+    assert await store.invalidate(["corpus-v1"]) == 2
+    await embed(["a"])
+    assert model.batches == [["a", "b"], ["a"]]
+
+
+async def test_embeddings_flag_off_goes_straight_to_the_function(
+    store: CacheStore, metric_reader: InMemoryMetricReader
+) -> None:
+    model = Model()
+    embed = cache_embeddings(model="m")(model.embed)
+    await embed(["a"])
+    with override({CACHE_EMBEDDINGS: "off"}):
+        assert await embed(["a", "a"]) == [vector_of("a")] * 2
+    assert model.batches == [["a"], ["a", "a"]]
+    assert requests(metric_reader, names.CACHE_BYPASS) == 2
+
+
+async def test_embeddings_batches_that_are_not_text_go_straight_to_the_function(
+    store: CacheStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "toolkit.cache")
+    calls: list[Any] = []
+
+    async def embed_tokens(texts: Sequence[Any]) -> list[list[float]]:
+        calls.append(texts)
+        return [[1.0] for _ in texts]
+
+    embed = cache_embeddings(model="m")(embed_tokens)
+    assert await embed([[1, 2], [3]]) == [[1.0], [1.0]]
+    assert await embed("one string") == [[1.0]] * 10
+    assert calls == [[[1, 2], [3]], "one string"]
+    assert len(caplog.records) == 1
+    assert "not a sequence of str" in caplog.text
+
+
+async def test_embeddings_decisions_are_on_the_current_span_once_per_result(
+    store: CacheStore, tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter
+) -> None:
+    model = Model()
+    embed = cache_embeddings(model="m")(model.embed)
+    await embed(["a"])
+    with tracer_provider.get_tracer("test").start_as_current_span("request"):
+        await embed(["a", "b", "c"])
+    (span,) = span_exporter.get_finished_spans()
+    events = [dict(e.attributes or {}) for e in span.events]
+    assert events == [
+        {names.CACHE_NAME: "embeddings", names.CACHE_RESULT: "hit"},
+        {names.CACHE_NAME: "embeddings", names.CACHE_RESULT: "miss"},
+    ]
+
+
+async def test_embeddings_refuse_functions_that_take_more_than_the_texts() -> None:
+    async def embed(texts: list[str], dimensions: int) -> list[list[float]]:
+        return []
+
+    def embed_sync(texts: list[str]) -> list[list[float]]:
+        return []
+
+    with pytest.raises(ConfigurationError, match=r"takes \(texts, dimensions\)"):
+        cache_embeddings(model="m")(embed)
+    with pytest.raises(ConfigurationError, match="async function"):
+        cache_embeddings(model="m")(embed_sync)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="model=''"):
+        cache_embeddings(model="")
+    with pytest.raises(ConfigurationError, match="ttl='forever'"):
+        cache_embeddings(model="m", ttl="forever")
+
+
+async def test_embeddings_are_computed_without_raising_while_redis_is_down_and_recover(
+    redis_server: RedisServer, metric_reader: InMemoryMetricReader, meter_provider: MeterProvider
+) -> None:
+    """Redis stopped: the model embeds every text (duplicates once), the vectors come back in
+    order, no exception from the cache, counted as errors; when Redis returns, caching
+    resumes by itself."""
+    server = RedisServer(redis_server.binary)
+    server.start()
+    backend = RedisBackend(
+        server.url,
+        timeout=0.2,
+        meter_provider=meter_provider,
+        reconnect=Reconnect(initial_delay=0.1, max_delay=0.1),
+    )
+    set_current_cache(CacheStore(backend, meter_provider=meter_provider))
+    model = Model()
+    embed = cache_embeddings(model="m")(model.embed)
+    try:
+        await embed(["a"])
+        server.stop()
+        started = time.monotonic()
+        assert await embed(["a", "b", "a"]) == [vector_of(t) for t in ["a", "b", "a"]]
+        assert await embed(["a"]) == [vector_of("a")]
+        assert time.monotonic() - started < 1.0
+        assert model.batches == [["a"], ["a", "b"], ["a"]]
+        assert requests(metric_reader, names.CACHE_ERROR) == 4
+
+        server.start()
+        deadline = time.monotonic() + 5
+        while requests(metric_reader, names.CACHE_HIT) < 1 and time.monotonic() < deadline:
+            await embed(["c"])
+            await asyncio.sleep(0.05)
+        assert requests(metric_reader, names.CACHE_HIT) >= 1
+    finally:
+        await backend.close()
+        server.stop()

@@ -1,0 +1,88 @@
+"""How a cached response is stored: status, the raw header list, the body, and its timing.
+
+msgpack, not pickle: an entry is data, and reading one can never run code. Header names and
+values stay bytes exactly as the app sent them, in their order (no ``name=value;`` joining
+that a colon or semicolon inside a value could break).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final, NamedTuple
+
+import msgpack  # type: ignore[import-untyped]
+
+VERSION: Final = 1
+"""Format of the stored array; an entry of any other version reads as a miss."""
+PASS: Final = 0
+"""Status of a marker entry: the origin answered something that may not be stored, so the
+callers of this key go straight to it for a while instead of queueing behind one another."""
+
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+class Entry(NamedTuple):
+    """A stored response.
+
+    Attributes:
+        status: the HTTP status, or :data:`PASS` for a marker.
+        headers: the response's header list, as the app sent it.
+        body: every body byte, concatenated.
+        stored_at: wall-clock seconds (``time.time()``) when stored: shared by processes.
+        ttl: seconds it is fresh.
+        stale: seconds after ``ttl`` during which it may be served while it is refreshed.
+    """
+
+    status: int
+    headers: Headers
+    body: bytes
+    stored_at: float
+    ttl: float
+    stale: float
+
+    @property
+    def is_pass(self) -> bool:
+        return self.status == PASS
+
+
+def encode(
+    status: int,
+    headers: Sequence[tuple[bytes, bytes]],
+    body: bytes,
+    stored_at: float,
+    ttl: float,
+    stale: float,
+) -> bytes:
+    """The stored form of a response."""
+    packed: bytes = msgpack.packb(
+        (VERSION, status, headers, body, stored_at, ttl, stale), use_bin_type=True
+    )
+    return packed
+
+
+def encode_pass(stored_at: float, ttl: float) -> bytes:
+    """The stored form of a marker that sends this key's callers to the origin for ``ttl``."""
+    return encode(PASS, (), b"", stored_at, ttl, 0.0)
+
+
+def decode(raw: bytes) -> Entry:
+    """The entry stored as ``raw``.
+
+    Raises:
+        ValueError: ``raw`` is not an entry of this version (written by another version, or
+            not by this cache at all).
+    """
+    try:
+        fields = msgpack.unpackb(raw, use_list=False, raw=False)
+    except Exception as exc:  # msgpack raises several types for malformed input
+        raise ValueError(f"not a cache entry: {exc}") from exc
+    if (
+        type(fields) is not tuple
+        or len(fields) != 7
+        or fields[0] != VERSION
+        or type(fields[1]) is not int
+        or type(fields[2]) is not tuple
+        or type(fields[3]) is not bytes
+    ):
+        raise ValueError("not a cache entry of this version")
+    return Entry._make(fields[1:])

@@ -1,0 +1,63 @@
+"""Canonical forms of what selects a cached value, so that equal requests meet one entry.
+
+Two inputs that the application reads as equal should give one key (a better hit ratio), and
+two inputs it may read differently must never share one (a poisoned or leaked entry). Each
+form below errs on the second side: when in doubt, the inputs stay apart.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from typing import Any
+from urllib.parse import unquote_plus
+
+import msgpack  # type: ignore[import-untyped]
+
+
+def canonical_json(value: Any) -> bytes:
+    """``value`` as JSON in one canonical form: object keys sorted, no whitespace, UTF-8 with
+    non-ASCII characters as themselves. Values that differ only in key order or spacing give
+    the same bytes; any other difference gives different bytes.
+
+    Raises:
+        ValueError: NaN or an infinity (not JSON), or a recursion too deep to serialise.
+        TypeError: a value JSON has no form for, or object keys of mixed types.
+    """
+    text = json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    # json.loads accepts lone surrogates ("\ud800"); keep them distinct rather than failing.
+    return text.encode("utf-8", "surrogatepass")
+
+
+@functools.lru_cache(maxsize=4096)  # the same few query strings come back request after request
+def canonical_query(query_string: bytes) -> bytes:
+    """The query with its parameters ordered by name, each kept exactly as sent.
+
+    Parameters with different names commute (``?a=1&b=2`` is ``?b=2&a=1``), but repeated ones
+    keep their order (``?a=1&a=2`` is not ``?a=2&a=1``: an app reading the list, or the last
+    value, sees a difference). Names are compared as the app decodes them, so ``%61`` and
+    ``a`` stay in their relative order too; the raw text is kept, so spellings the app might
+    decode differently (``%20`` and ``+``, invalid UTF-8) never merge.
+    """
+    if not query_string:
+        return b""
+    parts = query_string.split(b"&")
+    if len(parts) == 1:
+        return query_string
+    # sorted() is stable: parameters whose decoded names are equal keep their order.
+    parts.sort(key=_decoded_name)
+    return b"&".join(parts)
+
+
+def _decoded_name(part: bytes) -> str:
+    return unquote_plus(part.partition(b"=")[0].decode("latin-1"))
+
+
+def digest_key(namespace: str, parts: Any) -> str:
+    """The storage key for ``parts`` (any msgpack-able structure) under ``namespace``: a hash,
+    so that no identity, path or body reaches storage, a span or a log in clear."""
+    material = msgpack.packb(parts, use_bin_type=True)
+    return f"{namespace}:{hashlib.blake2b(material, digest_size=20).hexdigest()}"
