@@ -13,7 +13,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import toolkit
 from tests.support.otel import metric_names, points
 from tests.support.servers import free_port
+from toolkit.cache import cached_response, set_current_cache
 from toolkit.telemetry import names
+
+
+@toolkit.cached(ttl="1m", tags=["answers"], namespace="registry")
+async def classify(text: str) -> str:
+    return text.upper()
 
 pytestmark = pytest.mark.anyio
 
@@ -34,12 +40,17 @@ async def drive_every_capability(
     tracer_provider: TracerProvider, meter_provider: MeterProvider
 ) -> None:
     """Allowed, rejected, shadow-rejected and backend-error decisions, a 404, a 500, a flag
-    flipped and evaluated, cache entries stored, read and invalidated."""
+    flipped and evaluated, response and function cache misses and hits, an invalidation."""
     app = FastAPI()
 
     @app.get("/chat/{session}")
     async def chat(session: str) -> dict[str, str]:
         return {"session": session}
+
+    @app.get("/answers/{answer_id}")
+    @cached_response(ttl="1m", tags=["answers"])
+    async def answer(answer_id: str) -> dict[str, str]:
+        return {"answer": await classify(answer_id)}
 
     @app.get("/boom")
     async def boom() -> None:
@@ -51,7 +62,10 @@ async def drive_every_capability(
         toolkit.ToolkitSettings(
             ratelimit={
                 "limit": "1/minute",
-                "routes": {"/shadow": {"limit": "1/minute", "shadow": True}},
+                "routes": {
+                    "/shadow": {"limit": "1/minute", "shadow": True},
+                    "/answers/{answer_id}": "10/minute",
+                },
             },
         ),
         tracer_provider=tracer_provider,
@@ -65,18 +79,19 @@ async def drive_every_capability(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
     )
+    set_current_cache(installed.cache)  # the decorators use the first app's store
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     await installed.startup()
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         for path in ["/chat/a", "/chat/b", "/shadow", "/shadow", "/boom", "/missing"]:
             await client.get(path)
+        for path in ["/answers/1", "/answers/1"]:  # a response cache miss, then a hit
+            await client.get(path, headers={"x-api-key": "k"})
         await installed.store.set(toolkit.flags.RATELIMIT, "shadow", by="test")
         await installed.store.set(toolkit.flags.RATELIMIT, "on", by="test")
         await client.get("/chat/c")
     with tracer_provider.get_tracer("test").start_as_current_span("cache work"):
-        await installed.cache.set("answer", b"42", ttl=60, tags=["answers"])
-        await installed.cache.get("answer")
-        installed.cache.record("drive", names.CACHE_HIT)
+        await classify("1")  # a function cache hit: the route computed it
         await installed.cache.invalidate(["answers"])
     await installed.shutdown()
     async with httpx.AsyncClient(
@@ -113,3 +128,9 @@ async def test_everything_emitted_is_declared_and_everything_declared_is_emitted
     used |= {key for span in spans for event in span.events for key in event.attributes}
     used -= {"exception.stacktrace", "exception.escaped"}  # the SDK's record_exception
     assert not used - DECLARED_ATTRIBUTES, f"undeclared attributes: {used - DECLARED_ATTRIBUTES}"
+    decisions = {
+        (point.attributes[names.CACHE_NAME], point.attributes[names.CACHE_RESULT])
+        for point in points(metric_reader, names.CACHE_REQUESTS)
+        if point.value
+    }
+    assert {("response", "miss"), ("response", "hit"), ("registry", "hit")} <= decisions
