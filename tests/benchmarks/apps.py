@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit
 
+from aiocache import RedisCache, cached
+from cashews import cache as cashews_cache
 from fastapi import FastAPI, Request, Response
 from opentelemetry import _logs, metrics, trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -27,7 +30,7 @@ from slowapi.errors import RateLimitExceeded
 from slowapi.util import get_remote_address
 
 import toolkit
-from toolkit import ToolkitSettings
+from toolkit import ResponseCacheMiddleware, ToolkitSettings
 
 # High enough that no run can exhaust it: every request is decided, none refused.
 LIMIT = "100000000/minute"
@@ -133,6 +136,47 @@ def _otel_fastapi(name: str) -> FastAPI:
     return app
 
 
+# The cache configurations: /bench is cached for longer than any run, so every measured
+# request is a hit, answered from Redis.
+CACHE_TTL = 3600
+
+
+def _toolkit_cache(name: str, url: str) -> FastAPI:
+    """The response cache alone, as `app.add_middleware` documents it (the caller's identity
+    in the key, as by default)."""
+    app = _plain(name)
+    app.add_middleware(ResponseCacheMiddleware, routes={"/bench": {"ttl": CACHE_TTL}}, storage=url)
+    return app
+
+
+def _cashews(name: str, url: str) -> FastAPI:
+    """cashews as its README documents it for FastAPI: the endpoint decorated on Redis."""
+    cashews_cache.setup(url)
+    app = FastAPI()
+
+    @app.get("/bench")
+    @cashews_cache(ttl=CACHE_TTL)
+    async def bench() -> dict[str, object]:
+        return PAYLOAD
+
+    _add_health(app, name)
+    return app
+
+
+def _aiocache(name: str, url: str) -> FastAPI:
+    """aiocache's `cached` decorator on its Redis backend."""
+    where = urlsplit(url)
+    app = FastAPI()
+
+    @app.get("/bench")
+    @cached(ttl=CACHE_TTL, cache=RedisCache, endpoint=where.hostname, port=where.port)
+    async def bench() -> dict[str, object]:
+        return PAYLOAD
+
+    _add_health(app, name)
+    return app
+
+
 CONFIGURATIONS: dict[str, Callable[[str], FastAPI]] = {
     "bare": _plain,
     "toolkit-memory": lambda name: _toolkit_limited(name, "memory://"),
@@ -142,6 +186,9 @@ CONFIGURATIONS: dict[str, Callable[[str], FastAPI]] = {
     "slowapi-redis-noheaders": lambda name: _slowapi(name, _redis_url(), headers=False),
     "toolkit-telemetry": _toolkit_telemetry,
     "otel-fastapi": _otel_fastapi,
+    "toolkit-cache-redis": lambda name: _toolkit_cache(name, _redis_url()),
+    "cashews-redis": lambda name: _cashews(name, _redis_url()),
+    "aiocache-redis": lambda name: _aiocache(name, _redis_url()),
 }
 """Every configuration, in the order the load driver runs and reports them."""
 

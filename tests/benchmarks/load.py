@@ -43,8 +43,18 @@ _LIMITER_HEADER = {
     "toolkit-redis": "ratelimit",
     "slowapi-memory": "x-ratelimit-limit",
     "slowapi-redis": "x-ratelimit-limit",
+    "toolkit-cache-redis": "x-cache",
 }
-_USES_REDIS = frozenset(("toolkit-redis", "slowapi-redis", "slowapi-redis-noheaders"))
+_USES_REDIS = frozenset(
+    (
+        "toolkit-redis",
+        "slowapi-redis",
+        "slowapi-redis-noheaders",
+        "toolkit-cache-redis",
+        "cashews-redis",
+        "aiocache-redis",
+    )
+)
 _TRACED = frozenset(("toolkit-telemetry", "otel-fastapi"))
 
 
@@ -65,6 +75,8 @@ TARGETS = (
     Target("toolkit-redis", "slowapi-redis", 2.0),
     Target("toolkit-memory", "slowapi-memory", 1.4),
     Target("toolkit-telemetry", "otel-fastapi", 2.0),
+    Target("toolkit-cache-redis", "cashews-redis", 1.2),
+    Target("toolkit-cache-redis", "aiocache-redis", 1.2),
 )
 
 

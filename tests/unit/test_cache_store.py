@@ -10,10 +10,13 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from tests.support.otel import points
+from tests.support.servers import free_port
 from tests.support.waiting import eventually
 from toolkit.backends import Backend, MemoryBackend
 from toolkit.backends.base import CACHE_CHANNEL
+from toolkit.backends.redis import RedisBackend
 from toolkit.cache import CacheStore, LocalTier, SingleFlight
+from toolkit.errors import BackendError
 from toolkit.telemetry import names
 
 pytestmark = pytest.mark.anyio
@@ -152,3 +155,43 @@ async def test_memory_entries_are_bounded_and_evictions_counted(
     assert gauge.value == entries
     durations = points(metric_reader, names.CACHE_OPERATION_DURATION)
     assert {p.attributes[names.CACHE_OPERATION] for p in durations} == {"set", "get"}
+
+
+@pytest.mark.redis
+async def test_concurrent_reads_reach_redis_as_one_round_trip_each_caller_its_own_answer(
+    redis_url: str, meter_provider: MeterProvider, metric_reader: InMemoryMetricReader
+) -> None:
+    """50 lookups made at once (repeated keys among them) are one MGET; every caller gets
+    the values of its own keys, in its order, and a caller cancelled meanwhile takes
+    nothing from the others."""
+    backend = RedisBackend(redis_url, timeout=2)
+    store = CacheStore(backend, meter_provider=meter_provider)
+    try:
+        await store.set_many([(f"k{i}", f"v{i}".encode()) for i in range(10)], ttl=60)
+        asks = [[f"k{i % 10}", "missing", f"k{(i * 7) % 10}"] for i in range(50)]
+        tasks = [asyncio.ensure_future(store.get_many(keys)) for keys in asks]
+        tasks[3].cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert tasks[3].cancelled()
+        for keys, task in zip(asks, tasks, strict=True):
+            if task is not tasks[3]:
+                assert task.result() == [
+                    None if key == "missing" else f"v{key[1:]}".encode() for key in keys
+                ]
+        (reads,) = [
+            p
+            for p in points(metric_reader, names.CACHE_OPERATION_DURATION)
+            if p.attributes[names.CACHE_OPERATION] == "get"
+        ]
+        assert reads.count == 1
+    finally:
+        await backend.close()
+
+
+@pytest.mark.redis
+async def test_a_failed_batched_read_fails_every_caller_with_a_backend_error() -> None:
+    backend = RedisBackend(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
+    store = CacheStore(backend)
+    results = await asyncio.gather(*(store.get(f"k{i}") for i in range(5)), return_exceptions=True)
+    assert all(isinstance(result, BackendError) for result in results), results
+    await backend.close()

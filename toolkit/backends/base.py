@@ -39,6 +39,8 @@ class Backend(abc.ABC):
     """
 
     name: ClassVar[str]
+    in_process: ClassVar[bool] = False
+    """Whether calls are served inside this process, with no round trip to save."""
 
     def __init__(
         self,

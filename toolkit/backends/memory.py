@@ -56,6 +56,7 @@ class MemoryBackend(Backend):
     """
 
     name: ClassVar[str] = "memory"
+    in_process: ClassVar[bool] = True
 
     def __init__(
         self,
