@@ -104,3 +104,6 @@ if os.environ.get("QUICKSTART_TOOLKIT", "0").lower() in ("1", "true", "yes", "on
     # on /chat, the route that spends model calls. Everything else keeps its defaults.
     policy = {"key": "api_key", "limit": "60/minute", "routes": {"/chat": "5/second"}}
     toolkit.install(app, toolkit.ToolkitSettings(ratelimit=policy))
+    # The model's answer depends on the question and the documents only, never on who asks:
+    # one call per distinct question for ten minutes, for every caller and every instance.
+    call_model = toolkit.cached(ttl="10m", namespace="model")(call_model)

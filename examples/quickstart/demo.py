@@ -35,7 +35,11 @@ USERS = 8
 USER_INTERVAL = (0.25, 0.35)  # seconds between one user's messages
 ABUSIVE_CONCURRENCY = 10
 # Series of the "after" server shown under the table: where its numbers come from.
-SHOWN_METRICS = ("toolkit_rate_limit_requests_total", "http_server_request_duration_seconds_count")
+SHOWN_METRICS = (
+    "toolkit_rate_limit_requests_total",
+    "toolkit_cache_requests_total",
+    "http_server_request_duration_seconds_count",
+)
 QUESTIONS = (
     "how long do refunds take?",
     "where is my tracking link?",
@@ -235,6 +239,14 @@ class Demo:
             if sample.name == name
         ]
 
+    def model_cache(self) -> dict[str, float]:
+        """The after server's model-answer cache decisions: result -> count."""
+        return {
+            labels["toolkit_cache_result"]: value
+            for labels, value in self.samples("toolkit_cache_requests_total")
+            if labels.get("toolkit_cache_name") == "model"
+        }
+
 
 def run_demo(duration: float) -> Demo:
     """Both phases, each on a fresh server."""
@@ -259,6 +271,7 @@ def report(demo: Demo) -> str:
         f"  abusive  1 API key keeping {ABUSIVE_CONCURRENCY} chats in flight, as fast as answered",
         "before:  the app alone",
         f"after:   the same app with toolkit.install(); /chat answers RateLimit-Policy: {policy}",
+        "         and the model's answers cached per question (@toolkit.cached)",
         "",
         f"{'phase':<8}{'client':<9}{'requests':>9}{'2xx':>7}{'429':>7}{'other':>7}"
         f"{'p50 ms':>8}{'p95 ms':>8}",
@@ -278,6 +291,13 @@ def report(demo: Demo) -> str:
             f"{phase}: the abusive client got {load.abusive.allowed} of the {served} "
             f"answered chats ({share:.0%})"
         )
+    cache = demo.model_cache()
+    lookups = sum(cache.values())
+    lines.append(
+        f"before: {demo.before.users.allowed + demo.before.abusive.allowed} model calls; "
+        f"after: {cache.get('miss', 0):.0f} model calls, {cache.get('hit', 0):.0f} answers "
+        f"from the cache (hit ratio {cache.get('hit', 0) / lookups if lookups else 0:.0%})"
+    )
     rejected = sum(
         value
         for labels, value in demo.samples("toolkit_rate_limit_requests_total")

@@ -9,7 +9,7 @@ import sys
 import httpx
 import pytest
 
-from examples.quickstart.demo import ROOT, SHOWN_METRICS, Demo, report, run_demo
+from examples.quickstart.demo import QUESTIONS, ROOT, SHOWN_METRICS, Demo, report, run_demo
 
 pytestmark = pytest.mark.slow
 
@@ -72,6 +72,17 @@ def test_the_report_shows_the_servers_own_counts(demo: Demo) -> None:
     }
     assert requests == {("/chat", "200"): answered, ("__unmatched__", "429"): rejected}
     assert f"rejected by the toolkit: {rejected}; 429s received by the clients: {rejected}" in text
+
+
+def test_the_model_runs_once_per_distinct_question_with_the_toolkit(demo: Demo) -> None:
+    """The users ask a handful of questions again and again: with the toolkit each distinct
+    one (the users' five, the abusive client's one) reaches the model once; every other
+    answered chat is a cache hit, and the report says so."""
+    answered = demo.after.users.allowed + demo.after.abusive.allowed
+    cache = demo.model_cache()
+    assert cache["miss"] <= len(QUESTIONS) + 1
+    assert cache["hit"] + cache["miss"] == answered
+    assert f"after: {cache['miss']:.0f} model calls, {cache['hit']:.0f} answers" in report(demo)
 
 
 def test_serve_runs_the_app_with_the_toolkit_until_ctrl_c() -> None:
