@@ -19,10 +19,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.support.otel import counter_value
-from tests.support.servers import RedisServer
+from tests.unit.conftest import StoppableCache
 from toolkit.backends import Backend, MemoryBackend
-from toolkit.backends._reconnect import Reconnect
-from toolkit.backends.redis import RedisBackend
 from toolkit.cache import CacheStore, cache_embeddings, set_current_cache
 from toolkit.cache.embeddings import pack, unpack
 from toolkit.errors import ConfigurationError
@@ -261,38 +259,26 @@ async def test_embeddings_refuse_functions_that_take_more_than_the_texts() -> No
 
 
 async def test_embeddings_are_computed_without_raising_while_redis_is_down_and_recover(
-    redis_server: RedisServer, metric_reader: InMemoryMetricReader, meter_provider: MeterProvider
+    stoppable_cache: StoppableCache, metric_reader: InMemoryMetricReader
 ) -> None:
     """Redis stopped: the model embeds every text (duplicates once), the vectors come back in
     order, no exception from the cache, counted as errors; when Redis returns, caching
     resumes by itself."""
-    server = RedisServer(redis_server.binary)
-    server.start()
-    backend = RedisBackend(
-        server.url,
-        timeout=0.2,
-        meter_provider=meter_provider,
-        reconnect=Reconnect(initial_delay=0.1, max_delay=0.1),
-    )
-    set_current_cache(CacheStore(backend, meter_provider=meter_provider))
+    server = stoppable_cache.server
     model = Model()
     embed = cache_embeddings(model="m")(model.embed)
-    try:
-        await embed(["a"])
-        server.stop()
-        started = time.monotonic()
-        assert await embed(["a", "b", "a"]) == [vector_of(t) for t in ["a", "b", "a"]]
-        assert await embed(["a"]) == [vector_of("a")]
-        assert time.monotonic() - started < 1.0
-        assert model.batches == [["a"], ["a", "b"], ["a"]]
-        assert requests(metric_reader, names.CACHE_ERROR) == 4
+    await embed(["a"])
+    server.stop()
+    started = time.monotonic()
+    assert await embed(["a", "b", "a"]) == [vector_of(t) for t in ["a", "b", "a"]]
+    assert await embed(["a"]) == [vector_of("a")]
+    assert time.monotonic() - started < 1.0
+    assert model.batches == [["a"], ["a", "b"], ["a"]]
+    assert requests(metric_reader, names.CACHE_ERROR) == 4
 
-        server.start()
-        deadline = time.monotonic() + 5
-        while requests(metric_reader, names.CACHE_HIT) < 1 and time.monotonic() < deadline:
-            await embed(["c"])
-            await asyncio.sleep(0.05)
-        assert requests(metric_reader, names.CACHE_HIT) >= 1
-    finally:
-        await backend.close()
-        server.stop()
+    server.start()
+    deadline = time.monotonic() + 5
+    while requests(metric_reader, names.CACHE_HIT) < 1 and time.monotonic() < deadline:
+        await embed(["c"])
+        await asyncio.sleep(0.05)
+    assert requests(metric_reader, names.CACHE_HIT) >= 1

@@ -16,10 +16,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import toolkit
 from tests.support.otel import counter_value
-from tests.support.servers import RedisServer
+from tests.unit.conftest import StoppableCache
 from toolkit.backends import Backend, MemoryBackend
-from toolkit.backends._reconnect import Reconnect
-from toolkit.backends.redis import RedisBackend
 from toolkit.cache import CacheStore, LocalTier, cached, set_current_cache
 from toolkit.errors import ConfigurationError
 from toolkit.flags import CACHE_FUNCTION, override
@@ -502,22 +500,12 @@ async def test_cached_keeps_the_function_signature_and_name() -> None:
 
 
 async def test_cached_calls_the_function_without_raising_while_redis_is_down_and_recovers(
-    redis_server: RedisServer,
-    metric_reader: InMemoryMetricReader,
-    meter_provider: MeterProvider,
+    stoppable_cache: StoppableCache, metric_reader: InMemoryMetricReader
 ) -> None:
     """Redis stopped: every call reaches the function and returns its value, no exception
     from the cache, counted as error and within the backend timeout; when Redis is back,
     caching resumes by itself."""
-    server = RedisServer(redis_server.binary)
-    server.start()
-    backend = RedisBackend(
-        server.url,
-        timeout=0.2,
-        meter_provider=meter_provider,
-        reconnect=Reconnect(initial_delay=0.1, max_delay=0.1),
-    )
-    set_current_cache(CacheStore(backend, meter_provider=meter_provider))
+    server = stoppable_cache.server
     calls = Calls()
 
     @cached(ttl="1m", namespace="test")
@@ -525,27 +513,23 @@ async def test_cached_calls_the_function_without_raising_while_redis_is_down_and
         calls.arguments.append(query)
         return f"intent:{query}"
 
-    try:
-        assert await classify("a") == "intent:a"
-        assert await classify("a") == "intent:a"
-        assert len(calls) == 1
-        server.stop()
-        started = time.monotonic()
-        for query in ["a", "b", "a"]:
-            assert await classify(query) == f"intent:{query}"
-        assert time.monotonic() - started < 1.0
-        assert len(calls) == 4
-        assert requests(metric_reader, names.CACHE_ERROR) == 3
+    assert await classify("a") == "intent:a"
+    assert await classify("a") == "intent:a"
+    assert len(calls) == 1
+    server.stop()
+    started = time.monotonic()
+    for query in ["a", "b", "a"]:
+        assert await classify(query) == f"intent:{query}"
+    assert time.monotonic() - started < 1.0
+    assert len(calls) == 4
+    assert requests(metric_reader, names.CACHE_ERROR) == 3
 
-        server.start()
-        deadline = time.monotonic() + 5
-        while requests(metric_reader, names.CACHE_HIT) < 2 and time.monotonic() < deadline:
-            await classify("c")
-            await asyncio.sleep(0.05)
-        assert requests(metric_reader, names.CACHE_HIT) >= 2  # stored, then served again
-    finally:
-        await backend.close()
-        server.stop()
+    server.start()
+    deadline = time.monotonic() + 5
+    while requests(metric_reader, names.CACHE_HIT) < 2 and time.monotonic() < deadline:
+        await classify("c")
+        await asyncio.sleep(0.05)
+    assert requests(metric_reader, names.CACHE_HIT) >= 2  # stored, then served again
 
 
 async def test_cached_memory_store_is_used_before_install() -> None:
