@@ -7,18 +7,23 @@ toolkit.install(app)    # configured from TOOLKIT_* environment variables / tool
 from toolkit import flags as flags  # the toolkit.flags module: is_enabled, variant, ...
 from toolkit._version import __version__
 from toolkit.cache import ResponseCacheMiddleware, cache_embeddings, cached
-from toolkit.errors import BackendError, ConfigurationError, ToolkitError
+from toolkit.errors import BackendError, CircuitOpenError, ConfigurationError, ToolkitError
 from toolkit.flags import feature
 from toolkit.install import Toolkit, install
 from toolkit.ratelimit import RateLimitMiddleware
+from toolkit.resilience import CircuitBreaker, RetryBudget, RetryPolicy, resilient
 from toolkit.settings import ToolkitSettings
 from toolkit.telemetry.middleware import TelemetryMiddleware
 
 __all__ = [
     "BackendError",
+    "CircuitBreaker",
+    "CircuitOpenError",
     "ConfigurationError",
     "RateLimitMiddleware",
     "ResponseCacheMiddleware",
+    "RetryBudget",
+    "RetryPolicy",
     "TelemetryMiddleware",
     "Toolkit",
     "ToolkitError",
@@ -28,4 +33,5 @@ __all__ = [
     "cached",
     "feature",
     "install",
+    "resilient",
 ]
