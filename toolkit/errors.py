@@ -38,7 +38,6 @@ class BackendError(ToolkitError):
 class BackendUnavailable(BackendError):
     """The backend failed recently and is skipped until its next reconnect attempt."""
 
-
 class CircuitOpenError(ToolkitError):
     """A circuit breaker refused the call without running it: the breaker is open, forced
     open, or half-open with every probe permit taken. Catch it to answer without the

@@ -8,9 +8,10 @@ app work. Order and wiring live here and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio.to_thread
@@ -23,10 +24,12 @@ from starlette.responses import Response
 
 from toolkit.backends import Backend, backend_from_settings
 from toolkit.cache import CacheStore, LocalTier, ResponseCacheMiddleware, set_current_cache
-from toolkit.errors import ConfigurationError
+from toolkit.errors import ConfigurationError, PoolError
 from toolkit.flags import FlagContextMiddleware, FlagSource, FlagStore, set_current_store
 from toolkit.flags._setup import flag_store_from_settings
 from toolkit.flags.admin import admin_routes
+from toolkit.pool import AgentPool
+from toolkit.pool._http import pool_unavailable
 from toolkit.ratelimit import RateLimitMiddleware
 from toolkit.settings import ToolkitSettings
 from toolkit.telemetry.middleware import TelemetryMiddleware
@@ -46,16 +49,45 @@ class Toolkit:
     """The toolkit's flag store: overrides, history, the admin routes and the CLI use it."""
     cache: CacheStore
     """The store of every cache: responses, ``@cached``, ``@cache_embeddings``."""
+    pools: list[AgentPool[Any]] = field(default_factory=list)
+    """The agent pools started before serving and closed at shutdown."""
+
+    def add_pool(self, pool: AgentPool[Any]) -> AgentPool[Any]:
+        """Start ``pool`` with the app (warm-up before the first request) and close it at
+        shutdown; the same as ``install(app, pools=[pool])``. Call it before startup."""
+        if not isinstance(pool, AgentPool):
+            raise ConfigurationError(
+                f"add_pool({pool!r}): an AgentPool, e.g. add_pool(toolkit.AgentPool(make_agent))"
+            )
+        if pool not in self.pools:
+            self.pools.append(pool)
+        return pool
 
     async def startup(self) -> None:
-        """Connect the backend and load the flags. Never fails and never waits past the
-        backend timeout: an unreachable backend is logged and served around."""
+        """Connect the backend, load the flags, then build the pools' warm objects. Never
+        fails: an unreachable backend is logged and served around, and a factory that fails
+        at warm-up is logged and tried again on demand. Waits for the warm-up (each build
+        bounded by its pool's ``create_timeout``), so the first request finds it done."""
         await self.backend.connect()
         await self.store.start()
         await self.cache.start()
+        if self.pools:
+            await asyncio.gather(
+                *(
+                    pool.start(
+                        flags=self.flags,
+                        meter_provider=self.telemetry.meter_provider,
+                        tracer_provider=self.telemetry.tracer_provider,
+                    )
+                    for pool in self.pools
+                )
+            )
 
     async def shutdown(self) -> None:
-        """Stop following flags, close the backend, flush the providers the toolkit created."""
+        """Close the pools, stop following flags, close the backend, flush the providers the
+        toolkit created."""
+        if self.pools:
+            await asyncio.gather(*(pool.close() for pool in self.pools))
         await self.cache.stop()
         await self.store.stop()
         await self.backend.close()
@@ -68,14 +100,19 @@ def install(
     *,
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
+    pools: Iterable[AgentPool[Any]] = (),
 ) -> Toolkit:
     """Add the toolkit to a Starlette or FastAPI app: telemetry, rate limiting, ``/metrics``
-    and the startup/shutdown of its backend, around any lifespan the app already has.
+    and the startup/shutdown of its backend and pools, around any lifespan the app already
+    has. A :class:`~toolkit.errors.PoolError` raised by a route (full wait queue, acquire
+    timeout) is answered 503 problem+json with ``Retry-After``, unless the app handles it.
 
     Args:
         app: the application; other ASGI apps can use the middlewares directly.
         settings: all settings; loaded from ``TOOLKIT_*`` and ``toolkit.toml`` when None.
         tracer_provider / meter_provider: providers to use instead of the global ones.
+        pools: agent pools to warm up before the first request and close at shutdown (more
+            with ``toolkit.add_pool(pool)`` before startup).
 
     Raises:
         ConfigurationError: a setting is invalid, or the app already has the toolkit.
@@ -109,6 +146,8 @@ def install(
     )
     set_current_cache(cache)
     toolkit = Toolkit(settings, backend, telemetry, flags, store, cache)
+    for pool in pools:
+        toolkit.add_pool(pool)
 
     metrics_path = settings.telemetry.metrics_path
     serves_metrics = telemetry.prometheus_registry is not None
@@ -150,6 +189,8 @@ def install(
     if settings.admin.tokens:
         # First, so that no catch-all route of the app can hide the admin routes.
         app.router.routes.insert(0, admin_routes(store, settings.admin))
+    if PoolError not in app.exception_handlers:
+        app.add_exception_handler(PoolError, pool_unavailable)
     app.router.lifespan_context = _with_toolkit(app.router.lifespan_context, toolkit)
     app.state.toolkit = toolkit
     return toolkit

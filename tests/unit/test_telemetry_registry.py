@@ -94,6 +94,8 @@ async def drive_every_capability(
     with tracer_provider.get_tracer("test").start_as_current_span("cache work"):
         await classify("1")  # a function cache hit: the route computed it
         await installed.cache.invalidate(["answers"])
+    with tracer_provider.get_tracer("test").start_as_current_span("pool work"):
+        await use_a_pool(tracer_provider, meter_provider)
     with tracer_provider.get_tracer("test").start_as_current_span("resilience work"):
         await drive_resilience(meter_provider)
     await installed.shutdown()
@@ -101,6 +103,30 @@ async def drive_every_capability(
         transport=httpx.ASGITransport(app=failing), base_url="http://t"
     ) as client:
         await client.get("/x")
+
+
+async def use_a_pool(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:
+    """An acquire, a wait past the threshold that times out, a full queue, an error."""
+    pool: toolkit.AgentPool[list[str]] = toolkit.AgentPool(
+        list, name="registry", size=1, max_waiting=0, acquire_timeout="20ms",
+        wait_threshold="10ms", meter_provider=meter_provider, tracer_provider=tracer_provider,
+    )  # fmt: skip
+    with pytest.raises(RuntimeError, match="run failed"):
+        async with pool.acquire():
+            with pytest.raises(toolkit.PoolExhaustedError):  # queue full: refused at once
+                async with pool.acquire():
+                    pass
+            raise RuntimeError("run failed")  # the object is discarded
+    waiting: toolkit.AgentPool[list[str]] = toolkit.AgentPool(
+        list, name="registry", size=1, acquire_timeout="20ms", wait_threshold="10ms",
+        meter_provider=meter_provider, tracer_provider=tracer_provider,
+    )  # fmt: skip
+    async with waiting.acquire():
+        with pytest.raises(toolkit.PoolTimeoutError):  # waits past the threshold, times out
+            async with waiting.acquire():
+                pass
+    await pool.close()
+    await waiting.close()
 
 
 async def drive_resilience(meter_provider: MeterProvider) -> None:
@@ -136,10 +162,6 @@ async def drive_resilience(meter_provider: MeterProvider) -> None:
     await call_llm()  # the probe succeeds: closed again
     assert breaker.state == "closed"
     set_current_breakers(None)
-    KEPT.append(registry)  # the state gauge reports breakers that are still alive
-
-
-KEPT: list[object] = []
 
 
 async def test_everything_emitted_is_declared_and_everything_declared_is_emitted(

@@ -42,6 +42,14 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
     names.CIRCUIT_BREAKER_STATE: Instrument("1", "gauge"),
     names.CIRCUIT_BREAKER_TRANSITIONS: Instrument("{transition}", "counter"),
     names.CIRCUIT_BREAKER_CALLS: Instrument("{call}", "counter"),
+    names.POOL_COUNT: Instrument("{object}", "updowncounter"),
+    names.POOL_PENDING_REQUESTS: Instrument("{request}", "updowncounter"),
+    names.POOL_WAIT_TIME: Instrument("s", "histogram"),
+    names.POOL_USE_TIME: Instrument("s", "histogram"),
+    names.POOL_CREATE_TIME: Instrument("s", "histogram"),
+    names.POOL_TIMEOUTS: Instrument("{timeout}", "counter"),
+    names.POOL_REJECTIONS: Instrument("{request}", "counter"),
+    names.POOL_DISCARDS: Instrument("{object}", "counter"),
 }
 """Every metric of ``names.METRICS``; a test checks these against the real exposition."""
 
@@ -91,6 +99,17 @@ _CHANGES = series(names.FEATURE_FLAG_CHANGES)
 _BREAKER_STATE = series(names.CIRCUIT_BREAKER_STATE)
 _BREAKER_TRANSITIONS = series(names.CIRCUIT_BREAKER_TRANSITIONS)
 _BREAKER_CALLS = series(names.CIRCUIT_BREAKER_CALLS)
+_POOL_COUNT = series(names.POOL_COUNT)
+_POOL_PENDING = series(names.POOL_PENDING_REQUESTS)
+_POOL_WAIT_BUCKET = series(names.POOL_WAIT_TIME, "_bucket")
+_POOL_USE_BUCKET = series(names.POOL_USE_TIME, "_bucket")
+_POOL_CREATE_BUCKET = series(names.POOL_CREATE_TIME, "_bucket")
+_POOL_TIMEOUTS = series(names.POOL_TIMEOUTS)
+_POOL_REJECTIONS = series(names.POOL_REJECTIONS)
+_POOL_DISCARDS = series(names.POOL_DISCARDS)
+_POOL = prometheus_label(names.POOL_NAME)
+_POOL_STATE = prometheus_label(names.POOL_STATE)
+_POOL_REASON = prometheus_label(names.POOL_DISCARD_REASON)
 
 _ROUTE = prometheus_label(names.HTTP_ROUTE)
 _STATUS = prometheus_label(names.HTTP_RESPONSE_STATUS_CODE)
@@ -438,6 +457,80 @@ def _flag_panels() -> list[Json]:
     ]
 
 
+def _pool_quantile(bucket: str, q: float = 0.99) -> str:
+    return f"histogram_quantile({q}, {_sum(_rate(bucket), 'le', _POOL)})"
+
+
+def _pool_panels(y: int) -> list[Json]:
+    return [
+        _row("Agent pools", y),
+        _panel(
+            "timeseries",
+            "Pooled objects by pool and state, and callers waiting",
+            "Objects idle (built, waiting) and used (lent), and acquires queued for room. "
+            "Used at the pool size with callers waiting: raise size, or shorten the work.",
+            "short",
+            [
+                _target(
+                    _sum(f"{_POOL_COUNT}{{{SELECTOR}}}", _POOL, _POOL_STATE),
+                    f"{{{{{_POOL}}}}} {{{{{_POOL_STATE}}}}}",
+                ),
+                _target(
+                    _sum(f"{_POOL_PENDING}{{{SELECTOR}}}", _POOL),
+                    f"{{{{{_POOL}}}}} waiting",
+                ),
+            ],
+            (0, y + 1, 12, 8),
+            min=0,
+        ),
+        _panel(
+            "timeseries",
+            "Acquire, use and build time (p99) by pool",
+            "99th percentile of how long an acquire took (wait, checks, build), how long "
+            "callers held an object, and how long the factory took to build one.",
+            "s",
+            [
+                _target(_pool_quantile(_POOL_WAIT_BUCKET), f"acquire {{{{{_POOL}}}}}"),
+                _target(_pool_quantile(_POOL_USE_BUCKET), f"use {{{{{_POOL}}}}}"),
+                _target(_pool_quantile(_POOL_CREATE_BUCKET), f"build {{{{{_POOL}}}}}"),
+            ],
+            (12, y + 1, 12, 8),
+        ),
+        _panel(
+            "timeseries",
+            "Acquires refused by pool",
+            "Per second: timeouts (no object within acquire_timeout) and rejections (the wait "
+            "queue was full); both are answered 503 with Retry-After.",
+            "ops",
+            [
+                _target(_sum(_rate(_POOL_TIMEOUTS), _POOL), f"timeouts {{{{{_POOL}}}}}"),
+                _target(_sum(_rate(_POOL_REJECTIONS), _POOL), f"queue full {{{{{_POOL}}}}}"),
+            ],
+            (0, y + 9, 12, 8),
+            noValue="0",
+        ),
+        _panel(
+            "timeseries",
+            "Objects closed by pool and reason",
+            "Per second: error (the caller's block raised), cancelled, recycled (age or uses), "
+            "unhealthy (health check), reset_failed, closed (shutdown, or the pool flag off).",
+            "ops",
+            [
+                _target(
+                    _sum(_rate(_POOL_DISCARDS), _POOL, _POOL_REASON),
+                    f"{{{{{_POOL}}}}} {{{{{_POOL_REASON}}}}}",
+                )
+            ],
+            (12, y + 9, 12, 8),
+            noValue="0",
+        ),
+    ]
+
+
+POOL_ROW_Y: Final = 66
+"""Where the "Agent pools" row starts: below the feature-flag panels."""
+
+
 def _resilience_panels(y: int) -> list[Json]:
     return [
         _row("Resilience", y),
@@ -545,6 +638,7 @@ def http_ratelimit_dashboard() -> Json:
         *_cache_panels(),
         *_flag_panels(),
         *_resilience_panels(RESILIENCE_ROW_Y),
+        *_pool_panels(POOL_ROW_Y),
     ]
     return {
         "annotations": {"list": []},

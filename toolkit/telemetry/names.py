@@ -397,7 +397,6 @@ def create_cache_evictions(meter: Meter, callback: Callback) -> ObservableCounte
         description="Cache entries evicted to make room, where the backend can tell.",
     )
 
-
 def create_circuit_breaker_state(meter: Meter, callback: Callback) -> ObservableGauge:
     return meter.create_observable_gauge(
         CIRCUIT_BREAKER_STATE,

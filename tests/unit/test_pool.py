@@ -1,0 +1,519 @@
+"""AgentPool: counts stay whole under cancellation and errors, limits hold, objects recycle."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import toolkit
+from tests.support.otel import points
+from toolkit.pool import AgentPool, PoolStats
+from toolkit.telemetry import names
+
+pytestmark = pytest.mark.anyio
+
+
+class Resource:
+    """A per-run resource that records who uses it and whether it was closed."""
+
+    serial = itertools.count()
+
+    def __init__(self, key: object = None) -> None:
+        self.id = next(self.serial)
+        self.key = key
+        self.closed = False
+        self.identity: str | None = None
+        self.history: list[str] = []
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def settle(pool: AgentPool[Any]) -> None:
+    """Let background builds land and closes finish (they run on the loop, no timers)."""
+    for _ in range(1000):
+        if not pool._tasks:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"pool tasks still running: {pool._tasks}")
+
+
+def whole(pool: AgentPool[Any], idle: int) -> PoolStats:
+    return PoolStats(idle=idle, used=0, creating=0, pending=0, holders=0)
+
+
+async def test_pool_survives_5000_random_cancel_and_error_cycles() -> None:
+    """A size-2 pool whose builds, checks and users are cancelled, time out and raise at
+    random points ends whole (idle=2, used=0, pending=0) and still lends objects; nothing
+    closed is lent again and no object is in two places."""
+    rng = random.Random(5)
+    built: list[Resource] = []
+
+    async def make() -> Resource:
+        for _ in range(rng.randrange(4)):
+            await asyncio.sleep(0)
+        if rng.random() < 0.05:
+            raise RuntimeError("factory failed")
+        built.append(resource := Resource())
+        return resource
+
+    async def check(resource: Resource) -> bool:
+        for _ in range(rng.randrange(2)):
+            await asyncio.sleep(0)
+        if rng.random() < 0.05:
+            raise RuntimeError("check failed")
+        return rng.random() > 0.05
+
+    async def reset(resource: Resource) -> None:
+        if rng.random() < 0.5:
+            await asyncio.sleep(0)
+        resource.identity = None
+
+    pool: AgentPool[Resource] = AgentPool(
+        make, size=2, max_waiting=1000, acquire_timeout=30, health_check=check, reset=reset
+    )
+    lent: set[int] = set()
+
+    async def cycle() -> None:
+        action = rng.random()
+        try:
+            if action < 0.1:
+                # An outer deadline that fires at once: the acquire is cut at its first await.
+                async with asyncio.timeout(0):
+                    async with pool.acquire():
+                        pass
+                return
+            async with pool.acquire() as resource:
+                assert not resource.closed, "a closed object was lent"
+                assert resource.id not in lent, "an object was lent twice"
+                lent.add(resource.id)
+                try:
+                    for _ in range(rng.randrange(3)):
+                        await asyncio.sleep(0)
+                    if action < 0.3:
+                        raise ValueError("the caller's block failed")
+                finally:
+                    lent.discard(resource.id)
+        except (ValueError, RuntimeError, TimeoutError):
+            pass
+
+    cycles = 0
+    while cycles < 5000:
+        batch = [asyncio.create_task(cycle()) for _ in range(8)]
+        cycles += len(batch)
+        for _ in range(rng.randrange(6)):
+            await asyncio.sleep(0)
+        for task in batch:
+            if rng.random() < 0.3:
+                task.cancel()
+        await asyncio.gather(*batch, return_exceptions=True)
+    await settle(pool)
+
+    stats = pool.stats()
+    assert stats.used == stats.creating == stats.pending == stats.holders == 0, stats
+    assert stats.idle <= 2
+    gate = pool._keys[None].gate
+    assert gate.free == 2
+    assert not gate.waiters
+    idle = pool._keys[None].idle
+    assert len({id(entry) for entry in idle}) == len(idle)
+    assert {r.id for r in built if not r.closed} == {entry.obj.id for entry in idle}
+    async with pool.acquire() as a, pool.acquire() as b:
+        assert a is not b
+        assert not a.closed
+        assert not b.closed
+    await pool.close()
+
+
+async def test_pool_acquire_cancelled_while_building_keeps_the_object() -> None:
+    """A caller cancelled while the factory runs loses nothing: the build lands idle and the
+    next caller gets it without building again."""
+    release = asyncio.Event()
+    builds = 0
+
+    async def make() -> Resource:
+        nonlocal builds
+        builds += 1
+        await release.wait()
+        return Resource()
+
+    pool: AgentPool[Resource] = AgentPool(make, size=1, warm=0)
+
+    async def use() -> None:
+        async with pool.acquire():
+            pass
+
+    task = asyncio.create_task(use())
+    await asyncio.sleep(0)
+    assert pool.stats().creating == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert pool.stats().holders == 1  # the build holds the permit now
+    release.set()
+    await settle(pool)
+    assert pool.stats() == whole(pool, idle=1)
+    async with pool.acquire():
+        pass
+    assert builds == 1
+    await pool.close()
+
+
+async def test_pool_acquire_timeout_while_waiting_leaves_counts_whole() -> None:
+    """An acquire that finds every object lent past acquire_timeout raises PoolTimeoutError,
+    counted, and leaves no trace in the queue."""
+    pool: AgentPool[Resource] = AgentPool(Resource, size=1, acquire_timeout="20ms")
+    async with pool.acquire():
+        with pytest.raises(toolkit.PoolTimeoutError):
+            async with pool.acquire():
+                pass
+        assert pool.stats().pending == 0
+    assert pool.stats() == whole(pool, idle=1)
+    await pool.close()
+
+
+async def test_pool_full_wait_queue_refuses_at_once() -> None:
+    """With every object lent and max_waiting callers queued, the next acquire fails at once
+    with PoolExhaustedError, without waiting."""
+    pool: AgentPool[Resource] = AgentPool(Resource, size=1, max_waiting=1, acquire_timeout=60)
+
+    async def wait_in_line() -> None:
+        async with pool.acquire():
+            pass
+
+    async with pool.acquire():
+        waiter = asyncio.create_task(wait_in_line())
+        await asyncio.sleep(0)
+        assert pool.stats().pending == 1
+        with pytest.raises(toolkit.PoolExhaustedError):
+            async with pool.acquire():
+                pass
+    await waiter  # handed the object on release
+    assert pool.stats() == whole(pool, idle=1)
+    await pool.close()
+
+
+async def test_pool_callers_with_distinct_identities_never_see_each_others_state() -> None:
+    """100 concurrent callers through one exclusive pool each see only their own identity
+    and history: objects are never shared, and reset clears them on return."""
+
+    def reset(resource: Resource) -> None:
+        resource.identity = None
+        resource.history.clear()
+
+    pool: AgentPool[Resource] = AgentPool(Resource, size=8, max_waiting=100, reset=reset)
+    seen: list[tuple[str, list[str]]] = []
+
+    async def caller(n: int) -> None:
+        me = f"tenant-{n}"
+        async with pool.acquire() as resource:
+            assert resource.identity is None
+            assert resource.history == []
+            resource.identity = me
+            for turn in range(3):
+                resource.history.append(f"{me}:{turn}")
+                await asyncio.sleep(0)
+            seen.append((resource.identity, list(resource.history)))
+
+    await asyncio.gather(*(caller(n) for n in range(100)))
+    assert len(seen) == 100
+    for identity, history in seen:
+        assert history == [f"{identity}:{turn}" for turn in range(3)]
+    stats = pool.stats()
+    assert stats.used == stats.pending == 0
+    assert stats.idle <= 8
+    await pool.close()
+
+
+async def test_pool_shared_mode_builds_once_under_concurrent_first_use() -> None:
+    """Shared mode: 50 callers arriving together on a cold key get one object, built once."""
+    builds = 0
+
+    async def make(model: str) -> Resource:
+        nonlocal builds
+        builds += 1
+        await asyncio.sleep(0)
+        return Resource(model)
+
+    pool: AgentPool[Resource] = AgentPool(make, mode="shared", size=100)
+
+    async def use() -> Resource:
+        async with pool.acquire("gpt") as agent:
+            await asyncio.sleep(0)
+            return agent
+
+    agents = await asyncio.gather(*(use() for _ in range(50)))
+    assert builds == 1
+    assert len({id(a) for a in agents}) == 1
+    assert agents[0].key == "gpt"
+    assert pool.stats() == PoolStats(idle=1, used=0, creating=0, pending=0, holders=0)
+    await pool.close()
+    await settle(pool)
+    assert agents[0].closed
+
+
+async def test_pool_error_in_block_discards_the_object_in_exclusive_mode() -> None:
+    """An exception inside ``async with`` closes the object (exclusive default); with
+    discard_on=() it goes back to the pool."""
+    pool: AgentPool[Resource] = AgentPool(Resource, size=1)
+    with pytest.raises(ValueError, match="bad"):
+        async with pool.acquire() as first:
+            raise ValueError("bad run")
+    await settle(pool)
+    assert first.closed
+    async with pool.acquire() as second:
+        assert second is not first
+
+    keeping: AgentPool[Resource] = AgentPool(Resource, size=1, discard_on=())
+    with pytest.raises(ValueError, match="bad"):
+        async with keeping.acquire() as kept:
+            raise ValueError("bad run")
+    async with keeping.acquire() as again:
+        assert again is kept
+
+
+async def test_pool_recycles_by_age_and_by_uses() -> None:
+    """An object past recycle_after (on the injected clock) or max_uses is replaced."""
+    clock = FakeClock()
+    pool: AgentPool[Resource] = AgentPool(
+        Resource, size=1, recycle_after="10m", recycle_jitter=0, clock=clock
+    )
+    async with pool.acquire() as first:
+        pass
+    clock.now += 599
+    async with pool.acquire() as same:
+        assert same is first
+    clock.now += 2
+    async with pool.acquire() as fresh:
+        assert fresh is not first
+    await settle(pool)
+    assert first.closed
+
+    by_uses: AgentPool[Resource] = AgentPool(Resource, size=1, max_uses=2, recycle_jitter=0)
+    objects = []
+    for _ in range(5):
+        async with by_uses.acquire() as resource:
+            objects.append(resource.id)
+    assert objects[0] == objects[1] != objects[2] == objects[3] != objects[4]
+
+
+async def test_pool_recycle_jitter_spreads_limits_below_the_setting() -> None:
+    """Jitter shortens each object's age limit by up to the given share, never lengthens it."""
+    clock = FakeClock()
+    draws = iter([0.0, 1.0])
+    pool: AgentPool[Resource] = AgentPool(
+        Resource, size=2, recycle_after=100, recycle_jitter=0.2, clock=clock,
+        random=lambda: next(draws),
+    )  # fmt: skip
+    async with pool.acquire() as a, pool.acquire() as b:
+        pass
+    expiries = sorted(entry.expires - clock.now for entry in pool._keys[None].idle)
+    assert expiries == [80.0, 100.0]
+    del a, b
+
+
+async def test_pool_health_check_failure_replaces_the_object() -> None:
+    """An idle object whose health check returns False or raises is closed at checkout and
+    the caller gets a fresh one."""
+    verdicts = iter([False, RuntimeError("ping failed"), True])
+
+    async def check(resource: Resource) -> bool:
+        verdict = next(verdicts)
+        if isinstance(verdict, Exception):
+            raise verdict
+        return verdict
+
+    pool: AgentPool[Resource] = AgentPool(Resource, size=1, health_check=check)
+    async with pool.acquire() as first:
+        pass
+    async with pool.acquire() as second:  # first fails its check: replaced
+        assert second is not first
+    async with pool.acquire() as third:  # second's check raises: replaced
+        assert third is not second
+    async with pool.acquire() as fourth:  # third passes
+        assert fourth is third
+    await settle(pool)
+    assert first.closed
+    assert second.closed
+    assert not third.closed
+
+
+async def test_pool_flag_off_builds_and_closes_per_call() -> None:
+    """With the pool flag off each acquire builds its own object and closes it after."""
+    pool: AgentPool[Resource] = AgentPool(Resource, size=1)
+    with toolkit.flags.override({toolkit.flags.POOL: "off"}):
+        async with pool.acquire() as a, pool.acquire() as b:  # no limit: the old path
+            assert a is not b
+    assert a.closed
+    assert b.closed
+    assert pool.stats() == whole(pool, idle=0)
+
+
+async def test_pool_sync_factory_and_key_passed_when_the_factory_takes_one() -> None:
+    """A sync factory works; factory(key) when it has a required positional parameter."""
+    pool: AgentPool[Resource] = AgentPool(lambda model: Resource(model), mode="shared")
+    async with pool.acquire("small") as small, pool.acquire("large") as large:
+        assert (small.key, large.key) == ("small", "large")
+    plain: AgentPool[Resource] = AgentPool(Resource)
+    with pytest.raises(TypeError, match="takes none"):
+        async with plain.acquire("small"):
+            pass
+
+
+async def test_pool_warm_up_builds_before_use() -> None:
+    """start() builds the warm objects and returns when they are built."""
+    pool: AgentPool[Resource] = AgentPool(lambda key: Resource(key), size=4, warm={"a": 3})
+    await pool.start()
+    assert pool.stats() == whole(pool, idle=3)
+    await pool.close()
+    assert pool.stats().idle == 0
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        ({"size": 0}, "size="),
+        ({"acquire_timeout": "soon"}, "acquire_timeout="),
+        ({"mode": "pooled"}, "mode="),
+        ({"recycle_jitter": 1.5}, "recycle_jitter="),
+        ({"warm": 9, "size": 2}, "warm="),
+        ({"discard_on": (str,)}, "discard_on="),
+        ({"mode": "shared", "reset": lambda r: None}, "reset="),
+    ],
+)
+def test_pool_invalid_arguments_are_refused_at_construction(
+    arguments: dict[str, Any], named: str
+) -> None:
+    """A bad argument raises ConfigurationError naming it, when the pool is built."""
+    with pytest.raises(toolkit.ConfigurationError, match=named):
+        AgentPool(Resource, **arguments)
+
+
+async def test_pooled_injects_the_object_and_hides_the_parameter() -> None:
+    """@pooled passes the object first; callers and FastAPI see the rest of the signature."""
+    pool: AgentPool[Resource] = AgentPool(lambda model: Resource(model), mode="shared")
+
+    @toolkit.pooled(pool, key=lambda question, model="small": model)
+    async def answer(agent: Resource, question: str, model: str = "small") -> str:
+        return f"{agent.key}:{question}"
+
+    assert await answer("why", model="large") == "large:why"
+    app = FastAPI()
+    app.get("/answer")(answer)
+    toolkit.install(app)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        response = await client.get("/answer", params={"question": "how"})
+    assert response.json() == "small:how"
+
+    async def no_parameters() -> None: ...
+
+    with pytest.raises(toolkit.ConfigurationError, match="first parameter"):
+        toolkit.pooled(pool)(no_parameters)  # type: ignore[arg-type]
+
+
+async def test_pool_exhaustion_answers_a_fast_503_through_install() -> None:
+    """A route whose pool's queue is full answers 503 problem+json with Retry-After at once,
+    with nothing but install() in the app."""
+    holding = asyncio.Event()
+    release = asyncio.Event()
+    pool: AgentPool[Resource] = AgentPool(Resource, size=1, max_waiting=0, name="sandbox")
+    app = FastAPI()
+
+    @app.get("/run")
+    async def run() -> dict[str, int]:
+        async with pool.acquire() as resource:
+            holding.set()
+            await release.wait()
+            return {"id": resource.id}
+
+    installed = toolkit.install(app, pools=[pool])
+    await installed.startup()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        first = asyncio.create_task(client.get("/run"))
+        await holding.wait()
+        refused = await client.get("/run")
+        release.set()
+        assert (await first).status_code == 200
+    await installed.shutdown()
+    assert refused.status_code == 503
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.headers["retry-after"] == "1"
+    problem = refused.json()
+    assert problem["status"] == 503
+    assert "sandbox" in problem["detail"]
+
+
+async def test_pool_warm_up_finishes_in_the_lifespan_before_serving() -> None:
+    """install(app, pools=[...]): the app's lifespan returns only once the pool is warm, and
+    shutdown closes its objects."""
+    built: list[Resource] = []
+
+    async def make() -> Resource:
+        await asyncio.sleep(0.01)
+        built.append(resource := Resource())
+        return resource
+
+    pool: AgentPool[Resource] = AgentPool(make, size=2, warm=2)
+    app = FastAPI()
+    toolkit.install(app, pools=[pool])
+    async with app.router.lifespan_context(app):
+        assert len(built) == 2
+        assert pool.stats() == whole(pool, idle=2)
+    assert all(resource.closed for resource in built)
+
+
+async def test_pool_metrics_and_wait_span(
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+    meter_provider: MeterProvider,
+    metric_reader: InMemoryMetricReader,
+) -> None:
+    """Counts by state, waits, timeouts and discards are reported with the pool's name; a
+    wait past the threshold gets a toolkit.pool.wait span."""
+    pool: AgentPool[Resource] = AgentPool(
+        Resource, name="sandbox", size=1, acquire_timeout="30ms", wait_threshold="10ms",
+        meter_provider=meter_provider, tracer_provider=tracer_provider,
+    )  # fmt: skip
+    async with pool.acquire():
+        with pytest.raises(toolkit.PoolTimeoutError):
+            async with pool.acquire():
+                pass
+    with pytest.raises(ValueError, match="bad"):
+        async with pool.acquire():
+            raise ValueError("bad")
+    await settle(pool)
+    counts = {
+        p.attributes[names.POOL_STATE]: p.value for p in points(metric_reader, names.POOL_COUNT)
+    }
+    assert counts == {"idle": 0, "used": 0}
+    assert [p.value for p in points(metric_reader, names.POOL_TIMEOUTS)] == [1]
+    discards = points(metric_reader, names.POOL_DISCARDS)
+    assert [(p.attributes[names.POOL_DISCARD_REASON], p.value) for p in discards] == [("error", 1)]
+    waits = points(metric_reader, names.POOL_WAIT_TIME)
+    assert waits[0].count == 3
+    assert waits[0].attributes == {names.POOL_NAME: "sandbox"}
+    spans = [s for s in span_exporter.get_finished_spans() if s.name == names.POOL_WAIT_SPAN]
+    assert len(spans) == 1
+    assert spans[0].attributes == {names.POOL_NAME: "sandbox", names.ERROR_TYPE: "timeout"}
