@@ -7,23 +7,32 @@ toolkit.install(app)    # configured from TOOLKIT_* environment variables / tool
 from toolkit import flags as flags  # the toolkit.flags module: is_enabled, variant, ...
 from toolkit._version import __version__
 from toolkit.cache import ResponseCacheMiddleware, cache_embeddings, cached
-from toolkit.errors import BackendError, CircuitOpenError, ConfigurationError, ToolkitError
+from toolkit.errors import (
+    BackendError,
+    ConfigurationError,
+    PoolClosedError,
+    PoolError,
+    PoolExhaustedError,
+    PoolTimeoutError,
+    ToolkitError,
+)
 from toolkit.flags import feature
 from toolkit.install import Toolkit, install
+from toolkit.pool import AgentPool, pooled
 from toolkit.ratelimit import RateLimitMiddleware
-from toolkit.resilience import CircuitBreaker, RetryBudget, RetryPolicy, resilient
 from toolkit.settings import ToolkitSettings
 from toolkit.telemetry.middleware import TelemetryMiddleware
 
 __all__ = [
+    "AgentPool",
     "BackendError",
-    "CircuitBreaker",
-    "CircuitOpenError",
     "ConfigurationError",
+    "PoolClosedError",
+    "PoolError",
+    "PoolExhaustedError",
+    "PoolTimeoutError",
     "RateLimitMiddleware",
     "ResponseCacheMiddleware",
-    "RetryBudget",
-    "RetryPolicy",
     "TelemetryMiddleware",
     "Toolkit",
     "ToolkitError",
@@ -33,5 +42,5 @@ __all__ = [
     "cached",
     "feature",
     "install",
-    "resilient",
+    "pooled",
 ]

@@ -4,7 +4,10 @@
      +-- ConfigurationError    a setting or argument is invalid; raised at startup only
      +-- BackendError          a storage call failed or timed out (driver error in __cause__)
           +-- BackendUnavailable   the backend is down; skipped until its next reconnect
-     +-- CircuitOpenError      a circuit breaker refused the call (open, or half-open and full)
+     +-- PoolError             an AgentPool cannot lend an object now (install() answers 503)
+          +-- PoolExhaustedError   its wait queue is full: refused at once, without waiting
+          +-- PoolTimeoutError     none came free within acquire_timeout
+          +-- PoolClosedError      the pool was closed (the app is shutting down)
 
 Backend errors never reach the application: the capability that made the call catches them,
 counts them and takes its failure path (fail-open unless configured otherwise).
@@ -38,17 +41,29 @@ class BackendError(ToolkitError):
 class BackendUnavailable(BackendError):
     """The backend failed recently and is skipped until its next reconnect attempt."""
 
-class CircuitOpenError(ToolkitError):
-    """A circuit breaker refused the call without running it: the breaker is open, forced
-    open, or half-open with every probe permit taken. Catch it to answer without the
-    dependency, or pass ``fallback=`` to :func:`~toolkit.resilient`.
+
+class PoolError(ToolkitError):
+    """An :class:`~toolkit.AgentPool` cannot lend an object now. ``install()`` answers it
+    with a 503 problem+json and ``Retry-After``.
 
     Args:
-        breaker: the breaker's name.
-        retry_after: seconds until the breaker lets a probe through (0 when unknown).
+        pool: the pool's name (``toolkit.pool.name``).
+        retry_after: seconds after which a retry may find room.
     """
 
-    def __init__(self, message: str, *, breaker: str, retry_after: float = 0.0) -> None:
+    def __init__(self, message: str, *, pool: str, retry_after: int = 1) -> None:
         super().__init__(message)
-        self.breaker = breaker
+        self.pool = pool
         self.retry_after = retry_after
+
+
+class PoolExhaustedError(PoolError):
+    """Every object is lent and ``max_waiting`` callers already wait: refused at once."""
+
+
+class PoolTimeoutError(PoolError):
+    """No object came free (or was built) within the pool's ``acquire_timeout``."""
+
+
+class PoolClosedError(PoolError):
+    """The pool was closed (the app is shutting down) and lends nothing more."""

@@ -341,70 +341,68 @@ class AdminSettings(_Section):
         return tokens
 
 
-class ResilienceSettings(_Section):
-    """Defaults of circuit breakers, retries and deadlines (``@toolkit.resilient``). Each
-    breaker and decorator may override them in its arguments."""
+PoolMode = Literal["shared", "exclusive"]
 
-    failure_rate: float = Field(
-        0.5,
-        gt=0,
-        le=1,
-        description="Share of failed calls in the window that opens a breaker.",
-        examples=["0.5"],
+
+class PoolSettings(_Section):
+    """The arguments of an :class:`~toolkit.AgentPool`, with their defaults. Each pool is
+    configured in its constructor (``AgentPool(make_agent, size=4)``); these are checked
+    there, and an invalid one raises ConfigurationError naming the argument."""
+
+    mode: PoolMode = Field(
+        "exclusive",
+        description="exclusive: each caller gets an object of its own (clients, sessions, "
+        "sandboxes); shared: one object per key used by every caller at once (an Agent).",
+        examples=["shared"],
     )
-    minimum_calls: int = Field(
-        20,
+    size: int = Field(
+        8,
         ge=1,
-        description="Calls in the window before a rate counts (fleet-wide on Redis).",
-        examples=["20"],
+        description="Per key: objects (exclusive), or callers using the one object at once "
+        "(shared).",
+        examples=["8"],
     )
-    window: Seconds = Field(
-        60.0, gt=0, description="Length of the sliding window of outcomes.", examples=["60s"]
+    max_waiting: int = Field(
+        64,
+        ge=0,
+        description="Per key: callers that may wait for room; past it acquire fails at once "
+        "(PoolExhaustedError, a 503).",
+        examples=["64"],
     )
-    open_duration: Seconds = Field(
+    acquire_timeout: Seconds = Field(
         30.0,
         gt=0,
-        description="First open period; doubled at each trip in a row, up to max_open_duration.",
-        examples=["30s"],
+        description="Longest an acquire waits and builds before PoolTimeoutError (a 503).",
+        examples=["5s"],
     )
-    max_open_duration: Seconds = Field(
-        300.0, gt=0, description="Cap of the open period's backoff.", examples=["5m"]
+    create_timeout: Seconds = Field(
+        60.0, gt=0, description="Longest one factory call may run.", examples=["30s"]
     )
-    probes: int = Field(
-        3,
+    recycle_after: Seconds | None = Field(
+        None,
+        gt=0,
+        description="Replace an object this long after it was built (minus jitter); never "
+        "when unset.",
+        examples=["30m"],
+    )
+    max_uses: int | None = Field(
+        None,
         ge=1,
-        description="Probe calls let through in half-open, for the whole fleet; all must "
-        "succeed to close.",
-        examples=["3"],
+        description="Replace an object after this many acquires (minus jitter); never when unset.",
+        examples=["1000"],
     )
-    probe_timeout: Seconds = Field(
-        120.0,
-        gt=0,
-        description="A probe not reported within this is presumed lost and its permit freed.",
-        examples=["2m"],
-    )
-    flush_interval: Seconds = Field(
-        1.0,
-        gt=0,
-        description="How often each instance adds its successes to the shared window (and "
-        "re-reads breaker states).",
-        examples=["1s"],
-    )
-    timeout: Seconds | None = Field(
-        120.0,
-        gt=0,
-        description="Default deadline of a @resilient call, backoff included.",
-        examples=["30s"],
-    )
-    retry_budget: float = Field(
-        0.2,
+    recycle_jitter: float = Field(
+        0.1,
         ge=0,
-        le=1,
-        description="Retries in flight may be at most this share of calls in flight...",
-        examples=["0.2"],
+        lt=1,
+        description="Each object's age and use limits are shortened by up to this share, at "
+        "random, so objects built together are not all replaced together.",
+        examples=["0.1"],
     )
-    retry_budget_minimum: int = Field(
-        3, ge=0, description="...or this many, whichever is more.", examples=["3"]
+    wait_threshold: Seconds = Field(
+        0.1,
+        description="An acquire that waits at least this long gets a toolkit.pool.wait span.",
+        examples=["100ms"],
     )
 
 
@@ -424,7 +422,6 @@ class ToolkitSettings(BaseSettings):
     cache: CacheSettings = Field(default_factory=CacheSettings)  # type: ignore[arg-type]
     flags: FlagsSettings = Field(default_factory=FlagsSettings)  # type: ignore[arg-type]
     admin: AdminSettings = Field(default_factory=AdminSettings)  # type: ignore[arg-type]
-    resilience: ResilienceSettings = Field(default_factory=ResilienceSettings)  # type: ignore[arg-type]
 
     def __init__(self, **values: Any) -> None:
         try:

@@ -85,4 +85,31 @@ async def flag(key: str, hold: float = 0) -> dict[str, object]:
     }
 
 
-installed = toolkit.install(app)
+class Sandbox:
+    """Stands for a per-run resource (a sandbox, an MCP session)."""
+
+    async def aclose(self) -> None: ...
+
+
+sandboxes = toolkit.AgentPool(Sandbox, name="sandbox", size=1, max_waiting=0, warm=1)
+slow_sandboxes = toolkit.AgentPool(
+    Sandbox, name="slow-sandbox", size=1, acquire_timeout="50ms", wait_threshold="10ms"
+)
+
+
+@app.get("/pooled/{scenario}")
+async def pooled(scenario: str) -> dict[str, str]:
+    """ok: borrow and give back; full: a second borrow while the only sandbox is lent (queue
+    of 0: a 503 at once); timeout: the same on a pool that waits 50 ms (a 503); error: the
+    block raises (the sandbox is closed, a 500)."""
+    pool = slow_sandboxes if scenario == "timeout" else sandboxes
+    async with pool.acquire():
+        if scenario in ("full", "timeout"):
+            async with pool.acquire():
+                pass
+        if scenario == "error":
+            raise RuntimeError("the run failed")
+    return {"scenario": scenario}
+
+
+installed = toolkit.install(app, pools=[sandboxes, slow_sandboxes])

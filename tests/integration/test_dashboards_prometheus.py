@@ -152,7 +152,9 @@ def drive(app: UvicornServer, down: UvicornServer) -> dict[int, int]:
                 app.base_url,
                 ["/limited"] * 5 + ["/open"] * 3 + ["/missing"] * 2 + ["/sse"]
                 # cache misses and hits, and local copies evicting each other
-                + ["/answers/1", "/answers/2"] * 2,
+                + ["/answers/1", "/answers/2"] * 2
+                # pool: lent and given back, a full queue, a timeout, a discard
+                + ["/pooled/ok", "/pooled/full", "/pooled/timeout", "/pooled/error"],
             ),
             (down.base_url, ["/open"] * 3 + ["/closed"] * 3),
         ):

@@ -81,42 +81,6 @@ BACKEND_NAME: Final = "toolkit.backend.name"
 BACKEND_OPERATION: Final = "toolkit.backend.operation"
 """The backend operation, e.g. ``ratelimit.gcra``."""
 
-CIRCUIT_BREAKER_NAME: Final = "toolkit.circuit_breaker.name"
-"""Which breaker: its configured name (one per provider or model, e.g. ``openai``)."""
-CIRCUIT_BREAKER_OUTCOME: Final = "toolkit.circuit_breaker.outcome"
-"""One of :data:`CIRCUIT_BREAKER_OUTCOMES`."""
-CIRCUIT_BREAKER_FROM_STATE: Final = "toolkit.circuit_breaker.from_state"
-"""The state a transition left: ``closed``, ``open`` or ``half_open`` (span events only)."""
-CIRCUIT_BREAKER_TO_STATE: Final = "toolkit.circuit_breaker.to_state"
-"""The state a transition entered: ``closed``, ``open`` or ``half_open``."""
-CIRCUIT_BREAKER_FORCED: Final = "toolkit.circuit_breaker.forced"
-"""An operator's override in force after a transition: ``open``, ``closed``, ``disabled``,
-or empty (span events only)."""
-RETRY_ATTEMPT_NUMBER: Final = "toolkit.retry.attempt.number"
-"""The attempt about to start after a backoff: 2 for the first retry (span events only)."""
-RETRY_WAIT: Final = "toolkit.retry.wait"
-"""Seconds slept before that attempt, Retry-After included (span events only)."""
-RESILIENCE_FUNCTION: Final = "toolkit.resilience.function"
-"""Qualified name of the ``@resilient`` function (span events only)."""
-
-CIRCUIT_SUCCESS: Final = "success"
-CIRCUIT_FAILURE: Final = "failure"
-CIRCUIT_IGNORED: Final = "ignored"
-"""Neither failure nor success: cancelled (client disconnect, an outer timeout), or an error
-the breaker does not count (a 4xx that is the caller's fault)."""
-CIRCUIT_REJECTED: Final = "rejected"
-"""Refused without running: open, forced open, or half-open with every probe taken."""
-CIRCUIT_BREAKER_OUTCOMES: Final = (
-    CIRCUIT_SUCCESS,
-    CIRCUIT_FAILURE,
-    CIRCUIT_IGNORED,
-    CIRCUIT_REJECTED,
-)
-CIRCUIT_OPEN: Final = "circuit_open"
-"""``error.type`` on the current span of a call a breaker refused."""
-CIRCUIT_STATE_VALUES: Final = {"closed": 0, "half_open": 1, "open": 2}
-"""Value of the ``toolkit.circuit_breaker.state`` gauge for each state."""
-
 FEATURE_FLAG_KEY: Final = "feature_flag.key"
 """The flag evaluated (semantic conventions); on metrics, declared keys only."""
 FEATURE_FLAG_RESULT_VARIANT: Final = "feature_flag.result.variant"
@@ -136,6 +100,43 @@ CACHE_BACKEND: Final = "toolkit.cache.backend"
 """Where the entries live: ``memory``, ``redis``, or ``local`` (the in-process tier)."""
 CACHE_KEY: Final = "toolkit.cache.key"
 """Hash of the entry's key: span events only."""
+
+POOL_NAME: Final = "toolkit.pool.name"
+"""Which :class:`~toolkit.AgentPool`: its ``name=`` (the factory's name by default). The
+semantic conventions' ``db.client.connection.pool.name`` plays this part for database pools."""
+POOL_STATE: Final = "toolkit.pool.state"
+"""``idle`` (built, waiting in the pool) or ``used`` (lent to a caller), as in
+``db.client.connection.state``."""
+POOL_DISCARD_REASON: Final = "toolkit.pool.discard.reason"
+"""Why an object was closed: one of :data:`POOL_DISCARD_REASONS`."""
+
+POOL_IDLE: Final = "idle"
+POOL_USED: Final = "used"
+POOL_STATES: Final = (POOL_IDLE, POOL_USED)
+POOL_DISCARD_ERROR: Final = "error"
+"""The caller's block raised (exclusive mode by default; see ``discard_on``)."""
+POOL_DISCARD_CANCELLED: Final = "cancelled"
+"""The caller was cancelled while using or checking it: its state is unknown."""
+POOL_DISCARD_RECYCLED: Final = "recycled"
+"""Past its age (``recycle_after``) or use (``max_uses``) limit."""
+POOL_DISCARD_UNHEALTHY: Final = "unhealthy"
+"""Its health check returned False, raised or timed out at checkout."""
+POOL_DISCARD_RESET_FAILED: Final = "reset_failed"
+"""Its ``reset`` hook raised on return."""
+POOL_DISCARD_CLOSED: Final = "closed"
+"""The pool closed (shutdown), or it was built per call with the ``pool`` flag off."""
+POOL_DISCARD_REASONS: Final = (
+    POOL_DISCARD_ERROR,
+    POOL_DISCARD_CANCELLED,
+    POOL_DISCARD_RECYCLED,
+    POOL_DISCARD_UNHEALTHY,
+    POOL_DISCARD_RESET_FAILED,
+    POOL_DISCARD_CLOSED,
+)
+POOL_QUEUE_FULL: Final = "queue_full"
+"""``error.type`` of an acquire refused because ``max_waiting`` callers already wait."""
+POOL_TIMEOUT: Final = "timeout"
+"""``error.type`` of an acquire that passed its ``acquire_timeout``."""
 
 CACHE_HIT: Final = "hit"
 CACHE_MISS: Final = "miss"
@@ -172,15 +173,13 @@ BACKEND_ERROR_EVENT: Final = "toolkit.backend.error"
 """Span event when a backend call fails: operation, error.type, exception.*."""
 CACHE_LOOKUP_EVENT: Final = "toolkit.cache.lookup"
 """Span event per cache decision: cache name, result, hashed key."""
-CIRCUIT_BREAKER_STATE_CHANGE_EVENT: Final = "toolkit.circuit_breaker.state_change"
-"""Span event when this instance sees a breaker change state (its own decision or one
-announced by another instance): name, from and to state, forced."""
-RETRY_ATTEMPT_EVENT: Final = "toolkit.retry.attempt"
-"""Span event before each retry of a ``@resilient`` call: function, attempt number, wait,
-``error.type`` of the failure being retried."""
-RESILIENCE_FALLBACK_EVENT: Final = "toolkit.resilience.fallback"
-"""Span event when a ``@resilient`` call answered from its fallback: function, ``error.type``
-(``circuit_open``, ``timeout`` or the failure's class)."""
+POOL_WAIT_SPAN: Final = "toolkit.pool.wait"
+"""INTERNAL span of an acquire that waited at least the pool's ``wait_threshold``, from the
+start of the acquire to the moment it got an object or gave up (timed afterwards: quick
+acquires cost no span)."""
+POOL_EXHAUSTED_EVENT: Final = "toolkit.pool.exhausted"
+"""Span event when an acquire is refused: pool name, ``error.type`` (``queue_full`` or
+``timeout``)."""
 FEATURE_FLAG_EVALUATION_EVENT: Final = "feature_flag.evaluation"
 """Span event per flag evaluation (semantic conventions): key, variant, reason, provider.
 Kill switches at their default add none: only an override is news on a span."""
@@ -207,13 +206,34 @@ FEATURE_FLAG_EVALUATIONS: Final = "toolkit.feature_flag.evaluations"
 FEATURE_FLAG_CHANGES: Final = "toolkit.feature_flag.changes"
 """Counter, {change}: flag changes this process applied, by key."""
 
-CIRCUIT_BREAKER_STATE: Final = "toolkit.circuit_breaker.state"
-"""Gauge, 1: each breaker's state as this instance sees it, by name: 0 closed, 1 half-open,
-2 open (:data:`CIRCUIT_STATE_VALUES`)."""
-CIRCUIT_BREAKER_TRANSITIONS: Final = "toolkit.circuit_breaker.transitions"
-"""Counter, {transition}: state changes this instance applied, by name and new state."""
-CIRCUIT_BREAKER_CALLS: Final = "toolkit.circuit_breaker.calls"
-"""Counter, {call}: calls through each breaker, by name and outcome."""
+# Agent pools. The names follow OpenTelemetry's ``db.client.connection.*`` conventions (count
+# by state, pending_requests, wait_time, use_time, create_time, timeouts) under ``toolkit.pool``:
+# the objects are agents, clients and sandboxes rather than database connections, and a
+# dashboard of the service's real database pools must not count them.
+POOL_COUNT: Final = "toolkit.pool.objects"
+"""UpDownCounter (observed), {object}: objects by pool and state (idle, used); like
+``db.client.connection.count``, renamed because Prometheus reads a name ending in
+``_count`` as part of a histogram."""
+POOL_PENDING_REQUESTS: Final = "toolkit.pool.pending_requests"
+"""UpDownCounter (observed), {request}: acquires waiting for room, by pool; like
+``db.client.connection.pending_requests``."""
+POOL_WAIT_TIME: Final = "toolkit.pool.wait_time"
+"""Histogram, s: how long each acquire took (wait, checks and build), by pool; like
+``db.client.connection.wait_time``."""
+POOL_USE_TIME: Final = "toolkit.pool.use_time"
+"""Histogram, s: how long callers held an object, by pool; like
+``db.client.connection.use_time``."""
+POOL_CREATE_TIME: Final = "toolkit.pool.create_time"
+"""Histogram, s: how long the factory took to build one object, by pool; like
+``db.client.connection.create_time``."""
+POOL_TIMEOUTS: Final = "toolkit.pool.timeouts"
+"""Counter, {timeout}: acquires that passed ``acquire_timeout``, by pool; like
+``db.client.connection.timeouts``."""
+POOL_REJECTIONS: Final = "toolkit.pool.rejections"
+"""Counter, {request}: acquires refused at once because the wait queue was full, by pool
+(no semantic-convention equivalent: database pools do not bound their queue)."""
+POOL_DISCARDS: Final = "toolkit.pool.discards"
+"""Counter, {object}: objects closed, by pool and reason (:data:`POOL_DISCARD_REASONS`)."""
 
 HTTP_DURATION_BUCKETS: Final = (
     0.005,
@@ -252,6 +272,26 @@ CACHE_DURATION_BUCKETS: Final = (
 )
 """Seconds: backend round trips, from a local dict to a slow Redis."""
 
+POOL_WAIT_BUCKETS: Final = (
+    0.00001,
+    0.0001,
+    0.001,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+"""Seconds: from an idle object handed over in microseconds to a long wait for room."""
+
 HTTP_SERVER_REQUEST_DURATION_ATTRIBUTES: Final = (
     HTTP_REQUEST_METHOD,
     URL_SCHEME,
@@ -273,9 +313,10 @@ FEATURE_FLAG_EVALUATIONS_ATTRIBUTES: Final = (
     FEATURE_FLAG_RESULT_REASON,
 )
 FEATURE_FLAG_CHANGES_ATTRIBUTES: Final = (FEATURE_FLAG_KEY,)
-CIRCUIT_BREAKER_STATE_ATTRIBUTES: Final = (CIRCUIT_BREAKER_NAME,)
-CIRCUIT_BREAKER_TRANSITIONS_ATTRIBUTES: Final = (CIRCUIT_BREAKER_NAME, CIRCUIT_BREAKER_TO_STATE)
-CIRCUIT_BREAKER_CALLS_ATTRIBUTES: Final = (CIRCUIT_BREAKER_NAME, CIRCUIT_BREAKER_OUTCOME)
+POOL_COUNT_ATTRIBUTES: Final = (POOL_NAME, POOL_STATE)
+POOL_NAME_ATTRIBUTES: Final = (POOL_NAME,)
+"""The attributes of every pool metric but ``count`` and ``discards``."""
+POOL_DISCARDS_ATTRIBUTES: Final = (POOL_NAME, POOL_DISCARD_REASON)
 
 METRICS: Final = {
     HTTP_SERVER_REQUEST_DURATION: HTTP_SERVER_REQUEST_DURATION_ATTRIBUTES,
@@ -288,9 +329,14 @@ METRICS: Final = {
     CACHE_EVICTIONS: CACHE_EVICTIONS_ATTRIBUTES,
     FEATURE_FLAG_EVALUATIONS: FEATURE_FLAG_EVALUATIONS_ATTRIBUTES,
     FEATURE_FLAG_CHANGES: FEATURE_FLAG_CHANGES_ATTRIBUTES,
-    CIRCUIT_BREAKER_STATE: CIRCUIT_BREAKER_STATE_ATTRIBUTES,
-    CIRCUIT_BREAKER_TRANSITIONS: CIRCUIT_BREAKER_TRANSITIONS_ATTRIBUTES,
-    CIRCUIT_BREAKER_CALLS: CIRCUIT_BREAKER_CALLS_ATTRIBUTES,
+    POOL_COUNT: POOL_COUNT_ATTRIBUTES,
+    POOL_PENDING_REQUESTS: POOL_NAME_ATTRIBUTES,
+    POOL_WAIT_TIME: POOL_NAME_ATTRIBUTES,
+    POOL_USE_TIME: POOL_NAME_ATTRIBUTES,
+    POOL_CREATE_TIME: POOL_NAME_ATTRIBUTES,
+    POOL_TIMEOUTS: POOL_NAME_ATTRIBUTES,
+    POOL_REJECTIONS: POOL_NAME_ATTRIBUTES,
+    POOL_DISCARDS: POOL_DISCARDS_ATTRIBUTES,
 }
 """Every metric the toolkit emits, with the only attributes it may carry."""
 SPAN_EVENTS: Final = (
@@ -298,9 +344,7 @@ SPAN_EVENTS: Final = (
     CACHE_LOOKUP_EVENT,
     BACKEND_ERROR_EVENT,
     FEATURE_FLAG_EVALUATION_EVENT,
-    CIRCUIT_BREAKER_STATE_CHANGE_EVENT,
-    RETRY_ATTEMPT_EVENT,
-    RESILIENCE_FALLBACK_EVENT,
+    POOL_EXHAUSTED_EVENT,
 )
 """Every span event the toolkit adds."""
 
@@ -397,28 +441,74 @@ def create_cache_evictions(meter: Meter, callback: Callback) -> ObservableCounte
         description="Cache entries evicted to make room, where the backend can tell.",
     )
 
-def create_circuit_breaker_state(meter: Meter, callback: Callback) -> ObservableGauge:
-    return meter.create_observable_gauge(
-        CIRCUIT_BREAKER_STATE,
+
+def create_pool_count(meter: Meter, callback: Callback) -> ObservableUpDownCounter:
+    return meter.create_observable_up_down_counter(
+        POOL_COUNT,
         callbacks=[callback],
-        unit="1",
-        description="Circuit breaker state by breaker: 0 closed, 1 half-open, 2 open.",
+        unit="{object}",
+        description="Pooled objects, by pool and state (idle or used).",
     )
 
 
-def create_circuit_breaker_transitions(meter: Meter, callback: Callback) -> ObservableCounter:
-    return meter.create_observable_counter(
-        CIRCUIT_BREAKER_TRANSITIONS,
+def create_pool_pending_requests(meter: Meter, callback: Callback) -> ObservableUpDownCounter:
+    return meter.create_observable_up_down_counter(
+        POOL_PENDING_REQUESTS,
         callbacks=[callback],
-        unit="{transition}",
-        description="Circuit breaker state changes applied by this instance, by new state.",
+        unit="{request}",
+        description="Acquires waiting for room in a pool.",
     )
 
 
-def create_circuit_breaker_calls(meter: Meter, callback: Callback) -> ObservableCounter:
+def create_pool_wait_time(meter: Meter) -> Histogram:
+    return meter.create_histogram(
+        POOL_WAIT_TIME,
+        unit="s",
+        description="Time an acquire took to get an object from a pool.",
+        explicit_bucket_boundaries_advisory=POOL_WAIT_BUCKETS,
+    )
+
+
+def create_pool_use_time(meter: Meter) -> Histogram:
+    return meter.create_histogram(
+        POOL_USE_TIME,
+        unit="s",
+        description="Time between acquiring a pooled object and giving it back.",
+        explicit_bucket_boundaries_advisory=HTTP_DURATION_BUCKETS,
+    )
+
+
+def create_pool_create_time(meter: Meter) -> Histogram:
+    return meter.create_histogram(
+        POOL_CREATE_TIME,
+        unit="s",
+        description="Time the factory took to build a pooled object.",
+        explicit_bucket_boundaries_advisory=POOL_WAIT_BUCKETS,
+    )
+
+
+def create_pool_timeouts(meter: Meter, callback: Callback) -> ObservableCounter:
     return meter.create_observable_counter(
-        CIRCUIT_BREAKER_CALLS,
+        POOL_TIMEOUTS,
         callbacks=[callback],
-        unit="{call}",
-        description="Calls through circuit breakers, by breaker and outcome.",
+        unit="{timeout}",
+        description="Acquires that passed the pool's acquire timeout.",
+    )
+
+
+def create_pool_rejections(meter: Meter, callback: Callback) -> ObservableCounter:
+    return meter.create_observable_counter(
+        POOL_REJECTIONS,
+        callbacks=[callback],
+        unit="{request}",
+        description="Acquires refused at once because the pool's wait queue was full.",
+    )
+
+
+def create_pool_discards(meter: Meter, callback: Callback) -> ObservableCounter:
+    return meter.create_observable_counter(
+        POOL_DISCARDS,
+        callbacks=[callback],
+        unit="{object}",
+        description="Pooled objects closed, by pool and reason.",
     )
