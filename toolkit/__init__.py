@@ -9,6 +9,7 @@ from toolkit._version import __version__
 from toolkit.cache import ResponseCacheMiddleware, cache_embeddings, cached
 from toolkit.errors import (
     BackendError,
+    CircuitOpenError,
     ConfigurationError,
     PoolClosedError,
     PoolError,
@@ -20,12 +21,15 @@ from toolkit.flags import feature
 from toolkit.install import Toolkit, install
 from toolkit.pool import AgentPool, pooled
 from toolkit.ratelimit import RateLimitMiddleware
+from toolkit.resilience import CircuitBreaker, RetryBudget, RetryPolicy, resilient
 from toolkit.settings import ToolkitSettings
 from toolkit.telemetry.middleware import TelemetryMiddleware
 
 __all__ = [
     "AgentPool",
     "BackendError",
+    "CircuitBreaker",
+    "CircuitOpenError",
     "ConfigurationError",
     "PoolClosedError",
     "PoolError",
@@ -33,6 +37,8 @@ __all__ = [
     "PoolTimeoutError",
     "RateLimitMiddleware",
     "ResponseCacheMiddleware",
+    "RetryBudget",
+    "RetryPolicy",
     "TelemetryMiddleware",
     "Toolkit",
     "ToolkitError",
@@ -43,4 +49,5 @@ __all__ = [
     "feature",
     "install",
     "pooled",
+    "resilient",
 ]

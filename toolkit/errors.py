@@ -4,6 +4,7 @@
      +-- ConfigurationError    a setting or argument is invalid; raised at startup only
      +-- BackendError          a storage call failed or timed out (driver error in __cause__)
           +-- BackendUnavailable   the backend is down; skipped until its next reconnect
+     +-- CircuitOpenError      a circuit breaker refused the call (open, or half-open and full)
      +-- PoolError             an AgentPool cannot lend an object now (install() answers 503)
           +-- PoolExhaustedError   its wait queue is full: refused at once, without waiting
           +-- PoolTimeoutError     none came free within acquire_timeout
@@ -67,3 +68,19 @@ class PoolTimeoutError(PoolError):
 
 class PoolClosedError(PoolError):
     """The pool was closed (the app is shutting down) and lends nothing more."""
+
+
+class CircuitOpenError(ToolkitError):
+    """A circuit breaker refused the call without running it: the breaker is open, forced
+    open, or half-open with every probe permit taken. Catch it to answer without the
+    dependency, or pass ``fallback=`` to :func:`~toolkit.resilient`.
+
+    Args:
+        breaker: the breaker's name.
+        retry_after: seconds until the breaker lets a probe through (0 when unknown).
+    """
+
+    def __init__(self, message: str, *, breaker: str, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.breaker = breaker
+        self.retry_after = retry_after

@@ -406,6 +406,73 @@ class PoolSettings(_Section):
     )
 
 
+class ResilienceSettings(_Section):
+    """Defaults of circuit breakers, retries and deadlines (``@toolkit.resilient``). Each
+    breaker and decorator may override them in its arguments."""
+
+    failure_rate: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of failed calls in the window that opens a breaker.",
+        examples=["0.5"],
+    )
+    minimum_calls: int = Field(
+        20,
+        ge=1,
+        description="Calls in the window before a rate counts (fleet-wide on Redis).",
+        examples=["20"],
+    )
+    window: Seconds = Field(
+        60.0, gt=0, description="Length of the sliding window of outcomes.", examples=["60s"]
+    )
+    open_duration: Seconds = Field(
+        30.0,
+        gt=0,
+        description="First open period; doubled at each trip in a row, up to max_open_duration.",
+        examples=["30s"],
+    )
+    max_open_duration: Seconds = Field(
+        300.0, gt=0, description="Cap of the open period's backoff.", examples=["5m"]
+    )
+    probes: int = Field(
+        3,
+        ge=1,
+        description="Probe calls let through in half-open, for the whole fleet; all must "
+        "succeed to close.",
+        examples=["3"],
+    )
+    probe_timeout: Seconds = Field(
+        120.0,
+        gt=0,
+        description="A probe not reported within this is presumed lost and its permit freed.",
+        examples=["2m"],
+    )
+    flush_interval: Seconds = Field(
+        1.0,
+        gt=0,
+        description="How often each instance adds its successes to the shared window (and "
+        "re-reads breaker states).",
+        examples=["1s"],
+    )
+    timeout: Seconds | None = Field(
+        120.0,
+        gt=0,
+        description="Default deadline of a @resilient call, backoff included.",
+        examples=["30s"],
+    )
+    retry_budget: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Retries in flight may be at most this share of calls in flight...",
+        examples=["0.2"],
+    )
+    retry_budget_minimum: int = Field(
+        3, ge=0, description="...or this many, whichever is more.", examples=["3"]
+    )
+
+
 class ToolkitSettings(BaseSettings):
     """Every toolkit setting. Construct it, or let :func:`toolkit.install` load it."""
 
@@ -422,6 +489,7 @@ class ToolkitSettings(BaseSettings):
     cache: CacheSettings = Field(default_factory=CacheSettings)  # type: ignore[arg-type]
     flags: FlagsSettings = Field(default_factory=FlagsSettings)  # type: ignore[arg-type]
     admin: AdminSettings = Field(default_factory=AdminSettings)  # type: ignore[arg-type]
+    resilience: ResilienceSettings = Field(default_factory=ResilienceSettings)  # type: ignore[arg-type]
 
     def __init__(self, **values: Any) -> None:
         try:

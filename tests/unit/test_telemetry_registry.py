@@ -21,6 +21,7 @@ from toolkit.telemetry import names
 async def classify(text: str) -> str:
     return text.upper()
 
+
 pytestmark = pytest.mark.anyio
 
 DECLARED_ATTRIBUTES = {
@@ -95,6 +96,8 @@ async def drive_every_capability(
         await installed.cache.invalidate(["answers"])
     with tracer_provider.get_tracer("test").start_as_current_span("pool work"):
         await use_a_pool(tracer_provider, meter_provider)
+    with tracer_provider.get_tracer("test").start_as_current_span("resilience work"):
+        await drive_resilience(meter_provider)
     await installed.shutdown()
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=failing), base_url="http://t"
@@ -124,6 +127,41 @@ async def use_a_pool(tracer_provider: TracerProvider, meter_provider: MeterProvi
                 pass
     await pool.close()
     await waiting.close()
+
+
+async def drive_resilience(meter_provider: MeterProvider) -> None:
+    """A breaker that trips, refuses (answered by a fallback), probes and closes; a retry."""
+    from toolkit.resilience import BreakerRegistry, RetryPolicy, set_current_breakers
+
+    now = [1_700_000_000.0]
+    registry = BreakerRegistry(meter_provider=meter_provider)
+    set_current_breakers(registry)
+    breaker = registry.get("llm", clock=lambda: now[0], minimum_calls=2, probes=1)
+    failing = [True]
+
+    async def no_wait(seconds: float) -> None:
+        del seconds
+
+    async def canned() -> str:
+        return "canned"
+
+    @toolkit.resilient(
+        breaker="llm",
+        retries=RetryPolicy(on=TimeoutError, attempts=2, sleep=no_wait),
+        fallback=canned,
+    )
+    async def call_llm() -> str:
+        if failing[0]:
+            raise TimeoutError("slow model")
+        return "answer"
+
+    for _ in range(3):  # two failures (each retried once) trip it; the third is refused
+        await call_llm()
+    now[0] += 60
+    failing[0] = False
+    await call_llm()  # the probe succeeds: closed again
+    assert breaker.state == "closed"
+    set_current_breakers(None)
 
 
 async def test_everything_emitted_is_declared_and_everything_declared_is_emitted(

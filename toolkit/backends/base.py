@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 from opentelemetry import metrics, trace
 
+from toolkit.backends._breaker import BreakerConfig, BreakerView
 from toolkit.backends._gcra import GcraLimit, GcraResult
 from toolkit.telemetry import names
 
@@ -22,6 +23,9 @@ FLAGS_CHANNEL: Final = "flags"
 """Where flag changes are announced: the key of the flag that changed."""
 CACHE_CHANNEL: Final = "cache"
 """Where cache invalidations are announced: ``{"tags": [...]}``, for in-process copies."""
+BREAKER_CHANNEL: Final = "breakers"
+"""Where circuit-breaker transitions are announced: ``{"name", "state", "until",
+"generation", "forced"}`` as JSON."""
 
 
 class Backend(abc.ABC):
@@ -146,6 +150,52 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def lease_held(self, key: str) -> bool:
         """Whether anyone holds the lease ``key``."""
+
+    # --- circuit breakers (policy in toolkit/resilience; state and arithmetic here) ------------
+
+    @abc.abstractmethod
+    async def breaker_record(
+        self,
+        name: str,
+        now_ms: int,
+        successes: int,
+        failures: int,
+        slow: int,
+        trip: bool,
+        config: BreakerConfig,
+    ) -> BreakerView:
+        """Add outcomes of calls made while closed to breaker ``name``'s window and trip it
+        when its rate passes the threshold (or ``trip``); transitions are announced on the
+        ``breakers`` channel. The view carries the window's totals (see
+        ``lua/breaker_record.lua``)."""
+
+    @abc.abstractmethod
+    async def breaker_acquire_probe(
+        self, name: str, now_ms: int, token: str, config: BreakerConfig
+    ) -> BreakerView:
+        """Take a half-open probe permit, ``config.probes`` for every process sharing this
+        backend; an open breaker whose period ended goes half-open first. ``granted`` tells."""
+
+    @abc.abstractmethod
+    async def breaker_release_probe(
+        self,
+        name: str,
+        now_ms: int,
+        token: str,
+        generation: int,
+        outcome: str,
+        config: BreakerConfig,
+    ) -> BreakerView:
+        """Report a probe's ``success``, ``failure`` or ``ignored`` (cancelled) outcome."""
+
+    @abc.abstractmethod
+    async def breaker_force(self, name: str, forced: str) -> BreakerView:
+        """Set an operator's override (``open``, ``closed``, ``disabled``) or clear it
+        (``""``: closed, empty window); announced."""
+
+    @abc.abstractmethod
+    async def breaker_read(self, name: str) -> BreakerView:
+        """The stored state of breaker ``name``."""
 
     @abc.abstractmethod
     def limits_storage(self) -> Storage:

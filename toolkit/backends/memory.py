@@ -13,8 +13,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from cachetools import TLRUCache
 from opentelemetry import metrics
 
+from toolkit.backends._breaker import BreakerConfig, BreakerTable, BreakerView, breaker_message
 from toolkit.backends._gcra import MICROSECONDS, GcraLimit, GcraResult
-from toolkit.backends.base import CACHE_CHANNEL, FLAG_HISTORY_LENGTH, FLAGS_CHANNEL, Backend
+from toolkit.backends.base import (
+    BREAKER_CHANNEL,
+    CACHE_CHANNEL,
+    FLAG_HISTORY_LENGTH,
+    FLAGS_CHANNEL,
+    Backend,
+)
 
 if TYPE_CHECKING:
     from limits.aio.storage import Storage
@@ -81,6 +88,7 @@ class MemoryBackend(Backend):
         self._entries = _Entries(max_cache_bytes, clock)
         self._tags: dict[str, set[str]] = {}
         self._leases: dict[str, tuple[str, float]] = {}
+        self._breakers = BreakerTable()
 
     async def gcra(self, keys: Sequence[str], limits: Sequence[GcraLimit], cost: int) -> GcraResult:
         # Step for step the arithmetic of lua/gcra.lua, in plain loops: this runs on every
@@ -207,6 +215,51 @@ class MemoryBackend(Backend):
     async def lease_held(self, key: str) -> bool:
         held = self._leases.get(key)
         return held is not None and held[1] > self._clock()
+
+    async def breaker_record(
+        self,
+        name: str,
+        now_ms: int,
+        successes: int,
+        failures: int,
+        slow: int,
+        trip: bool,
+        config: BreakerConfig,
+    ) -> BreakerView:
+        before = self._breakers.read(name).generation
+        view = self._breakers.record(name, now_ms, successes, failures, slow, trip, config)
+        return await self._announce(name, before, view)
+
+    async def breaker_acquire_probe(
+        self, name: str, now_ms: int, token: str, config: BreakerConfig
+    ) -> BreakerView:
+        before = self._breakers.read(name).generation
+        view = self._breakers.acquire_probe(name, now_ms, token, config)
+        return await self._announce(name, before, view)
+
+    async def breaker_release_probe(
+        self,
+        name: str,
+        now_ms: int,
+        token: str,
+        generation: int,
+        outcome: str,
+        config: BreakerConfig,
+    ) -> BreakerView:
+        before = self._breakers.read(name).generation
+        view = self._breakers.release_probe(name, now_ms, token, generation, outcome, config)
+        return await self._announce(name, before, view)
+
+    async def breaker_force(self, name: str, forced: str) -> BreakerView:
+        return await self._announce(name, -1, self._breakers.force(name, forced))
+
+    async def breaker_read(self, name: str) -> BreakerView:
+        return self._breakers.read(name)
+
+    async def _announce(self, name: str, before: int, view: BreakerView) -> BreakerView:
+        if view.generation != before:
+            await self.publish(BREAKER_CHANNEL, breaker_message(name, view))
+        return view
 
     def limits_storage(self) -> Storage:
         if self._limits_storage is None:

@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from opentelemetry import metrics
 
+from toolkit.backends._breaker import BreakerConfig, BreakerView
 from toolkit.backends._gcra import GcraLimit, GcraResult
 from toolkit.backends._reconnect import Reconnect
 from toolkit.backends.base import (
+    BREAKER_CHANNEL,
     CACHE_CHANNEL,
     FLAG_HISTORY_LENGTH,
     FLAGS_CHANNEL,
@@ -114,6 +116,10 @@ class RedisBackend(Backend):
         self._flags_save_script = self._client.register_script(_read_script("flags_save.lua"))
         self._lease_renew_script = self._client.register_script(_read_script("lease_renew.lua"))
         self._lease_release_script = self._client.register_script(_read_script("lease_release.lua"))
+        self._breaker_scripts = {
+            op: self._client.register_script(_read_script(f"breaker_{op}.lua"))
+            for op in ("record", "probe", "release", "force")
+        }
         self._limits_storage: Storage | None = None
         # Overrides and their history share one {hash tag}: the save script runs on a cluster.
         self._flags_key = self.key("{flags}", "state")
@@ -280,6 +286,63 @@ class RedisBackend(Backend):
 
     async def lease_held(self, key: str) -> bool:
         return bool(await self.call("lease.held", lambda: self._client.exists(self.key(key))))
+
+    def _breaker_keys(self, name: str) -> list[str]:
+        # One {hash tag} per breaker: its scripts touch all three keys, on one cluster slot.
+        tag = "{breaker:" + name + "}"
+        return [self.key(tag, "state"), self.key(tag, "window"), self.key(tag, "probes")]
+
+    async def _breaker_script(
+        self, operation: str, script: str, name: str, args: Sequence[object]
+    ) -> BreakerView:
+        keys = self._breaker_keys(name)
+        call = self._breaker_scripts[script]
+        reply = await self.call(operation, lambda: call(keys=keys, args=list(args)))
+        return BreakerView.from_reply(reply)
+
+    async def breaker_record(
+        self,
+        name: str,
+        now_ms: int,
+        successes: int,
+        failures: int,
+        slow: int,
+        trip: bool,
+        config: BreakerConfig,
+    ) -> BreakerView:
+        args = [now_ms, successes, failures, slow, int(trip), self.key(BREAKER_CHANNEL), name]
+        return await self._breaker_script("breaker.record", "record", name, [*args, *config.args()])
+
+    async def breaker_acquire_probe(
+        self, name: str, now_ms: int, token: str, config: BreakerConfig
+    ) -> BreakerView:
+        args = [now_ms, token, self.key(BREAKER_CHANNEL), name, *config.args()]
+        return await self._breaker_script("breaker.probe", "probe", name, args)
+
+    async def breaker_release_probe(
+        self,
+        name: str,
+        now_ms: int,
+        token: str,
+        generation: int,
+        outcome: str,
+        config: BreakerConfig,
+    ) -> BreakerView:
+        args = [now_ms, token, generation, outcome, self.key(BREAKER_CHANNEL), name]
+        return await self._breaker_script(
+            "breaker.release", "release", name, [*args, *config.args()]
+        )
+
+    async def breaker_force(self, name: str, forced: str) -> BreakerView:
+        args = [forced, self.key(BREAKER_CHANNEL), name]
+        return await self._breaker_script("breaker.force", "force", name, args)
+
+    async def breaker_read(self, name: str) -> BreakerView:
+        key = self._breaker_keys(name)[0]
+        fields = ("state", "until", "gen", "forced")
+        stored = await self.call("breaker.read", lambda: self._client.hmget(key, fields))
+        state, until, gen, forced = (None if v is None else v.decode() for v in stored)
+        return BreakerView(state or "closed", int(until or 0), int(gen or 0), forced or "")
 
     async def _pipelined(self, commands: Iterable[tuple[Any, ...]]) -> list[Any]:
         pipeline = self._client.pipeline(transaction=False)

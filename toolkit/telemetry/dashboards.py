@@ -39,6 +39,9 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
     names.CACHE_EVICTIONS: Instrument("{entry}", "counter"),
     names.FEATURE_FLAG_EVALUATIONS: Instrument("{evaluation}", "counter"),
     names.FEATURE_FLAG_CHANGES: Instrument("{change}", "counter"),
+    names.CIRCUIT_BREAKER_STATE: Instrument("1", "gauge"),
+    names.CIRCUIT_BREAKER_TRANSITIONS: Instrument("{transition}", "counter"),
+    names.CIRCUIT_BREAKER_CALLS: Instrument("{call}", "counter"),
     names.POOL_COUNT: Instrument("{object}", "updowncounter"),
     names.POOL_PENDING_REQUESTS: Instrument("{request}", "updowncounter"),
     names.POOL_WAIT_TIME: Instrument("s", "histogram"),
@@ -93,6 +96,9 @@ _CACHE_ENTRIES = series(names.CACHE_ENTRIES)
 _CACHE_EVICTIONS = series(names.CACHE_EVICTIONS)
 _EVALUATIONS = series(names.FEATURE_FLAG_EVALUATIONS)
 _CHANGES = series(names.FEATURE_FLAG_CHANGES)
+_BREAKER_STATE = series(names.CIRCUIT_BREAKER_STATE)
+_BREAKER_TRANSITIONS = series(names.CIRCUIT_BREAKER_TRANSITIONS)
+_BREAKER_CALLS = series(names.CIRCUIT_BREAKER_CALLS)
 _POOL_COUNT = series(names.POOL_COUNT)
 _POOL_PENDING = series(names.POOL_PENDING_REQUESTS)
 _POOL_WAIT_BUCKET = series(names.POOL_WAIT_TIME, "_bucket")
@@ -118,6 +124,10 @@ _CACHE_BACKEND = prometheus_label(names.CACHE_BACKEND)
 _FLAG = prometheus_label(names.FEATURE_FLAG_KEY)
 _VARIANT = prometheus_label(names.FEATURE_FLAG_RESULT_VARIANT)
 _REASON = prometheus_label(names.FEATURE_FLAG_RESULT_REASON)
+_BREAKER = prometheus_label(names.CIRCUIT_BREAKER_NAME)
+_BREAKER_OUTCOME = prometheus_label(names.CIRCUIT_BREAKER_OUTCOME)
+_BREAKER_TO = prometheus_label(names.CIRCUIT_BREAKER_TO_STATE)
+RESILIENCE_ROW_Y: Final = 90
 
 
 def _rate(metric: str, matchers: str = "") -> str:
@@ -521,6 +531,63 @@ POOL_ROW_Y: Final = 66
 """Where the "Agent pools" row starts: below the feature-flag panels."""
 
 
+def _resilience_panels(y: int) -> list[Json]:
+    return [
+        _row("Resilience", y),
+        _panel(
+            "timeseries",
+            "Circuit breaker state",
+            "Each breaker's state as each instance sees it: 0 closed, 1 half-open, 2 open. "
+            "Instances of one fleet share the state through the backend and agree within a "
+            "second.",
+            "short",
+            [
+                _target(
+                    f"max by (instance, {_BREAKER}) ({_BREAKER_STATE}{{{SELECTOR}}})",
+                    f"{{{{{_BREAKER}}}}} {{{{instance}}}}",
+                )
+            ],
+            (0, y + 1, 12, 8),
+            min=0,
+            max=2,
+        ),
+        _panel(
+            "timeseries",
+            "Calls through breakers by outcome",
+            "Calls per second by breaker and outcome: success, failure, ignored (cancelled, or "
+            "the caller's own error) and rejected (refused while open: the fallback answered, "
+            "or the caller got CircuitOpenError).",
+            "ops",
+            [
+                _target(
+                    _sum(_rate(_BREAKER_CALLS), _BREAKER, _BREAKER_OUTCOME),
+                    f"{{{{{_BREAKER}}}}} {{{{{_BREAKER_OUTCOME}}}}}",
+                )
+            ],
+            (12, y + 1, 12, 8),
+        ),
+        _panel(
+            "timeseries",
+            "Breaker transitions",
+            "State changes applied, by breaker and new state: a breaker that keeps reopening "
+            "is flapping against a dependency that is still sick.",
+            "short",
+            [
+                _target(
+                    _sum(
+                        f"increase({_BREAKER_TRANSITIONS}{{{SELECTOR}}}[{RATE_INTERVAL}])",
+                        _BREAKER,
+                        _BREAKER_TO,
+                    ),
+                    f"{{{{{_BREAKER}}}}} to {{{{{_BREAKER_TO}}}}}",
+                )
+            ],
+            (0, y + 9, 24, 8),
+            noValue="0",
+        ),
+    ]
+
+
 def _variables() -> list[Json]:
     jobs = f"label_values({_DURATION_COUNT}, job)"
     instances = f'label_values({_DURATION_COUNT}{{job=~"$job"}}, instance)'
@@ -570,6 +637,7 @@ def http_ratelimit_dashboard() -> Json:
         *_backend_panels(),
         *_cache_panels(),
         *_flag_panels(),
+        *_resilience_panels(RESILIENCE_ROW_Y),
         *_pool_panels(POOL_ROW_Y),
     ]
     return {

@@ -81,6 +81,42 @@ BACKEND_NAME: Final = "toolkit.backend.name"
 BACKEND_OPERATION: Final = "toolkit.backend.operation"
 """The backend operation, e.g. ``ratelimit.gcra``."""
 
+CIRCUIT_BREAKER_NAME: Final = "toolkit.circuit_breaker.name"
+"""Which breaker: its configured name (one per provider or model, e.g. ``openai``)."""
+CIRCUIT_BREAKER_OUTCOME: Final = "toolkit.circuit_breaker.outcome"
+"""One of :data:`CIRCUIT_BREAKER_OUTCOMES`."""
+CIRCUIT_BREAKER_FROM_STATE: Final = "toolkit.circuit_breaker.from_state"
+"""The state a transition left: ``closed``, ``open`` or ``half_open`` (span events only)."""
+CIRCUIT_BREAKER_TO_STATE: Final = "toolkit.circuit_breaker.to_state"
+"""The state a transition entered: ``closed``, ``open`` or ``half_open``."""
+CIRCUIT_BREAKER_FORCED: Final = "toolkit.circuit_breaker.forced"
+"""An operator's override in force after a transition: ``open``, ``closed``, ``disabled``,
+or empty (span events only)."""
+RETRY_ATTEMPT_NUMBER: Final = "toolkit.retry.attempt.number"
+"""The attempt about to start after a backoff: 2 for the first retry (span events only)."""
+RETRY_WAIT: Final = "toolkit.retry.wait"
+"""Seconds slept before that attempt, Retry-After included (span events only)."""
+RESILIENCE_FUNCTION: Final = "toolkit.resilience.function"
+"""Qualified name of the ``@resilient`` function (span events only)."""
+
+CIRCUIT_SUCCESS: Final = "success"
+CIRCUIT_FAILURE: Final = "failure"
+CIRCUIT_IGNORED: Final = "ignored"
+"""Neither failure nor success: cancelled (client disconnect, an outer timeout), or an error
+the breaker does not count (a 4xx that is the caller's fault)."""
+CIRCUIT_REJECTED: Final = "rejected"
+"""Refused without running: open, forced open, or half-open with every probe taken."""
+CIRCUIT_BREAKER_OUTCOMES: Final = (
+    CIRCUIT_SUCCESS,
+    CIRCUIT_FAILURE,
+    CIRCUIT_IGNORED,
+    CIRCUIT_REJECTED,
+)
+CIRCUIT_OPEN: Final = "circuit_open"
+"""``error.type`` on the current span of a call a breaker refused."""
+CIRCUIT_STATE_VALUES: Final = {"closed": 0, "half_open": 1, "open": 2}
+"""Value of the ``toolkit.circuit_breaker.state`` gauge for each state."""
+
 FEATURE_FLAG_KEY: Final = "feature_flag.key"
 """The flag evaluated (semantic conventions); on metrics, declared keys only."""
 FEATURE_FLAG_RESULT_VARIANT: Final = "feature_flag.result.variant"
@@ -173,6 +209,15 @@ BACKEND_ERROR_EVENT: Final = "toolkit.backend.error"
 """Span event when a backend call fails: operation, error.type, exception.*."""
 CACHE_LOOKUP_EVENT: Final = "toolkit.cache.lookup"
 """Span event per cache decision: cache name, result, hashed key."""
+CIRCUIT_BREAKER_STATE_CHANGE_EVENT: Final = "toolkit.circuit_breaker.state_change"
+"""Span event when this instance sees a breaker change state (its own decision or one
+announced by another instance): name, from and to state, forced."""
+RETRY_ATTEMPT_EVENT: Final = "toolkit.retry.attempt"
+"""Span event before each retry of a ``@resilient`` call: function, attempt number, wait,
+``error.type`` of the failure being retried."""
+RESILIENCE_FALLBACK_EVENT: Final = "toolkit.resilience.fallback"
+"""Span event when a ``@resilient`` call answered from its fallback: function, ``error.type``
+(``circuit_open``, ``timeout`` or the failure's class)."""
 POOL_WAIT_SPAN: Final = "toolkit.pool.wait"
 """INTERNAL span of an acquire that waited at least the pool's ``wait_threshold``, from the
 start of the acquire to the moment it got an object or gave up (timed afterwards: quick
@@ -234,6 +279,14 @@ POOL_REJECTIONS: Final = "toolkit.pool.rejections"
 (no semantic-convention equivalent: database pools do not bound their queue)."""
 POOL_DISCARDS: Final = "toolkit.pool.discards"
 """Counter, {object}: objects closed, by pool and reason (:data:`POOL_DISCARD_REASONS`)."""
+
+CIRCUIT_BREAKER_STATE: Final = "toolkit.circuit_breaker.state"
+"""Gauge, 1: each breaker's state as this instance sees it, by name: 0 closed, 1 half-open,
+2 open (:data:`CIRCUIT_STATE_VALUES`)."""
+CIRCUIT_BREAKER_TRANSITIONS: Final = "toolkit.circuit_breaker.transitions"
+"""Counter, {transition}: state changes this instance applied, by name and new state."""
+CIRCUIT_BREAKER_CALLS: Final = "toolkit.circuit_breaker.calls"
+"""Counter, {call}: calls through each breaker, by name and outcome."""
 
 HTTP_DURATION_BUCKETS: Final = (
     0.005,
@@ -313,6 +366,9 @@ FEATURE_FLAG_EVALUATIONS_ATTRIBUTES: Final = (
     FEATURE_FLAG_RESULT_REASON,
 )
 FEATURE_FLAG_CHANGES_ATTRIBUTES: Final = (FEATURE_FLAG_KEY,)
+CIRCUIT_BREAKER_STATE_ATTRIBUTES: Final = (CIRCUIT_BREAKER_NAME,)
+CIRCUIT_BREAKER_TRANSITIONS_ATTRIBUTES: Final = (CIRCUIT_BREAKER_NAME, CIRCUIT_BREAKER_TO_STATE)
+CIRCUIT_BREAKER_CALLS_ATTRIBUTES: Final = (CIRCUIT_BREAKER_NAME, CIRCUIT_BREAKER_OUTCOME)
 POOL_COUNT_ATTRIBUTES: Final = (POOL_NAME, POOL_STATE)
 POOL_NAME_ATTRIBUTES: Final = (POOL_NAME,)
 """The attributes of every pool metric but ``count`` and ``discards``."""
@@ -329,6 +385,9 @@ METRICS: Final = {
     CACHE_EVICTIONS: CACHE_EVICTIONS_ATTRIBUTES,
     FEATURE_FLAG_EVALUATIONS: FEATURE_FLAG_EVALUATIONS_ATTRIBUTES,
     FEATURE_FLAG_CHANGES: FEATURE_FLAG_CHANGES_ATTRIBUTES,
+    CIRCUIT_BREAKER_STATE: CIRCUIT_BREAKER_STATE_ATTRIBUTES,
+    CIRCUIT_BREAKER_TRANSITIONS: CIRCUIT_BREAKER_TRANSITIONS_ATTRIBUTES,
+    CIRCUIT_BREAKER_CALLS: CIRCUIT_BREAKER_CALLS_ATTRIBUTES,
     POOL_COUNT: POOL_COUNT_ATTRIBUTES,
     POOL_PENDING_REQUESTS: POOL_NAME_ATTRIBUTES,
     POOL_WAIT_TIME: POOL_NAME_ATTRIBUTES,
@@ -344,6 +403,9 @@ SPAN_EVENTS: Final = (
     CACHE_LOOKUP_EVENT,
     BACKEND_ERROR_EVENT,
     FEATURE_FLAG_EVALUATION_EVENT,
+    CIRCUIT_BREAKER_STATE_CHANGE_EVENT,
+    RETRY_ATTEMPT_EVENT,
+    RESILIENCE_FALLBACK_EVENT,
     POOL_EXHAUSTED_EVENT,
 )
 """Every span event the toolkit adds."""
@@ -511,4 +573,31 @@ def create_pool_discards(meter: Meter, callback: Callback) -> ObservableCounter:
         callbacks=[callback],
         unit="{object}",
         description="Pooled objects closed, by pool and reason.",
+    )
+
+
+def create_circuit_breaker_state(meter: Meter, callback: Callback) -> ObservableGauge:
+    return meter.create_observable_gauge(
+        CIRCUIT_BREAKER_STATE,
+        callbacks=[callback],
+        unit="1",
+        description="Circuit breaker state by breaker: 0 closed, 1 half-open, 2 open.",
+    )
+
+
+def create_circuit_breaker_transitions(meter: Meter, callback: Callback) -> ObservableCounter:
+    return meter.create_observable_counter(
+        CIRCUIT_BREAKER_TRANSITIONS,
+        callbacks=[callback],
+        unit="{transition}",
+        description="Circuit breaker state changes applied by this instance, by new state.",
+    )
+
+
+def create_circuit_breaker_calls(meter: Meter, callback: Callback) -> ObservableCounter:
+    return meter.create_observable_counter(
+        CIRCUIT_BREAKER_CALLS,
+        callbacks=[callback],
+        unit="{call}",
+        description="Calls through circuit breakers, by breaker and outcome.",
     )

@@ -1,0 +1,86 @@
+"""The breaker's metrics and span events; counts kept in dicts, read when OpenTelemetry
+collects (see ``telemetry/_counts.py``): a call through a breaker pays a dict update."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from toolkit._version import __version__
+from toolkit.telemetry import names
+from toolkit.telemetry._counts import Counts, shared_callbacks, shared_counts
+
+
+class BreakerTelemetry:
+    """Instruments of one breaker: ``calls`` by outcome, ``transitions``, the ``state`` gauge."""
+
+    __slots__ = ("__weakref__", "_calls", "_outcomes", "_transitions", "name")
+
+    def __init__(
+        self,
+        name: str,
+        owner: object,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        """``owner`` has a ``state`` attribute; the gauge holds it weakly, so a breaker
+        dropped by its owner stops reporting."""
+        self.name = name
+        meter = metrics.get_meter(
+            names.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
+        )
+        self._calls: Counts = shared_counts(
+            meter, names.CIRCUIT_BREAKER_CALLS, names.create_circuit_breaker_calls
+        )
+        self._transitions: Counts = shared_counts(
+            meter, names.CIRCUIT_BREAKER_TRANSITIONS, names.create_circuit_breaker_transitions
+        )
+        self._outcomes = {
+            outcome: {names.CIRCUIT_BREAKER_NAME: name, names.CIRCUIT_BREAKER_OUTCOME: outcome}
+            for outcome in names.CIRCUIT_BREAKER_OUTCOMES
+        }
+        attributes = {names.CIRCUIT_BREAKER_NAME: name}
+        reference = weakref.ref(owner)
+
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            del options
+            alive = reference()
+            if alive is None:
+                return []
+            state: str = getattr(alive, "state")  # noqa: B009 - any owner with a state
+            return [Observation(names.CIRCUIT_STATE_VALUES[state], attributes)]
+
+        shared_callbacks(
+            meter, names.CIRCUIT_BREAKER_STATE, names.create_circuit_breaker_state
+        ).append(observe)
+
+    def call(self, outcome: str) -> None:
+        """Count one call's outcome."""
+        self._calls.add((self.name, outcome), self._outcomes[outcome])
+
+    def rejected(self) -> None:
+        """Count a refused call and mark the current span ``error.type=circuit_open``."""
+        self._calls.add((self.name, names.CIRCUIT_REJECTED), self._outcomes[names.CIRCUIT_REJECTED])
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attribute(names.ERROR_TYPE, names.CIRCUIT_OPEN)
+
+    def transition(self, before: str, after: str, forced: str) -> None:
+        """Count a state change and put it on the current span."""
+        self._transitions.add(
+            (self.name, after),
+            {names.CIRCUIT_BREAKER_NAME: self.name, names.CIRCUIT_BREAKER_TO_STATE: after},
+        )
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event(
+                names.CIRCUIT_BREAKER_STATE_CHANGE_EVENT,
+                {
+                    names.CIRCUIT_BREAKER_NAME: self.name,
+                    names.CIRCUIT_BREAKER_FROM_STATE: before,
+                    names.CIRCUIT_BREAKER_TO_STATE: after,
+                    names.CIRCUIT_BREAKER_FORCED: forced,
+                },
+            )

@@ -1,0 +1,477 @@
+"""CircuitBreaker: stop calling a dependency that is failing, let a few probes find out when
+it is back, and agree on it across every instance that shares the backend.
+
+States: ``closed`` (calls pass; outcomes fill a sliding window), ``open`` (calls are refused
+at once with :class:`~toolkit.errors.CircuitOpenError` until the open period ends; each trip in
+a row doubles the period, up to a cap) and ``half_open`` (exactly ``probes`` calls run, for the
+whole fleet; the rest are refused fast; one failed probe opens again, all probes succeeding
+closes). Operators can force it open or closed or disable it; shadow mode records and never
+refuses.
+
+Where the round trips go (the design, in short):
+
+- A call in the closed state makes **no** backend call. Its outcome is counted in process;
+  successes reach the shared window in aggregate, every ``flush_interval`` (piggybacked on the
+  next call after it elapses, in the background). A failure is reported at once, with the
+  successes counted so far: failures are what can trip a breaker, so they cannot wait; the
+  rare failing call pays one round trip, the common successful one pays none.
+- An open breaker refuses from its local copy of the state, no round trip, until its open
+  period ends; then at most ``probes`` callers per process ask the backend for a fleet-wide
+  probe permit (an atomic script), and a caller refused there waits out a short recheck
+  instead of asking again at once.
+- Every transition is published; instances follow it through :class:`BreakerRegistry`'s
+  subscription, and every flush re-reads the state as a safety net.
+- When the backend fails, the breaker keeps deciding from its local copy (the same state
+  machine, fed the same counts, starting from the fleet's last known state) and never raises a
+  backend error into the call; the next backend call that succeeds brings the fleet's state
+  back.
+
+Cancellation (a client disconnect, an outer timeout) is neither a failure nor a success: the
+window is untouched and a probe's permit is given back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+from opentelemetry import metrics
+
+from toolkit.backends import Backend, MemoryBackend
+from toolkit.backends._breaker import (
+    CLOSED,
+    DISABLED,
+    FORCED_CLOSED,
+    FORCED_OPEN,
+    HALF_OPEN,
+    NOT_FORCED,
+    OPEN,
+    PROBE_FAILURE,
+    PROBE_IGNORED,
+    PROBE_SUCCESS,
+    BreakerConfig,
+    BreakerTable,
+    BreakerView,
+)
+from toolkit.errors import BackendError, CircuitOpenError, ConfigurationError
+from toolkit.resilience._telemetry import BreakerTelemetry
+from toolkit.resilience.classify import ErrorPredicate, counts_as_failure
+from toolkit.settings import ResilienceSettings, validate_arguments
+from toolkit.telemetry import names
+
+R = TypeVar("R")
+
+WINDOW_BUCKETS: Final = 10
+"""Buckets per sliding window: the window slides in tenths."""
+_ALLOWED_NAME: Final = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-:/"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A half-open probe permit: report its outcome exactly once."""
+
+    token: str
+    generation: int
+    local: bool
+
+
+class _Shadow:
+    """The permit of a call shadow mode let through although the breaker would refuse it."""
+
+    __slots__ = ()
+
+
+SHADOW: Final = _Shadow()
+Permit = Probe | _Shadow | None
+"""What :meth:`CircuitBreaker.admit` returns: None for an ordinary call."""
+
+
+class CircuitBreaker:
+    """A circuit breaker named ``name``; with a shared backend, one state for the fleet.
+
+    Use it through ``@toolkit.resilient(breaker=...)``, ``await breaker.call(fn, ...)``, or
+    the low-level ``permit = await breaker.admit()`` then ``await breaker.record_success(
+    permit, seconds)`` / ``record_failure(permit, exc, seconds)`` / ``record_cancelled(permit)``.
+    Get named ones from a :class:`~toolkit.resilience.BreakerRegistry` (one per provider or
+    model) so that instances follow each other's transitions.
+
+    Args:
+        name: letters, digits and ``._-:/``; the ``toolkit.circuit_breaker.name`` of metrics.
+        backend: where the state lives; an in-process one when None.
+        failure_rate: share of failed calls in the window that trips (``0 < x <= 1``).
+        minimum_calls: calls in the window before a rate counts.
+        window: seconds of the sliding window (time-based, in tenths).
+        window_calls: judge the last N calls of this process instead (count-based); a trip
+            still opens the breaker for the fleet.
+        slow_call_duration: seconds after which a call counts as slow; None: never.
+        slow_call_rate: share of slow calls that trips (with ``slow_call_duration``).
+        open_duration: first open period; doubled at each trip in a row...
+        max_open_duration: ...up to this.
+        probes: calls let through in half-open, for the whole fleet.
+        failure: which errors count as failures; others are ``ignored``. Default: all but the
+            caller's own (a 4xx other than 408/429, validation errors).
+        shadow: record and change state, never refuse.
+        settings: the defaults (``resilience`` settings); the built-in ones when None.
+        clock: wall-clock seconds (shared states carry times every instance must agree on).
+        meter_provider: where the breaker metrics go; the global provider when None.
+
+    Every default comes from ``settings``; invalid arguments raise ConfigurationError.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        backend: Backend | None = None,
+        failure_rate: float | None = None,
+        minimum_calls: int | None = None,
+        window: float | str | None = None,
+        window_calls: int | None = None,
+        slow_call_duration: float | str | None = None,
+        slow_call_rate: float = 1.0,
+        open_duration: float | str | None = None,
+        max_open_duration: float | str | None = None,
+        probes: int | None = None,
+        failure: ErrorPredicate = counts_as_failure,
+        shadow: bool = False,
+        settings: ResilienceSettings | None = None,
+        clock: Callable[[], float] = time.time,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name or not set(name) <= _ALLOWED_NAME:
+            raise ConfigurationError(
+                f"CircuitBreaker(name={name!r}): letters, digits and ._-:/ only, e.g. 'openai'"
+            )
+        base = settings if settings is not None else ResilienceSettings.model_validate({})
+        overrides = {
+            "failure_rate": failure_rate,
+            "minimum_calls": minimum_calls,
+            "window": window,
+            "open_duration": open_duration,
+            "max_open_duration": max_open_duration,
+            "probes": probes,
+        }
+        given = {k: v for k, v in overrides.items() if v is not None}
+        options = validate_arguments(ResilienceSettings, {**base.model_dump(), **given})
+        if window_calls is not None and (not isinstance(window_calls, int) or window_calls < 1):
+            raise ConfigurationError(
+                f"CircuitBreaker(window_calls={window_calls!r}): a positive count, e.g. 100"
+            )
+        slow = None
+        if slow_call_duration is not None:
+            slow = validate_arguments(ResilienceSettings, {"window": slow_call_duration}).window
+        if not 0 < slow_call_rate <= 1:
+            raise ConfigurationError(
+                f"CircuitBreaker(slow_call_rate={slow_call_rate!r}): a share in (0, 1], e.g. 0.8"
+            )
+        if not callable(failure):
+            raise ConfigurationError(
+                f"CircuitBreaker(failure={failure!r}): a predicate of the exception, e.g. "
+                "toolkit.resilience.counts_as_failure"
+            )
+        self.name = name
+        self.backend: Backend = backend if backend is not None else MemoryBackend()
+        self.settings = options
+        self.failure = failure
+        self.shadow = shadow
+        self.slow_call_duration = slow
+        self.window_calls = window_calls
+        self._clock = clock
+        window_ms = max(WINDOW_BUCKETS, round(options.window * 1000))
+        self.config = BreakerConfig(
+            bucket_ms=window_ms // WINDOW_BUCKETS,
+            buckets=WINDOW_BUCKETS,
+            minimum_calls=options.minimum_calls,
+            failure_rate=options.failure_rate,
+            slow_rate=slow_call_rate if slow is not None else 0.0,
+            open_ms=round(options.open_duration * 1000),
+            max_open_ms=round(max(options.max_open_duration, options.open_duration) * 1000),
+            probes=options.probes,
+            probe_ttl_ms=round(options.probe_timeout * 1000),
+        )
+        self._flush_interval = options.flush_interval
+        self._recheck = min(1.0, options.open_duration / 10)
+        # A shared backend gets a local fallback; the memory backend is local already.
+        self._shared = not isinstance(self.backend, MemoryBackend)
+        self._local = BreakerTable()
+        self._degraded = False
+        self.state = CLOSED
+        self.forced = NOT_FORCED
+        self._until_ms = 0
+        self._generation = 0
+        self._fast = True
+        self._pending_ok = self._pending_failed = self._pending_slow = 0
+        self._recent: list[tuple[bool, bool]] = []
+        self._flush_at = clock() + self._flush_interval
+        self._probing = 0
+        self._recheck_at = 0.0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.telemetry = BreakerTelemetry(name, self, meter_provider)
+
+    def __repr__(self) -> str:
+        forced = f", forced={self.forced}" if self.forced else ""
+        return f"<CircuitBreaker {self.name!r} {self.state}{forced}>"
+
+    @property
+    def degraded(self) -> bool:
+        """Whether the breaker decides from local state because the backend failed."""
+        return self._degraded
+
+    # --- calls -----------------------------------------------------------------------------
+
+    async def call(self, function: Callable[..., Awaitable[R]], /, *args: Any, **kwargs: Any) -> R:
+        """``await function(*args, **kwargs)`` through the breaker.
+
+        Raises:
+            CircuitOpenError: refused without running the function.
+        """
+        permit = await self.admit()
+        started = self._clock()
+        try:
+            result = await function(*args, **kwargs)
+        except asyncio.CancelledError:
+            self.record_cancelled(permit)
+            raise
+        except Exception as exc:
+            await self.record_failure(permit, exc, self._clock() - started)
+            raise
+        await self.record_success(permit, self._clock() - started)
+        return result
+
+    async def admit(self) -> Permit:
+        """Let a call through (None, or a probe permit) or raise CircuitOpenError."""
+        if self._fast:
+            return None
+        if self.forced == FORCED_OPEN:
+            return self._reject(0.0)
+        now = self._clock()
+        if self.state == OPEN and now * 1000 < self._until_ms:
+            return self._reject(self._until_ms / 1000 - now)
+        if now < self._recheck_at or self._probing >= self.config.probes:
+            return self._reject(max(0.0, self._recheck_at - now))
+        self._probing += 1
+        token = uuid.uuid4().hex
+        try:
+            view, local = await self._acquire(token, int(now * 1000))
+        except asyncio.CancelledError:
+            self._probing -= 1
+            # The permit may have been granted as we were cancelled: give it back.
+            self._spawn(self._release(Probe(token, -1, False), PROBE_IGNORED))
+            raise
+        self._apply(view, local)
+        if view.granted:
+            return Probe(token, view.generation, local)
+        self._probing -= 1
+        self._recheck_at = now + self._recheck
+        return self._reject(self._recheck)
+
+    def _reject(self, retry_after: float) -> _Shadow:
+        self.telemetry.rejected()
+        if self.shadow:
+            return SHADOW
+        raise CircuitOpenError(
+            f"circuit breaker {self.name!r} is {self.forced and 'forced '}{self.state}; "
+            "the call was not made",
+            breaker=self.name,
+            retry_after=retry_after,
+        )
+
+    async def record_success(self, permit: Permit, seconds: float = 0.0) -> None:
+        """The call returned normally after ``seconds``."""
+        if permit is None:
+            if self.forced == DISABLED:
+                return
+            self.telemetry.call(names.CIRCUIT_SUCCESS)
+            self._pending_ok += 1
+            slow = self.slow_call_duration is not None and seconds >= self.slow_call_duration
+            if slow:
+                self._pending_slow += 1
+            if self.window_calls is not None and self._judge(False, slow):
+                await self._flush(trip=True)
+            elif self._clock() >= self._flush_at:
+                self._flush_at = self._clock() + self._flush_interval
+                self._spawn(self._flush())
+        elif isinstance(permit, Probe):
+            self.telemetry.call(names.CIRCUIT_SUCCESS)
+            await self._finish(permit, PROBE_SUCCESS)
+
+    async def record_failure(
+        self, permit: Permit, exc: BaseException, seconds: float = 0.0
+    ) -> None:
+        """The call raised ``exc`` after ``seconds``: a failure if ``failure(exc)``, else
+        ignored."""
+        if permit is None and self.forced == DISABLED:
+            return
+        if not self.failure(exc):
+            self.record_cancelled(permit)
+            return
+        self.telemetry.call(names.CIRCUIT_FAILURE)
+        if permit is None:
+            self._pending_failed += 1
+            slow = self.slow_call_duration is not None and seconds >= self.slow_call_duration
+            if slow:
+                self._pending_slow += 1
+            trip = self.window_calls is not None and self._judge(True, slow)
+            await self._flush(trip=trip)
+        elif isinstance(permit, Probe):
+            await self._finish(permit, PROBE_FAILURE)
+
+    def record_cancelled(self, permit: Permit) -> None:
+        """The call was cancelled (or raised an error that is not a failure): no outcome; a
+        probe's permit is given back, in the background."""
+        if permit is None and self.forced == DISABLED:
+            return
+        self.telemetry.call(names.CIRCUIT_IGNORED)
+        if isinstance(permit, Probe):
+            self._probing -= 1
+            self._spawn(self._release(permit, PROBE_IGNORED))
+
+    def _judge(self, failed: bool, slow: bool) -> bool:
+        """Count-based window: whether this process's last ``window_calls`` calls trip."""
+        recent = self._recent
+        recent.append((failed, slow))
+        size = self.window_calls or 0
+        if len(recent) > size:
+            del recent[: len(recent) - size]
+        if len(recent) < max(1, self.config.minimum_calls):
+            return False
+        failures = sum(1 for f, _ in recent if f)
+        slowed = sum(1 for _, s in recent if s)
+        rate = self.config.failure_rate * len(recent)
+        slow_rate = self.config.slow_rate * len(recent)
+        if failures >= rate or (self.config.slow_rate > 0 and slowed >= slow_rate):
+            recent.clear()
+            return True
+        return False
+
+    async def _finish(self, probe: Probe, outcome: str) -> None:
+        self._probing -= 1
+        await self._release(probe, outcome)
+
+    # --- operators -------------------------------------------------------------------------
+
+    async def force_open(self) -> None:
+        """Refuse every call, on every instance, until :meth:`reset`."""
+        await self._force(FORCED_OPEN)
+
+    async def force_closed(self) -> None:
+        """Let every call through (still counted, never tripping) until :meth:`reset`."""
+        await self._force(FORCED_CLOSED)
+
+    async def disable(self) -> None:
+        """Pass every call through untouched and uncounted, until :meth:`reset`."""
+        await self._force(DISABLED)
+
+    async def reset(self) -> None:
+        """Clear any override: closed, with an empty window."""
+        await self._force(NOT_FORCED)
+
+    async def _force(self, forced: str) -> None:
+        # Operators see a backend error (the override did not reach the fleet); this
+        # instance follows the override anyway.
+        try:
+            view = await self.backend.breaker_force(self.name, forced)
+        except BackendError:
+            self._apply(self._local.force(self.name, forced), True)
+            raise
+        self._recent.clear()
+        self._apply(view, False)
+
+    async def refresh(self) -> None:
+        """Read the stored state (at startup, and after the subscription reconnects)."""
+        try:
+            view = await self.backend.breaker_read(self.name)
+        except BackendError:
+            return
+        self._apply(view, False)
+
+    def follow(self, view: BreakerView) -> None:
+        """Apply a transition announced by another instance."""
+        if not self._degraded:
+            self._apply(view, False)
+
+    async def settle(self) -> None:
+        """Wait for this breaker's background reports (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # --- storage ---------------------------------------------------------------------------
+
+    async def _flush(self, *, trip: bool = False) -> None:
+        ok, failed, slow = self._pending_ok, self._pending_failed, self._pending_slow
+        self._pending_ok = self._pending_failed = self._pending_slow = 0
+        now_ms = int(self._clock() * 1000)
+        self._flush_at = self._clock() + self._flush_interval
+        if self._shared:
+            self._local.record(self.name, now_ms, ok, failed, slow, trip, self.config)
+        try:
+            view = await self.backend.breaker_record(
+                self.name, now_ms, ok, failed, slow, trip, self.config
+            )
+        except BackendError:
+            self._apply(self._local.read(self.name), True)
+            return
+        self._apply(view, False)
+
+    async def _acquire(self, token: str, now_ms: int) -> tuple[BreakerView, bool]:
+        try:
+            view = await self.backend.breaker_acquire_probe(self.name, now_ms, token, self.config)
+        except BackendError:
+            return self._local.acquire_probe(self.name, now_ms, token, self.config), True
+        return view, False
+
+    async def _release(self, probe: Probe, outcome: str) -> None:
+        now_ms = int(self._clock() * 1000)
+        if probe.local:
+            view = self._local.release_probe(
+                self.name, now_ms, probe.token, probe.generation, outcome, self.config
+            )
+            self._apply(view, True)
+            return
+        try:
+            view = await self.backend.breaker_release_probe(
+                self.name, now_ms, probe.token, probe.generation, outcome, self.config
+            )
+        except BackendError:
+            if outcome == PROBE_FAILURE:
+                self._local.record(self.name, now_ms, 0, 0, 0, True, self.config)
+            self._apply(self._local.read(self.name), True)
+            return
+        self._apply(view, False)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _apply(self, view: BreakerView, local: bool) -> None:
+        """Adopt ``view`` as this instance's state, counting and announcing a transition."""
+        if self._shared:
+            if not local:
+                self._local.adopt(self.name, view)
+            switched = local != self._degraded
+            self._degraded = local
+            if not switched and view.generation < self._generation:
+                return  # an older view than one already applied (replies can cross)
+        elif view.generation < self._generation:
+            return
+        before, before_forced = self.state, self.forced
+        self.state, self.forced = view.state, view.forced
+        self._until_ms, self._generation = view.until, view.generation
+        self._fast = (view.state == CLOSED and view.forced != FORCED_OPEN) or view.forced in (
+            FORCED_CLOSED,
+            DISABLED,
+        )
+        if (before, before_forced) != (view.state, view.forced):
+            self._recheck_at = 0.0
+            if view.state != before:
+                self.telemetry.transition(before, view.state, view.forced)
+
+
+__all__ = ["CLOSED", "HALF_OPEN", "OPEN", "CircuitBreaker", "Permit", "Probe"]

@@ -1,0 +1,298 @@
+"""``@resilient``: a deadline, a circuit breaker, retries and a fallback around an async call.
+
+The layers, outermost first, and why in this order:
+
+1. **fallback** catches whatever the rest ends with (a refusal, the deadline, the last failure)
+   and answers instead, so it sees every way the call can fail.
+2. **deadline** (``timeout=``) bounds everything inside it, backoff sleeps included: the caller
+   waits at most this long, however many retries are left.
+3. **breaker** sees only a call's *final* outcome: a call that failed twice and then succeeded
+   is one success, so retries do not inflate the failure rate, and while it is open no
+   attempt (first or retry) is made at all. A call cut by the deadline is a failure (the
+   dependency was too slow); a call cancelled from outside is neither.
+4. **retries** repeat the attempt (``retry_on=`` decides which errors), asking the retry
+   budget before each one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Final, ParamSpec, TypeVar, cast
+
+from opentelemetry import trace
+
+from toolkit._duration import parse_seconds
+from toolkit.errors import CircuitOpenError, ConfigurationError
+from toolkit.flags import RESILIENCE, FlagSource, current_store
+from toolkit.resilience.breaker import CircuitBreaker
+from toolkit.resilience.budget import RetryBudget
+from toolkit.resilience.classify import ErrorPredicate, error_type
+from toolkit.resilience.registry import BreakerRegistry, current_breakers
+from toolkit.resilience.retry import RetryPolicy
+from toolkit.telemetry import names
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _Default:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT: Final = _Default()
+"""Use the ``resilience`` setting (``timeout``, ``retry_budget``); None means off."""
+
+
+def resilient(
+    *,
+    breaker: str | CircuitBreaker | None = None,
+    retries: int | RetryPolicy | None = None,
+    retry_on: ErrorPredicate | type[BaseException] | tuple[type[BaseException], ...] | None = None,
+    timeout: float | str | _Default | None = DEFAULT,
+    fallback: Callable[..., Awaitable[Any]] | None = None,
+    budget: RetryBudget | float | _Default | None = DEFAULT,
+    flags: FlagSource | None = None,
+) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
+    """Make an async call to a flaky dependency (an LLM, a tool, a store) sturdy.
+
+        @toolkit.resilient(
+            breaker="openai", retries=3, retry_on=toolkit.resilience.provider_errors,
+            timeout="20s", fallback=canned_answer,
+        )
+        async def call_llm(prompt: str) -> str: ...
+
+    Args:
+        breaker: a breaker name (from the current :class:`BreakerRegistry`, one per provider
+            or model) or a :class:`CircuitBreaker`; none when None.
+        retries: attempts in all as an int (then ``retry_on`` is required), or a
+            :class:`RetryPolicy`; none when None.
+        retry_on: which errors to retry with ``retries=<int>``: a predicate such as
+            ``toolkit.resilience.provider_errors`` or exception classes.
+        timeout: deadline of the whole call, backoff included (``"20s"`` or seconds); the
+            ``resilience.timeout`` setting by default; None for none.
+        fallback: an async function taking the same arguments, awaited instead when the call
+            ends in an error (refused, timed out, or failed after its retries). Cancellation is
+            never answered by the fallback.
+        budget: the retry budget: a :class:`RetryBudget`, a ratio, None for none; by default
+            one per breaker (or per function) from the ``resilience`` settings.
+        flags: where the ``resilience`` flag is read; the current store when None. Off means
+            the bare call, at the next call, on every instance.
+
+    Raises:
+        ConfigurationError: at decoration, for a sync function or an invalid argument.
+        CircuitOpenError: at call time, when the breaker refuses and there is no fallback.
+        TimeoutError: at call time, when the deadline passes and there is no fallback.
+    """
+    if isinstance(retries, int) and not isinstance(retries, bool):
+        if retry_on is None:
+            raise ConfigurationError(
+                f"@resilient(retries={retries}): say which errors may be retried, e.g. "
+                "retry_on=toolkit.resilience.provider_errors (timeouts, connection errors, "
+                "429, 5xx)"
+            )
+        policy: RetryPolicy | None = (
+            RetryPolicy(on=retry_on, attempts=retries) if retries > 1 else None
+        )
+        if retries < 1:
+            raise ConfigurationError(f"@resilient(retries={retries}): attempts in all, 1 or more")
+    elif isinstance(retries, RetryPolicy) or retries is None:
+        policy = retries
+        if retry_on is not None:
+            raise ConfigurationError(
+                "@resilient(retry_on=...) goes with retries=<int>; a RetryPolicy has its own on="
+            )
+    else:
+        raise ConfigurationError(
+            f"@resilient(retries={retries!r}): attempts as an int (with retry_on=) or a RetryPolicy"
+        )
+    if breaker is not None and not isinstance(breaker, str | CircuitBreaker):
+        raise ConfigurationError(
+            f"@resilient(breaker={breaker!r}): a name such as 'openai', or a CircuitBreaker"
+        )
+    deadline: float | _Default | None = DEFAULT
+    if timeout is None or isinstance(timeout, _Default):
+        deadline = timeout
+    else:
+        try:
+            deadline = parse_seconds(timeout)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"@resilient(timeout={timeout!r}): {exc}; e.g. '20s'") from exc
+        if deadline <= 0:
+            raise ConfigurationError(f"@resilient(timeout={timeout!r}): positive, e.g. '20s'")
+    if fallback is not None and not inspect.iscoroutinefunction(fallback):
+        raise ConfigurationError(
+            f"@resilient(fallback={fallback!r}): an async function taking the same arguments"
+        )
+    if isinstance(budget, float | int) and not isinstance(budget, bool):
+        budget = RetryBudget(float(budget))
+    elif not (budget is None or isinstance(budget, RetryBudget | _Default)):
+        raise ConfigurationError(f"@resilient(budget={budget!r}): a RetryBudget, a ratio or None")
+
+    def decorate(
+        function: Callable[P, Coroutine[Any, Any, R]],
+    ) -> Callable[P, Coroutine[Any, Any, R]]:
+        guard = _Guard(function, breaker, policy, deadline, fallback, budget, flags)
+
+        @functools.wraps(function)
+        async def resilient_call(*args: P.args, **kwargs: P.kwargs) -> R:
+            return cast(R, await guard.call(args, kwargs))
+
+        return resilient_call
+
+    return decorate
+
+
+_budgets: dict[tuple[int, str], RetryBudget] = {}
+
+
+class _Guard:
+    """Everything about one decorated function that can be known before its first call."""
+
+    def __init__(
+        self,
+        function: Callable[..., Coroutine[Any, Any, Any]],
+        breaker: str | CircuitBreaker | None,
+        policy: RetryPolicy | None,
+        deadline: float | _Default | None,
+        fallback: Callable[..., Awaitable[Any]] | None,
+        budget: RetryBudget | _Default | None,
+        flags: FlagSource | None,
+    ) -> None:
+        qualname = getattr(function, "__qualname__", repr(function))
+        if not inspect.iscoroutinefunction(function):
+            raise ConfigurationError(
+                f"@resilient needs an async function (async def): {qualname} is not"
+            )
+        self.function = function
+        self.qualname = qualname
+        self.breaker_spec = breaker
+        self.policy = policy
+        self.deadline_spec = deadline
+        self.fallback = fallback
+        self.budget_spec = budget
+        self.flags = flags
+        # Resolved against the current registry at the first call, again if it changes
+        # (install() replaces the in-process registry with the app's).
+        self.registry: BreakerRegistry | None = None
+        self.breaker: CircuitBreaker | None = (
+            breaker if isinstance(breaker, CircuitBreaker) else None
+        )
+        self.deadline: float | None = None
+        self.budget: RetryBudget | None = None
+
+    def _resolve(self, registry: BreakerRegistry) -> None:
+        self.registry = registry
+        settings = registry.settings
+        if isinstance(self.breaker_spec, str):
+            self.breaker = registry.get(self.breaker_spec)
+        self.deadline = (
+            settings.timeout if isinstance(self.deadline_spec, _Default) else self.deadline_spec
+        )
+        if isinstance(self.budget_spec, _Default):
+            owner = self.breaker.name if self.breaker is not None else self.qualname
+            key = (id(registry), owner)
+            budget = _budgets.get(key)
+            if budget is None:
+                budget = _budgets[key] = RetryBudget(
+                    settings.retry_budget, settings.retry_budget_minimum
+                )
+            self.budget = budget
+        else:
+            self.budget = self.budget_spec
+
+    async def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not (self.flags or current_store()).is_enabled(RESILIENCE):
+            return await self.function(*args, **kwargs)
+        registry = current_breakers()
+        if registry is not self.registry:
+            self._resolve(registry)
+        if self.fallback is None:
+            return await self._bounded(args, kwargs)
+        try:
+            return await self._bounded(args, kwargs)
+        except Exception as exc:
+            span = trace.get_current_span()
+            if span.is_recording():
+                span.add_event(
+                    names.RESILIENCE_FALLBACK_EVENT,
+                    {
+                        names.RESILIENCE_FUNCTION: self.qualname,
+                        names.ERROR_TYPE: names.CIRCUIT_OPEN
+                        if isinstance(exc, CircuitOpenError)
+                        else error_type(exc),
+                    },
+                )
+            return await self.fallback(*args, **kwargs)
+
+    async def _bounded(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.deadline is None:
+            return await self._guarded(args, kwargs, None)
+        async with asyncio.timeout(self.deadline) as scope:
+            return await self._guarded(args, kwargs, scope)
+
+    async def _guarded(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], scope: asyncio.Timeout | None
+    ) -> Any:
+        breaker = self.breaker
+        if breaker is None:
+            return await self._attempts(args, kwargs, scope)
+        permit = await breaker.admit()
+        clock = breaker._clock
+        started = clock()
+        try:
+            result = await self._attempts(args, kwargs, scope)
+        except asyncio.CancelledError:
+            if scope is not None and scope.expired():
+                # Our own deadline cut it: the dependency was too slow, a failure.
+                breaker._spawn(breaker.record_failure(permit, TimeoutError(), clock() - started))
+            else:
+                breaker.record_cancelled(permit)
+            raise
+        except Exception as exc:
+            await breaker.record_failure(permit, exc, clock() - started)
+            raise
+        await breaker.record_success(permit, clock() - started)
+        return result
+
+    async def _attempts(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], scope: asyncio.Timeout | None
+    ) -> Any:
+        policy = self.policy
+        if policy is None:
+            return await self.function(*args, **kwargs)
+        budget = self.budget
+        if budget is not None:
+            budget.active += 1
+        try:
+            return await policy.run(
+                self.function,
+                args,
+                kwargs,
+                budget=budget,
+                remaining=_remaining(scope),
+                label=self.qualname,
+            )
+        finally:
+            if budget is not None:
+                budget.active -= 1
+
+
+def _remaining(scope: asyncio.Timeout | None) -> Callable[[], float | None]:
+    if scope is None:
+        return _none
+
+    def remaining() -> float | None:
+        when = scope.when()
+        return None if when is None else when - asyncio.get_running_loop().time()
+
+    return remaining
+
+
+def _none() -> float | None:
+    return None

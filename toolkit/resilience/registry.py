@@ -1,0 +1,117 @@
+"""Named breakers (one per provider or model) that follow each other across instances."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from typing import Any
+
+from opentelemetry import metrics
+
+from toolkit.backends import Backend, MemoryBackend
+from toolkit.backends._breaker import parse_breaker_message
+from toolkit.backends.base import BREAKER_CHANNEL
+from toolkit.errors import BackendError
+from toolkit.resilience.breaker import CircuitBreaker
+from toolkit.settings import ResilienceSettings
+
+logger = logging.getLogger("toolkit.resilience")
+
+
+class BreakerRegistry:
+    """Breakers by name, over one backend, with the ``resilience`` settings as defaults.
+
+    ``registry.get("openai")`` returns the same breaker every time (created on first use, with
+    any keyword arguments of :class:`CircuitBreaker`); ``@toolkit.resilient(breaker="openai")``
+    asks the current registry. Started, it subscribes to the backend's breaker announcements so
+    a transition decided by any instance reaches this one within a round trip.
+
+    Args:
+        backend: where breaker state lives; an in-process one when None.
+        settings: the defaults of every breaker; the built-in ones when None.
+        meter_provider: where breaker metrics go; the global provider when None.
+    """
+
+    def __init__(
+        self,
+        backend: Backend | None = None,
+        settings: ResilienceSettings | None = None,
+        *,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        self.backend = backend if backend is not None else MemoryBackend()
+        self.settings = settings if settings is not None else ResilienceSettings.model_validate({})
+        self._meter_provider = meter_provider
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def get(self, name: str, **options: Any) -> CircuitBreaker:
+        """The breaker ``name``, created with ``options`` the first time it is asked for."""
+        breaker = self._breakers.get(name)
+        if breaker is None:
+            options.setdefault("settings", self.settings)
+            options.setdefault("meter_provider", self._meter_provider)
+            breaker = self._breakers[name] = CircuitBreaker(name, backend=self.backend, **options)
+        return breaker
+
+    def __iter__(self) -> Any:
+        return iter(list(self._breakers.values()))
+
+    async def start(self) -> None:
+        """Follow transitions announced by every instance (``install()``'s startup)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._follow(), name="toolkit.resilience.follow")
+
+    async def stop(self) -> None:
+        """Stop following, and wait for the breakers' background reports (bounded)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([self._task], timeout=2.0)
+            self._task = None
+        for breaker in self:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await breaker.settle()
+
+    async def _follow(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                async for message in self.backend.subscribe(BREAKER_CHANNEL):
+                    delay = 0.05
+                    parsed = parse_breaker_message(message) if message else None
+                    if parsed is None:
+                        # Subscribed (again): catch up on what was announced meanwhile.
+                        for breaker in self:
+                            await breaker.refresh()
+                        continue
+                    breaker = self._breakers.get(parsed[0])
+                    if breaker is not None:
+                        breaker.follow(parsed[1])
+            except BackendError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from None
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+            delay = min(1.0, delay * 2)
+
+
+_current: BreakerRegistry | None = None
+
+
+def current_breakers() -> BreakerRegistry:
+    """The registry set with :func:`set_current_breakers` (``install()``), else an in-process
+    one created on first use, so named breakers work before and without ``install()``."""
+    global _current
+    if _current is None:
+        _current = BreakerRegistry()
+    return _current
+
+
+def set_current_breakers(registry: BreakerRegistry | None) -> None:
+    """Make ``registry`` the one ``@resilient(breaker="name")`` uses."""
+    global _current
+    _current = registry
