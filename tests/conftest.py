@@ -16,6 +16,7 @@ from opentelemetry.util._once import Once
 
 import toolkit
 import toolkit.cache
+import toolkit.resilience
 from tests.support.servers import RedisServer, require_binary
 from toolkit.backends import Backend, MemoryBackend
 from toolkit.backends.redis import RedisBackend
@@ -72,10 +73,11 @@ def meter_provider(metric_reader: InMemoryMetricReader) -> Iterator[MeterProvide
 @pytest.fixture(autouse=True)
 def _reset_global_providers() -> Iterator[None]:
     """Tests that set global providers (as an app would), or install the toolkit (which makes
-    its flag store the current one), must not leak them to the next."""
+    its flag store, cache and breakers the current ones), must not leak them to the next."""
     yield
     toolkit.flags._current._installed = None
     toolkit.cache.set_current_cache(None)
+    toolkit.resilience.set_current_breakers(None)
     trace._TRACER_PROVIDER_SET_ONCE = Once()
     trace._TRACER_PROVIDER = None
     metrics._internal._METER_PROVIDER_SET_ONCE = Once()

@@ -31,6 +31,7 @@ from toolkit.flags.admin import admin_routes
 from toolkit.pool import AgentPool
 from toolkit.pool._http import pool_unavailable
 from toolkit.ratelimit import RateLimitMiddleware
+from toolkit.resilience import BreakerRegistry, set_current_breakers
 from toolkit.settings import ToolkitSettings
 from toolkit.telemetry.middleware import TelemetryMiddleware
 from toolkit.telemetry.setup import Telemetry, setup_telemetry
@@ -49,6 +50,8 @@ class Toolkit:
     """The toolkit's flag store: overrides, history, the admin routes and the CLI use it."""
     cache: CacheStore
     """The store of every cache: responses, ``@cached``, ``@cache_embeddings``."""
+    breakers: BreakerRegistry
+    """The circuit breakers ``@resilient(breaker="name")`` uses, shared through the backend."""
     pools: list[AgentPool[Any]] = field(default_factory=list)
     """The agent pools started before serving and closed at shutdown."""
 
@@ -64,13 +67,15 @@ class Toolkit:
         return pool
 
     async def startup(self) -> None:
-        """Connect the backend, load the flags, then build the pools' warm objects. Never
+        """Connect the backend, load the flags, follow cache invalidations and breaker
+        transitions, then build the pools' warm objects. Never
         fails: an unreachable backend is logged and served around, and a factory that fails
         at warm-up is logged and tried again on demand. Waits for the warm-up (each build
         bounded by its pool's ``create_timeout``), so the first request finds it done."""
         await self.backend.connect()
         await self.store.start()
         await self.cache.start()
+        await self.breakers.start()
         if self.pools:
             await asyncio.gather(
                 *(
@@ -84,10 +89,11 @@ class Toolkit:
             )
 
     async def shutdown(self) -> None:
-        """Close the pools, stop following flags, close the backend, flush the providers the
-        toolkit created."""
+        """Close the pools, stop following breakers, caches and flags, close the backend,
+        flush the providers the toolkit created."""
         if self.pools:
             await asyncio.gather(*(pool.close() for pool in self.pools))
+        await self.breakers.stop()
         await self.cache.stop()
         await self.store.stop()
         await self.backend.close()
@@ -145,7 +151,11 @@ def install(
         settings=settings.cache,
     )
     set_current_cache(cache)
-    toolkit = Toolkit(settings, backend, telemetry, flags, store, cache)
+    breakers = BreakerRegistry(
+        backend, settings.resilience, meter_provider=telemetry.meter_provider
+    )
+    set_current_breakers(breakers)
+    toolkit = Toolkit(settings, backend, telemetry, flags, store, cache, breakers)
     for pool in pools:
         toolkit.add_pool(pool)
 

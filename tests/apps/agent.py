@@ -112,4 +112,26 @@ async def pooled(scenario: str) -> dict[str, str]:
     return {"scenario": scenario}
 
 
+class ProviderDown(Exception):
+    """Stands for a model provider's 5xx."""
+
+
+async def canned_reply(outcome: str) -> dict[str, str]:
+    return {"reply": "canned"}
+
+
+@toolkit.resilient(breaker="model", fallback=canned_reply, timeout=None)
+async def call_model(outcome: str) -> dict[str, str]:
+    if outcome == "fail":
+        raise ProviderDown("the provider answered 503")
+    return {"reply": "model"}
+
+
+@app.get("/model/{outcome}")
+async def model(outcome: str) -> dict[str, str]:
+    """ok: the model answers; fail: it fails (enough failures open the "model" breaker, after
+    which even ok calls get the canned reply until it probes again)."""
+    return await call_model(outcome)
+
+
 installed = toolkit.install(app, pools=[sandboxes, slow_sandboxes])

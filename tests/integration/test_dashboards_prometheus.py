@@ -128,6 +128,9 @@ def servers(redis_url: str) -> Iterator[tuple[UvicornServer, UvicornServer]]:
         "TOOLKIT_BACKEND__URL": redis_url,
         "TOOLKIT_RATELIMIT__ROUTES": json.dumps({"/limited": "3/minute"}),
         "TOOLKIT_CACHE__LOCAL_ENTRIES": "1",  # a local tier that evicts: every cache series
+        # A "model" breaker that opens after 4 failed calls in 5: transitions and rejections.
+        "TOOLKIT_RESILIENCE__MINIMUM_CALLS": "4",
+        "TOOLKIT_RESILIENCE__FAILURE_RATE": "0.5",
     }
     degraded = {
         "TOOLKIT_BACKEND__URL": f"redis://127.0.0.1:{free_port()}/0",
@@ -150,10 +153,16 @@ def drive(app: UvicornServer, down: UvicornServer) -> dict[int, int]:
         for base, paths in (
             (
                 app.base_url,
-                ["/limited"] * 5 + ["/open"] * 3 + ["/missing"] * 2 + ["/sse"]
+                ["/limited"] * 5
+                + ["/open"] * 3
+                + ["/missing"] * 2
+                + ["/sse"]
                 # cache misses and hits, and local copies evicting each other
                 + ["/answers/1", "/answers/2"] * 2
                 # pool: lent and given back, a full queue, a timeout, a discard
+                # the model breaker: successes, failures, opened, calls refused
+                + ["/model/ok", "/model/fail", "/model/fail", "/model/fail", "/model/ok"]
+                # last: the app's 500 makes uvicorn close the connection
                 + ["/pooled/ok", "/pooled/full", "/pooled/timeout", "/pooled/error"],
             ),
             (down.base_url, ["/open"] * 3 + ["/closed"] * 3),
@@ -261,5 +270,10 @@ def test_every_panel_returns_data_from_a_real_prometheus(
     assert app.base_url.removeprefix("http://") in changes
     routes = {s["metric"]["http_route"] for s in panel("Requests by route")}
     assert {"/limited", "/open", "/sse", "/answers/{answer_id}", names.UNMATCHED_ROUTE} <= routes
+    outcomes = {
+        s["metric"]["toolkit_circuit_breaker_outcome"]
+        for s in panel("Calls through breakers by outcome")
+    }
+    assert {"success", "failure", "rejected"} <= outcomes, outcomes
     ratio = {s["metric"]["toolkit_cache_name"]: value(s) for s in panel("Cache hit ratio by cache")}
     assert ratio["response"] > 0, ratio  # the second round of answers came from the cache

@@ -188,8 +188,9 @@ async def test_series_names_are_those_the_toolkit_exposes() -> None:
         metric_readers=[PrometheusMetricReader(registry=registry, scope_info_enabled=False)]
     )
     try:
-        await drive_every_capability(TracerProvider(), meter_provider)
+        installed = await drive_every_capability(TracerProvider(), meter_provider)
         exposition = generate_latest(registry).decode()
+        del installed  # kept alive until its instruments were read
     finally:
         meter_provider.shutdown()
     exposed = {

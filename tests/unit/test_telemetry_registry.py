@@ -14,6 +14,7 @@ import toolkit
 from tests.support.otel import metric_names, points
 from tests.support.servers import free_port
 from toolkit.cache import cached_response, set_current_cache
+from toolkit.resilience import BreakerRegistry, RetryPolicy, set_current_breakers
 from toolkit.telemetry import names
 
 
@@ -39,7 +40,7 @@ DECLARED_ATTRIBUTES = {
 
 async def drive_every_capability(
     tracer_provider: TracerProvider, meter_provider: MeterProvider
-) -> None:
+) -> toolkit.Toolkit:
     """Allowed, rejected, shadow-rejected and backend-error decisions, a 404, a 500, a flag
     flipped and evaluated, response and function cache misses and hits, an invalidation."""
     app = FastAPI()
@@ -97,12 +98,13 @@ async def drive_every_capability(
     with tracer_provider.get_tracer("test").start_as_current_span("pool work"):
         await use_a_pool(tracer_provider, meter_provider)
     with tracer_provider.get_tracer("test").start_as_current_span("resilience work"):
-        await drive_resilience(meter_provider)
+        await drive_resilience(installed.breakers)
     await installed.shutdown()
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=failing), base_url="http://t"
     ) as client:
         await client.get("/x")
+    return installed  # alive while the caller reads its instruments (the breakers' gauge)
 
 
 async def use_a_pool(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:
@@ -129,12 +131,9 @@ async def use_a_pool(tracer_provider: TracerProvider, meter_provider: MeterProvi
     await waiting.close()
 
 
-async def drive_resilience(meter_provider: MeterProvider) -> None:
+async def drive_resilience(registry: BreakerRegistry) -> None:
     """A breaker that trips, refuses (answered by a fallback), probes and closes; a retry."""
-    from toolkit.resilience import BreakerRegistry, RetryPolicy, set_current_breakers
-
     now = [1_700_000_000.0]
-    registry = BreakerRegistry(meter_provider=meter_provider)
     set_current_breakers(registry)
     breaker = registry.get("llm", clock=lambda: now[0], minimum_calls=2, probes=1)
     failing = [True]
@@ -161,7 +160,6 @@ async def drive_resilience(meter_provider: MeterProvider) -> None:
     failing[0] = False
     await call_llm()  # the probe succeeds: closed again
     assert breaker.state == "closed"
-    set_current_breakers(None)
 
 
 async def test_everything_emitted_is_declared_and_everything_declared_is_emitted(
@@ -170,7 +168,7 @@ async def test_everything_emitted_is_declared_and_everything_declared_is_emitted
     meter_provider: MeterProvider,
     metric_reader: InMemoryMetricReader,
 ) -> None:
-    await drive_every_capability(tracer_provider, meter_provider)
+    installed = await drive_every_capability(tracer_provider, meter_provider)
 
     emitted_metrics = {
         metric: {key for point in points(metric_reader, metric) for key in point.attributes}
@@ -198,3 +196,4 @@ async def test_everything_emitted_is_declared_and_everything_declared_is_emitted
         if point.value
     }
     assert {("response", "miss"), ("response", "hit"), ("registry", "hit")} <= decisions
+    assert installed.breakers.get("llm").state == "closed"  # kept alive for its gauge too
