@@ -126,6 +126,4 @@ def test_redis_stopped_costs_only_hits_and_caching_resumes(own_redis: RedisServe
 
         own_redis.start()
 
-        wait_until(
-            lambda: client.get(url).headers["x-cache"] == "HIT", 5, "answers cached again"
-        )
+        wait_until(lambda: client.get(url).headers["x-cache"] == "HIT", 5, "answers cached again")
