@@ -52,3 +52,45 @@ async def use_caches() -> None:
     assert_type(await Embedder().embed(["a"]), list[list[float]])
     await classify(42)  # type: ignore[arg-type]
     await embed("not a list")  # type: ignore[arg-type]
+
+
+async def canned(prompt: str, *, temperature: float = 0.0) -> str:
+    return "busy"
+
+
+@toolkit.resilient(
+    breaker="openai",
+    retries=3,
+    retry_on=toolkit.resilience.provider_errors,
+    timeout="20s",
+    fallback=canned,
+)
+async def call_llm(prompt: str, *, temperature: float = 0.0) -> str:
+    return prompt
+
+
+class Agent:
+    async def run(self, question: str) -> str:
+        return question
+
+
+async def make_agent() -> Agent:
+    return Agent()
+
+
+agents = toolkit.AgentPool(make_agent, size=2)
+
+
+@toolkit.pooled(agents)
+async def ask(agent: Agent, question: str, *, model: str = "small") -> str:
+    return await agent.run(question)
+
+
+async def use_resilience_and_pools() -> None:
+    assert_type(await call_llm("hi", temperature=0.2), str)
+    assert_type(agents, toolkit.AgentPool[Agent])
+    async with agents.acquire() as agent:
+        assert_type(agent, Agent)
+    assert_type(await ask("why?", model="large"), str)
+    await call_llm(42)  # type: ignore[arg-type]
+    await ask(Agent(), "why?")  # type: ignore[arg-type]  # the agent is never passed
