@@ -93,4 +93,4 @@ async def use_resilience_and_pools() -> None:
         assert_type(agent, Agent)
     assert_type(await ask("why?", model="large"), str)
     await call_llm(42)  # type: ignore[arg-type]
-    await ask(Agent(), "why?")  # type: ignore[arg-type]  # the agent is never passed
+    await ask(Agent(), "why?")  # type: ignore[arg-type, call-arg]  # never pass the agent
