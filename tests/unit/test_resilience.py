@@ -213,14 +213,23 @@ async def test_forced_open_and_closed_and_disabled(backend: Backend) -> None:
     assert (breaker.state, breaker.forced) == ("closed", "")
 
 
-async def test_shadow_breaker_records_but_never_refuses(backend: Backend) -> None:
+async def test_shadow_breaker_records_but_never_refuses(
+    backend: Backend, meter_provider: MeterProvider, metric_reader: InMemoryMetricReader
+) -> None:
+    """It opens as it would, and the calls it would refuse run, counted shadow_rejected."""
     clock = Clock()
-    breaker = breaker_for(backend, clock, shadow=True)
+    breaker = breaker_for(backend, clock, shadow=True, meter_provider=meter_provider)
     for _ in range(10):
         with pytest.raises(ProviderError):
             await breaker.call(fail)
     assert breaker.state == "open"
     assert await breaker.call(succeed) == "ok"
+    outcomes = {
+        p.attributes[names.CIRCUIT_BREAKER_OUTCOME]: p.value
+        for p in points(metric_reader, names.CIRCUIT_BREAKER_CALLS)
+    }
+    assert outcomes.get(names.CIRCUIT_SHADOW_REJECTED) == 1
+    assert names.CIRCUIT_REJECTED not in outcomes
 
 
 async def test_slow_calls_trip_the_breaker(backend: Backend) -> None:

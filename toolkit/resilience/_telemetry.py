@@ -60,8 +60,13 @@ class BreakerTelemetry:
         """Count one call's outcome."""
         self._calls.add((self.name, outcome), self._outcomes[outcome])
 
-    def rejected(self) -> None:
-        """Count a refused call and mark the current span ``error.type=circuit_open``."""
+    def rejected(self, *, shadow: bool = False) -> None:
+        """Count a refused call and mark the current span ``error.type=circuit_open``; in
+        shadow mode, count it as ``shadow_rejected`` and leave the span alone: it runs."""
+        if shadow:
+            outcome = names.CIRCUIT_SHADOW_REJECTED
+            self._calls.add((self.name, outcome), self._outcomes[outcome])
+            return
         self._calls.add((self.name, names.CIRCUIT_REJECTED), self._outcomes[names.CIRCUIT_REJECTED])
         span = trace.get_current_span()
         if span.is_recording():

@@ -272,7 +272,7 @@ class CircuitBreaker:
         return self._reject(self._recheck)
 
     def _reject(self, retry_after: float) -> _Shadow:
-        self.telemetry.rejected()
+        self.telemetry.rejected(shadow=self.shadow)
         if self.shadow:
             return SHADOW
         raise CircuitOpenError(

@@ -106,11 +106,14 @@ CIRCUIT_IGNORED: Final = "ignored"
 the breaker does not count (a 4xx that is the caller's fault)."""
 CIRCUIT_REJECTED: Final = "rejected"
 """Refused without running: open, forced open, or half-open with every probe taken."""
+CIRCUIT_SHADOW_REJECTED: Final = "shadow_rejected"
+"""Would have been refused, and ran: a breaker in shadow mode (as the rate limiter's)."""
 CIRCUIT_BREAKER_OUTCOMES: Final = (
     CIRCUIT_SUCCESS,
     CIRCUIT_FAILURE,
     CIRCUIT_IGNORED,
     CIRCUIT_REJECTED,
+    CIRCUIT_SHADOW_REJECTED,
 )
 CIRCUIT_OPEN: Final = "circuit_open"
 """``error.type`` on the current span of a call a breaker refused."""
