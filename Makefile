@@ -44,6 +44,8 @@ bench: venv
 	$(call need,wrk,wrk)
 	$(PY) -m pytest tests/benchmarks --benchmark-only --benchmark-columns=min,median,ops -q
 	$(PY) -m tests.benchmarks.propagation
+	$(PY) -m tests.benchmarks.pool_latency
+	$(PY) -m tests.benchmarks.pool_throughput
 	$(PY) -m tests.benchmarks.load $(ARGS)
 
 clean:
