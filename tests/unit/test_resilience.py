@@ -15,7 +15,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 import toolkit
 from tests.support.otel import points
 from tests.support.servers import RedisServer, require_binary
-from toolkit.backends import Backend
+from toolkit.backends import Backend, MemoryBackend
 from toolkit.backends.redis import RedisBackend
 from toolkit.errors import CircuitOpenError
 from toolkit.flags import RESILIENCE, FlagStore
@@ -85,7 +85,8 @@ async def test_breaker_trips_on_failure_rate_only_after_the_minimum_number_of_ca
 async def test_breaker_successful_calls_in_closed_state_make_no_backend_call(
     backend: Backend,
 ) -> None:
-    """Successes are counted in process; the backend hears of them at the next flush."""
+    """Successes are counted in process; the backend hears of them at the next flush. (A
+    shared breaker reads the fleet's state once, before its first call.)"""
     clock = Clock()
     breaker = breaker_for(backend, clock)
     calls: list[str] = []
@@ -98,7 +99,8 @@ async def test_breaker_successful_calls_in_closed_state_make_no_backend_call(
     backend.call = counting  # type: ignore[method-assign]
     for _ in range(100):
         await breaker.call(succeed)
-    assert [c for c in calls if c.startswith("breaker")] == []
+    shared = not isinstance(backend, MemoryBackend)
+    assert [c for c in calls if c.startswith("breaker")] == ["breaker.read"] * shared
 
 
 async def test_half_open_lets_exactly_k_of_50_concurrent_callers_probe(backend: Backend) -> None:
@@ -196,6 +198,39 @@ async def test_cancelled_call_leaves_the_counters_unchanged_and_frees_the_probe(
     assert breaker.state == "closed"
 
 
+async def test_a_breaker_first_used_while_the_fleet_has_it_open_follows_from_its_first_call(
+    backend: Backend,
+) -> None:
+    """An instance that starts (or first needs the breaker) while the fleet has it open
+    refuses its first call; one that first needs it in half-open takes part in the fleet's
+    K probes instead of letting every caller through as if it were closed."""
+    clock = Clock()
+    name = f"llm-{uuid.uuid4().hex[:6]}"
+    options = {"clock": clock, "minimum_calls": 4, "open_duration": 10, "probes": 3}
+    tripping = BreakerRegistry(backend).get(name, **options)
+    for _ in range(4):
+        with pytest.raises(ProviderError):
+            await tripping.call(fail)
+    assert tripping.state == "open"
+
+    ran = 0
+
+    async def probe() -> str:
+        nonlocal ran
+        ran += 1
+        await asyncio.sleep(0.05)
+        return "ok"
+
+    with pytest.raises(CircuitOpenError):
+        await BreakerRegistry(backend).get(name, **options).call(probe)
+    clock.now += 11
+    late = BreakerRegistry(backend).get(name, **options)
+    results = await asyncio.gather(*(late.call(probe) for _ in range(10)), return_exceptions=True)
+    assert ran == 3
+    assert sum(isinstance(r, CircuitOpenError) for r in results) == 7
+    assert late.state == "closed"
+
+
 async def test_forced_open_and_closed_and_disabled(backend: Backend) -> None:
     clock = Clock()
     breaker = breaker_for(backend, clock)
@@ -243,6 +278,7 @@ async def test_slow_calls_trip_the_breaker(backend: Backend) -> None:
     for _ in range(5):
         await breaker.call(slow)
         await breaker._flush()
+    await breaker.settle()  # each call (the clock moved) also flushed in the background
     assert breaker.state == "open"
 
 
@@ -399,6 +435,7 @@ async def test_resilient_deadline_counts_as_failure_and_fallback_answers(backend
         await asyncio.sleep(3600)
         return prompt
 
+    await breaker.refresh()  # the first call would read the stored state within its 10 ms
     assert await answer("hi") == "canned"
     assert await answer("hi") == "canned"
     await breaker.settle()

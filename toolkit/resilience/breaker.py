@@ -20,7 +20,9 @@ Where the round trips go (the design, in short):
   probe permit (an atomic script), and a caller refused there waits out a short recheck
   instead of asking again at once.
 - Every transition is published; instances follow it through :class:`BreakerRegistry`'s
-  subscription, and every flush re-reads the state as a safety net.
+  subscription, and every flush re-reads the state as a safety net. A breaker reads the stored
+  state once, before its first call: an instance that starts (or first needs this breaker)
+  while the fleet has it open or half-open did not hear the announcement.
 - When the backend fails, the breaker keeps deciding from its local copy (the same state
   machine, fed the same counts, starting from the fleet's last known state) and never raises a
   backend error into the call; the next backend call that succeeds brings the fleet's state
@@ -205,7 +207,12 @@ class CircuitBreaker:
         self.forced = NOT_FORCED
         self._until_ms = 0
         self._generation = 0
-        self._fast = True
+        # The stored state is read before the first call goes anywhere: an instance that
+        # starts (or first uses this breaker) while the fleet has it open or half-open must
+        # not let calls through as if it were closed. One round trip per breaker, ever.
+        self._known = False
+        self._reading: asyncio.Future[None] | None = None
+        self._fast = False
         self._pending_ok = self._pending_failed = self._pending_slow = 0
         self._recent: list[tuple[bool, bool]] = []
         self._flush_at = clock() + self._flush_interval
@@ -248,6 +255,10 @@ class CircuitBreaker:
         """Let a call through (None, or a probe permit) or raise CircuitOpenError."""
         if self._fast:
             return None
+        if not self._known:
+            await self._learn()
+            if self._fast:
+                return None
         if self.forced == FORCED_OPEN:
             return self._reject(0.0)
         now = self._clock()
@@ -419,6 +430,21 @@ class CircuitBreaker:
             return
         self._apply(view, False)
 
+    async def _learn(self) -> None:
+        """Read the fleet's state once, for every caller that arrives before it is known."""
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(self._read_state())
+            self._tasks.add(self._reading)  # settle() waits for it if every caller left
+            self._reading.add_done_callback(self._tasks.discard)
+        await asyncio.shield(self._reading)
+
+    async def _read_state(self) -> None:
+        try:
+            view, local = await self.backend.breaker_read(self.name), False
+        except BackendError:
+            view, local = self._local.read(self.name), True
+        self._apply(view, local)
+
     async def _acquire(self, token: str, now_ms: int) -> tuple[BreakerView, bool]:
         try:
             view = await self.backend.breaker_acquire_probe(self.name, now_ms, token, self.config)
@@ -452,6 +478,7 @@ class CircuitBreaker:
 
     def _apply(self, view: BreakerView, local: bool) -> None:
         """Adopt ``view`` as this instance's state, counting and announcing a transition."""
+        self._known = True
         if self._shared:
             if not local:
                 self._local.adopt(self.name, view)
