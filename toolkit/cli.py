@@ -4,6 +4,7 @@ agent-toolkit settings   # the resolved settings (TOOLKIT_*, toolkit.toml, defau
 agent-toolkit doctor     # validate them and reach the backend; exit 1 if something is wrong
 agent-toolkit dashboards # write the bundled Grafana dashboards (--output DIR, default ./dashboards)
 agent-toolkit flags      # list | get | set | rollout | reset | history, on the configured backend
+agent-toolkit breakers   # get | force-open | force-closed | disable | reset NAME, fleet-wide
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from toolkit.backends import backend_from_settings
 from toolkit.backends.base import redacted_url
 from toolkit.errors import BackendError, ConfigurationError
 from toolkit.flags import _cli as flags_cli
+from toolkit.resilience import _cli as breakers_cli
 from toolkit.settings import ToolkitSettings
 from toolkit.telemetry.dashboards import write_dashboards
 
@@ -35,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--output", default="dashboards", help="directory to write to (default: ./dashboards)"
     )
     flags_cli.add_commands(commands)
+    breakers_cli.add_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "dashboards":
         for path in write_dashboards(args.output):
@@ -50,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "flags":
         return asyncio.run(flags_cli.run(args, settings))
+    if args.command == "breakers":
+        return asyncio.run(breakers_cli.run(args, settings))
     return asyncio.run(_doctor(settings))
 
 

@@ -1,4 +1,5 @@
-"""agent-toolkit: the resolved settings, and a doctor that reaches the real backend."""
+"""agent-toolkit: the resolved settings, a doctor that reaches the real backend, breaker
+overrides."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.support.servers import free_port
+from toolkit import CircuitBreaker, CircuitOpenError
+from toolkit.backends.redis import RedisBackend
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -48,3 +53,34 @@ def test_invalid_settings_exit_1_naming_the_setting() -> None:
     result = run("doctor", env={"TOOLKIT_RATELIMIT__LIMIT": "lots"})
     assert result.returncode == 1
     assert "TOOLKIT_RATELIMIT__LIMIT" in result.stderr
+
+
+@pytest.mark.anyio
+async def test_breakers_can_be_forced_open_and_reset_fleet_wide_from_the_cli(
+    redis_url: str,
+) -> None:
+    """An operator forces a provider's breaker open: an instance on the same Redis refuses
+    its calls; after a reset they go through again."""
+    env = {"TOOLKIT_BACKEND__URL": redis_url}
+    forced = run("breakers", "force-open", "openai", env=env)
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    stored = json.loads(run("breakers", "get", "openai", env=env).stdout)
+    assert (stored["name"], stored["forced"]) == ("openai", "open")
+    backend = RedisBackend(redis_url, timeout=2)
+    try:
+        with pytest.raises(CircuitOpenError):
+            await CircuitBreaker("openai", backend=backend).call(answer)
+        assert run("breakers", "reset", "openai", env=env).returncode == 0
+        assert await CircuitBreaker("openai", backend=backend).call(answer) == "ok"
+    finally:
+        await backend.close()
+
+
+def test_breakers_command_refuses_the_in_process_backend() -> None:
+    result = run("breakers", "force-open", "openai", env={"TOOLKIT_BACKEND__URL": "memory://"})
+    assert result.returncode == 2
+    assert "TOOLKIT_BACKEND__URL=redis://" in result.stdout
+
+
+async def answer() -> str:
+    return "ok"
