@@ -94,13 +94,17 @@ class BenchmarkError(Exception):
 class Wrk:
     threads: int
     connections: int
+    timeout: int | None = None
+    """Seconds wrk waits for an answer (its default, 2 s, when None)."""
 
     def command(self, url: str, seconds: int) -> list[str]:
+        timeout = [] if self.timeout is None else [f"--timeout={self.timeout}s"]
         return [
             "wrk",
             f"-t{self.threads}",
             f"-c{self.connections}",
             f"-d{seconds}s",
+            *timeout,
             "--latency",
             url,
         ]
@@ -244,7 +248,8 @@ def report(runs: Mapping[str, list[Run]], setup: str) -> str:
     return "\n\n".join(part for part in parts if part) + "\n"
 
 
-def _clean_environment() -> None:
+def clean_environment() -> None:
+    """Drop the variables that would change what a server runs."""
     for variable in list(os.environ):
         if variable.startswith(_FOREIGN_ENV):
             del os.environ[variable]
@@ -265,7 +270,7 @@ def _redis_version(server: RedisServer) -> str:
 def run_benchmark(args: argparse.Namespace) -> str:
     """Start the servers, check and measure them; the report in markdown."""
     _require("wrk")
-    _clean_environment()
+    clean_environment()
     wrk = Wrk(args.threads, args.connections)
     with ExitStack() as stack:
         env = {}

@@ -20,16 +20,14 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date
 
 import httpx
 
-from tests.benchmarks.load import BenchmarkError, Run, parse_wrk
+from tests.benchmarks.load import BenchmarkError, Run, Wrk, clean_environment
 from tests.support.servers import UvicornServer
 
 APP = "tests.benchmarks.pool_app:app"
@@ -39,36 +37,8 @@ SIDES = ("on", "off")
 _WARM = 8
 _CHECK_REQUESTS = 20
 _IDLE_SECONDS = 0.02
-# Variables that would change what the app runs: toolkit settings, OpenTelemetry SDK
-# configuration, FastAPI's automatic OpenTelemetry set-up.
-_FOREIGN_ENV = ("TOOLKIT_", "OTEL_", "FASTAPI_OTEL_")
-
-
-@dataclass(frozen=True)
-class Wrk:
-    threads: int
-    connections: int
-    timeout: int = 30  # pooling off with cpu builds answers in connections x 100 ms
-
-    def command(self, url: str, seconds: int) -> list[str]:
-        return [
-            "wrk",
-            f"-t{self.threads}",
-            f"-c{self.connections}",
-            f"-d{seconds}s",
-            f"--timeout={self.timeout}s",
-            "--latency",
-            url,
-        ]
-
-    def run(self, url: str, seconds: int) -> Run:
-        command = self.command(url, seconds)
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=seconds + 60, check=False
-        )
-        if done.returncode != 0:
-            raise BenchmarkError(f"{' '.join(command)} failed: {done.stderr.strip()}")
-        return parse_wrk(done.stdout)
+# Pooling off with cpu builds answers in connections x 100 ms: past wrk's 2 s default.
+WRK_TIMEOUT = 30
 
 
 def environment(build: str, side: str) -> dict[str, str]:
@@ -197,10 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("benchmark failed: wrk is not installed; `make bench` installs it", file=sys.stderr)
         return 1
-    for variable in list(os.environ):
-        if variable.startswith(_FOREIGN_ENV):
-            del os.environ[variable]
-    wrk = Wrk(args.threads, args.connections)
+    clean_environment()
+    wrk = Wrk(args.threads, args.connections, WRK_TIMEOUT)
     command = " ".join(wrk.command("http://127.0.0.1:<port>/agent", args.duration))
     setup = (
         f"`{command}` after a {args.warmup} s warm-up, {args.rounds} round(s), medians; one "
