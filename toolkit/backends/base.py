@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import asyncio
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
@@ -10,6 +12,7 @@ from opentelemetry import metrics, trace
 
 from toolkit.backends._breaker import BreakerConfig, BreakerView
 from toolkit.backends._gcra import GcraLimit, GcraResult
+from toolkit.errors import BackendError
 from toolkit.telemetry import names
 
 if TYPE_CHECKING:
@@ -111,6 +114,29 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def publish(self, channel: str, message: str) -> None:
         """Send ``message`` to every subscriber of ``channel``, in every process."""
+
+    async def follow(
+        self,
+        channel: str,
+        on_message: Callable[[str], Awaitable[None]],
+        on_lost: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Hand every message on ``channel`` to ``on_message``, for ever: the empty one first,
+        each time the subscription (re)starts. When it breaks, ``on_lost()``, then subscribe
+        again with jittered backoff (50 ms doubling to 1 s). Run it in a task; cancel the
+        task to stop, even if the driver turns the cancellation into an error."""
+        delay = 0.05
+        while True:
+            try:
+                async for message in self.subscribe(channel):
+                    delay = 0.05
+                    await on_message(message)
+                    _raise_if_cancelling()
+            except BackendError:
+                _raise_if_cancelling()
+                on_lost()
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+            delay = min(1.0, delay * 2)
 
     # --- cache entries ------------------------------------------------------------------------
 
@@ -227,6 +253,13 @@ class Backend(abc.ABC):
                 attributes[names.EXCEPTION_TYPE] = type(exc).__qualname__
                 attributes[names.EXCEPTION_MESSAGE] = str(exc)
             span.add_event(names.BACKEND_ERROR_EVENT, attributes)
+
+
+def _raise_if_cancelling() -> None:
+    """Honour a cancellation that a driver swallowed during the last await."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def redacted_url(url: str) -> str:

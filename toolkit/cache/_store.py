@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
@@ -253,23 +252,17 @@ class CacheStore:
             self._task = None
 
     async def _follow(self) -> None:
-        delay = 0.05
-        while True:
-            try:
-                async for _ in self.backend.subscribe(CACHE_CHANNEL):
-                    # Subscribed, or an invalidation anywhere: whatever it named, the copies
-                    # here may be out of date. They are a few seconds' worth: drop them all.
-                    delay = 0.05
-                    if self.local is not None:
-                        self.local.clear()
-            except BackendError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise asyncio.CancelledError from None
-                if self.local is not None:
-                    self.local.clear()
-            await asyncio.sleep(delay * (0.5 + random.random() / 2))
-            delay = min(1.0, delay * 2)
+        # Subscribed, or an invalidation anywhere, or cut off: whatever it named, the copies
+        # here may be out of date. They are a few seconds' worth: drop them all.
+        local = self.local
+        if local is None:
+            return
+
+        async def drop(message: str) -> None:
+            del message
+            local.clear()
+
+        await self.backend.follow(CACHE_CHANNEL, drop, local.clear)
 
     # --- observable instruments ----------------------------------------------------------------
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -360,20 +359,13 @@ class FlagStore:
         self._compile()
 
     async def _follow(self) -> None:
-        """Apply changes as they are announced; resubscribe with backoff when cut off."""
-        delay = 0.05
-        while True:
-            try:
-                async for key in self.backend.subscribe(FLAGS_CHANNEL):
-                    delay = 0.05
-                    del key  # any notice (or the "subscribed" one) means: reload
-                    await self.reload()
-                    _raise_if_cancelling()
-            except BackendError:
-                _raise_if_cancelling()  # a driver may turn our cancellation into an error
-                self._mark_stale()
-            await asyncio.sleep(delay * (0.5 + random.random() / 2))
-            delay = min(1.0, delay * 2)
+        """Apply changes as they are announced; serve stale values while cut off."""
+
+        async def reload(message: str) -> None:
+            del message  # any notice (or the "subscribed" one) means: reload
+            await self.reload()
+
+        await self.backend.follow(FLAGS_CHANNEL, reload, self._mark_stale)
 
     async def _resync(self) -> None:
         while True:

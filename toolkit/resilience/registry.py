@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from typing import Any
 
 from opentelemetry import metrics
@@ -13,7 +12,6 @@ from opentelemetry import metrics
 from toolkit.backends import Backend, MemoryBackend
 from toolkit.backends._breaker import parse_breaker_message
 from toolkit.backends.base import BREAKER_CHANNEL
-from toolkit.errors import BackendError
 from toolkit.resilience.breaker import CircuitBreaker
 from toolkit.settings import ResilienceSettings
 
@@ -77,26 +75,18 @@ class BreakerRegistry:
                     await breaker.settle()
 
     async def _follow(self) -> None:
-        delay = 0.05
-        while True:
-            try:
-                async for message in self.backend.subscribe(BREAKER_CHANNEL):
-                    delay = 0.05
-                    parsed = parse_breaker_message(message) if message else None
-                    if parsed is None:
-                        # Subscribed (again): catch up on what was announced meanwhile.
-                        for breaker in self:
-                            await breaker.refresh()
-                        continue
-                    breaker = self._breakers.get(parsed[0])
-                    if breaker is not None:
-                        breaker.follow(parsed[1])
-            except BackendError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise asyncio.CancelledError from None
-            await asyncio.sleep(delay * (0.5 + random.random() / 2))
-            delay = min(1.0, delay * 2)
+        await self.backend.follow(BREAKER_CHANNEL, self._on_announcement)
+
+    async def _on_announcement(self, message: str) -> None:
+        parsed = parse_breaker_message(message) if message else None
+        if parsed is None:
+            # Subscribed (again): catch up on what was announced meanwhile.
+            for breaker in self:
+                await breaker.refresh()
+            return
+        breaker = self._breakers.get(parsed[0])
+        if breaker is not None:
+            breaker.follow(parsed[1])
 
 
 _current: BreakerRegistry | None = None
