@@ -20,8 +20,8 @@ app = FastAPI()
 
 
 @app.get("/health")
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
+async def health() -> dict[str, object]:
+    return {"status": "ok", "worker": os.getpid()}
 
 
 @app.get("/limited")

@@ -140,12 +140,27 @@ class UvicornServer:
             start_new_session=True,
         )
         wait_until(self._ready, 30, f"uvicorn {self.app} answering on {self.base_url}")
+        if self.workers > 1:
+            # The first worker up answers alone until the others have imported the app; a
+            # test that starts then exercises one process, not the fleet.
+            wait_until(self._every_worker_ready, 30, f"all {self.workers} workers answering")
         return self
 
     def _ready(self) -> bool:
         if self._process is not None and self._process.poll() is not None:
             raise RuntimeError(f"uvicorn {self.app} exited with {self._process.returncode}")
         return httpx.get(self.base_url + self.ready_path, timeout=1).status_code == 200
+
+    def _every_worker_ready(self) -> bool:
+        """Fresh connections land on random workers: enough of them reach every one. The
+        ready path of a multi-worker app answers with its ``worker`` (the process id)."""
+        seen: set[int] = set()
+        for _ in range(8 * self.workers):
+            with httpx.Client(timeout=1) as client:
+                seen.add(client.get(self.base_url + self.ready_path).json()["worker"])
+            if len(seen) == self.workers:
+                return True
+        return False
 
     def __exit__(self, *exc: object) -> None:
         if self._process is None:
