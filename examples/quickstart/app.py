@@ -3,8 +3,10 @@
     uvicorn examples.quickstart.app:app                        # without the toolkit
     QUICKSTART_TOOLKIT=1 uvicorn examples.quickstart.app:app   # with it
 
-Runs offline: the "model" is a seeded random delay, the "retrieval" a word match over a few
-documents. Callers authenticate with any non-empty ``X-API-Key``.
+Runs offline: the "model" is a seeded random delay, the "vector store" a word match over a few
+documents that fails now and then, and the agent takes a while to build. Callers authenticate
+with any non-empty ``X-API-Key``. ``QUICKSTART_OUTAGE=START-END`` takes the vector store down
+from START to END seconds after the first chat (it hangs, as an unreachable host does).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import os
 import random
 import re
+import time
 from collections import defaultdict
 from typing import Annotated
 
@@ -61,8 +64,32 @@ def api_key(x_api_key: Annotated[str, Header()] = "") -> str:
     return x_api_key
 
 
+class VectorStoreError(ConnectionError):
+    """The vector store dropped the connection."""
+
+
+def _outage(spec: str) -> tuple[float, float] | None:
+    if not spec:
+        return None
+    start, _, end = spec.partition("-")
+    return float(start), float(end)
+
+
+OUTAGE = _outage(os.environ.get("QUICKSTART_OUTAGE", ""))
+VECTOR_STORE_ERROR_RATE = 0.05  # connections reset now and then, as on any busy network
+VECTOR_STORE_TIMEOUT = 2.0  # the client's own timeout, a common default
+first_chat_at: float | None = None
+
+
 async def retrieve(query: str) -> list[str]:
-    await asyncio.sleep(0.002)  # a vector store round trip
+    """The documents that share a word with ``query``: a vector store round trip."""
+    async with asyncio.timeout(VECTOR_STORE_TIMEOUT):
+        since_first_chat = time.monotonic() - (first_chat_at or time.monotonic())
+        if OUTAGE and OUTAGE[0] <= since_first_chat < OUTAGE[1]:
+            await asyncio.sleep(VECTOR_STORE_TIMEOUT * 2)  # the host does not answer
+        await asyncio.sleep(0.002)
+        if RNG.random() < VECTOR_STORE_ERROR_RATE:
+            raise VectorStoreError("connection reset by peer")
     words = _words(query)
     return [name for name, text in DOCUMENTS.items() if words & _words(text)][:2]
 
@@ -78,11 +105,38 @@ async def call_model(prompt: str, sources: list[str]) -> str:
     return context or f"I have no document about {prompt[:40]!r}; could you rephrase?"
 
 
+class SupportAgent:
+    """Stands for a pydantic-ai Agent: its tools, prompts and model client take a while to
+    set up, and once built it is safe to share between requests."""
+
+    async def run(self, message: str) -> tuple[str, list[str]]:
+        sources = await retrieve(message)
+        return await call_model(message, sources), sources
+
+
+async def build_agent() -> SupportAgent:
+    await asyncio.sleep(0.05)  # loading tools and prompt templates, opening the model client
+    return SupportAgent()
+
+
+async def run_agent(agent: SupportAgent, message: str) -> tuple[str, list[str]]:
+    return await agent.run(message)
+
+
+async def answer(message: str) -> tuple[str, list[str]]:
+    """A chat's reply and its sources, from an agent built for this chat alone."""
+    return await run_agent(await build_agent(), message)
+
+
 @app.post("/chat")
 async def chat(request: ChatRequest, key: Annotated[str, Depends(api_key)]) -> ChatReply:
+    global first_chat_at
+    first_chat_at = first_chat_at or time.monotonic()
     history = sessions[key, request.session_id]
-    sources = await retrieve(request.message)
-    reply = await call_model(request.message, sources)
+    try:
+        reply, sources = await answer(request.message)
+    except (VectorStoreError, TimeoutError) as error:
+        raise HTTPException(503, "document search is unavailable; try again") from error
     history += [Turn(role="user", content=request.message), Turn(role="agent", content=reply)]
     return ChatReply(session_id=request.session_id, reply=reply, sources=sources)
 
@@ -100,10 +154,31 @@ async def health() -> dict[str, str]:
 
 
 if os.environ.get("QUICKSTART_TOOLKIT", "0").lower() in ("1", "true", "yes", "on"):
-    # The whole integration: per API key, 60 requests a minute on any route and 5 a second
-    # on /chat, the route that spends model calls. Everything else keeps its defaults.
-    policy = {"key": "api_key", "limit": "60/minute", "routes": {"/chat": "5/second"}}
-    toolkit.install(app, toolkit.ToolkitSettings(ratelimit=policy))
+    # The whole integration. Per API key, 60 requests a minute on any route and 5 a second
+    # on /chat, the route that spends model calls. Breakers judge the last half second and retry
+    # after half a second: the vector store answers in milliseconds, and the demo is short.
+    settings = toolkit.ToolkitSettings(
+        ratelimit={"key": "api_key", "limit": "60/minute", "routes": {"/chat": "5/second"}},
+        resilience={"minimum_calls": 5, "window": "500ms", "open_duration": "500ms"},
+    )
+    # One agent, built before the first request and shared by every chat.
+    agents = toolkit.AgentPool(build_agent, name="support-agent", mode="shared", size=64, warm=1)
+    toolkit.install(app, settings, pools=[agents])
+    answer = toolkit.pooled(agents)(run_agent)
+
     # The model's answer depends on the question and the documents only, never on who asks:
     # one call per distinct question for ten minutes, for every caller and every instance.
     call_model = toolkit.cached(ttl="10m", namespace="model")(call_model)
+
+    async def no_sources(query: str) -> list[str]:
+        return []  # the model answers without documents rather than not at all
+
+    # Dropped connections are tried again; a store that stops answering costs 200 ms, then
+    # nothing at all while its breaker is open.
+    retrieve = toolkit.resilient(
+        breaker="vector-store",
+        retries=3,
+        retry_on=VectorStoreError,
+        timeout="200ms",
+        fallback=no_sources,
+    )(retrieve)

@@ -5,7 +5,8 @@
 
 Each phase runs ``examples/quickstart/app.py`` in its own uvicorn process on a free loopback
 port and drives it with 8 well-behaved users (one chat every ~300 ms each, own API keys) and
-one abusive client (one API key, 10 requests always in flight).
+one abusive client (one API key, 16 requests always in flight). In the middle of each phase the
+app's vector store stops answering for a while (``OUTAGE``).
 """
 
 from __future__ import annotations
@@ -33,11 +34,15 @@ ROOT = Path(__file__).resolve().parents[2]
 APP = "examples.quickstart.app:app"
 USERS = 8
 USER_INTERVAL = (0.25, 0.35)  # seconds between one user's messages
-ABUSIVE_CONCURRENCY = 10
+ABUSIVE_CONCURRENCY = 16
+OUTAGE = (0.4, 0.7)  # the vector store is down over this share of each phase
 # Series of the "after" server shown under the table: where its numbers come from.
 SHOWN_METRICS = (
     "toolkit_rate_limit_requests_total",
     "toolkit_cache_requests_total",
+    "toolkit_circuit_breaker_calls_total",
+    "toolkit_circuit_breaker_transitions_total",
+    "toolkit_pool_create_time_seconds_count",
     "http_server_request_duration_seconds_count",
 )
 QUESTIONS = (
@@ -56,8 +61,11 @@ class Server:
     passed on: app.py alone decides what each phase runs.
     """
 
-    def __init__(self, *, with_toolkit: bool, port: int = 0) -> None:
+    def __init__(
+        self, *, with_toolkit: bool, port: int = 0, outage: tuple[float, float] | None = None
+    ) -> None:
         self.with_toolkit = with_toolkit
+        self.outage = outage
         self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -65,6 +73,7 @@ class Server:
     def __enter__(self) -> Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TOOLKIT_", "OTEL_"))}
         env["QUICKSTART_TOOLKIT"] = "1" if self.with_toolkit else "0"
+        env["QUICKSTART_OUTAGE"] = "{:g}-{:g}".format(*self.outage) if self.outage else ""
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         command = [sys.executable, "-m", "uvicorn", APP, "--host", "127.0.0.1"]
         command += ["--port", str(self.port), "--no-access-log", "--log-level", "warning"]
@@ -136,6 +145,11 @@ class Traffic:
     @property
     def errors(self) -> int:
         return self.requests - self.allowed - self.limited
+
+    @property
+    def unavailable(self) -> int:
+        """Chats the app could not answer (503: document search unavailable)."""
+        return self.statuses.count(503)
 
     def percentile(self, q: float) -> float:
         """Nearest-rank percentile of the latencies, in seconds (NaN when there are none)."""
@@ -239,6 +253,10 @@ class Demo:
             if sample.name == name
         ]
 
+    def total(self, name: str, label: str = "", value: str = "") -> float:
+        """The sum of the samples called ``name`` (with ``label`` = ``value`` when given)."""
+        return sum(v for labels, v in self.samples(name) if not label or labels[label] == value)
+
     def model_cache(self) -> dict[str, float]:
         """The after server's model-answer cache decisions: result -> count."""
         return {
@@ -247,15 +265,28 @@ class Demo:
             if labels.get("toolkit_cache_name") == "model"
         }
 
+    def vector_store_calls(self) -> dict[str, float]:
+        """The after server's vector-store breaker decisions: outcome -> count."""
+        return {
+            labels["toolkit_circuit_breaker_outcome"]: value
+            for labels, value in self.samples("toolkit_circuit_breaker_calls_total")
+        }
+
+
+def outage_window(duration: float) -> tuple[float, float]:
+    """When the vector store is down, in seconds after a phase's first chat."""
+    return OUTAGE[0] * duration, OUTAGE[1] * duration
+
 
 def run_demo(duration: float) -> Demo:
     """Both phases, each on a fresh server."""
+    outage = outage_window(duration)
     spawn = multiprocessing.get_context("spawn")  # no fork of a process that ran event loops
     with ProcessPoolExecutor(1, mp_context=spawn) as abuser:
         abuser.submit(int).result()  # start it now, not on the phase's clock
-        with Server(with_toolkit=False) as server:
+        with Server(with_toolkit=False, outage=outage) as server:
             before = drive(server.url, duration, abuser)
-        with Server(with_toolkit=True) as server:
+        with Server(with_toolkit=True, outage=outage) as server:
             after = drive(server.url, duration, abuser)
             metrics_url = f"{server.url}/metrics"
             metrics = httpx.get(metrics_url, timeout=10).raise_for_status().text
@@ -269,9 +300,12 @@ def report(demo: Demo) -> str:
         f"examples/quickstart/app.py, {demo.duration:g} s of traffic per phase:",
         f"  users    {USERS} API keys, each sending a chat every ~300 ms",
         f"  abusive  1 API key keeping {ABUSIVE_CONCURRENCY} chats in flight, as fast as answered",
-        "before:  the app alone",
+        "  vector store  drops 5 % of its connections, and does not answer from "
+        "{:.1f} s to {:.1f} s".format(*outage_window(demo.duration)),
+        "before:  the app alone; it builds an agent for every chat",
         f"after:   the same app with toolkit.install(); /chat answers RateLimit-Policy: {policy}",
-        "         and the model's answers cached per question (@toolkit.cached)",
+        "         the model's answers cached per question (@toolkit.cached), the vector store",
+        "         behind @toolkit.resilient, one shared agent from a pool (@toolkit.pooled)",
         "",
         f"{'phase':<8}{'client':<9}{'requests':>9}{'2xx':>7}{'429':>7}{'other':>7}"
         f"{'p50 ms':>8}{'p95 ms':>8}",
@@ -298,10 +332,30 @@ def report(demo: Demo) -> str:
         f"after: {cache.get('miss', 0):.0f} model calls, {cache.get('hit', 0):.0f} answers "
         f"from the cache (hit ratio {cache.get('hit', 0) / lookups if lookups else 0:.0%})"
     )
-    rejected = sum(
-        value
-        for labels, value in demo.samples("toolkit_rate_limit_requests_total")
-        if labels.get("toolkit_rate_limit_result") == "rejected"
+    failed = [
+        load.users.unavailable + load.abusive.unavailable for load in (demo.before, demo.after)
+    ]
+    calls = demo.vector_store_calls()
+    lines.append(
+        f"before: {failed[0]} chats failed on the vector store (503), the slowest after "
+        f"{max(demo.before.users.latencies + demo.before.abusive.latencies):.1f} s; "
+        f"after: {failed[1]}"
+    )
+    trips = demo.total(
+        "toolkit_circuit_breaker_transitions_total", "toolkit_circuit_breaker_to_state", "open"
+    )
+    lines.append(
+        f"after: the vector-store breaker opened {trips:.0f} {'time' if trips == 1 else 'times'}; "
+        f"{calls.get('failure', 0) + calls.get('rejected', 0):.0f} chats were answered without "
+        f"documents, {calls.get('rejected', 0):.0f} of them at once"
+    )
+    before_chats = demo.before.users.requests + demo.before.abusive.requests
+    lines.append(
+        f"agents built: before {before_chats} (one per chat); after "
+        f"{demo.total('toolkit_pool_create_time_seconds_count'):.0f} (before the first request)"
+    )
+    rejected = demo.total(
+        "toolkit_rate_limit_requests_total", "toolkit_rate_limit_result", "rejected"
     )
     lines += [
         "",
