@@ -119,13 +119,9 @@ async def build_agent() -> SupportAgent:
     return SupportAgent()
 
 
-async def run_agent(agent: SupportAgent, message: str) -> tuple[str, list[str]]:
-    return await agent.run(message)
-
-
 async def answer(message: str) -> tuple[str, list[str]]:
     """A chat's reply and its sources, from an agent built for this chat alone."""
-    return await run_agent(await build_agent(), message)
+    return await (await build_agent()).run(message)
 
 
 @app.post("/chat")
@@ -155,8 +151,9 @@ async def health() -> dict[str, str]:
 
 if os.environ.get("QUICKSTART_TOOLKIT", "0").lower() in ("1", "true", "yes", "on"):
     # The whole integration. Per API key, 60 requests a minute on any route and 5 a second
-    # on /chat, the route that spends model calls. Breakers judge the last half second and retry
-    # after half a second: the vector store answers in milliseconds, and the demo is short.
+    # on /chat, the route that spends model calls. Breakers judge the last half second and
+    # probe again after half a second: the vector store answers in milliseconds, and the demo
+    # is short.
     settings = toolkit.ToolkitSettings(
         ratelimit={"key": "api_key", "limit": "60/minute", "routes": {"/chat": "5/second"}},
         resilience={"minimum_calls": 5, "window": "500ms", "open_duration": "500ms"},
@@ -164,7 +161,7 @@ if os.environ.get("QUICKSTART_TOOLKIT", "0").lower() in ("1", "true", "yes", "on
     # One agent, built before the first request and shared by every chat.
     agents = toolkit.AgentPool(build_agent, name="support-agent", mode="shared", size=64, warm=1)
     toolkit.install(app, settings, pools=[agents])
-    answer = toolkit.pooled(agents)(run_agent)
+    answer = toolkit.pooled(agents)(SupportAgent.run)  # the pool's agent comes in as self
 
     # The model's answer depends on the question and the documents only, never on who asks:
     # one call per distinct question for ten minutes, for every caller and every instance.
