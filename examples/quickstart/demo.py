@@ -30,6 +30,8 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from examples.quickstart.app import VECTOR_STORE_ERROR_RATE
+
 ROOT = Path(__file__).resolve().parents[2]
 APP = "examples.quickstart.app:app"
 USERS = 8
@@ -300,8 +302,8 @@ def report(demo: Demo) -> str:
         f"examples/quickstart/app.py, {demo.duration:g} s of traffic per phase:",
         f"  users    {USERS} API keys, each sending a chat every ~300 ms",
         f"  abusive  1 API key keeping {ABUSIVE_CONCURRENCY} chats in flight, as fast as answered",
-        "  vector store  drops 5 % of its connections, and does not answer from "
-        "{:.1f} s to {:.1f} s".format(*outage_window(demo.duration)),
+        f"  vector store  drops {VECTOR_STORE_ERROR_RATE:.0%} of its connections, and does not "
+        "answer from {:.1f} s to {:.1f} s".format(*outage_window(demo.duration)),
         "before:  the app alone; it builds an agent for every chat",
         f"after:   the same app with toolkit.install(); /chat answers RateLimit-Policy: {policy}",
         "         the model's answers cached per question (@toolkit.cached), the vector store",
