@@ -285,7 +285,8 @@ def run_demo(duration: float) -> Demo:
     outage = outage_window(duration)
     spawn = multiprocessing.get_context("spawn")  # no fork of a process that ran event loops
     with ProcessPoolExecutor(1, mp_context=spawn) as abuser:
-        abuser.submit(int).result()  # start it now, not on the phase's clock
+        # Start it and import this module there now, not on the first phase's clock.
+        abuser.submit(Traffic).result()
         with Server(with_toolkit=False, outage=outage) as server:
             before = drive(server.url, duration, abuser)
         with Server(with_toolkit=True, outage=outage) as server:

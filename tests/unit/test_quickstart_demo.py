@@ -14,7 +14,7 @@ from examples.quickstart.demo import QUESTIONS, ROOT, SHOWN_METRICS, Demo, repor
 
 pytestmark = pytest.mark.slow
 
-DURATION = 2.5  # the vector store is down for 0.75 s of it: long enough to trip its breaker
+DURATION = 3.0  # the vector store is down for 0.9 s of it: time to trip its breaker
 CHAT_BURST, CHAT_PER_SECOND = 5, 5  # app.py: "/chat": "5/second", which GCRA may spend at once
 
 
@@ -43,14 +43,15 @@ def test_with_the_toolkit_only_the_abusive_client_is_limited(demo: Demo) -> None
 
 
 def test_the_abusive_client_loses_its_share_of_the_model(demo: Demo) -> None:
-    """Without the toolkit it takes about half the answered chats (its 16 in flight against
-    the 8 users' few, less while the outage holds everyone up); with it, under a quarter."""
+    """Without the toolkit it gets more answered chats than the limit would allow, and a
+    larger share of all answered chats than with it (about half against a fifth, on an idle
+    machine; the outage, which holds its 16 chats at once, and a busy machine move both)."""
+    assert demo.before.abusive.allowed > CHAT_BURST + CHAT_PER_SECOND * DURATION + 1
     shares = [
         load.abusive.allowed / (load.abusive.allowed + load.users.allowed)
         for load in (demo.before, demo.after)
     ]
-    assert shares[0] > 0.45
-    assert shares[1] < 0.25
+    assert shares[0] > shares[1]
 
 
 def test_the_report_shows_the_servers_own_counts(demo: Demo) -> None:
@@ -100,19 +101,17 @@ def test_a_vector_store_outage_fails_chats_without_the_toolkit_and_none_with_it(
     assert max(before) >= VECTOR_STORE_TIMEOUT
     after = demo.after.users.latencies + demo.after.abusive.latencies
     assert demo.after.users.unavailable + demo.after.abusive.unavailable == 0
-    assert max(after) < VECTOR_STORE_TIMEOUT  # nobody waited for the store to give up
+    assert max(after) < VECTOR_STORE_TIMEOUT, sorted(after)[-5:]  # nobody waited for the store
 
     calls = demo.vector_store_calls()
     trips = demo.total(
         "toolkit_circuit_breaker_transitions_total", "toolkit_circuit_breaker_to_state", "open"
     )
-    assert trips >= 1
-    assert calls["rejected"] > 0  # refused at once while open, answered by the fallback
-    assert (
-        calls["success"] + calls["failure"] + calls["rejected"]
-        == demo.model_cache()["hit"] + (demo.model_cache()["miss"])
-    )
-    assert f"{calls['failure'] + calls['rejected']:.0f} chats were answered without" in report(demo)
+    assert trips >= 1, calls
+    assert calls.get("rejected", 0) > 0, calls  # refused at once while open, then the fallback
+    assert sum(calls.values()) == sum(demo.model_cache().values())  # one of each per chat
+    fallbacks = calls.get("failure", 0) + calls["rejected"]
+    assert f"{fallbacks:.0f} chats were answered without" in report(demo)
 
 
 def test_the_agent_is_built_once_with_the_toolkit(demo: Demo) -> None:
