@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The same project at the lowest versions pyproject.toml declares for its direct dependencies.
+LOWEST := .venv-lowest
+LOW_STAMP := $(LOWEST)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # $(call need,<command>,<debian package>): install the package when the command is missing.
@@ -15,7 +18,7 @@ define need
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; }
 endef
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test test-lowest lint bench venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +28,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+$(LOW_STAMP): pyproject.toml $(STAMP)
+	$(VENV)/bin/uv venv -q --allow-existing --python $(PY) $(LOWEST)
+	$(VENV)/bin/uv pip install -q --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[dev]'
+	touch $(LOW_STAMP)
+
 demo: venv
 	$(PY) -m examples.quickstart.demo $(ARGS)
 
@@ -33,6 +41,12 @@ test: venv
 	$(call need,prometheus,prometheus)
 	$(call need,chromium,chromium)
 	$(PY) -m pytest $(ARGS)
+	$(MAKE) --no-print-directory test-lowest
+
+# The suite's core (tests/unit) at the lowest declared versions; the typing test is left to the
+# main run, since it checks mypy's reading of the code rather than the code at run time.
+test-lowest: $(LOW_STAMP)
+	$(LOWEST)/bin/python -m pytest tests/unit --deselect tests/unit/test_typing.py -q
 
 lint: venv
 	$(VENV)/bin/ruff check toolkit tests examples
@@ -49,4 +63,4 @@ bench: venv
 	$(PY) -m tests.benchmarks.load $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .benchmarks
+	rm -rf $(VENV) $(LOWEST) .pytest_cache .mypy_cache .ruff_cache .benchmarks
