@@ -200,7 +200,7 @@ async def test_admin_serves_the_page_and_the_api_to_the_right_credentials(
         assert body["stale"] is False
         assert body["loaded_at"] is not None
         ratelimit = next(flag for flag in body["flags"] if flag["key"] == "ratelimit")
-        assert ratelimit["variants"] == {"on": True, "off": False, "shadow": "shadow"}
+        assert ratelimit["variants"] == {"on": "on", "off": "off", "shadow": "shadow"}
         assert ratelimit["override"] is None
         assert ratelimit["effective"] == {"variant": "on", "rollout": None, "reason": "default"}
 

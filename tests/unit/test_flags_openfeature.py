@@ -1,8 +1,14 @@
-"""OpenFeature both ways: the app's client reads toolkit flags; the toolkit reads the app's."""
+"""OpenFeature both ways: the app's client reads toolkit flags; the toolkit reads the app's.
+
+The provider tests follow the evaluation requirements of the OpenFeature specification
+(section 2, "Provider", and 1.4.10-1.4.11 for what a client must never do), cited by number.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -10,9 +16,13 @@ from fastapi import FastAPI
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode
+from openfeature.flag_evaluation import FlagResolutionDetails, Reason
+from openfeature.provider import AbstractProvider, Metadata
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
 import toolkit
+from tests.support.servers import free_port
+from toolkit.backends.redis import RedisBackend
 from toolkit.flags import RATELIMIT, FlagStore, declare, override
 from toolkit.flags.openfeature import OpenFeatureFlags, ToolkitProvider
 
@@ -20,6 +30,32 @@ pytestmark = pytest.mark.anyio
 
 declare("of.new-agent")
 declare("of.model", variants={"small": "gpt-small", "large": "gpt-large"}, default="small")
+declare("of.retries", variants={"few": 1, "many": 5}, default="few")
+declare("of.temperature", variants={"cold": 0.1, "warm": 0.9}, default="warm")
+declare("of.whole", variants={"one": 1, "more": 2.5}, default="one")
+declare("of.limits", variants={"tight": {"rpm": 10}, "loose": {"rpm": 100}}, default="tight")
+
+GETTERS = ("boolean", "string", "integer", "float", "object")
+# flag -> (the getter of its type, its declared default variant, that variant's value)
+TYPED: dict[str, tuple[str, str, Any]] = {
+    "of.new-agent": ("boolean", "off", False),
+    "of.model": ("string", "small", "gpt-small"),
+    "of.retries": ("integer", "few", 1),
+    "of.temperature": ("float", "warm", 0.9),
+    "of.limits": ("object", "tight", {"rpm": 10}),
+}
+CALLER_DEFAULTS: dict[str, Any] = {
+    "boolean": True,
+    "string": "caller",
+    "integer": 42,
+    "float": 4.2,
+    "object": {"caller": True},
+}
+
+
+def details(getter: str, key: str, context: EvaluationContext | None = None) -> Any:
+    client = api.get_client()
+    return getattr(client, f"get_{getter}_details")(key, CALLER_DEFAULTS[getter], context)
 
 
 @pytest.fixture(autouse=True)
@@ -47,6 +83,94 @@ async def test_an_openfeature_client_reads_toolkit_flags() -> None:
     assert client.get_boolean_value(
         "of.new-agent", False, EvaluationContext(targeting_key="user-7")
     ) == store.is_enabled("of.new-agent", subject="user-7")
+
+
+def test_openfeature_provider_metadata_names_it() -> None:
+    """2.1.1: the provider's metadata has a string name."""
+    assert ToolkitProvider(FlagStore()).get_metadata().name == "agent-server-toolkit"
+
+
+@pytest.mark.parametrize("key", sorted(TYPED))
+def test_openfeature_provider_resolves_each_type_with_value_variant_and_no_error(key: str) -> None:
+    """2.2.1-2.2.4, 2.2.6, 2.3.2: the getter of a flag's type answers its value and variant,
+    with no error code and no error message."""
+    api.set_provider(ToolkitProvider(FlagStore()))
+    getter, variant, value = TYPED[key]
+    answer = details(getter, key)
+    assert (answer.value, answer.variant) == (value, variant)
+    assert (answer.error_code, answer.error_message) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("key", "getter"),
+    [
+        (key, getter)
+        for key, (own, _, _) in sorted(TYPED.items())
+        for getter in GETTERS
+        # an integer is a number to the float getter too (tested below)
+        if getter != own and (own, getter) != ("integer", "float")
+    ],
+)
+def test_openfeature_provider_answers_a_wrong_type_with_the_callers_default_and_type_mismatch(
+    key: str, getter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """2.2.7, 1.4.10, 1.4.11: every getter of another type gets TYPE_MISMATCH and the caller's
+    default (a boolean is not an integer), and nothing raises or logs on the way."""
+    api.set_provider(ToolkitProvider(FlagStore()))
+    with caplog.at_level(logging.DEBUG):
+        answer = details(getter, key)
+    assert answer.value == CALLER_DEFAULTS[getter]
+    assert (answer.error_code, answer.reason) == (ErrorCode.TYPE_MISMATCH, Reason.ERROR)
+    assert key in (answer.error_message or "")
+    assert caplog.records == []
+
+
+def test_openfeature_provider_reads_an_integer_flag_as_a_float() -> None:
+    """2.2.2.1 (numeric): the float getter reads integer values, as numbers."""
+    api.set_provider(ToolkitProvider(FlagStore()))
+    assert (details("float", "of.whole").value, details("float", "of.retries").value) == (1.0, 1.0)
+    assert details("integer", "of.whole").value == 1  # its variant's value is an integer
+
+
+async def test_openfeature_provider_reads_the_ratelimit_kill_switch_as_a_string() -> None:
+    """All three states of the rate limiter's switch read through one getter, the string one."""
+    store = FlagStore()
+    api.set_provider(ToolkitProvider(store))
+    seen = []
+    for variant in ("on", "shadow", "off"):
+        await store.set(RATELIMIT, variant, by="ops")
+        answer = details("string", RATELIMIT)
+        seen.append((answer.value, answer.variant, answer.error_code))
+    assert seen == [("on", "on", None), ("shadow", "shadow", None), ("off", "off", None)]
+
+
+async def test_openfeature_provider_reasons_are_static_split_and_stale() -> None:
+    """2.2.5: the declared default and an operator's choice are STATIC (no dynamic
+    evaluation), a rollout SPLIT, a store that cannot reach its backend STALE; the toolkit's
+    own reason rides in the flag metadata (2.2.9, 2.2.10)."""
+    store = FlagStore()
+    api.set_provider(ToolkitProvider(store))
+    declared = details("string", "of.model")
+    assert (declared.reason, declared.flag_metadata) == (
+        Reason.STATIC,
+        {"toolkit.reason": "default"},
+    )
+    await store.set("of.model", "large", by="ops")
+    assert details("string", "of.model").reason == Reason.STATIC
+    await store.rollout("of.model", "small", 50, by="ops")
+    context = EvaluationContext(targeting_key="user-1")
+    assert details("string", "of.model", context).reason == Reason.SPLIT
+
+    unreachable = RedisBackend(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
+    stale = FlagStore(unreachable)
+    await stale.start()
+    try:
+        api.set_provider(ToolkitProvider(stale))
+        answer = details("boolean", "of.new-agent")
+        assert (answer.value, answer.reason) == (False, Reason.STALE)
+    finally:
+        await stale.stop()
+        await unreachable.close()
 
 
 async def test_unknown_flags_and_wrong_types_fall_back_with_an_error_code() -> None:
@@ -91,3 +215,92 @@ async def test_test_overrides_also_reach_the_openfeature_provider() -> None:
     api.set_provider(ToolkitProvider(FlagStore()))
     with override({"of.new-agent": True}):
         assert api.get_client().get_boolean_value("of.new-agent", False) is True
+
+
+class _AnsweringProvider(AbstractProvider):
+    """A provider that answers every string and integer question with one fixed resolution,
+    as a remote flag system would."""
+
+    def __init__(self, resolution: FlagResolutionDetails[Any]) -> None:
+        super().__init__()
+        self.resolution = resolution
+        self.asked: list[str] = []
+
+    def get_metadata(self) -> Metadata:
+        return Metadata(name="remote")
+
+    def _answer(self, getter: str) -> Any:
+        self.asked.append(getter)
+        return self.resolution
+
+    def resolve_boolean_details(
+        self, flag_key: str, default_value: Any, evaluation_context: Any = None
+    ) -> Any:
+        return self._answer("boolean")
+
+    def resolve_string_details(
+        self, flag_key: str, default_value: Any, evaluation_context: Any = None
+    ) -> Any:
+        return self._answer("string")
+
+    def resolve_integer_details(
+        self, flag_key: str, default_value: Any, evaluation_context: Any = None
+    ) -> Any:
+        return self._answer("integer")
+
+    def resolve_float_details(
+        self, flag_key: str, default_value: Any, evaluation_context: Any = None
+    ) -> Any:
+        return self._answer("float")
+
+    def resolve_object_details(
+        self, flag_key: str, default_value: Any, evaluation_context: Any = None
+    ) -> Any:
+        return self._answer("object")
+
+
+@pytest.mark.parametrize(
+    ("resolution", "expected"),
+    [
+        # The provider names the variant: it wins, and its reason is kept.
+        (FlagResolutionDetails("gpt-large", variant="large", reason="STATIC"), ("large", "static")),
+        # A variant name of the provider's own, but a value the flag has: found by value.
+        (FlagResolutionDetails("gpt-large", variant="v2", reason="SPLIT"), ("large", "split")),
+        # A value the flag does not have: the declared default, as an error.
+        (FlagResolutionDetails("gpt-huge", variant="huge", reason="STATIC"), ("small", "error")),
+        # An error code: the declared default, whatever the value.
+        (
+            FlagResolutionDetails("gpt-large", ErrorCode.GENERAL, variant="large", reason="ERROR"),
+            ("small", "error"),
+        ),
+        # A reason outside the conventions' list is counted as unknown.
+        (
+            FlagResolutionDetails("gpt-large", variant="large", reason="VENDOR_RULE_17"),
+            ("large", "unknown"),
+        ),
+    ],
+)
+def test_openfeature_source_serves_the_variant_the_providers_answer_names(
+    resolution: FlagResolutionDetails[Any], expected: tuple[str, str]
+) -> None:
+    """With flags.source = openfeature the toolkit honours the answer's variant, else its
+    value, and never serves its default under the provider's reason."""
+    provider = _AnsweringProvider(resolution)
+    api.set_provider(provider)
+    evaluation = OpenFeatureFlags(store=FlagStore()).evaluate("of.model")
+    assert (evaluation.variant, evaluation.reason) == expected
+    assert evaluation.value == {"small": "gpt-small", "large": "gpt-large"}[expected[0]]
+    assert provider.asked == ["string"]
+
+
+def test_openfeature_source_asks_each_flag_with_the_getter_of_its_values_type() -> None:
+    """An integer flag is asked as an integer, and its value maps back to the variant."""
+    provider = _AnsweringProvider(FlagResolutionDetails(5, reason="TARGETING_MATCH"))
+    api.set_provider(provider)
+    evaluation = OpenFeatureFlags(store=FlagStore()).evaluate("of.retries")
+    assert (evaluation.variant, evaluation.value, evaluation.reason) == (
+        "many",
+        5,
+        "targeting_match",
+    )
+    assert provider.asked == ["integer"]

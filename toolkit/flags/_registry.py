@@ -26,7 +26,9 @@ POOL: Final = "pool"
 CAPABILITIES: Final[tuple[FlagDefinition, ...]] = (
     FlagDefinition(
         RATELIMIT,
-        {ON: True, OFF: False, SHADOW: SHADOW},
+        # Values are the variant names: three states have no common type but the string, so
+        # one OpenFeature getter (the string one) reads them all.
+        {ON: ON, OFF: OFF, SHADOW: SHADOW},
         ON,
         "Rate limiting (shadow: decide and record, never refuse).",
         capability=True,
