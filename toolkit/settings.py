@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from ipaddress import IPv4Network, IPv6Network
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import limits
 from pydantic import (
@@ -344,6 +344,10 @@ class AdminSettings(_Section):
 PoolMode = Literal["shared", "exclusive"]
 
 
+DEFAULT_EXCLUSIVE_POOL_SIZE: Final = 8
+"""Objects per key of an exclusive pool whose ``size`` is unset."""
+
+
 class PoolSettings(_Section):
     """The arguments of an :class:`~toolkit.AgentPool`, with their defaults. Each pool is
     configured in its constructor (``AgentPool(make_agent, size=4)``); these are checked
@@ -355,12 +359,19 @@ class PoolSettings(_Section):
         "sandboxes); shared: one object per key used by every caller at once (an Agent).",
         examples=["shared"],
     )
-    size: int = Field(
-        8,
+    size: int | None = Field(
+        None,
         ge=1,
-        description="Per key: objects (exclusive), or callers using the one object at once "
-        "(shared).",
+        description="Per key. exclusive: objects built at most (8 when unset). shared: callers "
+        "using the one object at once (no bound when unset: a shared agent is not throttled).",
         examples=["8"],
+    )
+    max_keys: int = Field(
+        64,
+        ge=1,
+        description="Keys the pool keeps at once; a new key past it evicts the least recently "
+        "used idle key (its objects closed), or is refused (a 503) when every key is busy.",
+        examples=["16"],
     )
     max_waiting: int = Field(
         64,
@@ -403,6 +414,14 @@ class PoolSettings(_Section):
         0.1,
         description="An acquire that waits at least this long gets a toolkit.pool.wait span.",
         examples=["100ms"],
+    )
+    check_interval: Seconds = Field(
+        30.0,
+        ge=0,
+        description="health_check runs on an object not known good for this long (built, "
+        "checked, or given back without error); 0 checks at every checkout. In shared mode "
+        "it runs in the background while callers go on using the object.",
+        examples=["30s"],
     )
 
 

@@ -332,7 +332,7 @@ async def test_pool_recycle_jitter_spreads_limits_below_the_setting() -> None:
 
 async def test_pool_health_check_failure_replaces_the_object() -> None:
     """An idle object whose health check returns False or raises is closed at checkout and
-    the caller gets a fresh one."""
+    the caller gets a fresh one (check_interval=0: checked at every checkout)."""
     verdicts = iter([False, RuntimeError("ping failed"), True])
 
     async def check(resource: Resource) -> bool:
@@ -341,7 +341,7 @@ async def test_pool_health_check_failure_replaces_the_object() -> None:
             raise verdict
         return verdict
 
-    pool: AgentPool[Resource] = AgentPool(Resource, size=1, health_check=check)
+    pool: AgentPool[Resource] = AgentPool(Resource, size=1, health_check=check, check_interval=0)
     async with pool.acquire() as first:
         pass
     async with pool.acquire() as second:  # first fails its check: replaced
@@ -397,6 +397,9 @@ async def test_pool_warm_up_builds_before_use() -> None:
         ({"warm": 9, "size": 2}, "warm="),
         ({"discard_on": (str,)}, "discard_on="),
         ({"mode": "shared", "reset": lambda r: None}, "reset="),
+        ({"max_keys": 0}, "max_keys="),
+        ({"check_interval": -1}, "check_interval="),
+        ({"warm": {"a": 1, "b": 1}, "max_keys": 1}, "max_keys="),
     ],
 )
 def test_pool_invalid_arguments_are_refused_at_construction(
@@ -517,3 +520,198 @@ async def test_pool_metrics_and_wait_span(
     spans = [s for s in span_exporter.get_finished_spans() if s.name == names.POOL_WAIT_SPAN]
     assert len(spans) == 1
     assert spans[0].attributes == {names.POOL_NAME: "sandbox", names.ERROR_TYPE: "timeout"}
+
+
+async def test_pool_health_check_runs_only_once_check_interval_has_passed() -> None:
+    """Exclusive mode: an object given back without error is trusted for check_interval;
+    past it, the next checkout checks it first."""
+    clock = FakeClock()
+    checked: list[float] = []
+
+    def check(resource: Resource) -> bool:
+        checked.append(clock.now)
+        return True
+
+    pool: AgentPool[Resource] = AgentPool(
+        Resource, size=1, health_check=check, check_interval="30s", clock=clock
+    )
+    for step in (0, 10, 10, 29.5):  # built, then given back: known good each time
+        clock.now += step
+        async with pool.acquire():
+            pass
+    assert checked == []
+    clock.now += 31
+    async with pool.acquire():
+        pass
+    assert checked == [clock.now]
+
+
+async def test_pool_shared_mode_checks_in_the_background_and_never_holds_callers() -> None:
+    """Shared mode: a due check runs beside the callers (they get the object at once); when
+    it fails, the object is lent no more, its replacement is built, and it is closed once its
+    last holder gives it back."""
+    clock = FakeClock()
+    verdict: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    checks = 0
+
+    async def check(resource: Resource) -> bool:
+        nonlocal checks
+        checks += 1
+        return await verdict
+
+    pool: AgentPool[Resource] = AgentPool(
+        Resource, mode="shared", health_check=check, check_interval=30, clock=clock
+    )
+    async with pool.acquire() as first:
+        pass
+    clock.now += 60
+    async with pool.acquire() as again, pool.acquire() as third:
+        assert again is third is first  # lent while its check is pending
+        await asyncio.sleep(0)
+        assert checks == 1  # one check, however many callers came
+        verdict.set_result(False)
+        await asyncio.sleep(0)
+        async with pool.acquire() as fresh:
+            assert fresh is not first
+        assert not first.closed  # still held by the two callers above
+    await settle(pool)
+    assert first.closed
+    assert pool.stats() == PoolStats(idle=1, used=0, creating=0, pending=0, holders=0)
+
+
+async def test_pool_shared_mode_recycles_in_the_background() -> None:
+    """Shared mode: a worn object goes on being lent while its replacement builds; callers
+    never wait for the rebuild, and the replacement takes over when it is ready."""
+    clock = FakeClock()
+    release = asyncio.Event()
+    builds = 0
+
+    async def make() -> Resource:
+        nonlocal builds
+        builds += 1
+        if builds > 1:
+            await release.wait()
+        return Resource()
+
+    pool: AgentPool[Resource] = AgentPool(
+        make, mode="shared", recycle_after="10m", recycle_jitter=0, clock=clock
+    )
+    async with pool.acquire() as first:
+        pass
+    clock.now += 601
+    for _ in range(3):
+        async with pool.acquire() as worn:  # no wait: the old one, while the new one builds
+            assert worn is first
+            await asyncio.sleep(0)  # the replacement's build runs meanwhile
+    assert builds == 2  # one replacement, however many callers
+    release.set()
+    await settle(pool)
+    async with pool.acquire() as replacement:
+        assert replacement is not first
+    await settle(pool)
+    assert first.closed
+    assert not replacement.closed
+
+
+async def test_pool_exclusive_mode_builds_a_recycled_objects_replacement_in_the_background() -> (
+    None
+):
+    """Exclusive mode: an object closed for age or uses when given back is replaced at
+    once by a build the pool owns, so the next caller finds one ready."""
+    pool: AgentPool[Resource] = AgentPool(Resource, size=1, max_uses=1, recycle_jitter=0)
+    async with pool.acquire() as first:
+        pass
+    await settle(pool)
+    assert first.closed
+    assert pool.stats() == whole(pool, idle=1)  # the replacement, built already
+    (ready,) = pool._keys[None].idle
+    async with pool.acquire() as second:
+        assert second is ready.obj
+
+
+async def test_pool_keys_are_bounded_and_the_least_recently_used_idle_key_goes_first() -> None:
+    """Past max_keys a new key evicts the least recently used idle key (its objects closed,
+    counted as evicted); when every key is busy the new key is refused with a 503-class error;
+    300 client-chosen keys leave at most max_keys objects alive."""
+    pool: AgentPool[Resource] = AgentPool(lambda key: Resource(key), max_keys=2)
+    async with pool.acquire("a") as a:
+        pass
+    async with pool.acquire("b"):
+        pass
+    async with pool.acquire("a"):  # a is now the most recently used
+        pass
+    async with pool.acquire("c"):  # evicts b, not a
+        pass
+    assert set(pool._keys) == {"a", "c"}
+    async with pool.acquire("a") as again:
+        assert again is a
+    async with pool.acquire("a"), pool.acquire("c"):
+        with pytest.raises(toolkit.PoolExhaustedError, match="max_keys=2"):
+            async with pool.acquire("d"):
+                pass
+
+    many: AgentPool[Resource] = AgentPool(lambda model: Resource(model), mode="shared", max_keys=8)
+    made: list[Resource] = []
+    for i in range(300):
+        async with many.acquire(f"model-{i}") as agent:
+            made.append(agent)
+    await settle(many)
+    assert sum(not agent.closed for agent in made) <= 8
+    assert len(many._keys) == 8
+
+
+async def test_pool_shared_mode_does_not_throttle_callers_by_default() -> None:
+    """Shared mode with size unset: 200 callers use the one object at once, nobody waits;
+    with size set, that many at once and the rest queue."""
+    pool: AgentPool[Resource] = AgentPool(Resource, mode="shared")
+    inside = 0
+    most = 0
+    gate = asyncio.Event()
+
+    async def use() -> None:
+        nonlocal inside, most
+        async with pool.acquire():
+            inside += 1
+            most = max(most, inside)
+            await gate.wait()
+            inside -= 1
+
+    tasks = [asyncio.create_task(use()) for _ in range(200)]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert most == 200
+    assert pool.stats().pending == 0
+    gate.set()
+    await asyncio.gather(*tasks)
+
+    capped: AgentPool[Resource] = AgentPool(Resource, mode="shared", size=8)
+    gate.clear()
+    most = inside = 0
+    pool = capped
+    tasks = [asyncio.create_task(use()) for _ in range(20)]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert (most, capped.stats().pending) == (8, 12)
+    gate.set()
+    await asyncio.gather(*tasks)
+
+
+async def test_pool_flag_of_one_pool_turns_off_that_pool_only() -> None:
+    """Each pool declares ``pool.<name>``: off, that pool builds per call; the others keep
+    pooling; the global ``pool`` flag still turns every one off."""
+    alpha: AgentPool[Resource] = AgentPool(Resource, name="Alpha Agent")
+    beta: AgentPool[Resource] = AgentPool(Resource, name="beta")
+    assert (alpha.flag, beta.flag) == ("pool.alpha-agent", "pool.beta")
+    with toolkit.flags.override({alpha.flag: "off"}):
+        async with alpha.acquire() as a1:
+            pass
+        async with alpha.acquire() as a2:
+            assert a2 is not a1
+        async with beta.acquire() as b1:
+            pass
+        async with beta.acquire() as b2:
+            assert b2 is b1
+    assert a1.closed
+    with toolkit.flags.override({toolkit.flags.POOL: "off"}):
+        async with beta.acquire() as b3:
+            assert b3 is not b1

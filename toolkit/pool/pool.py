@@ -18,7 +18,9 @@ Invariants, per key, at every await (and so under any cancellation or timeout):
 * A build is never lost: it runs in a task the pool owns. If its caller is cancelled or
   times out, the object it produces joins the idle list and the permit passes on.
 * Exclusive mode: objects per key <= ``size``. Shared mode: one object per key, built by one
-  build however many callers arrive together (single flight), used by <= ``size`` at once.
+  build however many callers arrive together (single flight), used by <= ``size`` at once;
+  its replacement (recycling) is built in the background while the old one is still lent.
+* At most ``max_keys`` keys; a new key evicts an idle one (nothing held, queued or building).
 
 Nothing is awaited while the counts are inconsistent: every count changes synchronously.
 """
@@ -31,6 +33,8 @@ import inspect
 import logging
 import math
 import random as _random
+import re
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Mapping
 from dataclasses import dataclass
@@ -45,11 +49,17 @@ from toolkit.errors import (
     PoolExhaustedError,
     PoolTimeoutError,
 )
-from toolkit.flags import POOL, FlagSource, current_store
+from toolkit.flags import BOOLEAN, ON, POOL, FlagDefinition, FlagSource, current_store
+from toolkit.flags._registry import REGISTRY
 from toolkit.pool._entry import Entry
 from toolkit.pool._gate import Gate
 from toolkit.pool._telemetry import PoolTelemetry
-from toolkit.settings import PoolMode, PoolSettings, validate_arguments
+from toolkit.settings import (
+    DEFAULT_EXCLUSIVE_POOL_SIZE,
+    PoolMode,
+    PoolSettings,
+    validate_arguments,
+)
 from toolkit.telemetry import names
 
 T = TypeVar("T")
@@ -85,12 +95,17 @@ class PoolStats:
     holders: int
 
 
+_UNBOUNDED: Final = sys.maxsize
+"""The permits of a shared pool whose ``size`` is unset: callers are never queued."""
+_FLAG_KEY: Final = re.compile(r"[^a-z0-9._-]+")
+
+
 class _Key(Generic[T]):
     """Everything about one key of a pool."""
 
-    __slots__ = ("building", "creating", "gate", "idle", "key", "shared", "used")
+    __slots__ = ("building", "creating", "gate", "idle", "key", "last_used", "shared", "used")
 
-    def __init__(self, key: Hashable, size: int) -> None:
+    def __init__(self, key: Hashable, size: int, now: float) -> None:
         self.key = key
         self.gate = Gate(size)
         self.idle: list[Entry[T]] = []
@@ -98,6 +113,19 @@ class _Key(Generic[T]):
         self.creating = 0
         self.shared: Entry[T] | None = None
         self.building: asyncio.Task[Entry[T]] | None = None
+        self.last_used = now
+
+    def busy(self) -> bool:
+        """Anything held, queued or being built: a key that may not be evicted."""
+        gate = self.gate
+        return bool(
+            gate.free != gate.size
+            or gate.waiters
+            or self.creating
+            or self.building is not None
+            or self.used
+            or (self.shared is not None and self.shared.holders)
+        )
 
 
 class AgentPool(Generic[T]):
@@ -111,9 +139,14 @@ class AgentPool(Generic[T]):
 
     **Modes.** ``"exclusive"`` (default): each caller gets an object nobody else uses until
     it is given back: HTTP clients, MCP sessions, sandboxes, mutable agents. At most ``size``
-    exist per key; ``reset`` clears per-request state on return. ``"shared"``: one object per
-    key, built once (however many callers arrive together) and used by up to ``size`` callers
-    at once: objects that are safe to share, such as a pydantic-ai ``Agent``.
+    exist per key (8 when unset); ``reset`` clears per-request state on return. ``"shared"``:
+    one object per key, built once (however many callers arrive together) and used by every
+    caller at once, or by at most ``size`` when it is set: objects that are safe to share, such
+    as a pydantic-ai ``Agent``.
+
+    **Keys** are bounded: past ``max_keys``, a new key evicts the least recently used idle key
+    (its objects closed), or is refused with :class:`~toolkit.errors.PoolExhaustedError` when
+    every key is busy. Never take a key from a request unchecked: map it onto a known set.
 
     **When there is no room**, a caller queues (first come, first served) if fewer than
     ``max_waiting`` already wait, else gets :class:`~toolkit.errors.PoolExhaustedError` at once;
@@ -123,19 +156,26 @@ class AgentPool(Generic[T]):
 
     **What goes bad is closed** (``aclose()`` or ``close()``, awaited if it is a coroutine,
     in a task the pool owns): an object past ``recycle_after`` or ``max_uses`` (each shortened
-    by up to ``recycle_jitter`` at random), one whose ``health_check`` fails at checkout,
-    whose ``reset`` raises, or whose caller's block raised an exception ``discard_on``
-    accepts; in exclusive mode also one whose caller was cancelled while using it.
+    by up to ``recycle_jitter`` at random), one whose ``health_check`` fails, whose ``reset``
+    raises, or whose caller's block raised an exception ``discard_on`` accepts; in exclusive
+    mode also one whose caller was cancelled while using it. A recycled object's replacement
+    is built in the background: in shared mode callers go on using the old object until the
+    new one is ready, in exclusive mode the pool refills itself after closing it.
+    ``health_check`` runs only on an object not known good for ``check_interval``: at
+    checkout in exclusive mode, in the background (callers not held) in shared mode.
 
-    The ``pool`` flag turns pooling off at the next acquire, on every instance: each acquire
-    then builds its own object and closes it afterwards (the path before pooling).
+    The ``pool`` flag turns every pool off at the next acquire, on every instance, and the
+    flag ``pool.<name>`` (declared by the pool) this one only: each acquire then builds its
+    own object and closes it afterwards (the path before pooling).
 
     Args:
         factory: builds one object: ``factory()``, or ``factory(key)`` when it has a required
             positional parameter; sync or async. A sync factory runs on the event loop.
         name: ``toolkit.pool.name`` of its metrics; the factory's name when None.
         mode: ``"exclusive"`` or ``"shared"`` (see above).
-        size: per key, objects (exclusive) or callers at once (shared).
+        size: per key, objects (exclusive; 8 when None) or callers at once (shared; no bound
+            when None).
+        max_keys: keys kept at once; idle keys are evicted past it, busy ones refused.
         max_waiting: per key, callers that may queue; 0 refuses as soon as all are lent.
         acquire_timeout: seconds (or ``"5s"``) an acquire may take, waiting and building.
         create_timeout: seconds one factory call may take.
@@ -147,8 +187,12 @@ class AgentPool(Generic[T]):
             span.
         reset: awaited (or called) with the object when an exclusive caller gives it back;
             not allowed in shared mode, where others are using it.
-        health_check: called with an idle object at checkout, bounded by the acquire's time
-            left; False, an exception or a timeout closes it and the next one is tried.
+        health_check: called with an object not known good for ``check_interval``; False,
+            an exception or a timeout closes it. Exclusive: at checkout, bounded by the
+            acquire's time left, and the next object is tried. Shared: in the background,
+            bounded by ``acquire_timeout``, and a replacement is built.
+        check_interval: seconds (or ``"30s"``) an object stays known good after it was
+            built, checked or given back without error; 0 checks at every checkout.
         discard_on: exception types (or a predicate) that close the object when raised in
             the caller's block; ``MODE_DEFAULT`` is ``(Exception,)`` exclusive, ``()`` shared.
         warm: objects to build at :meth:`start`: a count for the default key (``None``), or
@@ -171,7 +215,8 @@ class AgentPool(Generic[T]):
         *,
         name: str | None = ...,
         mode: PoolMode = ...,
-        size: int = ...,
+        size: int | None = ...,
+        max_keys: int = ...,
         max_waiting: int = ...,
         acquire_timeout: str | float = ...,
         create_timeout: str | float = ...,
@@ -179,6 +224,7 @@ class AgentPool(Generic[T]):
         max_uses: int | None = ...,
         recycle_jitter: float = ...,
         wait_threshold: str | float = ...,
+        check_interval: str | float = ...,
         reset: Callable[[T], Any] | None = ...,
         health_check: Callable[[T], Any] | None = ...,
         discard_on: DiscardOn | _ModeDefault = ...,
@@ -197,7 +243,8 @@ class AgentPool(Generic[T]):
         *,
         name: str | None = ...,
         mode: PoolMode = ...,
-        size: int = ...,
+        size: int | None = ...,
+        max_keys: int = ...,
         max_waiting: int = ...,
         acquire_timeout: str | float = ...,
         create_timeout: str | float = ...,
@@ -205,6 +252,7 @@ class AgentPool(Generic[T]):
         max_uses: int | None = ...,
         recycle_jitter: float = ...,
         wait_threshold: str | float = ...,
+        check_interval: str | float = ...,
         reset: Callable[[T], Any] | None = ...,
         health_check: Callable[[T], Any] | None = ...,
         discard_on: DiscardOn | _ModeDefault = ...,
@@ -222,7 +270,8 @@ class AgentPool(Generic[T]):
         *,
         name: str | None = None,
         mode: PoolMode = DEFAULTS.mode,
-        size: int = DEFAULTS.size,
+        size: int | None = DEFAULTS.size,
+        max_keys: int = DEFAULTS.max_keys,
         max_waiting: int = DEFAULTS.max_waiting,
         acquire_timeout: str | float = DEFAULTS.acquire_timeout,
         create_timeout: str | float = DEFAULTS.create_timeout,
@@ -230,6 +279,7 @@ class AgentPool(Generic[T]):
         max_uses: int | None = DEFAULTS.max_uses,
         recycle_jitter: float = DEFAULTS.recycle_jitter,
         wait_threshold: str | float = DEFAULTS.wait_threshold,
+        check_interval: str | float = DEFAULTS.check_interval,
         reset: Callable[[Any], Any] | None = None,
         health_check: Callable[[Any], Any] | None = None,
         discard_on: DiscardOn | _ModeDefault = MODE_DEFAULT,
@@ -251,6 +301,7 @@ class AgentPool(Generic[T]):
                 {
                     "mode": mode,
                     "size": size,
+                    "max_keys": max_keys,
                     "max_waiting": max_waiting,
                     "acquire_timeout": acquire_timeout,
                     "create_timeout": create_timeout,
@@ -258,6 +309,7 @@ class AgentPool(Generic[T]):
                     "max_uses": max_uses,
                     "recycle_jitter": recycle_jitter,
                     "wait_threshold": wait_threshold,
+                    "check_interval": check_interval,
                 },
             )
         except ConfigurationError as exc:
@@ -271,6 +323,15 @@ class AgentPool(Generic[T]):
             )
         self.settings = settings
         self.shared = settings.mode == "shared"
+        if settings.size is not None:
+            self._size = settings.size
+        else:
+            self._size = _UNBOUNDED if self.shared else DEFAULT_EXCLUSIVE_POOL_SIZE
+        self.flag = "pool." + (_FLAG_KEY.sub("-", self.name.lower()).strip("-._") or "pool")[:90]
+        """This pool's own switch, under the global ``pool`` one."""
+        REGISTRY.declare(
+            FlagDefinition(self.flag, BOOLEAN, ON, f"Agent pool {self.flag[5:]}.", capability=True)
+        )
         for hook, value in (("reset", reset), ("health_check", health_check)):
             if value is not None and not callable(value):
                 raise ConfigurationError(
@@ -286,13 +347,14 @@ class AgentPool(Generic[T]):
         self._reset = reset
         self._health_check = health_check
         self._discard_on = _discard_predicate(discard_on, self.shared)
-        self._warm = _warm_plan(warm, self._takes_key, settings)
+        self._warm = _warm_plan(warm, self._takes_key, settings, self._size)
         self._flags = flags
         self._meter_provider = meter_provider
         self._tracer_provider = tracer_provider
         self._clock = clock
         self._random = random
-        self._size = settings.size
+        self._max_keys = settings.max_keys
+        self._check_interval = settings.check_interval
         self._max_waiting = settings.max_waiting
         self._acquire_timeout = settings.acquire_timeout
         self._create_timeout = settings.create_timeout
@@ -303,7 +365,9 @@ class AgentPool(Generic[T]):
         self._started = False
 
     def __repr__(self) -> str:
-        return f"AgentPool(name={self.name!r}, mode={self.settings.mode!r}, size={self._size})"
+        return (
+            f"AgentPool(name={self.name!r}, mode={self.settings.mode!r}, size={self.settings.size})"
+        )
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -356,7 +420,7 @@ class AgentPool(Generic[T]):
             if entry is not None:
                 self._retire(state, entry, names.POOL_DISCARD_CLOSED)
         for task in list(self._tasks):
-            if task.get_name().startswith("toolkit.pool.build"):
+            if task.get_name().startswith(("toolkit.pool.build", "toolkit.pool.check")):
                 task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=CLOSE_TIMEOUT)
@@ -394,6 +458,7 @@ class AgentPool(Generic[T]):
         return Lease(self, key)
 
     def _state(self, key: Hashable) -> _Key[T]:
+        now = self._clock()
         state = self._keys.get(key)
         if state is None:
             if key is not None and not self._takes_key:
@@ -401,8 +466,31 @@ class AgentPool(Generic[T]):
                     f"pool {self.name!r}: acquire({key!r}) passes a key, but its factory "
                     "takes none; give the factory a parameter (def make(key): ...)"
                 )
-            state = self._keys[key] = _Key(key, self._size)
+            if len(self._keys) >= self._max_keys and not self._evict_idle_key():
+                (self._telemetry or self._bind()).refused(names.POOL_TOO_MANY_KEYS)
+                raise PoolExhaustedError(
+                    f"pool {self.name!r}: all max_keys={self._max_keys} keys are in use; a "
+                    f"new key ({key!r}) waits until one is idle. Keys taken from requests "
+                    "unchecked grow without bound: map them onto a known set",
+                    pool=self.name,
+                )
+            state = self._keys[key] = _Key(key, self._size, now)
+        state.last_used = now
         return state
+
+    def _evict_idle_key(self) -> bool:
+        """Make room for a key: close the least recently used idle key's objects and forget
+        it. False when every key is busy."""
+        idle = [state for state in self._keys.values() if not state.busy()]
+        if not idle:
+            return False
+        state = min(idle, key=lambda state: state.last_used)
+        del self._keys[state.key]
+        while state.idle:
+            self._close_later(state.idle.pop(), names.POOL_DISCARD_EVICTED)
+        if state.shared is not None:
+            self._retire(state, state.shared, names.POOL_DISCARD_EVICTED)
+        return True
 
     def _bind(self) -> PoolTelemetry:
         telemetry = self._telemetry = PoolTelemetry(
@@ -419,7 +507,8 @@ class AgentPool(Generic[T]):
         return stats.idle, stats.used, stats.pending
 
     def _enabled(self) -> bool:
-        return (self._flags or current_store()).is_enabled(POOL)
+        flags = self._flags or current_store()
+        return flags.is_enabled(POOL) and flags.is_enabled(self.flag)
 
     async def _checkout(self, key: Hashable) -> tuple[_Key[T], Entry[T]]:
         """Take a permit and an object; see the module docstring for the invariants."""
@@ -430,16 +519,15 @@ class AgentPool(Generic[T]):
         started = self._clock()
         if state.gate.try_enter():
             # The common case, with no await: a good object is there, nothing to check.
-            if self._health_check is None:
-                entry = self._take_shared(state) if self.shared else self._take_idle(state)
-                if entry is not None:
-                    telemetry.wait_time.record(self._clock() - started, telemetry.attributes)
-                    return state, entry
-            return await self._checkout_slow(state, started, permit=True)
+            entry = self._take_shared(state) if self.shared else self._take_idle(state)
+            if entry is not None and (self.shared or not self._check_due(entry)):
+                telemetry.wait_time.record(self._clock() - started, telemetry.attributes)
+                return state, entry
+            return await self._checkout_slow(state, started, permit=True, taken=entry)
         return await self._checkout_slow(state, started, permit=False)
 
     async def _checkout_slow(
-        self, state: _Key[T], started: float, *, permit: bool
+        self, state: _Key[T], started: float, *, permit: bool, taken: Entry[T] | None = None
     ) -> tuple[_Key[T], Entry[T]]:
         telemetry = self._telemetry or self._bind()
         deadline = started + self._acquire_timeout
@@ -461,7 +549,7 @@ class AgentPool(Generic[T]):
             if self.shared:
                 entry = await self._checkout_shared(state, deadline)
             else:
-                entry = await self._checkout_exclusive(state, deadline, held)
+                entry = await self._checkout_exclusive(state, deadline, held, taken)
             return state, entry
         except PoolTimeoutError:
             error_type = names.POOL_TIMEOUT
@@ -485,12 +573,17 @@ class AgentPool(Generic[T]):
             pool=self.name,
         )
 
-    async def _checkout_exclusive(self, state: _Key[T], deadline: float, held: _Permit) -> Entry[T]:
-        """With a permit held: an idle object that passes its check, else a new one. If
-        the caller leaves while its build runs, the build takes over the permit."""
-        while (entry := self._take_idle(state)) is not None:
-            if await self._healthy(state, entry, deadline):
+    async def _checkout_exclusive(
+        self, state: _Key[T], deadline: float, held: _Permit, taken: Entry[T] | None
+    ) -> Entry[T]:
+        """With a permit held: an idle object (``taken``, or the next one) that is known good
+        or passes its check, else a new one. If the caller leaves while its build runs, the
+        build takes over the permit."""
+        entry = taken if taken is not None else self._take_idle(state)
+        while entry is not None:
+            if not self._check_due(entry) or await self._healthy(state, entry, deadline):
                 return entry
+            entry = self._take_idle(state)
         task = self._spawn_build(state)
         try:
             done = await _wait(task, deadline - self._clock())
@@ -511,29 +604,21 @@ class AgentPool(Generic[T]):
         return entry
 
     async def _checkout_shared(self, state: _Key[T], deadline: float) -> Entry[T]:
-        """With a permit held: the key's object, checked if asked, built if missing."""
+        """With a permit held: the key's object, built if missing (its checks and its
+        replacement run in the background, see :meth:`_take_shared`)."""
         while True:
             if self._closed:
                 raise PoolClosedError(f"pool {self.name!r} is closed", pool=self.name)
-            entry = state.shared
-            if entry is not None and entry.worn(self._clock()):
-                self._retire(state, entry, names.POOL_DISCARD_RECYCLED)
-                entry = None
-            if entry is None:
-                task = state.building or self._shared_build(state)
-                if not await _wait(task, deadline - self._clock()):
-                    # The build goes on and lands as the key's object; it needs no permit.
-                    raise self._timed_out(self._telemetry or self._bind(), "building an object")
-                if task.cancelled():
-                    raise PoolClosedError(f"pool {self.name!r} is closed", pool=self.name)
-                entry = task.result()
-                if entry.retired:
-                    continue  # closed or recycled while we waited
-            elif self._health_check is not None and not await self._healthy(state, entry, deadline):
-                continue
-            entry.uses_left -= 1
-            entry.holders += 1
-            return entry
+            entry = self._take_shared(state)
+            if entry is not None:
+                return entry
+            task = state.building or self._shared_build(state)
+            if not await _wait(task, deadline - self._clock()):
+                # The build goes on and lands as the key's object; it needs no permit.
+                raise self._timed_out(self._telemetry or self._bind(), "building an object")
+            if task.cancelled():
+                raise PoolClosedError(f"pool {self.name!r} is closed", pool=self.name)
+            task.result()  # the factory's exception reaches the caller
 
     def _take_idle(self, state: _Key[T]) -> Entry[T] | None:
         """Pop the most recently returned idle object still within its limits (LIFO keeps
@@ -551,38 +636,71 @@ class AgentPool(Generic[T]):
         return None
 
     def _take_shared(self, state: _Key[T]) -> Entry[T] | None:
+        """Lend the key's object, if it has one, without waiting: a worn one goes on being
+        lent while its replacement is built, and a check that is due runs beside the callers."""
         entry = state.shared
-        if entry is None or entry.worn(self._clock()):
+        if entry is None:
             return None
+        if entry.worn(self._clock()):
+            if state.building is None and not self._closed:
+                self._shared_build(state)  # lands as the key's object, retiring this one
+        elif self._check_due(entry) and not entry.checking:
+            entry.checking = True
+            self._spawn(self._check_shared(state, entry), f"toolkit.pool.check:{self.name}")
         entry.uses_left -= 1
         entry.holders += 1
         return entry
 
-    async def _healthy(self, state: _Key[T], entry: Entry[T], deadline: float) -> bool:
-        """Run the health check on a taken object within the time left. A failed object is
-        closed (exclusive: its ``used`` count dropped; shared: retired)."""
+    def _check_due(self, entry: Entry[T]) -> bool:
+        """Whether ``health_check`` should run on an object before it is trusted again."""
+        return (
+            self._health_check is not None and self._clock() - entry.good_at >= self._check_interval
+        )
+
+    async def _check_shared(self, state: _Key[T], entry: Entry[T]) -> None:
+        """Shared mode, in the background: check the key's object; if it fails, lend it no
+        more and build its replacement."""
+        try:
+            if await self._passes(entry, self._acquire_timeout):
+                entry.good_at = self._clock()
+            elif not entry.retired:
+                self._retire(state, entry, names.POOL_DISCARD_UNHEALTHY)
+                if not self._closed:
+                    self._shared_build(state)
+        finally:
+            entry.checking = False
+
+    async def _passes(self, entry: Entry[T], within: float) -> bool:
+        """Run the health check within ``within`` seconds; False, an exception or a
+        timeout fails it (logged). Cancellation propagates."""
         check = self._health_check
         if check is None:
             return True
         try:
-            async with asyncio.timeout(max(0.0, deadline - self._clock())):
+            async with asyncio.timeout(max(0.0, within)):
                 result = check(entry.obj)
                 if inspect.isawaitable(result):
                     result = await result
-            healthy = result is not False
         except asyncio.CancelledError:
-            # Cancelled mid-check: we cannot know its state; the permit goes back upstream.
-            if not self.shared:
-                self._drop(state, entry, names.POOL_DISCARD_CANCELLED)
             raise
         except Exception as exc:
             logger.info("pool %r: health check failed (%s: %s)", self.name, type(exc).__name__, exc)
-            healthy = False
-        if not healthy:
-            if self.shared:
-                self._retire(state, entry, names.POOL_DISCARD_UNHEALTHY)
-            else:
-                self._drop(state, entry, names.POOL_DISCARD_UNHEALTHY)
+            return False
+        return result is not False
+
+    async def _healthy(self, state: _Key[T], entry: Entry[T], deadline: float) -> bool:
+        """Exclusive mode: check a taken object within the acquire's time left. A failed
+        object is closed and its ``used`` count dropped."""
+        try:
+            healthy = await self._passes(entry, deadline - self._clock())
+        except asyncio.CancelledError:
+            # Cancelled mid-check: we cannot know its state; the permit goes back upstream.
+            self._drop(state, entry, names.POOL_DISCARD_CANCELLED)
+            raise
+        if healthy:
+            entry.good_at = self._clock()
+        else:
+            self._drop(state, entry, names.POOL_DISCARD_UNHEALTHY)
         return healthy
 
     # --- give back ---------------------------------------------------------------------------
@@ -630,11 +748,15 @@ class AgentPool(Generic[T]):
             reason = names.POOL_DISCARD_RECYCLED
         if reason is None:
             entry.holders = 0
+            entry.good_at = self._clock()
             state.used -= 1
             state.idle.append(entry)
         else:
             self._drop(state, entry, reason)
         state.gate.leave()
+        if reason == names.POOL_DISCARD_RECYCLED and state.gate.try_enter():
+            # Its replacement is built now, in the background, not on the next caller's path.
+            self._adopt(state, self._spawn_build(state))
 
     def _drop(self, state: _Key[T], entry: Entry[T], reason: str) -> None:
         """Close a lent exclusive object instead of taking it back."""
@@ -696,7 +818,7 @@ class AgentPool(Generic[T]):
         uses_left = (
             math.inf if uses is None else max(1, math.floor(uses * (1 - jitter * self._random())))
         )
-        return Entry(obj, key, expires, uses_left)
+        return Entry(obj, key, expires, uses_left, good_at=self._clock())
 
     def _adopt(self, state: _Key[T], task: asyncio.Task[Entry[T]]) -> None:
         """Exclusive mode: the caller left while its build runs; the build keeps the permit,
@@ -746,8 +868,11 @@ class AgentPool(Generic[T]):
             if self._closed:
                 entry.retired = True
                 self._close_later(entry, names.POOL_DISCARD_CLOSED)
-            else:
-                state.shared = entry
+                return
+            old = state.shared
+            if old is not None:  # a replacement: the worn object is lent no more
+                self._retire(state, old, names.POOL_DISCARD_RECYCLED)
+            state.shared = entry
 
         task.add_done_callback(landed)
         return task
@@ -887,7 +1012,7 @@ def _discard_predicate(
 
 
 def _warm_plan(
-    warm: int | Mapping[Hashable, int] | None, takes_key: bool, settings: PoolSettings
+    warm: int | Mapping[Hashable, int] | None, takes_key: bool, settings: PoolSettings, size: int
 ) -> dict[Hashable, int]:
     if warm is None:
         return {} if takes_key else {None: 1}
@@ -901,10 +1026,15 @@ def _warm_plan(
         )
     if None in plan and plan[None] and takes_key:
         pass  # the default key is a key like any other for a factory that takes one
-    too_many = {k: n for k, n in plan.items() if n > settings.size}
+    too_many = {k: n for k, n in plan.items() if n > size}
     if too_many and settings.mode == "exclusive":
         raise ConfigurationError(
-            f"AgentPool(warm={warm!r}): more objects than size={settings.size} for "
+            f"AgentPool(warm={warm!r}): more objects than size={size} for "
             f"{list(too_many)}; at most size per key"
+        )
+    if len(plan) > settings.max_keys:
+        raise ConfigurationError(
+            f"AgentPool(warm={warm!r}): {len(plan)} keys, more than max_keys="
+            f"{settings.max_keys}; raise max_keys or warm fewer keys"
         )
     return {k: n for k, n in plan.items() if n}

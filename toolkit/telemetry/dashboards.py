@@ -513,7 +513,8 @@ def _pool_panels(y: int) -> list[Json]:
             "timeseries",
             "Objects closed by pool and reason",
             "Per second: error (the caller's block raised), cancelled, recycled (age or uses), "
-            "unhealthy (health check), reset_failed, closed (shutdown, or the pool flag off).",
+            "unhealthy (health check), reset_failed, closed (shutdown, or the pool flag off), "
+            "evicted (an idle key made room for a new one, max_keys).",
             "ops",
             [
                 _target(

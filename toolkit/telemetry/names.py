@@ -164,6 +164,8 @@ POOL_DISCARD_RESET_FAILED: Final = "reset_failed"
 """Its ``reset`` hook raised on return."""
 POOL_DISCARD_CLOSED: Final = "closed"
 """The pool closed (shutdown), or it was built per call with the ``pool`` flag off."""
+POOL_DISCARD_EVICTED: Final = "evicted"
+"""Its key was idle and evicted to make room for a new key (``max_keys``)."""
 POOL_DISCARD_REASONS: Final = (
     POOL_DISCARD_ERROR,
     POOL_DISCARD_CANCELLED,
@@ -171,11 +173,14 @@ POOL_DISCARD_REASONS: Final = (
     POOL_DISCARD_UNHEALTHY,
     POOL_DISCARD_RESET_FAILED,
     POOL_DISCARD_CLOSED,
+    POOL_DISCARD_EVICTED,
 )
 POOL_QUEUE_FULL: Final = "queue_full"
 """``error.type`` of an acquire refused because ``max_waiting`` callers already wait."""
 POOL_TIMEOUT: Final = "timeout"
 """``error.type`` of an acquire that passed its ``acquire_timeout``."""
+POOL_TOO_MANY_KEYS: Final = "too_many_keys"
+"""``error.type`` of an acquire for a new key refused because ``max_keys`` keys are busy."""
 
 CACHE_HIT: Final = "hit"
 CACHE_MISS: Final = "miss"
