@@ -1,6 +1,7 @@
-"""Every panel of the bundled dashboards returns data from a real Prometheus scraping real
-servers: one limiting on Redis (200s, 429s, 404s), one whose Redis is unreachable (backend
-errors, fail-closed 503s)."""
+"""Every panel of the bundled dashboards returns data, or an explicit zero, from a real
+Prometheus scraping real servers, on each backend: on Redis, one app limiting (200s, 429s,
+404s) and one whose Redis is unreachable (backend errors, fail-closed 503s); on the embedded
+memory backend, one app alone, where nothing ever fails."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from toolkit.telemetry.dashboards import build_dashboards, series
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 JOB = "agent"
+ADMIN_TOKEN = "dashboard-test-admin-token-0123456789"
 GRAFANA_VARIABLES = {
     "$__rate_interval": "1m",
     "$__range": "5m",
@@ -120,18 +122,24 @@ def prometheus_binary() -> str:
     return require_binary("prometheus")
 
 
-@pytest.fixture
-def servers(redis_url: str) -> Iterator[tuple[UvicornServer, UvicornServer]]:
-    """An app limiting /limited to 3 a minute on Redis, and one whose Redis is unreachable,
-    with /closed failing closed."""
+@pytest.fixture(params=["redis", "memory"])
+def servers(request: pytest.FixtureRequest) -> Iterator[tuple[UvicornServer, UvicornServer | None]]:
+    """An app limiting /limited to 3 a minute on the backend; on Redis, also one whose Redis
+    is unreachable, with /closed failing closed."""
     limited = {
-        "TOOLKIT_BACKEND__URL": redis_url,
+        "TOOLKIT_ADMIN__TOKENS": json.dumps({"ops": ADMIN_TOKEN}),
         "TOOLKIT_RATELIMIT__ROUTES": json.dumps({"/limited": "3/minute"}),
-        "TOOLKIT_CACHE__LOCAL_ENTRIES": "1",  # a local tier that evicts: every cache series
         # A "model" breaker that opens after 4 failed calls in 5: transitions and rejections.
         "TOOLKIT_RESILIENCE__MINIMUM_CALLS": "4",
         "TOOLKIT_RESILIENCE__FAILURE_RATE": "0.5",
     }
+    if request.param == "memory":
+        limited["TOOLKIT_BACKEND__URL"] = "memory://"
+        with UvicornServer("tests.apps.agent:app", env=limited) as app:
+            yield app, None
+        return
+    limited["TOOLKIT_BACKEND__URL"] = request.getfixturevalue("redis_url")
+    limited["TOOLKIT_CACHE__LOCAL_ENTRIES"] = "1"  # a local tier in front of Redis, evicting
     degraded = {
         "TOOLKIT_BACKEND__URL": f"redis://127.0.0.1:{free_port()}/0",
         "TOOLKIT_RATELIMIT__ROUTES": json.dumps(
@@ -145,9 +153,9 @@ def servers(redis_url: str) -> Iterator[tuple[UvicornServer, UvicornServer]]:
         yield app, down
 
 
-def drive(app: UvicornServer, down: UvicornServer) -> dict[int, int]:
+def drive(app: UvicornServer, down: UvicornServer | None) -> dict[int, int]:
     """200s, 429s, 404s and cache decisions on the first app; fail-open 200s and fail-closed
-    503s (backend errors) on the second. Returns how many of each status."""
+    503s (backend errors) on the second, if any. Returns how many of each status."""
     statuses: dict[int, int] = {}
     with httpx.Client(timeout=5) as client:
         for base, paths in (
@@ -165,7 +173,7 @@ def drive(app: UvicornServer, down: UvicornServer) -> dict[int, int]:
                 # last: the app's 500 makes uvicorn close the connection
                 + ["/pooled/ok", "/pooled/full", "/pooled/timeout", "/pooled/error"],
             ),
-            (down.base_url, ["/open"] * 3 + ["/closed"] * 3),
+            *([(down.base_url, ["/open"] * 3 + ["/closed"] * 3)] if down else []),
         ):
             for path in paths:
                 status = client.get(base + path).status_code
@@ -184,11 +192,21 @@ def value(sample: dict[str, Any]) -> float:
     return float(sample["value"][1])
 
 
-def flip(redis_url: str) -> None:
-    """An operator's change: the rate limiter explicitly on (nothing changes but the flag)."""
+def flip(app: UvicornServer, backend_url: str) -> None:
+    """An operator's change: the rate limiter explicitly on (nothing changes but the flag),
+    through the backend (Redis), or through the app's admin API (memory: one process)."""
+    if backend_url == "memory://":
+        response = httpx.put(
+            f"{app.base_url}/_toolkit/flags/{RATELIMIT}",
+            json={"variant": "on"},
+            headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+            timeout=5,
+        )
+        assert response.status_code == 200, response.text
+        return
 
     async def change() -> None:
-        backend = RedisBackend(redis_url, timeout=2)
+        backend = RedisBackend(backend_url, timeout=2)
         await FlagStore(backend).set(RATELIMIT, "on", by="dashboard-test")
         await backend.close()
 
@@ -197,22 +215,23 @@ def flip(redis_url: str) -> None:
 
 def test_every_panel_returns_data_from_a_real_prometheus(
     prometheus_binary: str,
-    servers: tuple[UvicornServer, UvicornServer],
+    servers: tuple[UvicornServer, UvicornServer | None],
     tmp_path: Path,
-    redis_url: str,
 ) -> None:
     app, down = servers
-    targets = [base.base_url.removeprefix("http://") for base in (app, down)]
+    backend_url = app.env["TOOLKIT_BACKEND__URL"]
+    targets = [server.base_url.removeprefix("http://") for server in (app, down) if server]
     with PrometheusServer(prometheus_binary, tmp_path, targets) as prometheus:
         first = drive(app, down)
-        flip(redis_url)
+        flip(app, backend_url)
         prometheus.wait_for_scrapes(2)
         second = drive(app, down)  # after a scrape, so every rate() sees an increase
         prometheus.wait_for_scrapes(2)
-        assert {200, 404, 429, 503} <= set(first) & set(second), (first, second)
+        expected = {200, 404, 429, 503} if down else {200, 404, 429}
+        assert expected <= set(first) & set(second), (first, second)
 
         up = prometheus.query(f'up{{job="{JOB}"}}')
-        assert sorted(value(sample) for sample in up) == [1.0, 1.0], prometheus.api("targets")
+        assert [value(sample) for sample in up] == [1.0] * len(targets), prometheus.api("targets")
 
         # The template variables' label_values() queries.
         count = series(names.HTTP_SERVER_REQUEST_DURATION, "_count")
@@ -232,7 +251,7 @@ def test_every_panel_returns_data_from_a_real_prometheus(
                         empty.append(f"{where}: {expr}")
                     elif not any(math.isfinite(value(sample)) for sample in result):
                         no_number.append(f"{where}: {result}")
-        assert not empty, "panels with no data:\n" + "\n".join(empty)
+        assert not empty, f"panels with no data on {backend_url}:\n" + "\n".join(empty)
         assert not no_number, "panels with only NaN/Inf:\n" + "\n".join(no_number)
 
     def panel(title: str, ref: str = "A") -> list[dict[str, Any]]:
@@ -240,34 +259,45 @@ def test_every_panel_returns_data_from_a_real_prometheus(
 
     # The numbers say what happened.
     assert value(panel("Request rate")[0]) > 0
-    assert value(panel("Error ratio")[0]) > 0  # the fail-closed 503s
+    app_instance = app.base_url.removeprefix("http://")
+    if down is None:  # memory: the backend never failed, and the panel says 0, not nothing
+        errors = [value(s) for s in panel("Backend errors by operation and error type")]
+        assert errors == [0.0], errors
+    else:
+        assert value(panel("Error ratio")[0]) > 0  # the fail-closed 503s
+        errors_by_operation = {
+            s["metric"].get("toolkit_backend_operation"): value(s)
+            for s in panel("Backend errors by operation and error type")
+        }
+        assert errors_by_operation.get("ratelimit.gcra", 0) > 0, errors_by_operation
+        stale = {
+            s["metric"]["instance"]: value(s) for s in panel("Stale or failed flag evaluations")
+        }
+        assert stale[down.base_url.removeprefix("http://")] > 0  # its Redis is unreachable
+        assert stale[app_instance] == 0
+        decisions = {
+            (s["metric"]["toolkit_rate_limit_policy"], s["metric"]["toolkit_rate_limit_result"])
+            for s in panel("Rate-limit decisions by policy and result")
+        }
+        assert ("/closed", "error") in decisions
     rejected = {
         s["metric"]["toolkit_rate_limit_policy"]: value(s)
         for s in panel("Rejection ratio by policy")
     }
     assert rejected["/limited"] > 0
-    assert rejected["/open"] == 0
+    assert rejected.get("/open", 0) == 0
     decisions = {
         (s["metric"]["toolkit_rate_limit_policy"], s["metric"]["toolkit_rate_limit_result"])
         for s in panel("Rate-limit decisions by policy and result")
     }
-    assert {("/limited", "allowed"), ("/limited", "rejected"), ("/closed", "error")} <= decisions
-    errors = {
-        s["metric"]["toolkit_backend_operation"]: value(s)
-        for s in panel("Backend errors by operation and error type")
-    }
-    assert errors.get("ratelimit.gcra", 0) > 0, errors
+    assert {("/limited", "allowed"), ("/limited", "rejected")} <= decisions
     served = {
         (s["metric"]["feature_flag_key"], s["metric"]["feature_flag_result_variant"])
         for s in panel("Flag evaluations by flag and variant")
     }
     assert (RATELIMIT, "on") in served
-    stale = {s["metric"]["instance"]: value(s) for s in panel("Stale or failed flag evaluations")}
-    down_instance = down.base_url.removeprefix("http://")
-    assert stale[down_instance] > 0  # its Redis is unreachable: its flags are stale
-    assert stale[app.base_url.removeprefix("http://")] == 0
     changes = {s["metric"]["instance"] for s in panel("Flag changes applied, by instance")}
-    assert app.base_url.removeprefix("http://") in changes
+    assert app_instance in changes
     routes = {s["metric"]["http_route"] for s in panel("Requests by route")}
     assert {"/limited", "/open", "/sse", "/answers/{answer_id}", names.UNMATCHED_ROUTE} <= routes
     outcomes = {

@@ -139,6 +139,12 @@ def _sum(expr: str, *by: str) -> str:
     return f"sum by ({', '.join(by)}) ({expr})" if by else f"sum({expr})"
 
 
+def _or_zero(expr: str, label: str) -> str:
+    """``expr``, or else one series at 0 with ``label="none"``: a panel of events that did
+    not happen (no backend errors, no refusals) reads 0 instead of "No data"."""
+    return f'{expr} or on() label_replace(vector(0), "{label}", "none", "", "")'
+
+
 def _ratio_by_policy(result: str) -> str:
     """Share of a policy's decisions with ``result``; 0 (not "no data") when there were none."""
     part = _sum(_rate(_DECISIONS, f'{_RESULT}="{result}"'), _POLICY)
@@ -326,7 +332,7 @@ def _backend_panels() -> list[Json]:
             "ops",
             [
                 _target(
-                    _sum(_rate(_BACKEND_ERRORS), _OPERATION, _ERROR_TYPE),
+                    _or_zero(_sum(_rate(_BACKEND_ERRORS), _OPERATION, _ERROR_TYPE), _OPERATION),
                     f"{{{{{_OPERATION}}}}} {{{{{_ERROR_TYPE}}}}}",
                 )
             ],
@@ -447,7 +453,14 @@ def _flag_panels() -> list[Json]:
             "short",
             [
                 _target(
-                    _sum(f"increase({_CHANGES}{{{SELECTOR}}}[{RATE_INTERVAL}])", "instance", _FLAG),
+                    _or_zero(
+                        _sum(
+                            f"increase({_CHANGES}{{{SELECTOR}}}[{RATE_INTERVAL}])",
+                            "instance",
+                            _FLAG,
+                        ),
+                        _FLAG,
+                    ),
                     f"{{{{instance}}}} {{{{{_FLAG}}}}}",
                 )
             ],
@@ -503,8 +516,13 @@ def _pool_panels(y: int) -> list[Json]:
             "queue was full); both are answered 503 with Retry-After.",
             "ops",
             [
-                _target(_sum(_rate(_POOL_TIMEOUTS), _POOL), f"timeouts {{{{{_POOL}}}}}"),
-                _target(_sum(_rate(_POOL_REJECTIONS), _POOL), f"queue full {{{{{_POOL}}}}}"),
+                _target(
+                    _or_zero(_sum(_rate(_POOL_TIMEOUTS), _POOL), _POOL), f"timeouts {{{{{_POOL}}}}}"
+                ),
+                _target(
+                    _or_zero(_sum(_rate(_POOL_REJECTIONS), _POOL), _POOL),
+                    f"refused {{{{{_POOL}}}}}",
+                ),
             ],
             (0, y + 9, 12, 8),
             noValue="0",
@@ -518,7 +536,7 @@ def _pool_panels(y: int) -> list[Json]:
             "ops",
             [
                 _target(
-                    _sum(_rate(_POOL_DISCARDS), _POOL, _POOL_REASON),
+                    _or_zero(_sum(_rate(_POOL_DISCARDS), _POOL, _POOL_REASON), _POOL),
                     f"{{{{{_POOL}}}}} {{{{{_POOL_REASON}}}}}",
                 )
             ],
@@ -575,10 +593,13 @@ def _resilience_panels(y: int) -> list[Json]:
             "short",
             [
                 _target(
-                    _sum(
-                        f"increase({_BREAKER_TRANSITIONS}{{{SELECTOR}}}[{RATE_INTERVAL}])",
+                    _or_zero(
+                        _sum(
+                            f"increase({_BREAKER_TRANSITIONS}{{{SELECTOR}}}[{RATE_INTERVAL}])",
+                            _BREAKER,
+                            _BREAKER_TO,
+                        ),
                         _BREAKER,
-                        _BREAKER_TO,
                     ),
                     f"{{{{{_BREAKER}}}}} to {{{{{_BREAKER_TO}}}}}",
                 )
