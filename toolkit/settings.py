@@ -4,14 +4,25 @@ Values come, highest precedence first, from keyword arguments, ``TOOLKIT_*`` env
 variables (nested with ``__``: ``TOOLKIT_RATELIMIT__LIMIT="60/minute"``), a TOML file
 (``toolkit.toml`` in the working directory, or the path in ``TOOLKIT_CONFIG``), then the
 defaults below, each of which works on one machine. An invalid value raises
-:class:`~toolkit.errors.ConfigurationError` naming the setting, its value and a valid example.
+:class:`~toolkit.errors.ConfigurationError` naming the setting, its value and a valid example,
+and so does a ``TOOLKIT_*`` variable that names no setting (with the closest one that does) and
+a ``toolkit.toml`` that is not TOML (with its line). Every duration and count is bounded to the
+range where it makes sense; each field's description states its bounds.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
+import re
+import shlex
+import tomllib
+from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network
-from typing import Annotated, Any, Final, Literal, TypeVar
+from types import UnionType
+from typing import Annotated, Any, Final, Literal, TypeVar, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 import limits
 from pydantic import (
@@ -22,16 +33,20 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
+    model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
-from toolkit._duration import parse_seconds
+from toolkit._duration import format_seconds, parse_seconds
 from toolkit.errors import ConfigurationError
 
 ENV_PREFIX = "TOOLKIT_"
@@ -43,15 +58,52 @@ FailureMode = Literal["open", "closed"]
 HeaderStyle = Literal["ietf", "legacy", "both", "none"]
 
 
-def _check_rate_limit(value: str) -> str:
+MAX_LIMIT_WINDOW = limits.RateLimitItemPerYear.GRANULARITY.seconds
+"""The longest window a rate limit may have (its longest unit, a year): a longer budget is a
+quota, not a rate limit."""
+
+
+def rate_limit_problem(item: limits.RateLimitItem) -> str | None:
+    """What makes one parsed limit unusable, or None. A limit lets through at least one
+    request per window and at most one per microsecond (the finest rate GCRA, the default
+    algorithm, resolves), over a window of at most a year."""
+    window = item.get_expiry()
+    text = f"'{item}'"
+    if item.amount < 1:
+        return f"{text} lets no request through; a limit allows at least 1, e.g. '60/minute'"
+    if item.amount > window * 1_000_000:
+        return (
+            f"{text} is finer than one request per microsecond, the finest rate a limit "
+            "resolves; write at most '1000000/second'"
+        )
+    if window > MAX_LIMIT_WINDOW:
+        return f"{text} has a window longer than a year; write e.g. '100000/year' or '1000/day'"
+    return None
+
+
+def parse_rate_limits(value: str) -> tuple[limits.RateLimitItem, ...]:
+    """``"60/minute;1000/day"`` parsed, each limit checked by :func:`rate_limit_problem`.
+
+    Raises:
+        ValueError: the text is not a rate limit, or one of its limits is unusable.
+    """
     try:
-        items = limits.parse_many(value)
+        items = tuple(limits.parse_many(value))
     except ValueError:
-        items = []
+        items = ()
     if not items:
         raise ValueError(
             f"{value!r} is not a rate limit; write '60/minute' or '60/minute;1000/day'"
         )
+    for item in items:
+        problem = rate_limit_problem(item)
+        if problem is not None:
+            raise ValueError(problem)
+    return items
+
+
+def _check_rate_limit(value: str) -> str:
+    parse_rate_limits(value)
     return value
 
 
@@ -67,14 +119,44 @@ def _check_path(value: str) -> str:
     return value
 
 
+_URL_EXAMPLES = (
+    "use 'memory://', 'redis://host:6379/0', 'rediss://host:6380/0' or "
+    "'redis+cluster://host1:7000,host2:7001'"
+)
+
+
 def _check_url(value: str) -> str:
-    scheme = value.partition("://")[0]
-    if "://" not in value or scheme not in ("memory", "redis", "rediss", "redis+cluster"):
-        raise ValueError(
-            f"{value!r} is not a backend URL; use 'memory://', 'redis://host:6379/0', "
-            "'rediss://host:6380/0' or 'redis+cluster://host1:7000,host2:7001'"
-        )
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme not in ("memory", "redis", "rediss", "redis+cluster"):
+        raise ValueError(f"{value!r} is not a backend URL; {_URL_EXAMPLES}")
+    if scheme == "redis+cluster":
+        # The form the backend reads: comma-separated host:port startup nodes.
+        nodes = rest.split(",")
+        for node in nodes:
+            host, colon, node_port = node.rpartition(":")
+            if not colon or not host or not _is_port(node_port):
+                raise ValueError(
+                    f"{node!r} is not a cluster node; list host:port pairs, "
+                    "e.g. 'redis+cluster://host1:7000,host2:7001'"
+                )
+    elif scheme != "memory":
+        try:
+            parts = urlsplit(value)
+            port = parts.port  # parses it: a name or an out-of-range number raises
+        except ValueError as exc:
+            raise ValueError(f"not a backend URL ({exc}); {_URL_EXAMPLES}") from None
+        if port == 0:
+            raise ValueError("port 0 is not a port; e.g. 'redis://host:6379/0'")
+        database = parts.path.strip("/")
+        if database and not (database.isascii() and database.isdecimal()):
+            raise ValueError(
+                f"the path is the database number, not {database!r}; e.g. 'redis://host:6379/0'"
+            )
     return value
+
+
+def _is_port(text: str) -> bool:
+    return text.isdecimal() and text.isascii() and 1 <= int(text) <= 65535
 
 
 RateLimitString = Annotated[str, AfterValidator(_check_rate_limit)]
@@ -99,7 +181,12 @@ class BackendSettings(_Section):
     )
     timeout: Seconds = Field(
         0.1,
-        description="Upper bound on every backend call, in seconds; past it the call fails.",
+        ge=0.01,
+        le=10,
+        description="Upper bound on every backend call, in seconds; past it the call fails. "
+        "10ms to 10s: below 10ms a round trip and the event loop's own delay exceed it and "
+        "every call fails (open: nothing is limited); above 10s a stalled backend holds every "
+        "request that long.",
         examples=["50ms"],
     )
     key_prefix: str = Field(
@@ -109,7 +196,12 @@ class BackendSettings(_Section):
         examples=["my-agent"],
     )
     max_connections: int = Field(
-        64, ge=1, description="Size of the Redis connection pool per process.", examples=["64"]
+        64,
+        ge=1,
+        le=10000,
+        description="Size of the Redis connection pool per process. 1 to 10000, Redis's "
+        "default maxclients: one process must not be able to take every connection.",
+        examples=["64"],
     )
 
 
@@ -117,7 +209,13 @@ class RoutePolicySettings(_Section):
     """A rate-limit policy for the routes one pattern matches."""
 
     limit: RateLimitString = Field(examples=["10/minute;100/day"])
-    cost: int = Field(1, ge=1, description="Units each request consumes.", examples=["5"])
+    cost: int = Field(
+        1,
+        ge=1,
+        description="Units each request consumes: at least 1, and at most the smallest amount "
+        "of its limit, or no request could ever pass.",
+        examples=["5"],
+    )
     key: KeySpec | None = Field(
         None, description="Overrides the default key.", examples=["api_key"]
     )
@@ -128,6 +226,19 @@ class RoutePolicySettings(_Section):
         None, description="Overrides the default failure mode.", examples=["closed"]
     )
     shadow: bool | None = Field(None, description="Overrides the default shadow mode.")
+
+    @field_validator("cost")
+    @classmethod
+    def _cost_within_limit(cls, cost: int, info: ValidationInfo) -> int:
+        limit = info.data.get("limit")  # absent when invalid: reported on its own
+        if limit is not None:
+            smallest = min(item.amount for item in parse_rate_limits(limit))
+            if cost > smallest:
+                raise ValueError(
+                    f"cost {cost} exceeds its smallest limit ({smallest} per window), so no "
+                    "request could ever pass; lower the cost or raise the limit"
+                )
+        return cost
 
 
 def _policy_from_string(value: Any) -> Any:
@@ -212,11 +323,22 @@ def _check_header(value: str) -> str:
 
 HeaderName = Annotated[str, AfterValidator(_check_header)]
 
+CACHEABLE_STATUSES: Final = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+"""Statuses a route may list: those RFC 9110 (15.1) lets caches reuse. 206 (a byte range) and
+304 (a conditional answer) describe one request only."""
+CACHEABLE_METHODS: Final = frozenset({"GET", "HEAD", "POST"})
+
 
 class CacheRouteSettings(_Section):
     """Caching of the responses of one route (a template or path pattern)."""
 
-    ttl: Seconds = Field(description="How long a response is served from cache.", examples=["10m"])
+    ttl: Seconds = Field(
+        ge=0.001,
+        le=365 * 86400,
+        description="How long a response is served from cache. 1ms (the backend's resolution) "
+        "to 365d (a year, HTTP's customary longest freshness).",
+        examples=["10m"],
+    )
     methods: list[str] = Field(
         default_factory=lambda: ["GET", "HEAD"],
         description="Methods cached; POST needs body=true.",
@@ -236,7 +358,10 @@ class CacheRouteSettings(_Section):
     )
     stale_while_revalidate: Seconds = Field(
         0.0,
-        description="After ttl, serve the old response this long while one caller refreshes it.",
+        ge=0,
+        le=365 * 86400,
+        description="After ttl, serve the old response this long while one caller refreshes it. "
+        "0s (never) to 365d.",
         examples=["30s"],
     )
     tags: list[str] = Field(
@@ -244,7 +369,40 @@ class CacheRouteSettings(_Section):
         description="Tags for invalidation (toolkit.cache.invalidate(tags=[...])).",
         examples=['["catalog"]'],
     )
-    statuses: list[int] = Field(default_factory=lambda: [200], description="Statuses stored.")
+    statuses: list[int] = Field(
+        default_factory=lambda: [200],
+        description="Statuses stored: among those RFC 9110 lets a cache reuse.",
+        examples=["[200, 404]"],
+    )
+
+    @property
+    def cached_methods(self) -> frozenset[str]:
+        """The methods cached: ``methods``, upper case, with POST when ``body`` is set and
+        ``methods`` is not."""
+        methods = {m.upper() for m in self.methods}
+        if self.body and "methods" not in self.model_fields_set:
+            methods.add("POST")
+        return frozenset(methods)
+
+    @model_validator(mode="after")
+    def _cacheable(self) -> CacheRouteSettings:
+        unknown = sorted(self.cached_methods - CACHEABLE_METHODS)
+        if unknown:
+            raise ValueError(
+                f"methods {unknown} are never cached (they change state); cache GET, HEAD, or "
+                "POST with body=true"
+            )
+        if "POST" in self.cached_methods and not self.body:
+            raise ValueError(
+                "POST responses are cached only with body=true, which puts the JSON request "
+                "body in the key"
+            )
+        refused = sorted(set(self.statuses) - CACHEABLE_STATUSES)
+        if refused:
+            raise ValueError(
+                f"statuses {refused} cannot be stored; choose among {sorted(CACHEABLE_STATUSES)}"
+            )
+        return self
 
 
 class CacheSettings(_Section):
@@ -262,21 +420,53 @@ class CacheSettings(_Section):
         examples=["header:X-User-Id"],
     )
     max_body_bytes: int = Field(
-        1024 * 1024, ge=0, description="Responses larger than this are not stored."
+        1024 * 1024,
+        ge=1,
+        le=512 * 1024 * 1024,
+        description="Responses larger than this are not stored. 1 to 536870912 (512 MiB, the "
+        "largest value Redis stores); 0 would store nothing.",
+        examples=["1048576"],
     )
     max_request_body_bytes: int = Field(
-        64 * 1024, ge=0, description="Request bodies keyed (body=true) up to this size."
+        64 * 1024,
+        ge=1,
+        le=16 * 1024 * 1024,
+        description="Request bodies keyed (body=true) up to this size. 1 to 16777216 (16 MiB): "
+        "each such request holds its body in memory before the app runs.",
+        examples=["65536"],
     )
     lease: Seconds = Field(
-        10.0, description="Single-flight lease, renewed while the origin runs.", examples=["10s"]
+        10.0,
+        ge=0.1,
+        le=600,
+        description="Single-flight lease, renewed every third of it while the origin runs. "
+        "100ms to 10m: shorter sends more than 30 renewals a second per miss; longer holds "
+        "the other callers that long after a leader's process dies.",
+        examples=["10s"],
     )
     wait: Seconds = Field(
-        60.0, description="How long a caller waits for another's miss before going itself."
+        60.0,
+        ge=0.1,
+        le=600,
+        description="How long a caller waits for another's miss before going itself. 100ms to "
+        "10m: shorter sends the waiting callers to the origin before most leaders are done.",
+        examples=["60s"],
     )
     local_entries: int = Field(
-        0, ge=0, description="Entries kept in process in front of Redis; 0 for no local tier."
+        0,
+        ge=0,
+        le=1000000,
+        description="Entries kept in process in front of Redis; 0 for no local tier. 0 to 1000000.",
+        examples=["10000"],
     )
-    local_ttl: Seconds = Field(5.0, description="Time to live of the in-process copies.")
+    local_ttl: Seconds = Field(
+        5.0,
+        ge=0.001,
+        le=600,
+        description="Time to live of the in-process copies, the staleness bound when an "
+        "invalidation notice is lost. 1ms to 10m.",
+        examples=["5s"],
+    )
     serializer: Literal["json", "msgpack", "pickle"] = Field(
         "json",
         description="How @cached stores values; pickle only if you trust every writer.",
@@ -314,7 +504,13 @@ class FlagsSettings(_Section):
         examples=['{"agent.model": {"variants": {"small": 1, "large": 2}, "default": "small"}}'],
     )
     resync_interval: Seconds = Field(
-        10.0, description="Seconds between full reloads, the safety net behind pub/sub."
+        10.0,
+        ge=1,
+        le=600,
+        description="Seconds between full reloads, the safety net behind pub/sub. 1s to 10m: "
+        "each reload reads every override from the backend; a change pub/sub missed waits "
+        "this long.",
+        examples=["10s"],
     )
     source: Literal["toolkit", "openfeature"] = Field(
         "toolkit",
@@ -362,44 +558,58 @@ class PoolSettings(_Section):
     size: int | None = Field(
         None,
         ge=1,
-        description="Per key. exclusive: objects built at most (8 when unset). shared: callers "
-        "using the one object at once (no bound when unset: a shared agent is not throttled).",
+        le=10000,
+        description="Per key, 1 to 10000. exclusive: objects built at most (8 when unset). "
+        "shared: callers using the one object at once (no bound when unset: a shared agent is "
+        "not throttled).",
         examples=["8"],
     )
     max_keys: int = Field(
         64,
         ge=1,
+        le=100_000,
         description="Keys the pool keeps at once; a new key past it evicts the least recently "
-        "used idle key (its objects closed), or is refused (a 503) when every key is busy.",
+        "used idle key (its objects closed), or is refused (a 503) when every key is busy. "
+        "1 to 100000.",
         examples=["16"],
     )
     max_waiting: int = Field(
         64,
         ge=0,
+        le=100000,
         description="Per key: callers that may wait for room; past it acquire fails at once "
-        "(PoolExhaustedError, a 503).",
+        "(PoolExhaustedError, a 503). 0 (never wait) to 100000.",
         examples=["64"],
     )
     acquire_timeout: Seconds = Field(
         30.0,
-        gt=0,
-        description="Longest an acquire waits and builds before PoolTimeoutError (a 503).",
+        ge=0.001,
+        le=3600,
+        description="Longest an acquire waits and builds before PoolTimeoutError (a 503). 1ms "
+        "to 1h.",
         examples=["5s"],
     )
     create_timeout: Seconds = Field(
-        60.0, gt=0, description="Longest one factory call may run.", examples=["30s"]
+        60.0,
+        ge=0.001,
+        le=3600,
+        description="Longest one factory call may run. 1ms to 1h.",
+        examples=["30s"],
     )
     recycle_after: Seconds | None = Field(
         None,
-        gt=0,
+        ge=1,
+        le=365 * 86400,
         description="Replace an object this long after it was built (minus jitter); never "
-        "when unset.",
+        "when unset. 1s (shorter rebuilds without pause) to 365d.",
         examples=["30m"],
     )
     max_uses: int | None = Field(
         None,
         ge=1,
-        description="Replace an object after this many acquires (minus jitter); never when unset.",
+        le=1000000000,
+        description="Replace an object after this many acquires (minus jitter); never when "
+        "unset. 1 to 1000000000.",
         examples=["1000"],
     )
     recycle_jitter: float = Field(
@@ -412,15 +622,19 @@ class PoolSettings(_Section):
     )
     wait_threshold: Seconds = Field(
         0.1,
-        description="An acquire that waits at least this long gets a toolkit.pool.wait span.",
+        ge=0.001,
+        le=3600,
+        description="An acquire that waits at least this long gets a toolkit.pool.wait span. "
+        "1ms to 1h.",
         examples=["100ms"],
     )
     check_interval: Seconds = Field(
         30.0,
         ge=0,
+        le=3600,
         description="health_check runs on an object not known good for this long (built, "
         "checked, or given back without error); 0 checks at every checkout. In shared mode "
-        "it runs in the background while callers go on using the object.",
+        "it runs in the background while callers go on using the object. 0s to 1h.",
         examples=["30s"],
     )
 
@@ -439,45 +653,62 @@ class ResilienceSettings(_Section):
     minimum_calls: int = Field(
         20,
         ge=1,
-        description="Calls in the window before a rate counts (fleet-wide on Redis).",
+        le=1000000,
+        description="Calls in the window before a rate counts (fleet-wide on Redis). 1 to 1000000.",
         examples=["20"],
     )
     window: Seconds = Field(
-        60.0, gt=0, description="Length of the sliding window of outcomes.", examples=["60s"]
+        60.0,
+        ge=0.1,
+        le=86400,
+        description="Length of the sliding window of outcomes. 100ms to 1d.",
+        examples=["60s"],
     )
     open_duration: Seconds = Field(
         30.0,
-        gt=0,
-        description="First open period; doubled at each trip in a row, up to max_open_duration.",
+        ge=0.1,
+        le=86400,
+        description="First open period; doubled at each trip in a row, up to max_open_duration. "
+        "100ms to 1d.",
         examples=["30s"],
     )
     max_open_duration: Seconds = Field(
-        300.0, gt=0, description="Cap of the open period's backoff.", examples=["5m"]
+        300.0,
+        ge=0.1,
+        le=86400,
+        description="Cap of the open period's backoff. 100ms to 1d.",
+        examples=["5m"],
     )
     probes: int = Field(
         3,
         ge=1,
+        le=1000,
         description="Probe calls let through in half-open, for the whole fleet; all must "
-        "succeed to close.",
+        "succeed to close. 1 to 1000.",
         examples=["3"],
     )
     probe_timeout: Seconds = Field(
         120.0,
-        gt=0,
-        description="A probe not reported within this is presumed lost and its permit freed.",
+        ge=0.1,
+        le=86400,
+        description="A probe not reported within this is presumed lost and its permit freed. "
+        "100ms to 1d.",
         examples=["2m"],
     )
     flush_interval: Seconds = Field(
         1.0,
-        gt=0,
+        ge=0.1,
+        le=60,
         description="How often each instance adds its successes to the shared window (and "
-        "re-reads breaker states).",
+        "re-reads breaker states). 100ms (each flush is a backend write) to 1m.",
         examples=["1s"],
     )
     timeout: Seconds | None = Field(
         120.0,
-        gt=0,
-        description="Default deadline of a @resilient call, backoff included.",
+        ge=0.001,
+        le=86400,
+        description="Default deadline of a @resilient call, backoff included; null for none. "
+        "1ms to 1d.",
         examples=["30s"],
     )
     retry_budget: float = Field(
@@ -488,7 +719,11 @@ class ResilienceSettings(_Section):
         examples=["0.2"],
     )
     retry_budget_minimum: int = Field(
-        3, ge=0, description="...or this many, whichever is more.", examples=["3"]
+        3,
+        ge=0,
+        le=10000,
+        description="...or this many, whichever is more. 0 to 10000.",
+        examples=["3"],
     )
 
 
@@ -511,10 +746,17 @@ class ToolkitSettings(BaseSettings):
     resilience: ResilienceSettings = Field(default_factory=ResilienceSettings)  # type: ignore[arg-type]
 
     def __init__(self, **values: Any) -> None:
+        # pydantic-settings ignores a variable that names no field and reports an undecodable
+        # one by its section only: both are checked first, each named.
+        check_environment(os.environ)
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            raise configuration_error(exc, type(self), style="env") from None
+            raise configuration_error(
+                exc, type(self), style="env", origin=_Origin(values, os.environ)
+            ) from None
+        except SettingsError as exc:  # a value none of the checks above foresaw
+            raise ConfigurationError(f"invalid toolkit settings: {exc}") from None
 
     @classmethod
     def settings_customise_sources(
@@ -526,13 +768,17 @@ class ToolkitSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         del dotenv_settings, file_secret_settings
-        path = os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE)
+        path = _config_file()
         if path != DEFAULT_CONFIG_FILE and not os.path.isfile(path):
             raise ConfigurationError(
                 f"{CONFIG_FILE_ENV}={path!r}: no such file. Point it at a TOML file such as "
                 "'toolkit.toml', or unset it."
             )
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=path))
+        try:
+            toml = TomlConfigSettingsSource(settings_cls, toml_file=path)
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(_toml_error(path, exc)) from None
+        return (init_settings, env_settings, toml)
 
 
 SectionT = TypeVar("SectionT", bound=BaseModel)
@@ -547,23 +793,29 @@ def validate_arguments(section: type[SectionT], values: dict[str, Any]) -> Secti
 
 
 def configuration_error(
-    exc: ValidationError, model: type[BaseModel], *, style: Literal["env", "argument"]
+    exc: ValidationError,
+    model: type[BaseModel],
+    *,
+    style: Literal["env", "argument"],
+    origin: _Origin | None = None,
 ) -> ConfigurationError:
-    """Turn pydantic's report into one message that names each setting and a fix."""
+    """Turn pydantic's report into one message that names each setting and a fix: the
+    ``TOOLKIT_*`` variable, or the file and table when ``origin`` says the value came from
+    ``toolkit.toml``, or the keyword argument."""
     lines = []
     for error in exc.errors(include_url=False):
         loc = tuple(str(part) for part in error["loc"])
-        if style == "env":
-            name = ENV_PREFIX + "__".join(loc[:2]).upper()
-            if len(loc) > 2:
-                name += " (entry " + ".".join(loc[2:]) + ")"
-        else:
-            name = ".".join(loc) + "="
+        file = origin.file_for(loc) if origin is not None else None
+        name = _setting_name(loc, style, file)
         value = error.get("input")
         shown = "" if isinstance(value, dict) else f" {value!r}"
         message = str(error["msg"]).removeprefix("Value error, ")
-        line = f"{name}{shown}: {message}"
         example = _example_for(model, error["loc"])
+        if error["type"] == "extra_forbidden":
+            message, example = _unknown_name(model, loc, style, file)
+        elif error["type"] in _BOUNDS:
+            message = _bound_message(model, error)
+        line = f"{name}{shown}: {message}" if loc else message
         if example is not None:
             line += f" (example: {example})"
         lines.append(line)
@@ -572,15 +824,8 @@ def configuration_error(
 
 def _example_for(model: type[BaseModel], loc: tuple[int | str, ...]) -> str | None:
     """Follow ``loc`` through nested models to the field's documented example."""
-    current: type[BaseModel] | None = model
-    example: str | None = None
-    for part in loc:
-        if current is None or not isinstance(part, str) or part not in current.model_fields:
-            continue
-        field = current.model_fields[part]
-        example = str(field.examples[0]) if field.examples else None
-        current = _nested_model(field.annotation)
-    return example
+    field = _field_at(model, loc)
+    return str(field.examples[0]) if field is not None and field.examples else None
 
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:
@@ -591,3 +836,256 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
         if found is not None:
             return found
     return None
+
+
+# --- what names a setting, and how an error names it ------------------------------------------
+
+
+def _config_file() -> str:
+    return os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE)
+
+
+def _toml_error(path: str, exc: ValueError) -> str:
+    """``toolkit.toml, line 3, column 9: <what is wrong>`` and what TOML looks like."""
+    text = str(exc)
+    # Python 3.14 gives lineno/colno/msg; earlier versions only the message.
+    position = re.search(r" \(at line (\d+), column (\d+)\)$", text)
+    line, column = getattr(exc, "lineno", None), getattr(exc, "colno", None)
+    if line is None and position is not None:
+        line, column, text = int(position[1]), int(position[2]), text[: position.start()]
+    where = f"{path}, line {line}, column {column}" if line is not None else path
+    if isinstance(exc, UnicodeDecodeError):
+        text = "not UTF-8 text"
+    return (
+        f"{where}: {getattr(exc, 'msg', text)}; the file is TOML with one table per section, "
+        'e.g. [ratelimit] then limit = "60/minute" on the next line'
+    )
+
+
+class _Origin:
+    """Which source gave the value at a location: a keyword argument, a ``TOOLKIT_*``
+    variable, or the TOML file (the lowest precedence: only what the others did not set)."""
+
+    def __init__(self, values: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+        self._values = values
+        self._variables = {name.upper() for name in environ}
+        self._path = _config_file()
+        self._toml: dict[str, Any] | None = None
+
+    def file_for(self, loc: tuple[str, ...]) -> str | None:
+        """The config file's path when the value at ``loc`` came from it, else None."""
+        if not loc or loc[0] in self._values:
+            return None
+        prefix = ENV_PREFIX + "__".join(loc[:2]).upper()
+        if any(v == prefix or v.startswith(prefix + "__") for v in self._variables):
+            return None
+        if len(loc) > 1 and ENV_PREFIX + loc[0].upper() in self._variables:
+            return None
+        table: Any = self._read()
+        for part in loc[:2]:
+            if not isinstance(table, dict) or part not in table:
+                return None
+            table = table[part]
+        return self._path
+
+    def _read(self) -> dict[str, Any]:
+        if self._toml is None:
+            try:
+                with open(self._path, "rb") as file:
+                    self._toml = tomllib.load(file)
+            except OSError:
+                self._toml = {}
+        return self._toml
+
+
+def _setting_name(loc: tuple[str, ...], style: Literal["env", "argument"], file: str | None) -> str:
+    entry = " (entry " + ".".join(loc[2:]) + ")" if len(loc) > 2 else ""
+    if file is not None:
+        return f"{file} [{loc[0]}]" + (f" {loc[1]}" if len(loc) > 1 else "") + entry
+    if style == "env":
+        return ENV_PREFIX + "__".join(loc[:2]).upper() + entry
+    return ".".join(loc) + "="
+
+
+def _unknown_name(
+    model: type[BaseModel],
+    loc: tuple[str, ...],
+    style: Literal["env", "argument"],
+    file: str | None,
+) -> tuple[str, str | None]:
+    """The message and example for a name that is no field: the closest field instead."""
+    parent: type[BaseModel] | None = model
+    for part in loc[:-1]:
+        field = parent.model_fields.get(part) if parent is not None else None
+        parent = _nested_model(field.annotation) if field is not None else None
+    if parent is None:
+        return "names no setting", None
+    if file is not None and loc == ("tool",):
+        return (
+            f"{file} takes the sections at its top level: write [cache], not "
+            "[tool.toolkit.cache] (the form of pyproject.toml, which is not read)",
+            None,
+        )
+    close = difflib.get_close_matches(loc[-1], list(parent.model_fields), n=1)
+    if not close:
+        return f"names no setting; these do: {', '.join(parent.model_fields)}", None
+    suggestion = (*loc[:-1], close[0])
+    name = _setting_name(suggestion, style, file).removeprefix(f"{file} ")
+    return f"names no setting; did you mean {name}?", _example_for(model, suggestion)
+
+
+_BOUNDS = {
+    "greater_than_equal": ("ge", "at least"),
+    "greater_than": ("gt", "more than"),
+    "less_than_equal": ("le", "at most"),
+    "less_than": ("lt", "less than"),
+}
+
+
+def _bound_message(model: type[BaseModel], error: Any) -> str:
+    """``must be at least 1s``: the bound in the field's own unit."""
+    key, words = _BOUNDS[error["type"]]
+    bound = error.get("ctx", {}).get(key)
+    field = _field_at(model, error["loc"])
+    duration = field is not None and is_duration(field)
+    shown = format_seconds(float(bound)) if duration else str(bound)
+    return f"must be {words} {shown}"
+
+
+def _field_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> FieldInfo | None:
+    """The field ``loc`` ends at, through nested models and dict entries."""
+    current: type[BaseModel] | None = model
+    found: FieldInfo | None = None
+    for part in loc:
+        if current is None or not isinstance(part, str) or part not in current.model_fields:
+            continue
+        found = current.model_fields[part]
+        current = _nested_model(found.annotation)
+    return found
+
+
+def is_duration(field: FieldInfo) -> bool:
+    """Whether ``field`` holds :data:`Seconds` (``"50ms"``, ``"2s"``), optional or not."""
+
+    def wraps(metadata: Any, annotation: Any) -> bool:
+        if any(getattr(item, "func", None) is parse_seconds for item in metadata):
+            return True
+        inner = get_args(annotation)
+        return any(wraps(getattr(arg, "__metadata__", ()), arg) for arg in inner)
+
+    return wraps(field.metadata, field.annotation)
+
+
+def _core(annotation: Any) -> Any:
+    """``annotation`` without ``Annotated`` and ``| None``."""
+    while True:
+        if hasattr(annotation, "__metadata__"):
+            annotation = get_args(annotation)[0]
+        elif get_origin(annotation) in (Union, UnionType) and type(None) in get_args(annotation):
+            rest = [arg for arg in get_args(annotation) if arg is not type(None)]
+            if len(rest) != 1:
+                return annotation
+            annotation = rest[0]
+        else:
+            return annotation
+
+
+def _is_complex(annotation: Any) -> bool:
+    """Whether pydantic-settings reads a variable for this field as JSON."""
+    core = _core(annotation)
+    if isinstance(core, type) and issubclass(core, BaseModel):
+        return True
+    return get_origin(core) in (list, dict, set, frozenset, tuple)
+
+
+def variable_field(name: str) -> FieldInfo | None:
+    """The field a ``TOOLKIT_*`` variable sets (for an entry of a dict, the dict's field), or
+    None when it names no setting. Case does not matter, as for pydantic-settings."""
+    upper = name.upper()
+    if not upper.startswith(ENV_PREFIX):
+        return None
+    parts = upper.removeprefix(ENV_PREFIX).lower().split("__")
+    if "" in parts:
+        return None
+    annotation: Any = ToolkitSettings  # what the next part selects in
+    field: FieldInfo | None = None
+    for part in parts:
+        core = _core(annotation)
+        if get_origin(core) is dict:  # the part is a key, any text; then its value's type
+            annotation = get_args(core)[1]
+            continue
+        if not (isinstance(core, type) and issubclass(core, BaseModel)):
+            return None  # nothing nests in a scalar
+        field = core.model_fields.get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+    return field
+
+
+def _variables() -> list[str]:
+    """Every ``TOOLKIT_<SECTION>`` and ``TOOLKIT_<SECTION>__<FIELD>`` name, and the file's."""
+    names = [CONFIG_FILE_ENV]
+    for section, info in ToolkitSettings.model_fields.items():
+        names.append(ENV_PREFIX + section.upper())
+        nested = _nested_model(info.annotation)
+        for field in nested.model_fields if nested is not None else ():
+            names.append(f"{ENV_PREFIX}{section.upper()}__{field.upper()}")
+    return names
+
+
+def _example_assignment(name: str) -> str | None:
+    """``NAME=<a valid value>``, shell-quoted, from the field's example or default."""
+    field = variable_field(name)
+    if field is None:
+        return None
+    if field.examples:
+        value = str(field.examples[0])
+    elif isinstance(field.default, bool):
+        value = str(field.default).lower()
+    elif isinstance(field.default, str | int | float):
+        value = str(field.default)
+    else:
+        return None
+    return f"{name}={shlex.quote(value)}"
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse the ``TOOLKIT_*`` variables of ``environ`` that name no setting (naming the
+    closest one) and those a list, dict or section reads that are not JSON.
+
+    Raises:
+        ConfigurationError: naming each such variable and a valid example.
+    """
+    lines = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_FILE_ENV:
+            continue
+        field = variable_field(name)
+        if field is None:
+            close = difflib.get_close_matches(upper, _variables(), n=1, cutoff=0.6)
+            line = f"{name} names no setting"
+            if close:
+                line += f"; did you mean {close[0]}?"
+                example = _example_assignment(close[0])
+                if example is not None:
+                    line += f" (example: {example})"
+            else:
+                line += (
+                    f"; settings are {ENV_PREFIX}<SECTION>__<FIELD>, with the sections "
+                    + ", ".join(s.upper() for s in ToolkitSettings.model_fields)
+                )
+            lines.append(line)
+        elif upper.count("__") <= 1 and _is_complex(field.annotation):
+            try:
+                json.loads(environ[name])
+            except ValueError:
+                kind = "list" if get_origin(_core(field.annotation)) is list else "object"
+                line = f"{name} {environ[name]!r}: is not JSON; this setting is a JSON {kind}"
+                example = _example_assignment(upper)
+                if example is not None:
+                    line += f" (example: {example})"
+                lines.append(line)
+    if lines:
+        raise ConfigurationError("invalid toolkit settings:\n  " + "\n  ".join(lines))

@@ -914,7 +914,6 @@ def test_cache_entries_round_trip_and_refuse_what_they_did_not_write() -> None:
         ({"ttl": 60, "methods": ["POST"]}, "body=true"),
         ({"ttl": 60, "methods": ["GET", "DELETE"]}, "never cached"),
         ({"ttl": 60, "statuses": [200, 206]}, "cannot be stored"),
-        ({"ttl": 0}, "ttl must be positive"),
     ],
 )
 def test_response_cache_refuses_unsafe_route_settings_at_startup(
@@ -922,7 +921,7 @@ def test_response_cache_refuses_unsafe_route_settings_at_startup(
 ) -> None:
     with pytest.raises(ConfigurationError, match=message) as caught:
         ResponseCacheMiddleware(origin(), routes={"/x": route}, store=CacheStore(MemoryBackend()))
-    assert "cache.routes['/x']" in str(caught.value)
+    assert "routes./x" in str(caught.value)
     with pytest.raises(ConfigurationError, match=message):
         cached_response(**{k: v for k, v in route.items()})
 

@@ -35,7 +35,7 @@ from toolkit.cache._entry import Entry, decode, encode, encode_pass
 from toolkit.cache._keys import canonical_json, canonical_query, digest_key
 from toolkit.cache._singleflight import SingleFlight
 from toolkit.cache._store import CacheStore, LocalTier
-from toolkit.errors import BackendError, ConfigurationError
+from toolkit.errors import BackendError
 from toolkit.flags import CACHE_RESPONSE, FlagSource, current_store
 from toolkit.identity import ClientAddress, KeyFunction, KeyResolver
 from toolkit.settings import CacheRouteSettings, CacheSettings, IPNetwork, validate_arguments
@@ -55,10 +55,6 @@ MAX_REFRESHES: Final = 64
 stale entry is served without starting another, and refreshed on a later request."""
 KEY_VERSION: Final = 1
 
-CACHEABLE_STATUSES: Final = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
-"""Statuses a route may list: those RFC 9110 (15.1) lets caches reuse. 206 (a byte range) and
-304 (a conditional answer) describe one request only."""
-CACHEABLE_METHODS: Final = frozenset({"GET", "HEAD", "POST"})
 
 _X_CACHE = b"x-cache"
 _AGE = b"age"
@@ -124,7 +120,6 @@ def cached_response(
     if statuses is not None:
         values["statuses"] = list(statuses)
     settings = validate_arguments(CacheRouteSettings, values)
-    _check_route(settings, "cached_response()")
 
     def mark(endpoint: F) -> F:
         setattr(endpoint, MARKER, settings)
@@ -160,38 +155,6 @@ class _Route:
     accepted_vary: frozenset[bytes]
     """Header names a response's ``Vary`` may list: those the key covers."""
     label: _RouteLabel
-
-
-def _check_route(settings: CacheRouteSettings, where: str) -> frozenset[str]:
-    """The methods cached for these settings; raises ConfigurationError naming ``where``."""
-    methods = {m.upper() for m in settings.methods}
-    if settings.body and "methods" not in settings.model_fields_set:
-        methods.add("POST")
-    unknown = sorted(methods - CACHEABLE_METHODS)
-    if unknown:
-        raise ConfigurationError(
-            f"{where}: methods {unknown} are never cached (they change state); cache GET, "
-            "HEAD, or POST with body=true"
-        )
-    if "POST" in methods and not settings.body:
-        raise ConfigurationError(
-            f"{where}: POST responses are cached only with body=true, which puts the JSON "
-            "request body in the key"
-        )
-    if settings.ttl <= 0:
-        raise ConfigurationError(f"{where}: ttl must be positive, got {settings.ttl}")
-    if settings.stale_while_revalidate < 0:
-        raise ConfigurationError(
-            f"{where}: stale_while_revalidate must be 0 or more, got "
-            f"{settings.stale_while_revalidate}"
-        )
-    refused = sorted(set(settings.statuses) - CACHEABLE_STATUSES)
-    if refused:
-        raise ConfigurationError(
-            f"{where}: statuses {refused} cannot be stored; choose among "
-            f"{sorted(CACHEABLE_STATUSES)}"
-        )
-    return frozenset(methods)
 
 
 def _prepare(
@@ -389,11 +352,8 @@ class ResponseCacheMiddleware:
         self._identity = (
             None if spec is None else _Identity(spec, ClientAddress(tuple(trusted_proxies)))
         )
-        # Routes from settings are checked now (startup); marked endpoints when the app is
-        # first seen, since routes are declared after the middleware is added.
         self._configured = [
-            (pattern, route, _check_route(route, f"cache.routes[{pattern!r}]"))
-            for pattern, route in settings.routes.items()
+            (pattern, route, route.cached_methods) for pattern, route in settings.routes.items()
         ]
         self._paths = PathMatcher(())
         self._routes: dict[str, dict[str, _Route]] = {}
@@ -668,8 +628,7 @@ class ResponseCacheMiddleware:
             marker = getattr(endpoint, MARKER, None)
             if not isinstance(marker, CacheRouteSettings) or template in configured:
                 continue
-            name = getattr(endpoint, "__qualname__", repr(endpoint))
-            methods = _check_route(marker, f"@cached_response on {name} ({template})")
+            methods = marker.cached_methods
             if route_methods is not None:
                 methods &= frozenset(route_methods)
             route = _prepare(template, marker, methods, default_identity)

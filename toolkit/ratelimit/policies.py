@@ -6,14 +6,13 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-import limits
 from limits import RateLimitItem
 
 from toolkit._paths import PathMatcher, compile_pattern, is_literal
 from toolkit.backends import GcraLimit
 from toolkit.errors import ConfigurationError
 from toolkit.identity import KeyResolver
-from toolkit.settings import FailureMode
+from toolkit.settings import FailureMode, parse_rate_limits, rate_limit_problem
 
 DEFAULT_POLICY = "default"
 
@@ -46,6 +45,10 @@ class Policy:
     def __post_init__(self) -> None:
         if not self.limits:
             raise ConfigurationError(f"policy {self.name!r} has no limit")
+        for item in self.limits:
+            problem = rate_limit_problem(item)
+            if problem is not None:
+                raise ConfigurationError(f"policy {self.name!r}: {problem}")
         smallest = min(item.amount for item in self.limits)
         if self.cost > smallest:
             raise ConfigurationError(
@@ -67,14 +70,9 @@ class Policy:
     def parse(cls, name: str, limit: str, **options: object) -> Policy:
         """A policy from a limits string such as ``"60/minute;1000/day"``."""
         try:
-            items = tuple(limits.parse_many(limit))
-        except ValueError:
-            items = ()
-        if not items:
-            raise ConfigurationError(
-                f"policy {name!r}: {limit!r} is not a rate limit; write '60/minute' or "
-                "'60/minute;1000/day'"
-            )
+            items = parse_rate_limits(limit)
+        except ValueError as exc:
+            raise ConfigurationError(f"policy {name!r}: {exc}") from None
         return cls(name, items, **options)  # type: ignore[arg-type]
 
 
