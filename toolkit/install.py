@@ -31,6 +31,7 @@ from toolkit.flags.admin import admin_routes
 from toolkit.pool import AgentPool
 from toolkit.pool._http import pool_unavailable
 from toolkit.ratelimit import RateLimitMiddleware
+from toolkit.ratelimit.slowapi import installed_slowapi_limits
 from toolkit.resilience import BreakerRegistry, set_current_breakers
 from toolkit.settings import ToolkitSettings
 from toolkit.telemetry.middleware import TelemetryMiddleware
@@ -172,6 +173,15 @@ def install(
         store=cache,
         flags=flags,
         trusted_proxies=settings.ratelimit.trusted_proxies,
+    )
+    # The app's slowapi Limiter (app.state.limiter), if it has one, read when the app starts.
+    app.add_middleware(
+        installed_slowapi_limits,
+        application=app,
+        settings=ratelimit,
+        storage=backend,
+        flags=flags,
+        meter_provider=telemetry.meter_provider,
     )
     app.add_middleware(
         RateLimitMiddleware,
