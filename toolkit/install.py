@@ -2,8 +2,9 @@
 
 The request path is ``FlagContext -> Telemetry -> RateLimit -> ResponseCache -> the app``:
 the flag snapshot pinned first, so every decision of a request sees the same flags; telemetry
-next so it sees every request, 429s and cache hits included; the limiter before any cache or
-app work. Order and wiring live here and nowhere else.
+next so it sees every request, 429s and cache hits included; the limiter (then the app's
+slowapi limiter, if it has one) before any cache or app work. Order and wiring live here and
+nowhere else.
 """
 
 from __future__ import annotations

@@ -9,10 +9,13 @@ startup, and how the limiter's declarations behave next to ``toolkit.install()``
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -647,16 +650,8 @@ async def test_a_key_function_whose_parameter_is_not_named_request_is_refused() 
         await responses(app, "/route")
 
 
-async def test_an_unsupported_declaration_fails_the_lifespan_startup() -> None:
-    """Under a server, a refusal stops startup (``lifespan.startup.failed``) instead of
-    leaving a process up that answers 500 to every request."""
-    app, limiter = toolkit_app()
-
-    @app.get("/route")
-    @limiter.limit("1/minute", exempt_when=lambda: True)
-    async def route(request: Request) -> PlainTextResponse:
-        return text(request)
-
+async def startup_messages(app: Starlette) -> list[Message]:
+    """What the app answers to a server's lifespan startup."""
     sent: list[Message] = []
     messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
 
@@ -667,9 +662,71 @@ async def test_an_unsupported_declaration_fails_the_lifespan_startup() -> None:
         sent.append(message)
 
     await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    return sent
+
+
+@pytest.mark.parametrize("wiring", ["middleware", "install"])
+async def test_an_unsupported_declaration_fails_the_lifespan_startup(wiring: str) -> None:
+    """Under a server, a refusal stops startup (``lifespan.startup.failed``) instead of
+    leaving a process up that answers 500 to every request."""
+    limiter = Limiter(key_func=get_remote_address)
+    app = FastAPI()
+    app.state.limiter = limiter
+    if wiring == "install":
+        toolkit.install(app, ToolkitSettings())
+    else:
+        app.add_middleware(SlowAPIMiddleware)
+
+    @app.get("/route")
+    @limiter.limit("1/minute", exempt_when=lambda: True)
+    async def route(request: Request) -> PlainTextResponse:
+        return text(request)
+
+    sent = await startup_messages(app)
     assert sent[0]["type"] == "lifespan.startup.failed"
     assert "route /route" in sent[0]["message"]
     assert "exempt_when" in sent[0]["message"]
+
+
+async def test_a_bad_middleware_option_fails_the_lifespan_startup() -> None:
+    app = FastAPI()
+    app.state.limiter = Limiter(key_func=get_remote_address)
+    app.add_middleware(SlowAPIMiddleware, failure="sometimes")
+    sent = await startup_messages(app)
+    assert sent[0]["type"] == "lifespan.startup.failed"
+    assert "failure" in sent[0]["message"]
+
+
+UVICORN_APP = """
+import uvicorn
+from fastapi import FastAPI, Request
+from slowapi import Limiter
+from slowapi.util import get_remote_address
+from toolkit.ratelimit.slowapi import SlowAPIMiddleware
+
+limiter = Limiter(key_func=get_remote_address)
+app = FastAPI()
+app.state.limiter = limiter
+app.add_middleware(SlowAPIMiddleware)
+
+@app.get("/route")
+@limiter.limit("1/minute", exempt_when=lambda: True)
+async def route(request: Request):
+    return {}
+
+uvicorn.run(app, host="127.0.0.1", port=0, log_level="error")
+"""
+
+
+def test_under_uvicorn_a_refused_declaration_stops_the_server() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", UVICORN_APP],
+        capture_output=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode != 0
+    assert b"route /route" in done.stderr
 
 
 # --- Next to toolkit.install(): the toolkit's backend, metrics and place, whatever the order. ---
