@@ -610,6 +610,11 @@ UNSUPPORTED: dict[str, tuple[Callable[[Limiter], Callable[..., Any]], str, str]]
         "cost",
         "integer",
     ),
+    "negative cost": (
+        lambda limiter: limiter.limit("5/minute", cost=-5)(_endpoint),
+        "cost=-5",
+        "integer",
+    ),
     "callable limit": (
         lambda limiter: limiter.limit(lambda: "5/minute")(_endpoint),
         "callable",
@@ -638,6 +643,31 @@ async def test_what_the_toolkit_cannot_enforce_is_refused_naming_the_route_and_t
     assert fix in message
     if case != "two key functions":
         assert "key function" not in message
+
+
+async def test_a_refused_declaration_added_while_serving_keeps_the_limits_read_before(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Nothing the toolkit reads at run time fails a request: the new route is logged as not
+    enforced and every route keeps answering."""
+    app, limiter = toolkit_app()
+
+    @app.get("/early")
+    @limiter.limit("1/minute")
+    async def early(request: Request) -> PlainTextResponse:
+        return text(request)
+
+    assert await statuses(app, "/early") == [200]
+
+    @app.get("/late")
+    @limiter.limit("1/minute", exempt_when=lambda: False)
+    async def late(request: Request) -> PlainTextResponse:
+        return text(request)
+
+    assert await statuses(app, "/late", 2) == [200, 200]
+    assert await statuses(app, "/early") == [429]
+    assert "not enforced" in caplog.text
+    assert "route /late" in caplog.text
 
 
 async def test_a_key_function_whose_parameter_is_not_named_request_is_refused() -> None:

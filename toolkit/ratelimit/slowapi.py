@@ -249,10 +249,10 @@ class _SlowAPILimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self._version != self._current_version():
-            self._read()
-        assert self._limits is not None  # set by _read, which raises otherwise
-        await self._limits(scope, receive, send)
+        limits = self._limits
+        if limits is None or self._version != self._current_version():
+            limits = self._read()
+        await limits(scope, receive, send)
 
     def _current_version(self) -> tuple[int, ...]:
         """Changes whenever a route or a slowapi declaration is added; a few len() calls."""
@@ -264,7 +264,8 @@ class _SlowAPILimits:
             len(limiter._dynamic_route_limits),
         )
 
-    def _read(self) -> None:
+    def _read(self) -> RateLimitMiddleware:
+        """The limits as declared now; raises ConfigurationError on the first read only."""
         version = self._current_version()
         try:
             policies, exempt = _declared_policies(
@@ -274,24 +275,28 @@ class _SlowAPILimits:
                 settings=self._settings,
                 with_defaults=self._with_middleware,
             )
+            limits = RateLimitMiddleware(
+                self.app,
+                storage=self._backend,
+                route_policies=policies,
+                settings=self._settings.model_copy(
+                    update={
+                        "limit": None,
+                        "routes": {},
+                        "exempt": [*self._settings.exempt, *exempt],
+                    }
+                ),
+                flags=self._flags,
+                meter_provider=self._meter_provider,
+            )
         except ConfigurationError:
             if self._limits is None:
                 raise
             # Already serving: keep the limits read before rather than fail every request.
             logger.exception("slowapi declarations added at run time are not enforced")
-            self._version = version
-            return
-        self._limits = RateLimitMiddleware(
-            self.app,
-            storage=self._backend,
-            route_policies=policies,
-            settings=self._settings.model_copy(
-                update={"limit": None, "routes": {}, "exempt": [*self._settings.exempt, *exempt]}
-            ),
-            flags=self._flags,
-            meter_provider=self._meter_provider,
-        )
-        self._version = version
+            limits = self._limits
+        self._limits, self._version = limits, version
+        return limits
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Read the declarations before serving: a refusal fails the startup, so a server
@@ -469,6 +474,11 @@ def _route_policies(
 
 
 def _refuse_per_request_options(template: str, item: Any) -> None:
+    if not callable(item.cost) and (not isinstance(item.cost, int) or item.cost < 1):
+        raise ConfigurationError(
+            f"route {template}: slowapi cost={item.cost!r} is not a whole number of units of "
+            "at least 1; give an integer cost, such as cost=2"
+        )
     if item.exempt_when is not None:
         raise ConfigurationError(
             f"route {template}: slowapi exempt_when is not supported (the toolkit decides "
