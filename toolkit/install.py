@@ -2,8 +2,9 @@
 
 The request path is ``FlagContext -> Telemetry -> RateLimit -> ResponseCache -> the app``:
 the flag snapshot pinned first, so every decision of a request sees the same flags; telemetry
-next so it sees every request, 429s and cache hits included; the limiter before any cache or
-app work. Order and wiring live here and nowhere else.
+next so it sees every request, 429s and cache hits included; the limiter (then the app's
+slowapi limiter, if it has one) before any cache or app work. Order and wiring live here and
+nowhere else.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from toolkit.flags.admin import admin_routes
 from toolkit.pool import AgentPool
 from toolkit.pool._http import pool_unavailable
 from toolkit.ratelimit import RateLimitMiddleware
+from toolkit.ratelimit.slowapi import installed_slowapi_limits
 from toolkit.resilience import BreakerRegistry, set_current_breakers
 from toolkit.settings import ToolkitSettings
 from toolkit.telemetry.middleware import TelemetryMiddleware
@@ -172,6 +174,15 @@ def install(
         store=cache,
         flags=flags,
         trusted_proxies=settings.ratelimit.trusted_proxies,
+    )
+    # The app's slowapi Limiter (app.state.limiter), if it has one, read when the app starts.
+    app.add_middleware(
+        installed_slowapi_limits,
+        application=app,
+        settings=ratelimit,
+        storage=backend,
+        flags=flags,
+        meter_provider=telemetry.meter_provider,
     )
     app.add_middleware(
         RateLimitMiddleware,

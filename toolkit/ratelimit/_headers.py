@@ -3,13 +3,15 @@
 Fields follow draft-ietf-httpapi-ratelimit-headers (structured fields): ``RateLimit-Policy``
 describes each limit (quota ``q``, window ``w`` in seconds) and ``RateLimit`` the one that
 constrains this client now (remaining ``r``, seconds to reset ``t``). The legacy
-``X-RateLimit-*`` trio is available as an option. Bodies are RFC 9457 problem details.
+``X-RateLimit-*`` trio is available as an option, its reset a Unix time as GitHub, slowapi and
+flask-limiter send it. Bodies are RFC 9457 problem details.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
 
 from starlette.types import Send
 
@@ -72,7 +74,8 @@ class PolicyHeaders:
         """The fields for a response governed by this policy."""
         # On a 429, t is the same instant as Retry-After (the draft asks for it); otherwise the
         # time until the limit is whole. Rounded up: a client never comes back too early.
-        reset = math.ceil(decision.retry_after if not decision.allowed else decision.reset_after)
+        seconds = decision.retry_after if not decision.allowed else decision.reset_after
+        reset = math.ceil(seconds)
         remaining = max(0, decision.remaining)
         fields: list[tuple[bytes, bytes]] = []
         if self._ietf:
@@ -83,7 +86,8 @@ class PolicyHeaders:
             fields += [
                 (b"x-ratelimit-limit", str(self._amounts[decision.binding]).encode()),
                 (b"x-ratelimit-remaining", str(remaining).encode()),
-                (b"x-ratelimit-reset", str(reset).encode()),
+                # The same moment as a Unix time, in whole seconds, rounded up likewise.
+                (b"x-ratelimit-reset", str(math.ceil(time.time() + seconds)).encode()),
             ]
         return fields
 

@@ -8,167 +8,363 @@
     app.add_middleware(SlowAPIMiddleware)   # unchanged; reads app.state.limiter as before
 
 The limits declared with slowapi are then enforced by the toolkit before routing, on its
-async backend (no blocking Redis client, one policy per route, the toolkit's headers, metrics
-and failure policy), and slowapi's own checks are switched off. Supported: static limit
-strings on ``limit`` and ``shared_limit``, ``default_limits``, ``key_func`` (per limiter and per
-route), ``methods``, ``per_method``, integer ``cost``, ``@limiter.exempt``, ``strategy``,
-``storage_uri`` and ``headers_enabled`` (adds the ``X-RateLimit-*`` fields). Anything else
-(dynamic limit callables, ``exempt_when``, callable costs, ``application_limits``) is refused at
-startup with a message naming the route, rather than silently not enforced.
+async backend (no blocking Redis client, the toolkit's headers, metrics and failure policy),
+and slowapi's own checks are switched off. With :func:`toolkit.install` the limiter at
+``app.state.limiter`` is enforced in the rate-limit position of the toolkit's stack, on its
+backend and metrics, whether or not the app adds a slowapi middleware and in whichever order.
+
+Each route's declarations become one policy per route (one budget per HTTP method with
+``per_method``). What cannot be one budget per request, or depends on the request in ways
+only known after routing (``exempt_when``, callable limits, costs and scopes), is refused when
+the app starts, with a message naming the route, rather than silently not enforced.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+import sys
+from collections.abc import Sequence
 from typing import Any
 
-from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from opentelemetry import metrics
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from toolkit._paths import route_endpoints
-from toolkit.backends import Backend
+from toolkit.backends import Backend, backend_from_url
 from toolkit.errors import ConfigurationError
-from toolkit.identity import ClientAddress, KeyResolver
+from toolkit.flags import FlagSource
+from toolkit.identity import ClientAddress
+from toolkit.ratelimit._slowapi_policies import declared_policies
 from toolkit.ratelimit.middleware import RateLimitMiddleware
-from toolkit.ratelimit.policies import DEFAULT_POLICY, Policy, RoutePolicy
+from toolkit.settings import HeaderStyle, RateLimitSettings, validate_arguments
 
 logger = logging.getLogger("toolkit.ratelimit")
+
+_WITH_LEGACY: dict[HeaderStyle, HeaderStyle] = {
+    "ietf": "both",
+    "both": "both",
+    "legacy": "legacy",
+    "none": "legacy",
+}
 
 
 class SlowAPIMiddleware:
     """Enforces the slowapi ``Limiter`` at ``app.state.limiter`` with the toolkit.
 
-    The policies are read from the limiter once, when the app starts (routes are all declared
-    by then), so the app object is only needed from the first ASGI call.
+    Add it where slowapi's middleware was. On an app with :func:`toolkit.install` it passes
+    every request on: ``install()`` enforces the limiter itself, with its settings. Otherwise
+    it enforces the limiter here, on the limiter's ``storage_uri``.
 
     Args:
         storage: overrides the limiter's ``storage_uri``; a URL or a :class:`Backend`.
-        options: any other :class:`RateLimitMiddleware` argument (``algorithm``, ``failure``,
-            ``trusted_proxies``, ``flags``, ``meter_provider``...).
+        algorithm: overrides the limiter's ``strategy``; ``"gcra"`` is allowed here.
+        headers: ``ietf``, ``legacy``, ``both`` or ``none``; ``both`` with ``headers_enabled``
+            and ``ietf`` without, when None.
+        failure, shadow, trusted_proxies, exempt: as in
+            :class:`~toolkit.settings.RateLimitSettings` (``exempt`` adds to the routes marked
+            ``@limiter.exempt``).
+        flags: asked for ``ratelimit`` on every request; the current store when None.
+        meter_provider: where the decisions are counted; the global provider when None.
     """
 
-    def __init__(self, app: ASGIApp, *, storage: str | Backend | None = None, **options: Any):
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        storage: str | Backend | None = None,
+        algorithm: str | None = None,
+        headers: str | None = None,
+        failure: str | None = None,
+        shadow: bool | None = None,
+        trusted_proxies: Sequence[str] | None = None,
+        exempt: Sequence[str] | None = None,
+        flags: FlagSource | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
         self.app = app
         self._storage = storage
-        self._options = options
-        self._limiter: RateLimitMiddleware | None = None
+        self._given = {
+            name: value
+            for name, value in (
+                ("algorithm", algorithm),
+                ("headers", headers),
+                ("failure", failure),
+                ("shadow", shadow),
+                ("trusted_proxies", trusted_proxies),
+                ("exempt", exempt),
+            )
+            if value is not None
+        }
+        self._flags = flags
+        self._meter_provider = meter_provider
+        self._next: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._limiter is None:
-            self._limiter = self._build(scope["app"])
-        await self._limiter(scope, receive, send)
+        if self._next is None:
+            try:
+                self._next = self._resolve(scope["app"])
+            except ConfigurationError as exc:
+                if scope["type"] != "lifespan":
+                    raise
+                await _fail_startup(receive, send, exc)
+                return
+        await self._next(scope, receive, send)
 
-    def _build(self, application: Any) -> RateLimitMiddleware:
-        limiter = application.state.limiter
-        options = dict(self._options)
-        options.setdefault("algorithm", getattr(limiter, "_strategy", None) or "fixed-window")
-        if getattr(limiter, "_headers_enabled", False):
-            options.setdefault("headers", "both")
-        if not limiter.enabled:
-            options["flags"] = _Disabled()
-        client = ClientAddress(options.get("trusted_proxies") or ())
-        policies, exempt = _policies(limiter, application.routes, client)
-        default = _default_policy(limiter, client)
-        # slowapi no longer checks anything: the toolkit does, before routing.
-        limiter.enabled = False
-        return RateLimitMiddleware(
+    def _resolve(self, application: Any) -> ASGIApp:
+        if getattr(application.state, "toolkit", None) is not None:
+            given = sorted([*self._given, *(["storage"] if self._storage else [])])
+            if given:
+                logger.warning(
+                    "SlowAPIMiddleware(%s): not used, install() enforces app.state.limiter "
+                    "with its settings (TOOLKIT_RATELIMIT__*, TOOLKIT_BACKEND__URL)",
+                    ", ".join(given),
+                )
+            return self.app
+        limiter: Any = getattr(application.state, "limiter", None)
+        if not _is_limiter(limiter):
+            raise ConfigurationError(
+                f"SlowAPIMiddleware needs a slowapi Limiter at app.state.limiter, found "
+                f"{limiter!r}; set app.state.limiter = Limiter(key_func=get_remote_address)"
+            )
+        settings = validate_arguments(
+            RateLimitSettings,
+            {
+                "algorithm": _strategy(limiter),
+                "headers": "both" if limiter._headers_enabled else "ietf",
+                **self._given,
+                "exempt": self._given.get("exempt", []),
+            },
+        )
+        storage = self._storage or _storage_uri(limiter)
+        return _enforced(
             self.app,
-            storage=self._storage or getattr(limiter, "_storage_uri", None) or "memory://",
-            route_policies=[*policies, *([RoutePolicy("*", default)] if default else [])],
-            exempt=exempt,
-            **options,
+            application=application,
+            limiter=limiter,
+            settings=settings,
+            storage=storage,
+            flags=self._flags,
+            meter_provider=self._meter_provider,
+            with_middleware=True,
         )
 
 
-class _Disabled:
-    """Flags for a limiter created with ``enabled=False``: it stays off."""
+def installed_slowapi_limits(
+    app: ASGIApp,
+    *,
+    application: Any,
+    settings: RateLimitSettings,
+    storage: Backend,
+    flags: FlagSource,
+    meter_provider: metrics.MeterProvider | None,
+) -> ASGIApp:
+    """install()'s rate-limit position for an app's slowapi limiter: ``app`` itself when
+    ``application.state.limiter`` is not a slowapi ``Limiter``, else its limits on the
+    toolkit's backend, metrics, flags and settings (the limiter's strategy and headers)."""
+    limiter: Any = getattr(application.state, "limiter", None)
+    if not _is_limiter(limiter):
+        return app
+    headers = _WITH_LEGACY[settings.headers] if limiter._headers_enabled else settings.headers
+    return _enforced(
+        app,
+        application=application,
+        limiter=limiter,
+        settings=settings.model_copy(update={"algorithm": _strategy(limiter), "headers": headers}),
+        storage=storage,
+        flags=flags,
+        meter_provider=meter_provider,
+        with_middleware=any(
+            middleware.cls in _slowapi_middlewares() for middleware in application.user_middleware
+        ),
+    )
 
-    def is_enabled(self, name: str, *, subject: str | None = None) -> bool:
-        del name, subject
-        return False
+
+def _enforced(
+    app: ASGIApp,
+    *,
+    application: Any,
+    limiter: Any,
+    settings: RateLimitSettings,
+    storage: str | Backend,
+    flags: FlagSource | None,
+    meter_provider: metrics.MeterProvider | None,
+    with_middleware: bool,
+) -> ASGIApp:
+    """``limiter`` enforced in front of ``app``; ``app`` itself when the limiter is off."""
+    # auto_check=False means slowapi never checks anything: the same as disabled.
+    if not limiter.enabled or not limiter._auto_check:
+        return app
+    return _SlowAPILimits(
+        app,
+        application,
+        limiter,
+        settings,
+        storage,
+        flags=flags,
+        meter_provider=meter_provider,
+        with_middleware=with_middleware,
+    )
 
 
-def _key(function: Callable[[Request], str], client: ClientAddress) -> KeyResolver:
-    """slowapi key functions take a Request; the toolkit's take the ASGI scope."""
-    return KeyResolver(lambda scope: function(Request(scope)), client)
+class _SlowAPILimits:
+    """A :class:`RateLimitMiddleware` over the limiter's declarations, read when the app
+    starts and read again whenever routes or declarations are added (a route added after
+    the first request is limited, exempt or defaulted as it says)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        application: Any,
+        limiter: Any,
+        settings: RateLimitSettings,
+        storage: str | Backend,
+        *,
+        flags: FlagSource | None,
+        meter_provider: metrics.MeterProvider | None,
+        with_middleware: bool,
+    ) -> None:
+        self.app = app
+        self._application = application
+        self._limiter = limiter
+        self._settings = settings
+        self._owns_backend = not isinstance(storage, Backend)
+        self._backend = _backend(storage, meter_provider)
+        self._flags = flags
+        self._meter_provider = meter_provider
+        self._with_middleware = with_middleware
+        self._client = ClientAddress(settings.trusted_proxies)
+        self._limits: RateLimitMiddleware | None = None
+        self._version: tuple[int, ...] = ()
+        # From now on slowapi's decorators and middleware check nothing: the toolkit does.
+        limiter.enabled = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limits = self._limits
+        if limits is None or self._version != self._current_version():
+            limits = self._read()
+        await limits(scope, receive, send)
+
+    def _current_version(self) -> tuple[int, ...]:
+        """Changes whenever a route or a slowapi declaration is added; a few len() calls."""
+        limiter = self._limiter
+        return (
+            len(self._application.router.routes),
+            len(limiter._route_limits),
+            len(limiter._exempt_routes),
+            len(limiter._dynamic_route_limits),
+        )
+
+    def _read(self) -> RateLimitMiddleware:
+        """The limits as declared now; raises ConfigurationError on the first read only."""
+        version = self._current_version()
+        try:
+            policies, exempt = declared_policies(
+                self._limiter,
+                self._application.routes,
+                self._client,
+                settings=self._settings,
+                with_defaults=self._with_middleware,
+            )
+            limits = RateLimitMiddleware(
+                self.app,
+                storage=self._backend,
+                route_policies=policies,
+                settings=self._settings.model_copy(
+                    update={
+                        "limit": None,
+                        "routes": {},
+                        "exempt": [*self._settings.exempt, *exempt],
+                    }
+                ),
+                flags=self._flags,
+                meter_provider=self._meter_provider,
+            )
+        except ConfigurationError:
+            if self._limits is None:
+                raise
+            # Already serving: keep the limits read before rather than fail every request.
+            logger.exception("slowapi declarations added at run time are not enforced")
+            limits = self._limits
+        self._limits, self._version = limits, version
+        return limits
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Read the declarations before serving: a refusal fails the startup, so a server
+        exits instead of answering 500 to every request. Connect and close the backend when
+        it is this middleware's own."""
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                self._read()
+            except ConfigurationError as exc:
+                await _fail_startup(None, send, exc)
+                return
+            if self._owns_backend:
+                await self._backend.connect()
+        first: Message | None = message
+
+        async def lifespan_receive() -> Message:
+            nonlocal first
+            if first is not None:
+                message, first = first, None
+            else:
+                message = await receive()
+            if message["type"] == "lifespan.shutdown" and self._owns_backend:
+                await self._backend.close()
+            return message
+
+        await self.app(scope, lifespan_receive, send)
 
 
-def _policies(
-    limiter: Any, routes: Iterable[Any], client: ClientAddress
-) -> tuple[list[RoutePolicy], list[str]]:
-    policies: list[RoutePolicy] = []
-    exempt: list[str] = []
-    if getattr(limiter, "_application_limits", None):
+async def _fail_startup(receive: Receive | None, send: Send, exc: ConfigurationError) -> None:
+    """Answer the lifespan startup with the refusal: the server logs it and exits, rather
+    than serving a process that answers 500 to every request."""
+    if receive is not None:
+        await receive()  # lifespan.startup
+    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+
+
+def _backend(storage: str | Backend, meter_provider: metrics.MeterProvider | None) -> Backend:
+    if isinstance(storage, Backend):
+        return storage
+    try:
+        return backend_from_url(storage, meter_provider=meter_provider)
+    except ConfigurationError as exc:
         raise ConfigurationError(
-            "slowapi application_limits are not supported by the toolkit; express them as the "
-            "default limit or per-route limits"
-        )
-    for template, endpoint, methods in route_endpoints(routes):
-        name = f"{endpoint.__module__}.{endpoint.__name__}"
-        if name in limiter._exempt_routes:
-            exempt.append(template)
-        if name in limiter._dynamic_route_limits:
-            raise ConfigurationError(
-                f"route {template}: slowapi limits given as a callable are not supported; "
-                "use a limit string"
-            )
-        declared = limiter._route_limits.get(name)
-        if declared:
-            policies += _route_policies(template, methods, declared, client)
-    return policies, exempt
+            f"slowapi storage_uri {storage!r} is not a storage of the toolkit; use memory:// "
+            "or redis://host:6379/0 (on the Limiter, or SlowAPIMiddleware(storage=...))"
+        ) from exc
 
 
-def _route_policies(
-    template: str, route_methods: set[str] | None, declared: list[Any], client: ClientAddress
-) -> list[RoutePolicy]:
-    first = declared[0]
-    for limit in declared:
-        problem = (
-            "exempt_when"
-            if limit.exempt_when is not None
-            else "a callable cost"
-            if callable(limit.cost)
-            else "different key functions or methods"
-            if (
-                limit.key_func is not first.key_func
-                or limit.methods != first.methods
-                or limit.per_method != first.per_method
-                or limit.cost != first.cost
-            )
-            else None
-        )
-        if problem:
-            raise ConfigurationError(
-                f"route {template}: slowapi limits with {problem} are not supported; give the "
-                "route one set of limits with one key function"
-            )
-        if limit.error_message:
-            logger.warning(
-                "route %s: slowapi error_message is not used; 429s carry problem details instead",
-                template,
-            )
-    name = first.scope or template
-    items = tuple(limit.limit for limit in declared)
-    methods = frozenset(m.upper() for m in first.methods) if first.methods else None
-    key = _key(first.key_func, client)
-    if not first.per_method:
-        return [RoutePolicy(template, Policy(name, items, first.cost, key, methods=methods))]
-    # per_method: one budget per HTTP method.
-    return [
-        RoutePolicy(template, Policy(f"{name}:{m}", items, first.cost, key, methods=frozenset([m])))
-        for m in sorted(methods or route_methods or ())
-    ]
+def _strategy(limiter: Any) -> str:
+    """The limiter's strategy name (given, from RATELIMIT_STRATEGY, or fixed-window)."""
+    from limits.strategies import STRATEGIES
+
+    for name, strategy in STRATEGIES.items():
+        if type(limiter._limiter) is strategy:
+            return name
+    return "fixed-window"
 
 
-def _default_policy(limiter: Any, client: ClientAddress) -> Policy | None:
-    items = []
-    for group in limiter._default_limits:
-        if callable(getattr(group, "_LimitGroup__limit_provider", None)):
-            raise ConfigurationError(
-                "slowapi default_limits given as a callable are not supported; use a limit string"
-            )
-        items += [limit.limit for limit in group]
-    if not items:
-        return None
-    return Policy(DEFAULT_POLICY, tuple(items), key=_key(limiter._key_func, client))
+def _storage_uri(limiter: Any) -> str:
+    """The limiter's storage (given, or from RATELIMIT_STORAGE_URL, or in memory)."""
+    uri: str = limiter._storage_uri or limiter.get_app_config("RATELIMIT_STORAGE_URL", "memory://")
+    return uri
+
+
+def _is_limiter(limiter: object) -> bool:
+    """Whether ``limiter`` is a slowapi Limiter (slowapi is imported by the app, if at all)."""
+    extension = sys.modules.get("slowapi.extension")
+    return extension is not None and isinstance(limiter, extension.Limiter)
+
+
+def _slowapi_middlewares() -> tuple[type[Any], ...]:
+    """The middleware classes after which slowapi applies its default limits."""
+    own = sys.modules.get("slowapi.middleware")
+    if own is None:
+        return (SlowAPIMiddleware,)
+    return (SlowAPIMiddleware, own.SlowAPIMiddleware, own.SlowAPIASGIMiddleware)
