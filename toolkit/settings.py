@@ -892,9 +892,9 @@ def _unknown_name(
 ) -> tuple[str, str | None]:
     """The message and example for a name that is no field: the closest field instead."""
     parent: type[BaseModel] | None = model
-    for part in loc[:-1]:
-        field = parent.model_fields.get(part) if parent is not None else None
-        parent = _nested_model(field.annotation) if field is not None else None
+    for part in loc[:-1]:  # fields lead to the next model; dict keys are passed over
+        if parent is not None and part in parent.model_fields:
+            parent = _nested_model(parent.model_fields[part].annotation)
     if parent is None:
         return "names no setting", None
     if file is not None and loc == ("tool",):
