@@ -18,7 +18,7 @@ import os
 import re
 import shlex
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Network, IPv6Network
 from types import UnionType
 from typing import Annotated, Any, Final, Literal, TypeVar, Union, get_args, get_origin
@@ -79,6 +79,17 @@ def rate_limit_problem(item: limits.RateLimitItem) -> str | None:
     if window > MAX_LIMIT_WINDOW:
         return f"{text} has a window longer than a year; write e.g. '100000/year' or '1000/day'"
     return None
+
+
+def cost_problem(cost: int, items: Sequence[limits.RateLimitItem]) -> str | None:
+    """Why no request of this cost could ever pass these limits, or None."""
+    smallest = min(item.amount for item in items)
+    if cost <= smallest:
+        return None
+    return (
+        f"cost {cost} exceeds its smallest limit ({smallest} per window), so no request could "
+        "ever pass; lower the cost or raise the limit"
+    )
 
 
 def parse_rate_limits(value: str) -> tuple[limits.RateLimitItem, ...]:
@@ -231,13 +242,9 @@ class RoutePolicySettings(_Section):
     @classmethod
     def _cost_within_limit(cls, cost: int, info: ValidationInfo) -> int:
         limit = info.data.get("limit")  # absent when invalid: reported on its own
-        if limit is not None:
-            smallest = min(item.amount for item in parse_rate_limits(limit))
-            if cost > smallest:
-                raise ValueError(
-                    f"cost {cost} exceeds its smallest limit ({smallest} per window), so no "
-                    "request could ever pass; lower the cost or raise the limit"
-                )
+        problem = None if limit is None else cost_problem(cost, parse_rate_limits(limit))
+        if problem is not None:
+            raise ValueError(problem)
         return cost
 
 
@@ -915,9 +922,9 @@ def _unknown_name(
 ) -> tuple[str, str | None]:
     """The message and example for a name that is no field: the closest field instead."""
     parent: type[BaseModel] | None = model
-    for part in loc[:-1]:
-        field = parent.model_fields.get(part) if parent is not None else None
-        parent = _nested_model(field.annotation) if field is not None else None
+    for part in loc[:-1]:  # fields lead to the next model; dict keys are passed over
+        if parent is not None and part in parent.model_fields:
+            parent = _nested_model(parent.model_fields[part].annotation)
     if parent is None:
         return "names no setting", None
     if file is not None and loc == ("tool",):

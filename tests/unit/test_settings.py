@@ -655,3 +655,29 @@ def test_uvicorn_serves_the_same_app_with_good_settings() -> None:
     with UvicornServer("tests.apps.installed:app", env=env) as server:
         assert httpx.get(server.base_url + "/chat").status_code == 200
         assert httpx.get(server.base_url + "/chat").status_code == 429
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        (
+            "TOOLKIT_CACHE__ROUTES",
+            '{"/a": {"ttl": "1m", "tll": 3}}',
+            "TOOLKIT_CACHE__ROUTES (entry /a.tll) 3: names no setting; did you mean "
+            "TOOLKIT_CACHE__ROUTES (entry /a.ttl)? (example: 10m)",
+        ),
+        (
+            "TOOLKIT_RATELIMIT",
+            '{"limt": "5/minute"}',
+            "TOOLKIT_RATELIMIT__LIMT '5/minute': names no setting; did you mean "
+            "TOOLKIT_RATELIMIT__LIMIT?",
+        ),
+    ],
+)
+def test_a_misspelt_key_inside_a_json_value_names_the_closest_one(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as caught:
+        ToolkitSettings()
+    assert expected in str(caught.value)

@@ -55,7 +55,6 @@ MAX_REFRESHES: Final = 64
 stale entry is served without starting another, and refreshed on a later request."""
 KEY_VERSION: Final = 1
 
-
 _X_CACHE = b"x-cache"
 _AGE = b"age"
 _HIT = (_X_CACHE, b"HIT")

@@ -12,7 +12,7 @@ from toolkit._paths import PathMatcher, compile_pattern, is_literal
 from toolkit.backends import GcraLimit
 from toolkit.errors import ConfigurationError
 from toolkit.identity import KeyResolver
-from toolkit.settings import FailureMode, parse_rate_limits, rate_limit_problem
+from toolkit.settings import FailureMode, cost_problem, parse_rate_limits, rate_limit_problem
 
 DEFAULT_POLICY = "default"
 
@@ -45,17 +45,11 @@ class Policy:
     def __post_init__(self) -> None:
         if not self.limits:
             raise ConfigurationError(f"policy {self.name!r} has no limit")
-        for item in self.limits:
-            problem = rate_limit_problem(item)
+        problems = [rate_limit_problem(item) for item in self.limits]
+        problems.append(cost_problem(self.cost, self.limits))
+        for problem in problems:
             if problem is not None:
                 raise ConfigurationError(f"policy {self.name!r}: {problem}")
-        smallest = min(item.amount for item in self.limits)
-        if self.cost > smallest:
-            raise ConfigurationError(
-                f"policy {self.name!r}: cost {self.cost} exceeds its smallest limit "
-                f"({smallest} per window), so no request could ever pass; lower the cost or "
-                "raise the limit"
-            )
         object.__setattr__(
             self, "gcra_limits", tuple(GcraLimit.of(i.amount, i.get_expiry()) for i in self.limits)
         )
