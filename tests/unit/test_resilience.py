@@ -620,8 +620,15 @@ def test_retry_budget_is_a_share_of_the_calls_over_its_window_plus_a_minimum() -
     assert not quiet.try_retry()  # the 10 retries taken count for 10 s...
     clock.now += 6
     assert sum(quiet.try_retry() for _ in range(20)) == 10  # ...then leave the window
-    with pytest.raises(toolkit.ConfigurationError, match="window"):
-        RetryBudget(0.2, window=0)
+    for bad in ({"window": 0}, {"window": float("inf")}, {"window": "soon"}):
+        with pytest.raises(toolkit.ConfigurationError, match="window"):
+            RetryBudget(0.2, **bad)
+    for ratio in (-0.1, 1.5, float("nan"), True):
+        with pytest.raises(toolkit.ConfigurationError, match="ratio"):
+            RetryBudget(ratio)
+    for minimum in (-1, float("inf"), float("nan")):
+        with pytest.raises(toolkit.ConfigurationError, match="minimum"):
+            RetryBudget(0.2, minimum=minimum)
 
 
 async def test_functions_sharing_a_breaker_have_retry_budgets_of_their_own() -> None:
@@ -846,31 +853,40 @@ async def test_an_outer_deadline_cutting_a_nested_retry_is_no_failure_of_either_
     assert store.state == "open"
 
 
-async def test_an_error_a_nested_breaker_let_out_is_not_retried_again_by_the_outer_call() -> None:
-    """Retries at one layer only: the inner call already retried (3 attempts); the outer
-    call's own retries do not multiply them to 9."""
+async def test_an_error_an_inner_call_already_retried_is_not_retried_again_by_the_outer_call() -> (
+    None
+):
+    """Retries at one layer only: the inner call made its 3 attempts; the outer call's own
+    retries do not multiply them to 9. An inner call with a breaker but no retries is still
+    retried by the outer call."""
     attempts = 0
     sleeps = Sleeps()
 
-    @toolkit.resilient(
-        breaker=CircuitBreaker(f"inner-{uuid.uuid4().hex[:6]}"),
-        retries=RetryPolicy(on=provider_errors, attempts=3, sleep=sleeps),
-        timeout=None,
-    )
-    async def inner() -> None:
+    def policy() -> RetryPolicy:
+        return RetryPolicy(on=provider_errors, attempts=3, sleep=sleeps)
+
+    async def failing() -> None:
         nonlocal attempts
         attempts += 1
         raise ProviderError(503)
 
-    @toolkit.resilient(
-        retries=RetryPolicy(on=provider_errors, attempts=3, sleep=sleeps), timeout=None
-    )
-    async def outer() -> None:
-        await inner()
+    retried_inside = toolkit.resilient(
+        breaker=CircuitBreaker(f"inner-{uuid.uuid4().hex[:6]}"), retries=policy(), timeout=None
+    )(failing)
+    guarded_only = toolkit.resilient(
+        breaker=CircuitBreaker(f"inner-{uuid.uuid4().hex[:6]}"), timeout=None
+    )(failing)
 
-    with pytest.raises(ProviderError):
-        await outer()
-    assert attempts == 3
+    for inner in (retried_inside, guarded_only):
+
+        @toolkit.resilient(retries=policy(), timeout=None)
+        async def outer() -> None:
+            await inner()  # noqa: B023 - called within the iteration
+
+        attempts = 0
+        with pytest.raises(ProviderError):
+            await outer()
+        assert attempts == 3
 
 
 # --- settings per breaker -------------------------------------------------------------------

@@ -9,6 +9,7 @@ because the retries of the first few are still waiting.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Final
@@ -55,7 +56,11 @@ class RetryBudget:
     ) -> None:
         if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
             raise ConfigurationError(f"RetryBudget(ratio={ratio!r}): a share in [0, 1], e.g. 0.2")
-        if isinstance(minimum, bool) or not isinstance(minimum, int | float) or minimum < 0:
+        if (
+            isinstance(minimum, bool)
+            or not isinstance(minimum, int | float)
+            or not 0 <= minimum < math.inf
+        ):
             raise ConfigurationError(
                 f"RetryBudget(minimum={minimum!r}): retries a second, 0 or more, e.g. 10"
             )
@@ -63,7 +68,7 @@ class RetryBudget:
             seconds = parse_seconds(window)
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"RetryBudget(window={window!r}): {exc}; e.g. '10s'") from exc
-        if seconds <= 0:
+        if not 0 < seconds < math.inf:
             raise ConfigurationError(f"RetryBudget(window={window!r}): positive, e.g. '10s'")
         self.ratio = float(ratio)
         self.minimum = float(minimum)
@@ -92,8 +97,12 @@ class RetryBudget:
         )
 
     def record_call(self) -> None:
-        """A call started: it adds ``ratio`` of a retry."""
-        self._calls[self._bucket()] += 1
+        """A call started: it adds ``ratio`` of a retry. (On every call: kept to a clock read
+        and a list update.)"""
+        now = int(self._clock() / self._width)
+        if now != self._head:
+            self._advance(now)
+        self._calls[now % BUCKETS] += 1
 
     def try_retry(self) -> bool:
         """Take one retry if the budget has it."""
@@ -112,9 +121,13 @@ class RetryBudget:
     def _bucket(self) -> int:
         """The current bucket's index, emptying the buckets that left the window."""
         now = int(self._clock() / self._width)
-        head = self._head
-        if now != head:
-            for passed in range(head + 1, head + 1 + min(now - head, BUCKETS)):
-                self._calls[passed % BUCKETS] = self._retries[passed % BUCKETS] = 0
-            self._head = now
+        if now != self._head:
+            self._advance(now)
         return now % BUCKETS
+
+    def _advance(self, now: int) -> None:
+        """Empty the buckets between the last one used and ``now``, which becomes current."""
+        head = self._head
+        for passed in range(head + 1, head + 1 + min(now - head, BUCKETS)):
+            self._calls[passed % BUCKETS] = self._retries[passed % BUCKETS] = 0
+        self._head = now

@@ -13,11 +13,12 @@ The layers, outermost first, and why in this order:
 4. **retries** repeat the attempt (``retry_on=`` decides which errors), asking the retry
    budget before each one.
 
-Nested calls (a ``@resilient`` function calling another): what leaves an inner call with a
-breaker belongs to that breaker (``_nesting``). The outer breaker does not count it, not even
-a deadline of the outer call that passed while the inner call ran or waited to retry, and
-the outer retries do not repeat it. A fallback's answer is marked so that an enclosing
-``@cached`` does not store it (``toolkit/_fallback.py``).
+Nested calls (a ``@resilient`` function calling another, in the same task; see
+``_nesting``): what leaves an inner call with a breaker belongs to that breaker, so the outer
+breaker does not count it, not even a deadline of the outer call that passed while the inner
+call ran or waited to retry; an error the inner retries already ended is not retried again.
+A fallback's answer is marked so that an enclosing ``@cached`` does not store it
+(``toolkit/_fallback.py``).
 """
 
 from __future__ import annotations
@@ -248,7 +249,7 @@ class _Guard:
                 return await self._guarded(args, kwargs, scope)
         except BaseException as exc:
             if self.breaker is not None:
-                claim(exc, self.breaker.name)  # enclosing @resilient calls leave it alone
+                claim(exc, self.breaker.name)  # enclosing breakers do not count it
             raise
 
     async def _guarded(

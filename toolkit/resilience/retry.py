@@ -5,7 +5,7 @@ machinery (about 20 µs per call). Only a failure the policy's ``on=`` accepts e
 ``tenacity.AsyncRetrying`` for the remaining attempts, with exponential backoff plus jitter,
 ``Retry-After`` honoured, the retry budget asked before each retry, and the deadline: a retry
 whose wait would pass it is not made. Cancellation is never retried, nor an error that an
-inner ``@resilient`` call with a breaker let out (it had its own retries).
+inner retry loop already ended (retries at one layer only), nor a breaker's refusal.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from tenacity.wait import wait_base
 
 from toolkit._duration import parse_seconds
 from toolkit.errors import ConfigurationError
-from toolkit.resilience._nesting import claimed_by
+from toolkit.resilience._nesting import already_retried, mark_retried
 from toolkit.resilience._telemetry import RetryTelemetry
 from toolkit.resilience.budget import RetryBudget
 from toolkit.resilience.classify import (
@@ -215,7 +215,7 @@ class RetryPolicy:
         return await self._retry(function, args, kwargs, first, run)
 
     def _retryable(self, exc: BaseException) -> bool:
-        return self.on(exc) and claimed_by(exc) is None
+        return self.on(exc) and not already_retried(exc)
 
     def _check_client(self, error: BaseException, label: str) -> None:
         """Once, on the first SDK error about to be retried: warn if the SDK client had
@@ -288,5 +288,8 @@ class RetryPolicy:
         )
         try:
             return await retrying(attempt)
+        except Exception as exc:
+            mark_retried(exc)  # enclosing retry loops leave it alone
+            raise
         finally:
             run.refund()  # a retry granted, then cancelled during its backoff
