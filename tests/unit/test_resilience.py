@@ -579,9 +579,10 @@ async def test_retry_budget_refusal_is_counted_and_put_on_the_span(
     metric_reader: InMemoryMetricReader,
     tracer_provider: TracerProvider,
     span_exporter: InMemorySpanExporter,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A retry the budget refuses is counted in toolkit.retry.budget_exhausted (by function)
-    and leaves a span event naming the attempt refused."""
+    and leaves a span event naming the attempt refused; the first refusal is logged."""
     set_current_breakers(BreakerRegistry(meter_provider=meter_provider))
     policy = RetryPolicy(on=provider_errors, attempts=3, sleep=Sleeps())
 
@@ -589,15 +590,21 @@ async def test_retry_budget_refusal_is_counted_and_put_on_the_span(
     async def call() -> None:
         raise ProviderError(503)
 
-    with (
-        tracer_provider.get_tracer("test").start_as_current_span("work"),
-        pytest.raises(ProviderError),
-    ):
-        await call()
+    with caplog.at_level(logging.WARNING, logger="toolkit.resilience"):
+        with (
+            tracer_provider.get_tracer("test").start_as_current_span("work"),
+            pytest.raises(ProviderError),
+        ):
+            await call()
+        with pytest.raises(ProviderError):
+            await call()
     refused = points(metric_reader, "toolkit.retry.budget_exhausted")
     assert [(p.attributes[names.RESILIENCE_FUNCTION], p.value) for p in refused] == [
-        (call.__qualname__, 1)
+        (call.__qualname__, 2)
     ]
+    logged = [r.getMessage() for r in caplog.records if "retry budget" in r.getMessage()]
+    assert len(logged) == 1  # the first refusal; the metric has the rest
+    assert call.__qualname__ in logged[0]
     (span,) = span_exporter.get_finished_spans()
     (event,) = [e for e in span.events if e.name == "toolkit.retry.budget_exhausted"]
     assert event.attributes[names.RETRY_ATTEMPT_NUMBER] == 2
