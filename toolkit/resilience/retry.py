@@ -65,7 +65,8 @@ class _wait_retry_after(wait_base):
 
 
 class _stop_by_budget_or_deadline(stop_base):
-    """Stop when the deadline would pass during the wait, or the budget has no slot."""
+    """Stop when the deadline would pass during the wait, or the budget has no retry left
+    (a refusal: counted and put on the span)."""
 
     def __init__(self, state: _Run) -> None:
         self.run = state
