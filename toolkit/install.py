@@ -25,7 +25,7 @@ from starlette.responses import Response
 
 from toolkit.backends import Backend, backend_from_settings
 from toolkit.cache import CacheStore, LocalTier, ResponseCacheMiddleware, set_current_cache
-from toolkit.errors import ConfigurationError, PoolError
+from toolkit.errors import CircuitOpenError, ConfigurationError, PoolError
 from toolkit.flags import FlagContextMiddleware, FlagSource, FlagStore, set_current_store
 from toolkit.flags._setup import flag_store_from_settings
 from toolkit.flags.admin import admin_routes
@@ -34,6 +34,7 @@ from toolkit.pool._http import pool_unavailable
 from toolkit.ratelimit import RateLimitMiddleware
 from toolkit.ratelimit.slowapi import installed_slowapi_limits
 from toolkit.resilience import BreakerRegistry, set_current_breakers
+from toolkit.resilience._http import circuit_open
 from toolkit.settings import ToolkitSettings
 from toolkit.telemetry.middleware import TelemetryMiddleware
 from toolkit.telemetry.setup import Telemetry, setup_telemetry
@@ -113,7 +114,9 @@ def install(
     """Add the toolkit to a Starlette or FastAPI app: telemetry, rate limiting, ``/metrics``
     and the startup/shutdown of its backend and pools, around any lifespan the app already
     has. A :class:`~toolkit.errors.PoolError` raised by a route (full wait queue, acquire
-    timeout) is answered 503 problem+json with ``Retry-After``, unless the app handles it.
+    timeout) is answered 503 problem+json with ``Retry-After``, and so is a
+    :class:`~toolkit.errors.CircuitOpenError` (``Retry-After``: the time the breaker stays
+    open), unless the app handles them.
 
     Args:
         app: the application; other ASGI apps can use the middlewares directly.
@@ -212,6 +215,8 @@ def install(
         app.router.routes.insert(0, admin_routes(store, settings.admin))
     if PoolError not in app.exception_handlers:
         app.add_exception_handler(PoolError, pool_unavailable)
+    if CircuitOpenError not in app.exception_handlers:
+        app.add_exception_handler(CircuitOpenError, circuit_open)
     app.router.lifespan_context = _with_toolkit(app.router.lifespan_context, toolkit)
     app.state.toolkit = toolkit
     return toolkit

@@ -646,6 +646,63 @@ class PoolSettings(_Section):
     )
 
 
+BREAKER_NAME_CHARACTERS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-:/"
+)
+"""What a circuit breaker's name is made of (it is a metric label and a Redis key part)."""
+
+
+def _check_breaker_name(value: str) -> str:
+    if not value or not set(value) <= BREAKER_NAME_CHARACTERS:
+        raise ValueError(
+            f"{value!r} is not a breaker name; use letters, digits and ._-:/, e.g. 'openai'"
+        )
+    return value
+
+
+class BreakerSettings(_Section):
+    """One named breaker's settings (``resilience.breakers.<name>``); what is unset comes
+    from the ``resilience`` section. Arguments in code still win over both."""
+
+    failure_rate: float | None = Field(
+        None, gt=0, le=1, description="As resilience.failure_rate.", examples=["0.5"]
+    )
+    minimum_calls: int | None = Field(
+        None,
+        ge=1,
+        le=1000000,
+        description="As resilience.minimum_calls. 1 to 1000000.",
+        examples=["20"],
+    )
+    window: Seconds | None = Field(
+        None, ge=0.1, le=86400, description="As resilience.window. 100ms to 1d.", examples=["30s"]
+    )
+    open_duration: Seconds | None = Field(
+        None,
+        ge=0.1,
+        le=86400,
+        description="As resilience.open_duration. 100ms to 1d.",
+        examples=["10s"],
+    )
+    max_open_duration: Seconds | None = Field(
+        None,
+        ge=0.1,
+        le=86400,
+        description="As resilience.max_open_duration. 100ms to 1d.",
+        examples=["2m"],
+    )
+    probes: int | None = Field(
+        None, ge=1, le=1000, description="As resilience.probes. 1 to 1000.", examples=["3"]
+    )
+    probe_timeout: Seconds | None = Field(
+        None,
+        ge=0.1,
+        le=86400,
+        description="As resilience.probe_timeout. 100ms to 1d.",
+        examples=["2m"],
+    )
+
+
 class ResilienceSettings(_Section):
     """Defaults of circuit breakers, retries and deadlines (``@toolkit.resilient``). Each
     breaker and decorator may override them in its arguments."""
@@ -722,15 +779,29 @@ class ResilienceSettings(_Section):
         0.2,
         ge=0,
         le=1,
-        description="Retries in flight may be at most this share of calls in flight...",
+        description="Retries may be at most this share of the calls of the last "
+        "retry_budget_window...",
         examples=["0.2"],
     )
     retry_budget_minimum: int = Field(
-        3,
+        10,
         ge=0,
         le=10000,
-        description="...or this many, whichever is more. 0 to 10000.",
-        examples=["3"],
+        description="...plus this many a second, always allowed (so a quiet service is not "
+        "starved). 0 to 10000.",
+        examples=["10"],
+    )
+    retry_budget_window: Seconds = Field(
+        10.0,
+        ge=1,
+        le=600,
+        description="Over how long calls and retries count. 1s to 10m.",
+        examples=["10s"],
+    )
+    breakers: dict[Annotated[str, AfterValidator(_check_breaker_name)], BreakerSettings] = Field(
+        default_factory=dict,
+        description="Settings of one named breaker over the ones above, by breaker name.",
+        examples=['{"openai": {"open_duration": "10s", "window": "30s"}}'],
     )
 
 

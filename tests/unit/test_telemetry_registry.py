@@ -161,6 +161,16 @@ async def drive_resilience(registry: BreakerRegistry) -> None:
     await call_llm()  # the probe succeeds: closed again
     assert breaker.state == "closed"
 
+    @toolkit.resilient(
+        retries=RetryPolicy(on=TimeoutError, attempts=2, sleep=no_wait),
+        budget=toolkit.RetryBudget(0.0, minimum=0),
+        fallback=canned,
+    )
+    async def call_tool() -> str:
+        raise TimeoutError("slow tool")
+
+    await call_tool()  # its retry is refused by an empty budget
+
 
 async def test_everything_emitted_is_declared_and_everything_declared_is_emitted(
     tracer_provider: TracerProvider,

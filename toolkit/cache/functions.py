@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, ParamSpec, Protocol, TypeVar, cast, get_args
 
 from toolkit._duration import parse_seconds
+from toolkit._fallback import computing
 from toolkit.cache._current import current_cache
 from toolkit.cache._keys import canonical_json
 from toolkit.cache._singleflight import SingleFlight
@@ -331,8 +332,10 @@ class _FunctionCache:
             if found is not None:
                 return found
             result = names.CACHE_MISS
-            value = await self.function(*args, **kwargs)
-            await self._store(store, codec, key, value)
+            with computing() as computation:
+                value = await self.function(*args, **kwargs)
+            if not computation.fallback:  # a fallback's answer is not kept (see _fallback)
+                await self._store(store, codec, key, value)
             return (value,)
 
         try:

@@ -6,29 +6,15 @@ same shape as the rate limiter's 429s."""
 
 from __future__ import annotations
 
-import json
-
 from starlette.requests import Request
 from starlette.responses import Response
 
+from toolkit._problem import service_unavailable
 from toolkit.errors import PoolError
-
-_REDUCED_CAPACITY = "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity"
 
 
 async def pool_unavailable(request: Request, exc: Exception) -> Response:
     """503 for a PoolError (registered by ``install()`` as an exception handler)."""
     del request
     retry_after = exc.retry_after if isinstance(exc, PoolError) else 1
-    problem = {
-        "type": _REDUCED_CAPACITY,
-        "title": "Service Unavailable",
-        "status": 503,
-        "detail": f"{exc}; retry in {retry_after} s.",
-    }
-    return Response(
-        json.dumps(problem, separators=(",", ":")),
-        status_code=503,
-        media_type="application/problem+json",
-        headers={"retry-after": str(retry_after), "cache-control": "no-store"},
-    )
+    return service_unavailable(f"{exc}; retry in {retry_after} s.", retry_after)

@@ -1,8 +1,10 @@
-"""The breaker's metrics and span events; counts kept in dicts, read when OpenTelemetry
-collects (see ``telemetry/_counts.py``): a call through a breaker pays a dict update."""
+"""The metrics and span events of breakers and retries; counts kept in dicts, read when
+OpenTelemetry collects (see ``telemetry/_counts.py``): a call through a breaker pays a dict
+update."""
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Iterable
 
@@ -10,8 +12,11 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from toolkit._version import __version__
+from toolkit.resilience.classify import error_type
 from toolkit.telemetry import names
 from toolkit.telemetry._counts import Counts, shared_callbacks, shared_counts
+
+logger = logging.getLogger("toolkit.resilience")
 
 
 class BreakerTelemetry:
@@ -88,4 +93,47 @@ class BreakerTelemetry:
                     names.CIRCUIT_BREAKER_TO_STATE: after,
                     names.CIRCUIT_BREAKER_FORCED: forced,
                 },
+            )
+
+
+class RetryTelemetry:
+    """Instruments of one retrying function: the retries its budget refused."""
+
+    __slots__ = ("_attributes", "_refused", "_warned", "label")
+
+    def __init__(self, label: str, meter_provider: metrics.MeterProvider | None = None) -> None:
+        self.label = label
+        meter = metrics.get_meter(
+            names.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
+        )
+        self._refused: Counts = shared_counts(
+            meter, names.RETRY_BUDGET_EXHAUSTED, names.create_retry_budget_exhausted
+        )
+        self._attributes = {names.RESILIENCE_FUNCTION: label}
+        self._warned = False
+
+    def budget_exhausted(self, attempt: int, error: BaseException | None) -> None:
+        """Count a retry the budget refused, put it on the current span, and log the first
+        one (the rest are in the metric)."""
+        self._refused.add(self.label, self._attributes)
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event(
+                names.RETRY_BUDGET_EXHAUSTED_EVENT,
+                {
+                    names.RESILIENCE_FUNCTION: self.label,
+                    names.RETRY_ATTEMPT_NUMBER: attempt,
+                    names.ERROR_TYPE: "" if error is None else error_type(error),
+                },
+            )
+        if not self._warned:
+            self._warned = True
+            logger.warning(
+                "%s: the retry budget refused a retry (attempt %d), so the call failed with "
+                "attempts left; further refusals are counted in %s. If the dependency is not "
+                "down, raise the budget (RetryBudget(ratio=, minimum=), or the "
+                "resilience.retry_budget and resilience.retry_budget_minimum settings).",
+                self.label or "a RetryPolicy",
+                attempt,
+                names.RETRY_BUDGET_EXHAUSTED,
             )

@@ -60,18 +60,16 @@ from toolkit.backends._breaker import (
     BreakerView,
 )
 from toolkit.errors import BackendError, CircuitOpenError, ConfigurationError
+from toolkit.resilience._nesting import claim, claimed_by
 from toolkit.resilience._telemetry import BreakerTelemetry
 from toolkit.resilience.classify import ErrorPredicate, counts_as_failure
-from toolkit.settings import ResilienceSettings, validate_arguments
+from toolkit.settings import BREAKER_NAME_CHARACTERS, ResilienceSettings, validate_arguments
 from toolkit.telemetry import names
 
 R = TypeVar("R")
 
 WINDOW_BUCKETS: Final = 10
 """Buckets per sliding window: the window slides in tenths."""
-_ALLOWED_NAME: Final = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-:/"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,13 +115,17 @@ class CircuitBreaker:
         max_open_duration: ...up to this.
         probes: calls let through in half-open, for the whole fleet.
         failure: which errors count as failures; others are ``ignored``. Default: all but the
-            caller's own (a 4xx other than 408/429, validation errors).
+            caller's own (a 4xx other than 408/429, validation errors). Never counted: a
+            refusal by another breaker, and an error that left a nested ``@resilient`` call
+            with a breaker (it is that breaker's).
         shadow: record and change state, never refuse.
-        settings: the defaults (``resilience`` settings); the built-in ones when None.
+        settings: the defaults (``resilience`` settings, with ``resilience.breakers.<name>``
+            over them); the built-in ones when None.
         clock: wall-clock seconds (shared states carry times every instance must agree on).
         meter_provider: where the breaker metrics go; the global provider when None.
 
-    Every default comes from ``settings``; invalid arguments raise ConfigurationError.
+    Every default comes from ``settings`` (this breaker's entry first); invalid arguments
+    raise ConfigurationError.
     """
 
     def __init__(
@@ -146,11 +148,14 @@ class CircuitBreaker:
         clock: Callable[[], float] = time.time,
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
-        if not isinstance(name, str) or not name or not set(name) <= _ALLOWED_NAME:
+        if not isinstance(name, str) or not name or not set(name) <= BREAKER_NAME_CHARACTERS:
             raise ConfigurationError(
                 f"CircuitBreaker(name={name!r}): letters, digits and ._-:/ only, e.g. 'openai'"
             )
         base = settings if settings is not None else ResilienceSettings.model_validate({})
+        own = base.breakers.get(name)
+        if own is not None:
+            base = base.model_copy(update=own.model_dump(exclude_none=True))
         overrides = {
             "failure_rate": failure_rate,
             "minimum_calls": minimum_calls,
@@ -242,11 +247,13 @@ class CircuitBreaker:
         started = self._clock()
         try:
             result = await function(*args, **kwargs)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as cancel:
             self.record_cancelled(permit)
+            claim(cancel, self.name)
             raise
         except Exception as exc:
             await self.record_failure(permit, exc, self._clock() - started)
+            claim(exc, self.name)
             raise
         await self.record_success(permit, self._clock() - started)
         return result
@@ -316,10 +323,10 @@ class CircuitBreaker:
         self, permit: Permit, exc: BaseException, seconds: float = 0.0
     ) -> None:
         """The call raised ``exc`` after ``seconds``: a failure if ``failure(exc)``, else
-        ignored."""
+        ignored; ignored too when another breaker already owns ``exc``."""
         if permit is None and self.forced == DISABLED:
             return
-        if not self.failure(exc):
+        if claimed_by(exc) is not None or not self.failure(exc):
             self.record_cancelled(permit)
             return
         self.telemetry.call(names.CIRCUIT_FAILURE)

@@ -35,6 +35,9 @@ _CONNECTION_NAMES: Final = frozenset(
 )
 _VALIDATION_NAMES: Final = frozenset({"ValidationError"})
 _RETRYABLE_CLIENT_STATUSES: Final = frozenset({408, 429})
+# The openai and anthropic SDKs send this on every request: how many times the client had
+# retried it (0 on the first try).
+_CLIENT_RETRY_COUNT: Final = "x-stainless-retry-count"
 
 
 def _mro_names(exc: BaseException) -> set[str]:
@@ -76,6 +79,23 @@ def retry_after_of(exc: BaseException, *, now: Callable[[], float] = time.time) 
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - now())
+
+
+def client_retries_of(exc: BaseException) -> tuple[str, int] | None:
+    """``(package, retries)`` when ``exc`` comes from an SDK client that retries on its own
+    and says how often: the openai and anthropic clients send ``x-stainless-retry-count`` on
+    every request, and their errors carry the request. None for any other error."""
+    try:
+        request = getattr(exc, "request", None)
+        if request is None:
+            request = getattr(getattr(exc, "response", None), "request", None)
+        value = None if request is None else request.headers.get(_CLIENT_RETRY_COUNT)
+        retries = None if value is None else int(value)
+    except Exception:  # httpx raises RuntimeError for a response without its request
+        return None
+    if retries is None:
+        return None
+    return type(exc).__module__.partition(".")[0], retries
 
 
 def is_timeout(exc: BaseException) -> bool:

@@ -12,6 +12,13 @@ The layers, outermost first, and why in this order:
    dependency was too slow); a call cancelled from outside is neither.
 4. **retries** repeat the attempt (``retry_on=`` decides which errors), asking the retry
    budget before each one.
+
+Nested calls (a ``@resilient`` function calling another, in the same task; see
+``_nesting``): what leaves an inner call with a breaker belongs to that breaker, so the outer
+breaker does not count it, not even a deadline of the outer call that passed while the inner
+call ran or waited to retry; an error the inner retries already ended is not retried again.
+A fallback's answer is marked so that an enclosing ``@cached`` does not store it
+(``toolkit/_fallback.py``).
 """
 
 from __future__ import annotations
@@ -25,8 +32,11 @@ from typing import Any, Final, ParamSpec, TypeVar, cast
 from opentelemetry import trace
 
 from toolkit._duration import parse_seconds
+from toolkit._fallback import mark_fallback
 from toolkit.errors import CircuitOpenError, ConfigurationError
 from toolkit.flags import RESILIENCE, FlagSource, current_store
+from toolkit.resilience._nesting import claim, claimed_by
+from toolkit.resilience._telemetry import RetryTelemetry
 from toolkit.resilience.breaker import CircuitBreaker
 from toolkit.resilience.budget import RetryBudget
 from toolkit.resilience.classify import ErrorPredicate, error_type
@@ -78,9 +88,10 @@ def resilient(
             ``resilience.timeout`` setting by default; None for none.
         fallback: an async function taking the same arguments, awaited instead when the call
             ends in an error (refused, timed out, or failed after its retries). Cancellation is
-            never answered by the fallback.
-        budget: the retry budget: a :class:`RetryBudget`, a ratio, None for none; by default
-            one per breaker (or per function) from the ``resilience`` settings.
+            never answered by the fallback. An enclosing ``@cached`` does not store its answer.
+        budget: the retry budget: a :class:`RetryBudget` (pass one object to several
+            functions to share it), a ratio, None for none; by default one of this
+            function's own, from the ``resilience`` settings.
         flags: where the ``resilience`` flag is read; the current store when None. Off means
             the bare call, at the next call, on every instance.
 
@@ -148,9 +159,6 @@ def resilient(
     return decorate
 
 
-_budgets: dict[tuple[int, str], RetryBudget] = {}
-
-
 class _Guard:
     """Everything about one decorated function that can be known before its first call."""
 
@@ -185,6 +193,7 @@ class _Guard:
         )
         self.deadline: float | None = None
         self.budget: RetryBudget | None = None
+        self.retry_telemetry: RetryTelemetry | None = None
 
     def _resolve(self, registry: BreakerRegistry) -> None:
         self.registry = registry
@@ -194,17 +203,18 @@ class _Guard:
         self.deadline = (
             settings.timeout if isinstance(self.deadline_spec, _Default) else self.deadline_spec
         )
+        if self.policy is None:
+            return
         if isinstance(self.budget_spec, _Default):
-            owner = self.breaker.name if self.breaker is not None else self.qualname
-            key = (id(registry), owner)
-            budget = _budgets.get(key)
-            if budget is None:
-                budget = _budgets[key] = RetryBudget(
-                    settings.retry_budget, settings.retry_budget_minimum
-                )
-            self.budget = budget
+            # This function's own: functions behind one breaker do not spend each other's.
+            self.budget = RetryBudget(
+                settings.retry_budget,
+                settings.retry_budget_minimum,
+                settings.retry_budget_window,
+            )
         else:
             self.budget = self.budget_spec
+        self.retry_telemetry = RetryTelemetry(self.qualname, registry.meter_provider)
 
     async def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not (self.flags or current_store()).is_enabled(RESILIENCE):
@@ -217,6 +227,7 @@ class _Guard:
         try:
             return await self._bounded(args, kwargs)
         except Exception as exc:
+            mark_fallback()
             span = trace.get_current_span()
             if span.is_recording():
                 span.add_event(
@@ -231,10 +242,15 @@ class _Guard:
             return await self.fallback(*args, **kwargs)
 
     async def _bounded(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if self.deadline is None:
-            return await self._guarded(args, kwargs, None)
-        async with asyncio.timeout(self.deadline) as scope:
-            return await self._guarded(args, kwargs, scope)
+        try:
+            if self.deadline is None:
+                return await self._guarded(args, kwargs, None)
+            async with asyncio.timeout(self.deadline) as scope:
+                return await self._guarded(args, kwargs, scope)
+        except BaseException as exc:
+            if self.breaker is not None:
+                claim(exc, self.breaker.name)  # enclosing breakers do not count it
+            raise
 
     async def _guarded(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], scope: asyncio.Timeout | None
@@ -247,9 +263,10 @@ class _Guard:
         started = clock()
         try:
             result = await self._attempts(args, kwargs, scope)
-        except asyncio.CancelledError:
-            if scope is not None and scope.expired():
-                # Our own deadline cut it: the dependency was too slow, a failure.
+        except asyncio.CancelledError as cancel:
+            if scope is not None and scope.expired() and claimed_by(cancel) is None:
+                # Our own deadline cut it, and not inside another breaker's call (which
+                # claimed the cancellation as it passed): the dependency was too slow.
                 breaker._spawn(breaker.record_failure(permit, TimeoutError(), clock() - started))
             else:
                 breaker.record_cancelled(permit)
@@ -266,21 +283,15 @@ class _Guard:
         policy = self.policy
         if policy is None:
             return await self.function(*args, **kwargs)
-        budget = self.budget
-        if budget is not None:
-            budget.active += 1
-        try:
-            return await policy.run(
-                self.function,
-                args,
-                kwargs,
-                budget=budget,
-                remaining=_remaining(scope),
-                label=self.qualname,
-            )
-        finally:
-            if budget is not None:
-                budget.active -= 1
+        return await policy.run(
+            self.function,
+            args,
+            kwargs,
+            budget=self.budget,
+            remaining=_remaining(scope),
+            label=self.qualname,
+            telemetry=self.retry_telemetry,
+        )
 
 
 def _remaining(scope: asyncio.Timeout | None) -> Callable[[], float | None]:

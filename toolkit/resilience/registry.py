@@ -28,7 +28,8 @@ class BreakerRegistry:
 
     Args:
         backend: where breaker state lives; an in-process one when None.
-        settings: the defaults of every breaker; the built-in ones when None.
+        settings: the defaults of every breaker (and ``breakers``, per name); the built-in
+            ones when None.
         meter_provider: where breaker metrics go; the global provider when None.
     """
 
@@ -45,8 +46,14 @@ class BreakerRegistry:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def meter_provider(self) -> metrics.MeterProvider | None:
+        """Where the metrics of breakers and ``@resilient`` retries go (None: the global)."""
+        return self._meter_provider
+
     def get(self, name: str, **options: Any) -> CircuitBreaker:
-        """The breaker ``name``, created with ``options`` the first time it is asked for."""
+        """The breaker ``name``, created with ``options`` the first time it is asked for;
+        ``resilience.breakers.<name>`` gives its settings where ``options`` does not."""
         breaker = self._breakers.get(name)
         if breaker is None:
             options.setdefault("settings", self.settings)

@@ -42,6 +42,7 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
     names.CIRCUIT_BREAKER_STATE: Instrument("1", "gauge"),
     names.CIRCUIT_BREAKER_TRANSITIONS: Instrument("{transition}", "counter"),
     names.CIRCUIT_BREAKER_CALLS: Instrument("{call}", "counter"),
+    names.RETRY_BUDGET_EXHAUSTED: Instrument("{retry}", "counter"),
     names.POOL_COUNT: Instrument("{object}", "updowncounter"),
     names.POOL_PENDING_REQUESTS: Instrument("{request}", "updowncounter"),
     names.POOL_WAIT_TIME: Instrument("s", "histogram"),
@@ -99,6 +100,7 @@ _CHANGES = series(names.FEATURE_FLAG_CHANGES)
 _BREAKER_STATE = series(names.CIRCUIT_BREAKER_STATE)
 _BREAKER_TRANSITIONS = series(names.CIRCUIT_BREAKER_TRANSITIONS)
 _BREAKER_CALLS = series(names.CIRCUIT_BREAKER_CALLS)
+_BUDGET_EXHAUSTED = series(names.RETRY_BUDGET_EXHAUSTED)
 _POOL_COUNT = series(names.POOL_COUNT)
 _POOL_PENDING = series(names.POOL_PENDING_REQUESTS)
 _POOL_WAIT_BUCKET = series(names.POOL_WAIT_TIME, "_bucket")
@@ -127,6 +129,7 @@ _REASON = prometheus_label(names.FEATURE_FLAG_RESULT_REASON)
 _BREAKER = prometheus_label(names.CIRCUIT_BREAKER_NAME)
 _BREAKER_OUTCOME = prometheus_label(names.CIRCUIT_BREAKER_OUTCOME)
 _BREAKER_TO = prometheus_label(names.CIRCUIT_BREAKER_TO_STATE)
+_FUNCTION = prometheus_label(names.RESILIENCE_FUNCTION)
 RESILIENCE_ROW_Y: Final = 90
 
 
@@ -604,7 +607,24 @@ def _resilience_panels(y: int) -> list[Json]:
                     f"{{{{{_BREAKER}}}}} to {{{{{_BREAKER_TO}}}}}",
                 )
             ],
-            (0, y + 9, 24, 8),
+            (0, y + 9, 12, 8),
+            noValue="0",
+        ),
+        _panel(
+            "timeseries",
+            "Retries refused by the budget",
+            "Retries per second that the retry budget refused, by function: those calls failed "
+            "with attempts left. Against a dependency that is down this is the budget at work; "
+            "otherwise the budget is too small for the traffic.",
+            "ops",
+            [
+                # An explicit 0 until the first refusal: no series is not "no data".
+                _target(
+                    f"{_sum(_rate(_BUDGET_EXHAUSTED), _FUNCTION)} or on() vector(0)",
+                    f"{{{{{_FUNCTION}}}}}",
+                )
+            ],
+            (12, y + 9, 12, 8),
             noValue="0",
         ),
     ]

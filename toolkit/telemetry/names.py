@@ -97,7 +97,9 @@ RETRY_ATTEMPT_NUMBER: Final = "toolkit.retry.attempt.number"
 RETRY_WAIT: Final = "toolkit.retry.wait"
 """Seconds slept before that attempt, Retry-After included (span events only)."""
 RESILIENCE_FUNCTION: Final = "toolkit.resilience.function"
-"""Qualified name of the ``@resilient`` function (span events only)."""
+"""Qualified name of the ``@resilient`` function (or the label given to a ``RetryPolicy``):
+on span events, and on ``toolkit.retry.budget_exhausted`` (names come from code, not
+requests)."""
 
 CIRCUIT_SUCCESS: Final = "success"
 CIRCUIT_FAILURE: Final = "failure"
@@ -226,6 +228,9 @@ RETRY_ATTEMPT_EVENT: Final = "toolkit.retry.attempt"
 RESILIENCE_FALLBACK_EVENT: Final = "toolkit.resilience.fallback"
 """Span event when a ``@resilient`` call answered from its fallback: function, ``error.type``
 (``circuit_open``, ``timeout`` or the failure's class)."""
+RETRY_BUDGET_EXHAUSTED_EVENT: Final = "toolkit.retry.budget_exhausted"
+"""Span event when the retry budget refused a retry the policy would have made: function,
+the attempt number refused, ``error.type`` of the failure that is raised instead."""
 POOL_WAIT_SPAN: Final = "toolkit.pool.wait"
 """INTERNAL span of an acquire that waited at least the pool's ``wait_threshold``, from the
 start of the acquire to the moment it got an object or gave up (timed afterwards: quick
@@ -295,6 +300,9 @@ CIRCUIT_BREAKER_TRANSITIONS: Final = "toolkit.circuit_breaker.transitions"
 """Counter, {transition}: state changes this instance applied, by name and new state."""
 CIRCUIT_BREAKER_CALLS: Final = "toolkit.circuit_breaker.calls"
 """Counter, {call}: calls through each breaker, by name and outcome."""
+RETRY_BUDGET_EXHAUSTED: Final = "toolkit.retry.budget_exhausted"
+"""Counter, {retry}: retries the retry budget refused (the call failed with attempts left),
+by function."""
 
 HTTP_DURATION_BUCKETS: Final = (
     0.005,
@@ -377,6 +385,7 @@ FEATURE_FLAG_CHANGES_ATTRIBUTES: Final = (FEATURE_FLAG_KEY,)
 CIRCUIT_BREAKER_STATE_ATTRIBUTES: Final = (CIRCUIT_BREAKER_NAME,)
 CIRCUIT_BREAKER_TRANSITIONS_ATTRIBUTES: Final = (CIRCUIT_BREAKER_NAME, CIRCUIT_BREAKER_TO_STATE)
 CIRCUIT_BREAKER_CALLS_ATTRIBUTES: Final = (CIRCUIT_BREAKER_NAME, CIRCUIT_BREAKER_OUTCOME)
+RETRY_BUDGET_EXHAUSTED_ATTRIBUTES: Final = (RESILIENCE_FUNCTION,)
 POOL_COUNT_ATTRIBUTES: Final = (POOL_NAME, POOL_STATE)
 POOL_NAME_ATTRIBUTES: Final = (POOL_NAME,)
 """The attributes of every pool metric but ``count`` and ``discards``."""
@@ -396,6 +405,7 @@ METRICS: Final = {
     CIRCUIT_BREAKER_STATE: CIRCUIT_BREAKER_STATE_ATTRIBUTES,
     CIRCUIT_BREAKER_TRANSITIONS: CIRCUIT_BREAKER_TRANSITIONS_ATTRIBUTES,
     CIRCUIT_BREAKER_CALLS: CIRCUIT_BREAKER_CALLS_ATTRIBUTES,
+    RETRY_BUDGET_EXHAUSTED: RETRY_BUDGET_EXHAUSTED_ATTRIBUTES,
     POOL_COUNT: POOL_COUNT_ATTRIBUTES,
     POOL_PENDING_REQUESTS: POOL_NAME_ATTRIBUTES,
     POOL_WAIT_TIME: POOL_NAME_ATTRIBUTES,
@@ -414,6 +424,7 @@ SPAN_EVENTS: Final = (
     CIRCUIT_BREAKER_STATE_CHANGE_EVENT,
     RETRY_ATTEMPT_EVENT,
     RESILIENCE_FALLBACK_EVENT,
+    RETRY_BUDGET_EXHAUSTED_EVENT,
     POOL_EXHAUSTED_EVENT,
 )
 """Every span event the toolkit adds."""
@@ -608,4 +619,13 @@ def create_circuit_breaker_calls(meter: Meter, callback: Callback) -> Observable
         callbacks=[callback],
         unit="{call}",
         description="Calls through circuit breakers, by breaker and outcome.",
+    )
+
+
+def create_retry_budget_exhausted(meter: Meter, callback: Callback) -> ObservableCounter:
+    return meter.create_observable_counter(
+        RETRY_BUDGET_EXHAUSTED,
+        callbacks=[callback],
+        unit="{retry}",
+        description="Retries refused by the retry budget, by function.",
     )
