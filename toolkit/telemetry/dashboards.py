@@ -618,9 +618,8 @@ def _resilience_panels(y: int) -> list[Json]:
             "otherwise the budget is too small for the traffic.",
             "ops",
             [
-                # An explicit 0 until the first refusal: no series is not "no data".
                 _target(
-                    f"{_sum(_rate(_BUDGET_EXHAUSTED), _FUNCTION)} or on() vector(0)",
+                    _or_zero(_sum(_rate(_BUDGET_EXHAUSTED), _FUNCTION), _FUNCTION),
                     f"{{{{{_FUNCTION}}}}}",
                 )
             ],
