@@ -15,6 +15,7 @@ from redis.cluster import key_slot
 
 from tests.support.otel import counter_value
 from tests.support.servers import RedisServer, free_port
+from tests.support.waiting import eventually
 from toolkit.backends import Backend, GcraLimit, MemoryBackend, backend_from_url
 from toolkit.backends._reconnect import Reconnect
 from toolkit.backends.redis import RedisBackend
@@ -278,3 +279,36 @@ async def test_a_stalled_redis_still_times_out_on_a_busy_event_loop(
         await store.close()
     assert caught.value.error_type == "timeout"
     assert waited < 2.0, waited  # the stall lasts 3 s
+
+
+async def test_a_subscription_that_restarts_resumes_the_calls_skipped_by_the_backoff(
+    redis_server: RedisServer,
+) -> None:
+    """Redis went down and came back: the subscription that starts again proves it answers,
+    so the catch-up its cue triggers (a flag reload) is served at once instead of being
+    refused until the backoff's next probe (here a minute away)."""
+    server = RedisServer(redis_server.binary)
+    server.start()
+    store = RedisBackend(server.url, timeout=0.5, reconnect=Reconnect(initial_delay=60))
+    try:
+        server.stop()
+        with pytest.raises(BackendError):
+            await store.flags_load()
+        with pytest.raises(BackendUnavailable):
+            await store.flags_load()  # skipped: the next probe is due in a minute
+        server.start()
+        caught_up: list[dict[str, str]] = []
+
+        async def catch_up(message: str) -> None:
+            caught_up.append(await store.flags_load())
+
+        follower = asyncio.create_task(store.follow("flags", catch_up))
+        try:
+            await eventually(lambda: bool(caught_up), 5)
+        finally:
+            follower.cancel()
+            await asyncio.wait([follower])
+        assert caught_up == [{}]
+    finally:
+        await store.close()
+        server.stop()

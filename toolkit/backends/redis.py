@@ -209,6 +209,9 @@ class RedisBackend(Backend):
             try:
                 async with self._deadline():
                     await pubsub.subscribe(self.key(channel))
+                # Subscribed: Redis answers. Calls skipped since an outage resume now, so
+                # that the cue's catch-up (a flag reload) is not refused by the backoff.
+                self._answered()
                 yield ""
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
