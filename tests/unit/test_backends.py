@@ -17,6 +17,7 @@ from tests.support.otel import counter_value
 from tests.support.servers import RedisServer, free_port
 from tests.support.waiting import eventually
 from toolkit.backends import Backend, GcraLimit, MemoryBackend, backend_from_url
+from toolkit.backends._deadline import LoopLag
 from toolkit.backends._reconnect import Reconnect
 from toolkit.backends.redis import RedisBackend
 from toolkit.cache import CacheStore, cached, set_current_cache
@@ -312,3 +313,42 @@ async def test_a_subscription_that_restarts_resumes_the_calls_skipped_by_the_bac
     finally:
         await store.close()
         server.stop()
+
+
+async def test_a_deadline_does_not_count_the_time_the_loop_was_blocked() -> None:
+    """A 50 ms wait under a 100 ms deadline, while the loop is blocked for 300 ms: the wait
+    ends late, but within its budget of the loop's free time, so it does not time out
+    (``asyncio.timeout(0.1)`` would)."""
+    lag = LoopLag(asyncio.get_running_loop(), 0.1)
+
+    async def blocker() -> None:
+        await asyncio.sleep(0.01)
+        time.sleep(0.3)  # noqa: ASYNC251 - the point: it holds the loop
+
+    blocking = asyncio.create_task(blocker())
+    started = time.monotonic()
+    async with lag.deadline():
+        await asyncio.sleep(0.05)
+    assert time.monotonic() - started >= 0.3
+    await blocking
+
+
+async def test_a_deadline_times_out_a_wait_on_an_idle_loop_and_leaves_cancellation_alone() -> None:
+    """On an idle loop the budget is wall time: TimeoutError after 100 ms. A cancellation from
+    outside stays a cancellation."""
+    lag = LoopLag(asyncio.get_running_loop(), 0.1)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        async with lag.deadline():
+            await asyncio.sleep(5)
+    assert 0.1 <= time.monotonic() - started < 0.5
+
+    async def waiting() -> None:
+        async with lag.deadline():
+            await asyncio.sleep(5)
+
+    task = asyncio.create_task(waiting())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
