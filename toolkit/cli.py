@@ -61,6 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _doctor(settings: ToolkitSettings) -> int:
     print("settings: valid")
     backend = backend_from_settings(settings.backend)
+    if backend.in_process:
+        print(
+            f"warning: backend {settings.backend.url} is per process: each process (each "
+            "worker) keeps its own rate limits, caches, flags and breakers, and the flags and "
+            "breakers commands cannot reach them. For more than one process set "
+            "TOOLKIT_BACKEND__URL=redis://..."
+        )
+        return 0
     try:
         await backend.ping()
     except BackendError as exc:

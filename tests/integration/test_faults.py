@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
+import toolkit
 from tests.support.servers import RedisServer, UvicornServer, require_binary
+from tests.support.waiting import eventually
+from toolkit.settings import ToolkitSettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -169,3 +174,39 @@ def test_a_stalled_redis_costs_at_most_the_timeout(
     assert {s.status for s in stalled} == {200}
     assert_answered_within_the_timeout(stalled, 1.5)
     assert not [s for s in samples if s.status >= 500 and s.path != "/closed"]
+
+
+class Agent:
+    """Stands for an agent whose construction holds the event loop (a model loaded, a big
+    import, a sync client built)."""
+
+    async def aclose(self) -> None: ...
+
+
+async def build_agent() -> Agent:
+    time.sleep(0.3)  # noqa: ASYNC251 - the point: the warm-up holds the loop
+    return Agent()
+
+
+@pytest.mark.anyio
+async def test_a_busy_warm_up_does_not_make_the_flags_stale(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis is up while the pools warm up holding the event loop (three builds of 300 ms,
+    three times the backend timeout): startup follows flag changes without once declaring
+    the flags unreadable or the backend down."""
+    app = FastAPI()
+    pool = toolkit.AgentPool(build_agent, name="heavy", size=3, warm=3)
+    installed = toolkit.install(
+        app, ToolkitSettings(backend={"url": redis_url}), pools=[pool]
+    )  # fmt: skip
+    started = time.time()
+    with caplog.at_level(logging.WARNING):
+        async with app.router.lifespan_context(app):
+            # The flags' subscription, made during the warm-up, has delivered its cue (a
+            # reload after the first build) once loaded_at moves past it: by then it has
+            # succeeded or logged its failure.
+            await eventually(lambda: (installed.store.loaded_at or 0) > started + 0.3, 5)
+            assert not installed.store.stale
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [w for w in warnings if "cannot be read" in w or "skipping it" in w], warnings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -14,9 +15,12 @@ from redis.cluster import key_slot
 
 from tests.support.otel import counter_value
 from tests.support.servers import RedisServer, free_port
+from tests.support.waiting import eventually
 from toolkit.backends import Backend, GcraLimit, MemoryBackend, backend_from_url
+from toolkit.backends._deadline import LoopLag
 from toolkit.backends._reconnect import Reconnect
 from toolkit.backends.redis import RedisBackend
+from toolkit.cache import CacheStore, cached, set_current_cache
 from toolkit.errors import BackendError, BackendUnavailable, ConfigurationError
 from toolkit.ratelimit.algorithms import Gcra
 from toolkit.ratelimit.policies import Policy
@@ -191,3 +195,160 @@ def test_backend_urls_are_validated() -> None:
     assert isinstance(backend_from_url("memory://"), MemoryBackend)
     with pytest.raises(ConfigurationError, match="not a backend URL"):
         backend_from_url("postgres://db")
+
+
+BUSY_BLOCK = 0.004  # seconds a busy request holds the loop per turn
+
+
+async def busy_requests(count: int, seconds: float) -> None:
+    """``count`` requests in flight, each holding the event loop for 4 ms per turn (CPU-bound
+    work, a sync SDK call), for ``seconds``: forty make turns of about 160 ms."""
+
+    async def request() -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(BUSY_BLOCK)  # noqa: ASYNC251 - the point: it holds the loop
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(request() for _ in range(count)))
+
+
+async def test_a_busy_event_loop_is_not_a_redis_outage(
+    redis_url: str, metric_reader: InMemoryMetricReader, meter_provider: MeterProvider
+) -> None:
+    """Redis is healthy and the loop saturated: forty busy requests (turns of about 160 ms,
+    longer than the 100 ms timeout) while ten others read answers through the cache, half of
+    them stored before the rush. The delay is the loop's: no backend call fails, the backend
+    is never skipped, and the origin runs once per answer, never for a lookup that failed."""
+    backend = RedisBackend(
+        redis_url, timeout=0.1, key_prefix=f"busy-{uuid.uuid4().hex[:8]}",
+        meter_provider=meter_provider,
+    )  # fmt: skip
+    set_current_cache(CacheStore(backend, meter_provider=meter_provider))
+    origin_calls = 0
+
+    @cached(ttl="1m", namespace="busy")
+    async def answer(n: int) -> int:
+        nonlocal origin_calls
+        origin_calls += 1
+        return n
+
+    async def looking_up(n: int, seconds: float) -> int:
+        deadline, lookups = time.monotonic() + seconds, 0
+        while time.monotonic() < deadline:
+            assert await answer(n) == n
+            lookups += 1
+        return lookups
+
+    try:
+        for n in range(5):
+            await answer(n)
+        *_, lookups = await asyncio.gather(
+            busy_requests(40, 2.5), asyncio.gather(*(looking_up(n, 2.5) for n in range(10)))
+        )
+    finally:
+        await backend.close()
+    assert counter_value(metric_reader, names.BACKEND_ERRORS) == 0
+    hits, misses, errors = (
+        counter_value(
+            metric_reader, names.CACHE_REQUESTS,
+            **{names.CACHE_NAME: "busy", names.CACHE_RESULT: result},
+        )
+        for result in (names.CACHE_HIT, names.CACHE_MISS, names.CACHE_ERROR)
+    )  # fmt: skip
+    assert (origin_calls, misses, errors) == (10, 10, 0)
+    assert hits == sum(lookups) - 5 > 0
+
+
+async def test_a_stalled_redis_still_times_out_on_a_busy_event_loop(
+    redis_server: RedisServer,
+) -> None:
+    """Five busy requests (turns of about 20 ms) while Redis stalls for 3 s: the call fails
+    with a timeout long before Redis answers again, instead of waiting the stall out (each
+    turn of a busy loop counts for a twentieth of the timeout at most)."""
+    store = RedisBackend(redis_server.url, timeout=0.1, key_prefix="busy-stall")
+    await store.connect()
+    busy = asyncio.create_task(busy_requests(5, 3.0))
+    try:
+        await asyncio.to_thread(redis_server.pause, 3.0)
+        started = time.monotonic()
+        with pytest.raises(BackendError) as caught:
+            await store.gcra(["k"], [GcraLimit.of(5, 1.0)], 1)
+        waited = time.monotonic() - started
+    finally:
+        await busy
+        await store.close()
+    assert caught.value.error_type == "timeout"
+    assert waited < 2.0, waited  # the stall lasts 3 s
+
+
+async def test_a_subscription_that_restarts_resumes_the_calls_skipped_by_the_backoff(
+    redis_server: RedisServer,
+) -> None:
+    """Redis went down and came back: the subscription that starts again proves it answers,
+    so the catch-up its cue triggers (a flag reload) is served at once instead of being
+    refused until the backoff's next probe (here a minute away)."""
+    server = RedisServer(redis_server.binary)
+    server.start()
+    store = RedisBackend(server.url, timeout=0.5, reconnect=Reconnect(initial_delay=60))
+    try:
+        server.stop()
+        with pytest.raises(BackendError):
+            await store.flags_load()
+        with pytest.raises(BackendUnavailable):
+            await store.flags_load()  # skipped: the next probe is due in a minute
+        server.start()
+        caught_up: list[dict[str, str]] = []
+
+        async def catch_up(message: str) -> None:
+            caught_up.append(await store.flags_load())
+
+        follower = asyncio.create_task(store.follow("flags", catch_up))
+        try:
+            await eventually(lambda: bool(caught_up), 5)
+        finally:
+            follower.cancel()
+            await asyncio.wait([follower])
+        assert caught_up == [{}]
+    finally:
+        await store.close()
+        server.stop()
+
+
+async def test_a_deadline_does_not_count_the_time_the_loop_was_blocked() -> None:
+    """A 50 ms wait under a 100 ms deadline, while the loop is blocked for 300 ms: the wait
+    ends late, but within its budget of the loop's free time, so it does not time out
+    (``asyncio.timeout(0.1)`` would)."""
+    lag = LoopLag(asyncio.get_running_loop(), 0.1)
+
+    async def blocker() -> None:
+        await asyncio.sleep(0.01)
+        time.sleep(0.3)  # noqa: ASYNC251 - the point: it holds the loop
+
+    blocking = asyncio.create_task(blocker())
+    started = time.monotonic()
+    async with lag.deadline():
+        await asyncio.sleep(0.05)
+    assert time.monotonic() - started >= 0.3
+    await blocking
+
+
+async def test_a_deadline_times_out_a_wait_on_an_idle_loop_and_leaves_cancellation_alone() -> None:
+    """On an idle loop the budget is wall time: TimeoutError after 100 ms. A cancellation from
+    outside stays a cancellation."""
+    lag = LoopLag(asyncio.get_running_loop(), 0.1)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        async with lag.deadline():
+            await asyncio.sleep(5)
+    assert 0.1 <= time.monotonic() - started < 0.5
+
+    async def waiting() -> None:
+        async with lag.deadline():
+            await asyncio.sleep(5)
+
+    task = asyncio.create_task(waiting())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

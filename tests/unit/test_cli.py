@@ -84,3 +84,27 @@ def test_breakers_command_refuses_the_in_process_backend() -> None:
 
 async def answer() -> str:
     return "ok"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("flags", "set", "cache.function", "off"), ("flags", "list"), ("flags", "reset", "pool")],
+)
+def test_flags_commands_refuse_the_in_process_backend(command: tuple[str, ...]) -> None:
+    """With memory:// no running process can see what the command would change or read:
+    it says so, points at the setting, and exits non-zero instead of "off for everyone"."""
+    result = run(*command, env={"TOOLKIT_BACKEND__URL": "memory://"})
+    assert result.returncode == 2, result.stdout
+    assert "each process keeps its own flags" in result.stdout
+    assert "TOOLKIT_BACKEND__URL=redis://" in result.stdout
+    assert "for everyone" not in result.stdout
+
+
+def test_doctor_warns_that_the_in_process_backend_is_per_process() -> None:
+    """memory:// is valid for one process, so the doctor passes, but warns that it is per
+    process rather than calling it "reachable"."""
+    result = run("doctor", env={"TOOLKIT_BACKEND__URL": "memory://"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "warning: backend memory:// is per process" in result.stdout
+    assert "TOOLKIT_BACKEND__URL=redis://" in result.stdout
+    assert "reachable" not in result.stdout

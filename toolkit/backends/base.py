@@ -26,6 +26,9 @@ FLAGS_CHANNEL: Final = "flags"
 """Where flag changes are announced: the key of the flag that changed."""
 CACHE_CHANNEL: Final = "cache"
 """Where cache invalidations are announced: ``{"tags": [...]}``, for in-process copies."""
+FOLLOW_MAX_DELAY: Final = 0.5
+"""Seconds, at most, between two attempts to subscribe again: a subscription that restarts
+is what makes flags live again after an outage, so this bounds how long that takes."""
 BREAKER_CHANNEL: Final = "breakers"
 """Where circuit-breaker transitions are announced: ``{"name", "state", "until",
 "generation", "forced"}`` as JSON."""
@@ -123,8 +126,9 @@ class Backend(abc.ABC):
     ) -> None:
         """Hand every message on ``channel`` to ``on_message``, for ever: the empty one first,
         each time the subscription (re)starts. When it breaks, ``on_lost()``, then subscribe
-        again with jittered backoff (50 ms doubling to 1 s). Run it in a task; cancel the
-        task to stop, even if the driver turns the cancellation into an error."""
+        again with jittered backoff (50 ms doubling to :data:`FOLLOW_MAX_DELAY`). Run it in a
+        task; cancel the task to stop, even if the driver turns the cancellation into an
+        error."""
         delay = 0.05
         while True:
             try:
@@ -136,7 +140,7 @@ class Backend(abc.ABC):
                 _raise_if_cancelling()
                 on_lost()
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
-            delay = min(1.0, delay * 2)
+            delay = min(FOLLOW_MAX_DELAY, delay * 2)
 
     # --- cache entries ------------------------------------------------------------------------
 

@@ -4,6 +4,11 @@ One connection pool per process, every call bounded by the backend timeout, no d
 retry storms (one immediate retry only for a stale connection), and after a connectivity
 failure the backend is skipped and probed with backoff (:class:`Reconnect`), so requests take
 their failure path at once instead of each waiting out the timeout.
+
+The timeout counts Redis's time, not the event loop's (:class:`Deadline`): on a loop too busy
+to read a reply that came back at once, the call waits for the loop instead of failing.
+redis-py's own socket and pool timeouts, which count wall time, are therefore left unset;
+every call runs inside the deadline.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from importlib import resources
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 from opentelemetry import metrics
 
 from toolkit.backends._breaker import BreakerConfig, BreakerView
+from toolkit.backends._deadline import Deadline, LoopLag
 from toolkit.backends._gcra import GcraLimit, GcraResult
 from toolkit.backends._reconnect import Reconnect
 from toolkit.backends.base import (
@@ -49,6 +55,13 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 logger = logging.getLogger("toolkit.backends")
 
+_NO_DRIVER_TIMEOUTS: Final[dict[str, Any]] = {
+    "socket_timeout": None,
+    "socket_connect_timeout": None,
+}
+"""redis-py's socket timeouts (5 s by default) count wall time, the event loop's delays
+included: they are off, and every call runs inside ``RedisBackend._deadline()`` instead."""
+
 
 def _read_script(name: str) -> str:
     return resources.files("toolkit.backends").joinpath("lua", name).read_text("utf-8")
@@ -60,7 +73,8 @@ class RedisBackend(Backend):
     Args:
         url: ``redis://host:port/db``, ``rediss://`` (TLS) or
             ``redis+cluster://host1:port1,host2:port2`` (Redis Cluster).
-        timeout: seconds every call may take, connection wait included.
+        timeout: seconds every call may take, connection wait included, counted in the time
+            the event loop was free to read the reply: a busy loop's delays do not count.
         key_prefix: prefix of every key.
         max_connections: pool size per process; callers beyond it wait, within the timeout.
         reconnect: the backoff policy after failures (tests pass one with a fake clock).
@@ -82,14 +96,8 @@ class RedisBackend(Backend):
         self.url = url
         self._reconnect = reconnect or Reconnect()
         self._cluster = url.startswith("redis+cluster://")
-        options: dict[str, Any] = {
-            "socket_timeout": timeout,
-            "socket_connect_timeout": timeout,
-        }
-        self._listen_options: dict[str, Any] = {
-            "socket_connect_timeout": timeout,
-            "health_check_interval": 5,
-        }
+        self._lag: LoopLag | None = None
+        self._listen_options: dict[str, Any] = {**_NO_DRIVER_TIMEOUTS, "health_check_interval": 5}
         self._client: Any
         if self._cluster:
             nodes = [
@@ -99,17 +107,17 @@ class RedisBackend(Backend):
                 )
             ]
             self._client = aioredis.RedisCluster(
-                startup_nodes=nodes, max_connections=max_connections, **options
+                startup_nodes=nodes, max_connections=max_connections, **_NO_DRIVER_TIMEOUTS
             )
             self._pool = None
         else:
             self._pool = aioredis.BlockingConnectionPool.from_url(
                 url,
                 max_connections=max_connections,
-                timeout=timeout,
+                timeout=None,
                 # A pooled connection may be stale after a Redis restart: retry once, at once.
                 retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-                **options,
+                **_NO_DRIVER_TIMEOUTS,
             )
             self._client = aioredis.Redis(connection_pool=self._pool)
         self._gcra_script = self._client.register_script(_read_script("gcra.lua"))
@@ -199,8 +207,11 @@ class RedisBackend(Backend):
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             try:
-                async with asyncio.timeout(self.timeout):
+                async with self._deadline():
                     await pubsub.subscribe(self.key(channel))
+                # Subscribed: Redis answers. Calls skipped since an outage resume now, so
+                # that the cue's catch-up (a flag reload) is not refused by the backoff.
+                self._answered()
                 yield ""
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
@@ -362,8 +373,7 @@ class RedisBackend(Backend):
                     implementation="redispy",
                     key_prefix=prefix,
                     wrap_exceptions=True,
-                    socket_timeout=self.timeout,
-                    socket_connect_timeout=self.timeout,
+                    **_NO_DRIVER_TIMEOUTS,
                 )
             else:
                 self._limits_storage = RedisStorage(
@@ -385,7 +395,7 @@ class RedisBackend(Backend):
                 error_type="unavailable",
             )
         try:
-            async with asyncio.timeout(self.timeout):
+            async with self._deadline():
                 result = await fn()
         except asyncio.CancelledError:
             if probe:
@@ -406,9 +416,21 @@ class RedisBackend(Backend):
                 # Redis answered, with an error: it is reachable.
                 self._reconnect.succeeded()
             raise failure from exc
+        self._answered()
+        return result
+
+    def _deadline(self) -> Deadline:
+        """The timeout of one call, on the running loop's clock (see ``_deadline``)."""
+        loop = asyncio.get_running_loop()
+        lag = self._lag
+        if lag is None or lag.loop is not loop:
+            lag = self._lag = LoopLag(loop, self.timeout)
+        return lag.deadline()
+
+    def _answered(self) -> None:
+        """Redis answered: if it was down, it is up again, for every caller at once."""
         if self._reconnect.succeeded():
             logger.warning("Redis at %s answers again; resuming", redacted_url(self.url))
-        return result
 
     def _failure(self, operation: str, exc: BaseException) -> BackendError:
         """Report a failed operation and the BackendError that stands for it."""

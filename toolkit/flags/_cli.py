@@ -40,6 +40,15 @@ def add_commands(commands: Any) -> None:
 
 async def run(args: argparse.Namespace, settings: ToolkitSettings) -> int:
     backend = backend_from_settings(settings.backend)
+    if backend.in_process:
+        # This process's memory is not the fleet's: a change would reach no one, and what
+        # it reads is no running process's state.
+        print(
+            f"backend.url is {settings.backend.url}: each process keeps its own flags, out of "
+            "this command's reach; nothing was read or changed. Share them with "
+            "TOOLKIT_BACKEND__URL=redis://..."
+        )
+        return 2
     store = flag_store_from_settings(settings, backend)
     try:
         await store.load_declarations()

@@ -362,8 +362,11 @@ class FlagStore:
         """Apply changes as they are announced; serve stale values while cut off."""
 
         async def reload(message: str) -> None:
-            del message  # any notice (or the "subscribed" one) means: reload
-            await self.reload()
+            if not message:
+                # Subscribed (again): the backend may have restarted empty since the last
+                # time, so declare this process's flags again before catching up.
+                await self.publish_declarations()
+            await self.reload()  # any notice means: reload
 
         await self.backend.follow(FLAGS_CHANNEL, reload, self._mark_stale)
 
