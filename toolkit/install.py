@@ -172,6 +172,7 @@ def install(
         store=cache,
         flags=flags,
         trusted_proxies=settings.ratelimit.trusted_proxies,
+        proxy_header=settings.ratelimit.proxy_header,
     )
     app.add_middleware(
         RateLimitMiddleware,

@@ -38,7 +38,14 @@ from toolkit.cache._store import CacheStore, LocalTier
 from toolkit.errors import BackendError, ConfigurationError
 from toolkit.flags import CACHE_RESPONSE, FlagSource, current_store
 from toolkit.identity import ClientAddress, KeyFunction, KeyResolver
-from toolkit.settings import CacheRouteSettings, CacheSettings, IPNetwork, validate_arguments
+from toolkit.settings import (
+    DEFAULT_PROXY_HEADER,
+    CacheRouteSettings,
+    CacheSettings,
+    IPNetwork,
+    ProxyHeader,
+    validate_arguments,
+)
 from toolkit.telemetry import names
 
 logger = logging.getLogger("toolkit.cache")
@@ -313,8 +320,9 @@ class ResponseCacheMiddleware:
             :func:`toolkit.cache.invalidate` reaches).
         storage: a backend URL or :class:`Backend` for a store of this middleware's own,
             connected and closed with the app's lifespan.
-        trusted_proxies: proxies whose ``X-Forwarded-For`` is believed, for the ``"client"``
-            identity.
+        trusted_proxies / proxy_header: the proxies whose header (``X-Forwarded-For`` unless
+            ``proxy_header`` names another) is believed, for the ``"client"`` identity; see
+            :class:`~toolkit.identity.ClientAddress`.
         settings: a whole settings section; keyword arguments override its fields.
         flags: asked for ``cache.response`` per request; the current store when None.
         meter_provider: for a store this middleware creates.
@@ -336,6 +344,7 @@ class ResponseCacheMiddleware:
         local_entries: int | None = None,
         local_ttl: float | str | None = None,
         trusted_proxies: Iterable[IPNetwork | str] = (),
+        proxy_header: ProxyHeader = DEFAULT_PROXY_HEADER,
         settings: CacheSettings | None = None,
         flags: FlagSource | None = None,
         meter_provider: metrics.MeterProvider | None = None,
@@ -386,9 +395,8 @@ class ResponseCacheMiddleware:
         self._max_body = settings.max_body_bytes
         self._max_request_body = settings.max_request_body_bytes
         spec: str | KeyFunction | None = identity if callable(identity) else settings.identity
-        self._identity = (
-            None if spec is None else _Identity(spec, ClientAddress(tuple(trusted_proxies)))
-        )
+        client = ClientAddress(tuple(trusted_proxies), proxy_header)
+        self._identity = None if spec is None else _Identity(spec, client)
         # Routes from settings are checked now (startup); marked endpoints when the app is
         # first seen, since routes are declared after the middleware is added.
         self._configured = [

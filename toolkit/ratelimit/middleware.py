@@ -68,6 +68,7 @@ class RateLimitMiddleware:
         shadow: bool | None = None,
         headers: str | None = None,
         trusted_proxies: Sequence[str] | None = None,
+        proxy_header: str | None = None,
         route_policies: Sequence[RoutePolicy] = (),
         settings: RateLimitSettings | None = None,
         flags: FlagSource | None = None,
@@ -86,6 +87,7 @@ class RateLimitMiddleware:
                 ("shadow", shadow),
                 ("headers", headers),
                 ("trusted_proxies", trusted_proxies),
+                ("proxy_header", proxy_header),
             )
             if value is not None
         }
@@ -102,7 +104,7 @@ class RateLimitMiddleware:
         else:
             self._backend = backend_from_url(storage, meter_provider=meter_provider)
 
-        client = ClientAddress(settings.trusted_proxies)
+        client = ClientAddress.from_settings(settings)
         self._default_key = KeyResolver(key if callable(key) else settings.key, client)
         self._table = PolicyTable(
             _default_policy(settings),
