@@ -28,7 +28,7 @@ from typing import Any, Final, TypeVar
 from opentelemetry import metrics, trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from toolkit._paths import PathMatcher, route_endpoints
+from toolkit._paths import PathMatcher, route_endpoints, route_path
 from toolkit.backends import Backend, backend_from_url
 from toolkit.cache._current import current_cache
 from toolkit.cache._entry import Entry, decode, encode, encode_pass
@@ -142,7 +142,8 @@ def cached_response(
 
 class _RouteLabel:
     """Stands in for the router's match in ``scope["route"]`` when a hit answers before the
-    router runs, so the telemetry outside still names the route (it reads ``path_format``)."""
+    router runs, so the telemetry outside still names the route (it reads ``path_format``).
+    It replaces what a parent app's router put there (its ``Mount`` of this app)."""
 
     __slots__ = ("path_format",)
 
@@ -423,7 +424,7 @@ class ResponseCacheMiddleware:
         if not self._paths:
             await self.app(scope, receive, send)
             return
-        pattern = self._paths.match(scope["path"])
+        pattern = self._paths.match(route_path(scope))
         route = None if pattern is None else self._routes[pattern].get(scope["method"])
         if route is None or not (self._flags or current_store()).is_enabled(CACHE_RESPONSE):
             await self.app(scope, receive, send)
@@ -463,12 +464,12 @@ class ResponseCacheMiddleware:
                     if from_backend and local is not None:
                         store.remember(key, raw, entry.ttl - age)
                     store.record(NAME, names.CACHE_HIT, key)
-                    scope.setdefault("route", route.label)
+                    scope["route"] = route.label
                     await _send_entry(send, entry, _HIT, age)
                     return
                 if age < entry.ttl + entry.stale:
                     store.record(NAME, names.CACHE_STALE, key)
-                    scope.setdefault("route", route.label)
+                    scope["route"] = route.label
                     self._refresh_later(route, key, scope, body)
                     await _send_entry(send, entry, _STALE, age)
                     return
@@ -549,7 +550,7 @@ class ResponseCacheMiddleware:
         age = self._clock() - result.stored_at
         fresh = age < result.ttl
         self.store.record(NAME, names.CACHE_HIT if fresh else names.CACHE_STALE, key)
-        scope.setdefault("route", route.label)
+        scope["route"] = route.label
         await _send_entry(send, result, _HIT if fresh else _STALE, age)
 
     async def _origin(

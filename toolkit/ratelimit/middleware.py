@@ -8,6 +8,7 @@ from typing import Any
 from opentelemetry import metrics, trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from toolkit._paths import route_path
 from toolkit._version import __version__
 from toolkit.backends import Backend, MemoryBackend, backend_from_url
 from toolkit.errors import BackendError
@@ -139,7 +140,7 @@ class RateLimitMiddleware:
         if mode == OFF:
             await self.app(scope, receive, send)
             return
-        policy = self._table.match(scope["method"], scope["path"])
+        policy = self._table.match(scope["method"], route_path(scope))
         if policy is None:
             await self.app(scope, receive, send)
             return

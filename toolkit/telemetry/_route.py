@@ -2,26 +2,40 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.types import Scope
 
 
-def route_template(scope: Scope, root_path: str) -> str | None:
-    """The template of the route that handled the request, e.g. ``/api/items/{item_id}``.
+def matched_route(scope: Scope) -> Any:
+    """The route the routers recorded in the shared scope, or None.
 
-    The router records its match in the shared scope, so nothing is matched twice. FastAPI
-    keeps included routers nested and records the route with its path relative to the router;
-    the full template is on its effective route context. ``root_path`` is the scope's value
-    when the request entered the middleware: mounts append to it, and that prefix belongs to
-    the template too. None when no route matched.
+    FastAPI keeps included routers nested and records the route with its path relative to the
+    router; the full template is on its effective route context, preferred when present.
     """
-    template = None
     fastapi_scope = scope.get("fastapi")
     if isinstance(fastapi_scope, dict):
-        template = getattr(fastapi_scope.get("effective_route_context"), "path_format", None)
+        context = fastapi_scope.get("effective_route_context")
+        if isinstance(getattr(context, "path_format", None), str):
+            return context
+    return scope.get("route")
+
+
+def route_template(scope: Scope, root_path: str, outer: Any = None) -> str | None:
+    """The template of the route that handled the request, e.g. ``/api/items/{item_id}``.
+
+    The router records its match in the shared scope, so nothing is matched twice.
+    ``root_path`` and ``outer`` are the scope's root path and :func:`matched_route` when the
+    request entered the middleware: mounts inside append to the root path, and that prefix
+    belongs to the template too; a route recorded outside (the ``Mount`` of a parent app that
+    mounts this one) is not this app's match. None when no route of this app matched.
+    """
+    route = matched_route(scope)
+    if route is None or route is outer:
+        return None
+    template = getattr(route, "path_format", None)
     if not isinstance(template, str):
-        template = getattr(scope.get("route"), "path_format", None)
-        if not isinstance(template, str):
-            return None
+        return None
     mounted = scope.get("root_path", "")
     if len(mounted) > len(root_path) and mounted.startswith(root_path):
         template = mounted[len(root_path) :] + template
