@@ -16,7 +16,7 @@ from toolkit._version import __version__
 from toolkit.flags import TRACING, FlagSource, current_store
 from toolkit.telemetry import names
 from toolkit.telemetry._counts import shared_counts
-from toolkit.telemetry._route import matched_route, route_template
+from toolkit.telemetry._route import recorded_routes, route_template
 
 _KNOWN_METHODS = frozenset(
     ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE")
@@ -103,7 +103,7 @@ class TelemetryMiddleware:
         active_attributes = {names.HTTP_REQUEST_METHOD: method_attr, names.URL_SCHEME: scheme}
         self._active.add(active_key, active_attributes)
         root_path = scope.get("root_path", "")
-        outer_route = matched_route(scope)  # a parent app's Mount, when this app is mounted
+        outer_routes = recorded_routes(scope)  # a parent app's Mount, when this app is mounted
         parent = _parent_context(scope["headers"])
         span = self._tracer.start_span(
             span_method,
@@ -133,7 +133,7 @@ class TelemetryMiddleware:
             raise
         finally:
             ended, end_ns = completed or (time.perf_counter(), None)
-            route = route_template(scope, root_path, outer_route)
+            route = route_template(scope, root_path, outer_routes)
             attributes = {
                 **active_attributes,
                 names.HTTP_ROUTE: route or names.UNMATCHED_ROUTE,
