@@ -1,4 +1,5 @@
-"""Path patterns in settings: route templates (``/chat/{session_id}``) and globs (``/static/*``)."""
+"""Path patterns in settings: route templates (``/chat/{session_id}``) and globs (``/static/*``),
+and the path of a request they are matched against."""
 
 from __future__ import annotations
 
@@ -6,7 +7,31 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from starlette.types import Scope
+
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z_]+))?\}")
+
+
+def route_path(scope: Scope) -> str:
+    """The request's path relative to the app's root path: what every path the toolkit
+    matches (rate-limit routes and exemptions, cached routes, excluded telemetry paths) is
+    matched against, as the app's router matches its routes.
+
+    A server given a root path (``uvicorn --root-path /api``, for a proxy that strips the
+    prefix) and Starlette's ``Mount`` keep the whole path in ``path`` and the prefix in
+    ``root_path`` (the ASGI convention, which Starlette's router reads since 0.35): the app
+    mounted at ``/v1`` serves ``/v1/health`` as its ``/health``. A path outside the root path
+    is the app's path already (servers that strip it), as it is for the router. This is
+    Starlette's rule (``get_route_path``), kept here since Starlette's is private.
+    """
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if not root_path or not path.startswith(root_path):
+        return path
+    rest = path[len(root_path) :]
+    if not rest or rest[0] == "/":
+        return rest
+    return path  # "/apix" is not under "/api"
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:

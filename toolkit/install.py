@@ -177,6 +177,7 @@ def install(
         store=cache,
         flags=flags,
         trusted_proxies=settings.ratelimit.trusted_proxies,
+        proxy_header=settings.ratelimit.proxy_header,
     )
     # The app's slowapi Limiter (app.state.limiter), if it has one, read when the app starts.
     app.add_middleware(

@@ -56,6 +56,8 @@ DEFAULT_CONFIG_FILE = "toolkit.toml"
 Algorithm = Literal["gcra", "fixed-window", "moving-window", "sliding-window-counter"]
 FailureMode = Literal["open", "closed"]
 HeaderStyle = Literal["ietf", "legacy", "both", "none"]
+ProxyHeader = Literal["x-forwarded-for", "forwarded", "x-real-ip"]
+DEFAULT_PROXY_HEADER: ProxyHeader = "x-forwarded-for"
 
 
 MAX_LIMIT_WINDOW = limits.RateLimitItemPerYear.GRANULARITY.seconds
@@ -134,6 +136,10 @@ _URL_EXAMPLES = (
     "use 'memory://', 'redis://host:6379/0', 'rediss://host:6380/0' or "
     "'redis+cluster://host1:7000,host2:7001'"
 )
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
 
 
 def _check_url(value: str) -> str:
@@ -275,8 +281,14 @@ class RateLimitSettings(_Section):
     )
     trusted_proxies: list[IPNetwork] = Field(
         default_factory=list,
-        description="Proxy addresses (CIDRs) whose X-Forwarded-For / Forwarded are believed.",
+        description="Proxy addresses (CIDRs) whose proxy_header is believed.",
         examples=['["10.0.0.0/8"]'],
+    )
+    proxy_header: Annotated[ProxyHeader, BeforeValidator(_lower)] = Field(
+        DEFAULT_PROXY_HEADER,
+        description="The header the trusted proxies write the client address in: "
+        "x-forwarded-for, forwarded (RFC 7239) or x-real-ip. The other two are ignored.",
+        examples=["forwarded"],
     )
     routes: dict[Path, RoutePolicy] = Field(
         default_factory=dict,

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -107,7 +107,8 @@ class RedisServer:
 
 
 class UvicornServer:
-    """``uvicorn <app>`` in its own process (``workers`` > 1: uvicorn's multiprocess mode)."""
+    """``uvicorn <app>`` in its own process (``workers`` > 1: uvicorn's multiprocess mode);
+    ``args`` are more uvicorn options (``["--root-path", "/api"]``)."""
 
     def __init__(
         self,
@@ -116,6 +117,7 @@ class UvicornServer:
         env: Mapping[str, str] | None = None,
         workers: int = 1,
         ready_path: str = "/health",
+        args: Sequence[str] = (),
     ) -> None:
         self.app = app
         self.port = free_port()
@@ -123,13 +125,14 @@ class UvicornServer:
         self.env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
         self.workers = workers
         self.ready_path = ready_path
+        self.args = list(args)
         self._process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
         return [
             sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1",
             "--port", str(self.port), "--workers", str(self.workers), "--no-access-log",
-            "--log-level", "warning",
+            "--log-level", "warning", *self.args,
         ]  # fmt: skip
 
     def __enter__(self) -> UvicornServer:

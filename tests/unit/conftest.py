@@ -1,13 +1,14 @@
-"""Fixtures for unit tests that stop and restart Redis under a cache."""
+"""Fixtures for unit tests: a Redis to stop and restart under a cache, and the ways of serving."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 
+from tests.support.asgi import SERVINGS, Serving, served_as
 from tests.support.servers import RedisServer
 from toolkit.backends._reconnect import Reconnect
 from toolkit.backends.redis import RedisBackend
@@ -41,3 +42,12 @@ async def stoppable_cache(
     finally:
         await backend.close()
         server.stop()
+
+
+@pytest.fixture(params=SERVINGS, ids=lambda way: way.name)
+def served(request: pytest.FixtureRequest) -> Iterator[Serving]:
+    """The test three ways: the app served plainly, under ``root_path="/api"``, and mounted at
+    ``/v1`` of a parent app. The helpers of tests.support.asgi follow it; a middleware test
+    module runs every test each way with ``pytest.mark.usefixtures("served")``."""
+    with served_as(request.param) as way:
+        yield way

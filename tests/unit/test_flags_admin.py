@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI
 
 import toolkit
-from tests.support.asgi import lifespan
+from tests.support.asgi import http_client, lifespan
 from tests.support.servers import free_port
 from toolkit import ToolkitSettings
 from toolkit.errors import ConfigurationError
@@ -22,7 +22,7 @@ from toolkit.flags import FlagDefinition, declare
 from toolkit.flags.admin import admin_routes
 from toolkit.settings import AdminSettings
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("served")]
 
 OPS_TOKEN = secrets.token_urlsafe(24)
 CI_TOKEN = secrets.token_urlsafe(24)
@@ -70,8 +70,7 @@ def agent_app(backend_url: str = "memory://", tokens: dict[str, str] | None = No
 
 @asynccontextmanager
 async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with lifespan(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+    async with lifespan(app), http_client(app) as http:
         yield http
 
 

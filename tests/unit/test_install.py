@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import pytest
 from fastapi import FastAPI
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -17,11 +16,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prometheus_client.parser import text_string_to_metric_families
 
 import toolkit
-from tests.support.asgi import lifespan
+from tests.support.asgi import http_client, lifespan
 from toolkit import ConfigurationError, ToolkitSettings
 from toolkit.telemetry import names
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("served")]
 
 
 def agent_app(events: list[str] | None = None) -> FastAPI:
@@ -42,10 +41,6 @@ def agent_app(events: list[str] | None = None) -> FastAPI:
     return app
 
 
-def client(app: FastAPI) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
-
-
 async def test_install_wraps_the_apps_own_lifespan(redis_url: str) -> None:
     """The backend connects before the app starts and closes after it stops."""
     events: list[str] = []
@@ -64,7 +59,7 @@ async def test_install_wraps_the_apps_own_lifespan(redis_url: str) -> None:
     installed.backend.connect = connect  # type: ignore[method-assign]
     installed.backend.close = close  # type: ignore[method-assign]
 
-    async with lifespan(app), client(app) as http:
+    async with lifespan(app), http_client(app) as http:
         assert (await http.get("/items/1")).status_code == 200
         events.append("served")
     assert events == [
@@ -76,10 +71,33 @@ async def test_install_wraps_the_apps_own_lifespan(redis_url: str) -> None:
     ]
 
 
+async def test_a_mounted_app_starts_its_toolkit_when_the_parent_enters_its_lifespan() -> None:
+    """A parent does not run a mounted app's lifespan; entering it from the parent's, as
+    docs/ratelimit.md shows, starts and stops the toolkit installed on the mounted app, whose
+    paths are its own (/items/{item_id}, not /v1/items/{item_id})."""
+    events: list[str] = []
+    api = agent_app(events)
+    installed = toolkit.install(
+        api, ToolkitSettings(ratelimit={"routes": {"/items/{item_id}": "1/minute"}})
+    )
+
+    @asynccontextmanager
+    async def parent_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with api.router.lifespan_context(api):
+            yield
+
+    parent = FastAPI(lifespan=parent_lifespan)
+    parent.mount("/v1", api)
+    async with lifespan(parent), http_client(parent) as http:
+        assert installed.store.loaded_at is not None  # the toolkit started
+        assert [(await http.get("/v1/items/1")).status_code for _ in range(2)] == [200, 429]
+    assert events == ["app startup", "app shutdown"]
+
+
 async def test_install_serves_prometheus_metrics_that_parse() -> None:
     app = agent_app()
     toolkit.install(app, ToolkitSettings(ratelimit={"limit": "2/minute"}))
-    async with client(app) as http:
+    async with http_client(app) as http:
         for i in range(3):
             await http.get(f"/items/{i}")
         for _ in range(3):  # /metrics is neither limited nor traced
@@ -154,7 +172,7 @@ async def test_install_exports_traces_and_metrics_over_otlp(
             telemetry={"otlp_endpoint": endpoint, "service_name": "support-agent"},
         ),
     )
-    async with client(app) as http:
+    async with http_client(app) as http:
         await http.get("/items/1")
     await installed.shutdown()  # flushes the exporters
 

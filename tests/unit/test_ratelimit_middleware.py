@@ -22,7 +22,7 @@ from toolkit.backends.redis import RedisBackend
 from toolkit.flags import RATELIMIT, FlagStore
 from toolkit.telemetry import names
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("served")]
 
 
 async def ok(request: Request) -> Response:

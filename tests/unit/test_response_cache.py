@@ -29,7 +29,15 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message
 
 import toolkit
-from tests.support.asgi import body_of, headers_of, http_scope, lifespan, status_of
+from tests.support.asgi import (
+    body_of,
+    current_serving,
+    headers_of,
+    http_client,
+    http_scope,
+    lifespan,
+    status_of,
+)
 from tests.support.otel import counter_value
 from tests.support.servers import free_port
 from toolkit import ResponseCacheMiddleware, ToolkitSettings
@@ -42,15 +50,21 @@ from toolkit.errors import ConfigurationError
 from toolkit.flags import override
 from toolkit.telemetry import names
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60), pytest.mark.usefixtures("served")]
 
 # --- an origin whose endpoints count their runs ------------------------------------------------
 
 
+def app_path(request: Request) -> str:
+    """The app's own path, the same whichever way the app is served."""
+    return request.url.path.removeprefix(current_serving().prefix)
+
+
 def run_of(request: Request) -> int:
     calls: Counter[str] = request.app.state.calls
-    calls[request.url.path] += 1
-    return calls[request.url.path]
+    path = app_path(request)
+    calls[path] += 1
+    return calls[path]
 
 
 def identity_of(request: Request) -> list[str]:
@@ -77,7 +91,7 @@ async def lang(request: Request) -> Response:
 
 
 async def link(request: Request) -> Response:
-    return JSONResponse({"self": str(request.url_for("link")), "run": run_of(request)})
+    return JSONResponse({"self": str(request.url), "run": run_of(request)})
 
 
 async def shaped(request: Request) -> Response:
@@ -203,7 +217,7 @@ async def request(
         if on_message is not None:
             on_message(message)
 
-    await app(scope, receive, send)
+    await current_serving().wrap(app)(scope, receive, send)
     return sent
 
 
@@ -447,15 +461,16 @@ a_request = st.fixed_dictionaries(
 
 async def isolated_identity_app(request: Request) -> Response:
     """Echoes what it was asked and by whom: a response that reached the wrong caller shows."""
-    public = request.url.path.startswith("/public")
+    path = app_path(request)
+    public = path.startswith("/public")
     return JSONResponse(
         {
             "who": None if public else identity_of(request),
-            "path": request.url.path,
+            "path": path,
             "query": sorted(request.query_params.multi_items()),
             "lang": request.headers.get("accept-language"),
         },
-        headers={"vary": "accept-language"} if request.url.path == "/lang" else None,
+        headers={"vary": "accept-language"} if path == "/lang" else None,
     )
 
 
@@ -1018,8 +1033,7 @@ def installed_app(**settings: Any) -> FastAPI:
 
 @asynccontextmanager
 async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with lifespan(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+    async with lifespan(app), http_client(app) as http:
         yield http
 
 

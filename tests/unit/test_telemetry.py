@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
 from opentelemetry import trace
@@ -16,13 +15,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
-from tests.support.asgi import call, http_scope, status_of
+from tests.support.asgi import Serving, call, http_client, http_scope, status_of
 from tests.support.otel import points
 from toolkit import TelemetryMiddleware
 from toolkit.flags import TRACING, FlagStore
 from toolkit.telemetry import names
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("served")]
 
 
 async def item(request: Request) -> Response:
@@ -65,7 +64,7 @@ def instrumented(
 
 
 async def test_one_server_span_per_request_named_by_route_template(
-    instrumented: TelemetryMiddleware, span_exporter: InMemorySpanExporter
+    instrumented: TelemetryMiddleware, span_exporter: InMemorySpanExporter, served: Serving
 ) -> None:
     await call(instrumented, http_scope("/items/42", headers=[("user-agent", "agent/1.0")]))
     (span,) = span_exporter.get_finished_spans()
@@ -74,7 +73,7 @@ async def test_one_server_span_per_request_named_by_route_template(
     assert span.attributes == {
         names.HTTP_REQUEST_METHOD: "GET",
         names.URL_SCHEME: "http",
-        names.URL_PATH: "/items/42",
+        names.URL_PATH: served.prefix + "/items/42",  # the path as the client sent it
         names.HTTP_ROUTE: "/items/{item_id}",
         names.HTTP_RESPONSE_STATUS_CODE: 200,
         names.NETWORK_PROTOCOL_VERSION: "1.1",
@@ -195,9 +194,7 @@ async def test_fastapi_included_routers_report_the_full_template(
 
     app.include_router(router, prefix="/api/v2")
     app.add_middleware(TelemetryMiddleware, tracer_provider=tracer_provider)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t"
-    ) as client:
+    async with http_client(app) as client:
         assert (await client.get("/api/v2/items/7")).status_code == 200
     (span,) = span_exporter.get_finished_spans()
     assert span.name == "GET /api/v2/items/{item_id}"
@@ -213,9 +210,7 @@ async def test_an_app_with_its_own_tracer_provider_keeps_it(
     app = starlette_app()
     toolkit.install(app, toolkit.ToolkitSettings(ratelimit={"limit": "5/minute"}))
     assert trace.get_tracer_provider() is tracer_provider
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t"
-    ) as client:
+    async with http_client(app) as client:
         await client.get("/items/3")
     (span,) = span_exporter.get_finished_spans()
     assert span.name == "GET /items/{item_id}"
@@ -237,9 +232,7 @@ async def test_fastapi_native_telemetry_is_not_doubled(
         return {"item_id": item_id}
 
     toolkit.install(app, toolkit.ToolkitSettings(ratelimit={"limit": "5/minute"}))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t"
-    ) as client:
+    async with http_client(app) as client:
         assert (await client.get("/items/3")).status_code == 200
     servers = [s for s in span_exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
     assert len(servers) == 1

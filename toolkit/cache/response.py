@@ -28,7 +28,7 @@ from typing import Any, Final, TypeVar
 from opentelemetry import metrics, trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from toolkit._paths import PathMatcher, route_endpoints
+from toolkit._paths import PathMatcher, route_endpoints, route_path
 from toolkit.backends import Backend, backend_from_url
 from toolkit.cache._current import current_cache
 from toolkit.cache._entry import Entry, decode, encode, encode_pass
@@ -38,7 +38,14 @@ from toolkit.cache._store import CacheStore, LocalTier
 from toolkit.errors import BackendError
 from toolkit.flags import CACHE_RESPONSE, FlagSource, current_store
 from toolkit.identity import ClientAddress, KeyFunction, KeyResolver
-from toolkit.settings import CacheRouteSettings, CacheSettings, IPNetwork, validate_arguments
+from toolkit.settings import (
+    DEFAULT_PROXY_HEADER,
+    CacheRouteSettings,
+    CacheSettings,
+    IPNetwork,
+    ProxyHeader,
+    validate_arguments,
+)
 from toolkit.telemetry import names
 
 logger = logging.getLogger("toolkit.cache")
@@ -129,7 +136,8 @@ def cached_response(
 
 class _RouteLabel:
     """Stands in for the router's match in ``scope["route"]`` when a hit answers before the
-    router runs, so the telemetry outside still names the route (it reads ``path_format``)."""
+    router runs, so the telemetry outside still names the route (it reads ``path_format``).
+    It replaces what a parent app's router put there (its ``Mount`` of this app)."""
 
     __slots__ = ("path_format",)
 
@@ -275,8 +283,9 @@ class ResponseCacheMiddleware:
             :func:`toolkit.cache.invalidate` reaches).
         storage: a backend URL or :class:`Backend` for a store of this middleware's own,
             connected and closed with the app's lifespan.
-        trusted_proxies: proxies whose ``X-Forwarded-For`` is believed, for the ``"client"``
-            identity.
+        trusted_proxies / proxy_header: the proxies whose header (``X-Forwarded-For`` unless
+            ``proxy_header`` names another) is believed, for the ``"client"`` identity; see
+            :class:`~toolkit.identity.ClientAddress`.
         settings: a whole settings section; keyword arguments override its fields.
         flags: asked for ``cache.response`` per request; the current store when None.
         meter_provider: for a store this middleware creates.
@@ -298,6 +307,7 @@ class ResponseCacheMiddleware:
         local_entries: int | None = None,
         local_ttl: float | str | None = None,
         trusted_proxies: Iterable[IPNetwork | str] = (),
+        proxy_header: ProxyHeader = DEFAULT_PROXY_HEADER,
         settings: CacheSettings | None = None,
         flags: FlagSource | None = None,
         meter_provider: metrics.MeterProvider | None = None,
@@ -348,9 +358,10 @@ class ResponseCacheMiddleware:
         self._max_body = settings.max_body_bytes
         self._max_request_body = settings.max_request_body_bytes
         spec: str | KeyFunction | None = identity if callable(identity) else settings.identity
-        self._identity = (
-            None if spec is None else _Identity(spec, ClientAddress(tuple(trusted_proxies)))
-        )
+        client = ClientAddress(tuple(trusted_proxies), proxy_header)
+        self._identity = None if spec is None else _Identity(spec, client)
+        # Marked endpoints are read when the app is first seen: routes are declared after the
+        # middleware is added (settings' routes were checked by the settings model).
         self._configured = [
             (pattern, route, route.cached_methods) for pattern, route in settings.routes.items()
         ]
@@ -374,7 +385,7 @@ class ResponseCacheMiddleware:
         if not self._paths:
             await self.app(scope, receive, send)
             return
-        pattern = self._paths.match(scope["path"])
+        pattern = self._paths.match(route_path(scope))
         route = None if pattern is None else self._routes[pattern].get(scope["method"])
         if route is None or not (self._flags or current_store()).is_enabled(CACHE_RESPONSE):
             await self.app(scope, receive, send)
@@ -414,12 +425,12 @@ class ResponseCacheMiddleware:
                     if from_backend and local is not None:
                         store.remember(key, raw, entry.ttl - age)
                     store.record(NAME, names.CACHE_HIT, key)
-                    scope.setdefault("route", route.label)
+                    scope["route"] = route.label
                     await _send_entry(send, entry, _HIT, age)
                     return
                 if age < entry.ttl + entry.stale:
                     store.record(NAME, names.CACHE_STALE, key)
-                    scope.setdefault("route", route.label)
+                    scope["route"] = route.label
                     self._refresh_later(route, key, scope, body)
                     await _send_entry(send, entry, _STALE, age)
                     return
@@ -500,7 +511,7 @@ class ResponseCacheMiddleware:
         age = self._clock() - result.stored_at
         fresh = age < result.ttl
         self.store.record(NAME, names.CACHE_HIT if fresh else names.CACHE_STALE, key)
-        scope.setdefault("route", route.label)
+        scope["route"] = route.label
         await _send_entry(send, result, _HIT if fresh else _STALE, age)
 
     async def _origin(

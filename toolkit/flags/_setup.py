@@ -34,7 +34,7 @@ def flag_store_from_settings(
     }
     subject = KeyResolver(
         settings.flags.subject,
-        ClientAddress(settings.ratelimit.trusted_proxies),
+        ClientAddress.from_settings(settings.ratelimit),
         hook="flags.subject",
     )
     return FlagStore(

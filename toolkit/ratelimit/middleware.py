@@ -8,6 +8,7 @@ from typing import Any
 from opentelemetry import metrics, trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from toolkit._paths import route_path
 from toolkit._version import __version__
 from toolkit.backends import Backend, MemoryBackend, backend_from_url
 from toolkit.errors import BackendError
@@ -68,6 +69,7 @@ class RateLimitMiddleware:
         shadow: bool | None = None,
         headers: str | None = None,
         trusted_proxies: Sequence[str] | None = None,
+        proxy_header: str | None = None,
         route_policies: Sequence[RoutePolicy] = (),
         settings: RateLimitSettings | None = None,
         flags: FlagSource | None = None,
@@ -86,6 +88,7 @@ class RateLimitMiddleware:
                 ("shadow", shadow),
                 ("headers", headers),
                 ("trusted_proxies", trusted_proxies),
+                ("proxy_header", proxy_header),
             )
             if value is not None
         }
@@ -102,7 +105,7 @@ class RateLimitMiddleware:
         else:
             self._backend = backend_from_url(storage, meter_provider=meter_provider)
 
-        client = ClientAddress(settings.trusted_proxies)
+        client = ClientAddress.from_settings(settings)
         self._default_key = KeyResolver(key if callable(key) else settings.key, client)
         self._table = PolicyTable(
             _default_policy(settings),
@@ -137,7 +140,7 @@ class RateLimitMiddleware:
         if mode == OFF:
             await self.app(scope, receive, send)
             return
-        policy = self._table.match(scope["method"], scope["path"])
+        policy = self._table.match(scope["method"], route_path(scope))
         if policy is None:
             await self.app(scope, receive, send)
             return

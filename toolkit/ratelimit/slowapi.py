@@ -230,7 +230,7 @@ class _SlowAPILimits:
         self._flags = flags
         self._meter_provider = meter_provider
         self._with_middleware = with_middleware
-        self._client = ClientAddress(settings.trusted_proxies)
+        self._client = ClientAddress.from_settings(settings)
         self._limits: RateLimitMiddleware | None = None
         self._version: tuple[int, ...] = ()
         # From now on slowapi's decorators and middleware check nothing: the toolkit does.

@@ -11,12 +11,12 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from toolkit._paths import PathMatcher
+from toolkit._paths import PathMatcher, route_path
 from toolkit._version import __version__
 from toolkit.flags import TRACING, FlagSource, current_store
 from toolkit.telemetry import names
 from toolkit.telemetry._counts import shared_counts
-from toolkit.telemetry._route import route_template
+from toolkit.telemetry._route import recorded_routes, route_template
 
 _KNOWN_METHODS = frozenset(
     ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE")
@@ -87,7 +87,7 @@ class TelemetryMiddleware:
         if (
             scope["type"] != "http"
             or not (self._flags or current_store()).is_enabled(TRACING)
-            or (self._excluded and self._excluded.match(scope["path"]) is not None)
+            or (self._excluded and self._excluded.match(route_path(scope)) is not None)
             or _traced_outside(scope)
         ):
             await self.app(scope, receive, send)
@@ -103,6 +103,7 @@ class TelemetryMiddleware:
         active_attributes = {names.HTTP_REQUEST_METHOD: method_attr, names.URL_SCHEME: scheme}
         self._active.add(active_key, active_attributes)
         root_path = scope.get("root_path", "")
+        outer_routes = recorded_routes(scope)  # a parent app's Mount, when this app is mounted
         parent = _parent_context(scope["headers"])
         span = self._tracer.start_span(
             span_method,
@@ -132,7 +133,7 @@ class TelemetryMiddleware:
             raise
         finally:
             ended, end_ns = completed or (time.perf_counter(), None)
-            route = route_template(scope, root_path)
+            route = route_template(scope, root_path, outer_routes)
             attributes = {
                 **active_attributes,
                 names.HTTP_ROUTE: route or names.UNMATCHED_ROUTE,
