@@ -100,6 +100,8 @@ def cached_response(
             key. Leave False for anything that depends on who asks.
         vary: request headers whose values select the response (part of the key).
         body: key on the JSON request body (canonical form, hashed); needed to cache POST.
+            A hit never runs the endpoint, so its side effects happen on misses only.
+            Without it, a GET or HEAD with content is answered 400.
         stale_while_revalidate: after ``ttl``, serve the old response this long while one
             caller in the fleet refreshes it in the background.
         tags: for :func:`toolkit.cache.invalidate`.
