@@ -824,10 +824,10 @@ async def test_response_cache_a_body_on_a_get_does_not_reach_the_origin_or_the_e
     ],
 )
 async def test_response_cache_an_empty_body_on_a_get_is_no_body(
-    headers: list[tuple[str, str]], version: str
+    backend: Backend, headers: list[tuple[str, str]], version: str
 ) -> None:
     app = origin()
-    cached = cache(app, MemoryBackend(), routes={"/echo": {"ttl": 60}})
+    cached = cache(app, backend, routes={"/echo": {"ttl": 60}})
     await request(cached, "/echo")
     answer = await request(cached, "/echo", headers=headers, http_version=version)
     assert x_cache(answer) == "HIT"
@@ -1346,7 +1346,16 @@ async def test_admin_cache_invalidation_needs_a_token_and_reaches_the_response_c
 ORIGINS = ["https://a.example", "https://b.example"]
 
 
-def cors_app(*, cors_outside: bool, vary: Sequence[str] = ()) -> FastAPI:
+@pytest.fixture(params=["memory", "redis"])
+def backend_url(request: pytest.FixtureRequest) -> str:
+    """install()'s backend: in process, or the session's Redis (emptied)."""
+    if request.param == "memory":
+        return "memory://"
+    url: str = request.getfixturevalue("redis_url")
+    return url
+
+
+def cors_app(url: str, *, cors_outside: bool, vary: Sequence[str] = ()) -> FastAPI:
     """A public cached route, with Starlette's CORSMiddleware added before install() (inside
     the cache) or after it (outside)."""
     app = FastAPI()
@@ -1363,6 +1372,7 @@ def cors_app(*, cors_outside: bool, vary: Sequence[str] = ()) -> FastAPI:
         app,
         ToolkitSettings(
             cache={"routes": {"/catalog": {"ttl": 60, "public": True, "vary": list(vary)}}},
+            backend={"url": url, "timeout": 2},
             telemetry={"prometheus": False},
         ),
     )
@@ -1371,20 +1381,24 @@ def cors_app(*, cors_outside: bool, vary: Sequence[str] = ()) -> FastAPI:
     return app
 
 
-async def test_response_cache_inside_cors_middleware_stores_nothing_without_vary_origin() -> None:
+async def test_response_cache_inside_cors_middleware_stores_nothing_without_vary_origin(
+    backend_url: str,
+) -> None:
     """CORSMiddleware adds ``Vary: Origin`` to every response; inside the cache, with Origin
     not in the route's key, no response may be stored (what docs/caching.md warns of)."""
-    app = cors_app(cors_outside=False)
+    app = cors_app(backend_url, cors_outside=False)
     async with serving(app) as http:
         answers = [await http.get("/catalog", headers={"origin": ORIGINS[0]}) for _ in range(3)]
     assert [a.headers["x-cache"] for a in answers] == ["BYPASS"] * 3
     assert app.state.calls["catalog"] == 3
 
 
-async def test_response_cache_behind_cors_does_not_serve_one_origin_anothers_cors_headers() -> None:
+async def test_response_cache_behind_cors_does_not_serve_one_origin_anothers_cors_headers(
+    backend_url: str,
+) -> None:
     """CORSMiddleware added after install() wraps the cache: one stored entry serves every
     origin, and each response carries the CORS headers of the request's own origin."""
-    app = cors_app(cors_outside=True)
+    app = cors_app(backend_url, cors_outside=True)
     async with serving(app) as http:
         a = await http.get("/catalog", headers={"origin": ORIGINS[0]})
         b = await http.get("/catalog", headers={"origin": ORIGINS[1]})
@@ -1398,8 +1412,10 @@ async def test_response_cache_behind_cors_does_not_serve_one_origin_anothers_cor
     assert app.state.calls["catalog"] == 1
 
 
-async def test_response_cache_inside_cors_with_vary_origin_keeps_one_entry_per_origin() -> None:
-    app = cors_app(cors_outside=False, vary=["origin"])
+async def test_response_cache_inside_cors_with_vary_origin_keeps_one_entry_per_origin(
+    backend_url: str,
+) -> None:
+    app = cors_app(backend_url, cors_outside=False, vary=["origin"])
     async with serving(app) as http:
         answers = [
             await http.get("/catalog", headers={"origin": origin})
