@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import time
@@ -23,10 +24,11 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import toolkit
 from tests.support.asgi import (
@@ -40,6 +42,7 @@ from tests.support.asgi import (
 )
 from tests.support.otel import counter_value
 from tests.support.servers import free_port
+from tests.support.waiting import eventually
 from toolkit import ResponseCacheMiddleware, ToolkitSettings
 from toolkit.backends import Backend, MemoryBackend
 from toolkit.backends.redis import RedisBackend
@@ -143,10 +146,25 @@ async def stream(request: Request) -> Response:
     )
 
 
+async def held(request: Request) -> Response:
+    """A stream over 200 bytes; its first run then holds until ``state.gate`` is set."""
+    run = run_of(request)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"x" * 300
+        if run == 1:
+            await request.app.state.gate.wait()
+        yield b"end"
+
+    return StreamingResponse(chunks(), headers={"x-run": str(run)})
+
+
 def origin() -> Starlette:
     app = Starlette(
         routes=[
             Route("/me", me),
+            Route("/pslow", slow),
+            Route("/held", held),
             Route("/items/{id}", item),
             Route("/public/{id}", item),
             Route("/lang", lang),
@@ -171,6 +189,8 @@ ROUTES: dict[str, Any] = {
     "/link": {"ttl": 60, "public": True},
     "/shaped": {"ttl": 60, "statuses": [200, 404]},
     "/slow": {"ttl": 60},
+    "/pslow": {"ttl": 60, "public": True},
+    "/held": {"ttl": 60},
     "/echo": {"ttl": 60, "body": True},
     "/stream": {"ttl": 60},
 }
@@ -192,12 +212,14 @@ async def request(
     body: bytes = b"",
     chunk: int | None = None,
     on_message: Any = None,
+    http_version: str = "1.1",
 ) -> list[Message]:
     """One request through ``app``: the messages it sent. ``chunk`` splits the body."""
     if not any(name == "host" for name, _ in headers):
         headers = [("host", "testserver"), *headers]
     scope = http_scope(path, method=method, headers=headers)
     scope["query_string"] = query.encode("latin-1")
+    scope["http_version"] = http_version
     size = chunk or max(1, len(body))
     parts = [body[i : i + size] for i in range(0, len(body), size)] or [b""]
     pending: list[Message] = [
@@ -610,14 +632,110 @@ async def test_response_cache_never_stores_statuses_the_route_does_not_list(
 async def test_response_cache_uncacheable_responses_do_not_queue_callers_behind_each_other() -> (
     None
 ):
-    """Ten concurrent callers of a key whose response sets a cookie: after the first, they
-    run in parallel (a pass marker), not one after another behind the single-flight lease."""
-    cached = cache(origin(), MemoryBackend())
+    """Ten concurrent callers of a key whose response sets a cookie: after at most two
+    leaders whose responses could not be stored, the others run side by side, not one after
+    another behind the single-flight lease."""
+    app = origin()
+    running = [0, 0]  # now, most at once
+
+    async def counting(scope: Scope, receive: Receive, send: Send) -> None:
+        running[0] += 1
+        running[1] = max(running)
+        try:
+            await app(scope, receive, send)
+        finally:
+            running[0] -= 1
+
+    cached = cache(counting, MemoryBackend())
     query = "h=set-cookie:a=1&sleep=0.2"
-    started = time.monotonic()
     answers = await asyncio.gather(*(request(cached, "/shaped", query=query) for _ in range(10)))
-    assert time.monotonic() - started < 1.0  # one after another would take 2 s
     assert {x_cache(a) for a in answers} == {"BYPASS"}
+    assert app.state.calls["/shaped"] == 10
+    assert running[1] >= 8
+
+
+def csrf(app: ASGIApp) -> ASGIApp:
+    """Sets a ``csrftoken`` cookie on the response to any request that has none, as CSRF
+    middlewares do: a client without the cookie gets a response that may not be stored."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        cookies = b"; ".join(value for name, value in scope["headers"] if name == b"cookie")
+        if b"csrftoken=" in cookies:
+            await app(scope, receive, send)
+            return
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                cookie = (b"set-cookie", b"csrftoken=fresh; Path=/; SameSite=Lax")
+                message["headers"] = [*message.get("headers", ()), cookie]
+            await send(message)
+
+        await app(scope, receive, send_with_cookie)
+
+    return middleware
+
+
+TOKEN = ("cookie", "csrftoken=t1")
+
+
+async def test_response_cache_a_client_without_a_cookie_does_not_disable_caching_for_others(
+    backend: Backend,
+) -> None:
+    """A public route behind a CSRF-cookie middleware: the response to a client without the
+    cookie sets one and is not stored, and the next caller's response is stored all the same:
+    21 callers with the cookie cost one origin run, not 21."""
+    app = origin()
+    cached = cache(csrf(app), backend)
+    first = await request(cached, "/public/1")
+    assert "set-cookie" in dict(headers_of(first))
+    labels = [x_cache(await request(cached, "/public/1", headers=[TOKEN])) for _ in range(21)]
+    assert labels == ["MISS"] + ["HIT"] * 20
+    assert app.state.calls["/public/1"] == 2
+
+
+async def test_response_cache_a_leader_without_a_cookie_does_not_stop_its_followers_being_served(
+    backend: Backend,
+) -> None:
+    """Twenty callers with the cookie, in this process and another, wait behind a leader
+    without it: its response is not stored, one of them runs the app next, and the others are
+    served that response: two origin runs in all."""
+    app = origin()
+    here, there = cache(csrf(app), backend), cache(csrf(app), backend)
+    leader = asyncio.create_task(request(here, "/pslow"))
+    await eventually(lambda: app.state.calls["/pslow"] == 1)
+    followers = await asyncio.gather(
+        *(request(instance, "/pslow", headers=[TOKEN]) for instance in [here, there] * 10)
+    )
+    assert "set-cookie" in dict(headers_of(await leader))
+    assert Counter(x_cache(m) for m in followers) == Counter({"MISS": 1, "HIT": 19})
+    assert len({json_of(m)["nonce"] for m in followers}) == 1
+    assert app.state.calls["/pslow"] == 2
+
+
+async def test_response_cache_a_refresh_that_may_not_be_stored_does_not_evict_the_stale_entry(
+    backend: Backend,
+) -> None:
+    """A client without the cookie is served the stale entry and its background refresh gets
+    a response with Set-Cookie: the stale entry stays, for everyone, until a refresh that may
+    be stored replaces it."""
+    now = [1000.0]
+    app = origin()
+    routes = {"/public/{id}": {"ttl": 10, "stale_while_revalidate": 60, "public": True}}
+    cached = cache(csrf(app), backend, routes=routes, clock=lambda: now[0])
+    stored = await request(cached, "/public/1", headers=[TOKEN])
+    now[0] += 11
+
+    async def served(headers: Sequence[tuple[str, str]]) -> list[Message]:
+        messages = await request(cached, "/public/1", headers=headers)
+        await asyncio.wait(list(cached._refreshes.values()) or [asyncio.sleep(0)], timeout=5)
+        return messages
+
+    assert x_cache(await served([])) == "STALE"
+    again = await served([TOKEN])
+    assert x_cache(again) == "STALE"
+    assert body_of(again) == body_of(stored)
+    assert x_cache(await request(cached, "/public/1")) == "HIT"
+    assert app.state.calls["/public/1"] == 3
 
 
 # --- POST bodies ---------------------------------------------------------------------------------
@@ -679,16 +797,56 @@ async def test_response_cache_bypasses_bodies_it_cannot_key_and_the_app_still_re
     assert app.state.calls["/echo"] == 2
 
 
-async def test_response_cache_bypasses_a_get_with_a_body_on_a_route_that_does_not_key_it() -> None:
-    """A "fat GET": the body is not in the key, so the response must not be shared."""
+CONTENT = [
+    pytest.param("GET", [("content-length", "7")], "1.1", id="content-length"),
+    pytest.param("GET", [("content-length", " 7 ")], "1.1", id="content-length-spaced"),
+    pytest.param("GET", [("transfer-encoding", "chunked")], "1.1", id="chunked"),
+    pytest.param("GET", [], "2", id="http2-without-length"),
+    pytest.param("HEAD", [("content-length", "7")], "1.1", id="head"),
+]
+
+
+@pytest.mark.parametrize(("method", "headers", "version"), CONTENT)
+async def test_response_cache_a_body_on_a_get_does_not_reach_the_origin_or_the_entry(
+    backend: Backend, method: str, headers: list[tuple[str, str]], version: str
+) -> None:
+    """A route that does not key on the body answers a GET or HEAD that carries one with 400
+    (problem details), without running the app: the body can neither shape the stored
+    response, nor be read against it, nor send requests past it to the origin."""
     app = origin()
-    cached = cache(app, MemoryBackend(), routes={"/echo": {"ttl": 60}})
+    cached = cache(app, backend, routes={"/echo": {"ttl": 60}})
+    stored = await request(cached, "/echo", method=method)
+    for _ in range(3):
+        refused = await request(
+            cached, "/echo", method=method, headers=headers, body=b"payload", http_version=version
+        )
+        assert status_of(refused) == 400
+        assert dict(headers_of(refused))["content-type"] == "application/problem+json"
+        if method == "GET":
+            assert json_of(refused)["status"] == 400
+    again = await request(cached, "/echo", method=method)
+    assert x_cache(again) == "HIT"
+    assert body_of(again) == body_of(stored)
+    assert app.state.calls["/echo"] == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "version"),
+    [
+        pytest.param([("content-length", "0")], "1.1", id="content-length-0"),
+        pytest.param([("transfer-encoding", "chunked")], "1.1", id="chunked-empty"),
+        pytest.param([], "2", id="http2-empty"),
+    ],
+)
+async def test_response_cache_an_empty_body_on_a_get_is_no_body(
+    backend: Backend, headers: list[tuple[str, str]], version: str
+) -> None:
+    app = origin()
+    cached = cache(app, backend, routes={"/echo": {"ttl": 60}})
     await request(cached, "/echo")
-    for headers in ([("content-length", "7")], [("transfer-encoding", "chunked")]):
-        answer = await request(cached, "/echo", headers=headers, body=b"payload")
-        assert x_cache(answer) == "BYPASS"
-        assert json_of(answer)["body"] == "payload"
-    assert x_cache(await request(cached, "/echo", headers=[("content-length", "0")])) == "HIT"
+    answer = await request(cached, "/echo", headers=headers, http_version=version)
+    assert x_cache(answer) == "HIT"
+    assert app.state.calls["/echo"] == 1
 
 
 # --- streams -------------------------------------------------------------------------------------
@@ -746,8 +904,8 @@ async def test_response_cache_streams_an_oversized_response_whole_and_does_not_s
     first = await request(cached, "/stream")
     second = await request(cached, "/stream")
     assert body_of(first) == body_of(second) == b"".join(CHUNKS)
-    assert x_cache(first) == "MISS"  # the start went out before the body grew past the cap
-    assert x_cache(second) == "BYPASS"
+    # Each start went out before the body grew past the cap; neither was stored.
+    assert x_cache(first) == x_cache(second) == "MISS"
     assert app.state.calls["/stream"] == 2
 
 
@@ -763,6 +921,110 @@ async def test_response_cache_runs_the_origin_once_for_concurrent_callers(
     assert app.state.calls["/slow"] == 1
     assert len({body_of(a) for a in answers}) == 1
     assert Counter(x_cache(a) for a in answers) == Counter({"MISS": 1, "HIT": 49})
+
+
+async def test_response_cache_a_leader_over_the_size_cap_does_not_hold_its_followers(
+    backend: Backend,
+) -> None:
+    """The leader's stream outgrows max_body_bytes and then hangs: the callers waiting for it,
+    in this process and another, go on at once (to the app, since such a response is never
+    stored), long before the leader ends or cache.wait (60 s) runs out."""
+    app = origin()
+    here, there = (cache(app, backend, max_body_bytes=200) for _ in range(2))
+    first_bytes = asyncio.Event()
+
+    def on_message(message: Message) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            first_bytes.set()
+
+    leader = asyncio.create_task(request(here, "/held", on_message=on_message))
+    await asyncio.wait_for(first_bytes.wait(), 10)
+    async with asyncio.timeout(20):
+        followers = await asyncio.gather(*(request(i, "/held") for i in [here, there] * 5))
+    assert not leader.done()
+    assert {body_of(m) for m in followers} == {b"x" * 300 + b"end"}
+    app.state.gate.set()
+    assert body_of(await leader) == b"x" * 300 + b"end"
+
+
+async def test_response_cache_queued_followers_do_not_wait_for_a_leader_over_the_size_cap(
+    backend: Backend,
+) -> None:
+    """Callers already queued behind a leader, in this process and another, go on the moment
+    its stream passes the size cap, while the leader's stream still hangs."""
+    app = origin()
+    start = asyncio.Event()
+
+    async def late(scope: Scope, receive: Receive, send: Send) -> None:
+        if app.state.calls["/held"] == 0:
+            await start.wait()  # the leader's stream begins once the others have queued
+        await app(scope, receive, send)
+
+    here, there = (cache(late, backend, max_body_bytes=200) for _ in range(2))
+    leader = asyncio.create_task(request(here, "/held"))
+    followers = [asyncio.create_task(request(i, "/held")) for i in [here, there] * 5]
+    # Time for the followers to queue; the verdict does not depend on it (a follower that
+    # arrives after the leader's refusal must not wait either).
+    await asyncio.sleep(0.2)
+    assert not any(f.done() for f in followers)
+    start.set()
+    async with asyncio.timeout(20):
+        answers = await asyncio.gather(*followers)
+    assert not leader.done()
+    assert {body_of(m) for m in answers} == {b"x" * 300 + b"end"}
+    app.state.gate.set()
+    assert body_of(await leader) == b"x" * 300 + b"end"
+
+
+async def test_response_cache_a_leader_that_stops_reading_does_not_hold_its_followers(
+    backend: Backend,
+) -> None:
+    """The leader's client takes the response start and then reads nothing: the response is
+    stored as soon as the app has produced it, and the callers waiting for it, in this process
+    and another, are served it at once."""
+    app = origin()
+    here, there = cache(app, backend), cache(app, backend)
+    scope = http_scope("/slow", headers=[("host", "testserver")])
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def stalled(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            await asyncio.Event().wait()  # a client that stopped reading
+
+    leader = asyncio.create_task(current_serving().wrap(here)(scope, receive, stalled))
+    await eventually(lambda: app.state.calls["/slow"] == 1)
+    async with asyncio.timeout(20):
+        followers = await asyncio.gather(*(request(i, "/slow") for i in [here, there] * 5))
+    assert {x_cache(m) for m in followers} == {"HIT"}
+    assert app.state.calls["/slow"] == 1
+    assert not leader.done()
+    leader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await leader
+
+
+async def test_response_cache_a_client_that_fails_does_not_stop_the_response_being_stored(
+    backend: Backend,
+) -> None:
+    """The leader's connection fails as its response is sent: the error still reaches the
+    server (as without the cache), and the complete response the app produced is stored."""
+    app = origin()
+    cached = cache(app, backend)
+    scope = http_scope("/items/1", headers=[("host", "testserver")])
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def broken(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            raise OSError("connection reset by peer")
+
+    with pytest.raises(OSError, match="reset"):
+        await current_serving().wrap(cached)(scope, receive, broken)
+    assert x_cache(await request(cached, "/items/1")) == "HIT"
+    assert app.state.calls["/items/1"] == 1
 
 
 async def test_response_cache_serves_stale_while_one_background_refresh_runs(
@@ -1090,3 +1352,93 @@ async def test_admin_cache_invalidation_needs_a_token_and_reaches_the_response_c
         assert done.status_code == 200
         assert done.json() == {"tags": ["items"], "deleted": 1}
         assert (await http.get("/items/1")).headers["x-cache"] == "MISS"
+
+
+# --- behind Starlette's CORSMiddleware -----------------------------------------------------------
+
+ORIGINS = ["https://a.example", "https://b.example"]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend_url(request: pytest.FixtureRequest) -> str:
+    """install()'s backend: in process, or the session's Redis (emptied)."""
+    if request.param == "memory":
+        return "memory://"
+    url: str = request.getfixturevalue("redis_url")
+    return url
+
+
+def cors_app(url: str, *, cors_outside: bool, vary: Sequence[str] = ()) -> FastAPI:
+    """A public cached route, with Starlette's CORSMiddleware added before install() (inside
+    the cache) or after it (outside)."""
+    app = FastAPI()
+    app.state.calls = Counter()
+
+    @app.get("/catalog")
+    async def catalog() -> dict[str, int]:
+        app.state.calls["catalog"] += 1
+        return {"run": app.state.calls["catalog"]}
+
+    if not cors_outside:
+        app.add_middleware(CORSMiddleware, allow_origins=ORIGINS)
+    toolkit.install(
+        app,
+        ToolkitSettings(
+            cache={"routes": {"/catalog": {"ttl": 60, "public": True, "vary": list(vary)}}},
+            backend={"url": url, "timeout": 2},
+            telemetry={"prometheus": False},
+        ),
+    )
+    if cors_outside:
+        app.add_middleware(CORSMiddleware, allow_origins=ORIGINS)
+    return app
+
+
+async def test_response_cache_inside_cors_middleware_stores_nothing_without_vary_origin(
+    backend_url: str,
+) -> None:
+    """CORSMiddleware adds ``Vary: Origin`` to every response; inside the cache, with Origin
+    not in the route's key, no response may be stored (what docs/caching.md warns of)."""
+    app = cors_app(backend_url, cors_outside=False)
+    async with serving(app) as http:
+        answers = [await http.get("/catalog", headers={"origin": ORIGINS[0]}) for _ in range(3)]
+    assert [a.headers["x-cache"] for a in answers] == ["BYPASS"] * 3
+    assert app.state.calls["catalog"] == 3
+
+
+async def test_response_cache_behind_cors_does_not_serve_one_origin_anothers_cors_headers(
+    backend_url: str,
+) -> None:
+    """CORSMiddleware added after install() wraps the cache: one stored entry serves every
+    origin, and each response carries the CORS headers of the request's own origin."""
+    app = cors_app(backend_url, cors_outside=True)
+    async with serving(app) as http:
+        a = await http.get("/catalog", headers={"origin": ORIGINS[0]})
+        b = await http.get("/catalog", headers={"origin": ORIGINS[1]})
+        evil = await http.get("/catalog", headers={"origin": "https://evil.example"})
+        none = await http.get("/catalog")
+    assert [r.headers["x-cache"] for r in (a, b, evil, none)] == ["MISS", "HIT", "HIT", "HIT"]
+    assert a.headers["access-control-allow-origin"] == ORIGINS[0]
+    assert b.headers["access-control-allow-origin"] == ORIGINS[1]
+    assert "access-control-allow-origin" not in evil.headers
+    assert "access-control-allow-origin" not in none.headers
+    assert app.state.calls["catalog"] == 1
+
+
+async def test_response_cache_inside_cors_with_vary_origin_keeps_one_entry_per_origin(
+    backend_url: str,
+) -> None:
+    app = cors_app(backend_url, cors_outside=False, vary=["origin"])
+    async with serving(app) as http:
+        answers = [
+            await http.get("/catalog", headers={"origin": origin})
+            for origin in (ORIGINS[0], ORIGINS[0], ORIGINS[1], ORIGINS[1])
+        ]
+    assert [a.headers["x-cache"] for a in answers] == ["MISS", "HIT", "MISS", "HIT"]
+    assert [a.headers["access-control-allow-origin"] for a in answers] == [
+        ORIGINS[0],
+        ORIGINS[0],
+        ORIGINS[1],
+        ORIGINS[1],
+    ]
+    assert app.state.calls["catalog"] == 2

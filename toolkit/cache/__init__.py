@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from toolkit.cache._current import current_cache, set_current_cache
-from toolkit.cache._singleflight import SingleFlight
+from toolkit.cache._singleflight import SingleFlight, Turn
 from toolkit.cache._store import CacheStore, LocalTier
 from toolkit.cache.embeddings import cache_embeddings
 from toolkit.cache.functions import cached
@@ -20,6 +20,7 @@ __all__ = [
     "LocalTier",
     "ResponseCacheMiddleware",
     "SingleFlight",
+    "Turn",
     "cache_embeddings",
     "cached",
     "cached_response",

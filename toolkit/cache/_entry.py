@@ -7,6 +7,7 @@ that a colon or semicolon inside a value could break).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Final, NamedTuple
 
@@ -15,8 +16,8 @@ import msgpack  # type: ignore[import-untyped]
 VERSION: Final = 1
 """Format of the stored array; an entry of any other version reads as a miss."""
 PASS: Final = 0
-"""Status of a marker entry: the origin answered something that may not be stored, so the
-callers of this key go straight to it for a while instead of queueing behind one another."""
+"""Status of a marker entry: the origin answered something that may not be stored, by its
+nature. Kept beside the response's key, never in its place."""
 
 Headers = tuple[tuple[bytes, bytes], ...]
 
@@ -61,8 +62,9 @@ def encode(
 
 
 def encode_pass(stored_at: float, ttl: float) -> bytes:
-    """The stored form of a marker that sends this key's callers to the origin for ``ttl``."""
-    return encode(PASS, (), b"", stored_at, ttl, 0.0)
+    """The stored form of a marker: a response could not be stored, noted for ``ttl``. Each
+    marker differs from every other (a random body), so that callers can tell a new one."""
+    return encode(PASS, (), os.urandom(8), stored_at, ttl, 0.0)
 
 
 def decode(raw: bytes) -> Entry:

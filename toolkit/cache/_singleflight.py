@@ -5,7 +5,9 @@ coroutine takes a lease in the backend and renews it while the computation runs,
 call longer than the lease never lets a second caller start; the others poll the cache with
 backoff and take the result when it lands. When the leader ends without storing anything
 (the response was not cacheable, it failed, it was cancelled, its process died and the lease
-ran out), the next caller leads, one at a time.
+ran out), the next caller leads, one at a time. A leader that knows before it returns that
+there is nothing more to wait for (it has stored the result, or it will store nothing) ends
+its :class:`Turn` there, and the others go on at once.
 """
 
 from __future__ import annotations
@@ -26,6 +28,63 @@ DEFAULT_LEASE = 10.0
 DEFAULT_WAIT = 60.0
 _FIRST_POLL = 0.01
 _LAST_POLL = 0.25
+
+# Lease releases that outlive a cancelled caller: referenced until done, as asyncio asks.
+_releases: set[asyncio.Task[None]] = set()
+
+
+class Turn:
+    """A leader's hold on its key, handed to its computation.
+
+    ``end()`` gives the hold up before the computation returns: the lease is released and
+    the callers waiting in this process look again (one of them leads if there is still
+    nothing to take). The computation goes on, holding nothing. The flight ends the turn
+    itself when the computation returns, fails or is cancelled.
+    """
+
+    __slots__ = ("_backend", "_ended", "_lease_key", "_local", "_renewal", "_token")
+
+    def __init__(
+        self,
+        backend: Backend,
+        lease_key: str,
+        token: str,
+        local: Callable[[], None],
+        renewal: asyncio.Task[None],
+    ) -> None:
+        self._backend = backend
+        self._lease_key = lease_key
+        self._token = token
+        self._local = local
+        self._renewal = renewal
+        self._ended = False
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    async def end(self) -> None:
+        """Release the lease, then let this process's waiting callers go on. Idempotent."""
+        if self._ended:
+            return
+        self._ended = True
+        self._renewal.cancel()
+        release = asyncio.ensure_future(self._backend.lease_release(self._lease_key, self._token))
+        _releases.add(release)
+        release.add_done_callback(_retire)
+        try:
+            # Released even when our caller is cancelled meanwhile: followers elsewhere must
+            # not wait out the lease. Shielded, so that cancellation cannot skip it.
+            with contextlib.suppress(BackendError):
+                await asyncio.shield(release)
+        finally:
+            self._local()
+
+
+def _retire(task: asyncio.Task[None]) -> None:
+    _releases.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: a failed release is counted by the backend already
 
 
 class SingleFlight(Generic[T]):
@@ -62,26 +121,42 @@ class SingleFlight(Generic[T]):
     ) -> T:
         """``lookup()`` when another caller has produced it, else ``compute()`` (which
         stores what it produces). Backend failures degrade to computing without a lease."""
+        return await self.run_turn(key, lookup, lambda turn: compute())
+
+    async def run_turn(
+        self,
+        key: str,
+        lookup: Callable[[], Awaitable[T | None]],
+        compute: Callable[[Turn | None], Awaitable[T]],
+    ) -> T:
+        """As :meth:`run`, with the leader's :class:`Turn` passed to ``compute`` (None when
+        it computes without a lease: the backend failed, or it waited long enough)."""
         deadline = self._clock() + self._wait
-        while (turn := self._local.get(key)) is not None:
+        while (head := self._local.get(key)) is not None:
             # Another coroutine of this process leads for this key: wait for its turn to end
             # (shielded: our cancellation must not cancel the leader), then look again. As
             # long as a follower in another process would wait, and no longer.
             remaining = deadline - self._clock()
             if remaining <= 0:
-                return await compute()  # waited long enough for a leader that never stores
+                return await compute(None)  # waited long enough for a leader that never stores
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(turn), remaining)
+                await asyncio.wait_for(asyncio.shield(head), remaining)
             found = await lookup()
             if found is not None:
                 return found
-        turn = asyncio.get_running_loop().create_future()
-        self._local[key] = turn
+        head = asyncio.get_running_loop().create_future()
+        self._local[key] = head
+
+        def step_down() -> None:
+            if self._local.get(key) is head:
+                del self._local[key]
+            if not head.done():
+                head.set_result(None)
+
         try:
-            return await self._across_processes(key, lookup, compute)
+            return await self._across_processes(key, lookup, compute, step_down)
         finally:
-            del self._local[key]
-            turn.set_result(None)
+            step_down()
 
     async def run_if_idle(self, key: str, compute: Callable[[], Awaitable[T]]) -> T | None:
         """``compute()`` under the lease when no caller in the fleet is computing ``key``;
@@ -89,8 +164,8 @@ class SingleFlight(Generic[T]):
         wait for its next chance, such as refreshing a stale entry in the background."""
         if key in self._local:
             return None
-        turn = asyncio.get_running_loop().create_future()
-        self._local[key] = turn
+        head = asyncio.get_running_loop().create_future()
+        self._local[key] = head
         try:
             lease_key = f"lease:{key}"
             token = uuid.uuid4().hex
@@ -99,16 +174,17 @@ class SingleFlight(Generic[T]):
                     return None
             except BackendError:
                 return None
-            return await self._lead(lease_key, token, compute)
+            return await self._lead(lease_key, token, lambda turn: compute(), lambda: None)
         finally:
             del self._local[key]
-            turn.set_result(None)
+            head.set_result(None)
 
     async def _across_processes(
         self,
         key: str,
         lookup: Callable[[], Awaitable[T | None]],
-        compute: Callable[[], Awaitable[T]],
+        compute: Callable[[Turn | None], Awaitable[T]],
+        step_down: Callable[[], None],
     ) -> T:
         lease_key = f"lease:{key}"
         token = uuid.uuid4().hex
@@ -118,29 +194,35 @@ class SingleFlight(Generic[T]):
             try:
                 leader = await self._backend.lease_acquire(lease_key, token, self._lease)
             except BackendError:
-                return await compute()  # no coordination without the backend
+                return await compute(None)  # no coordination without the backend
             if leader:
-                return await self._lead(lease_key, token, compute)
+                return await self._lead(lease_key, token, compute, step_down)
             await self._sleep(poll)
             poll = min(_LAST_POLL, poll * 2)
             found = await lookup()
             if found is not None:
                 return found
             if self._clock() >= deadline:
-                return await compute()  # waited long enough for a leader that never stores
+                return await compute(None)  # waited long enough for a leader that never stores
 
-    async def _lead(self, lease_key: str, token: str, compute: Callable[[], Awaitable[T]]) -> T:
+    async def _lead(
+        self,
+        lease_key: str,
+        token: str,
+        compute: Callable[[Turn | None], Awaitable[T]],
+        step_down: Callable[[], None],
+    ) -> T:
         renewal = asyncio.create_task(self._renew(lease_key, token))
+        turn = Turn(self._backend, lease_key, token, step_down, renewal)
         try:
-            return await compute()
+            return await compute(turn)
         finally:
-            renewal.cancel()
+            # Ended even when the computation was cancelled: followers must not wait out the
+            # lease. A second cancellation while it ends is the one thing that may cut it short.
+            with contextlib.suppress(asyncio.CancelledError):
+                await turn.end()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewal
-            # Released even when the computation was cancelled: followers must not wait out
-            # the lease. Shielded so that our own cancellation cannot skip it.
-            with contextlib.suppress(BackendError, asyncio.CancelledError):
-                await asyncio.shield(self._backend.lease_release(lease_key, token))
 
     async def _renew(self, lease_key: str, token: str) -> None:
         while True:

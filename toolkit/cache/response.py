@@ -30,10 +30,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from toolkit._paths import PathMatcher, route_endpoints, route_path
 from toolkit.backends import Backend, backend_from_url
+from toolkit.cache._capture import AGE as _AGE
+from toolkit.cache._capture import BYPASS as _BYPASS
+from toolkit.cache._capture import X_CACHE as _X_CACHE
+from toolkit.cache._capture import Capture
+from toolkit.cache._content import has_content, read_content, refuse_content
 from toolkit.cache._current import current_cache
 from toolkit.cache._entry import Entry, decode, encode, encode_pass
 from toolkit.cache._keys import canonical_json, canonical_query, digest_key
-from toolkit.cache._singleflight import SingleFlight
+from toolkit.cache._singleflight import SingleFlight, Turn
 from toolkit.cache._store import CacheStore, LocalTier
 from toolkit.errors import BackendError
 from toolkit.flags import CACHE_RESPONSE, FlagSource, current_store
@@ -55,27 +60,20 @@ NAME: Final = "response"
 MARKER: Final = "__toolkit_cached_response__"
 """The attribute :func:`cached_response` sets on an endpoint."""
 PASS_TTL: Final = 10.0
-"""Seconds a key whose response could not be stored sends callers straight to the origin
-(at most the route's ttl), instead of queueing them behind one another."""
+"""Seconds a key's note that a leader's response could not be stored is kept (at most the
+route's ttl); see :data:`REFUSALS_BEFORE_PASSING`."""
+REFUSALS_BEFORE_PASSING: Final = 2
+"""Leaders in a row whose responses could not be stored by their nature (a Set-Cookie, a
+size over the cap) that a caller waits for; after them it goes to the origin itself instead
+of queueing behind the next one. After one, the next caller leads: its response may well
+be stored (a CSRF cookie is set only for clients that have none)."""
 MAX_REFRESHES: Final = 64
 """Background refreshes (stale-while-revalidate) running at once per process; past it, a
 stale entry is served without starting another, and refreshed on a later request."""
 KEY_VERSION: Final = 1
 
-_X_CACHE = b"x-cache"
-_AGE = b"age"
 _HIT = (_X_CACHE, b"HIT")
 _STALE = (_X_CACHE, b"STALE")
-_MISS = (_X_CACHE, b"MISS")
-_BYPASS = (_X_CACHE, b"BYPASS")
-# The app's own values of these are dropped (x-cache always; age from stored copies, since the
-# cache's Age replaces it on replay): no response ever carries two.
-_OWN = frozenset({_X_CACHE, _AGE})
-_REFUSING_DIRECTIVES = frozenset({b"private", b"no-store", b"no-cache"})
-
-# Header slots that are not part of the key: a request body the key does not cover.
-_CONTENT_LENGTH = -1
-_TRANSFER_ENCODING = -2
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -104,6 +102,8 @@ def cached_response(
             key. Leave False for anything that depends on who asks.
         vary: request headers whose values select the response (part of the key).
         body: key on the JSON request body (canonical form, hashed); needed to cache POST.
+            A hit never runs the endpoint, so its side effects happen on misses only.
+            Without it, a GET or HEAD with content is answered 400.
         stale_while_revalidate: after ``ttl``, serve the old response this long while one
             caller in the fleet refreshes it in the background.
         tags: for :func:`toolkit.cache.invalidate`.
@@ -158,7 +158,7 @@ class _Route:
     statuses: frozenset[int]
     methods: frozenset[str]
     slots: dict[bytes, int]
-    """Request header name -> its slot in the key; negative: a body the key does not cover."""
+    """Request header name -> its slot in the key."""
     accepted_vary: frozenset[bytes]
     """Header names a response's ``Vary`` may list: those the key covers."""
     label: _RouteLabel
@@ -176,9 +176,6 @@ def _prepare(
     slots: dict[bytes, int] = {}
     for name in keyed:
         slots.setdefault(name, len(slots))
-    if not settings.body:
-        slots[b"content-length"] = _CONTENT_LENGTH
-        slots[b"transfer-encoding"] = _TRANSFER_ENCODING
     return _Route(
         pattern=pattern,
         ttl=settings.ttl,
@@ -189,7 +186,7 @@ def _prepare(
         statuses=frozenset(settings.statuses),
         methods=methods,
         slots=slots,
-        accepted_vary=frozenset(name for name, slot in slots.items() if slot >= 0),
+        accepted_vary=frozenset(slots),
         label=_RouteLabel(pattern),
     )
 
@@ -243,11 +240,19 @@ def _record_hook_failure(exc: Exception) -> None:
         span.record_exception(exc, attributes={names.HOOK: "cache.identity"})
 
 
-class _Served:
-    """What a single-flight leader returns: it answered its own caller from the origin."""
+class _Outcome:
+    """What a single flight returns other than an entry."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
 
-_SERVED: Final = _Served()
+_SERVED: Final = _Outcome("served")
+"""This caller led: the origin answered it."""
+_PASS: Final = _Outcome("pass")
+"""Leaders in a row could not store their responses: go to the origin without waiting."""
 
 
 class ResponseCacheMiddleware:
@@ -263,7 +268,9 @@ class ResponseCacheMiddleware:
     it may be: the whole body arrived, within ``max_body_bytes``, the app returned without
     error, the status is one of the route's, and it has no ``Set-Cookie``, no
     ``Cache-Control: private / no-store / no-cache``, and no ``Vary`` on a header the key does
-    not cover. Other callers of the key wait for it and get the stored response.
+    not cover. Other callers of the key wait for it and get the stored response; they go on
+    the moment it is stored (never waiting for the leader's client) or known not to be. A
+    GET or HEAD with content on a route that does not key on the body is answered 400.
 
     Request headers never change what is served or stored; when the backend fails, requests
     go to the app (``X-Cache: BYPASS``) and are never failed by the cache. Each decision is
@@ -350,7 +357,7 @@ class ResponseCacheMiddleware:
             )
             self._owned = backend
         self.store = store or current_cache()
-        self._flight = SingleFlight[Entry | _Served](
+        self._flight = SingleFlight[Entry | _Outcome](
             self.store.backend, lease=settings.lease, wait=settings.wait
         )
         self._flags = flags
@@ -398,6 +405,15 @@ class ResponseCacheMiddleware:
             if body is None:  # too large, not JSON, or the client left: not keyable
                 await self._bypass(scope, receive, send, None)
                 return
+        else:
+            content = has_content(scope)
+            if content is None:  # chunked, or HTTP/2: only the body itself tells
+                received, content = await read_content(receive)
+                receive = _replaying(received, receive)
+            if content:  # see toolkit/cache/_content.py: never keyed, never a way past us
+                self.store.record(NAME, names.CACHE_REFUSED, None)
+                await refuse_content(scope, receive, send)
+                return
         key = await self._key(route, scope, body)
         if key is None:
             await self._bypass(scope, receive, send, None)
@@ -416,10 +432,7 @@ class ResponseCacheMiddleware:
                 return
         if raw is not None:
             entry = _readable(raw)
-            if entry is not None:
-                if entry.is_pass:
-                    await self._bypass(scope, receive, send, key)
-                    return
+            if entry is not None and not entry.is_pass:  # a pass in the key: an older version's
                 age = self._clock() - entry.stored_at
                 if age < entry.ttl:
                     if from_backend and local is not None:
@@ -442,14 +455,8 @@ class ResponseCacheMiddleware:
         picked: list[tuple[int, bytes]] = []
         for name, value in scope["headers"]:
             slot = slots.get(name)
-            if slot is None:
-                continue
-            if slot >= 0:
+            if slot is not None:
                 picked.append((slot, value))
-            elif slot == _TRANSFER_ENCODING or value.strip() != b"0":
-                # A body on a route that does not key on it ("fat GET"): the app may read it,
-                # so two such requests could share a key and not a response.
-                return None
         if len(picked) > 1:
             picked.sort(key=_slot_of)  # stable: repeated headers keep their order
         identity: str | None = ""
@@ -481,32 +488,47 @@ class ResponseCacheMiddleware:
         self, route: _Route, key: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
         """One caller in the fleet runs the app; the others take what it stores."""
+        refusals_key = _refusals_key(key)
+        try:
+            last_refusal = await self.store.get(refusals_key)
+        except BackendError:
+            last_refusal = None
+        refusals = 0
 
-        async def lookup() -> Entry | None:
+        async def lookup() -> Entry | _Outcome | None:
+            nonlocal last_refusal, refusals
             try:
-                raw = await self.store.get(key)
+                raw, refusal = await self.store.get_many([key, refusals_key])
             except BackendError:
                 return None
             entry = None if raw is None else _readable(raw)
-            if entry is None or (
-                not entry.is_pass and self._clock() - entry.stored_at >= entry.ttl + entry.stale
+            if (
+                entry is not None
+                and not entry.is_pass
+                and self._clock() - entry.stored_at < entry.ttl + entry.stale
             ):
-                return None
-            return entry
+                return entry
+            if refusal is not None and refusal != last_refusal:
+                # A leader we waited for could not store its response, by its nature.
+                last_refusal = refusal
+                refusals += 1
+                if refusals >= REFUSALS_BEFORE_PASSING:
+                    return _PASS
+            return None
 
-        async def compute() -> Entry | _Served:
+        async def compute(turn: Turn | None) -> Entry | _Outcome:
             # Leading now; a caller that led before us may have stored it since our read.
             found = await lookup()
             if found is not None:
                 return found
-            await self._origin(route, key, scope, receive, send)
+            await self._origin(route, key, scope, receive, send, turn)
             return _SERVED
 
-        result = await self._flight.run(key, lookup, compute)
-        if isinstance(result, _Served):
+        result = await self._flight.run_turn(key, lookup, compute)
+        if result is _SERVED:
             return
-        if result.is_pass:
-            await self._bypass(scope, receive, send, key)
+        if isinstance(result, _Outcome):  # _PASS: the origin, side by side with the others
+            await self._origin(route, key, scope, receive, send, None)
             return
         age = self._clock() - result.stored_at
         fresh = age < result.ttl
@@ -515,39 +537,61 @@ class ResponseCacheMiddleware:
         await _send_entry(send, result, _HIT if fresh else _STALE, age)
 
     async def _origin(
-        self, route: _Route, key: str, scope: Scope, receive: Receive, send: Send
+        self,
+        route: _Route,
+        key: str,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        turn: Turn | None,
     ) -> None:
-        """Run the app for this caller, streaming as it goes, and store what may be stored."""
-        capture = _Capture(send, route, self._max_body)
-        try:
-            await self.app(scope, receive, capture)
-        finally:
-            # A response refused mid-stream (too large) has said MISS already: counted as
-            # what it turned out to be.
-            result = names.CACHE_MISS if capture.refused is None else names.CACHE_BYPASS
-            self.store.record(NAME, result, key)
-        await self._keep(route, key, capture)
+        """Run the app for this caller, streaming as it goes, and store what may be stored.
+        A leader's ``turn`` ends the moment its response is stored or known not to be."""
 
-    async def _keep(self, route: _Route, key: str, capture: _Capture) -> None:
-        """Store the captured response, or a pass marker when it may not be stored."""
-        now = self._clock()
-        if capture.refused is None and capture.complete:
-            value = encode(
-                capture.status,
-                capture.headers,
-                b"".join(capture.chunks),
-                now,
-                route.ttl,
-                route.stale,
-            )
-            ttl = route.ttl + route.stale
-        elif capture.passes:
-            ttl = min(route.ttl, PASS_TTL)
-            value = encode_pass(now, ttl)
-        else:
-            return
+        async def refused(passes: bool) -> None:
+            if turn is None:
+                return
+            if passes:  # its own doing: noted, so that the others stop queueing after two
+                await self._note_refusal(route, key)
+            await turn.end()
+
+        capture = Capture(
+            send,
+            statuses=route.statuses,
+            accepted_vary=route.accepted_vary,
+            limit=self._max_body,
+            on_refused=refused,
+        )
+        async with capture:
+            try:
+                await self.app(scope, receive, capture)
+                if capture.storable:
+                    await self._store(route, key, capture)
+            finally:
+                # A response refused mid-stream (too large) has said MISS already: counted as
+                # what it turned out to be.
+                result = names.CACHE_MISS if capture.refused is None else names.CACHE_BYPASS
+                self.store.record(NAME, result, key)
+                if turn is not None:
+                    await turn.end()  # before the rest reaches a client that may read slowly
+
+    async def _store(self, route: _Route, key: str, capture: Capture) -> None:
+        value = encode(
+            capture.status,
+            capture.headers,
+            b"".join(capture.chunks),
+            self._clock(),
+            route.ttl,
+            route.stale,
+        )
         with contextlib.suppress(BackendError):  # counted and traced by the backend
-            await self.store.set(key, value, ttl, route.tags)
+            await self.store.set(key, value, route.ttl + route.stale, route.tags)
+
+    async def _note_refusal(self, route: _Route, key: str) -> None:
+        """Note, beside the key (never in its place), that a response could not be stored."""
+        ttl = min(route.ttl, PASS_TTL)
+        with contextlib.suppress(BackendError):
+            await self.store.set(_refusals_key(key), encode_pass(self._clock(), ttl), ttl)
 
     async def _bypass(self, scope: Scope, receive: Receive, send: Send, key: str | None) -> None:
         self.store.record(NAME, names.CACHE_BYPASS, key)
@@ -577,16 +621,22 @@ class ResponseCacheMiddleware:
         fleet is doing it already. Bounded by ``wait``; a failure leaves the stale entry to
         expire."""
 
-        async def compute() -> _Served:
+        async def compute() -> _Outcome:
             # Another process may have refreshed it while we waited for the lease; read the
             # backend itself, not a local copy that may be the stale entry.
             found = (await self.store.backend.cache_get_many([key]))[0]
             entry = None if found is None else _readable(found)
             if entry is None or self._clock() - entry.stored_at >= entry.ttl:
-                capture = _Capture(_discard, route, self._max_body)
+                capture = Capture(
+                    None,
+                    statuses=route.statuses,
+                    accepted_vary=route.accepted_vary,
+                    limit=self._max_body,
+                )
                 async with asyncio.timeout(self.settings.wait):
                     await self.app(scope, _one_request(body or b""), capture)
-                await self._keep(route, key, capture)
+                if capture.storable:  # else the stale entry serves on, until it expires
+                    await self._store(route, key, capture)
             return _SERVED
 
         try:
@@ -649,99 +699,9 @@ class ResponseCacheMiddleware:
         self._resolved = True
 
 
-class _Capture:
-    """The ``send`` of a miss: forwards every message at once, keeps a copy of the response
-    within the size cap, and decides at the response start whether it may be stored."""
-
-    __slots__ = (
-        "_limit",
-        "_route",
-        "_send",
-        "chunks",
-        "complete",
-        "headers",
-        "passes",
-        "refused",
-        "size",
-        "status",
-    )
-
-    def __init__(self, send: Send, route: _Route, limit: int) -> None:
-        self._send = send
-        self._route = route
-        self._limit = limit
-        self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.complete = False
-        self.refused: str | None = None
-        """Why the response may not be stored; None while it may."""
-        self.passes = False
-        """Whether the refusal is the response's own doing (a pass marker is stored)."""
-
-    async def __call__(self, message: Message) -> None:
-        kind = message["type"]
-        if kind == "http.response.body":
-            if self.refused is None:
-                chunk = message.get("body", b"")
-                self.size += len(chunk)
-                if self.size > self._limit:
-                    self._refuse("size", passes=True)
-                elif chunk:
-                    self.chunks.append(bytes(chunk))
-            if not message.get("more_body", False):
-                self.complete = True
-        elif kind == "http.response.start":
-            self.status = message["status"]
-            headers = [
-                (bytes(name), bytes(value))
-                for name, value in message.get("headers", ())
-                if name.lower() not in _OWN
-            ]
-            self.headers = headers
-            self._judge(message)
-            message["headers"] = [*headers, _MISS if self.refused is None else _BYPASS]
-        else:  # trailers, pathsend, zero-copy: not a body this cache can replay
-            self._refuse(kind, passes=True)
-        await self._send(message)
-
-    def _refuse(self, reason: str, *, passes: bool) -> None:
-        if self.refused is None:
-            self.refused = reason
-            self.passes = passes
-            self.chunks = []
-
-    def _judge(self, message: Message) -> None:
-        route = self._route
-        if self.status not in route.statuses:
-            # Not the response's nature but this request's outcome (an error, a redirect):
-            # no pass marker, the next caller tries again.
-            self._refuse("status", passes=False)
-            return
-        if message.get("trailers", False):
-            self._refuse("trailers", passes=True)
-            return
-        for name, value in self.headers:
-            name = name.lower()
-            if name == b"set-cookie":
-                self._refuse("set-cookie", passes=True)
-            elif name == b"cache-control":
-                directives = {d.strip().partition(b"=")[0].strip() for d in value.split(b",")}
-                if {d.lower() for d in directives} & _REFUSING_DIRECTIVES:
-                    self._refuse("cache-control", passes=True)
-            elif name == b"vary":
-                # RFC 9111 4.1: a stored response matches only requests with the same values
-                # of the headers Vary names; the key must cover them, and `*` matches nothing.
-                listed = {f.strip().lower() for f in value.split(b",")} - {b""}
-                if listed - route.accepted_vary:
-                    self._refuse("vary", passes=True)
-            elif name == b"content-length":
-                length = value.strip()
-                if length.isdigit() and int(length) > self._limit:
-                    self._refuse("size", passes=True)
-            if self.refused is not None:
-                return
+def _refusals_key(key: str) -> str:
+    """Where the last refusal of ``key``'s responses is noted."""
+    return f"pass:{key}"
 
 
 def _readable(raw: bytes) -> Entry | None:
@@ -824,7 +784,3 @@ def _one_request(body: bytes) -> Receive:
         return {"type": "http.disconnect"}
 
     return receive
-
-
-async def _discard(message: Message) -> None:
-    del message

@@ -192,7 +192,17 @@ CACHE_BYPASS: Final = "bypass"
 """Not cacheable (request or response), or the flag is off: straight to the origin."""
 CACHE_ERROR: Final = "error"
 """The backend failed: served by the origin."""
-CACHE_RESULTS: Final = (CACHE_HIT, CACHE_MISS, CACHE_STALE, CACHE_BYPASS, CACHE_ERROR)
+CACHE_REFUSED: Final = "refused"
+"""Answered 400 by the response cache, not by the origin: a GET or HEAD with content on a
+route that does not key on the body."""
+CACHE_RESULTS: Final = (
+    CACHE_HIT,
+    CACHE_MISS,
+    CACHE_STALE,
+    CACHE_BYPASS,
+    CACHE_ERROR,
+    CACHE_REFUSED,
+)
 
 RATE_LIMIT_ALLOWED: Final = "allowed"
 RATE_LIMIT_REJECTED: Final = "rejected"
