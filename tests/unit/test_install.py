@@ -102,6 +102,37 @@ async def test_install_serves_prometheus_metrics_that_parse() -> None:
     assert "process_cpu_seconds_total" in response.text
 
 
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "application/openmetrics-text; version=a",
+        "text/plain; version=1.x",
+        "application/openmetrics-text; version=" + "9" * 5000,
+        "application/openmetrics-text; version=1.\u0663",  # int() reads it; latin-1 cannot
+    ],
+)
+async def test_install_metrics_answers_406_to_a_format_version_that_is_not_one(
+    accept: str,
+) -> None:
+    """Unauthenticated and a 500 before: a problem+json 406 naming what to ask for."""
+    app = agent_app()
+    toolkit.install(app)
+    async with client(app) as http:
+        response = await http.get("/metrics", headers={"accept": accept.encode()})
+        assert response.status_code == 406, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "version=1.0.0" in response.json()["detail"]
+        # What Prometheus 3 sends still gets OpenMetrics.
+        scraper = (
+            "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+            "application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;"
+            "escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+        )
+        scraped = await http.get("/metrics", headers={"accept": scraper})
+        assert scraped.status_code == 200
+        assert scraped.headers["content-type"].startswith("application/openmetrics-text")
+
+
 async def test_install_twice_or_on_a_bare_asgi_app_is_refused() -> None:
     app = agent_app()
     toolkit.install(app)
