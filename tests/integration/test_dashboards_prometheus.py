@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.promtool import promtool_problems
 from tests.support.servers import UvicornServer, free_port, require_binary, wait_until
 from toolkit.backends.redis import RedisBackend
 from toolkit.flags import RATELIMIT, FlagStore
@@ -209,6 +210,9 @@ def test_every_panel_returns_data_from_a_real_prometheus(
         prometheus.wait_for_scrapes(2)
         second = drive(app, down)  # after a scrape, so every rate() sees an increase
         prometheus.wait_for_scrapes(2)
+        for server in (app, down):  # what Prometheus scrapes passes its own linter
+            exposition = httpx.get(f"{server.base_url}/metrics", timeout=5).content
+            assert promtool_problems(exposition) == "", server.base_url
         assert {200, 404, 429, 503} <= set(first) & set(second), (first, second)
 
         up = prometheus.query(f'up{{job="{JOB}"}}')
