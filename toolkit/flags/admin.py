@@ -56,9 +56,8 @@ logger = logging.getLogger("toolkit.admin")
 
 _PAGE = "admin_page.html"
 _ALWAYS = {"cache-control": "no-store", "x-content-type-options": "nosniff"}
-_LIMIT = re.compile(
-    r"[0-9]{1,4}"
-)  # ASCII digits: str.isdigit() also takes "²", which int() refuses
+# ASCII digits: str.isdigit() also takes "²", which int() refuses.
+_LIMIT = re.compile(r"[0-9]{1,4}")
 # Values quoted back in a 422, shortened: a client's 400-digit number or 60 KiB string is not
 # worth repeating in full.
 _QUOTE = reprlib.Repr()

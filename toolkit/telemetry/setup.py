@@ -20,7 +20,6 @@ import logging
 from dataclasses import dataclass, field
 
 from opentelemetry import metrics, trace
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -102,11 +101,13 @@ def _application_registry(
 ) -> CollectorRegistry | None:
     """The registry the application's own Prometheus reader on ``provider`` writes to (the
     toolkit's instruments report through that provider), or None, logged with what to do."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
     # The SDK has no public way to list a provider's readers, nor the exporter a reader's
     # registry: read both where they are kept (older SDKs keep the readers in _sdk_config,
     # and before 0.64b0 the exporter always writes to REGISTRY).
     config = getattr(provider, "_sdk_config", None)
-    readers = getattr(provider, "_metric_readers", None) or getattr(config, "metric_readers", ())
+    readers = getattr(provider, "_metric_readers", None) or getattr(config, "metric_readers", None)
     for reader in readers or ():
         if isinstance(reader, PrometheusMetricReader):
             registry: CollectorRegistry = getattr(reader, "_registry", REGISTRY)
