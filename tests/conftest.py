@@ -82,6 +82,9 @@ def _reset_global_providers() -> Iterator[None]:
     trace._TRACER_PROVIDER = None
     metrics._internal._METER_PROVIDER_SET_ONCE = Once()
     metrics._internal._METER_PROVIDER = None
+    # Instruments made through the proxy (before any provider was set) would attach to the
+    # next test's global provider and take its instruments' names first.
+    metrics._internal._PROXY_METER_PROVIDER = metrics._internal._ProxyMeterProvider()
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -1,20 +1,49 @@
-"""The toolkit's own HTTP error answers: problem details (RFC 9457) with ``Retry-After``.
+"""The toolkit's own HTTP error answers: problem details (RFC 9457).
 
-``install()`` registers exception handlers that answer with these, so a route that does no
-more than call a pool or a ``@resilient`` function answers a refusal fast, as a 503 in the
-same shape as the rate limiter's answers, never as a 500 with a traceback."""
+The admin routes and ``/metrics`` answer bad requests with :func:`problem_response`;
+``install()`` registers exception handlers that answer a pool's or a breaker's refusal with
+:func:`service_unavailable`, a 503 in the same shape as the rate limiter's answers, never a 500
+with a traceback.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Final
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any, Final
 
 from starlette.responses import Response
 
 REDUCED_CAPACITY: Final = (
     "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity"
 )
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    type: str = "about:blank",  # the member's name in RFC 9457
+    headers: Mapping[str, str] | None = None,
+    **extensions: Any,
+) -> Response:
+    """An ``application/problem+json`` answer: ``status``, its title, ``detail`` (what was
+    wrong and what would work) and any ``extensions`` (``field="limit"``)."""
+    body = {
+        "type": type,
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        **extensions,
+    }
+    return Response(
+        json.dumps(body, separators=(",", ":")),
+        status,
+        headers=headers,
+        media_type="application/problem+json",
+    )
 
 
 def retry_after_seconds(seconds: float) -> int:
@@ -25,15 +54,9 @@ def retry_after_seconds(seconds: float) -> int:
 
 def service_unavailable(detail: str, retry_after: int) -> Response:
     """503 problem+json, ``Retry-After: retry_after``, never stored by a cache."""
-    problem = {
-        "type": REDUCED_CAPACITY,
-        "title": "Service Unavailable",
-        "status": 503,
-        "detail": detail,
-    }
-    return Response(
-        json.dumps(problem, separators=(",", ":")),
-        status_code=503,
-        media_type="application/problem+json",
+    return problem_response(
+        503,
+        detail,
+        type=REDUCED_CAPACITY,
         headers={"retry-after": str(retry_after), "cache-control": "no-store"},
     )

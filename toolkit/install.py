@@ -10,6 +10,7 @@ nowhere else.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
+from toolkit._problem import problem_response
 from toolkit.backends import Backend, backend_from_settings
 from toolkit.cache import CacheStore, LocalTier, ResponseCacheMiddleware, set_current_cache
 from toolkit.errors import CircuitOpenError, ConfigurationError, PoolError
@@ -223,9 +225,29 @@ def install(
     return toolkit
 
 
+# The exposition formats' versions are dotted numbers; prometheus_client's negotiation
+# compares whatever follows "version=" as one and fails on anything else ("version=a").
+_FORMAT_VERSION = re.compile(r"(?:[0-9]{1,9}(?:\.[0-9]{1,9}){0,3})?")
+_FORMATS = frozenset({"application/openmetrics-text", "text/plain"})
+
+
 def _metrics_endpoint(registry: CollectorRegistry) -> Callable[[Request], Any]:
     async def metrics_endpoint(request: Request) -> Response:
-        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        accept = request.headers.get("accept", "")
+        for media_range in accept.split(","):
+            media_type, *parameters = media_range.split(";")
+            if media_type.strip() not in _FORMATS:
+                continue
+            for parameter in parameters:
+                name, _, value = parameter.strip().partition("=")
+                if name == "version" and not _FORMAT_VERSION.fullmatch(value.strip()):
+                    return problem_response(
+                        406,
+                        f"Accept: {media_type.strip()}; version={value.strip()[:20]!r} is not "
+                        "a version; ask for application/openmetrics-text; version=1.0.0 or "
+                        "text/plain; version=0.0.4, or send no Accept",
+                    )
+        encoder, content_type = choose_encoder(accept)
         # Collecting walks every instrument: keep that CPU work off the event loop.
         body = await anyio.to_thread.run_sync(encoder, registry)
         return Response(body, headers={"content-type": content_type})

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.promtool import promtool_problems
 from tests.support.servers import UvicornServer, free_port, require_binary, wait_until
 from toolkit.backends.redis import RedisBackend
 from toolkit.flags import RATELIMIT, FlagStore
@@ -227,6 +228,10 @@ def test_every_panel_returns_data_from_a_real_prometheus(
         prometheus.wait_for_scrapes(2)
         second = drive(app, down)  # after a scrape, so every rate() sees an increase
         prometheus.wait_for_scrapes(2)
+        for server in (app, down):  # what Prometheus scrapes passes its own linter
+            if server is not None:
+                exposition = httpx.get(f"{server.base_url}/metrics", timeout=5).content
+                assert promtool_problems(exposition) == "", server.base_url
         expected = {200, 404, 429, 503} if down else {200, 404, 429}
         assert expected <= set(first) & set(second), (first, second)
 

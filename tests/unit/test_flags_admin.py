@@ -19,7 +19,7 @@ from tests.support.servers import free_port
 from toolkit import ToolkitSettings
 from toolkit.errors import ConfigurationError
 from toolkit.flags import FlagDefinition, declare
-from toolkit.flags.admin import admin_routes
+from toolkit.flags.admin import MAX_BODY_BYTES, admin_routes
 from toolkit.settings import AdminSettings
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("served")]
@@ -119,6 +119,8 @@ def test_admin_routes_refuse_to_mount_without_a_token_or_over_the_whole_app() ->
         "",
         "Basic",
         "Basic !!!not-base64!!!",
+        b"Basic \xe9t\xe9",  # not ASCII: a 500, before any token was checked
+        "Basic " + base64.b64encode(b"\xff\xfe:token").decode(),  # not UTF-8 inside
         "Basic " + base64.b64encode(b"no-colon-here").decode(),
         "Bearer",
         "Bearer   ",
@@ -126,7 +128,7 @@ def test_admin_routes_refuse_to_mount_without_a_token_or_over_the_whole_app() ->
     ],
 )
 async def test_admin_answers_401_with_a_challenge_to_missing_or_malformed_credentials(
-    authorization: str | None,
+    authorization: str | bytes | None,
 ) -> None:
     """Every admin path, the page and unknown paths included, asks for Basic credentials."""
     headers = {} if authorization is None else {"authorization": authorization}
@@ -321,6 +323,54 @@ async def test_admin_writes_refuse_anything_but_json_with_415(
         assert (await http.get("/open")).json()["ratelimit"] is True
 
 
+async def test_admin_delete_takes_no_body_and_no_content_type(backend_url: str) -> None:
+    """As documented ("none, or {}"): a bare DELETE resets the flag; a body still needs JSON,
+    and a bare DELETE a browser marks as cross-site (a simple POST a method-override
+    middleware turned into DELETE) is refused."""
+    async with serving(agent_app(backend_url)) as http:
+        for headers, content in [({}, b""), (JSON, b""), (JSON, b"{}")]:
+            changed = await http.put(
+                "/_toolkit/flags/ratelimit", headers={**OPS, **JSON}, json={"variant": "off"}
+            )
+            assert changed.json()["override"] == {"variant": "off"}
+            response = await http.request(
+                "DELETE", "/_toolkit/flags/ratelimit", headers={**OPS, **headers}, content=content
+            )
+            assert response.status_code == 200, response.text
+            assert response.json()["override"] is None
+
+        await http.put(
+            "/_toolkit/flags/ratelimit", headers={**OPS, **JSON}, json={"variant": "off"}
+        )
+        refused = [
+            await http.request("DELETE", "/_toolkit/flags/ratelimit", headers=OPS, content=b"{}")
+        ]
+        for site in ("cross-site", "same-site"):
+            cross = {**OPS, "sec-fetch-site": site}
+            refused.append(await http.request("DELETE", "/_toolkit/flags/ratelimit", headers=cross))
+        assert [r.status_code for r in refused] == [415, 403, 403]
+        for response in refused:
+            assert_problem(response, response.status_code)
+        flag = (await http.get("/_toolkit/flags/ratelimit", headers=OPS)).json()
+        assert flag["override"] == {"variant": "off"}
+        same_origin = {**OPS, "sec-fetch-site": "same-origin"}  # the admin page's own request
+        response = await http.request("DELETE", "/_toolkit/flags/ratelimit", headers=same_origin)
+        assert response.status_code == 200, response.text
+
+
+async def test_admin_refuses_a_body_past_its_cap_with_413() -> None:
+    """A change is a few bytes: a larger body is refused before it is all read."""
+    padding = "x" * MAX_BODY_BYTES
+    async with serving(agent_app()) as http:
+        response = await http.put(
+            "/_toolkit/flags/ratelimit",
+            headers={**OPS, **JSON},
+            content=json.dumps({"variant": "off", "padding": padding}),
+        )
+        assert_problem(response, 413)
+        assert (await http.get("/open")).json()["ratelimit"] is True
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
@@ -337,6 +387,13 @@ async def test_admin_writes_refuse_anything_but_json_with_415(
         ("ratelimit/rollout", '{"variant": "off", "percentage": NaN}', "percentage"),
         ("ratelimit/rollout", {"variant": "off"}, "percentage"),
         ("ratelimit/rollout", {"variant": "maybe", "percentage": 20}, "variant"),
+        # An integer too long for a float: a 500 (OverflowError) before it was compared.
+        ("ratelimit/rollout", '{"variant": "off", "percentage": 1' + "0" * 400 + "}", "percentage"),
+        ("ratelimit/rollout", {"variant": "off", "percentage": -(10**400)}, "percentage"),
+        # Nesting past the recursion limit: a 500 (RecursionError) from the JSON parser.
+        ("ratelimit", "[" * 20_000 + "]" * 20_000, "body"),
+        ("ratelimit", '{"variant": ' * 3000 + '"off"' + "}" * 3000, "body"),
+        ("ratelimit/rollout", '{"variant": "off", "percentage": ' + "9" * 5000 + "}", "body"),
     ],
 )
 async def test_admin_answers_422_naming_the_field_and_changes_nothing(
@@ -355,7 +412,12 @@ async def test_admin_answers_422_naming_the_field_and_changes_nothing(
         assert (await http.get("/_toolkit/history", headers=OPS)).json()["history"] == []
 
 
-@pytest.mark.parametrize("limit", ["0", "-1", "abc", "1001", "2.5"])
+@pytest.mark.parametrize(
+    "limit",
+    # "²" is a digit to str.isdigit() and a 500 from int(); 5000 digits are past what int()
+    # converts.
+    ["0", "-1", "abc", "1001", "2.5", "", "²", "%D9%A3", "\uff11", "9" * 5000],
+)
 async def test_admin_history_refuses_a_bad_limit(limit: str) -> None:
     async with serving(agent_app()) as http:
         response = await http.get(f"/_toolkit/history?limit={limit}", headers=OPS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -9,14 +10,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from fastapi import FastAPI
+from opentelemetry import metrics
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client.parser import text_string_to_metric_families
 
 import toolkit
 from tests.support.asgi import http_client, lifespan
+from tests.support.promtool import promtool_problems
 from toolkit import ConfigurationError, ToolkitSettings
 from toolkit.telemetry import names
 
@@ -118,6 +124,89 @@ async def test_install_serves_prometheus_metrics_that_parse() -> None:
     }
     assert "/metrics" not in routes
     assert "process_cpu_seconds_total" in response.text
+
+
+async def test_install_serves_the_apps_own_prometheus_reader_when_it_set_global_providers() -> None:
+    """An app that set its own global providers (a 404 on /metrics before): /metrics serves
+    its Prometheus reader, where the toolkit's metrics are, and promtool finds nothing wrong."""
+    provider = MeterProvider(metric_readers=[PrometheusMetricReader()])  # the global REGISTRY
+    metrics.set_meter_provider(provider)
+    try:
+        app = agent_app()
+        toolkit.install(app, ToolkitSettings(ratelimit={"limit": "2/minute"}))
+        async with http_client(app) as http:
+            for i in range(3):
+                await http.get(f"/items/{i}")
+            for _ in range(3):  # still neither limited nor traced
+                response = await http.get("/metrics")
+                assert response.status_code == 200, response.text
+    finally:
+        provider.shutdown()  # takes its collector out of the global registry
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    decisions = {
+        s.labels["toolkit_rate_limit_result"]: s.value
+        for s in families["toolkit_rate_limit_requests"].samples
+        if s.name.endswith("_total")
+    }
+    assert decisions == {"allowed": 2.0, "rejected": 1.0}
+    assert "process_cpu_seconds_total" in response.text
+    assert promtool_problems(response.content) == ""
+
+
+async def test_install_says_what_to_do_when_the_apps_provider_has_no_prometheus_reader(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Metrics that go only elsewhere (OTLP, a test reader): /metrics is not served, and the
+    startup log names the reader to add and the setting that silences it."""
+    provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    metrics.set_meter_provider(provider)
+    try:
+        app = agent_app()
+        with caplog.at_level(logging.WARNING, logger="toolkit.telemetry"):
+            toolkit.install(app)
+            [warning] = caplog.records
+            caplog.clear()
+            toolkit.install(agent_app(), ToolkitSettings(telemetry={"prometheus": False}))
+            assert caplog.records == []
+        async with http_client(app) as http:
+            assert (await http.get("/metrics")).status_code == 404
+    finally:
+        provider.shutdown()
+    message = warning.getMessage()
+    assert message.startswith("/metrics is not served")
+    assert "PrometheusMetricReader()" in message
+    assert "TOOLKIT_TELEMETRY__PROMETHEUS=false" in message
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "application/openmetrics-text; version=a",
+        "text/plain; version=1.x",
+        "application/openmetrics-text; version=" + "9" * 5000,
+        "application/openmetrics-text; version=1.\u0663",  # int() reads it; latin-1 cannot
+    ],
+)
+async def test_install_metrics_answers_406_to_a_format_version_that_is_not_one(
+    accept: str,
+) -> None:
+    """Unauthenticated and a 500 before: a problem+json 406 naming what to ask for."""
+    app = agent_app()
+    toolkit.install(app)
+    async with http_client(app) as http:
+        response = await http.get("/metrics", headers={"accept": accept.encode()})
+        assert response.status_code == 406, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "version=1.0.0" in response.json()["detail"]
+        # What Prometheus 3 sends still gets OpenMetrics.
+        scraper = (
+            "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+            "application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;"
+            "escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+        )
+        scraped = await http.get("/metrics", headers={"accept": scraper})
+        assert scraped.status_code == 200
+        assert scraped.headers["content-type"].startswith("application/openmetrics-text")
 
 
 async def test_install_twice_or_on_a_bare_asgi_app_is_refused() -> None:

@@ -11,7 +11,7 @@ token's name.
     GET    /flags/{key}         one flag
     PUT    /flags/{key}         {"variant": "off"}: serve it to everyone
     PUT    /flags/{key}/rollout {"variant": "on", "percentage": 20}: sticky percentage rollout
-    DELETE /flags/{key}         back to the default
+    DELETE /flags/{key}         back to the default (no body, or {})
     GET    /history?limit=50    the newest changes first
     POST   /cache/invalidate    {"tags": ["catalog"]}: delete every cached entry under them
 """
@@ -19,28 +19,27 @@ token's name.
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import hashlib
 import hmac
 import json
 import logging
-import math
 import re
+import reprlib
 from collections.abc import Awaitable, Mapping
-from http import HTTPStatus
 from importlib import resources
 from typing import Any
 
 from pydantic import SecretStr
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route, Router
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
+from toolkit._problem import problem_response
 from toolkit.errors import BackendError, ConfigurationError
 from toolkit.flags._model import DEFAULT, SPLIT, STATIC, FlagDefinition
 from toolkit.flags._store import FlagStore, FlagView, UnknownFlag
@@ -50,11 +49,20 @@ REALM = "agent-server-toolkit"
 DEFAULT_HISTORY_LIMIT = 50
 MAX_HISTORY_LIMIT = 1000
 """As many changes as the backends keep."""
+MAX_BODY_BYTES = 64 * 1024
+"""A change is a few dozen bytes of JSON; anything past this is refused unread (413)."""
 
 logger = logging.getLogger("toolkit.admin")
 
 _PAGE = "admin_page.html"
 _ALWAYS = {"cache-control": "no-store", "x-content-type-options": "nosniff"}
+# ASCII digits: str.isdigit() also takes "²", which int() refuses.
+_LIMIT = re.compile(r"[0-9]{1,4}")
+# Values quoted back in a 422, shortened: a client's 400-digit number or 60 KiB string is not
+# worth repeating in full.
+_QUOTE = reprlib.Repr()
+_QUOTE.maxstring = _QUOTE.maxother = 60
+_QUOTE.maxlong = 40
 
 
 def admin_routes(store: FlagStore, settings: AdminSettings) -> Mount:
@@ -95,23 +103,15 @@ class _Problem(Exception):
         self.extensions = extensions
 
     def response(self) -> Response:
-        body = {
-            "type": "about:blank",
-            "title": HTTPStatus(self.status).phrase,
-            "status": self.status,
-            "detail": self.detail,
-            **self.extensions,
-        }
-        return Response(
-            json.dumps(body),
-            self.status,
-            headers=self.headers,
-            media_type="application/problem+json",
-        )
+        return problem_response(self.status, self.detail, headers=self.headers, **self.extensions)
 
 
 def _invalid(field: str, message: str) -> _Problem:
     return _Problem(422, f"{field}: {message}", field=field)
+
+
+def _not_json() -> _Problem:
+    return _Problem(415, "changes take a JSON body: send 'content-type: application/json'")
 
 
 def _unauthorized(detail: str) -> _Problem:
@@ -145,7 +145,7 @@ class _Tokens:
         if scheme == "basic":
             try:
                 decoded = base64.b64decode(credentials, validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
+            except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8 inside
                 raise _unauthorized("Basic credentials are not base64 of 'name:token'") from None
             name, colon, token = decoded.partition(":")
             if not colon:
@@ -205,6 +205,8 @@ class _Admin:
         try:
             request.state.admin_name = self._tokens.identify(request.headers.get("authorization"))
             await self._router(scope, receive, send_no_store)
+        except ClientDisconnect:  # the client left while sending its body: no one to answer
+            return
         except _Problem as problem:
             await problem.response()(scope, receive, send_no_store)
         except HTTPException as exc:  # the router's 405, raised before any response
@@ -239,13 +241,16 @@ class _Admin:
         body = await _json_body(request, {"variant", "percentage"})
         variant = _variant(definition, body, "variant")
         percentage = body["percentage"]
+        # The range test alone also refuses NaN and the infinities, and compares a JSON integer
+        # of any length exactly (float() of a 400-digit one would overflow).
         if (
             isinstance(percentage, bool)
             or not isinstance(percentage, int | float)
-            or not math.isfinite(percentage)
             or not 0 <= percentage <= 100
         ):
-            raise _invalid("percentage", f"must be a number from 0 to 100, got {percentage!r}")
+            raise _invalid(
+                "percentage", f"must be a number from 0 to 100, got {_QUOTE.repr(percentage)}"
+            )
         by = request.state.admin_name
         await _write(self._store.rollout(definition.key, variant, float(percentage), by=by))
         return _json(self._flag(request))
@@ -258,7 +263,7 @@ class _Admin:
 
     async def history(self, request: Request) -> Response:
         raw = request.query_params.get("limit", str(DEFAULT_HISTORY_LIMIT))
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_HISTORY_LIMIT:
+        if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= MAX_HISTORY_LIMIT:
             raise _invalid("limit", f"must be a whole number from 1 to {MAX_HISTORY_LIMIT}")
         try:
             changes = await self._store.history(int(raw))
@@ -336,21 +341,33 @@ def _flag_json(view: FlagView) -> dict[str, Any]:
 
 
 async def _json_body(request: Request, fields: set[str]) -> dict[str, Any]:
-    """The write's JSON object with exactly ``fields``.
+    """The write's JSON object with exactly ``fields``; with no fields (DELETE), no body at
+    all is accepted too.
 
     Only JSON is accepted: an HTML form can send urlencoded, multipart or text/plain bodies
-    cross-site without a CORS preflight, but never application/json.
+    cross-site without a CORS preflight, but never application/json. A write without a body
+    and without a content type is what a cross-site ``fetch`` sends as a simple POST, which a
+    method-override middleware could turn into a DELETE: it is refused when the browser says
+    the request comes from another site (``Sec-Fetch-Site``).
     """
-    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if media_type != "application/json":
-        raise _Problem(415, "changes take a JSON body: send 'content-type: application/json'")
-    raw = await request.body()
+    content_type = request.headers.get("content-type")
+    if content_type is None and not fields:
+        if request.headers.get("sec-fetch-site", "").lower() in ("cross-site", "same-site"):
+            raise _Problem(403, "changes are not accepted from pages of other sites")
+        if (await _read_body(request)).strip():
+            raise _not_json()
+        return {}
+    if (content_type or "").partition(";")[0].strip().lower() != "application/json":
+        raise _not_json()
+    raw = await _read_body(request)
     if not raw.strip() and not fields:
         return {}
     try:
         body = json.loads(raw)
-    except ValueError:
+    except ValueError:  # not JSON, not UTF-8, or an integer past Python's 4300 digits
         raise _invalid("body", "is not valid JSON") from None
+    except RecursionError:
+        raise _invalid("body", "is nested too deeply; a change is one flat JSON object") from None
     if not isinstance(body, dict):
         raise _invalid("body", f"must be a JSON object with {sorted(fields)}")
     missing, unknown = sorted(fields - body.keys()), sorted(body.keys() - fields)
@@ -361,12 +378,24 @@ async def _json_body(request: Request, fields: set[str]) -> dict[str, Any]:
     return body
 
 
+async def _read_body(request: Request) -> bytes:
+    """The request body, refused with 413 past ``MAX_BODY_BYTES`` before it is all read."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _Problem(413, f"a change is a JSON object of at most {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _variant(definition: FlagDefinition, body: Mapping[str, Any], field: str) -> str:
     variant = body[field]
     if not isinstance(variant, str) or variant not in definition.variants:
         raise _invalid(
             field,
-            f"flag {definition.key!r} has no variant {variant!r}; "
+            f"flag {definition.key!r} has no variant {_QUOTE.repr(variant)}; "
             f"its variants are {sorted(definition.variants)}",
         )
     return variant

@@ -7,18 +7,31 @@ slot from an application that configures OpenTelemetry after ``install()``. Prov
 toolkit creates therefore serve its own spans and instruments only; an application that wants
 its spans in the same traces configures OpenTelemetry itself, before or after install(), or
 takes ``Telemetry.tracer_provider``.
+
+An application's meter provider that has a Prometheus reader is served at ``/metrics`` (the
+toolkit's metrics are in it); one without is reported at startup with what to do, since
+``/metrics`` then has nothing of the toolkit's to serve.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass, field
 
 from opentelemetry import metrics, trace
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from toolkit.errors import ConfigurationError
 from toolkit.settings import TelemetrySettings
+
+logger = logging.getLogger("toolkit.telemetry")
 
 
 @dataclass
@@ -28,8 +41,9 @@ class Telemetry:
     Attributes:
         tracer_provider / meter_provider: the application's (explicit or global), or the
             toolkit's own when the application had none.
-        prometheus_registry: where the Prometheus exposition of the toolkit's own meter
-            provider reads from; None when the application owns metrics.
+        prometheus_registry: what ``/metrics`` serves: the registry of the toolkit's own
+            meter provider, or the one the application's Prometheus reader writes to; None
+            when metrics go only to an application provider without one, or Prometheus is off.
     """
 
     tracer_provider: trace.TracerProvider
@@ -60,6 +74,8 @@ def setup_telemetry(
     tracer_provider = tracer_provider or trace.get_tracer_provider()
     meter_provider = meter_provider or metrics.get_meter_provider()
     telemetry = Telemetry(tracer_provider, meter_provider)
+    if settings.prometheus and not _unset(meter_provider):
+        telemetry.prometheus_registry = _application_registry(meter_provider, settings)
     otlp = settings.otlp_endpoint
     need_tracer = _unset(tracer_provider) and otlp is not None
     need_meter = _unset(meter_provider) and (settings.prometheus or settings.otlp_endpoint)
@@ -78,6 +94,34 @@ def setup_telemetry(
         )
         telemetry._owned.append(telemetry.meter_provider)
     return telemetry
+
+
+def _application_registry(
+    provider: metrics.MeterProvider, settings: TelemetrySettings
+) -> CollectorRegistry | None:
+    """The registry the application's own Prometheus reader on ``provider`` writes to (the
+    toolkit's instruments report through that provider), or None, logged with what to do."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+    # The SDK has no public way to list a provider's readers, nor the exporter a reader's
+    # registry: read both where they are kept (older SDKs keep the readers in _sdk_config,
+    # and before 0.64b0 the exporter always writes to REGISTRY).
+    config = getattr(provider, "_sdk_config", None)
+    readers = getattr(provider, "_metric_readers", None) or getattr(config, "metric_readers", None)
+    for reader in readers or ():
+        if isinstance(reader, PrometheusMetricReader):
+            registry: CollectorRegistry = getattr(reader, "_registry", REGISTRY)
+            return registry
+    logger.warning(
+        "%s is not served: the toolkit's metrics go to the application's MeterProvider (%s), "
+        "which has no Prometheus reader. To serve them there, add "
+        "opentelemetry.exporter.prometheus.PrometheusMetricReader() to that provider's "
+        "metric_readers; if they are exported another way, set "
+        "TOOLKIT_TELEMETRY__PROMETHEUS=false to silence this.",
+        settings.metrics_path,
+        type(provider).__name__,
+    )
+    return None
 
 
 def _create_tracer_provider(endpoint: str, resource: object) -> trace.TracerProvider:
