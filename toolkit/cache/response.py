@@ -389,6 +389,7 @@ class ResponseCacheMiddleware:
         self._identity = (
             None if spec is None else _Identity(spec, ClientAddress(tuple(trusted_proxies)))
         )
+        self.store.identity = self._identity  # @cached(per_caller=True) tells callers apart alike
         # Routes from settings are checked now (startup); marked endpoints when the app is
         # first seen, since routes are declared after the middleware is added.
         self._configured = [
