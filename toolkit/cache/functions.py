@@ -10,7 +10,6 @@ function is cached in process (it cannot wait for a backend).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import hashlib
@@ -390,16 +389,12 @@ class _FunctionCache:
 
         async def compute() -> tuple[Any]:
             nonlocal result
-            # Leading now, but another process may have stored the value between our miss
-            # and our lease: look once more before running the function. Under tags, read
-            # the invalidation clock at the same time: the write is refused if one of them
-            # is invalidated while the function runs.
-            found: tuple[Any] | None
-            generation: int | None = None
-            if tags:
-                found, generation = await asyncio.gather(lookup(), _generation(store))
-            else:
-                found = await lookup()
+            # Under tags, read the invalidation clock before anything the function reads:
+            # its write is refused if one of them is invalidated while it runs. Leading now,
+            # but another process may have stored the value between our miss and our lease:
+            # look once more before running the function.
+            generation = await _generation(store) if tags else None
+            found = await lookup()
             if found is not None:
                 return found
             result = names.CACHE_MISS
