@@ -277,8 +277,7 @@ class _Flights:
         self._cache = cache
         self._store = store
         self._flying: dict[str, asyncio.Future[bytes]] = {}
-        self._open: dict[int, _Batch] = {}  # by receiver: the batch still taking texts
-        self._pending: list[_Batch] = []
+        self._pending: list[_Batch] = []  # this loop turn's calls, still taking texts
         self._tasks: set[asyncio.Task[None]] = set()
 
     def join(
@@ -299,10 +298,21 @@ class _Flights:
         if new:
             if not self._pending:
                 loop.call_soon(self._flush)
-            slot = id(receiver[0]) if receiver else 0
-            batch = self._open.get(slot)
-            if batch is None or len(batch.texts) + len(new) > self._cache.max_batch:
-                batch = self._open[slot] = _Batch(receiver)
+            # First fit among this turn's calls on the same object (the same one, not an
+            # equal one: each may hold its own client), else a call of its own.
+            room = self._cache.max_batch - len(new)
+            batch = next(
+                (
+                    b
+                    for b in self._pending
+                    if len(b.texts) <= room
+                    and len(b.receiver) == len(receiver)
+                    and all(x is y for x, y in zip(b.receiver, receiver, strict=True))
+                ),
+                None,
+            )
+            if batch is None:
+                batch = _Batch(receiver)
                 self._pending.append(batch)
             for key, text in new.items():
                 future = flying[key] = batch.futures[key] = loop.create_future()
@@ -312,7 +322,6 @@ class _Flights:
 
     def _flush(self) -> None:
         batches, self._pending = self._pending, []
-        self._open.clear()
         loop = asyncio.get_running_loop()
         for batch in batches:
             task = loop.create_task(self._embed(batch))
