@@ -5,6 +5,7 @@
      +-- BackendError          a storage call failed or timed out (driver error in __cause__)
           +-- BackendUnavailable   the backend is down; skipped until its next reconnect
      +-- CircuitOpenError      a circuit breaker refused the call (open, or half-open and full)
+     +-- NoRequestError        a per-caller cache was used where no request is being served
      +-- PoolError             an AgentPool cannot lend an object now (install() answers 503)
           +-- PoolExhaustedError   its wait queue is full: refused at once, without waiting
           +-- PoolTimeoutError     none came free within acquire_timeout
@@ -41,6 +42,11 @@ class BackendError(ToolkitError):
 
 class BackendUnavailable(BackendError):
     """The backend failed recently and is skipped until its next reconnect attempt."""
+
+
+class NoRequestError(ToolkitError):
+    """``@cached(per_caller=True)`` was called outside a request (a startup hook, a worker,
+    a test without an app): there is no caller whose entries it could use."""
 
 
 class PoolError(ToolkitError):

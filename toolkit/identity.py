@@ -8,7 +8,6 @@ collide with an address, and they are hashed before they reach storage or a span
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import inspect
 import ipaddress
@@ -18,6 +17,7 @@ from typing import Any, TypeAlias
 from opentelemetry import trace
 from starlette.types import Scope
 
+from toolkit._memo import memoize_short
 from toolkit.errors import ConfigurationError
 from toolkit.settings import DEFAULT_PROXY_HEADER, IPNetwork, ProxyHeader, RateLimitSettings
 from toolkit.telemetry import names
@@ -37,7 +37,7 @@ def header_value(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=8192)  # the same callers come back request after request
+@memoize_short(8192, 256)  # the same callers come back request after request; in bytes, bounded
 def digest(*parts: str) -> str:
     """A short stable hash of ``parts``: what storage keys and spans carry instead of identities."""
     return hashlib.blake2b("\x00".join(parts).encode(), digest_size=16).hexdigest()
@@ -80,7 +80,7 @@ class ClientAddress:
         self._split = split
         # Parsing an address costs microseconds and the same few proxies and clients recur:
         # remember the verdict per text, bounded so forged hops cannot grow it without limit.
-        self._hop = functools.lru_cache(maxsize=4096)(self._read_hop)
+        self._hop = memoize_short(4096, 64)(self._read_hop)
 
     @classmethod
     def from_settings(cls, settings: RateLimitSettings) -> ClientAddress:

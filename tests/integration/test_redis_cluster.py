@@ -16,6 +16,7 @@ from tests.support.asgi import call, http_scope, status_of
 from tests.support.servers import require_binary, wait_until
 from toolkit import RateLimitMiddleware
 from toolkit.backends.redis import RedisBackend
+from toolkit.cache import CacheStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -124,3 +125,24 @@ async def test_every_algorithm_runs_on_redis_cluster(cluster_url: str, algorithm
         statuses = [status_of(await call(app, http_scope("/", headers=headers))) for _ in range(4)]
         assert statuses == [200, 200, 200, 429], (user, statuses)
     await backend.close()
+
+
+async def test_cache_entries_tags_and_invalidation_clock_run_on_redis_cluster(
+    cluster_url: str,
+) -> None:
+    """Entries spread over the cluster's nodes; every cache script keeps to one slot, so
+    writes, the refusal of a write computed before an invalidation, and invalidation by tag
+    all work there."""
+    backend = RedisBackend(cluster_url, timeout=2, key_prefix="cluster-cache")
+    store = CacheStore(backend)
+    try:
+        items = [(f"entry-{i}", f"v{i}".encode()) for i in range(100)]
+        before = await store.generation()
+        assert await store.set_many(items, 60, ["catalog", "all"], before) == 100
+        assert await store.get_many([k for k, _ in items]) == [v for _, v in items]
+        assert await store.invalidate(["catalog"]) == 100
+        assert await store.get_many([k for k, _ in items[:3]]) == [None] * 3
+        assert await store.set_many(items, 60, ["catalog"], before) == 0
+        assert await store.set_many(items, 60, ["catalog"], await store.generation()) == 100
+    finally:
+        await backend.close()

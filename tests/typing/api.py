@@ -34,6 +34,16 @@ class Retriever:
         return [query] * k
 
 
+@toolkit.cached(ttl="1h", tags=lambda account, **_: [f"account:{account}"])
+def plan(account: str, *, tier: int = 1) -> dict[str, int]:
+    return {"tier": tier}
+
+
+@toolkit.cached(ttl="10m", per_caller=True)
+async def remember(question: str) -> list[str]:
+    return [question]
+
+
 @toolkit.cache_embeddings(model="text-embedding-3-small", ttl="30d")
 async def embed(texts: list[str]) -> list[list[float]]:
     return [[float(len(text))] for text in texts]
@@ -48,9 +58,13 @@ class Embedder:
 async def use_caches() -> None:
     assert_type(await classify("refund", locale="de"), dict[str, str])
     assert_type(await Retriever().search("refund", k=2), list[str])
+    assert_type(plan("acme", tier=2), dict[str, int])
+    assert_type(await remember("why?"), list[str])
     assert_type(await embed(["a", "b"]), list[list[float]])
     assert_type(await Embedder().embed(["a"]), list[list[float]])
     await classify(42)  # type: ignore[arg-type]
+    plan(42)  # type: ignore[arg-type]
+    plan("acme", tier="gold")  # type: ignore[arg-type]
     await embed("not a list")  # type: ignore[arg-type]
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import tracemalloc
 
 import pytest
+import redis
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
@@ -13,10 +16,20 @@ from tests.support.otel import points
 from tests.support.servers import free_port
 from tests.support.waiting import eventually
 from toolkit.backends import Backend, MemoryBackend
+from toolkit.backends._cache_table import MAX_INVALIDATED_TAGS, CacheTable
 from toolkit.backends.base import CACHE_CHANNEL
 from toolkit.backends.redis import RedisBackend
-from toolkit.cache import CacheStore, LocalTier, SingleFlight
+from toolkit.cache import (
+    CacheStore,
+    LocalTier,
+    SingleFlight,
+    cache_embeddings,
+    cached,
+    set_current_cache,
+)
+from toolkit.cache._keys import canonical_query
 from toolkit.errors import BackendError
+from toolkit.identity import ClientAddress, digest
 from toolkit.telemetry import names
 
 pytestmark = pytest.mark.anyio
@@ -195,3 +208,204 @@ async def test_a_failed_batched_read_fails_every_caller_with_a_backend_error() -
     results = await asyncio.gather(*(store.get(f"k{i}") for i in range(5)), return_exceptions=True)
     assert all(isinstance(result, BackendError) for result in results), results
     await backend.close()
+
+
+# --- the invalidation clock ---------------------------------------------------------------------
+
+
+async def test_a_write_computed_before_an_invalidation_of_its_tags_is_refused(
+    backend: Backend,
+) -> None:
+    """With the clock read before computing: refused when one of its tags was invalidated
+    since, stored when another tag was, or when the clock was read after."""
+    store = CacheStore(backend)
+    before = await store.generation()
+    await store.invalidate(["catalog"])
+    assert await store.set("k", b"old", 60, ["catalog", "prices"], before) == 0
+    assert await store.get("k") is None
+    assert await store.set("k", b"other", 60, ["prices"], before) == 1
+    assert await store.set("u", b"untagged", 60, (), before) == 1
+    after = await store.generation()
+    assert after > before
+    assert await store.set_many([("k", b"new"), ("j", b"new")], 60, ["catalog"], after) == 2
+    assert await store.get_many(["k", "j", "u"]) == [b"new", b"new", b"untagged"]
+    assert await store.set("k", b"any", 60, ["catalog"]) == 1  # no clock: unconditional
+
+
+async def test_invalidated_tags_are_bounded_and_a_forgotten_one_still_refuses_older_writes(
+    backend: Backend,
+) -> None:
+    """Past 10,000 invalidated tags the oldest are forgotten into a floor: a write read
+    before any of them is refused (never stored stale), one read after is stored."""
+    store = CacheStore(backend)
+    before = await store.generation()
+    tags = [f"profile:{i}" for i in range(MAX_INVALIDATED_TAGS + 5)]
+    await store.invalidate(tags)
+    await store.invalidate(["newest"])
+    assert await store.set("k", b"v", 60, ["profile:0"], before) == 0  # forgotten: the floor
+    assert await store.set("k", b"v", 60, ["never-invalidated"], before) == 0  # the floor, too
+    assert await store.set("k", b"v", 60, ["profile:0"], await store.generation()) == 1
+    if isinstance(backend, MemoryBackend):
+        assert len(backend.cache._invalidated) == MAX_INVALIDATED_TAGS
+    else:
+        with redis.Redis.from_url(backend.url) as client:
+            assert client.zcard(backend.key("cache", "invalidated")) == MAX_INVALIDATED_TAGS
+
+
+@pytest.mark.redis
+async def test_the_clock_moves_past_every_earlier_reading_after_redis_restarts_empty(
+    redis_url: str,
+) -> None:
+    """A computation that read the clock, then Redis lost everything, then its tag was
+    invalidated: its write is refused (the clock restarts from the server's time, not 0)."""
+    backend = RedisBackend(redis_url, timeout=2)
+    store = CacheStore(backend)
+    try:
+        await store.invalidate(["warm-up"])
+        before = await store.generation()
+        with redis.Redis.from_url(redis_url) as client:
+            client.flushall()
+        await store.invalidate(["catalog"])
+        assert await store.generation() > before
+        assert await store.set("k", b"old", 60, ["catalog"], before) == 0
+    finally:
+        await backend.close()
+
+
+# --- bounded per-key structures ---------------------------------------------------------------
+
+
+def listed_in_tag_indexes(backend: Backend) -> int:
+    if isinstance(backend, MemoryBackend):
+        return backend.cache.tag_index_size()
+    assert isinstance(backend, RedisBackend)
+    with redis.Redis.from_url(backend.url) as client:
+        indexes = client.scan_iter(match=backend.key("cache", "tagged", "*"))
+        return sum(client.zcard(index) for index in indexes)
+
+
+async def test_the_tag_index_lists_only_live_entries(backend: Backend) -> None:
+    """Rounds of short-lived entries under one tag that a long-lived entry keeps alive: what
+    the index lists stays what is alive (it grew by every entry ever written, 16,000 for
+    2,000 live, before)."""
+    store = CacheStore(backend)
+    await store.set("keeper", b"v", 60, ["intent"])
+    for round_ in range(5):
+        await store.set_many([(f"r{round_}-{i}", b"v") for i in range(200)], 0.15, ["intent"])
+        await asyncio.sleep(0.2)  # this round expires
+    await store.set_many([(f"last-{i}", b"v") for i in range(200)], 60, ["intent"])
+    assert listed_in_tag_indexes(backend) == 201
+    assert await store.invalidate(["intent"]) == 201
+    assert listed_in_tag_indexes(backend) == 0
+
+
+async def test_the_memory_tag_index_forgets_evicted_and_overwritten_entries() -> None:
+    backend = MemoryBackend(max_cache_bytes=100_000)
+    store = CacheStore(backend)
+    for i in range(1_000):
+        await store.set(f"k{i}", b"x" * 100, 60, [f"profile:{i}", "all"])
+    entries, evictions = backend.cache_stats()
+    assert evictions == 1_000 - entries
+    assert backend.cache.tag_index_size() == 2 * entries
+    assert len(backend.cache._tagged) == entries + 1
+    await store.set("k999", b"y", 60, ["other"])  # retagged: no longer under its old tags
+    assert await store.invalidate(["profile:999"]) == 0
+    assert await store.invalidate(["other"]) == 1
+
+
+def test_the_local_tier_is_bounded_in_bytes_as_well_as_entries() -> None:
+    tier = LocalTier(max_entries=1_000, ttl=60, max_bytes=1_000_000)
+    for i in range(100):
+        tier.put(f"k{i}", b"x" * 100_000, 60)
+    assert len(tier) <= 10
+    assert tier.evictions == 100 - len(tier)
+    for i in range(5_000):
+        tier.put(f"small{i}", b"x", 60)
+    assert len(tier) == 1_000
+
+
+async def test_memory_stays_flat_over_100k_unique_keys(meter_provider: MeterProvider) -> None:
+    """100,000 unique keys, each through one of the structures the toolkit keeps per key in
+    process (cache entries with their tags and tag index, invalidated tags, the local tier,
+    sync functions' entries, the identity digest's memo with 4 KiB API keys, the canonical
+    query's and the proxy-hop parser's), and one in a hundred also through @cached (async and
+    sync) and @cache_embeddings. Traced memory (tracemalloc, on from the start) grows by
+    less than 256 KiB from the 50,000th key to the 100,000th."""
+    backend = MemoryBackend(max_cache_bytes=512 * 1024, meter_provider=meter_provider)
+    store = CacheStore(
+        backend, local=LocalTier(1_000, 60, max_bytes=256 * 1024), meter_provider=meter_provider
+    )
+    store.sync_entries = CacheTable(256 * 1024, time.monotonic)
+    set_current_cache(store)
+    client = ClientAddress(["10.0.0.0/8"])
+    value = b"v" * 100
+
+    @cached(ttl="1h", tags=lambda i: [f"profile:{i}"])
+    async def profile(i: int) -> str:
+        return "p" * 100
+
+    @cached(ttl="1h", tags=lambda i: [f"plan:{i}"])
+    def plan(i: int) -> str:
+        return "p" * 100
+
+    @cache_embeddings(model="m", tags=["corpus"])
+    async def embed(texts: list[str]) -> list[list[float]]:
+        return [[0.5] * 8 for _ in texts]
+
+    async def keys(start: int, stop: int) -> None:
+        for i in range(start, stop):
+            key, tag = f"k{i}", f"profile:{i}"
+            match i % 5:
+                case 0:
+                    await store.set(key, value, 3600, [tag, "all"], await store.generation())
+                case 1:
+                    store.remember(key, value, 3600)
+                    store.sync_entries.set_many([(key, value)], 3600, [tag])
+                case 2:
+                    digest("api_key:" + f"{i:08d}" * 512)
+                case 3:
+                    canonical_query(b"q=%d&a=" % i + b"x" * 800)
+                case _:
+                    hops = [(b"x-forwarded-for", b"%d" % i * 40)]
+                    client({"client": ("10.0.0.1", 1), "headers": hops})
+            if i % 10 == 0:
+                await store.invalidate([f"profile:{i - 10}", f"gone:{i}", f"gone:{i + 1}"])
+            if i % 100 == 0:
+                await profile(i)
+                plan(i)
+                await embed([f"text {i}", f"text {i + 1}"])
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        await keys(0, 50_000)
+        gc.collect()
+        half = tracemalloc.get_traced_memory()[0]
+        await keys(50_000, 100_000)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - half
+    finally:
+        tracemalloc.stop()
+    assert grown < 256 * 1024, f"{grown / 1024:.0f} KiB more after 50,000 more keys"
+    assert len(backend.cache._invalidated) == MAX_INVALIDATED_TAGS
+
+
+def test_memos_of_request_text_are_bounded_in_bytes() -> None:
+    """Unique long API keys, query strings and forwarded hops (what clients choose) are not
+    remembered: 10,000 of 4 KiB each add less than 1 MiB (the memos bounded only by their
+    entry count held 67 MiB of them)."""
+    client = ClientAddress(["10.0.0.0/8"])
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(10_000):
+            digest("api_key:" + f"{i:08d}" * 512)
+            canonical_query(b"q=%d&a=" % i + b"x" * 4000)
+            client({"client": ("10.0.0.1", 1), "headers": [(b"x-forwarded-for", b"%d" % i * 40)]})
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 1024 * 1024, f"{grown / 1024:.0f} KiB for 10,000 unique inputs"
+    assert digest("api_key:short") == digest("api_key:short")  # short ones still memoized

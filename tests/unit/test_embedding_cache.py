@@ -6,6 +6,7 @@ from __future__ import annotations
 import array
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -18,7 +19,9 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+import toolkit
 from tests.support.otel import counter_value
+from tests.support.waiting import eventually
 from tests.unit.conftest import StoppableCache
 from toolkit.backends import Backend, MemoryBackend
 from toolkit.cache import CacheStore, cache_embeddings, set_current_cache
@@ -256,6 +259,9 @@ async def test_embeddings_refuse_functions_that_take_more_than_the_texts() -> No
         cache_embeddings(model="")
     with pytest.raises(ConfigurationError, match="ttl='forever'"):
         cache_embeddings(model="m", ttl="forever")
+    for bad in (0, -1, 2.5, True, "32"):
+        with pytest.raises(ConfigurationError, match=rf"max_batch={bad!r}"):
+            cache_embeddings(model="m", max_batch=bad)  # type: ignore[arg-type]
 
 
 async def test_embeddings_are_computed_without_raising_while_redis_is_down_and_recover(
@@ -282,3 +288,156 @@ async def test_embeddings_are_computed_without_raising_while_redis_is_down_and_r
         await embed(["c"])
         await asyncio.sleep(0.05)
     assert requests(metric_reader, names.CACHE_HIT) >= 1
+
+
+# --- concurrent callers ---------------------------------------------------------------------------
+
+
+class SlowModel(Model):
+    """An embedding API taking a few milliseconds a call, long enough for calls to overlap."""
+
+    def __init__(self, seconds: float = 0.01) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        self.batches.append(list(texts))
+        await asyncio.sleep(self.seconds)
+        return [vector_of(text) for text in texts]
+
+
+async def test_embeddings_concurrent_callers_of_a_new_text_embed_it_once(
+    store: CacheStore,
+) -> None:
+    """400 searches over 20 queries, arriving at random moments while earlier ones are still
+    embedding (9 texts were embedded twice in a service's 400 searches before): every text
+    is embedded exactly once and every search gets its vector."""
+    rng = random.Random(7)
+    model = SlowModel()
+    embed = cache_embeddings(model="m")(model.embed)
+    queries = [f"query {i}" for i in range(20)]
+
+    async def search(query: str) -> list[list[float]]:
+        await asyncio.sleep(rng.random() * 0.05)
+        return await embed([query])
+
+    asked = [rng.choice(queries) for _ in range(400)]
+    answers = await asyncio.gather(*(search(q) for q in asked))
+    assert answers == [[vector_of(q)] for q in asked]
+    embedded = [text for batch in model.batches for text in batch]
+    assert sorted(embedded) == sorted(set(asked))
+
+
+async def test_embeddings_new_texts_of_one_loop_turn_go_to_the_model_as_one_call(
+    store: CacheStore, metric_reader: InMemoryMetricReader
+) -> None:
+    """Ten callers with one new text each, and two asking for the same one, at once: one call
+    with the ten texts; the repeated text counts as a hit for the caller that waited."""
+    model = SlowModel()
+    embed = cache_embeddings(model="m")(model.embed)
+    texts = [f"t{i}" for i in range(10)] + ["t0"]
+    answers = await asyncio.gather(*(embed([text]) for text in texts))
+    assert answers == [[vector_of(text)] for text in texts]
+    assert model.batches == [[f"t{i}" for i in range(10)]]
+    assert requests(metric_reader, names.CACHE_MISS) == 10
+    assert requests(metric_reader, names.CACHE_HIT) == 1
+    assert await embed(["t3", "t7"]) == [vector_of("t3"), vector_of("t7")]
+    assert len(model.batches) == 1  # stored
+
+
+async def test_embeddings_merged_calls_keep_to_max_batch_and_never_split_a_callers_texts(
+    store: CacheStore,
+) -> None:
+    """max_batch=4: nine single-text callers at once make calls of 4, 4 and 1 texts; a
+    caller's own six new texts go together in one call, as it would send them alone."""
+    model = SlowModel()
+    embed = cache_embeddings(model="m", max_batch=4)(model.embed)
+    await asyncio.gather(*(embed([f"t{i}"]) for i in range(9)))
+    assert [len(batch) for batch in model.batches] == [4, 4, 1]
+    model.batches.clear()
+    six = [f"six{i}" for i in range(6)]
+    await asyncio.gather(embed(["a"]), embed(six), embed(["b"]))
+    assert six in model.batches
+    assert sorted(len(batch) for batch in model.batches) == [2, 6]
+
+
+async def test_embeddings_methods_of_different_objects_are_never_merged(
+    store: CacheStore,
+) -> None:
+    """A method's calls merge per object: each instance may hold its own client."""
+
+    class Embedder:
+        def __init__(self) -> None:
+            self.batches: list[list[str]] = []
+
+        @cache_embeddings(model="m")
+        async def embed(self, texts: list[str]) -> list[list[float]]:
+            self.batches.append(list(texts))
+            return [vector_of(text) for text in texts]
+
+    first, second = Embedder(), Embedder()
+    await asyncio.gather(first.embed(["a"]), second.embed(["b"]), first.embed(texts=["c"]))
+    assert first.batches == [["a", "c"]]
+    assert second.batches == [["b"]]
+
+
+async def test_embeddings_a_failed_merged_call_fails_each_caller_and_the_next_call_retries(
+    store: CacheStore,
+) -> None:
+    failing = True
+    batches: list[list[str]] = []
+
+    async def flaky(texts: list[str]) -> list[list[float]]:
+        batches.append(list(texts))
+        await asyncio.sleep(0.01)
+        if failing:
+            raise RuntimeError("rate limited")
+        return [vector_of(text) for text in texts]
+
+    embed = cache_embeddings(model="m")(flaky)
+    results = await asyncio.gather(embed(["a"]), embed(["b"]), embed(["a"]), return_exceptions=True)
+    assert [type(r) for r in results] == [RuntimeError] * 3
+    assert batches == [["a", "b"]]
+    failing = False
+    assert await embed(["a", "b"]) == [vector_of("a"), vector_of("b")]
+    assert batches == [["a", "b"], ["a", "b"]]
+
+
+async def test_embeddings_a_cancelled_caller_leaves_the_others_their_vectors(
+    store: CacheStore,
+) -> None:
+    model = SlowModel(0.05)
+    embed = cache_embeddings(model="m")(model.embed)
+    leaving = asyncio.create_task(embed(["a", "b"]))
+    staying = asyncio.create_task(embed(["a"]))
+    await eventually(lambda: bool(model.batches))  # both wait for the call now
+    leaving.cancel()
+    assert await staying == [vector_of("a")]
+    assert model.batches == [["a", "b"]]
+    assert await embed(["b"]) == [vector_of("b")]
+    assert len(model.batches) == 1  # the cancelled caller's texts were stored too
+
+
+async def test_embeddings_computed_before_an_invalidation_of_their_tags_are_not_stored_after_it(
+    store: CacheStore,
+) -> None:
+    """The corpus is re-embedded with a new model version while a batch is in flight: the
+    vectors of the old one are returned to its callers but not stored."""
+    version = 1
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def embed_model(texts: list[str]) -> list[list[float]]:
+        seen = version
+        started.set()
+        await release.wait()
+        return [[float(seen)] for _ in texts]
+
+    embed = cache_embeddings(model="m", tags=["corpus"])(embed_model)
+    first = asyncio.create_task(embed(["a"]))
+    await started.wait()
+    version = 2
+    await toolkit.cache.invalidate(tags=["corpus"])
+    release.set()
+    assert await first == [[1.0]]
+    assert await embed(["a"]) == [[2.0]]
+    assert await embed(["a"]) == [[2.0]]

@@ -3,25 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 import re
+import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio.to_thread
+import httpx
 import pytest
+from fastapi import FastAPI
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import toolkit
+from tests.support.asgi import lifespan
 from tests.support.otel import counter_value
+from tests.support.waiting import eventually
 from tests.unit.conftest import StoppableCache
 from toolkit.backends import Backend, MemoryBackend
+from toolkit.backends.redis import RedisBackend
 from toolkit.cache import CacheStore, LocalTier, cached, set_current_cache
-from toolkit.errors import ConfigurationError
+from toolkit.errors import ConfigurationError, NoRequestError
 from toolkit.flags import CACHE_FUNCTION, override
-from toolkit.settings import CacheSettings
+from toolkit.settings import CacheSettings, ToolkitSettings
 from toolkit.telemetry import names
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
@@ -43,6 +53,13 @@ def requests(reader: InMemoryMetricReader, result: str, name: str = "test") -> f
     return counter_value(
         reader, names.CACHE_REQUESTS, **{names.CACHE_NAME: name, names.CACHE_RESULT: result}
     )
+
+
+@contextlib.asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with lifespan(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        yield http
 
 
 class Calls:
@@ -405,7 +422,7 @@ async def test_cached_two_stores_on_one_backend_compute_once(
     # Each call takes the current store when it starts and keeps it.
     set_current_cache(first)
     leader = asyncio.create_task(classify("refund"))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: len(calls) == 1)  # it leads: it holds the lease
     set_current_cache(second)
     assert await classify("refund") == "refund"
     assert await leader == "refund"
@@ -468,12 +485,10 @@ async def test_cached_keeps_backend_hits_in_the_in_process_tier(backend: Backend
     assert len(reader.local) == 1
 
 
-async def test_cached_refuses_a_sync_function_and_invalid_arguments_at_decoration() -> None:
+async def test_cached_refuses_invalid_arguments_at_decoration() -> None:
     def classify(query: str) -> str:
         return query
 
-    with pytest.raises(ConfigurationError, match=r"async function.*classify"):
-        cached(ttl="1m")(classify)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="below @classmethod"):
         cached(ttl="1m")(classmethod(classify))  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="ttl='soon'"):
@@ -482,10 +497,16 @@ async def test_cached_refuses_a_sync_function_and_invalid_arguments_at_decoratio
         cached(ttl=0)
     with pytest.raises(ConfigurationError, match="tags='intent'"):
         cached(ttl="1m", tags="intent")
+    with pytest.raises(ConfigurationError, match="at most 32 tags"):
+        cached(ttl="1m", tags=[f"t{i}" for i in range(33)])
+    with pytest.raises(ConfigurationError, match="at most 200 characters"):
+        cached(ttl="1m", tags=["x" * 201])
     with pytest.raises(ConfigurationError, match="serializer='yaml'"):
         cached(ttl="1m", serializer="yaml")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="namespace=''"):
         cached(ttl="1m", namespace="")
+    with pytest.raises(ConfigurationError, match="per_caller='yes'"):
+        cached(ttl="1m", per_caller="yes")  # type: ignore[arg-type]
 
 
 async def test_cached_keeps_the_function_signature_and_name() -> None:
@@ -546,3 +567,313 @@ async def test_cached_memory_store_is_used_before_install() -> None:
     await classify("a")
     assert len(calls) == 1
     assert isinstance(toolkit.cache.current_cache().backend, MemoryBackend)
+
+
+# --- invalidation races --------------------------------------------------------------------------
+
+
+async def test_cached_value_computed_before_an_invalidation_of_its_tags_is_never_stored_after_it(
+    store: CacheStore,
+) -> None:
+    """A call computes from version 1; the data changes and its tag is invalidated while it
+    runs. Its own caller gets what it computed, but that old value is not stored: the next
+    call computes version 2, and only that one is served afterwards."""
+    version = 1
+    started, release = asyncio.Event(), asyncio.Event()
+    calls = Calls()
+
+    @cached(ttl="1m", tags=["catalog"])
+    async def price(item: str) -> int:
+        seen = version
+        calls.arguments.append(seen)
+        started.set()
+        await release.wait()
+        return seen
+
+    first = asyncio.create_task(price("a"))
+    await started.wait()
+    version = 2
+    await toolkit.cache.invalidate(tags=["catalog"])
+    release.set()
+    assert await first == 1
+    assert await price("a") == 2
+    assert await price("a") == 2
+    assert calls.arguments == [1, 2]
+
+
+async def test_cached_invalidation_of_another_tag_does_not_keep_a_value_from_being_stored(
+    store: CacheStore,
+) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+    calls = Calls()
+
+    @cached(ttl="1m", tags=["catalog"])
+    async def price(item: str) -> int:
+        calls.arguments.append(item)
+        started.set()
+        await release.wait()
+        return 1
+
+    first = asyncio.create_task(price("a"))
+    await started.wait()
+    await toolkit.cache.invalidate(tags=["prices"])
+    release.set()
+    await first
+    await price("a")
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_cached_after_invalidate_returns_no_call_serves_a_value_older_than_it(
+    store: CacheStore, seed: int
+) -> None:
+    """Callers and invalidations race at random points: whenever invalidate() has returned,
+    a call made next returns a value computed from the data as it was when invalidate() was
+    called, or later; never an older one, although older computations finish afterwards."""
+    rng = random.Random(seed)
+    version = 0
+
+    @cached(ttl="1m", tags=["items"])
+    async def read(item: str) -> int:
+        seen = version
+        await asyncio.sleep(rng.random() * 0.02)
+        return seen
+
+    callers: list[asyncio.Task[int]] = []
+    for _ in range(30):
+        callers += [asyncio.create_task(read("a")) for _ in range(rng.randrange(1, 4))]
+        await asyncio.sleep(rng.random() * 0.02)
+        version += 1
+        changed = version
+        await toolkit.cache.invalidate(tags=["items"])
+        assert await read("a") >= changed
+    await asyncio.gather(*callers)
+    assert await read("a") == version
+
+
+# --- tags computed from the arguments ------------------------------------------------------------
+
+
+async def test_cached_tags_computed_from_the_arguments_invalidate_one_profile(
+    store: CacheStore,
+) -> None:
+    """tags= as a function of the call's arguments: invalidating one profile's tag drops
+    every entry of that profile, and only those."""
+    calls = Calls()
+
+    @cached(ttl="1m", tags=lambda profile_id, **_: [f"profile:{profile_id}", "summaries"])
+    async def summary(profile_id: str, *, days: int = 7) -> str:
+        calls.arguments.append((profile_id, days))
+        return f"{profile_id}/{days}"
+
+    for _ in range(2):
+        await summary("1")
+        await summary("1", days=30)
+        await summary(profile_id="2")
+    assert len(calls) == 3
+    assert await toolkit.cache.invalidate(tags=["profile:1"]) == 2
+    await summary("2")
+    await summary("1", days=30)
+    assert calls.arguments[3:] == [("1", 30)]
+    assert await toolkit.cache.invalidate(tags=["summaries"]) == 2
+
+
+async def test_cached_computed_tags_that_fail_or_are_not_tags_bypass_with_one_warning(
+    store: CacheStore, metric_reader: InMemoryMetricReader, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tags= function that raises, returns a string, too many tags or an empty one: the
+    call goes to the function uncached (never stored untagged, where no invalidation could
+    reach it), counted as bypass, with one warning per function."""
+    caplog.set_level(logging.WARNING, "toolkit.cache")
+    answers: dict[str, Any] = {
+        "raises": lambda: 1 / 0,
+        "string": lambda: "profile:1",
+        "too-many": lambda: [f"t{i}" for i in range(40)],
+        "empty": lambda: [""],
+        "long": lambda: ["x" * 300],
+        "number": lambda: [7],
+    }
+    calls = Calls()
+
+    @cached(ttl="1m", namespace="test", tags=lambda kind: answers[kind]())
+    async def compute(kind: str) -> str:
+        calls.arguments.append(kind)
+        return kind
+
+    for kind in answers:
+        assert await compute(kind) == kind
+        assert await compute(kind) == kind
+    assert len(calls) == 2 * len(answers)
+    assert requests(metric_reader, names.CACHE_BYPASS) == 2 * len(answers)
+    assert len(caplog.records) == 1
+    assert "tags= raised ZeroDivisionError" in caplog.records[0].getMessage()
+
+
+# --- per caller ----------------------------------------------------------------------------------
+
+
+def installed(backend: Backend, **cache: Any) -> FastAPI:
+    """An app with install() on the test's backend, whose route calls a per-caller helper."""
+    app = FastAPI()
+    app.state.calls = []
+
+    @cached(ttl="1m", per_caller=True, namespace="test")
+    async def remember(question: str) -> str:
+        app.state.calls.append(question)
+        return f"answer {len(app.state.calls)}"
+
+    @app.get("/ask")
+    async def ask(q: str) -> dict[str, str]:
+        return {"answer": await remember(q)}
+
+    url = backend.url if isinstance(backend, RedisBackend) else "memory://"
+    toolkit.install(
+        app,
+        ToolkitSettings(
+            backend={"url": url, "key_prefix": backend.key_prefix, "timeout": "2s"},
+            cache=cache,
+            telemetry={"prometheus": False},
+        ),
+    )
+    return app
+
+
+async def ask(http: httpx.AsyncClient, question: str, **headers: str) -> str:
+    response = await http.get("/ask", params={"q": question}, headers=headers)
+    assert response.status_code == 200, response.text
+    return str(response.json()["answer"])
+
+
+async def test_cached_per_caller_entries_do_not_leak_between_identities(backend: Backend) -> None:
+    """per_caller=True keys on the request's credentials as the response cache does (its
+    default: Authorization and Cookie): each caller computes once and gets only its own
+    answers; another caller's same question computes again."""
+    app = installed(backend)
+    async with serving(app) as http:
+        alice = await ask(http, "q", authorization="Bearer alice")
+        bob = await ask(http, "q", authorization="Bearer bob")
+        carol = await ask(http, "q", cookie="session=carol")
+        assert len({alice, bob, carol}) == 3
+        assert await ask(http, "q", authorization="Bearer alice") == alice
+        assert await ask(http, "q", authorization="Bearer bob") == bob
+        assert await ask(http, "q", cookie="session=carol") == carol
+        assert await ask(http, "q", authorization="Bearer alice", cookie="x=1") not in {
+            alice,
+            bob,
+            carol,
+        }
+    assert len(app.state.calls) == 4
+
+
+async def test_cached_per_caller_uses_the_response_cache_identity_setting(
+    backend: Backend,
+) -> None:
+    """With cache.identity = header:X-User-Id, that header alone tells callers apart."""
+    app = installed(backend, identity="header:X-User-Id")
+    async with serving(app) as http:
+        first = await ask(http, "q", **{"x-user-id": "1", "authorization": "Bearer a"})
+        assert await ask(http, "q", **{"x-user-id": "1", "authorization": "Bearer b"}) == first
+        assert await ask(http, "q", **{"x-user-id": "2"}) != first
+    assert len(app.state.calls) == 2
+
+
+async def test_cached_per_caller_outside_a_request_fails_loudly(store: CacheStore) -> None:
+    """No request, no caller: the call raises NoRequestError naming the function, instead of
+    sharing one entry between everyone."""
+
+    @cached(ttl="1m", per_caller=True)
+    async def remember(question: str) -> str:
+        return question
+
+    @cached(ttl="1m", per_caller=True)
+    def remember_sync(question: str) -> str:
+        return question
+
+    with pytest.raises(NoRequestError, match=r"remember.*outside a request"):
+        await remember("q")
+    with pytest.raises(NoRequestError, match=r"remember_sync.*outside a request"):
+        remember_sync("q")
+
+
+# --- sync functions ------------------------------------------------------------------------------
+
+
+async def test_cached_sync_function_is_cached_in_process_and_invalidated_by_its_tags(
+    store: CacheStore, metric_reader: InMemoryMetricReader
+) -> None:
+    """A def works as lru_cache would, plus a time to live, tags, the flag and the metrics,
+    whatever the store's backend: the entries live in this process."""
+    calls = Calls()
+
+    @cached(ttl="1m", tags=lambda account, **_: [f"account:{account}"], namespace="test")
+    def plan(account: str, *, tier: int = 1) -> dict[str, int]:
+        calls.arguments.append(account)
+        return {"tier": tier}
+
+    assert plan("a") == {"tier": 1}
+    assert plan("a") == {"tier": 1}
+    assert plan("a", tier=2) == {"tier": 2}
+    assert plan("b") == {"tier": 1}
+    assert calls.arguments == ["a", "a", "b"]
+    assert await anyio.to_thread.run_sync(plan, "b") == {"tier": 1}  # from a worker thread
+    assert await toolkit.cache.invalidate(tags=["account:a"]) == 2
+    plan("a")
+    plan("b")
+    with override({CACHE_FUNCTION: "off"}):
+        plan("b")
+    assert calls.arguments == ["a", "a", "b", "a", "b"]
+    assert requests(metric_reader, names.CACHE_MISS) == 4
+    assert requests(metric_reader, names.CACHE_HIT) == 3
+    assert requests(metric_reader, names.CACHE_BYPASS) == 1
+    assert (await store.get_many([plan.__qualname__])) == [None]  # nothing reached the backend
+
+
+async def test_cached_sync_function_computed_in_a_thread_across_an_invalidation_is_not_stored(
+    store: CacheStore,
+) -> None:
+    """The race on threads: a sync function runs in a worker thread, its tag is invalidated
+    on the event loop meanwhile; its old value is not stored."""
+    version = 1
+    started, release = threading.Event(), threading.Event()
+
+    @cached(ttl="1m", tags=["plans"])
+    def plan(account: str) -> int:
+        seen = version
+        started.set()
+        release.wait(10)
+        return seen
+
+    first = asyncio.ensure_future(anyio.to_thread.run_sync(plan, "a"))
+    await anyio.to_thread.run_sync(started.wait, 10)
+    version = 2
+    await toolkit.cache.invalidate(tags=["plans"])
+    release.set()
+    assert await first == 1
+    assert plan("a") == 2
+    assert plan("a") == 2
+
+
+async def test_cached_sync_entries_are_invalidated_from_another_process(
+    backend: Backend, meter_provider: MeterProvider
+) -> None:
+    """An invalidation announced by another process (another store on the backend) reaches
+    the sync function's in-process entries."""
+    here = CacheStore(backend, meter_provider=meter_provider)
+    elsewhere = CacheStore(backend, meter_provider=meter_provider)
+    await here.start()
+    set_current_cache(here)
+    calls = Calls()
+
+    @cached(ttl="1m", tags=["plans"])
+    def plan(account: str) -> str:
+        calls.arguments.append(account)
+        return account
+
+    plan("a")
+    plan("a")
+    assert len(calls) == 1
+    await elsewhere.invalidate(["plans"])
+    try:
+        await eventually(lambda: (plan("a"), len(calls))[1] == 2)
+    finally:
+        await here.stop()

@@ -149,15 +149,30 @@ class Backend(abc.ABC):
         """The values stored under ``keys`` (None where missing or expired), in order."""
 
     @abc.abstractmethod
+    async def cache_generation(self) -> int:
+        """The invalidation clock now. Read it before computing a value and pass it to
+        :meth:`cache_set_many`: the value is then never stored once one of its tags has been
+        invalidated after this read."""
+
+    @abc.abstractmethod
     async def cache_set_many(
-        self, items: Sequence[tuple[str, bytes]], ttl: float, tags: Sequence[str] = ()
-    ) -> None:
-        """Store each ``(key, value)`` for ``ttl`` seconds, filed under every tag."""
+        self,
+        items: Sequence[tuple[str, bytes]],
+        ttl: float,
+        tags: Sequence[str] = (),
+        generation: int | None = None,
+    ) -> int:
+        """Store each ``(key, value)`` for ``ttl`` seconds, filed under every tag, and return
+        how many were stored. With ``generation`` (from :meth:`cache_generation`), nothing is
+        stored if any of ``tags`` was invalidated since: checked in the same atomic step as
+        the write (see ``lua/cache_set.lua``). The tag index lists live entries only."""
 
     @abc.abstractmethod
     async def cache_invalidate(self, tags: Sequence[str]) -> int:
-        """Delete every entry filed under any of ``tags``, in every process's view, and
-        announce it on the ``cache`` channel (for in-process copies); returns how many."""
+        """Delete every entry filed under any of ``tags``, in every process's view, advance
+        the invalidation clock past them (so that values computed before are not stored
+        after), and announce it on the ``cache`` channel (for in-process copies); returns
+        how many entries were deleted."""
 
     def cache_stats(self) -> tuple[int, int] | None:
         """``(entries, evictions so far)`` when the backend can tell; None otherwise."""

@@ -10,10 +10,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from cachetools import TLRUCache
 from opentelemetry import metrics
 
 from toolkit.backends._breaker import BreakerConfig, BreakerTable, BreakerView, breaker_message
+from toolkit.backends._cache_table import CacheTable
 from toolkit.backends._gcra import MICROSECONDS, GcraLimit, GcraResult
 from toolkit.backends.base import (
     BREAKER_CHANNEL,
@@ -29,37 +29,20 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _MIN_SWEEP_SIZE = 1024
-_ENTRY_OVERHEAD = 100  # bytes counted per entry beyond its value: key, tuple, bookkeeping
 DEFAULT_MAX_CACHE_BYTES = 64 * 1024 * 1024
-
-
-class _Entries(TLRUCache[str, tuple[bytes, float]]):
-    """Cached values by key, each ``(value, expires at)``, bounded in bytes, counting evictions."""
-
-    def __init__(self, max_bytes: int, clock: Callable[[], float]) -> None:
-        super().__init__(
-            maxsize=max_bytes,
-            ttu=lambda key, entry, now: entry[1],
-            timer=clock,
-            getsizeof=lambda entry: len(entry[0]) + _ENTRY_OVERHEAD,
-        )
-        self.evictions = 0
-
-    def popitem(self) -> tuple[str, tuple[bytes, float]]:
-        self.evictions += 1  # called only to make room
-        return super().popitem()
 
 
 class MemoryBackend(Backend):
     """State in a dict in this process. Operations run without awaiting, so each is atomic
     under asyncio; nothing can fail, so the call guard adds nothing.
 
-    Cache entries live in a bounded LRU with a time to live per entry (cachetools'
-    ``TLRUCache``): the least recently used go first when ``max_cache_bytes`` is reached.
+    Cache entries live in a :class:`~toolkit.backends._cache_table.CacheTable`: an LRU with a
+    time to live per entry, whose least recently used go first when ``max_cache_bytes`` is
+    reached (keys, values and tags counted), and a tag index that lists live entries only.
 
     Args:
         clock: seconds from a monotonic clock; tests pass a fake one.
-        max_cache_bytes: bound on the cached values' total size.
+        max_cache_bytes: bound on the cache entries' total size.
     """
 
     name: ClassVar[str] = "memory"
@@ -85,8 +68,7 @@ class MemoryBackend(Backend):
         )
         self._listeners: dict[str, set[asyncio.Queue[str]]] = {}
         self._declared: dict[str, str] = {}
-        self._entries = _Entries(max_cache_bytes, clock)
-        self._tags: dict[str, set[str]] = {}
+        self.cache = CacheTable(max_cache_bytes, clock)
         self._leases: dict[str, tuple[str, float]] = {}
         self._breakers = BreakerTable()
 
@@ -163,35 +145,27 @@ class MemoryBackend(Backend):
             listener.put_nowait(message)
 
     async def cache_get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        entries = self._entries
-        values: list[bytes | None] = []
-        for key in keys:
-            entry = entries.get(key)
-            values.append(None if entry is None else entry[0])
-        return values
+        return self.cache.get_many(keys)
+
+    async def cache_generation(self) -> int:
+        return self.cache.generation()
 
     async def cache_set_many(
-        self, items: Sequence[tuple[str, bytes]], ttl: float, tags: Sequence[str] = ()
-    ) -> None:
-        expires = self._clock() + ttl
-        for key, value in items:
-            if len(value) + _ENTRY_OVERHEAD > self._entries.maxsize:
-                continue  # larger than the whole cache: never stored
-            self._entries[key] = (value, expires)
-            for tag in tags:
-                self._tags.setdefault(tag, set()).add(key)
+        self,
+        items: Sequence[tuple[str, bytes]],
+        ttl: float,
+        tags: Sequence[str] = (),
+        generation: int | None = None,
+    ) -> int:
+        return self.cache.set_many(items, ttl, tags, generation)
 
     async def cache_invalidate(self, tags: Sequence[str]) -> int:
-        deleted = 0
-        for tag in tags:
-            for key in self._tags.pop(tag, ()):
-                if self._entries.pop(key, None) is not None:
-                    deleted += 1
+        deleted = self.cache.invalidate(tags)
         await self.publish(CACHE_CHANNEL, json.dumps({"tags": list(tags)}))
         return deleted
 
     def cache_stats(self) -> tuple[int, int]:
-        return len(self._entries), self._entries.evictions
+        return self.cache.stats()
 
     async def lease_acquire(self, key: str, token: str, ttl: float) -> bool:
         held = self._leases.get(key)

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 from opentelemetry import metrics
 
 from toolkit.backends._breaker import BreakerConfig, BreakerView
+from toolkit.backends._cache_table import MAX_INVALIDATED_TAGS
 from toolkit.backends._deadline import Deadline, LoopLag
 from toolkit.backends._gcra import GcraLimit, GcraResult
 from toolkit.backends._reconnect import Reconnect
@@ -61,6 +63,11 @@ _NO_DRIVER_TIMEOUTS: Final[dict[str, Any]] = {
 }
 """redis-py's socket timeouts (5 s by default) count wall time, the event loop's delays
 included: they are off, and every call runs inside ``RedisBackend._deadline()`` instead."""
+
+
+_CLUSTER_CACHE_SHARDS = 16
+"""On a cluster, cache entries are spread over this many {hash tags}, each with its own tag
+indexes and invalidated tags, so that every cache script touches one slot."""
 
 
 def _read_script(name: str) -> str:
@@ -124,6 +131,12 @@ class RedisBackend(Backend):
         self._flags_save_script = self._client.register_script(_read_script("flags_save.lua"))
         self._lease_renew_script = self._client.register_script(_read_script("lease_renew.lua"))
         self._lease_release_script = self._client.register_script(_read_script("lease_release.lua"))
+        self._cache_scripts = {
+            op: self._client.register_script(_read_script(f"cache_{op}.lua"))
+            for op in ("set", "invalidate", "clock")
+        }
+        self._cache_shards = _CLUSTER_CACHE_SHARDS if self._cluster else 1
+        self._clock_key = self.key("cache", "clock")
         self._breaker_scripts = {
             op: self._client.register_script(_read_script(f"breaker_{op}.lua"))
             for op in ("record", "probe", "release", "force")
@@ -233,8 +246,29 @@ class RedisBackend(Backend):
             f"{channel}.publish", lambda: self._client.publish(self.key(channel), message)
         )
 
+    # --- cache entries: one shard off a cluster, 16 {hash tags} on one ---------------------------
+
+    def _shard(self, key: str) -> int:
+        return zlib.crc32(key.encode("utf-8", "surrogatepass")) % self._cache_shards
+
+    def _in_shard(self, shard: int, *parts: str) -> str:
+        if self._cluster:
+            return self.key("{cache" + str(shard) + "}", *parts)
+        return self.key(*parts)
+
+    def _entry_key(self, key: str) -> str:
+        return self._in_shard(self._shard(key), key)
+
+    def _shard_keys(self, shard: int, tags: Sequence[str]) -> list[str]:
+        """The shard's invalidated tags, its floor, then the index of each tag."""
+        return [
+            self._in_shard(shard, "cache", "invalidated"),
+            self._in_shard(shard, "cache", "floor"),
+            *(self._in_shard(shard, "cache", "tagged", tag) for tag in tags),
+        ]
+
     async def cache_get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        full = [self.key(k) for k in keys]
+        full = [self._entry_key(k) for k in keys]
         if len(full) == 1:
             value = await self.call("cache.get", lambda: self._client.get(full[0]))
             return [value]
@@ -244,37 +278,50 @@ class RedisBackend(Backend):
         values: list[bytes | None] = await self.call("cache.get", lambda: self._client.mget(full))
         return values
 
+    async def cache_generation(self) -> int:
+        value = await self.call("cache.generation", lambda: self._client.get(self._clock_key))
+        return int(value or 0)
+
     async def cache_set_many(
-        self, items: Sequence[tuple[str, bytes]], ttl: float, tags: Sequence[str] = ()
-    ) -> None:
+        self,
+        items: Sequence[tuple[str, bytes]],
+        ttl: float,
+        tags: Sequence[str] = (),
+        generation: int | None = None,
+    ) -> int:
         ttl_ms = max(1, round(ttl * 1000))
-        commands: list[tuple[Any, ...]] = []
+        shards: dict[int, list[tuple[str, bytes]]] = {}
         for key, value in items:
-            full = self.key(key)
-            commands.append(("SET", full, value, "PX", ttl_ms))
-            for tag in tags:
-                tag_key = self.key("tag", tag)
-                # A tag outlives its newest entry: NX sets a first expiry, GT only extends it.
-                commands += [
-                    ("SADD", tag_key, full),
-                    ("PEXPIRE", tag_key, ttl_ms, "NX"),
-                    ("PEXPIRE", tag_key, ttl_ms, "GT"),
-                ]
-        await self.call("cache.set", lambda: self._pipelined(commands))
+            shards.setdefault(self._shard(key), []).append((key, value))
+        script = self._cache_scripts["set"]
+        read = -1 if generation is None else generation
+
+        async def store(shard: int, group: list[tuple[str, bytes]]) -> int:
+            index = self._shard_keys(shard, tags)
+            keys = [*index[:2], *(self._in_shard(shard, k) for k, _ in group), *index[2:]]
+            args = [read, ttl_ms, len(group), *(v for _, v in group), *tags]
+            stored = await self.call("cache.set", lambda: script(keys=keys, args=args))
+            return int(stored)
+
+        counts = await asyncio.gather(*(store(s, group) for s, group in shards.items()))
+        return sum(counts)
 
     async def cache_invalidate(self, tags: Sequence[str]) -> int:
-        tag_keys = [self.key("tag", tag) for tag in tags]
-        members = await self.call(
-            "cache.invalidate", lambda: self._pipelined(("SMEMBERS", t) for t in tag_keys)
+        clock_script, script = self._cache_scripts["clock"], self._cache_scripts["invalidate"]
+        # The clock first: a write that reads it from here on is newer than this invalidation,
+        # and one that read it before is refused by every shard, before or after its deletion.
+        clock = await self.call(
+            "cache.invalidate", lambda: clock_script(keys=[self._clock_key], args=[])
         )
-        entries = sorted({m for found in members for m in found})
-        # One DEL per key: on a cluster the entries live in different slots.
-        deleted = await self.call(
-            "cache.invalidate",
-            lambda: self._pipelined(("DEL", k) for k in [*entries, *tag_keys]),
-        )
+        args = [clock, MAX_INVALIDATED_TAGS, *tags]
+
+        async def invalidate(shard: int) -> int:
+            keys = self._shard_keys(shard, tags)
+            return int(await self.call("cache.invalidate", lambda: script(keys=keys, args=args)))
+
+        counts = await asyncio.gather(*(invalidate(s) for s in range(self._cache_shards)))
         await self.publish(CACHE_CHANNEL, json.dumps({"tags": list(tags)}))
-        return sum(deleted[: len(entries)])
+        return sum(counts)
 
     async def lease_acquire(self, key: str, token: str, ttl: float) -> bool:
         ms = max(1, round(ttl * 1000))

@@ -1,11 +1,18 @@
-"""Which cache store the decorators use: the one install() set up, else an in-process one."""
+"""What the decorators use: the store install() set up (else an in-process one), and the
+caller of the request being served."""
 
 from __future__ import annotations
 
+from starlette.types import Scope
+
 from toolkit.backends import MemoryBackend
+from toolkit.cache._keys import canonical_json
 from toolkit.cache._store import CacheStore
+from toolkit.errors import ConfigurationError, NoRequestError
+from toolkit.flags._context import REQUEST
 
 _installed: CacheStore | None = None
+_DEFAULT_IDENTITY = (b"authorization", b"cookie")
 
 
 def current_cache() -> CacheStore:
@@ -21,3 +28,57 @@ def set_current_cache(store: CacheStore | None) -> None:
     """Make ``store`` the one the decorators and ``invalidate()`` use (``install()`` does)."""
     global _installed
     _installed = store
+
+
+async def current_caller(store: CacheStore, function: str) -> str | None:
+    """The identity of the current request's caller, as the response cache resolves it
+    (``store.identity``); None when its identity function failed.
+
+    The request is the one the flag context pinned (the outermost middleware of
+    ``install()``), which every task and thread started inside it inherits.
+
+    Raises:
+        NoRequestError: no request is being served here.
+    """
+    identity = store.identity
+    if identity is None or not identity.is_async:
+        return current_caller_now(store, function)
+    return await identity.aresolve(_scope(function))
+
+
+def current_caller_now(store: CacheStore, function: str) -> str | None:
+    """:func:`current_caller` without awaiting, for sync functions.
+
+    Raises:
+        NoRequestError: no request is being served here.
+        ConfigurationError: the response cache's identity function is async.
+    """
+    scope = _scope(function)
+    identity = store.identity
+    if identity is None:
+        # The response cache's default: every Authorization and Cookie value, in order.
+        sent = [
+            [name.decode("latin-1"), value.decode("latin-1")]
+            for name, value in scope["headers"]
+            if name in _DEFAULT_IDENTITY
+        ]
+        return "headers:" + canonical_json(sent).decode()
+    if identity.is_async:
+        raise ConfigurationError(
+            f"@cached(per_caller=True) {function} is a sync function, and the response "
+            "cache's identity function is async: make the function async, or the identity "
+            "function sync"
+        )
+    return identity.resolve(scope)
+
+
+def _scope(function: str) -> Scope:
+    request = REQUEST.get()
+    if request is None:
+        raise NoRequestError(
+            f"@cached(per_caller=True) {function} was called outside a request, so it has no "
+            "caller: call it while a request is served by an app with toolkit.install() (its "
+            "tasks and threads included), or pass the caller as an argument and drop "
+            "per_caller"
+        )
+    return request.scope

@@ -7,13 +7,14 @@ form below errs on the second side: when in doubt, the inputs stay apart.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from typing import Any
 from urllib.parse import unquote_plus
 
 import msgpack  # type: ignore[import-untyped]
+
+from toolkit._memo import memoize_short
 
 
 def canonical_json(value: Any) -> bytes:
@@ -32,7 +33,7 @@ def canonical_json(value: Any) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-@functools.lru_cache(maxsize=4096)  # the same few query strings come back request after request
+@memoize_short(4096, 512)  # the same few query strings come back request after request
 def canonical_query(query_string: bytes) -> bytes:
     """The query with its parameters ordered by name, each kept exactly as sent.
 

@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Final, Protocol
 
 from cachetools import TLRUCache
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
+from starlette.types import Scope
 
 from toolkit._version import __version__
 from toolkit.backends import Backend
+from toolkit.backends._cache_table import ENTRY_OVERHEAD, CacheTable
 from toolkit.backends.base import CACHE_CHANNEL
+from toolkit.backends.memory import DEFAULT_MAX_CACHE_BYTES
 from toolkit.errors import BackendError
 from toolkit.settings import CacheSettings
 from toolkit.telemetry import names
@@ -30,20 +35,39 @@ from toolkit.telemetry._counts import shared_callbacks, shared_counts
 logger = logging.getLogger("toolkit.cache")
 
 LOCAL = "local"
+DEFAULT_LOCAL_BYTES: Final = 64 * 1024 * 1024
+"""Bound on the in-process tier's size, whatever its entry count."""
+
+
+class CallerIdentity(Protocol):
+    """Whose request it is, as the response cache resolves it (its ``identity`` setting)."""
+
+    is_async: bool
+
+    def resolve(self, scope: Scope) -> str | None: ...
+
+    async def aresolve(self, scope: Scope) -> str | None: ...
 
 
 class LocalTier:
     """A bounded in-process copy of recently read entries, kept for a few seconds.
 
     It saves the backend round trip on hot keys; a short time to live bounds how stale a
-    copy can be if an invalidation notice is lost, and any notice empties it at once.
+    copy can be if an invalidation notice is lost, and any notice empties it at once. It
+    holds at most ``max_entries`` entries and ``max_bytes`` bytes: each entry is charged its
+    size, and never less than ``max_bytes / max_entries``, so one budget enforces both.
     """
 
-    def __init__(self, max_entries: int, ttl: float) -> None:
+    def __init__(self, max_entries: int, ttl: float, max_bytes: int = DEFAULT_LOCAL_BYTES) -> None:
         self.ttl = ttl
-        self._entries: TLRUCache[str, tuple[bytes, float]] = TLRUCache(
-            maxsize=max_entries, ttu=lambda key, entry, now: entry[1], timer=time.monotonic
+        share = max(1, max_bytes // max(1, max_entries))
+        self._entries: TLRUCache[str, tuple[bytes, float, int]] = TLRUCache(
+            maxsize=share * max_entries,
+            ttu=lambda key, entry, now: entry[1],
+            timer=time.monotonic,
+            getsizeof=lambda entry: entry[2],
         )
+        self._share = share
         self.evictions = 0
 
     def get(self, key: str) -> bytes | None:
@@ -51,9 +75,15 @@ class LocalTier:
         return None if entry is None else entry[0]
 
     def put(self, key: str, value: bytes, ttl: float) -> None:
-        if len(self._entries) >= self._entries.maxsize and key not in self._entries:
-            self.evictions += 1
-        self._entries[key] = (value, time.monotonic() + min(ttl, self.ttl))
+        entries = self._entries
+        size = max(self._share, len(key) + len(value) + ENTRY_OVERHEAD)
+        if size > entries.maxsize:
+            return  # larger than the whole tier
+        before = len(entries)
+        replacing = key in entries
+        entries[key] = (value, time.monotonic() + min(ttl, self.ttl), size)
+        # Entries that made room for this one (expired ones do not count: they were gone).
+        self.evictions += max(0, before + (not replacing) - len(entries))
 
     def clear(self) -> None:
         self._entries.clear()
@@ -122,6 +152,10 @@ class _BatchedReads:
 class CacheStore:
     """Cache entries for the app's caches.
 
+    Sync functions (``@cached`` on a ``def``) cannot wait for a backend: their entries live
+    in :attr:`sync_entries`, in this process, and :meth:`invalidate` (here or announced by
+    another process) reaches them too.
+
     Args:
         backend: where entries live (shared by every instance on Redis).
         local: an in-process tier in front of the backend; none when None.
@@ -158,6 +192,10 @@ class CacheStore:
         }
         self._task: asyncio.Task[None] | None = None
         self._reads = None if backend.in_process else _BatchedReads(self._read)
+        self.sync_entries = CacheTable(DEFAULT_MAX_CACHE_BYTES, time.monotonic)
+        self.identity: CallerIdentity | None = None
+        """How the response cache tells callers apart (``@cached(per_caller=True)`` uses
+        it); None for its default, the ``Authorization`` and ``Cookie`` values."""
 
     # --- entries -----------------------------------------------------------------------------
 
@@ -196,24 +234,47 @@ class CacheStore:
         if self.local is not None:
             self.local.put(key, value, ttl)
 
-    async def set(self, key: str, value: bytes, ttl: float, tags: Sequence[str] = ()) -> None:
-        await self.set_many([(key, value)], ttl, tags)
+    async def generation(self) -> int:
+        """The invalidation clock, read before computing a value to be stored under tags
+        (see :meth:`set_many`). Raises BackendError."""
+        return await self.backend.cache_generation()
+
+    async def set(
+        self,
+        key: str,
+        value: bytes,
+        ttl: float,
+        tags: Sequence[str] = (),
+        generation: int | None = None,
+    ) -> int:
+        return await self.set_many([(key, value)], ttl, tags, generation)
 
     async def set_many(
-        self, items: Sequence[tuple[str, bytes]], ttl: float, tags: Sequence[str] = ()
-    ) -> None:
-        """Store the items for ``ttl`` seconds under ``tags``. Raises BackendError."""
+        self,
+        items: Sequence[tuple[str, bytes]],
+        ttl: float,
+        tags: Sequence[str] = (),
+        generation: int | None = None,
+    ) -> int:
+        """Store the items for ``ttl`` seconds under ``tags``; returns how many were stored.
+        With ``generation`` (read by :meth:`generation` before the value was computed),
+        nothing is stored if one of ``tags`` was invalidated since. Raises BackendError."""
         started = time.perf_counter()
-        await self.backend.cache_set_many(items, ttl, tags)
+        stored = await self.backend.cache_set_many(items, ttl, tags, generation)
         self._duration.record(time.perf_counter() - started, self._operation_attributes["set"])
-        for key, value in items:
-            self.remember(key, value, ttl)
+        if stored:
+            for key, value in items:
+                self.remember(key, value, ttl)
+        elif items and generation is not None:
+            logger.debug("cache write refused: tags %s were invalidated meanwhile", list(tags))
+        return stored
 
     async def invalidate(self, tags: Iterable[str]) -> int:
         """Delete every entry under any of ``tags``, on every instance. Raises BackendError."""
         tags = list(tags)
         started = time.perf_counter()
-        deleted = await self.backend.cache_invalidate(tags)
+        deleted = self.sync_entries.invalidate(tags)
+        deleted += await self.backend.cache_invalidate(tags)
         self._duration.record(
             time.perf_counter() - started, self._operation_attributes["invalidate"]
         )
@@ -240,9 +301,9 @@ class CacheStore:
     # --- keeping in-process copies coherent ----------------------------------------------------
 
     async def start(self) -> None:
-        """Follow invalidations announced by every process (only needed with a local tier)."""
-        if self.local is not None:
-            self._task = asyncio.create_task(self._follow(), name="toolkit.cache.follow")
+        """Follow invalidations announced by every process, for the copies kept here (the
+        local tier and sync functions' entries)."""
+        self._task = asyncio.create_task(self._follow(), name="toolkit.cache.follow")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -252,17 +313,27 @@ class CacheStore:
             self._task = None
 
     async def _follow(self) -> None:
-        # Subscribed, or an invalidation anywhere, or cut off: whatever it named, the copies
-        # here may be out of date. They are a few seconds' worth: drop them all.
-        local = self.local
-        if local is None:
-            return
+        local, synced = self.local, self.sync_entries
 
-        async def drop(message: str) -> None:
-            del message
-            local.clear()
+        def lost() -> None:
+            # Subscribed anew or cut off: invalidations may have been missed meanwhile.
+            if local is not None:
+                local.clear()
+            synced.clear()
 
-        await self.backend.follow(CACHE_CHANNEL, drop, local.clear)
+        async def invalidated(message: str) -> None:
+            if local is not None:
+                local.clear()  # a few seconds' worth of copies: drop them all
+            try:
+                tags = json.loads(message)["tags"] if message else None
+            except (ValueError, KeyError, TypeError):
+                tags = None
+            if isinstance(tags, list) and all(isinstance(tag, str) for tag in tags):
+                synced.invalidate(tags)
+            else:
+                synced.clear()
+
+        await self.backend.follow(CACHE_CHANNEL, invalidated, lost)
 
     # --- observable instruments ----------------------------------------------------------------
 

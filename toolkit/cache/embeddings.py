@@ -1,25 +1,30 @@
 """``@cache_embeddings``: a batch-aware cache in front of an embedding call.
 
 Each text of a batch is looked up on its own (one round trip for the batch); the wrapped
-function is called once, with only the texts nobody has embedded yet, each once; the vectors
-come back in exactly the order of the input. This merge is where embedding caches go wrong
+function is called with only the texts nobody has embedded yet, each once; the vectors come
+back in exactly the order of the input. This merge is where embedding caches go wrong
 (LiteLLM returned partial hits at the wrong positions, BerriAI/litellm#29284), so it is kept
-small and position-explicit.
+small and position-explicit. Within a process a text being embedded is never embedded again
+meanwhile (one flight per text), and the new texts of calls made in the same loop turn go to
+the function together, as their lookups went to the backend together.
 """
 
 from __future__ import annotations
 
 import array
+import asyncio
 import contextlib
 import functools
 import hashlib
 import inspect
 import logging
 import sys
+import weakref
 from collections.abc import Callable, Coroutine, Sequence, Sized
 from typing import Any, Final, ParamSpec, cast
 
 from toolkit.cache._current import current_cache
+from toolkit.cache._store import CacheStore
 from toolkit.cache.functions import parse_tags, parse_ttl, read_through
 from toolkit.errors import BackendError, ConfigurationError
 from toolkit.flags import CACHE_EMBEDDINGS, current_store
@@ -38,6 +43,9 @@ _KEY_PREFIX: Final = "embeddings:"
 _DIGEST_BYTES: Final = 16
 _BIG_ENDIAN: Final = sys.byteorder == "big"
 _METHOD_RECEIVERS: Final = ("self", "cls")
+DEFAULT_MAX_BATCH: Final = 32
+"""Texts one merged call may send: within the batch limits of common embedding APIs and
+servers (Text Embeddings Inference accepts 32 by default, Cohere 96, OpenAI 2048)."""
 
 EmbedFunction = Callable[P, Coroutine[Any, Any, Sequence[Sequence[float]]]]
 
@@ -64,6 +72,7 @@ def cache_embeddings(
     model: str,
     ttl: str | float = DEFAULT_TTL,
     tags: Sequence[str] = (),
+    max_batch: int = DEFAULT_MAX_BATCH,
 ) -> Callable[[EmbedFunction[P]], Callable[P, Coroutine[Any, Any, list[list[float]]]]]:
     """Cache an embedding function per text, so that a batch embeds only what is new.
 
@@ -73,17 +82,25 @@ def cache_embeddings(
             return [item.embedding for item in response.data]
 
     Every text is looked up under a hash of ``model`` and the text, all in one backend round
-    trip. The function is called once with the misses only, in their first-occurrence order
-    and each text once, however often it repeats in the batch; its vectors are stored and the
+    trip. The function is called with the misses only, in their first-occurrence order and
+    each text once, however often it repeats in the batch; its vectors are stored and the
     result lists one vector per input text, in input order. Vectors are stored as float32, and
     every vector returned (hit or miss) is that float32 value as a Python float, so the result
     does not depend on what was cached. An empty batch returns ``[]`` without a call.
+
+    Concurrent calls share work within the process: a text another call is embedding is
+    waited for, not embedded again, and the new texts of calls made in the same event-loop
+    turn (on the same object, for a method) go to the function as one call of at most
+    ``max_batch`` texts; a caller's own misses always go together, however many. Every caller
+    of a merged call gets its exception if it fails.
 
     Args:
         model: names everything that changes the vectors: the model, and its dimensions,
             input type or normalization if you vary them (``"text-embedding-3-small@512"``).
         ttl: how long a vector is kept, e.g. ``"30d"`` or seconds; 7 days when not given.
         tags: for ``toolkit.cache.invalidate(tags=[...])``.
+        max_batch: the most texts a call merged from several callers may send (your
+            embedding API's batch limit); 1 turns merging off.
 
     Raises:
         ConfigurationError: at decoration, for a sync function, a function taking anything
@@ -100,12 +117,19 @@ def cache_embeddings(
         )
     seconds = parse_ttl(ttl, "@cache_embeddings")
     tag_tuple = parse_tags(tags, "@cache_embeddings")
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise ConfigurationError(
+            f"@cache_embeddings(max_batch={max_batch!r}): a whole number of texts, at least 1, "
+            "e.g. max_batch=32"
+        )
     seed = hashlib.blake2b(model.encode() + b"\x00", digest_size=_DIGEST_BYTES)
 
     def decorate(
         function: EmbedFunction[P],
     ) -> Callable[P, Coroutine[Any, Any, list[list[float]]]]:
-        cache = _EmbeddingCache(function, seed=seed, ttl=seconds, tags=tag_tuple)
+        cache = _EmbeddingCache(
+            function, seed=seed, ttl=seconds, tags=tag_tuple, max_batch=max_batch
+        )
 
         @functools.wraps(function)
         async def cached_embed(*args: P.args, **kwargs: P.kwargs) -> list[list[float]]:
@@ -126,6 +150,7 @@ class _EmbeddingCache:
         seed: hashlib.blake2b,
         ttl: float,
         tags: tuple[str, ...],
+        max_batch: int,
     ) -> None:
         qualname = getattr(function, "__qualname__", repr(function))
         if not inspect.iscoroutinefunction(function):
@@ -153,12 +178,16 @@ class _EmbeddingCache:
         self.seed = seed
         self.ttl = ttl
         self.tags = tags
+        self.max_batch = max_batch
         self.warned = False
+        self._flights: weakref.WeakKeyDictionary[CacheStore, _Flights] = weakref.WeakKeyDictionary()
 
     async def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[list[float]]:
         store = current_cache()
         positional = len(args) > self.position
-        if not positional and self.parameter not in kwargs:
+        if len(args) + len(kwargs) != self.position + 1 or (
+            not positional and self.parameter not in kwargs
+        ):
             return _as_lists(await self.function(*args, **kwargs))  # a wrong call: its TypeError
         texts = args[self.position] if positional else kwargs[self.parameter]
         if not current_store().is_enabled(CACHE_EMBEDDINGS):
@@ -188,54 +217,162 @@ class _EmbeddingCache:
             failed = False
 
         vectors: list[list[float] | None] = [None] * len(keys)
-        missing: dict[str, int] = {}  # key -> its place in the call, first occurrence first
-        batch: list[str] = []
+        missing: dict[str, str] = {}  # key -> its text, first occurrence first
         for i, (key, raw) in enumerate(zip(keys, stored, strict=True)):
             if raw is not None and len(raw) % 4 == 0:
                 vectors[i] = unpack(raw)
-            elif key not in missing:
-                missing[key] = len(batch)
-                batch.append(texts[i])
-        hits = len(keys) - sum(vector is None for vector in vectors)
+            else:
+                missing.setdefault(key, texts[i])
+        if not missing:
+            if not failed:
+                store.record(CACHE_NAME, names.CACHE_HIT, count=len(keys))
+            return cast(list[list[float]], vectors)  # every place is filled
+
+        flights = self._flights.get(store)
+        if flights is None:
+            flights = self._flights[store] = _Flights(self, store)
+        waiting, embedding = flights.join(args[: self.position], missing)
         if failed:
             store.record(CACHE_NAME, names.CACHE_ERROR, count=len(keys))
         else:
-            if hits:
-                store.record(CACHE_NAME, names.CACHE_HIT, count=hits)
-            if hits < len(keys):
-                store.record(CACHE_NAME, names.CACHE_MISS, count=len(keys) - hits)
-        if not batch:
-            return cast(list[list[float]], vectors)  # every place is filled
-
-        call_args, call_kwargs = args, kwargs
-        if positional:
-            call_args = (*args[: self.position], batch, *args[self.position + 1 :])
-        else:
-            call_kwargs = {**kwargs, self.parameter: batch}
-        computed = await self.function(*call_args, **call_kwargs)
-        if len(computed) != len(batch):
-            raise ValueError(
-                f"{self.qualname} returned {len(computed)} vectors for {len(batch)} texts; "
-                "@cache_embeddings needs exactly one vector per text, in order (nothing was "
-                "cached)"
-            )
-        packed = [pack(vector) for vector in computed]
-        fresh = [unpack(raw) for raw in packed]
+            # Texts another call is embedding cost nothing more: counted as hits, as a
+            # caller served by another's computation is for the other caches.
+            fresh = sum(1 for key in keys if key in embedding)
+            if fresh < len(keys):
+                store.record(CACHE_NAME, names.CACHE_HIT, count=len(keys) - fresh)
+            if fresh:
+                store.record(CACHE_NAME, names.CACHE_MISS, count=fresh)
+        # asyncio.wait, not gather: a caller cancelled here must not cancel the flights
+        # other callers wait for too.
+        await asyncio.wait(waiting.values())
+        computed = {key: unpack(future.result()) for key, future in waiting.items()}
         for i, key in enumerate(keys):
             if vectors[i] is None:
-                vectors[i] = fresh[missing[key]]
-        if not failed:
-            # A failed write is counted by the backend; the vectors are returned anyway.
-            with contextlib.suppress(BackendError):
-                await store.set_many(
-                    [(key, packed[place]) for key, place in missing.items()], self.ttl, self.tags
-                )
+                vectors[i] = computed[key]
         return cast(list[list[float]], vectors)  # every place is filled
 
     def _key(self, text: str) -> str:
         digest = self.seed.copy()
         digest.update(text.encode("utf-8", "surrogatepass"))
         return _KEY_PREFIX + digest.hexdigest()
+
+
+class _Batch:
+    """New texts for one call of the function, on one receiver."""
+
+    __slots__ = ("futures", "receiver", "texts")
+
+    def __init__(self, receiver: tuple[Any, ...]) -> None:
+        self.receiver = receiver
+        self.texts: list[str] = []
+        self.futures: dict[str, asyncio.Future[bytes]] = {}
+
+
+class _Flights:
+    """The texts one decorated function is embedding in this process, for one store: one
+    flight per text, and the new texts of a loop turn sent as few calls as ``max_batch``
+    allows."""
+
+    def __init__(self, cache: _EmbeddingCache, store: CacheStore) -> None:
+        self._cache = cache
+        self._store = store
+        self._flying: dict[str, asyncio.Future[bytes]] = {}
+        self._pending: list[_Batch] = []  # this loop turn's calls, still taking texts
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def join(
+        self, receiver: tuple[Any, ...], missing: dict[str, str]
+    ) -> tuple[dict[str, asyncio.Future[bytes]], set[str]]:
+        """A future of the packed vector of every missing key, and the keys this call put
+        in flight (the others were being embedded already)."""
+        loop = asyncio.get_running_loop()
+        flying = self._flying
+        waiting: dict[str, asyncio.Future[bytes]] = {}
+        new: dict[str, str] = {}
+        for key, text in missing.items():
+            future = flying.get(key)
+            if future is None:
+                new[key] = text
+            else:
+                waiting[key] = future
+        if new:
+            if not self._pending:
+                loop.call_soon(self._flush)
+            # First fit among this turn's calls on the same object (the same one, not an
+            # equal one: each may hold its own client), else a call of its own.
+            room = self._cache.max_batch - len(new)
+            batch = next(
+                (
+                    b
+                    for b in self._pending
+                    if len(b.texts) <= room
+                    and len(b.receiver) == len(receiver)
+                    and all(x is y for x, y in zip(b.receiver, receiver, strict=True))
+                ),
+                None,
+            )
+            if batch is None:
+                batch = _Batch(receiver)
+                self._pending.append(batch)
+            for key, text in new.items():
+                future = flying[key] = batch.futures[key] = loop.create_future()
+                batch.texts.append(text)
+                waiting[key] = future
+        return waiting, set(new)
+
+    def _flush(self) -> None:
+        batches, self._pending = self._pending, []
+        loop = asyncio.get_running_loop()
+        for batch in batches:
+            task = loop.create_task(self._embed(batch))
+            self._tasks.add(task)  # a reference until it is done, as asyncio asks
+            task.add_done_callback(self._tasks.discard)
+
+    async def _embed(self, batch: _Batch) -> None:
+        cache, store = self._cache, self._store
+        try:
+            try:
+                # Read before the call: vectors computed before an invalidation of their
+                # tags are not stored after it.
+                generation = await store.generation() if cache.tags else None
+            except BackendError:
+                generation = None
+            computed = await cache.function(*batch.receiver, batch.texts)
+            if len(computed) != len(batch.texts):
+                raise ValueError(
+                    f"{cache.qualname} returned {len(computed)} vectors for "
+                    f"{len(batch.texts)} texts; @cache_embeddings needs exactly one vector per "
+                    "text, in order (nothing was cached)"
+                )
+            packed = [pack(vector) for vector in computed]
+        except BaseException as exc:
+            self._land(batch)
+            for future in batch.futures.values():
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: no warning if every caller left
+            if not isinstance(exc, Exception):
+                raise
+            return
+        items = list(zip(batch.futures, packed, strict=True))
+        try:
+            if generation is not None or not cache.tags:
+                # A failed write is counted by the backend; the vectors are returned anyway.
+                with contextlib.suppress(BackendError):
+                    await store.set_many(items, cache.ttl, cache.tags, generation)
+        finally:
+            # Stored before anyone is answered (as a @cached leader does): a call arriving
+            # meanwhile joins this flight rather than missing in the backend.
+            self._land(batch)
+            for (_, raw), future in zip(items, batch.futures.values(), strict=True):
+                if not future.done():
+                    future.set_result(raw)
+
+    def _land(self, batch: _Batch) -> None:
+        flying = self._flying
+        for key, future in batch.futures.items():
+            if flying.get(key) is future:
+                del flying[key]
 
 
 def _is_batch(texts: object) -> bool:

@@ -1,10 +1,11 @@
-"""``@cached``: memoize an async helper (intent classification, retrieval, prompt assembly)
-in the app's cache store, with one computation per key across the fleet.
+"""``@cached``: memoize a helper (intent classification, retrieval, prompt assembly) in the
+app's cache store, with one computation per key across the fleet.
 
 Sits between the application and its slow helpers: the function is called on a miss, its
 result stored with aiocache's serializers (JSON by default) and served to every caller of
 every instance until it expires or its tags are invalidated. Backend failures never reach the
-caller; the function's own exceptions reach it unchanged and are never cached.
+caller; the function's own exceptions reach it unchanged and are never cached. A sync
+function is cached in process (it cannot wait for a backend).
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import importlib
 import inspect
 import logging
 import weakref
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, ParamSpec, Protocol, TypeVar, cast, get_args
+from typing import Any, Final, Literal, ParamSpec, Protocol, TypeVar, cast, get_args, overload
 
 from toolkit._duration import parse_seconds
 from toolkit._fallback import computing
-from toolkit.cache._current import current_cache
+from toolkit.cache._current import current_cache, current_caller, current_caller_now
 from toolkit.cache._keys import canonical_json
 from toolkit.cache._singleflight import SingleFlight
 from toolkit.cache._store import CacheStore
@@ -52,6 +53,13 @@ _POSITIONAL_OR_KEYWORD: Final = inspect.Parameter.POSITIONAL_OR_KEYWORD
 _KEYWORD_ONLY: Final = inspect.Parameter.KEYWORD_ONLY
 _EMPTY: Final = inspect.Parameter.empty
 _DIGEST_BYTES: Final = 16
+MAX_TAGS: Final = 32
+"""Tags one entry may be filed under."""
+MAX_TAG_LENGTH: Final = 200
+"""Characters of one tag: tags are kept per entry and per invalidation, so they are bounded."""
+
+TagSpec = Sequence[str] | Callable[..., Iterable[str]]
+"""Fixed tags, or a function of the call's arguments returning them."""
 
 
 class _Serializer(Protocol):
@@ -145,61 +153,104 @@ def parse_ttl(ttl: str | float, decorator: str) -> float:
 
 
 def parse_tags(tags: Sequence[str], decorator: str) -> tuple[str, ...]:
-    if isinstance(tags, str) or not all(isinstance(tag, str) and tag for tag in tags):
-        raise ConfigurationError(
-            f"{decorator}(tags={tags!r}): tags are a list of non-empty strings, "
-            "e.g. tags=['intent']"
-        )
+    problem = tag_problem(tags)
+    if problem is not None:
+        raise ConfigurationError(f"{decorator}(tags={tags!r}): {problem}, e.g. tags=['intent']")
     return tuple(tags)
+
+
+def tag_problem(tags: object) -> str | None:
+    """What is wrong with ``tags`` as an entry's tags, or None when they are fine."""
+    if isinstance(tags, str | bytes) or not isinstance(tags, Sequence):
+        return "tags are a list of non-empty strings"
+    if len(tags) > MAX_TAGS:
+        return f"at most {MAX_TAGS} tags per entry, not {len(tags)}"
+    for tag in tags:
+        if not isinstance(tag, str) or not tag:
+            return "tags are a list of non-empty strings"
+        if len(tag) > MAX_TAG_LENGTH:
+            return f"a tag has at most {MAX_TAG_LENGTH} characters, not {len(tag)}"
+    return None
+
+
+class CachedDecorator(Protocol):
+    """What ``@cached(...)`` returns: it keeps the decorated function's signature, async
+    or sync."""
+
+    @overload
+    def __call__(
+        self, function: Callable[P, Coroutine[Any, Any, R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+    @overload
+    def __call__(self, function: Callable[P, R]) -> Callable[P, R]: ...
 
 
 def cached(
     *,
     ttl: str | float,
     key: Callable[..., object] | None = None,
-    tags: Sequence[str] = (),
+    tags: TagSpec = (),
     namespace: str | None = None,
     serializer: SerializerName | None = None,
-) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
-    """Memoize an async function in the app's cache store, across every instance.
+    per_caller: bool = False,
+) -> CachedDecorator:
+    """Memoize a function in the app's cache store, across every instance.
 
         @toolkit.cached(ttl="10m", tags=["intent"])
         async def classify(query: str, *, locale: str = "en") -> dict[str, str]: ...
 
-        await toolkit.cache.invalidate(tags=["intent"])      # every instance
+        @toolkit.cached(ttl="1h", tags=lambda profile_id, **_: [f"profile:{profile_id}"])
+        async def summary(profile_id: str) -> str: ...
+
+        await toolkit.cache.invalidate(tags=["profile:42"])   # every instance
 
     The key is ``{namespace}:{qualified name}:{hash}``, the hash taken over the canonical JSON
     of the bound arguments (defaults applied; ``self`` or ``cls`` left out). An argument that
     is not JSON (a client, a model object) makes the call go straight to the function, counted
     as ``bypass`` and logged once per function; ``key=`` chooses the key material instead. On a
     miss one caller in the whole fleet runs the function, under a lease renewed while it runs
-    (``cache.lease``); the others wait (up to ``cache.wait``) and take its stored result.
+    (``cache.lease``); the others wait (up to ``cache.wait``) and take its stored result. A
+    result computed before an invalidation of one of its tags is never stored after it.
 
     The first caller gets the function's own return value; every later one gets it as stored
     and loaded by the serializer, so under JSON a tuple comes back as a list and an object
     that JSON cannot represent is not stored at all (logged once; use ``serializer="pickle"``,
     or return plain data).
 
+    A sync function (``def``) is cached in this process only, bounded in bytes, with the same
+    keys, tags, flag and metrics, and no single flight; to share its results through Redis,
+    decorate an async function that runs it in a thread (see docs/caching.md).
+
     Args:
         ttl: how long a result is served, e.g. ``"10m"`` or seconds (required: only you know
             how fresh it must be).
         key: called with the function's arguments, returns the key material (JSON types):
             ``key=lambda client, query: query``.
-        tags: for ``toolkit.cache.invalidate(tags=[...])``.
+        tags: for ``toolkit.cache.invalidate(tags=[...])``: a list, or a function called with
+            the call's arguments (as ``key=`` is) returning the list. At most 32 tags of at most
+            200 characters; a function that raises or returns anything else makes the call
+            go straight to the function (``bypass``, logged once).
         namespace: first part of the key and the ``toolkit.cache.name`` of its metrics; the
             function's module when None.
         serializer: ``"json"``, ``"msgpack"`` or ``"pickle"`` (aiocache's serializers); the
             ``cache.serializer`` setting when None. Pickle runs code from the backend on load:
             only with writers you trust.
+        per_caller: put the current request's caller in the key, as the response cache
+            identifies it (the ``cache.identity`` setting; the ``Authorization`` and ``Cookie``
+            values by default), so that each caller has its own entries. Only inside a request
+            served by an app with ``toolkit.install()``: elsewhere a call raises
+            :class:`~toolkit.errors.NoRequestError`.
 
     Raises:
-        ConfigurationError: at decoration, for a sync function or an invalid argument.
+        ConfigurationError: at decoration, for an invalid argument.
 
     The ``cache.function`` flag turns it off (calls go straight to the function) at the next
     call, on every instance. Backend failures fall back to calling the function (``error``).
     """
     seconds = parse_ttl(ttl, "@cached")
-    tag_tuple = parse_tags(tags, "@cached")
+    tag_function = tags if callable(tags) else None
+    tag_tuple = () if callable(tags) else parse_tags(tags, "@cached")
     if key is not None and not callable(key):
         raise ConfigurationError(
             f"@cached(key={key!r}): key is a function of the arguments returning the key "
@@ -213,26 +264,35 @@ def cached(
         raise ConfigurationError(
             f"@cached(serializer={serializer!r}): one of {', '.join(SERIALIZERS)}"
         )
+    if not isinstance(per_caller, bool):
+        raise ConfigurationError(f"@cached(per_caller={per_caller!r}): True or False")
 
-    def decorate(
-        function: Callable[P, Coroutine[Any, Any, R]],
-    ) -> Callable[P, Coroutine[Any, Any, R]]:
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
         cache = _FunctionCache(
             function,
             ttl=seconds,
             key=key,
             tags=tag_tuple,
+            tag_function=tag_function,
             namespace=namespace,
             codec=None if serializer is None else _codec(serializer),
+            per_caller=per_caller,
         )
+        if cache.is_async:
+
+            @functools.wraps(function)
+            async def cached_call(*args: Any, **kwargs: Any) -> Any:
+                return await cache.call(args, kwargs)
+
+            return cached_call
 
         @functools.wraps(function)
-        async def cached_call(*args: P.args, **kwargs: P.kwargs) -> R:
-            return cast(R, await cache.call(args, kwargs))
+        def cached_sync_call(*args: Any, **kwargs: Any) -> Any:
+            return cache.call_sync(args, kwargs)
 
-        return cached_call
+        return cached_sync_call
 
-    return decorate
+    return cast(CachedDecorator, decorate)
 
 
 class _FunctionCache:
@@ -240,30 +300,36 @@ class _FunctionCache:
 
     def __init__(
         self,
-        function: Callable[..., Coroutine[Any, Any, Any]],
+        function: Callable[..., Any],
         *,
         ttl: float,
         key: Callable[..., object] | None,
         tags: tuple[str, ...],
+        tag_function: Callable[..., Iterable[str]] | None,
         namespace: str | None,
         codec: _Codec | None,
+        per_caller: bool,
     ) -> None:
         qualname = getattr(function, "__qualname__", repr(function))
-        if not inspect.iscoroutinefunction(function):
+        if isinstance(function, classmethod | staticmethod) or not callable(function):
             hint = (
                 "; put @cached below @classmethod/@staticmethod"
                 if isinstance(function, classmethod | staticmethod)
                 else ""
             )
             raise ConfigurationError(
-                f"@cached needs an async function (async def): {qualname} is not{hint}. For a "
-                "sync function, functools.lru_cache memoizes in process."
+                f"@cached needs a function (def or async def): {qualname} is not{hint}"
             )
+        self.is_async = inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+            getattr(function, "__call__", None)  # noqa: B004 - async callable objects
+        )
         self.function = function
         self.qualname = qualname
         self.ttl = ttl
         self.key_fn = key
         self.tags = tags
+        self.tag_fn = tag_function
+        self.per_caller = per_caller
         self.name = namespace or function.__module__
         self.prefix = f"{self.name}:{qualname}:"
         self.codec = codec
@@ -285,6 +351,7 @@ class _FunctionCache:
         self.names = frozenset(p.name for p in parameters)
         self.defaults = {p.name: p.default for p in parameters if p.default is not _EMPTY}
         self.warned_key = False
+        self.warned_tags = False
         self.warned_value = False
 
     async def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -292,17 +359,14 @@ class _FunctionCache:
         if not current_store().is_enabled(CACHE_FUNCTION):
             store.record(self.name, names.CACHE_BYPASS)
             return await self.function(*args, **kwargs)
-        material = self._material(args, kwargs)
-        if material is None:
+        caller = await current_caller(store, self.qualname) if self.per_caller else None
+        entry = self._entry(args, kwargs, caller)
+        if entry is None:
             store.record(self.name, names.CACHE_BYPASS)
             return await self.function(*args, **kwargs)
         codec = self.codec or _configured_codec(store)
-        # The serializer is part of the hash: entries written by another serializer (another
-        # deployment, a changed setting) are never read as this one's.
-        digest = hashlib.blake2b(codec.name.encode(), digest_size=_DIGEST_BYTES)
-        digest.update(b"\x00")
-        digest.update(material)
-        key = self.prefix + digest.hexdigest()
+        key = self._key(codec, entry[0])
+        tags = entry[1]
         try:
             found = await self._lookup(store, codec, key)
         except BackendError:
@@ -326,22 +390,97 @@ class _FunctionCache:
 
         async def compute() -> tuple[Any]:
             nonlocal result
-            # Leading now, but another process may have stored the value between our miss
-            # and our lease: look once more before running the function.
+            # Under tags, read the invalidation clock before anything the function reads:
+            # its write is refused if one of them is invalidated while it runs. Leading now,
+            # but another process may have stored the value between our miss and our lease:
+            # look once more before running the function.
+            generation = await _generation(store) if tags else None
             found = await lookup()
             if found is not None:
                 return found
             result = names.CACHE_MISS
             with computing() as computation:
                 value = await self.function(*args, **kwargs)
-            if not computation.fallback:  # a fallback's answer is not kept (see _fallback)
-                await self._store(store, codec, key, value)
+            # A fallback's answer is not kept (see _fallback); nor is a tagged value without
+            # its invalidation clock, which could outlive an invalidation it never saw.
+            if not computation.fallback and (generation is not None or not tags):
+                await self._store(store, codec, key, value, tags, generation)
             return (value,)
 
         try:
             return (await _flight(store).run(key, lookup, compute))[0]
         finally:
             store.record(self.name, result, key)
+
+    def call_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A sync function's call: its entries live in this process (``sync_entries``)."""
+        store = current_cache()
+        if not current_store().is_enabled(CACHE_FUNCTION):
+            store.record(self.name, names.CACHE_BYPASS)
+            return self.function(*args, **kwargs)
+        caller = current_caller_now(store, self.qualname) if self.per_caller else None
+        entry = self._entry(args, kwargs, caller)
+        if entry is None:
+            store.record(self.name, names.CACHE_BYPASS)
+            return self.function(*args, **kwargs)
+        codec = self.codec or _configured_codec(store)
+        key = self._key(codec, entry[0])
+        table = store.sync_entries
+        raw = table.get_many([key])[0]
+        found = None if raw is None else self._load(codec, raw)
+        if found is not None:
+            store.record(self.name, names.CACHE_HIT, key)
+            return found[0]
+        store.record(self.name, names.CACHE_MISS, key)
+        generation = table.generation()
+        value = self.function(*args, **kwargs)
+        stored = self._dump(codec, value)
+        if stored is not None:
+            table.set_many([(key, stored)], self.ttl, entry[1], generation)
+        return value
+
+    def _entry(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], caller: str | None
+    ) -> tuple[bytes, tuple[str, ...]] | None:
+        """The key material (the caller's identity included) and the tags of this call, or
+        None to bypass the cache."""
+        if self.per_caller and caller is None:
+            return None  # the identity function failed: never share an entry by accident
+        material = self._material(args, kwargs)
+        if material is None:
+            return None
+        tags = self.tags if self.tag_fn is None else self._computed_tags(self.tag_fn, args, kwargs)
+        if tags is None:
+            return None
+        if caller is not None:
+            material += b"\x00" + caller.encode("utf-8", "surrogatepass")
+        return material, tags
+
+    def _key(self, codec: _Codec, material: bytes) -> str:
+        # The serializer is part of the hash: entries written by another serializer (another
+        # deployment, a changed setting) are never read as this one's.
+        digest = hashlib.blake2b(codec.name.encode(), digest_size=_DIGEST_BYTES)
+        digest.update(b"\x00")
+        digest.update(material)
+        return self.prefix + digest.hexdigest()
+
+    def _computed_tags(
+        self,
+        tag_fn: Callable[..., Iterable[str]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[str, ...] | None:
+        try:
+            computed = tag_fn(*args, **kwargs)
+            tags = list(computed) if not isinstance(computed, str | bytes) else computed
+        except Exception as exc:
+            self._warn_tags(f"tags= raised {type(exc).__name__}: {exc}")
+            return None
+        problem = tag_problem(tags)
+        if problem is not None:
+            self._warn_tags(f"tags= returned {tags!r:.200}: {problem}")
+            return None
+        return tuple(tags)
 
     def _material(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes | None:
         """The canonical bytes that select the result, or None to bypass the cache."""
@@ -424,12 +563,23 @@ class _FunctionCache:
                 reason,
             )
 
+    def _warn_tags(self, reason: str) -> None:
+        if not self.warned_tags:
+            self.warned_tags = True
+            logger.warning(
+                "@cached %s: %s; such calls go straight to the function "
+                "(toolkit.cache.requests result=bypass)",
+                self.qualname,
+                reason,
+            )
+
     async def _lookup(self, store: CacheStore, codec: _Codec, key: str) -> tuple[Any] | None:
         """The stored value in a 1-tuple (a function may return None), or None on a miss.
         Raises BackendError."""
         raw = (await read_through(store, [key], self.ttl))[0]
-        if raw is None:
-            return None
+        return None if raw is None else self._load(codec, raw)
+
+    def _load(self, codec: _Codec, raw: bytes) -> tuple[Any] | None:
         try:
             return (codec.loads(raw),)
         except Exception as exc:
@@ -443,9 +593,26 @@ class _FunctionCache:
             )
             return None
 
-    async def _store(self, store: CacheStore, codec: _Codec, key: str, value: Any) -> None:
+    async def _store(
+        self,
+        store: CacheStore,
+        codec: _Codec,
+        key: str,
+        value: Any,
+        tags: tuple[str, ...],
+        generation: int | None,
+    ) -> None:
+        raw = self._dump(codec, value)
+        if raw is None:
+            return
+        # A failed write is counted by the backend; the caller gets the value anyway.
+        with contextlib.suppress(BackendError):
+            await store.set(key, raw, self.ttl, tags, generation)
+
+    def _dump(self, codec: _Codec, value: Any) -> bytes | None:
+        """The stored form of ``value``, or None (warned once) when it has none."""
         try:
-            raw = codec.dumps(value)
+            return codec.dumps(value)
         except Exception as exc:
             if not self.warned_value:
                 self.warned_value = True
@@ -462,7 +629,13 @@ class _FunctionCache:
                     else "Return plain data (dicts, lists, str, numbers), or pass "
                     "serializer='pickle' if you trust every writer.",
                 )
-            return
-        # A failed write is counted by the backend; the caller gets the value anyway.
-        with contextlib.suppress(BackendError):
-            await store.set(key, raw, self.ttl, self.tags)
+            return None
+
+
+async def _generation(store: CacheStore) -> int | None:
+    """The invalidation clock, or None when the backend cannot tell (then nothing tagged is
+    stored: it could not be told apart from a value computed before an invalidation)."""
+    try:
+        return await store.generation()
+    except BackendError:
+        return None

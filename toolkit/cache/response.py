@@ -367,6 +367,7 @@ class ResponseCacheMiddleware:
         spec: str | KeyFunction | None = identity if callable(identity) else settings.identity
         client = ClientAddress(tuple(trusted_proxies), proxy_header)
         self._identity = None if spec is None else _Identity(spec, client)
+        self.store.identity = self._identity  # @cached(per_caller=True) tells callers apart alike
         # Marked endpoints are read when the app is first seen: routes are declared after the
         # middleware is added (settings' routes were checked by the settings model).
         self._configured = [
