@@ -810,11 +810,20 @@ class ResilienceSettings(_Section):
         description="Over how long calls and retries count. 1s to 10m.",
         examples=["10s"],
     )
-    breakers: dict[Annotated[str, AfterValidator(_check_breaker_name)], BreakerSettings] = Field(
+    # Names are checked by a validator rather than an annotated key type: pydantic-settings
+    # 2.4 (the lowest supported) cannot walk an annotated dict key in nested variables.
+    breakers: dict[str, BreakerSettings] = Field(
         default_factory=dict,
         description="Settings of one named breaker over the ones above, by breaker name.",
         examples=['{"openai": {"open_duration": "10s", "window": "30s"}}'],
     )
+
+    @field_validator("breakers")
+    @classmethod
+    def _breaker_names(cls, breakers: dict[str, BreakerSettings]) -> dict[str, BreakerSettings]:
+        for name in breakers:
+            _check_breaker_name(name)
+        return breakers
 
 
 class ToolkitSettings(BaseSettings):

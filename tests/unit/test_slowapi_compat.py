@@ -7,7 +7,8 @@ for the middleware import. The others are the toolkit's own contract: what it re
 startup, and how the limiter's declarations behave next to ``toolkit.install()``.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: under slowapi's own decorator, FastAPI 0.115 (the
+# lowest supported) resolves string annotations in slowapi's module, where these names are unknown.
 
 import subprocess
 import sys

@@ -99,6 +99,29 @@ async def test_metrics_carry_route_templates_and_only_registered_attributes(
     assert set(active.attributes) <= set(names.HTTP_SERVER_ACTIVE_REQUESTS_ATTRIBUTES)
 
 
+async def test_one_endpoint_on_two_routes_reports_the_route_that_matched(
+    tracer_provider: TracerProvider,
+    meter_provider: MeterProvider,
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    """The template is the matched route's, also on Starlette versions that record only the
+    endpoint (it is then found among the app's routes, by the path where one endpoint serves
+    several)."""
+    app = Starlette(
+        routes=[
+            Route("/items/{item_id}", item),
+            Mount("/v2", routes=[Route("/products/{item_id}", item)]),
+        ]
+    )
+    middleware = TelemetryMiddleware(
+        app, tracer_provider=tracer_provider, meter_provider=meter_provider
+    )
+    await call(middleware, http_scope("/items/1"))
+    await call(middleware, http_scope("/v2/products/2"))
+    names_seen = [span.name for span in span_exporter.get_finished_spans()]
+    assert names_seen == ["GET /items/{item_id}", "GET /v2/products/{item_id}"]
+
+
 async def test_unmatched_requests_have_no_route_on_the_span(
     instrumented: TelemetryMiddleware, span_exporter: InMemorySpanExporter
 ) -> None:
