@@ -34,6 +34,13 @@ def route_path(scope: Scope) -> str:
     return path  # "/apix" is not under "/api"
 
 
+def literal_key(path: str) -> str:
+    """``path`` as a literal pattern is compared with it. The router's route regexes end in
+    ``$``, which also matches before a final newline: ``/limited\n`` reaches ``/limited``, so
+    it must meet ``/limited``'s policy and exemption (patterns with ``$`` already do)."""
+    return path[:-1] if path.endswith("\n") else path
+
+
 def compile_pattern(pattern: str) -> re.Pattern[str]:
     """A regex matching the whole path for ``pattern``.
 
@@ -74,7 +81,7 @@ class PathMatcher:
 
     def match(self, path: str) -> str | None:
         """The pattern ``path`` matches, or None. Literal patterns win over the others."""
-        found = self._literal.get(path)
+        found = self._literal.get(literal_key(path))
         if found is not None:
             return found
         for regex, pattern in self._patterns:

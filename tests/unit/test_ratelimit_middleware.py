@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.support.asgi import body_of, call, headers_of, http_scope, status_of
+from tests.support.asgi import Serving, body_of, call, headers_of, http_scope, status_of
 from tests.support.otel import counter_value
 from tests.support.servers import free_port
 from toolkit import RateLimitMiddleware
@@ -66,6 +66,27 @@ async def test_route_templates_get_their_own_budget_per_route() -> None:
     results = [status_of(await call(app, http_scope(f"/chat/s{i}"))) for i in range(3)]
     assert results == [200, 200, 429]  # one budget for the route, whatever the session
     assert status_of(await call(app, http_scope("/own"))) == 200  # the default still applies
+
+
+@pytest.mark.parametrize("suffix", ["\n", "%0A"])
+async def test_a_trailing_newline_does_not_escape_the_routes_policy(
+    suffix: str, served: Serving
+) -> None:
+    """The router's route patterns end in "$", which also matches before a final newline:
+    "/admin/users\n" reaches /admin/users, so it is charged to its policy, not let through."""
+    app = RateLimitMiddleware(APP, limit="100/minute", routes={"/admin/users": "2/minute"})
+    path = "/admin/users" + ("\n" if suffix == "\n" else "")
+    scope = http_scope(path)
+    if suffix == "%0A":  # as a server decodes it: raw_path keeps the escape, path the newline
+        scope["path"] += "\n"
+        scope["raw_path"] = scope["raw_path"] + b"%0A"
+    plain = [status_of(await call(app, http_scope("/admin/users"))) for _ in range(2)]
+    assert plain == [200, 200]
+    messages = await call(app, scope)
+    # Never served past the spent budget: refused, or (under a parent's Mount, whose own
+    # slicing of such a path goes wrong) not routed at all.
+    assert status_of(messages) == (404 if served.mount else 429)
+    assert body_of(messages) != b"ok"
 
 
 async def test_route_policies_can_target_methods() -> None:

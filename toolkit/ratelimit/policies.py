@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from limits import RateLimitItem
 
-from toolkit._paths import PathMatcher, compile_pattern, is_literal
+from toolkit._paths import PathMatcher, compile_pattern, is_literal, literal_key
 from toolkit.backends import GcraLimit
 from toolkit.errors import ConfigurationError
 from toolkit.identity import KeyResolver
@@ -106,7 +106,7 @@ class PolicyTable:
         """The policy for this request, or None when it is exempt or nothing applies."""
         if self._exempt and self._exempt.match(path) is not None:
             return None
-        for policy in self._literal.get(path, ()):
+        for policy in self._literal.get(literal_key(path), ()):
             if policy.methods is None or method in policy.methods:
                 return policy
         for regex, policy in self._patterns:
