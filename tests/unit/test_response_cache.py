@@ -1100,6 +1100,59 @@ async def test_response_cache_tag_invalidation_empties_what_the_tag_covers(
     assert x_cache(await request(cached, "/me")) == "HIT"
 
 
+async def test_response_cache_a_response_computed_before_an_invalidation_is_not_stored_after_it(
+    backend: Backend,
+) -> None:
+    """A tagged response whose origin was still running when its tag was invalidated is
+    served to its caller but never stored: the next caller gets a fresh one."""
+    started, release = asyncio.Event(), asyncio.Event()
+    runs = Counter[str]()
+
+    async def answer(request: Request) -> Response:
+        runs["answer"] += 1
+        started.set()
+        await release.wait()
+        return JSONResponse({"run": runs["answer"]})
+
+    app = Starlette(routes=[Route("/answers/{id}", answer)])
+    store = CacheStore(backend)
+    cached = cache(app, backend, store=store, routes={"/answers/{id}": {"ttl": 60, "tags": ["a"]}})
+    first = asyncio.create_task(request(cached, "/answers/1"))
+    await started.wait()
+    await store.invalidate(["a"])  # while the old answer is being computed
+    release.set()
+    assert json_of(await first) == {"run": 1}
+    second = await request(cached, "/answers/1")
+    assert (x_cache(second), json_of(second)) == ("MISS", {"run": 2})
+    assert x_cache(await request(cached, "/answers/1")) == "HIT"
+
+
+async def test_response_cache_never_stores_a_fallbacks_answer(backend: Backend) -> None:
+    """A route that answered with a @resilient fallback (the dependency failed) is not
+    stored: the canned answer would outlive the outage by the route's ttl."""
+    healthy = [False]
+
+    async def canned(question: str) -> str:
+        return "try again later"
+
+    @toolkit.resilient(fallback=canned, timeout=None)
+    async def model(question: str) -> str:
+        if not healthy[0]:
+            raise ConnectionError("the provider is down")
+        return f"answer to {question}"
+
+    async def ask(request: Request) -> Response:
+        return JSONResponse({"reply": await model(request.path_params["q"])})
+
+    app = Starlette(routes=[Route("/ask/{q}", ask)])
+    cached = cache(app, backend, routes={"/ask/{q}": {"ttl": 60}})
+    assert json_of(await request(cached, "/ask/why")) == {"reply": "try again later"}
+    healthy[0] = True
+    recovered = await request(cached, "/ask/why")
+    assert (x_cache(recovered), json_of(recovered)) == ("MISS", {"reply": "answer to why"})
+    assert x_cache(await request(cached, "/ask/why")) == "HIT"
+
+
 # --- flags, failures, telemetry -----------------------------------------------------------------
 
 

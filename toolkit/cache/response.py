@@ -28,6 +28,7 @@ from typing import Any, Final, TypeVar
 from opentelemetry import metrics, trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from toolkit._fallback import Computation, computing
 from toolkit._paths import PathMatcher, route_endpoints, route_path
 from toolkit.backends import Backend, backend_from_url
 from toolkit.cache._capture import AGE as _AGE
@@ -565,9 +566,11 @@ class ResponseCacheMiddleware:
         )
         async with capture:
             try:
-                await self.app(scope, receive, capture)
-                if capture.storable:
-                    await self._store(route, key, capture)
+                generation = await self._generation(route)
+                with computing() as computation:
+                    await self.app(scope, receive, capture)
+                if self._keeps(route, capture, computation, generation):
+                    await self._store(route, key, capture, generation)
             finally:
                 # A response refused mid-stream (too large) has said MISS already: counted as
                 # what it turned out to be.
@@ -576,7 +579,32 @@ class ResponseCacheMiddleware:
                 if turn is not None:
                     await turn.end()  # before the rest reaches a client that may read slowly
 
-    async def _store(self, route: _Route, key: str, capture: Capture) -> None:
+    async def _generation(self, route: _Route) -> int | None:
+        """For a tagged route, the invalidation clock before the app runs: the response is
+        refused if one of its tags is invalidated meanwhile. None for an untagged route, or
+        when the clock cannot be read (then nothing is stored under the tags)."""
+        if not route.tags:
+            return None
+        with contextlib.suppress(BackendError):  # counted and traced by the backend
+            return await self.store.generation()
+        return None
+
+    @staticmethod
+    def _keeps(
+        route: _Route, capture: Capture, computation: Computation, generation: int | None
+    ) -> bool:
+        """Whether to store the response: storable, not a fallback's answer (an outage's
+        canned reply would outlive the outage), and for a tagged route read against the
+        invalidation clock."""
+        return (
+            capture.storable
+            and not computation.fallback
+            and (generation is not None or not route.tags)
+        )
+
+    async def _store(
+        self, route: _Route, key: str, capture: Capture, generation: int | None
+    ) -> None:
         value = encode(
             capture.status,
             capture.headers,
@@ -586,7 +614,7 @@ class ResponseCacheMiddleware:
             route.stale,
         )
         with contextlib.suppress(BackendError):  # counted and traced by the backend
-            await self.store.set(key, value, route.ttl + route.stale, route.tags)
+            await self.store.set(key, value, route.ttl + route.stale, route.tags, generation)
 
     async def _note_refusal(self, route: _Route, key: str) -> None:
         """Note, beside the key (never in its place), that a response could not be stored."""
@@ -634,10 +662,13 @@ class ResponseCacheMiddleware:
                     accepted_vary=route.accepted_vary,
                     limit=self._max_body,
                 )
-                async with asyncio.timeout(self.settings.wait):
-                    await self.app(scope, _one_request(body or b""), capture)
-                if capture.storable:  # else the stale entry serves on, until it expires
-                    await self._store(route, key, capture)
+                generation = await self._generation(route)
+                with computing() as computation:
+                    async with asyncio.timeout(self.settings.wait):
+                        await self.app(scope, _one_request(body or b""), capture)
+                # Else the stale entry serves on, until it expires.
+                if self._keeps(route, capture, computation, generation):
+                    await self._store(route, key, capture, generation)
             return _SERVED
 
         try:
