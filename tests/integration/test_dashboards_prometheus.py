@@ -140,7 +140,6 @@ def servers(request: pytest.FixtureRequest) -> Iterator[tuple[UvicornServer, Uvi
             yield app, None
         return
     limited["TOOLKIT_BACKEND__URL"] = request.getfixturevalue("redis_url")
-    limited["TOOLKIT_CACHE__LOCAL_ENTRIES"] = "1"  # a local tier in front of Redis, evicting
     degraded = {
         "TOOLKIT_BACKEND__URL": f"redis://127.0.0.1:{free_port()}/0",
         "TOOLKIT_RATELIMIT__ROUTES": json.dumps(
@@ -312,3 +311,5 @@ def test_every_panel_returns_data_from_a_real_prometheus(
     assert {"success", "failure", "rejected"} <= outcomes, outcomes
     ratio = {s["metric"]["toolkit_cache_name"]: value(s) for s in panel("Cache hit ratio by cache")}
     assert ratio["response"] > 0, ratio  # the second round of answers came from the cache
+    held = {s["metric"].get("toolkit_cache_backend") for s in panel("Cache entries and evictions")}
+    assert backend_url.partition(":")[0] in held, held  # the backend's own series, either one

@@ -13,7 +13,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from tests.support.otel import points
-from tests.support.servers import free_port
+from tests.support.servers import RedisServer, free_port, require_binary
 from tests.support.waiting import eventually
 from toolkit.backends import Backend, MemoryBackend
 from toolkit.backends._cache_table import MAX_INVALIDATED_TAGS, CacheTable
@@ -409,3 +409,41 @@ def test_memos_of_request_text_are_bounded_in_bytes() -> None:
         tracemalloc.stop()
     assert grown < 1024 * 1024, f"{grown / 1024:.0f} KiB for 10,000 unique inputs"
     assert digest("api_key:short") == digest("api_key:short")  # short ones still memoized
+
+
+async def test_cache_entries_and_evictions_are_reported_on_redis_too(
+    meter_provider: MeterProvider, metric_reader: InMemoryMetricReader
+) -> None:
+    """On Redis the entry and eviction gauges report Redis's own counts (INFO), read in the
+    background while the store runs: entries held, and keys evicted under maxmemory."""
+    server = RedisServer(require_binary("redis-server"), port=free_port())
+    server.start()
+    backend = RedisBackend(server.url, timeout=2, meter_provider=meter_provider)
+    store = CacheStore(backend, meter_provider=meter_provider)
+    try:
+        with server.client() as client:
+            client.config_set("maxmemory", "4mb")
+            client.config_set("maxmemory-policy", "allkeys-lru")
+        await backend.connect()
+        for i in range(40):  # 40 x 256 KiB through a 4 MiB Redis: it evicts
+            await store.set(f"entry-{i}", bytes(256 * 1024), ttl=60)
+        await store.start()
+
+        def reported(name: str) -> float | None:
+            found = [
+                p.value
+                for p in points(metric_reader, name)
+                if p.attributes.get(names.CACHE_BACKEND) == "redis"
+            ]
+            return found[0] if found else None
+
+        await eventually(lambda: reported(names.CACHE_EVICTIONS) is not None, 5.0)
+        entries, evictions = reported(names.CACHE_ENTRIES), reported(names.CACHE_EVICTIONS)
+        assert entries is not None
+        assert 0 < entries < 40
+        assert evictions is not None
+        assert evictions > 0
+    finally:
+        await store.stop()
+        await backend.close()
+        server.stop()

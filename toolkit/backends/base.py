@@ -175,8 +175,14 @@ class Backend(abc.ABC):
         how many entries were deleted."""
 
     def cache_stats(self) -> tuple[int, int] | None:
-        """``(entries, evictions so far)`` when the backend can tell; None otherwise."""
+        """``(entries, evictions so far)`` when the backend can tell; None otherwise. A
+        backend that must ask a server reports its last reading (see
+        :meth:`refresh_cache_stats`)."""
         return None
+
+    async def refresh_cache_stats(self) -> None:  # noqa: B027 - most backends need none
+        """Take a new reading for :meth:`cache_stats` from a server; nothing to do for an
+        in-process backend. Raises BackendError."""
 
     # --- leases (cross-process single flight) ---------------------------------------------
 

@@ -127,6 +127,8 @@ class RedisBackend(Backend):
                 **_NO_DRIVER_TIMEOUTS,
             )
             self._client = aioredis.Redis(connection_pool=self._pool)
+        self._db = 0 if self._pool is None else int(self._pool.connection_kwargs.get("db", 0))
+        self._cache_stats: tuple[int, int] | None = None
         self._gcra_script = self._client.register_script(_read_script("gcra.lua"))
         self._flags_save_script = self._client.register_script(_read_script("flags_save.lua"))
         self._lease_renew_script = self._client.register_script(_read_script("lease_renew.lua"))
@@ -323,6 +325,28 @@ class RedisBackend(Backend):
         await self.publish(CACHE_CHANNEL, json.dumps({"tags": list(tags)}))
         return sum(counts)
 
+    def cache_stats(self) -> tuple[int, int] | None:
+        return self._cache_stats
+
+    async def refresh_cache_stats(self) -> None:
+        """Redis's own counts, from INFO: keys in the toolkit's database (summed over the
+        primaries of a cluster) and keys Redis evicted under ``maxmemory``. They cover the
+        whole database, so a Redis shared with other data reports that data too."""
+
+        async def read() -> tuple[int, int]:
+            if self._cluster:
+                keyspaces = await self._client.info("keyspace", target_nodes="primaries")
+                stats = await self._client.info("stats", target_nodes="primaries")
+                return (
+                    sum(_keys_in(info, 0) for info in keyspaces.values()),
+                    sum(int(info.get("evicted_keys", 0)) for info in stats.values()),
+                )
+            keyspace = await self._client.info("keyspace")
+            stats = await self._client.info("stats")
+            return _keys_in(keyspace, self._db), int(stats.get("evicted_keys", 0))
+
+        self._cache_stats = await self.call("cache.stats", read)
+
     async def lease_acquire(self, key: str, token: str, ttl: float) -> bool:
         ms = max(1, round(ttl * 1000))
         taken = await self.call(
@@ -511,3 +535,10 @@ def _classify(exc: BaseException) -> str:
     if isinstance(exc, RedisConnectionError | OSError):
         return "connection"
     return type(exc).__name__
+
+
+def _keys_in(keyspace: dict[str, Any], db: int) -> int:
+    """Keys of database ``db`` in an INFO keyspace reply (``db0: {"keys": 12, ...}``); none
+    when the database is empty (INFO then leaves it out)."""
+    entry = keyspace.get(f"db{db}")
+    return int(entry.get("keys", 0)) if isinstance(entry, dict) else 0

@@ -37,6 +37,8 @@ logger = logging.getLogger("toolkit.cache")
 LOCAL = "local"
 DEFAULT_LOCAL_BYTES: Final = 64 * 1024 * 1024
 """Bound on the in-process tier's size, whatever its entry count."""
+STATS_INTERVAL: Final = 15.0
+"""Seconds between readings of a server backend's entry and eviction counts."""
 
 
 class CallerIdentity(Protocol):
@@ -190,7 +192,7 @@ class CacheStore:
             op: {names.CACHE_OPERATION: op, names.CACHE_BACKEND: backend.name}
             for op in ("get", "set", "invalidate")
         }
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._reads = None if backend.in_process else _BatchedReads(self._read)
         self.sync_entries = CacheTable(DEFAULT_MAX_CACHE_BYTES, time.monotonic)
         self.identity: CallerIdentity | None = None
@@ -302,15 +304,26 @@ class CacheStore:
 
     async def start(self) -> None:
         """Follow invalidations announced by every process, for the copies kept here (the
-        local tier and sync functions' entries)."""
-        self._task = asyncio.create_task(self._follow(), name="toolkit.cache.follow")
+        local tier and sync functions' entries); with a server backend, read its entry and
+        eviction counts every :data:`STATS_INTERVAL` seconds for the metrics."""
+        self._tasks.append(asyncio.create_task(self._follow(), name="toolkit.cache.follow"))
+        if not self.backend.in_process:
+            self._tasks.append(asyncio.create_task(self._read_stats(), name="toolkit.cache.stats"))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        if tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait([self._task], timeout=2.0)
-            self._task = None
+                await asyncio.wait(tasks, timeout=2.0)
+
+    async def _read_stats(self) -> None:
+        # A scrape cannot await the server: it reports the last reading, at most this old.
+        while True:
+            with contextlib.suppress(BackendError):  # counted by the backend; read again later
+                await self.backend.refresh_cache_stats()
+            await asyncio.sleep(STATS_INTERVAL)
 
     async def _follow(self) -> None:
         local, synced = self.local, self.sync_entries

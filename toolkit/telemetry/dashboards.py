@@ -394,8 +394,9 @@ def _cache_panels() -> list[Json]:
         _panel(
             "timeseries",
             "Cache entries and evictions",
-            "Entries held and evictions per second where the backend can tell: the in-process "
-            "store (memory) and the local tier in front of Redis (local).",
+            "Entries held and evictions per second by tier: the in-process store (memory), the "
+            "local tier in front of Redis (local), and Redis's own counts for its database "
+            "(redis, read every 15 s: keys, and keys evicted under maxmemory).",
             "short",
             [
                 _target(
