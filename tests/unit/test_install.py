@@ -100,6 +100,39 @@ async def test_a_mounted_app_starts_its_toolkit_when_the_parent_enters_its_lifes
     assert events == ["app startup", "app shutdown"]
 
 
+@pytest.mark.parametrize("entered", [False, True])
+async def test_a_mounted_toolkit_never_started_says_so_once_at_its_first_request(
+    entered: bool, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On a shared backend, a toolkit whose lifespan never ran serves from defaults, blind to
+    the fleet's kill switches: the first request logs it, with the fix; once, and not at all
+    when the parent enters the mounted app's lifespan."""
+    api = agent_app()
+    toolkit.install(api, ToolkitSettings(backend={"url": redis_url}))
+
+    @asynccontextmanager
+    async def parent_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if entered:
+            async with api.router.lifespan_context(api):
+                yield
+        else:
+            yield
+
+    parent = FastAPI(lifespan=parent_lifespan)
+    parent.mount("/v1", api)
+    with caplog.at_level(logging.WARNING, logger="toolkit.flags"):
+        async with lifespan(parent), http_client(parent) as http:
+            for i in range(3):
+                assert (await http.get(f"/v1/items/{i}")).status_code == 200
+    warnings = [r.getMessage() for r in caplog.records if r.name == "toolkit.flags"]
+    if entered:
+        assert warnings == []
+    else:
+        (warning,) = warnings
+        assert "never started" in warning
+        assert "lifespan_context" in warning
+
+
 async def test_install_serves_prometheus_metrics_that_parse() -> None:
     app = agent_app()
     toolkit.install(app, ToolkitSettings(ratelimit={"limit": "2/minute"}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     from toolkit.flags._store import FlagStore
 
 _UNSET: Any = object()
+logger = logging.getLogger("toolkit.flags")
 
 
 class RequestFlags:
@@ -64,13 +66,31 @@ class FlagContextMiddleware:
     def __init__(self, app: ASGIApp, *, store: FlagStore) -> None:
         self.app = app
         self.store = store
+        self._checked = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        if not self._checked:
+            self._checked = True
+            self._warn_if_never_started()
         token = REQUEST.set(RequestFlags(self.store, scope))
         try:
             await self.app(scope, receive, send)
         finally:
             REQUEST.reset(token)
+
+    def _warn_if_never_started(self) -> None:
+        """A request served by a store that was never started (its app's lifespan did not run:
+        a parent app does not run the lifespans of the apps it mounts) answers from defaults,
+        blind to the fleet's overrides: say so once, with the fix."""
+        if self.store.started or self.store.backend.in_process:
+            return
+        logger.warning(
+            "serving requests, but the toolkit of this app was never started (its lifespan "
+            "did not run): flag overrides and kill switches are not loaded, cache "
+            "invalidations not followed, pools not warmed. A parent app does not run the "
+            "lifespan of the apps it mounts: enter it in the parent's lifespan, `async with "
+            "api.router.lifespan_context(api): yield` (docs/ratelimit.md, under a mount)"
+        )

@@ -308,6 +308,11 @@ class FlagStore:
 
     # --- keeping the snapshot live -----------------------------------------------------------
 
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` ran (and :meth:`stop` has not): changes are followed."""
+        return bool(self._tasks)
+
     async def start(self) -> None:
         """Load the overrides (bounded by the backend timeout; the defaults serve, stale, if
         it fails) and start following changes. Never blocks startup longer than one call."""
