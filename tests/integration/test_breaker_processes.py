@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.support.servers import RedisServer, UvicornServer, free_port, wait_until
+from tests.support.traffic import burst
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(40)]
 logger = logging.getLogger(__name__)  # the timings: pytest --log-cli-level=INFO
@@ -74,12 +75,6 @@ def seconds_until_all(
     return time.monotonic() - started
 
 
-async def burst(urls: list[str]) -> list[httpx.Response]:
-    limits = httpx.Limits(max_connections=len(urls), max_keepalive_connections=0)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        return await asyncio.gather(*(client.get(url) for url in urls))
-
-
 def test_4_processes_share_failures_follow_the_trip_and_let_k_probes_through_for_the_fleet(
     redis_server: RedisServer, redis_url: str
 ) -> None:
@@ -123,7 +118,7 @@ def test_4_processes_share_failures_follow_the_trip_and_let_k_probes_through_for
         time.sleep(max(0.0, half_open_at - time.monotonic()) + 0.1)
         urls = [f"{s.base_url}/call" for s in servers for _ in range(CALLERS_EACH)]
         started = time.monotonic()
-        responses = asyncio.run(burst(urls))
+        responses = asyncio.run(burst(urls, seconds=30))
         burst_seconds = time.monotonic() - started
         outcomes = Counter(r.json()["outcome"] for r in responses)
         assert outcomes == {"answered": PROBES, "refused": len(urls) - PROBES}
@@ -209,7 +204,7 @@ def test_a_process_that_first_needs_the_breaker_while_it_is_open_follows_from_it
         redis.set(DELAY_KEY, str(PROBE_SECONDS))
         time.sleep(max(0.0, half_open_at - time.monotonic()) + 0.1)
         assert states(client, late[1:]) == ["unused"]
-        responses = asyncio.run(burst([f"{late[1].base_url}/call"] * CALLERS_EACH))
+        responses = asyncio.run(burst([f"{late[1].base_url}/call"] * CALLERS_EACH, seconds=30))
         outcomes = Counter(r.json()["outcome"] for r in responses)
         assert outcomes == {"answered": PROBES, "refused": CALLERS_EACH - PROBES}
         assert int(redis.get(CALLS_KEY) or 0) == MINIMUM_CALLS + PROBES

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.support.servers import RedisServer, UvicornServer
+from tests.support.traffic import burst
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -20,12 +21,6 @@ CALLERS = 50
 LEASE = 0.3
 FUNCTION_SECONDS = 1.5  # five leases: without renewal, a second caller would take over
 RUNS_KEY = "function-cache-test:runs"
-
-
-async def burst(urls: list[str]) -> list[httpx.Response]:
-    limits = httpx.Limits(max_connections=len(urls), max_keepalive_connections=0)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-        return await asyncio.gather(*(client.get(url) for url in urls))
 
 
 def test_cached_function_runs_once_for_4_processes_x_50_callers_when_slower_than_the_lease(

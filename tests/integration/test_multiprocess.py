@@ -6,20 +6,14 @@ import asyncio
 import json
 from collections import Counter
 
-import httpx
 import pytest
 
 from tests.support.servers import RedisServer, UvicornServer
+from tests.support.traffic import burst
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 ALGORITHMS = ["gcra", "fixed-window", "moving-window", "sliding-window-counter"]
-
-
-async def burst(url: str, requests: int) -> list[httpx.Response]:
-    limits = httpx.Limits(max_connections=requests, max_keepalive_connections=0)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-        return await asyncio.gather(*(client.get(url) for _ in range(requests)))
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -35,7 +29,7 @@ def test_four_workers_admit_exactly_the_limit(
         "TOOLKIT_RATELIMIT__ROUTES": json.dumps({"/limited": "100/hour"}),
     }
     with UvicornServer("tests.apps.agent:app", env=env, workers=4) as server:
-        responses = asyncio.run(burst(server.base_url + "/limited", 1000))
+        responses = asyncio.run(burst([server.base_url + "/limited"] * 1000))
     assert Counter(r.status_code for r in responses) == Counter({200: 100, 429: 900})
     workers = {r.json()["worker"] for r in responses if r.status_code == 200}
     assert len(workers) > 1  # the admitted requests really were spread over processes

@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from tests.support.servers import RedisServer, UvicornServer, require_binary, wait_until
+from tests.support.traffic import burst
 from tests.support.waiting import eventually
 from toolkit.backends.redis import RedisBackend
 from toolkit.cache import CacheStore
@@ -27,12 +28,6 @@ LEASE = 0.3
 ANSWER_SECONDS = 1.5  # five leases: without renewal a second caller would take over
 # The Host is in the key; behind a load balancer every instance sees the public one.
 HOST = {"host": "agent.example.com"}
-
-
-async def burst(urls: list[str]) -> list[httpx.Response]:
-    limits = httpx.Limits(max_connections=len(urls), max_keepalive_connections=0)
-    async with httpx.AsyncClient(limits=limits, timeout=60, headers=HOST) as client:
-        return await asyncio.gather(*(client.get(url) for url in urls))
 
 
 @contextlib.contextmanager
@@ -56,7 +51,7 @@ def test_origin_runs_once_for_4_processes_x_50_callers_when_slower_than_the_leas
     }
     with fleet(env) as servers:
         urls = [f"{s.base_url}/answers/cold" for s in servers for _ in range(CALLERS)]
-        responses = asyncio.run(burst(urls))
+        responses = asyncio.run(burst(urls, headers=HOST))
 
     assert Counter(r.status_code for r in responses) == Counter({200: PROCESSES * CALLERS})
     assert Counter(r.headers["x-cache"] for r in responses) == Counter(
