@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from opentelemetry.metrics import Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import Gauge, Histogram, InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -252,3 +253,26 @@ def test_a_record_creates_what_its_kind_says_and_refuses_the_wrong_callbacks(
         observed.create(meter)
     with pytest.raises(ValueError, match="buckets are for histograms"):
         Metric("test.bucketed", COUNTER, "{thing}", "Things.", (), buckets=(1.0,))
+
+
+def test_the_names_before_the_records_still_answer_with_a_warning(
+    meter_provider: MeterProvider, metric_reader: InMemoryMetricReader
+) -> None:
+    """``create_<metric>`` factories and ``<METRIC>_ATTRIBUTES`` tuples are deprecated."""
+    meter = meter_provider.get_meter("test")
+    with pytest.warns(DeprecationWarning, match=r"use names.BACKEND_ERRORS_METRIC.create\(meter\)"):
+        names.create_backend_errors(meter).add(1, {names.BACKEND_NAME: "memory"})
+    with pytest.warns(DeprecationWarning, match="CACHE_ENTRIES_METRIC.create"):
+        factory = names.create_cache_entries
+    factory(meter, lambda options: [Observation(3, {names.CACHE_BACKEND: "memory"})])
+    assert [p.value for p in points(metric_reader, names.CACHE_ENTRIES)] == [3]
+    assert points(metric_reader, names.BACKEND_ERRORS)[0].value == 1
+    with pytest.warns(DeprecationWarning, match="RATE_LIMIT_REQUESTS_METRIC.attributes"):
+        assert names.RATE_LIMIT_REQUESTS_ATTRIBUTES == (
+            names.RATE_LIMIT_POLICY,
+            names.RATE_LIMIT_RESULT,
+        )
+    with pytest.warns(DeprecationWarning, match="POOL_WAIT_TIME_METRIC.attributes"):
+        assert names.POOL_NAME_ATTRIBUTES == (names.POOL_NAME,)
+    with pytest.raises(AttributeError, match="create_nothing"):
+        names.create_nothing  # noqa: B018

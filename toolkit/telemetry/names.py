@@ -16,20 +16,12 @@ Over 400 lines on purpose: the whole contract, every name with its meaning, read
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
-from opentelemetry.metrics import (
-    CallbackOptions,
-    Counter,
-    Histogram,
-    Meter,
-    ObservableCounter,
-    ObservableGauge,
-    ObservableUpDownCounter,
-    Observation,
-)
+from opentelemetry.metrics import Meter
 from opentelemetry.semconv.attributes import (
     client_attributes,
     error_attributes,
@@ -41,6 +33,7 @@ from opentelemetry.semconv.attributes import (
 )
 from opentelemetry.semconv.metrics import http_metrics
 
+from toolkit.telemetry import metric as _metric
 from toolkit.telemetry.metric import (
     COUNTER,
     HISTOGRAM,
@@ -593,233 +586,41 @@ METRICS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
 """Every metric the toolkit emits, with the only attributes it may carry."""
 
 
-# --- Old factories, until the call sites use the records -----------------------------------
-HTTP_SERVER_REQUEST_DURATION_ATTRIBUTES: Final = (
-    HTTP_REQUEST_METHOD,
-    URL_SCHEME,
-    HTTP_ROUTE,
-    HTTP_RESPONSE_STATUS_CODE,
-    NETWORK_PROTOCOL_VERSION,
-    ERROR_TYPE,
-)
-HTTP_SERVER_ACTIVE_REQUESTS_ATTRIBUTES: Final = (HTTP_REQUEST_METHOD, URL_SCHEME)
-RATE_LIMIT_REQUESTS_ATTRIBUTES: Final = (RATE_LIMIT_POLICY, RATE_LIMIT_RESULT)
-BACKEND_ERRORS_ATTRIBUTES: Final = (BACKEND_NAME, BACKEND_OPERATION, ERROR_TYPE)
-CACHE_REQUESTS_ATTRIBUTES: Final = (CACHE_NAME, CACHE_RESULT)
-CACHE_OPERATION_DURATION_ATTRIBUTES: Final = (CACHE_OPERATION, CACHE_BACKEND)
-CACHE_ENTRIES_ATTRIBUTES: Final = (CACHE_BACKEND,)
-CACHE_EVICTIONS_ATTRIBUTES: Final = (CACHE_BACKEND,)
-FEATURE_FLAG_EVALUATIONS_ATTRIBUTES: Final = (
-    FEATURE_FLAG_KEY,
-    FEATURE_FLAG_RESULT_VARIANT,
-    FEATURE_FLAG_RESULT_REASON,
-)
-FEATURE_FLAG_CHANGES_ATTRIBUTES: Final = (FEATURE_FLAG_KEY,)
-CIRCUIT_BREAKER_STATE_ATTRIBUTES: Final = (CIRCUIT_BREAKER_NAME,)
-CIRCUIT_BREAKER_TRANSITIONS_ATTRIBUTES: Final = (CIRCUIT_BREAKER_NAME, CIRCUIT_BREAKER_TO_STATE)
-CIRCUIT_BREAKER_CALLS_ATTRIBUTES: Final = (CIRCUIT_BREAKER_NAME, CIRCUIT_BREAKER_OUTCOME)
-RETRY_BUDGET_EXHAUSTED_ATTRIBUTES: Final = (RESILIENCE_FUNCTION,)
-POOL_COUNT_ATTRIBUTES: Final = (POOL_NAME, POOL_STATE)
-POOL_NAME_ATTRIBUTES: Final = (POOL_NAME,)
-"""The attributes of every pool metric but ``count`` and ``discards``."""
+# --- Deprecated -------------------------------------------------------------------------------
+# Before the records, each metric had a factory (``create_rate_limit_requests(meter, callback)``)
+# and an attribute tuple (``RATE_LIMIT_REQUESTS_ATTRIBUTES``): both still answer, with a warning.
+def _factory(record: Metric[Any]) -> Callable[..., Any]:
+    def create(meter: Meter, callback: _metric.Callback | None = None) -> Any:
+        return record.create(meter, () if callback is None else [callback])
+
+    return create
 
 
-def create_http_server_request_duration(meter: Meter) -> Histogram:
-    return meter.create_histogram(
-        HTTP_SERVER_REQUEST_DURATION,
-        unit="s",
-        description="Duration of HTTP server requests.",
-        explicit_bucket_boundaries_advisory=HTTP_DURATION_BUCKETS,
+def _renamed() -> dict[str, tuple[str, object]]:
+    """Each old name -> what replaced it, and its value."""
+    renamed: dict[str, tuple[str, object]] = {
+        "Callback": ("toolkit.telemetry.metric.Callback", _metric.Callback),
+        "POOL_NAME_ATTRIBUTES": ("names.POOL_WAIT_TIME_METRIC.attributes", (POOL_NAME,)),
+    }
+    for constant, record in globals().items():
+        if isinstance(record, Metric):
+            name = constant.removesuffix("_METRIC")
+            how = "(meter, callbacks)" if record.kind.observed else "(meter)"
+            renamed[f"create_{name.lower()}"] = (f"names.{constant}.create{how}", _factory(record))
+            renamed[f"{name}_ATTRIBUTES"] = (f"names.{constant}.attributes", record.attributes)
+    return renamed
+
+
+_RENAMED: Final = _renamed()
+
+
+def __getattr__(name: str) -> object:
+    if name not in _RENAMED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    replacement, value = _RENAMED[name]
+    warnings.warn(
+        f"toolkit.telemetry.names.{name} is deprecated: use {replacement}",
+        DeprecationWarning,
+        stacklevel=2,
     )
-
-
-Callback = Callable[[CallbackOptions], Iterable[Observation]]
-"""Reads the current totals of an asynchronous instrument (see ``telemetry/_counts.py``)."""
-
-
-def create_http_server_active_requests(meter: Meter, callback: Callback) -> ObservableUpDownCounter:
-    return meter.create_observable_up_down_counter(
-        HTTP_SERVER_ACTIVE_REQUESTS,
-        callbacks=[callback],
-        unit="{request}",
-        description="Number of active HTTP server requests.",
-    )
-
-
-def create_rate_limit_requests(meter: Meter, callback: Callback) -> ObservableCounter:
-    return meter.create_observable_counter(
-        RATE_LIMIT_REQUESTS,
-        callbacks=[callback],
-        unit="{request}",
-        description="Rate-limit decisions, by policy and result.",
-    )
-
-
-def create_backend_errors(meter: Meter) -> Counter:
-    return meter.create_counter(
-        BACKEND_ERRORS,
-        unit="{error}",
-        description="Backend calls that failed, timed out or were skipped while it was down.",
-    )
-
-
-def create_feature_flag_evaluations(meter: Meter, callback: Callback) -> ObservableCounter:
-    return meter.create_observable_counter(
-        FEATURE_FLAG_EVALUATIONS,
-        callbacks=[callback],
-        unit="{evaluation}",
-        description="Feature flag evaluations, by flag, variant and reason.",
-    )
-
-
-def create_feature_flag_changes(meter: Meter, callback: Callback) -> ObservableCounter:
-    return meter.create_observable_counter(
-        FEATURE_FLAG_CHANGES,
-        callbacks=[callback],
-        unit="{change}",
-        description="Feature flag changes applied by this process, by flag.",
-    )
-
-
-def create_cache_requests(meter: Meter, callback: Callback) -> ObservableCounter:
-    return meter.create_observable_counter(
-        CACHE_REQUESTS,
-        callbacks=[callback],
-        unit="{request}",
-        description="Cache decisions, by cache and result.",
-    )
-
-
-def create_cache_operation_duration(meter: Meter) -> Histogram:
-    return meter.create_histogram(
-        CACHE_OPERATION_DURATION,
-        unit="s",
-        description="Duration of cache backend operations.",
-        explicit_bucket_boundaries_advisory=CACHE_DURATION_BUCKETS,
-    )
-
-
-def create_cache_entries(meter: Meter, callback: Callback) -> ObservableGauge:
-    return meter.create_observable_gauge(
-        CACHE_ENTRIES,
-        callbacks=[callback],
-        unit="{entry}",
-        description="Cache entries held, where the backend can tell.",
-    )
-
-
-def create_cache_evictions(meter: Meter, callback: Callback) -> ObservableCounter:
-    return meter.create_observable_counter(
-        CACHE_EVICTIONS,
-        callbacks=[callback],
-        unit="{entry}",
-        description="Cache entries evicted to make room, where the backend can tell.",
-    )
-
-
-def create_pool_count(meter: Meter, callback: Callback) -> ObservableUpDownCounter:
-    return meter.create_observable_up_down_counter(
-        POOL_COUNT,
-        callbacks=[callback],
-        unit="{object}",
-        description="Pooled objects, by pool and state (idle or used).",
-    )
-
-
-def create_pool_pending_requests(meter: Meter, callback: Callback) -> ObservableUpDownCounter:
-    return meter.create_observable_up_down_counter(
-        POOL_PENDING_REQUESTS,
-        callbacks=[callback],
-        unit="{request}",
-        description="Acquires waiting for room in a pool.",
-    )
-
-
-def create_pool_wait_time(meter: Meter) -> Histogram:
-    return meter.create_histogram(
-        POOL_WAIT_TIME,
-        unit="s",
-        description="Time an acquire took to get an object from a pool.",
-        explicit_bucket_boundaries_advisory=POOL_WAIT_BUCKETS,
-    )
-
-
-def create_pool_use_time(meter: Meter) -> Histogram:
-    return meter.create_histogram(
-        POOL_USE_TIME,
-        unit="s",
-        description="Time between acquiring a pooled object and giving it back.",
-        explicit_bucket_boundaries_advisory=HTTP_DURATION_BUCKETS,
-    )
-
-
-def create_pool_create_time(meter: Meter) -> Histogram:
-    return meter.create_histogram(
-        POOL_CREATE_TIME,
-        unit="s",
-        description="Time the factory took to build a pooled object.",
-        explicit_bucket_boundaries_advisory=POOL_WAIT_BUCKETS,
-    )
-
-
-def create_pool_timeouts(meter: Meter, callback: Callback) -> ObservableCounter:
-    return meter.create_observable_counter(
-        POOL_TIMEOUTS,
-        callbacks=[callback],
-        unit="{timeout}",
-        description="Acquires that passed the pool's acquire timeout.",
-    )
-
-
-def create_pool_rejections(meter: Meter, callback: Callback) -> ObservableCounter:
-    return meter.create_observable_counter(
-        POOL_REJECTIONS,
-        callbacks=[callback],
-        unit="{request}",
-        description="Acquires refused at once because the pool's wait queue was full.",
-    )
-
-
-def create_pool_discards(meter: Meter, callback: Callback) -> ObservableCounter:
-    return meter.create_observable_counter(
-        POOL_DISCARDS,
-        callbacks=[callback],
-        unit="{object}",
-        description="Pooled objects closed, by pool and reason.",
-    )
-
-
-def create_circuit_breaker_state(meter: Meter, callback: Callback) -> ObservableGauge:
-    return meter.create_observable_gauge(
-        CIRCUIT_BREAKER_STATE,
-        callbacks=[callback],
-        unit="1",
-        description="Circuit breaker state by breaker: 0 closed, 1 half-open, 2 open.",
-    )
-
-
-def create_circuit_breaker_transitions(meter: Meter, callback: Callback) -> ObservableCounter:
-    return meter.create_observable_counter(
-        CIRCUIT_BREAKER_TRANSITIONS,
-        callbacks=[callback],
-        unit="{transition}",
-        description="Circuit breaker state changes applied by this instance, by new state.",
-    )
-
-
-def create_circuit_breaker_calls(meter: Meter, callback: Callback) -> ObservableCounter:
-    return meter.create_observable_counter(
-        CIRCUIT_BREAKER_CALLS,
-        callbacks=[callback],
-        unit="{call}",
-        description="Calls through circuit breakers, by breaker and outcome.",
-    )
-
-
-def create_retry_budget_exhausted(meter: Meter, callback: Callback) -> ObservableCounter:
-    return meter.create_observable_counter(
-        RETRY_BUDGET_EXHAUSTED,
-        callbacks=[callback],
-        unit="{retry}",
-        description="Retries refused by the retry budget, by function.",
-    )
+    return value
