@@ -243,14 +243,14 @@ def test_every_panel_returns_data_from_a_real_prometheus(
         instances = prometheus.api("label/instance/values", **{"match[]": f'{count}{{job=~".*"}}'})
         assert sorted(instances) == sorted(targets)
 
-        results: dict[str, list[dict[str, Any]]] = {}
+        results: dict[tuple[str, str], list[dict[str, Any]]] = {}  # by panel title and refId
         empty, no_number = [], []
         for file_name, dashboard in build_dashboards().items():
             for panel in dashboard["panels"]:
                 for target in panel.get("targets", []):
                     where = f"{file_name}: {panel['title']} [{target['refId']}]"
                     expr = grafana_expr(target["expr"])
-                    result = results[where] = prometheus.query(expr)
+                    result = results[panel["title"], target["refId"]] = prometheus.query(expr)
                     if not result:
                         empty.append(f"{where}: {expr}")
                     elif not any(math.isfinite(value(sample)) for sample in result):
@@ -259,7 +259,8 @@ def test_every_panel_returns_data_from_a_real_prometheus(
         assert not no_number, "panels with only NaN/Inf:\n" + "\n".join(no_number)
 
     def panel(title: str, ref: str = "A") -> list[dict[str, Any]]:
-        return results[f"agent-server-http.json: {title} [{ref}]"]
+        """A panel's results, whichever dashboard holds it (titles are unique across them)."""
+        return results[title, ref]
 
     # The numbers say what happened.
     assert value(panel("Request rate")[0]) > 0

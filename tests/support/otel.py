@@ -22,6 +22,11 @@ def metric_names(reader: InMemoryMetricReader) -> set[str]:
     return {metric.name for metric in _metrics(reader)}
 
 
+def metric_streams(reader: InMemoryMetricReader) -> dict[str, Any]:
+    """Every metric collected so far, by name: its unit, description and data."""
+    return {metric.name: metric for metric in _metrics(reader)}
+
+
 def counter_value(reader: InMemoryMetricReader, name: str, **attributes: Any) -> float:
     """Sum of the points of counter ``name`` whose attributes include ``attributes``."""
     total = 0.0

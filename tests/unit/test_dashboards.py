@@ -23,13 +23,13 @@ from tests.unit.test_telemetry_registry import drive_every_capability
 from toolkit.telemetry import names
 from toolkit.telemetry.dashboards import (
     DATASOURCE,
-    INSTRUMENTS,
     build_dashboards,
     prometheus_label,
     prometheus_name,
     render,
     series,
 )
+from toolkit.telemetry.dashboards.layout import WIDTH, Row, build_dashboard, stat, timeseries
 
 DASHBOARDS = ROOT / "dashboards"
 SUFFIXES = {
@@ -77,8 +77,8 @@ def declared_series() -> dict[str, str]:
     """Every Prometheus series name of every declared metric -> the metric's OTel name."""
     return {
         series(metric, suffix): metric
-        for metric in names.METRICS
-        for suffix in SUFFIXES[INSTRUMENTS[metric].kind]
+        for metric, record in names.METRIC_RECORDS.items()
+        for suffix in SUFFIXES[record.kind.points]
     }
 
 
@@ -131,20 +131,92 @@ def test_cli_writes_the_dashboards(tmp_path: Path) -> None:
         assert written.read_bytes() == (DASHBOARDS / file_name).read_bytes()
 
 
-def test_dashboard_identity_and_variables() -> None:
-    (dashboard,) = build_dashboards().values()
-    assert dashboard["uid"] == "toolkit-http-ratelimit"
-    assert dashboard["title"] == "Agent server — HTTP & rate limiting"
-    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert list(variables) == ["DS_PROMETHEUS", "job", "instance"]
-    assert variables["DS_PROMETHEUS"]["type"] == "datasource"
-    assert variables["DS_PROMETHEUS"]["query"] == "prometheus"
+def test_one_dashboard_per_concern_with_stable_identities_and_variables() -> None:
+    identities = {
+        file_name: (dashboard["uid"], dashboard["title"], [row["title"] for row in rows(dashboard)])
+        for file_name, dashboard in build_dashboards().items()
+    }
+    assert identities == {
+        "agent-server-http.json": (
+            "toolkit-http-ratelimit",
+            "Agent server — HTTP & rate limiting",
+            ["HTTP", "Rate limiting", "Backend"],
+        ),
+        "agent-server-caches.json": ("toolkit-caches", "Agent server — Caches", ["Caches"]),
+        "agent-server-resilience-pools.json": (
+            "toolkit-resilience-pools",
+            "Agent server — Resilience & pools",
+            ["Resilience", "Agent pools"],
+        ),
+        "agent-server-flags.json": (
+            "toolkit-feature-flags",
+            "Agent server — Feature flags",
+            ["Feature flags"],
+        ),
+    }
     count = series(names.HTTP_SERVER_REQUEST_DURATION, "_count")
-    assert variables["job"]["query"] == f"label_values({count}, job)"
-    assert variables["instance"]["query"] == f'label_values({count}{{job=~"$job"}}, instance)'
-    for name in ("job", "instance"):
-        assert variables[name]["datasource"] == DATASOURCE
-        assert variables[name]["allValue"] == ".*"
+    for dashboard in build_dashboards().values():
+        variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+        assert list(variables) == ["DS_PROMETHEUS", "job", "instance"]
+        assert variables["DS_PROMETHEUS"]["type"] == "datasource"
+        assert variables["DS_PROMETHEUS"]["query"] == "prometheus"
+        assert variables["job"]["query"] == f"label_values({count}, job)"
+        assert variables["instance"]["query"] == f'label_values({count}{{job=~"$job"}}, instance)'
+        for name in ("job", "instance"):
+            assert variables[name]["datasource"] == DATASOURCE
+            assert variables[name]["allValue"] == ".*"
+        assert "agent-server-toolkit" in dashboard["tags"]
+        (menu,) = dashboard["links"]  # every bundled dashboard, one click away
+        assert menu["type"] == "dashboards"
+        assert menu["tags"] == ["agent-server-toolkit"]
+
+
+def rows(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    return [panel for panel in dashboard["panels"] if panel["type"] == "row"]
+
+
+def test_panel_titles_are_unique_across_dashboards() -> None:
+    """The Prometheus test, the README and the runbook find a panel by its title alone."""
+    titles = [where.partition(": ")[2] for where, _ in panels()]
+    assert len(titles) == len(set(titles)), sorted(t for t in titles if titles.count(t) > 1)
+
+
+# --- Layout ------------------------------------------------------------------------------------
+def test_rows_stack_themselves_and_panels_flow_left_to_right() -> None:
+    """Each row starts under the last one's tallest panel; panels wrap at 24 columns."""
+
+    def sized(title: str, width: int, height: int) -> dict[str, Any]:
+        return timeseries(
+            title, "a panel of the layout test", "short", [], width=width, height=height
+        )
+
+    built = build_dashboard(
+        uid="test",
+        title="Test",
+        shows="Nothing",
+        tags=[],
+        rows=[
+            Row(
+                "first",
+                [stat("a", "a stat panel", "short", []), sized("b", 16, 6), sized("c", 24, 3)],
+            ),
+            Row("second", [sized("d", 12, 8)]),
+        ],
+        instances_of="up",
+    )
+    positions = {
+        panel["title"]: tuple(panel["gridPos"][k] for k in ("x", "y", "w", "h"))
+        for panel in built["panels"]
+    }
+    assert positions == {
+        "first": (0, 0, WIDTH, 1),
+        "a": (0, 1, 8, 4),
+        "b": (8, 1, 16, 6),
+        "c": (0, 7, 24, 3),
+        "second": (0, 10, WIDTH, 1),
+        "d": (0, 11, 12, 8),
+    }
+    assert [panel["id"] for panel in built["panels"]] == [1, 2, 3, 4, 5, 6]
 
 
 # --- Prometheus names --------------------------------------------------------------------------
@@ -182,7 +254,7 @@ def test_prometheus_label() -> None:
 
 @pytest.mark.anyio
 async def test_series_names_are_those_the_toolkit_exposes() -> None:
-    """The helper and the unit/kind table against the real Prometheus exposition."""
+    """The names computed from the records against the real Prometheus exposition."""
     registry = CollectorRegistry()
     meter_provider = MeterProvider(
         metric_readers=[PrometheusMetricReader(registry=registry, scope_info_enabled=False)]
@@ -198,7 +270,6 @@ async def test_series_names_are_those_the_toolkit_exposes() -> None:
         for family in text_string_to_metric_families(exposition)
         for sample in family.samples
     }
-    assert set(INSTRUMENTS) == set(names.METRICS)
     missing = sorted(set(declared_series()) - exposed)
     assert not missing, f"computed names the exposition does not have: {missing}"
 
@@ -288,7 +359,7 @@ def test_every_query_is_about_declared_metrics_and_every_metric_is_charted() -> 
         allowed = {"job", "instance"}
         for metric in metrics:
             allowed |= {prometheus_label(attribute) for attribute in names.METRICS[metric]}
-            if INSTRUMENTS[metric].kind == "histogram":
+            if names.METRIC_RECORDS[metric].kind.points == "histogram":
                 allowed.add("le")
         labels = label_tokens(expr)
         bad_labels += [f"{where}: {label}" for label in sorted(labels - allowed)]

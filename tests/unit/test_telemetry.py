@@ -91,12 +91,12 @@ async def test_metrics_carry_route_templates_and_only_registered_attributes(
     routes = {p.attributes[names.HTTP_ROUTE]: p.count for p in durations}
     assert routes == {"/items/{item_id}": 2, names.UNMATCHED_ROUTE: 1, "/v1/things/{item_id}": 1}
     for point in durations:
-        assert set(point.attributes) <= set(names.HTTP_SERVER_REQUEST_DURATION_ATTRIBUTES)
+        assert set(point.attributes) <= set(names.HTTP_SERVER_REQUEST_DURATION_METRIC.attributes)
         assert isinstance(point, HistogramDataPoint)
         assert point.explicit_bounds[-1] >= 300  # minutes-long agent requests keep a bucket
     (active,) = points(metric_reader, names.HTTP_SERVER_ACTIVE_REQUESTS)
     assert active.value == 0
-    assert set(active.attributes) <= set(names.HTTP_SERVER_ACTIVE_REQUESTS_ATTRIBUTES)
+    assert set(active.attributes) <= set(names.HTTP_SERVER_ACTIVE_REQUESTS_METRIC.attributes)
 
 
 async def test_one_endpoint_on_two_routes_reports_the_route_that_matched(

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 from fastapi import FastAPI
+from opentelemetry.metrics import Observation
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import Gauge, Histogram, InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import toolkit
-from tests.support.otel import metric_names, points
+from tests.support.otel import metric_names, metric_streams, points
 from tests.support.servers import free_port
 from toolkit.cache import cached_response, set_current_cache
 from toolkit.resilience import BreakerRegistry, RetryPolicy, set_current_breakers
 from toolkit.telemetry import names
+from toolkit.telemetry.metric import COUNTER, OBSERVABLE_COUNTER, Metric
 
 
 @toolkit.cached(ttl="1m", tags=["answers"], namespace="registry")
@@ -192,6 +196,13 @@ async def test_everything_emitted_is_declared_and_everything_declared_is_emitted
     for metric, keys in emitted_metrics.items():
         extra = keys - set(names.METRICS[metric])
         assert not extra, f"{metric} carries attributes outside its allowlist: {extra}"
+    unlike = []
+    for name, stream in metric_streams(metric_reader).items():
+        record = names.METRIC_RECORDS[name]
+        declared = (record.unit, record.description, record.kind.points, record.buckets)
+        if as_declared(stream) != declared:
+            unlike.append(f"{name}: emitted {as_declared(stream)}, declared {declared}")
+    assert not unlike, "emitted otherwise than its record says:\n" + "\n".join(unlike)
 
     spans = span_exporter.get_finished_spans()
     events = {event.name for span in spans for event in span.events} - {"exception"}
@@ -207,3 +218,61 @@ async def test_everything_emitted_is_declared_and_everything_declared_is_emitted
     }
     assert {("response", "miss"), ("response", "hit"), ("registry", "hit")} <= decisions
     assert installed.breakers.get("llm").state == "closed"  # kept alive for its gauge too
+
+
+def as_declared(stream: Any) -> tuple[object, ...]:
+    """What a collected metric says of itself: unit, description, kind and buckets."""
+    data = stream.data
+    if isinstance(data, Histogram):
+        return stream.unit, stream.description, "histogram", data.data_points[0].explicit_bounds
+    if isinstance(data, Gauge):
+        return stream.unit, stream.description, "gauge", None
+    kind = "counter" if data.is_monotonic else "updowncounter"
+    return stream.unit, stream.description, kind, None
+
+
+def test_every_metric_is_declared_once_by_name() -> None:
+    """A record per name, and every record under its own name's constant."""
+    records = [value for value in vars(names).values() if isinstance(value, Metric)]
+    assert len(records) == len(names.METRIC_RECORDS) == len(names.METRICS)
+    for constant, value in vars(names).items():
+        if isinstance(value, Metric):
+            assert getattr(names, constant.removesuffix("_METRIC")) == value.name, constant
+
+
+def test_a_record_creates_what_its_kind_says_and_refuses_the_wrong_callbacks(
+    meter_provider: MeterProvider,
+) -> None:
+    meter = meter_provider.get_meter("test")
+    counter = Metric("test.sync", COUNTER, "{thing}", "Things.", ())
+    counter.create(meter).add(1)
+    with pytest.raises(TypeError, match=r"test.sync \(create_counter\) takes no callbacks"):
+        counter.create(meter, [lambda options: []])
+    observed = Metric("test.observed", OBSERVABLE_COUNTER, "{thing}", "Things.", ())
+    with pytest.raises(TypeError, match="takes the callbacks that report it"):
+        observed.create(meter)
+    with pytest.raises(ValueError, match="buckets are for histograms"):
+        Metric("test.bucketed", COUNTER, "{thing}", "Things.", (), buckets=(1.0,))
+
+
+def test_the_names_before_the_records_still_answer_with_a_warning(
+    meter_provider: MeterProvider, metric_reader: InMemoryMetricReader
+) -> None:
+    """``create_<metric>`` factories and ``<METRIC>_ATTRIBUTES`` tuples are deprecated."""
+    meter = meter_provider.get_meter("test")
+    with pytest.warns(DeprecationWarning, match=r"use names.BACKEND_ERRORS_METRIC.create\(meter\)"):
+        names.create_backend_errors(meter).add(1, {names.BACKEND_NAME: "memory"})
+    with pytest.warns(DeprecationWarning, match="CACHE_ENTRIES_METRIC.create"):
+        factory = names.create_cache_entries
+    factory(meter, lambda options: [Observation(3, {names.CACHE_BACKEND: "memory"})])
+    assert [p.value for p in points(metric_reader, names.CACHE_ENTRIES)] == [3]
+    assert points(metric_reader, names.BACKEND_ERRORS)[0].value == 1
+    with pytest.warns(DeprecationWarning, match="RATE_LIMIT_REQUESTS_METRIC.attributes"):
+        assert names.RATE_LIMIT_REQUESTS_ATTRIBUTES == (
+            names.RATE_LIMIT_POLICY,
+            names.RATE_LIMIT_RESULT,
+        )
+    with pytest.warns(DeprecationWarning, match="POOL_WAIT_TIME_METRIC.attributes"):
+        assert names.POOL_NAME_ATTRIBUTES == (names.POOL_NAME,)
+    with pytest.raises(AttributeError, match="create_nothing"):
+        names.create_nothing  # noqa: B018

@@ -62,7 +62,7 @@ class Backend(abc.ABC):
         self.timeout = timeout
         self.key_prefix = key_prefix
         meter = metrics.get_meter(names.INSTRUMENTATION_SCOPE, meter_provider=meter_provider)
-        self._errors = names.create_backend_errors(meter)
+        self._errors = names.BACKEND_ERRORS_METRIC.create(meter)
 
     def key(self, *parts: str) -> str:
         """The storage key for ``parts``, under this backend's prefix."""

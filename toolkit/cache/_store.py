@@ -30,7 +30,7 @@ from toolkit.backends.memory import DEFAULT_MAX_CACHE_BYTES
 from toolkit.errors import BackendError
 from toolkit.settings import CacheSettings
 from toolkit.telemetry import names
-from toolkit.telemetry._counts import shared_callbacks, shared_counts
+from toolkit.telemetry.counts import shared_callbacks, shared_counts
 
 logger = logging.getLogger("toolkit.cache")
 
@@ -180,14 +180,10 @@ class CacheStore:
         meter = metrics.get_meter(
             names.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
         )
-        self._requests = shared_counts(meter, names.CACHE_REQUESTS, names.create_cache_requests)
-        self._duration = names.create_cache_operation_duration(meter)
-        shared_callbacks(meter, names.CACHE_ENTRIES, names.create_cache_entries).append(
-            self._observe_entries
-        )
-        shared_callbacks(meter, names.CACHE_EVICTIONS, names.create_cache_evictions).append(
-            self._observe_evictions
-        )
+        self._requests = shared_counts(meter, names.CACHE_REQUESTS_METRIC)
+        self._duration = names.CACHE_OPERATION_DURATION_METRIC.create(meter)
+        shared_callbacks(meter, names.CACHE_ENTRIES_METRIC).append(self._observe_entries)
+        shared_callbacks(meter, names.CACHE_EVICTIONS_METRIC).append(self._observe_evictions)
         self._operation_attributes = {
             op: {names.CACHE_OPERATION: op, names.CACHE_BACKEND: backend.name}
             for op in ("get", "set", "invalidate")

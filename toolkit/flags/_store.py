@@ -40,7 +40,7 @@ from toolkit.flags._model import (
 )
 from toolkit.flags._registry import REGISTRY, Registry
 from toolkit.telemetry import names
-from toolkit.telemetry._counts import shared_counts
+from toolkit.telemetry.counts import shared_counts
 
 logger = logging.getLogger("toolkit.flags")
 
@@ -163,12 +163,8 @@ class FlagStore:
         meter = metrics.get_meter(
             names.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
         )
-        self._evaluations = shared_counts(
-            meter, names.FEATURE_FLAG_EVALUATIONS, names.create_feature_flag_evaluations
-        )
-        self._changes = shared_counts(
-            meter, names.FEATURE_FLAG_CHANGES, names.create_feature_flag_changes
-        )
+        self._evaluations = shared_counts(meter, names.FEATURE_FLAG_EVALUATIONS_METRIC)
+        self._changes = shared_counts(meter, names.FEATURE_FLAG_CHANGES_METRIC)
         self._check_defaults()
         self._compile()
 

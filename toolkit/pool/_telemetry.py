@@ -1,5 +1,5 @@
 """A pool's instruments: counts observed from its state, timings recorded, rare events
-counted in memory (``telemetry/_counts.py``), a span only for slow acquires."""
+counted in memory (``telemetry/counts.py``), a span only for slow acquires."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from toolkit._version import __version__
 from toolkit.telemetry import names
-from toolkit.telemetry._counts import shared_callbacks, shared_counts
+from toolkit.telemetry.counts import shared_callbacks, shared_counts
 
 
 class PoolTelemetry:
@@ -52,18 +52,14 @@ class PoolTelemetry:
         self._tracer = trace.get_tracer(
             names.INSTRUMENTATION_SCOPE, __version__, tracer_provider=tracer_provider
         )
-        self.wait_time = names.create_pool_wait_time(meter)
-        self.use_time = names.create_pool_use_time(meter)
-        self.create_time = names.create_pool_create_time(meter)
-        self._timeouts = shared_counts(meter, names.POOL_TIMEOUTS, names.create_pool_timeouts)
-        self._rejections = shared_counts(meter, names.POOL_REJECTIONS, names.create_pool_rejections)
-        self._discards = shared_counts(meter, names.POOL_DISCARDS, names.create_pool_discards)
-        shared_callbacks(meter, names.POOL_COUNT, names.create_pool_count).append(
-            self._observe_count
-        )
-        shared_callbacks(
-            meter, names.POOL_PENDING_REQUESTS, names.create_pool_pending_requests
-        ).append(self._observe_pending)
+        self.wait_time = names.POOL_WAIT_TIME_METRIC.create(meter)
+        self.use_time = names.POOL_USE_TIME_METRIC.create(meter)
+        self.create_time = names.POOL_CREATE_TIME_METRIC.create(meter)
+        self._timeouts = shared_counts(meter, names.POOL_TIMEOUTS_METRIC)
+        self._rejections = shared_counts(meter, names.POOL_REJECTIONS_METRIC)
+        self._discards = shared_counts(meter, names.POOL_DISCARDS_METRIC)
+        shared_callbacks(meter, names.POOL_COUNT_METRIC).append(self._observe_count)
+        shared_callbacks(meter, names.POOL_PENDING_REQUESTS_METRIC).append(self._observe_pending)
 
     def discarded(self, reason: str) -> None:
         self._discards.add(

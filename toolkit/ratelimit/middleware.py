@@ -19,7 +19,7 @@ from toolkit.ratelimit.algorithms import Decision, create_algorithm
 from toolkit.ratelimit.policies import DEFAULT_POLICY, Policy, PolicyTable, RoutePolicy
 from toolkit.settings import RateLimitSettings, validate_arguments
 from toolkit.telemetry import names
-from toolkit.telemetry._counts import shared_counts
+from toolkit.telemetry.counts import shared_counts
 
 # Fields we set are replaced, never doubled, if the app set them too. Retry-After is the app's.
 _REPLACED = OWN_HEADERS - {b"retry-after"}
@@ -118,9 +118,7 @@ class RateLimitMiddleware:
         meter = metrics.get_meter(
             names.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
         )
-        self._decisions = shared_counts(
-            meter, names.RATE_LIMIT_REQUESTS, names.create_rate_limit_requests
-        )
+        self._decisions = shared_counts(meter, names.RATE_LIMIT_REQUESTS_METRIC)
         self._attributes = {
             (policy, result): {
                 names.RATE_LIMIT_POLICY: policy.name,

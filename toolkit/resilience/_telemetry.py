@@ -1,5 +1,5 @@
 """The metrics and span events of breakers and retries; counts kept in dicts, read when
-OpenTelemetry collects (see ``telemetry/_counts.py``): a call through a breaker pays a dict
+OpenTelemetry collects (see ``telemetry/counts.py``): a call through a breaker pays a dict
 update."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from toolkit._version import __version__
 from toolkit.resilience.classify import error_type
 from toolkit.telemetry import names
-from toolkit.telemetry._counts import Counts, shared_callbacks, shared_counts
+from toolkit.telemetry.counts import Counts, shared_callbacks, shared_counts
 
 logger = logging.getLogger("toolkit.resilience")
 
@@ -36,12 +36,8 @@ class BreakerTelemetry:
         meter = metrics.get_meter(
             names.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
         )
-        self._calls: Counts = shared_counts(
-            meter, names.CIRCUIT_BREAKER_CALLS, names.create_circuit_breaker_calls
-        )
-        self._transitions: Counts = shared_counts(
-            meter, names.CIRCUIT_BREAKER_TRANSITIONS, names.create_circuit_breaker_transitions
-        )
+        self._calls: Counts = shared_counts(meter, names.CIRCUIT_BREAKER_CALLS_METRIC)
+        self._transitions: Counts = shared_counts(meter, names.CIRCUIT_BREAKER_TRANSITIONS_METRIC)
         self._outcomes = {
             outcome: {names.CIRCUIT_BREAKER_NAME: name, names.CIRCUIT_BREAKER_OUTCOME: outcome}
             for outcome in names.CIRCUIT_BREAKER_OUTCOMES
@@ -57,9 +53,7 @@ class BreakerTelemetry:
             state: str = getattr(alive, "state")  # noqa: B009 - any owner with a state
             return [Observation(names.CIRCUIT_STATE_VALUES[state], attributes)]
 
-        shared_callbacks(
-            meter, names.CIRCUIT_BREAKER_STATE, names.create_circuit_breaker_state
-        ).append(observe)
+        shared_callbacks(meter, names.CIRCUIT_BREAKER_STATE_METRIC).append(observe)
 
     def call(self, outcome: str) -> None:
         """Count one call's outcome."""
@@ -106,9 +100,7 @@ class RetryTelemetry:
         meter = metrics.get_meter(
             names.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
         )
-        self._refused: Counts = shared_counts(
-            meter, names.RETRY_BUDGET_EXHAUSTED, names.create_retry_budget_exhausted
-        )
+        self._refused: Counts = shared_counts(meter, names.RETRY_BUDGET_EXHAUSTED_METRIC)
         self._attributes = {names.RESILIENCE_FUNCTION: label}
         self._warned = False
 

@@ -15,8 +15,8 @@ from toolkit._paths import PathMatcher, route_path
 from toolkit._version import __version__
 from toolkit.flags import TRACING, FlagSource, current_store
 from toolkit.telemetry import names
-from toolkit.telemetry._counts import shared_counts
 from toolkit.telemetry._route import recorded_routes, route_template
+from toolkit.telemetry.counts import shared_counts
 
 _KNOWN_METHODS = frozenset(
     ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE")
@@ -76,10 +76,8 @@ class TelemetryMiddleware:
         meter = metrics.get_meter(
             names.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
         )
-        self._duration = names.create_http_server_request_duration(meter)
-        self._active = shared_counts(
-            meter, names.HTTP_SERVER_ACTIVE_REQUESTS, names.create_http_server_active_requests
-        )
+        self._duration = names.HTTP_SERVER_REQUEST_DURATION_METRIC.create(meter)
+        self._active = shared_counts(meter, names.HTTP_SERVER_ACTIVE_REQUESTS_METRIC)
         self._flags = flags
         self._excluded = PathMatcher(excluded_paths)
 

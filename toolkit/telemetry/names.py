@@ -1,31 +1,27 @@
 """Every metric, span, span event and attribute name the toolkit emits: the single source.
 
 Code, docs and dashboards take names from here. Standard names come from the OpenTelemetry
-semantic conventions (stable first); ``toolkit.*`` covers only what they do not. Each metric has
-one factory below that sets its name, unit, description (and buckets) together, and one tuple of
-the attributes it may carry: low-cardinality values only (route templates, configured policy
-names, fixed result words), never raw paths, user ids, keys or prompts, which go on spans only.
+semantic conventions (stable first); ``toolkit.*`` covers only what they do not. Each metric
+is a name and, next to it, its record (:class:`~toolkit.telemetry.metric.Metric`): kind,
+unit, description, buckets, and the attributes it may carry: low-cardinality values only
+(route templates, configured policy names, fixed result words), never raw paths, user ids,
+keys or prompts, which go on spans only.
 
 Prometheus sees these names translated: dots become underscores, the unit is appended
 (``_seconds``) and counters end in ``_total``; e.g. ``toolkit.rate_limit.requests`` is scraped as
 ``toolkit_rate_limit_requests_total``.
+
+Over 400 lines on purpose: the whole contract, every name with its meaning, reads in one file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Final
+import warnings
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Final
 
-from opentelemetry.metrics import (
-    CallbackOptions,
-    Counter,
-    Histogram,
-    Meter,
-    ObservableCounter,
-    ObservableGauge,
-    ObservableUpDownCounter,
-    Observation,
-)
+from opentelemetry.metrics import Meter
 from opentelemetry.semconv.attributes import (
     client_attributes,
     error_attributes,
@@ -36,6 +32,16 @@ from opentelemetry.semconv.attributes import (
     user_agent_attributes,
 )
 from opentelemetry.semconv.metrics import http_metrics
+
+from toolkit.telemetry import metric as _metric
+from toolkit.telemetry.metric import (
+    COUNTER,
+    HISTOGRAM,
+    OBSERVABLE_COUNTER,
+    OBSERVABLE_GAUGE,
+    OBSERVABLE_UP_DOWN_COUNTER,
+    Metric,
+)
 
 INSTRUMENTATION_SCOPE: Final = "agent-server-toolkit"
 """Name of the tracer and meter the toolkit creates its spans and instruments with."""
@@ -252,68 +258,25 @@ FEATURE_FLAG_EVALUATION_EVENT: Final = "feature_flag.evaluation"
 """Span event per flag evaluation (semantic conventions): key, variant, reason, provider.
 Kill switches at their default add none: only an override is news on a span."""
 
+SPAN_EVENTS: Final = (
+    RATE_LIMIT_DECISION_EVENT,
+    CACHE_LOOKUP_EVENT,
+    BACKEND_ERROR_EVENT,
+    FEATURE_FLAG_EVALUATION_EVENT,
+    CIRCUIT_BREAKER_STATE_CHANGE_EVENT,
+    RETRY_ATTEMPT_EVENT,
+    RESILIENCE_FALLBACK_EVENT,
+    RETRY_BUDGET_EXHAUSTED_EVENT,
+    POOL_EXHAUSTED_EVENT,
+)
+"""Every span event the toolkit adds."""
+
 # --- Metrics ----------------------------------------------------------------------------------
-HTTP_SERVER_REQUEST_DURATION: Final = http_metrics.HTTP_SERVER_REQUEST_DURATION
-"""Histogram, s: time from request start to the last response byte."""
-HTTP_SERVER_ACTIVE_REQUESTS: Final = "http.server.active_requests"
-"""UpDownCounter, {request}: requests in flight."""
-RATE_LIMIT_REQUESTS: Final = "toolkit.rate_limit.requests"
-"""Counter, {request}: rate-limit decisions by policy and result."""
-BACKEND_ERRORS: Final = "toolkit.backend.errors"
-"""Counter, {error}: backend calls that failed, timed out or were skipped while it was down."""
-CACHE_REQUESTS: Final = "toolkit.cache.requests"
-"""Counter, {request}: cache decisions by cache name and result."""
-CACHE_OPERATION_DURATION: Final = "toolkit.cache.operation.duration"
-"""Histogram, s: cache backend operations by operation and backend."""
-CACHE_ENTRIES: Final = "toolkit.cache.entries"
-"""Gauge, {entry}: entries held: the in-process stores' own counts, Redis's keys (INFO)."""
-CACHE_EVICTIONS: Final = "toolkit.cache.evictions"
-"""Counter, {entry}: entries evicted to make room (on Redis, its ``evicted_keys``)."""
-FEATURE_FLAG_EVALUATIONS: Final = "toolkit.feature_flag.evaluations"
-"""Counter, {evaluation}: flag evaluations by key, variant and reason."""
-FEATURE_FLAG_CHANGES: Final = "toolkit.feature_flag.changes"
-"""Counter, {change}: flag changes this process applied, by key."""
-
-# Agent pools. The names follow OpenTelemetry's ``db.client.connection.*`` conventions (count
-# by state, pending_requests, wait_time, use_time, create_time, timeouts) under ``toolkit.pool``:
-# the objects are agents, clients and sandboxes rather than database connections, and a
-# dashboard of the service's real database pools must not count them.
-POOL_COUNT: Final = "toolkit.pool.objects"
-"""UpDownCounter (observed), {object}: objects by pool and state (idle, used); like
-``db.client.connection.count``, renamed because Prometheus reads a name ending in
-``_count`` as part of a histogram."""
-POOL_PENDING_REQUESTS: Final = "toolkit.pool.pending_requests"
-"""UpDownCounter (observed), {request}: acquires waiting for room, by pool; like
-``db.client.connection.pending_requests``."""
-POOL_WAIT_TIME: Final = "toolkit.pool.wait_time"
-"""Histogram, s: how long each acquire took (wait, checks and build), by pool; like
-``db.client.connection.wait_time``."""
-POOL_USE_TIME: Final = "toolkit.pool.use_time"
-"""Histogram, s: how long callers held an object, by pool; like
-``db.client.connection.use_time``."""
-POOL_CREATE_TIME: Final = "toolkit.pool.create_time"
-"""Histogram, s: how long the factory took to build one object, by pool; like
-``db.client.connection.create_time``."""
-POOL_TIMEOUTS: Final = "toolkit.pool.timeouts"
-"""Counter, {timeout}: acquires that passed ``acquire_timeout``, by pool; like
-``db.client.connection.timeouts``."""
-POOL_REJECTIONS: Final = "toolkit.pool.rejections"
-"""Counter, {request}: acquires refused at once because the wait queue was full, by pool
-(no semantic-convention equivalent: database pools do not bound their queue)."""
-POOL_DISCARDS: Final = "toolkit.pool.discards"
-"""Counter, {object}: objects closed, by pool and reason (:data:`POOL_DISCARD_REASONS`)."""
-
-CIRCUIT_BREAKER_STATE: Final = "toolkit.circuit_breaker.state"
-"""Gauge, 1: each breaker's state as this instance sees it, by name: 0 closed, 1 half-open,
-2 open (:data:`CIRCUIT_STATE_VALUES`)."""
-CIRCUIT_BREAKER_TRANSITIONS: Final = "toolkit.circuit_breaker.transitions"
-"""Counter, {transition}: state changes this instance applied, by name and new state."""
-CIRCUIT_BREAKER_CALLS: Final = "toolkit.circuit_breaker.calls"
-"""Counter, {call}: calls through each breaker, by name and outcome."""
-RETRY_BUDGET_EXHAUSTED: Final = "toolkit.retry.budget_exhausted"
-"""Counter, {retry}: retries the retry budget refused (the call failed with attempts left),
-by function."""
-
+# One block per metric: its name, which code and docs use, and its record, which is all there
+# is to say about it: kind, unit, description, the only attributes it may carry, buckets. The
+# record creates the instrument (``BACKEND_ERRORS_METRIC.create(meter)``; an observable one
+# once per meter through ``toolkit.telemetry.counts``), and the dashboards and the registry
+# test read everything else from it.
 HTTP_DURATION_BUCKETS: Final = (
     0.005,
     0.01,
@@ -371,271 +334,293 @@ POOL_WAIT_BUCKETS: Final = (
 )
 """Seconds: from an idle object handed over in microseconds to a long wait for room."""
 
-HTTP_SERVER_REQUEST_DURATION_ATTRIBUTES: Final = (
-    HTTP_REQUEST_METHOD,
-    URL_SCHEME,
-    HTTP_ROUTE,
-    HTTP_RESPONSE_STATUS_CODE,
-    NETWORK_PROTOCOL_VERSION,
-    ERROR_TYPE,
+HTTP_SERVER_REQUEST_DURATION: Final = http_metrics.HTTP_SERVER_REQUEST_DURATION
+"""Time from request start to the last response byte."""
+HTTP_SERVER_REQUEST_DURATION_METRIC: Final = Metric(
+    HTTP_SERVER_REQUEST_DURATION,
+    HISTOGRAM,
+    unit="s",
+    description="Duration of HTTP server requests.",
+    attributes=(
+        HTTP_REQUEST_METHOD,
+        URL_SCHEME,
+        HTTP_ROUTE,
+        HTTP_RESPONSE_STATUS_CODE,
+        NETWORK_PROTOCOL_VERSION,
+        ERROR_TYPE,
+    ),
+    buckets=HTTP_DURATION_BUCKETS,
 )
-HTTP_SERVER_ACTIVE_REQUESTS_ATTRIBUTES: Final = (HTTP_REQUEST_METHOD, URL_SCHEME)
-RATE_LIMIT_REQUESTS_ATTRIBUTES: Final = (RATE_LIMIT_POLICY, RATE_LIMIT_RESULT)
-BACKEND_ERRORS_ATTRIBUTES: Final = (BACKEND_NAME, BACKEND_OPERATION, ERROR_TYPE)
-CACHE_REQUESTS_ATTRIBUTES: Final = (CACHE_NAME, CACHE_RESULT)
-CACHE_OPERATION_DURATION_ATTRIBUTES: Final = (CACHE_OPERATION, CACHE_BACKEND)
-CACHE_ENTRIES_ATTRIBUTES: Final = (CACHE_BACKEND,)
-CACHE_EVICTIONS_ATTRIBUTES: Final = (CACHE_BACKEND,)
-FEATURE_FLAG_EVALUATIONS_ATTRIBUTES: Final = (
-    FEATURE_FLAG_KEY,
-    FEATURE_FLAG_RESULT_VARIANT,
-    FEATURE_FLAG_RESULT_REASON,
-)
-FEATURE_FLAG_CHANGES_ATTRIBUTES: Final = (FEATURE_FLAG_KEY,)
-CIRCUIT_BREAKER_STATE_ATTRIBUTES: Final = (CIRCUIT_BREAKER_NAME,)
-CIRCUIT_BREAKER_TRANSITIONS_ATTRIBUTES: Final = (CIRCUIT_BREAKER_NAME, CIRCUIT_BREAKER_TO_STATE)
-CIRCUIT_BREAKER_CALLS_ATTRIBUTES: Final = (CIRCUIT_BREAKER_NAME, CIRCUIT_BREAKER_OUTCOME)
-RETRY_BUDGET_EXHAUSTED_ATTRIBUTES: Final = (RESILIENCE_FUNCTION,)
-POOL_COUNT_ATTRIBUTES: Final = (POOL_NAME, POOL_STATE)
-POOL_NAME_ATTRIBUTES: Final = (POOL_NAME,)
-"""The attributes of every pool metric but ``count`` and ``discards``."""
-POOL_DISCARDS_ATTRIBUTES: Final = (POOL_NAME, POOL_DISCARD_REASON)
 
-METRICS: Final = {
-    HTTP_SERVER_REQUEST_DURATION: HTTP_SERVER_REQUEST_DURATION_ATTRIBUTES,
-    HTTP_SERVER_ACTIVE_REQUESTS: HTTP_SERVER_ACTIVE_REQUESTS_ATTRIBUTES,
-    RATE_LIMIT_REQUESTS: RATE_LIMIT_REQUESTS_ATTRIBUTES,
-    BACKEND_ERRORS: BACKEND_ERRORS_ATTRIBUTES,
-    CACHE_REQUESTS: CACHE_REQUESTS_ATTRIBUTES,
-    CACHE_OPERATION_DURATION: CACHE_OPERATION_DURATION_ATTRIBUTES,
-    CACHE_ENTRIES: CACHE_ENTRIES_ATTRIBUTES,
-    CACHE_EVICTIONS: CACHE_EVICTIONS_ATTRIBUTES,
-    FEATURE_FLAG_EVALUATIONS: FEATURE_FLAG_EVALUATIONS_ATTRIBUTES,
-    FEATURE_FLAG_CHANGES: FEATURE_FLAG_CHANGES_ATTRIBUTES,
-    CIRCUIT_BREAKER_STATE: CIRCUIT_BREAKER_STATE_ATTRIBUTES,
-    CIRCUIT_BREAKER_TRANSITIONS: CIRCUIT_BREAKER_TRANSITIONS_ATTRIBUTES,
-    CIRCUIT_BREAKER_CALLS: CIRCUIT_BREAKER_CALLS_ATTRIBUTES,
-    RETRY_BUDGET_EXHAUSTED: RETRY_BUDGET_EXHAUSTED_ATTRIBUTES,
-    POOL_COUNT: POOL_COUNT_ATTRIBUTES,
-    POOL_PENDING_REQUESTS: POOL_NAME_ATTRIBUTES,
-    POOL_WAIT_TIME: POOL_NAME_ATTRIBUTES,
-    POOL_USE_TIME: POOL_NAME_ATTRIBUTES,
-    POOL_CREATE_TIME: POOL_NAME_ATTRIBUTES,
-    POOL_TIMEOUTS: POOL_NAME_ATTRIBUTES,
-    POOL_REJECTIONS: POOL_NAME_ATTRIBUTES,
-    POOL_DISCARDS: POOL_DISCARDS_ATTRIBUTES,
-}
+HTTP_SERVER_ACTIVE_REQUESTS: Final = "http.server.active_requests"
+"""Requests in flight."""
+HTTP_SERVER_ACTIVE_REQUESTS_METRIC: Final = Metric(
+    HTTP_SERVER_ACTIVE_REQUESTS,
+    OBSERVABLE_UP_DOWN_COUNTER,
+    unit="{request}",
+    description="Number of active HTTP server requests.",
+    attributes=(HTTP_REQUEST_METHOD, URL_SCHEME),
+)
+
+RATE_LIMIT_REQUESTS: Final = "toolkit.rate_limit.requests"
+"""Rate-limit decisions by policy and result."""
+RATE_LIMIT_REQUESTS_METRIC: Final = Metric(
+    RATE_LIMIT_REQUESTS,
+    OBSERVABLE_COUNTER,
+    unit="{request}",
+    description="Rate-limit decisions, by policy and result.",
+    attributes=(RATE_LIMIT_POLICY, RATE_LIMIT_RESULT),
+)
+
+BACKEND_ERRORS: Final = "toolkit.backend.errors"
+"""Backend calls that failed, timed out or were skipped while it was down."""
+BACKEND_ERRORS_METRIC: Final = Metric(
+    BACKEND_ERRORS,
+    COUNTER,
+    unit="{error}",
+    description="Backend calls that failed, timed out or were skipped while it was down.",
+    attributes=(BACKEND_NAME, BACKEND_OPERATION, ERROR_TYPE),
+)
+
+CACHE_REQUESTS: Final = "toolkit.cache.requests"
+"""Cache decisions by cache name and result."""
+CACHE_REQUESTS_METRIC: Final = Metric(
+    CACHE_REQUESTS,
+    OBSERVABLE_COUNTER,
+    unit="{request}",
+    description="Cache decisions, by cache and result.",
+    attributes=(CACHE_NAME, CACHE_RESULT),
+)
+
+CACHE_OPERATION_DURATION: Final = "toolkit.cache.operation.duration"
+"""Cache backend operations by operation and backend."""
+CACHE_OPERATION_DURATION_METRIC: Final = Metric(
+    CACHE_OPERATION_DURATION,
+    HISTOGRAM,
+    unit="s",
+    description="Duration of cache backend operations.",
+    attributes=(CACHE_OPERATION, CACHE_BACKEND),
+    buckets=CACHE_DURATION_BUCKETS,
+)
+
+CACHE_ENTRIES: Final = "toolkit.cache.entries"
+"""Entries held: the in-process stores' own counts, Redis's keys (INFO)."""
+CACHE_ENTRIES_METRIC: Final = Metric(
+    CACHE_ENTRIES,
+    OBSERVABLE_GAUGE,
+    unit="{entry}",
+    description="Cache entries held, where the backend can tell.",
+    attributes=(CACHE_BACKEND,),
+)
+
+CACHE_EVICTIONS: Final = "toolkit.cache.evictions"
+"""Entries evicted to make room (on Redis, its ``evicted_keys``)."""
+CACHE_EVICTIONS_METRIC: Final = Metric(
+    CACHE_EVICTIONS,
+    OBSERVABLE_COUNTER,
+    unit="{entry}",
+    description="Cache entries evicted to make room, where the backend can tell.",
+    attributes=(CACHE_BACKEND,),
+)
+
+FEATURE_FLAG_EVALUATIONS: Final = "toolkit.feature_flag.evaluations"
+"""Flag evaluations by key, variant and reason."""
+FEATURE_FLAG_EVALUATIONS_METRIC: Final = Metric(
+    FEATURE_FLAG_EVALUATIONS,
+    OBSERVABLE_COUNTER,
+    unit="{evaluation}",
+    description="Feature flag evaluations, by flag, variant and reason.",
+    attributes=(FEATURE_FLAG_KEY, FEATURE_FLAG_RESULT_VARIANT, FEATURE_FLAG_RESULT_REASON),
+)
+
+FEATURE_FLAG_CHANGES: Final = "toolkit.feature_flag.changes"
+"""Flag changes this process applied, by key."""
+FEATURE_FLAG_CHANGES_METRIC: Final = Metric(
+    FEATURE_FLAG_CHANGES,
+    OBSERVABLE_COUNTER,
+    unit="{change}",
+    description="Feature flag changes applied by this process, by flag.",
+    attributes=(FEATURE_FLAG_KEY,),
+)
+
+# Agent pools. The names follow OpenTelemetry's ``db.client.connection.*`` conventions (count
+# by state, pending_requests, wait_time, use_time, create_time, timeouts) under ``toolkit.pool``:
+# the objects are agents, clients and sandboxes rather than database connections, and a
+# dashboard of the service's real database pools must not count them.
+POOL_COUNT: Final = "toolkit.pool.objects"
+"""Objects by pool and state (idle, used); like ``db.client.connection.count``, renamed
+because Prometheus reads a name ending in ``_count`` as part of a histogram."""
+POOL_COUNT_METRIC: Final = Metric(
+    POOL_COUNT,
+    OBSERVABLE_UP_DOWN_COUNTER,
+    unit="{object}",
+    description="Pooled objects, by pool and state (idle or used).",
+    attributes=(POOL_NAME, POOL_STATE),
+)
+
+POOL_PENDING_REQUESTS: Final = "toolkit.pool.pending_requests"
+"""Acquires waiting for room, by pool; like ``db.client.connection.pending_requests``."""
+POOL_PENDING_REQUESTS_METRIC: Final = Metric(
+    POOL_PENDING_REQUESTS,
+    OBSERVABLE_UP_DOWN_COUNTER,
+    unit="{request}",
+    description="Acquires waiting for room in a pool.",
+    attributes=(POOL_NAME,),
+)
+
+POOL_WAIT_TIME: Final = "toolkit.pool.wait_time"
+"""How long each acquire took (wait, checks and build), by pool; like
+``db.client.connection.wait_time``."""
+POOL_WAIT_TIME_METRIC: Final = Metric(
+    POOL_WAIT_TIME,
+    HISTOGRAM,
+    unit="s",
+    description="Time an acquire took to get an object from a pool.",
+    attributes=(POOL_NAME,),
+    buckets=POOL_WAIT_BUCKETS,
+)
+
+POOL_USE_TIME: Final = "toolkit.pool.use_time"
+"""How long callers held an object, by pool; like ``db.client.connection.use_time``."""
+POOL_USE_TIME_METRIC: Final = Metric(
+    POOL_USE_TIME,
+    HISTOGRAM,
+    unit="s",
+    description="Time between acquiring a pooled object and giving it back.",
+    attributes=(POOL_NAME,),
+    buckets=HTTP_DURATION_BUCKETS,
+)
+
+POOL_CREATE_TIME: Final = "toolkit.pool.create_time"
+"""How long the factory took to build one object, by pool; like
+``db.client.connection.create_time``."""
+POOL_CREATE_TIME_METRIC: Final = Metric(
+    POOL_CREATE_TIME,
+    HISTOGRAM,
+    unit="s",
+    description="Time the factory took to build a pooled object.",
+    attributes=(POOL_NAME,),
+    buckets=POOL_WAIT_BUCKETS,
+)
+
+POOL_TIMEOUTS: Final = "toolkit.pool.timeouts"
+"""Acquires that passed ``acquire_timeout``, by pool; like ``db.client.connection.timeouts``."""
+POOL_TIMEOUTS_METRIC: Final = Metric(
+    POOL_TIMEOUTS,
+    OBSERVABLE_COUNTER,
+    unit="{timeout}",
+    description="Acquires that passed the pool's acquire timeout.",
+    attributes=(POOL_NAME,),
+)
+
+POOL_REJECTIONS: Final = "toolkit.pool.rejections"
+"""Acquires refused at once because the wait queue was full, by pool (no semantic-convention
+equivalent: database pools do not bound their queue)."""
+POOL_REJECTIONS_METRIC: Final = Metric(
+    POOL_REJECTIONS,
+    OBSERVABLE_COUNTER,
+    unit="{request}",
+    description="Acquires refused at once because the pool's wait queue was full.",
+    attributes=(POOL_NAME,),
+)
+
+POOL_DISCARDS: Final = "toolkit.pool.discards"
+"""Objects closed, by pool and reason (:data:`POOL_DISCARD_REASONS`)."""
+POOL_DISCARDS_METRIC: Final = Metric(
+    POOL_DISCARDS,
+    OBSERVABLE_COUNTER,
+    unit="{object}",
+    description="Pooled objects closed, by pool and reason.",
+    attributes=(POOL_NAME, POOL_DISCARD_REASON),
+)
+
+CIRCUIT_BREAKER_STATE: Final = "toolkit.circuit_breaker.state"
+"""Each breaker's state as this instance sees it, by name: 0 closed, 1 half-open, 2 open
+(:data:`CIRCUIT_STATE_VALUES`)."""
+CIRCUIT_BREAKER_STATE_METRIC: Final = Metric(
+    CIRCUIT_BREAKER_STATE,
+    OBSERVABLE_GAUGE,
+    unit="1",
+    description="Circuit breaker state by breaker: 0 closed, 1 half-open, 2 open.",
+    attributes=(CIRCUIT_BREAKER_NAME,),
+)
+
+CIRCUIT_BREAKER_TRANSITIONS: Final = "toolkit.circuit_breaker.transitions"
+"""State changes this instance applied, by name and new state."""
+CIRCUIT_BREAKER_TRANSITIONS_METRIC: Final = Metric(
+    CIRCUIT_BREAKER_TRANSITIONS,
+    OBSERVABLE_COUNTER,
+    unit="{transition}",
+    description="Circuit breaker state changes applied by this instance, by new state.",
+    attributes=(CIRCUIT_BREAKER_NAME, CIRCUIT_BREAKER_TO_STATE),
+)
+
+CIRCUIT_BREAKER_CALLS: Final = "toolkit.circuit_breaker.calls"
+"""Calls through each breaker, by name and outcome."""
+CIRCUIT_BREAKER_CALLS_METRIC: Final = Metric(
+    CIRCUIT_BREAKER_CALLS,
+    OBSERVABLE_COUNTER,
+    unit="{call}",
+    description="Calls through circuit breakers, by breaker and outcome.",
+    attributes=(CIRCUIT_BREAKER_NAME, CIRCUIT_BREAKER_OUTCOME),
+)
+
+RETRY_BUDGET_EXHAUSTED: Final = "toolkit.retry.budget_exhausted"
+"""Retries the retry budget refused (the call failed with attempts left), by function."""
+RETRY_BUDGET_EXHAUSTED_METRIC: Final = Metric(
+    RETRY_BUDGET_EXHAUSTED,
+    OBSERVABLE_COUNTER,
+    unit="{retry}",
+    description="Retries refused by the retry budget, by function.",
+    attributes=(RESILIENCE_FUNCTION,),
+)
+
+METRIC_RECORDS: Final[Mapping[str, Metric[Any]]] = MappingProxyType(
+    {metric.name: metric for metric in list(globals().values()) if isinstance(metric, Metric)}
+)
+"""Every metric the toolkit emits, by name: the records above, collected here so that
+declaring one is the only edit."""
+METRICS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {name: metric.attributes for name, metric in METRIC_RECORDS.items()}
+)
 """Every metric the toolkit emits, with the only attributes it may carry."""
-SPAN_EVENTS: Final = (
-    RATE_LIMIT_DECISION_EVENT,
-    CACHE_LOOKUP_EVENT,
-    BACKEND_ERROR_EVENT,
-    FEATURE_FLAG_EVALUATION_EVENT,
-    CIRCUIT_BREAKER_STATE_CHANGE_EVENT,
-    RETRY_ATTEMPT_EVENT,
-    RESILIENCE_FALLBACK_EVENT,
-    RETRY_BUDGET_EXHAUSTED_EVENT,
-    POOL_EXHAUSTED_EVENT,
-)
-"""Every span event the toolkit adds."""
 
 
-def create_http_server_request_duration(meter: Meter) -> Histogram:
-    return meter.create_histogram(
-        HTTP_SERVER_REQUEST_DURATION,
-        unit="s",
-        description="Duration of HTTP server requests.",
-        explicit_bucket_boundaries_advisory=HTTP_DURATION_BUCKETS,
+# --- Deprecated -------------------------------------------------------------------------------
+# Before the records, each metric had a factory (``create_rate_limit_requests(meter, callback)``)
+# and an attribute tuple (``RATE_LIMIT_REQUESTS_ATTRIBUTES``): both still answer, with a warning.
+def _factory(record: Metric[Any]) -> Callable[..., Any]:
+    def create(meter: Meter, callback: _metric.Callback | None = None) -> Any:
+        return record.create(meter, () if callback is None else [callback])
+
+    return create
+
+
+def _renamed() -> dict[str, tuple[str, object]]:
+    """Each old name -> what replaced it, and its value."""
+    renamed: dict[str, tuple[str, object]] = {
+        "Callback": ("toolkit.telemetry.metric.Callback", _metric.Callback),
+        "POOL_NAME_ATTRIBUTES": ("names.POOL_WAIT_TIME_METRIC.attributes", (POOL_NAME,)),
+    }
+    for constant, record in globals().items():
+        if isinstance(record, Metric):
+            name = constant.removesuffix("_METRIC")
+            how = "(meter, callbacks)" if record.kind.observed else "(meter)"
+            renamed[f"create_{name.lower()}"] = (f"names.{constant}.create{how}", _factory(record))
+            renamed[f"{name}_ATTRIBUTES"] = (f"names.{constant}.attributes", record.attributes)
+    return renamed
+
+
+_RENAMED: Final = _renamed()
+
+
+def __getattr__(name: str) -> object:
+    if name not in _RENAMED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    replacement, value = _RENAMED[name]
+    warnings.warn(
+        f"toolkit.telemetry.names.{name} is deprecated: use {replacement}",
+        DeprecationWarning,
+        stacklevel=2,
     )
-
-
-Callback = Callable[[CallbackOptions], Iterable[Observation]]
-"""Reads the current totals of an asynchronous instrument (see ``telemetry/_counts.py``)."""
-
-
-def create_http_server_active_requests(meter: Meter, callback: Callback) -> ObservableUpDownCounter:
-    return meter.create_observable_up_down_counter(
-        HTTP_SERVER_ACTIVE_REQUESTS,
-        callbacks=[callback],
-        unit="{request}",
-        description="Number of active HTTP server requests.",
-    )
-
-
-def create_rate_limit_requests(meter: Meter, callback: Callback) -> ObservableCounter:
-    return meter.create_observable_counter(
-        RATE_LIMIT_REQUESTS,
-        callbacks=[callback],
-        unit="{request}",
-        description="Rate-limit decisions, by policy and result.",
-    )
-
-
-def create_backend_errors(meter: Meter) -> Counter:
-    return meter.create_counter(
-        BACKEND_ERRORS,
-        unit="{error}",
-        description="Backend calls that failed, timed out or were skipped while it was down.",
-    )
-
-
-def create_feature_flag_evaluations(meter: Meter, callback: Callback) -> ObservableCounter:
-    return meter.create_observable_counter(
-        FEATURE_FLAG_EVALUATIONS,
-        callbacks=[callback],
-        unit="{evaluation}",
-        description="Feature flag evaluations, by flag, variant and reason.",
-    )
-
-
-def create_feature_flag_changes(meter: Meter, callback: Callback) -> ObservableCounter:
-    return meter.create_observable_counter(
-        FEATURE_FLAG_CHANGES,
-        callbacks=[callback],
-        unit="{change}",
-        description="Feature flag changes applied by this process, by flag.",
-    )
-
-
-def create_cache_requests(meter: Meter, callback: Callback) -> ObservableCounter:
-    return meter.create_observable_counter(
-        CACHE_REQUESTS,
-        callbacks=[callback],
-        unit="{request}",
-        description="Cache decisions, by cache and result.",
-    )
-
-
-def create_cache_operation_duration(meter: Meter) -> Histogram:
-    return meter.create_histogram(
-        CACHE_OPERATION_DURATION,
-        unit="s",
-        description="Duration of cache backend operations.",
-        explicit_bucket_boundaries_advisory=CACHE_DURATION_BUCKETS,
-    )
-
-
-def create_cache_entries(meter: Meter, callback: Callback) -> ObservableGauge:
-    return meter.create_observable_gauge(
-        CACHE_ENTRIES,
-        callbacks=[callback],
-        unit="{entry}",
-        description="Cache entries held, where the backend can tell.",
-    )
-
-
-def create_cache_evictions(meter: Meter, callback: Callback) -> ObservableCounter:
-    return meter.create_observable_counter(
-        CACHE_EVICTIONS,
-        callbacks=[callback],
-        unit="{entry}",
-        description="Cache entries evicted to make room, where the backend can tell.",
-    )
-
-
-def create_pool_count(meter: Meter, callback: Callback) -> ObservableUpDownCounter:
-    return meter.create_observable_up_down_counter(
-        POOL_COUNT,
-        callbacks=[callback],
-        unit="{object}",
-        description="Pooled objects, by pool and state (idle or used).",
-    )
-
-
-def create_pool_pending_requests(meter: Meter, callback: Callback) -> ObservableUpDownCounter:
-    return meter.create_observable_up_down_counter(
-        POOL_PENDING_REQUESTS,
-        callbacks=[callback],
-        unit="{request}",
-        description="Acquires waiting for room in a pool.",
-    )
-
-
-def create_pool_wait_time(meter: Meter) -> Histogram:
-    return meter.create_histogram(
-        POOL_WAIT_TIME,
-        unit="s",
-        description="Time an acquire took to get an object from a pool.",
-        explicit_bucket_boundaries_advisory=POOL_WAIT_BUCKETS,
-    )
-
-
-def create_pool_use_time(meter: Meter) -> Histogram:
-    return meter.create_histogram(
-        POOL_USE_TIME,
-        unit="s",
-        description="Time between acquiring a pooled object and giving it back.",
-        explicit_bucket_boundaries_advisory=HTTP_DURATION_BUCKETS,
-    )
-
-
-def create_pool_create_time(meter: Meter) -> Histogram:
-    return meter.create_histogram(
-        POOL_CREATE_TIME,
-        unit="s",
-        description="Time the factory took to build a pooled object.",
-        explicit_bucket_boundaries_advisory=POOL_WAIT_BUCKETS,
-    )
-
-
-def create_pool_timeouts(meter: Meter, callback: Callback) -> ObservableCounter:
-    return meter.create_observable_counter(
-        POOL_TIMEOUTS,
-        callbacks=[callback],
-        unit="{timeout}",
-        description="Acquires that passed the pool's acquire timeout.",
-    )
-
-
-def create_pool_rejections(meter: Meter, callback: Callback) -> ObservableCounter:
-    return meter.create_observable_counter(
-        POOL_REJECTIONS,
-        callbacks=[callback],
-        unit="{request}",
-        description="Acquires refused at once because the pool's wait queue was full.",
-    )
-
-
-def create_pool_discards(meter: Meter, callback: Callback) -> ObservableCounter:
-    return meter.create_observable_counter(
-        POOL_DISCARDS,
-        callbacks=[callback],
-        unit="{object}",
-        description="Pooled objects closed, by pool and reason.",
-    )
-
-
-def create_circuit_breaker_state(meter: Meter, callback: Callback) -> ObservableGauge:
-    return meter.create_observable_gauge(
-        CIRCUIT_BREAKER_STATE,
-        callbacks=[callback],
-        unit="1",
-        description="Circuit breaker state by breaker: 0 closed, 1 half-open, 2 open.",
-    )
-
-
-def create_circuit_breaker_transitions(meter: Meter, callback: Callback) -> ObservableCounter:
-    return meter.create_observable_counter(
-        CIRCUIT_BREAKER_TRANSITIONS,
-        callbacks=[callback],
-        unit="{transition}",
-        description="Circuit breaker state changes applied by this instance, by new state.",
-    )
-
-
-def create_circuit_breaker_calls(meter: Meter, callback: Callback) -> ObservableCounter:
-    return meter.create_observable_counter(
-        CIRCUIT_BREAKER_CALLS,
-        callbacks=[callback],
-        unit="{call}",
-        description="Calls through circuit breakers, by breaker and outcome.",
-    )
-
-
-def create_retry_budget_exhausted(meter: Meter, callback: Callback) -> ObservableCounter:
-    return meter.create_observable_counter(
-        RETRY_BUDGET_EXHAUSTED,
-        callbacks=[callback],
-        unit="{retry}",
-        description="Retries refused by the retry budget, by function.",
-    )
+    return value

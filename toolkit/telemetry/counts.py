@@ -6,18 +6,26 @@ sets does not need that. Asynchronous (observable) instruments are the SDK's own
 application keeps the totals, the SDK reads them at collection time. One store exists per
 meter and metric, since the SDK keeps only the first callbacks of an instrument registered
 twice (two apps in one process, one provider).
+
+Every capability counts through here, from the metric's record in ``names.py``::
+
+    decisions = shared_counts(meter, names.RATE_LIMIT_REQUESTS_METRIC)
+    decisions.add((policy, result), attributes)  # per request: a dict update
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Hashable, Iterable, Mapping
-from typing import Any
+from collections.abc import Hashable, Iterable, Mapping
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-_Factory = Callable[[Meter, Callable[[CallbackOptions], Iterable[Observation]]], Any]
+from toolkit.telemetry.metric import Callback, ObservedMetric
+
 _stores: weakref.WeakKeyDictionary[Meter, dict[str, Counts]] = weakref.WeakKeyDictionary()
+_callbacks: weakref.WeakKeyDictionary[Meter, dict[str, list[Callback]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class Counts:
@@ -45,34 +53,27 @@ class Counts:
         ]
 
 
-def shared_counts(meter: Meter, name: str, create: _Factory) -> Counts:
-    """The store behind metric ``name`` on ``meter``, creating the instrument once."""
+def shared_counts(meter: Meter, metric: ObservedMetric) -> Counts:
+    """The store behind ``metric`` on ``meter``, creating its instrument once."""
     per_meter = _stores.setdefault(meter, {})
-    counts = per_meter.get(name)
+    counts = per_meter.get(metric.name)
     if counts is None:
-        counts = per_meter[name] = Counts()
-        create(meter, counts.observe)
+        counts = per_meter[metric.name] = Counts()
+        metric.create(meter, [counts.observe])
     return counts
 
 
-_callbacks: weakref.WeakKeyDictionary[Meter, dict[str, list[Callable[..., Any]]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def shared_callbacks(
-    meter: Meter, name: str, create: _Factory
-) -> list[Callable[[CallbackOptions], Iterable[Observation]]]:
-    """The callbacks behind asynchronous instrument ``name`` on ``meter``: append yours.
+def shared_callbacks(meter: Meter, metric: ObservedMetric) -> list[Callback]:
+    """The callbacks behind observable ``metric`` on ``meter``: append yours.
 
     The instrument is created once, with a callback that asks every registered one."""
     per_meter = _callbacks.setdefault(meter, {})
-    registered = per_meter.get(name)
+    registered = per_meter.get(metric.name)
     if registered is None:
-        registered = per_meter[name] = []
+        registered = per_meter[metric.name] = []
 
         def observe_all(options: CallbackOptions) -> Iterable[Observation]:
             return [seen for callback in list(registered) for seen in callback(options)]
 
-        create(meter, observe_all)
+        metric.create(meter, [observe_all])
     return registered

@@ -1,0 +1,105 @@
+"""The bundled dashboards, one per concern, each a stack of capability rows; and writing them
+as committed (``agent-toolkit dashboards --output dashboards``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from toolkit.telemetry import names
+from toolkit.telemetry.dashboards import layout
+from toolkit.telemetry.dashboards.layout import Json
+from toolkit.telemetry.dashboards.panels import (
+    backend,
+    caches,
+    flags,
+    http,
+    pools,
+    ratelimit,
+    resilience,
+)
+from toolkit.telemetry.dashboards.promql import series
+
+# Every toolkit server records HTTP durations: their labels list the jobs and instances.
+_INSTANCES_OF: Final = series(names.HTTP_SERVER_REQUEST_DURATION, "_count")
+
+
+def http_ratelimit_dashboard() -> Json:
+    """Agent server — HTTP & rate limiting: HTTP RED, rate-limit decisions, backend errors."""
+    return layout.build_dashboard(
+        uid="toolkit-http-ratelimit",
+        title="Agent server — HTTP & rate limiting",
+        shows="HTTP requests, rate limiting and backend errors",
+        tags=["http", "rate-limiting"],
+        rows=[http.row(), ratelimit.row(), backend.row()],
+        instances_of=_INSTANCES_OF,
+    )
+
+
+def caches_dashboard() -> Json:
+    """Agent server — Caches: hit ratios, decisions, backend latency, entries and evictions."""
+    return layout.build_dashboard(
+        uid="toolkit-caches",
+        title="Agent server — Caches",
+        shows="The response, function and embedding caches",
+        tags=["caching"],
+        rows=[caches.row()],
+        instances_of=_INSTANCES_OF,
+    )
+
+
+def resilience_pools_dashboard() -> Json:
+    """Agent server — Resilience & pools: breakers, retry budgets and agent pools."""
+    return layout.build_dashboard(
+        uid="toolkit-resilience-pools",
+        title="Agent server — Resilience & pools",
+        shows="Circuit breakers, retry budgets and agent pools",
+        tags=["resilience", "pooling"],
+        rows=[resilience.row(), pools.row()],
+        instances_of=_INSTANCES_OF,
+    )
+
+
+def flags_dashboard() -> Json:
+    """Agent server — Feature flags: evaluations by variant, stale instances, changes."""
+    return layout.build_dashboard(
+        uid="toolkit-feature-flags",
+        title="Agent server — Feature flags",
+        shows="Feature flag evaluations and changes",
+        tags=["feature-flags"],
+        rows=[flags.row()],
+        instances_of=_INSTANCES_OF,
+    )
+
+
+DASHBOARDS: Final[dict[str, Callable[[], Json]]] = {
+    "agent-server-http.json": http_ratelimit_dashboard,
+    "agent-server-caches.json": caches_dashboard,
+    "agent-server-resilience-pools.json": resilience_pools_dashboard,
+    "agent-server-flags.json": flags_dashboard,
+}
+"""Every bundled dashboard, by the file it is committed as under ``dashboards/``."""
+
+
+def build_dashboards() -> dict[str, Json]:
+    """Every bundled dashboard, by file name."""
+    return {file_name: build() for file_name, build in DASHBOARDS.items()}
+
+
+def render(dashboard: Json) -> str:
+    """The dashboard as committed: sorted keys, two-space indent, UTF-8, trailing newline."""
+    return json.dumps(dashboard, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_dashboards(directory: str | Path) -> list[Path]:
+    """Write every dashboard into ``directory`` (created if missing); the paths written."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for file_name, dashboard in build_dashboards().items():
+        path = directory / file_name
+        path.write_text(render(dashboard), encoding="utf-8")
+        written.append(path)
+    return written

@@ -1,0 +1,2 @@
+"""One module per capability, each with a ``row()`` of the panels that chart its metrics;
+the bundled dashboards (``dashboards/bundled.py``) put the rows together by concern."""

@@ -1,0 +1,83 @@
+"""Resilience: breaker states, calls by outcome, transitions, retries the budget refused."""
+
+from __future__ import annotations
+
+from toolkit.telemetry import names
+from toolkit.telemetry.dashboards.layout import Row, legend, target, timeseries
+from toolkit.telemetry.dashboards.promql import (
+    increase,
+    max_by,
+    or_zero,
+    prometheus_label,
+    rate,
+    selected,
+    series,
+    sum_by,
+)
+
+_STATE = series(names.CIRCUIT_BREAKER_STATE)
+_TRANSITIONS = series(names.CIRCUIT_BREAKER_TRANSITIONS)
+_CALLS = series(names.CIRCUIT_BREAKER_CALLS)
+_BUDGET_EXHAUSTED = series(names.RETRY_BUDGET_EXHAUSTED)
+_BREAKER = prometheus_label(names.CIRCUIT_BREAKER_NAME)
+_OUTCOME = prometheus_label(names.CIRCUIT_BREAKER_OUTCOME)
+_TO_STATE = prometheus_label(names.CIRCUIT_BREAKER_TO_STATE)
+_FUNCTION = prometheus_label(names.RESILIENCE_FUNCTION)
+
+
+def row() -> Row:
+    return Row(
+        "Resilience",
+        [
+            timeseries(
+                "Circuit breaker state",
+                "Each breaker's state as each instance sees it: 0 closed, 1 half-open, 2 open. "
+                "Instances of one fleet share the state through the backend and agree within a "
+                "second.",
+                "short",
+                [
+                    target(
+                        max_by(selected(_STATE), "instance", _BREAKER),
+                        legend(_BREAKER, "instance"),
+                    )
+                ],
+                min=0,
+                max=2,
+            ),
+            timeseries(
+                "Calls through breakers by outcome",
+                "Calls per second by breaker and outcome: success, failure, ignored (cancelled, "
+                "or the caller's own error) and rejected (refused while open: the fallback "
+                "answered, or the caller got CircuitOpenError).",
+                "ops",
+                [target(sum_by(rate(_CALLS), _BREAKER, _OUTCOME), legend(_BREAKER, _OUTCOME))],
+            ),
+            timeseries(
+                "Breaker transitions",
+                "State changes applied, by breaker and new state: a breaker that keeps "
+                "reopening is flapping against a dependency that is still sick.",
+                "short",
+                [
+                    target(
+                        or_zero(sum_by(increase(_TRANSITIONS), _BREAKER, _TO_STATE), _BREAKER),
+                        f"{legend(_BREAKER)} to {legend(_TO_STATE)}",
+                    )
+                ],
+                noValue="0",
+            ),
+            timeseries(
+                "Retries refused by the budget",
+                "Retries per second that the retry budget refused, by function: those calls "
+                "failed with attempts left. Against a dependency that is down this is the "
+                "budget at work; otherwise the budget is too small for the traffic.",
+                "ops",
+                [
+                    target(
+                        or_zero(sum_by(rate(_BUDGET_EXHAUSTED), _FUNCTION), _FUNCTION),
+                        legend(_FUNCTION),
+                    )
+                ],
+                noValue="0",
+            ),
+        ],
+    )
