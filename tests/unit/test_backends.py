@@ -1,10 +1,13 @@
-"""Backends: GCRA decisions on memory and real Redis, and how a failing Redis is handled."""
+"""Backends: GCRA decisions on memory and real Redis, how a failing Redis is handled, and the
+storage contract: each capability asks for its own protocol only, when it is wired."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 import uuid
+from collections.abc import Callable, Sequence
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -12,18 +15,28 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from redis.cluster import key_slot
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
 
+import toolkit.backends.base
+from tests.support.asgi import call, http_scope, status_of
 from tests.support.otel import counter_value
 from tests.support.servers import RedisServer, free_port
-from tests.support.waiting import eventually
-from toolkit.backends import Backend, GcraLimit, MemoryBackend, backend_from_url
+from tests.support.waiting import eventually, eventually_returns
+from toolkit import CircuitBreaker, RateLimitMiddleware
+from toolkit.backends import Backend, GcraLimit, GcraResult, MemoryBackend, backend_from_url
 from toolkit.backends._deadline import LoopLag
 from toolkit.backends._reconnect import Reconnect
 from toolkit.backends.redis import RedisBackend
 from toolkit.cache import CacheStore, cached, set_current_cache
+from toolkit.cache._singleflight import SingleFlight
 from toolkit.errors import BackendError, BackendUnavailable, ConfigurationError
+from toolkit.flags import FlagStore
 from toolkit.ratelimit.algorithms import Gcra
 from toolkit.ratelimit.policies import Policy
+from toolkit.resilience import BreakerRegistry
 from toolkit.telemetry import names
 
 pytestmark = pytest.mark.anyio
@@ -57,12 +70,36 @@ async def test_gcra_weighs_requests_by_cost(backend: Backend) -> None:
 
 
 async def test_gcra_refills_at_the_emission_interval(backend: Backend) -> None:
+    """After the burst, a unit comes back one emission interval after it was taken, and not
+    before: a refused request is told the wait, and that is the wait it takes."""
+    limits = [GcraLimit.of(2, 0.6)]  # a unit every 300 ms
+    assert (await backend.gcra(["k"], limits, 2)).allowed
+    asked = time.monotonic()
+    refused = await backend.gcra(["k"], limits, 1)
+    assert not refused.allowed
+    assert 0 < refused.retry_after <= 0.3
+    await eventually_returns(lambda: backend.gcra(["k"], limits, 1), lambda r: r.allowed)
+    assert time.monotonic() - asked >= refused.retry_after - 0.001  # µs rounding
+
+
+def test_memory_gcra_refills_exactly_at_the_emission_interval() -> None:
+    """On the memory backend's injected clock: still refused a microsecond before the unit
+    is back, admitted at the microsecond it is."""
+    now = [1000.0]
+    store = MemoryBackend(clock=lambda: now[0])
     limits = [GcraLimit.of(4, 0.2)]  # a unit every 50 ms
-    for _ in range(4):
-        assert (await backend.gcra(["k"], limits, 1)).allowed
-    assert not (await backend.gcra(["k"], limits, 1)).allowed
-    await asyncio.sleep(0.06)
-    assert (await backend.gcra(["k"], limits, 1)).allowed
+
+    async def charge() -> bool:
+        return (await store.gcra(["k"], limits, 1)).allowed
+
+    async def run() -> list[bool]:
+        burst = [await charge() for _ in range(5)]
+        now[0] += 0.049999
+        early = await charge()
+        now[0] += 0.000001
+        return [*burst, early, await charge()]
+
+    assert asyncio.run(run()) == [True] * 4 + [False, False, True]
 
 
 async def test_gcra_keys_are_isolated_and_prefixed(backend: Backend) -> None:
@@ -138,11 +175,12 @@ async def test_redis_backend_fails_fast_counts_and_recovers(
     waiting, every failure is counted and on the span; when Redis returns, calls resume."""
     server = RedisServer(redis_server.binary)
     server.start()
+    now = [0.0]
     store = RedisBackend(
         server.url,
         timeout=0.5,
         meter_provider=meter_provider,
-        reconnect=Reconnect(initial_delay=0.2, max_delay=0.2),
+        reconnect=Reconnect(initial_delay=0.2, max_delay=0.2, clock=lambda: now[0]),
     )
     limits = [GcraLimit.of(100, 60.0)]
     assert (await store.gcra(["k"], limits, 1)).allowed
@@ -163,7 +201,7 @@ async def test_redis_backend_fails_fast_counts_and_recovers(
     assert events[0].attributes[names.BACKEND_OPERATION] == "ratelimit.gcra"
 
     server.start()
-    await asyncio.sleep(0.25)
+    now[0] += 0.2  # the backoff's probe is due (0.2 s at most, jitter included)
     assert (await store.gcra(["k"], limits, 1)).allowed
     await store.close()
     server.stop()
@@ -178,8 +216,14 @@ async def test_redis_backend_times_out_a_stalled_server(redis_server: RedisServe
         await store.gcra(["k"], [GcraLimit.of(5, 1.0)], 1)
     assert caught.value.error_type == "timeout"
     assert time.monotonic() - started < 0.75  # the timeout, not the stall, ended the wait
-    await asyncio.sleep(1.6)
-    assert (await store.gcra(["k"], [GcraLimit.of(5, 1.0)], 1)).allowed
+    # Once the stall ends, calls go through again (after the backoff's next probe).
+    answered = await eventually_returns(
+        lambda: store.gcra(["k"], [GcraLimit.of(5, 1.0)], 1),
+        lambda result: result.allowed,
+        5.0,
+        failing=BackendError,
+    )
+    assert answered.allowed
     await store.close()
 
 
@@ -343,12 +387,82 @@ async def test_a_deadline_times_out_a_wait_on_an_idle_loop_and_leaves_cancellati
             await asyncio.sleep(5)
     assert 0.1 <= time.monotonic() - started < 0.5
 
+    inside = asyncio.Event()
+
     async def waiting() -> None:
         async with lag.deadline():
+            inside.set()
             await asyncio.sleep(5)
 
     task = asyncio.create_task(waiting())
-    await asyncio.sleep(0.01)
+    await inside.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+class RateLimitsOnly:
+    """A storage offering rate limits and nothing else: no Backend, only RateLimitStorage."""
+
+    name = "ratelimits-only"
+    in_process = True
+
+    def __init__(self) -> None:
+        self._memory = MemoryBackend()
+
+    async def gcra(self, keys: Sequence[str], limits: Sequence[GcraLimit], cost: int) -> GcraResult:
+        return await self._memory.gcra(keys, limits, cost)
+
+
+async def ok(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def test_a_capability_asks_only_for_its_own_protocol() -> None:
+    """The rate limiter runs on a storage that offers GCRA and nothing else."""
+    app = RateLimitMiddleware(
+        Starlette(routes=[Route("/", ok)]), limit="1/minute", storage=RateLimitsOnly()
+    )
+    assert [status_of(await call(app, http_scope("/"))) for _ in range(2)] == [200, 429]
+
+
+@pytest.mark.parametrize(
+    ("wire", "missing"),
+    [
+        (
+            lambda b: RateLimitMiddleware(Starlette(), storage=b, algorithm="fixed-window"),
+            r"algorithm='fixed-window' needs a backend with LimitsSupport; RateLimitsOnly has "
+            r"no call, limits_storage",
+        ),
+        (CacheStore, r"CacheStore needs a backend with CacheStorage and LeaseStorage"),
+        (SingleFlight, r"SingleFlight needs a backend with LeaseStorage; .* lease_acquire"),
+        (FlagStore, r"FlagStore needs a backend with FlagStorage; .* flags_load"),
+        (lambda b: CircuitBreaker("llm", backend=b), r"CircuitBreaker\('llm'\) needs .*Breaker"),
+        (BreakerRegistry, r"BreakerRegistry needs a backend with BreakerStorage"),
+    ],
+)
+def test_a_capability_refuses_a_storage_without_its_protocol_when_wired(
+    wire: Callable[[object], object], missing: str
+) -> None:
+    """At construction, not on the first request, naming the protocol and its missing
+    operations."""
+    with pytest.raises(ConfigurationError, match=missing):
+        wire(RateLimitsOnly())
+
+
+@pytest.mark.parametrize(
+    ("name", "home"),
+    [
+        ("FLAG_HISTORY_LENGTH", "toolkit.flags._store"),
+        ("FLAGS_CHANNEL", "toolkit.flags._store"),
+        ("CACHE_CHANNEL", "toolkit.cache._store"),
+        ("BREAKER_CHANNEL", "toolkit.resilience.breaker"),
+    ],
+)
+def test_policy_constants_that_left_backends_base_still_import_with_a_warning(
+    name: str, home: str
+) -> None:
+    """They live with the capability that owns them now; the old name names the new one."""
+    with pytest.warns(DeprecationWarning, match=rf"use {home}\.{name}"):
+        value = getattr(toolkit.backends.base, name)
+    assert value == getattr(importlib.import_module(home), name)

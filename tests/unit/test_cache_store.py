@@ -17,7 +17,6 @@ from tests.support.servers import RedisServer, free_port, require_binary
 from tests.support.waiting import eventually
 from toolkit.backends import Backend, MemoryBackend
 from toolkit.backends._cache_table import MAX_INVALIDATED_TAGS, CacheTable
-from toolkit.backends.base import CACHE_CHANNEL
 from toolkit.backends.redis import RedisBackend
 from toolkit.cache import (
     CacheStore,
@@ -28,6 +27,7 @@ from toolkit.cache import (
     set_current_cache,
 )
 from toolkit.cache._keys import canonical_query
+from toolkit.cache._store import CACHE_CHANNEL
 from toolkit.errors import BackendError
 from toolkit.identity import ClientAddress, digest
 from toolkit.telemetry import names

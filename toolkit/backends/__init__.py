@@ -1,7 +1,9 @@
 """Storage backends: the only code that talks to storage.
 
 ``memory://`` keeps state in this process (one instance); ``redis://``, ``rediss://`` and
-``redis+cluster://`` share it between instances.
+``redis+cluster://`` share it between instances. The contract is one small protocol per
+capability (:mod:`toolkit.backends.protocols`); :class:`Backend` offers all of them, and the
+breaker's stored state is :mod:`toolkit.backends.breaker_state`.
 """
 
 from __future__ import annotations
@@ -9,17 +11,38 @@ from __future__ import annotations
 from opentelemetry import metrics
 
 from toolkit.backends._gcra import GcraLimit, GcraResult
-from toolkit.backends.base import Backend
+from toolkit.backends.base import Backend, BackendCore
 from toolkit.backends.memory import MemoryBackend
+from toolkit.backends.protocols import (
+    BackendInfo,
+    BreakerStorage,
+    CacheStorage,
+    FlagStorage,
+    LeaseStorage,
+    LimitsSupport,
+    PubSub,
+    RateLimitStorage,
+    require,
+)
 from toolkit.settings import BackendSettings, validate_arguments
 
 __all__ = [
     "Backend",
+    "BackendCore",
+    "BackendInfo",
+    "BreakerStorage",
+    "CacheStorage",
+    "FlagStorage",
     "GcraLimit",
     "GcraResult",
+    "LeaseStorage",
+    "LimitsSupport",
     "MemoryBackend",
+    "PubSub",
+    "RateLimitStorage",
     "backend_from_settings",
     "backend_from_url",
+    "require",
 ]
 
 

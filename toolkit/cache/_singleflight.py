@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-from toolkit.backends import Backend
+from toolkit.backends import LeaseStorage, require
 from toolkit.errors import BackendError
 
 T = TypeVar("T")
@@ -46,7 +46,7 @@ class Turn:
 
     def __init__(
         self,
-        backend: Backend,
+        backend: LeaseStorage,
         lease_key: str,
         token: str,
         local: Callable[[], None],
@@ -91,7 +91,8 @@ class SingleFlight(Generic[T]):
     """Coalesces computations of the same key.
 
     Args:
-        backend: where leases live (shared by every instance on Redis).
+        backend: where leases live (shared by every instance on Redis); ConfigurationError
+            when it lacks :class:`~toolkit.backends.LeaseStorage`.
         lease: seconds a leader holds the lease between renewals (renewed every third).
         wait: seconds a follower waits for the leader before computing itself.
         sleep / clock: for tests.
@@ -99,13 +100,14 @@ class SingleFlight(Generic[T]):
 
     def __init__(
         self,
-        backend: Backend,
+        backend: LeaseStorage,
         *,
         lease: float = DEFAULT_LEASE,
         wait: float = DEFAULT_WAIT,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        require(backend, LeaseStorage, user="SingleFlight")
         self._backend = backend
         self._lease = lease
         self._wait = wait

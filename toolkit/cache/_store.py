@@ -23,9 +23,8 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from starlette.types import Scope
 
 from toolkit._version import __version__
-from toolkit.backends import Backend
+from toolkit.backends import CacheStorage, LeaseStorage, require
 from toolkit.backends._cache_table import ENTRY_OVERHEAD, CacheTable
-from toolkit.backends.base import CACHE_CHANNEL
 from toolkit.backends.memory import DEFAULT_MAX_CACHE_BYTES
 from toolkit.errors import BackendError
 from toolkit.settings import CacheSettings
@@ -39,6 +38,13 @@ DEFAULT_LOCAL_BYTES: Final = 64 * 1024 * 1024
 """Bound on the in-process tier's size, whatever its entry count."""
 STATS_INTERVAL: Final = 15.0
 """Seconds between readings of a server backend's entry and eviction counts."""
+CACHE_CHANNEL: Final = "cache"
+"""Where invalidations are announced: ``{"tags": [...]}``, for in-process copies."""
+
+
+class CacheBackend(CacheStorage, LeaseStorage, Protocol):
+    """What the caches need of a backend: entries (announcing their invalidations), and leases
+    for their single flights."""
 
 
 class CallerIdentity(Protocol):
@@ -159,7 +165,9 @@ class CacheStore:
     another process) reaches them too.
 
     Args:
-        backend: where entries live (shared by every instance on Redis).
+        backend: where entries and single-flight leases live (shared by every instance on
+            Redis); ConfigurationError when it lacks :class:`~toolkit.backends.CacheStorage`
+            or :class:`~toolkit.backends.LeaseStorage`.
         local: an in-process tier in front of the backend; none when None.
         meter_provider: where the cache metrics live; the global one when None.
         settings: the cache settings the decorators read (serializer, lease, wait); the
@@ -168,12 +176,13 @@ class CacheStore:
 
     def __init__(
         self,
-        backend: Backend,
+        backend: CacheBackend,
         *,
         local: LocalTier | None = None,
         meter_provider: metrics.MeterProvider | None = None,
         settings: CacheSettings | None = None,
     ) -> None:
+        require(backend, CacheStorage, LeaseStorage, user="CacheStore")
         self.backend = backend
         self.local = local
         self.settings = settings if settings is not None else CacheSettings.model_validate({})
@@ -272,7 +281,7 @@ class CacheStore:
         tags = list(tags)
         started = time.perf_counter()
         deleted = self.sync_entries.invalidate(tags)
-        deleted += await self.backend.cache_invalidate(tags)
+        deleted += await self.backend.cache_invalidate(tags, channel=CACHE_CHANNEL)
         self._duration.record(
             time.perf_counter() - started, self._operation_attributes["invalidate"]
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from opentelemetry import metrics
 
-from toolkit.backends import Backend
+from toolkit.backends import FlagStorage
 from toolkit.flags._model import OFF, ON
 from toolkit.flags._registry import RATELIMIT, TRACING, declare
 from toolkit.flags._store import FlagStore
@@ -14,7 +14,7 @@ from toolkit.settings import ToolkitSettings
 
 def flag_store_from_settings(
     settings: ToolkitSettings,
-    backend: Backend,
+    backend: FlagStorage,
     *,
     meter_provider: metrics.MeterProvider | None = None,
 ) -> FlagStore:

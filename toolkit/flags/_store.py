@@ -16,13 +16,12 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from opentelemetry import metrics, trace
 
 from toolkit._version import __version__
-from toolkit.backends import Backend, MemoryBackend
-from toolkit.backends.base import FLAG_HISTORY_LENGTH, FLAGS_CHANNEL
+from toolkit.backends import FlagStorage, MemoryBackend, require
 from toolkit.errors import BackendError, ConfigurationError
 from toolkit.flags._context import OVERRIDES, REQUEST
 from toolkit.flags._model import (
@@ -45,6 +44,10 @@ from toolkit.telemetry.counts import shared_counts
 logger = logging.getLogger("toolkit.flags")
 
 DEFAULT_RESYNC_INTERVAL = 10.0
+FLAG_HISTORY_LENGTH: Final = 1000
+"""Change records kept in the backend, the newest first."""
+FLAGS_CHANNEL: Final = "flags"
+"""Where flag changes are announced: the key of the flag that changed."""
 STOP_TIMEOUT = 2.0
 """Seconds stop() waits for the background tasks; shutdown must never hang on them."""
 UNDECLARED = "__undeclared__"
@@ -129,7 +132,8 @@ class FlagStore:
 
     Args:
         backend: where overrides, their history and change notices live; an in-process
-            :class:`MemoryBackend` when None (one process, no sharing).
+            :class:`MemoryBackend` when None (one process, no sharing). ConfigurationError
+            when it lacks :class:`~toolkit.backends.FlagStorage`.
         defaults: flag key -> variant served when no override is stored (from settings).
         subject: how a request's subject is found when a rollout needs it (a sync
             :class:`~toolkit.identity.KeyResolver`); the client address when None.
@@ -140,7 +144,7 @@ class FlagStore:
 
     def __init__(
         self,
-        backend: Backend | None = None,
+        backend: FlagStorage | None = None,
         *,
         defaults: Mapping[str, str] | None = None,
         subject: Any = None,
@@ -148,7 +152,10 @@ class FlagStore:
         meter_provider: metrics.MeterProvider | None = None,
         registry: Registry = REGISTRY,
     ) -> None:
-        self.backend = backend or MemoryBackend()
+        if backend is None:
+            backend = MemoryBackend()
+        require(backend, FlagStorage, user="FlagStore")
+        self.backend = backend
         self._defaults = dict(defaults or {})
         self._subject = subject
         self._resync_interval = resync_interval
@@ -292,7 +299,11 @@ class FlagStore:
             state.check(self.definition(key))
         new = json.loads(state.to_json()) if state else None
         await self.backend.flags_save(
-            key, state.to_json() if state else None, {"key": key, "new": new, "by": by}
+            key,
+            state.to_json() if state else None,
+            {"key": key, "new": new, "by": by},
+            channel=FLAGS_CHANNEL,
+            history_length=FLAG_HISTORY_LENGTH,
         )
         # Saved: serve it here at once, even if the reload below fails; the backend's notice
         # takes it to the other processes.

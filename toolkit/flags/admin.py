@@ -42,12 +42,12 @@ from starlette.websockets import WebSocketClose
 from toolkit._problem import problem_response
 from toolkit.errors import BackendError, ConfigurationError
 from toolkit.flags._model import DEFAULT, SPLIT, STATIC, FlagDefinition
-from toolkit.flags._store import FlagStore, FlagView, UnknownFlag
+from toolkit.flags._store import FLAG_HISTORY_LENGTH, FlagStore, FlagView, UnknownFlag
 from toolkit.settings import AdminSettings
 
 REALM = "agent-server-toolkit"
 DEFAULT_HISTORY_LIMIT = 50
-MAX_HISTORY_LIMIT = 1000
+MAX_HISTORY_LIMIT = FLAG_HISTORY_LENGTH
 """As many changes as the backends keep."""
 MAX_BODY_BYTES = 64 * 1024
 """A change is a few dozen bytes of JSON; anything past this is refused unread (413)."""

@@ -1,13 +1,16 @@
 """Rate-limit algorithms: GCRA (default, one atomic round trip) and the strategies of `limits`.
 
 An algorithm charges a request to a policy's limits for a key and reports what the headers
-need. It reaches storage only through the backend it is given.
+need. It reaches storage only through the backend it is given, typed against the one
+protocol it uses (:class:`~toolkit.backends.RateLimitStorage` for GCRA,
+:class:`~toolkit.backends.LimitsSupport` for the `limits` strategies) and checked when the
+algorithm is created.
 """
 
 from __future__ import annotations
 
 import time
-from typing import ClassVar, NamedTuple, Protocol
+from typing import ClassVar, NamedTuple, Protocol, cast
 
 from limits.aio.strategies import (
     FixedWindowRateLimiter,
@@ -16,7 +19,7 @@ from limits.aio.strategies import (
     SlidingWindowCounterRateLimiter,
 )
 
-from toolkit.backends import Backend
+from toolkit.backends import LimitsSupport, RateLimitStorage, require
 from toolkit.errors import ConfigurationError
 from toolkit.ratelimit.policies import Policy
 from toolkit.settings import Algorithm as AlgorithmName
@@ -52,7 +55,8 @@ class Gcra:
     on the storage's clock. A burst of the full amount is allowed, then one unit per
     ``period / amount``; ``Retry-After`` is exact."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: RateLimitStorage) -> None:
+        require(backend, RateLimitStorage, user="algorithm='gcra'")
         self._backend = backend
 
     async def acquire(self, key: str, policy: Policy) -> Decision:
@@ -85,7 +89,8 @@ class LimitsStrategy:
         "sliding-window-counter": SlidingWindowCounterRateLimiter,
     }
 
-    def __init__(self, backend: Backend, name: str) -> None:
+    def __init__(self, backend: LimitsSupport, name: str) -> None:
+        require(backend, LimitsSupport, user=f"algorithm={name!r}")
         self._backend = backend
         self._limiter = self._STRATEGIES[name](backend.limits_storage())
 
@@ -107,12 +112,13 @@ class LimitsStrategy:
         return min(decisions, key=lambda d: d.remaining)
 
 
-def create_algorithm(name: AlgorithmName, backend: Backend) -> Algorithm:
-    """The algorithm called ``name`` on ``backend``."""
+def create_algorithm(name: AlgorithmName, backend: RateLimitStorage | LimitsSupport) -> Algorithm:
+    """The algorithm called ``name`` on ``backend``; ConfigurationError when the backend
+    lacks what the algorithm needs."""
     if name == "gcra":
-        return Gcra(backend)
+        return Gcra(cast(RateLimitStorage, backend))  # checked by Gcra
     if name in LimitsStrategy._STRATEGIES:
-        return LimitsStrategy(backend, name)
+        return LimitsStrategy(cast(LimitsSupport, backend), name)  # checked by LimitsStrategy
     raise ConfigurationError(
         f"algorithm={name!r} is unknown; use gcra, fixed-window, moving-window or "
         "sliding-window-counter"

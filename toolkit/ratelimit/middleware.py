@@ -10,7 +10,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from toolkit._paths import route_path
 from toolkit._version import __version__
-from toolkit.backends import Backend, MemoryBackend, backend_from_url
+from toolkit.backends import (
+    Backend,
+    LimitsSupport,
+    MemoryBackend,
+    RateLimitStorage,
+    backend_from_url,
+)
 from toolkit.errors import BackendError
 from toolkit.flags import OFF, RATELIMIT, SHADOW, FlagSource, current_store
 from toolkit.identity import ClientAddress, KeyFunction, KeyResolver, digest
@@ -46,7 +52,10 @@ class RateLimitMiddleware:
             None for none (only ``routes`` are limited).
         key: ``"client"``, ``"api_key"``, ``"header:<Name>"``, or a function of the ASGI
             scope returning the identity (None falls back to the client address).
-        storage: a backend URL (``"memory://"``, ``"redis://..."``) or a :class:`Backend`.
+        storage: a backend URL (``"memory://"``, ``"redis://..."``) or a backend offering
+            what ``algorithm`` needs (:class:`~toolkit.backends.RateLimitStorage` for GCRA,
+            :class:`~toolkit.backends.LimitsSupport` for the others); a :class:`Backend`
+            offers both.
         routes: route template or path pattern -> limit string or policy settings.
         route_policies: ready-made :class:`RoutePolicy` objects, checked after ``routes``.
         settings: a whole settings section; keyword arguments override its fields.
@@ -61,7 +70,7 @@ class RateLimitMiddleware:
         *,
         limit: str | None = None,
         key: str | KeyFunction | None = None,
-        storage: str | Backend | None = None,
+        storage: str | RateLimitStorage | LimitsSupport | None = None,
         algorithm: str | None = None,
         routes: dict[str, Any] | None = None,
         exempt: Sequence[str] | None = None,
@@ -97,13 +106,14 @@ class RateLimitMiddleware:
             settings = validate_arguments(RateLimitSettings, {**base, **overrides})
         self.settings = settings
 
-        self._owns_backend = not isinstance(storage, Backend)
-        if isinstance(storage, Backend):
-            self._backend = storage
-        elif storage is None:
-            self._backend = MemoryBackend(meter_provider=meter_provider)
+        backend: RateLimitStorage | LimitsSupport
+        self._owned: Backend | None = None  # connected and closed by this middleware
+        if storage is None:
+            backend = self._owned = MemoryBackend(meter_provider=meter_provider)
+        elif isinstance(storage, str):
+            backend = self._owned = backend_from_url(storage, meter_provider=meter_provider)
         else:
-            self._backend = backend_from_url(storage, meter_provider=meter_provider)
+            backend = storage
 
         client = ClientAddress.from_settings(settings)
         self._default_key = KeyResolver(key if callable(key) else settings.key, client)
@@ -112,7 +122,7 @@ class RateLimitMiddleware:
             [*_route_policies(settings, client), *route_policies],
             settings.exempt,
         )
-        self._algorithm = create_algorithm(settings.algorithm, self._backend)
+        self._algorithm = create_algorithm(settings.algorithm, backend)
         self._fields = {p: PolicyHeaders(p, settings.headers) for p in self._table.policies}
         self._flags = flags
         meter = metrics.get_meter(
@@ -130,8 +140,8 @@ class RateLimitMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            if scope["type"] == "lifespan" and self._owns_backend:
-                receive = self._lifespan_receive(receive)
+            if scope["type"] == "lifespan" and self._owned is not None:
+                receive = self._lifespan_receive(receive, self._owned)
             await self.app(scope, receive, send)
             return
         mode = (self._flags or current_store()).variant(RATELIMIT)
@@ -195,15 +205,15 @@ class RateLimitMiddleware:
             )
         span.add_event(names.RATE_LIMIT_DECISION_EVENT, event)
 
-    def _lifespan_receive(self, receive: Receive) -> Receive:
+    def _lifespan_receive(self, receive: Receive, backend: Backend) -> Receive:
         """Connect a backend this middleware created at startup and close it at shutdown."""
 
         async def lifespan_receive() -> Message:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await self._backend.connect()
+                await backend.connect()
             elif message["type"] == "lifespan.shutdown":
-                await self._backend.close()
+                await backend.close()
             return message
 
         return lifespan_receive

@@ -12,8 +12,9 @@ import json
 from typing import Any
 
 from toolkit.backends import backend_from_settings
-from toolkit.backends._breaker import DISABLED, FORCED_CLOSED, FORCED_OPEN, NOT_FORCED
+from toolkit.backends.breaker_state import DISABLED, FORCED_CLOSED, FORCED_OPEN, NOT_FORCED
 from toolkit.errors import BackendError
+from toolkit.resilience.breaker import BREAKER_CHANNEL
 from toolkit.settings import ToolkitSettings
 
 _ACTIONS = {
@@ -46,7 +47,7 @@ async def run(args: argparse.Namespace, settings: ToolkitSettings) -> int:
             view = await backend.breaker_read(args.name)
         else:
             forced, meaning = _ACTIONS[args.action]
-            view = await backend.breaker_force(args.name, forced)
+            view = await backend.breaker_force(args.name, forced, channel=BREAKER_CHANNEL)
             print(f"{args.name}: {meaning}")
     except BackendError as exc:
         print(f"the backend failed ({exc.error_type}); nothing was changed")

@@ -43,8 +43,8 @@ from typing import Any, Final, TypeVar
 
 from opentelemetry import metrics
 
-from toolkit.backends import Backend, MemoryBackend
-from toolkit.backends._breaker import (
+from toolkit.backends import BreakerStorage, MemoryBackend, require
+from toolkit.backends.breaker_state import (
     CLOSED,
     DISABLED,
     FORCED_CLOSED,
@@ -70,6 +70,9 @@ R = TypeVar("R")
 
 WINDOW_BUCKETS: Final = 10
 """Buckets per sliding window: the window slides in tenths."""
+BREAKER_CHANNEL: Final = "breakers"
+"""Where transitions are announced: ``{"name", "state", "until", "generation", "forced"}``
+as JSON (:func:`~toolkit.backends.breaker_state.breaker_message`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +106,8 @@ class CircuitBreaker:
 
     Args:
         name: letters, digits and ``._-:/``; the ``toolkit.circuit_breaker.name`` of metrics.
-        backend: where the state lives; an in-process one when None.
+        backend: where the state lives; an in-process one when None. ConfigurationError when
+            it lacks :class:`~toolkit.backends.BreakerStorage`.
         failure_rate: share of failed calls in the window that trips (``0 < x <= 1``).
         minimum_calls: calls in the window before a rate counts.
         window: seconds of the sliding window (time-based, in tenths).
@@ -132,7 +136,7 @@ class CircuitBreaker:
         self,
         name: str,
         *,
-        backend: Backend | None = None,
+        backend: BreakerStorage | None = None,
         failure_rate: float | None = None,
         minimum_calls: int | None = None,
         window: float | str | None = None,
@@ -182,8 +186,11 @@ class CircuitBreaker:
                 f"CircuitBreaker(failure={failure!r}): a predicate of the exception, e.g. "
                 "toolkit.resilience.counts_as_failure"
             )
+        if backend is None:
+            backend = MemoryBackend()
+        require(backend, BreakerStorage, user=f"CircuitBreaker({name!r})")
         self.name = name
-        self.backend: Backend = backend if backend is not None else MemoryBackend()
+        self.backend = backend
         self.settings = options
         self.failure = failure
         self.shadow = shadow
@@ -201,11 +208,12 @@ class CircuitBreaker:
             max_open_ms=round(max(options.max_open_duration, options.open_duration) * 1000),
             probes=options.probes,
             probe_ttl_ms=round(options.probe_timeout * 1000),
+            channel=BREAKER_CHANNEL,
         )
         self._flush_interval = options.flush_interval
         self._recheck = min(1.0, options.open_duration / 10)
-        # A shared backend gets a local fallback; the memory backend is local already.
-        self._shared = not isinstance(self.backend, MemoryBackend)
+        # A shared backend gets a local fallback; an in-process one is local already.
+        self._shared = not backend.in_process
         self._local = BreakerTable()
         self._degraded = False
         self.state = CLOSED
@@ -394,7 +402,7 @@ class CircuitBreaker:
         # Operators see a backend error (the override did not reach the fleet); this
         # instance follows the override anyway.
         try:
-            view = await self.backend.breaker_force(self.name, forced)
+            view = await self.backend.breaker_force(self.name, forced, channel=BREAKER_CHANNEL)
         except BackendError:
             self._apply(self._local.force(self.name, forced), True)
             raise
@@ -508,4 +516,4 @@ class CircuitBreaker:
                 self.telemetry.transition(before, view.state, view.forced)
 
 
-__all__ = ["CLOSED", "HALF_OPEN", "OPEN", "CircuitBreaker", "Permit", "Probe"]
+__all__ = ["BREAKER_CHANNEL", "CLOSED", "HALF_OPEN", "OPEN", "CircuitBreaker", "Permit", "Probe"]

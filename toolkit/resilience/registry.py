@@ -9,10 +9,9 @@ from typing import Any
 
 from opentelemetry import metrics
 
-from toolkit.backends import Backend, MemoryBackend
-from toolkit.backends._breaker import parse_breaker_message
-from toolkit.backends.base import BREAKER_CHANNEL
-from toolkit.resilience.breaker import CircuitBreaker
+from toolkit.backends import BreakerStorage, MemoryBackend, require
+from toolkit.backends.breaker_state import parse_breaker_message
+from toolkit.resilience.breaker import BREAKER_CHANNEL, CircuitBreaker
 from toolkit.settings import ResilienceSettings
 
 logger = logging.getLogger("toolkit.resilience")
@@ -27,7 +26,8 @@ class BreakerRegistry:
     a transition decided by any instance reaches this one within a round trip.
 
     Args:
-        backend: where breaker state lives; an in-process one when None.
+        backend: where breaker state lives; an in-process one when None. ConfigurationError
+            when it lacks :class:`~toolkit.backends.BreakerStorage`.
         settings: the defaults of every breaker (and ``breakers``, per name); the built-in
             ones when None.
         meter_provider: where breaker metrics go; the global provider when None.
@@ -35,12 +35,15 @@ class BreakerRegistry:
 
     def __init__(
         self,
-        backend: Backend | None = None,
+        backend: BreakerStorage | None = None,
         settings: ResilienceSettings | None = None,
         *,
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
-        self.backend = backend if backend is not None else MemoryBackend()
+        if backend is None:
+            backend = MemoryBackend()
+        require(backend, BreakerStorage, user="BreakerRegistry")
+        self.backend = backend
         self.settings = settings if settings is not None else ResilienceSettings.model_validate({})
         self._meter_provider = meter_provider
         self._breakers: dict[str, CircuitBreaker] = {}

@@ -1,6 +1,6 @@
 -- Take one of a breaker's half-open probe permits: K for the whole fleet. An open breaker
 -- whose period has ended moves to half-open here (announced). Same arithmetic as
--- BreakerTable.acquire_probe in backends/_breaker.py.
+-- BreakerTable.acquire_probe in backends/breaker_state.py.
 --
 -- KEYS[1]  state hash   KEYS[2] window hash (unused)   KEYS[3] sorted set: probe token -> expiry ms
 -- ARGV[1]  now, ms      ARGV[2] this probe's token

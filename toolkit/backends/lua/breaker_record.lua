@@ -1,6 +1,6 @@
 -- Add the outcomes of calls made while closed to a breaker's sliding window, and trip it when
 -- the window's failure (or slow-call) rate reaches the threshold. Same arithmetic as
--- BreakerTable.record in backends/_breaker.py.
+-- BreakerTable.record in backends/breaker_state.py.
 --
 -- KEYS[1]  hash: state, until, gen, trips, forced, ok       (keys share the {breaker:NAME} tag)
 -- KEYS[2]  hash: "<bucket>:c" calls, "<bucket>:f" failures, "<bucket>:s" slow calls

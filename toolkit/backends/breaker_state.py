@@ -1,8 +1,16 @@
-"""Circuit-breaker state as stored: the arithmetic of ``lua/breaker_*.lua`` in plain Python.
+"""Circuit-breaker state as stored: the contract between ``toolkit.resilience`` and the backends.
 
-The memory backend keeps its breakers in a :class:`BreakerTable`; so does every breaker as its
-local fallback while a shared backend is unreachable. Times are integer milliseconds of the
-caller's clock (wall clock by default, so every instance of a fleet agrees on them).
+The states, the operators' overrides, what a storage operation is given
+(:class:`BreakerConfig`) and returns (:class:`BreakerView`), and how transitions are
+announced (:func:`breaker_message`). Times are integer milliseconds of the caller's clock
+(wall clock by default, so every instance of a fleet agrees on them).
+
+:class:`BreakerTable` is the state machine in plain Python, step for step the arithmetic of
+``lua/breaker_*.lua``. It lives here, beside the scripts it mirrors, rather than in the memory
+backend or in ``toolkit.resilience``, because both run it: the memory backend keeps its
+breakers in one, and every :class:`~toolkit.resilience.CircuitBreaker` keeps one as its local
+fallback while a shared backend is unreachable. A change to the state machine is made here and
+in the matching script, and the same test bodies check both.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ class BreakerConfig:
         max_open_ms: ...up to this.
         probes: probe calls in half-open, for the whole fleet.
         probe_ttl_ms: a probe not reported within this is presumed lost (its process died).
+        channel: where the storage announces the breaker's transitions (unprefixed).
     """
 
     bucket_ms: int
@@ -53,9 +62,11 @@ class BreakerConfig:
     max_open_ms: int
     probes: int
     probe_ttl_ms: int
+    channel: str
 
     def args(self) -> list[int | float]:
-        """The ``ARGV`` tail every breaker script takes, in this order."""
+        """The ``ARGV`` tail every breaker script takes, in this order (the channel goes
+        before it, prefixed)."""
         return [
             self.bucket_ms,
             self.buckets,

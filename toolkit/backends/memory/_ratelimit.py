@@ -1,0 +1,67 @@
+"""Rate limits in this process: GCRA step for step as ``lua/gcra.lua``, and `limits`'s own
+memory storage for its strategies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from toolkit.backends._gcra import MICROSECONDS, GcraLimit, GcraResult
+from toolkit.backends.memory._core import MemoryCore
+
+if TYPE_CHECKING:
+    from limits.aio.storage import Storage
+
+_MIN_SWEEP_SIZE = 1024
+
+
+class MemoryRateLimits(MemoryCore):
+    """Theoretical arrival times by key, swept of those in the past as the table grows."""
+
+    _limits_storage: Storage | None = None
+
+    def _init_rate_limits(self) -> None:
+        self._tats: dict[str, int] = {}
+        self._sweep_at = _MIN_SWEEP_SIZE
+
+    async def gcra(self, keys: Sequence[str], limits: Sequence[GcraLimit], cost: int) -> GcraResult:
+        # Step for step the arithmetic of lua/gcra.lua, in plain loops: this runs on every
+        # request, and nothing in it awaits, so it is atomic under asyncio.
+        now = int(self._clock() * MICROSECONDS)
+        tats = self._tats
+        allowed = True
+        retry_after = 0
+        plan = []
+        for key, limit in zip(keys, limits, strict=True):
+            full_key = f"{self.key_prefix}:{key}"
+            tat = tats.get(full_key, now)
+            if tat < now:
+                tat = now
+            new_tat = tat + cost * limit.interval_us
+            if new_tat - now > limit.period_us:
+                allowed = False
+                retry_after = max(retry_after, new_tat - limit.period_us - now)
+            plan.append((full_key, tat, new_tat, limit))
+        remaining = []
+        reset_after = []
+        for full_key, tat, new_tat, limit in plan:
+            if allowed:
+                tat = tats[full_key] = new_tat
+            remaining.append(max(0, (limit.period_us - (tat - now)) // limit.interval_us))
+            reset_after.append((tat - now) / MICROSECONDS)
+        if allowed and len(tats) >= self._sweep_at:
+            self._sweep(now)
+        return GcraResult(allowed, retry_after / MICROSECONDS, tuple(remaining), tuple(reset_after))
+
+    def _sweep(self, now: int) -> None:
+        # A TAT in the past carries no state; dropping them keeps memory bounded by the keys
+        # active within one period. Sweeping at doubling sizes keeps the cost O(1) amortised.
+        self._tats = {k: tat for k, tat in self._tats.items() if tat > now}
+        self._sweep_at = max(_MIN_SWEEP_SIZE, 2 * len(self._tats))
+
+    def limits_storage(self) -> Storage:
+        if self._limits_storage is None:
+            from limits.aio.storage import MemoryStorage
+
+            self._limits_storage = MemoryStorage()
+        return self._limits_storage
