@@ -18,12 +18,11 @@ import os
 import re
 import shlex
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import UnionType
 from typing import (
     Annotated,
     Any,
-    ClassVar,
     Final,
     Literal,
     TypeVar,
@@ -57,7 +56,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from toolkit._deprecated import renamed_attributes, warn_renamed
+from toolkit._deprecated import Renamed, RenamedFields, current_name, renamed_attributes
 from toolkit._duration import format_seconds, parse_seconds
 from toolkit.errors import ConfigurationError
 from toolkit.identity import CLIENT, CallerSpec, parse_caller
@@ -199,66 +198,8 @@ Path = Annotated[str, AfterValidator(_check_path)]
 Seconds = Annotated[float, BeforeValidator(parse_seconds)]
 
 
-class _Renamed(property):
-    """The old name of a field: still read (and accepted in every source, by
-    :meth:`_Section._accept_renamed`), with a warning naming the new one."""
-
-    def __init__(self, new: str) -> None:
-        self.new = new
-        super().__init__(self._read)
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.old = f"{owner.__name__}.{name}"
-
-    def _read(self, section: BaseModel) -> Any:
-        warn_renamed(self.old, self.old.rpartition(".")[0] + "." + self.new)
-        return getattr(section, self.new)
-
-
-class _Section(BaseModel):
+class _Section(RenamedFields):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-    renamed: ClassVar[Mapping[str, str]] = {}
-    """Old field name -> new one (the section's :class:`_Renamed` attributes)."""
-
-    @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
-        super().__pydantic_init_subclass__(**kwargs)
-        cls.renamed = {
-            name: value.new for name, value in vars(cls).items() if isinstance(value, _Renamed)
-        }
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _accept_renamed(cls, data: Any, handler: Callable[[Any], Any]) -> Any:
-        """Read an old name as its new one, warning; errors name the one that was given."""
-        used = {
-            old: new for old, new in cls.renamed.items() if isinstance(data, dict) and old in data
-        }
-        if not used:
-            return handler(data)
-        for old, new in used.items():
-            if new in data:
-                raise ValueError(
-                    f"{old} and {new} are one setting ({old} is its old name); keep {new}"
-                )
-            warn_renamed(
-                f"{cls.__name__}.{old}",
-                f"{cls.__name__}.{new} (so named in every source: TOOLKIT_* variables, "
-                f"{DEFAULT_CONFIG_FILE}, keyword arguments)",
-                stacklevel=4,
-            )
-        try:
-            return handler({used.get(name, name): value for name, value in data.items()})
-        except ValidationError as exc:
-            given: dict[int | str, str] = {new: old for old, new in used.items()}
-            errors: list[Any] = []
-            for error in exc.errors():
-                loc = error["loc"]
-                if loc:
-                    loc = (given.get(loc[0], loc[0]), *loc[1:])
-                errors.append({**error, "loc": loc})
-            raise ValidationError.from_exception_data(exc.title, errors) from None
 
 
 class BackendSettings(_Section):
@@ -309,7 +250,7 @@ class RoutePolicySettings(_Section):
     caller: CallerSetting | None = Field(
         None, description="Overrides the default caller.", examples=["api_key"]
     )
-    key = _Renamed("caller")
+    key = Renamed("caller")
     methods: list[str] | None = Field(
         None, description="Only these HTTP methods; all when unset.", examples=['["POST"]']
     )
@@ -353,7 +294,7 @@ class RateLimitSettings(_Section):
         description="Whose budget a request spends: client, api_key or header:<Name>.",
         examples=["header:X-API-Key"],
     )
-    key = _Renamed("caller")
+    key = Renamed("caller")
     trusted_proxies: list[IPNetwork] = Field(
         default_factory=list,
         description="Proxy addresses (CIDRs) whose proxy_header is believed.",
@@ -513,7 +454,7 @@ class CacheSettings(_Section):
         "when unset, or api_key, header:<Name>, client.",
         examples=["header:X-User-Id"],
     )
-    identity = _Renamed("caller")
+    identity = Renamed("caller")
     max_body_bytes: int = Field(
         1024 * 1024,
         ge=1,
@@ -588,7 +529,7 @@ class FlagsSettings(_Section):
         description="Whom percentage rollouts bucket by: client, api_key or header:<Name>.",
         examples=["header:X-User-Id"],
     )
-    subject = _Renamed("caller")
+    subject = Renamed("caller")
     defaults: dict[str, str] = Field(
         default_factory=dict,
         description="Flag key -> variant served when no override is stored.",
@@ -1135,18 +1076,12 @@ def _field_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> FieldInfo |
     for part in loc:
         if current is None or not isinstance(part, str):
             continue
-        part = _current_name(current, part)
+        part = current_name(current, part)
         if part not in current.model_fields:
             continue
         found = current.model_fields[part]
         current = _nested_model(found.annotation)
     return found
-
-
-def _current_name(model: type[BaseModel], name: str) -> str:
-    """The field's name now, when ``name`` is an old one (see :class:`_Renamed`)."""
-    renamed: Mapping[str, str] = getattr(model, "renamed", {})
-    return renamed.get(name, name)
 
 
 def is_duration(field: FieldInfo) -> bool:
@@ -1201,7 +1136,7 @@ def variable_field(name: str) -> FieldInfo | None:
             continue
         if not (isinstance(core, type) and issubclass(core, BaseModel)):
             return None  # nothing nests in a scalar
-        field = core.model_fields.get(_current_name(core, part))
+        field = core.model_fields.get(current_name(core, part))
         if field is None:
             return None
         annotation = field.annotation
