@@ -21,6 +21,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from types import UnionType
 from typing import (
+    TYPE_CHECKING,
     Annotated,
     Any,
     Final,
@@ -1211,4 +1212,7 @@ def check_environment(environ: Mapping[str, str]) -> None:
         raise ConfigurationError("invalid toolkit settings:\n  " + "\n  ".join(lines))
 
 
-__getattr__ = renamed_attributes(__name__, {"KeySpec": ("CallerSetting", CallerSetting)})
+if TYPE_CHECKING:  # the old name, deprecated: a warning at run time
+    KeySpec = CallerSetting
+else:
+    __getattr__ = renamed_attributes(__name__, {"KeySpec": ("CallerSetting", CallerSetting)})
