@@ -19,9 +19,18 @@ import re
 import shlex
 import tomllib
 from collections.abc import Mapping, Sequence
-from ipaddress import IPv4Network, IPv6Network
 from types import UnionType
-from typing import Annotated, Any, Final, Literal, TypeVar, Union, get_args, get_origin
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Final,
+    Literal,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+)
 from urllib.parse import urlsplit
 
 import limits
@@ -31,6 +40,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -46,8 +57,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from toolkit._deprecated import Renamed, RenamedFields, current_name, renamed_attributes
 from toolkit._duration import format_seconds, parse_seconds
 from toolkit.errors import ConfigurationError
+from toolkit.identity import CLIENT, CallerSpec, parse_caller
+from toolkit.identity import DEFAULT_PROXY_HEADER as DEFAULT_PROXY_HEADER
+from toolkit.identity import IPNetwork as IPNetwork
+from toolkit.identity import ProxyHeader as ProxyHeader
 
 ENV_PREFIX = "TOOLKIT_"
 CONFIG_FILE_ENV = "TOOLKIT_CONFIG"
@@ -56,8 +72,6 @@ DEFAULT_CONFIG_FILE = "toolkit.toml"
 Algorithm = Literal["gcra", "fixed-window", "moving-window", "sliding-window-counter"]
 FailureMode = Literal["open", "closed"]
 HeaderStyle = Literal["ietf", "legacy", "both", "none"]
-ProxyHeader = Literal["x-forwarded-for", "forwarded", "x-real-ip"]
-DEFAULT_PROXY_HEADER: ProxyHeader = "x-forwarded-for"
 
 
 MAX_LIMIT_WINDOW = limits.RateLimitItemPerYear.GRANULARITY.seconds
@@ -120,12 +134,6 @@ def _check_rate_limit(value: str) -> str:
     return value
 
 
-def _check_key(value: str) -> str:
-    if value in ("client", "api_key") or (value.startswith("header:") and value[7:].strip()):
-        return value
-    raise ValueError(f"{value!r} is not a key; use 'client', 'api_key' or 'header:<Header-Name>'")
-
-
 def _check_path(value: str) -> str:
     if not value.startswith("/"):
         raise ValueError(f"{value!r} must start with '/'")
@@ -176,15 +184,22 @@ def _is_port(text: str) -> bool:
     return text.isdecimal() and text.isascii() and 1 <= int(text) <= 65535
 
 
+def _caller_text(spec: CallerSpec) -> str:
+    return str(spec)
+
+
 RateLimitString = Annotated[str, AfterValidator(_check_rate_limit)]
-KeySpec = Annotated[str, AfterValidator(_check_key)]
+CallerSetting = Annotated[
+    CallerSpec, PlainValidator(parse_caller), PlainSerializer(_caller_text, when_used="json")
+]
+"""Whose request it is (see :mod:`toolkit.identity`): text in the environment and the file, a
+function too in code; held parsed."""
 Path = Annotated[str, AfterValidator(_check_path)]
 # "50ms" and "2s" are accepted wherever seconds are; the value is a float of seconds.
 Seconds = Annotated[float, BeforeValidator(parse_seconds)]
-IPNetwork = IPv4Network | IPv6Network
 
 
-class _Section(BaseModel):
+class _Section(RenamedFields):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -233,9 +248,10 @@ class RoutePolicySettings(_Section):
         "of its limit, or no request could ever pass.",
         examples=["5"],
     )
-    key: KeySpec | None = Field(
-        None, description="Overrides the default key.", examples=["api_key"]
+    caller: CallerSetting | None = Field(
+        None, description="Overrides the default caller.", examples=["api_key"]
     )
+    key = Renamed("caller")
     methods: list[str] | None = Field(
         None, description="Only these HTTP methods; all when unset.", examples=['["POST"]']
     )
@@ -274,11 +290,12 @@ class RateLimitSettings(_Section):
     algorithm: Algorithm = Field(
         "gcra", description="gcra, fixed-window, moving-window or sliding-window-counter."
     )
-    key: KeySpec = Field(
-        "client",
+    caller: CallerSetting = Field(
+        CLIENT,
         description="Whose budget a request spends: client, api_key or header:<Name>.",
         examples=["header:X-API-Key"],
     )
+    key = Renamed("caller")
     trusted_proxies: list[IPNetwork] = Field(
         default_factory=list,
         description="Proxy addresses (CIDRs) whose proxy_header is believed.",
@@ -432,12 +449,13 @@ class CacheSettings(_Section):
         description="Routes whose responses are cached; nothing is cached unless listed.",
         examples=['{"/answers/{id}": {"ttl": "10m"}}'],
     )
-    identity: KeySpec | None = Field(
+    caller: CallerSetting | None = Field(
         None,
         description="Whose response it is, for non-public routes: Authorization and Cookie "
         "when unset, or api_key, header:<Name>, client.",
         examples=["header:X-User-Id"],
     )
+    identity = Renamed("caller")
     max_body_bytes: int = Field(
         1024 * 1024,
         ge=1,
@@ -507,11 +525,12 @@ class FlagDeclarationSettings(_Section):
 class FlagsSettings(_Section):
     """Feature flags: where overrides live, who a rollout buckets, how often to resync."""
 
-    subject: KeySpec = Field(
-        "client",
-        description="What percentage rollouts bucket by: client, api_key or header:<Name>.",
+    caller: CallerSetting = Field(
+        CLIENT,
+        description="Whom percentage rollouts bucket by: client, api_key or header:<Name>.",
         examples=["header:X-User-Id"],
     )
+    subject = Renamed("caller")
     defaults: dict[str, str] = Field(
         default_factory=dict,
         description="Flag key -> variant served when no override is stored.",
@@ -1056,7 +1075,10 @@ def _field_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> FieldInfo |
     current: type[BaseModel] | None = model
     found: FieldInfo | None = None
     for part in loc:
-        if current is None or not isinstance(part, str) or part not in current.model_fields:
+        if current is None or not isinstance(part, str):
+            continue
+        part = current_name(current, part)
+        if part not in current.model_fields:
             continue
         found = current.model_fields[part]
         current = _nested_model(found.annotation)
@@ -1115,7 +1137,7 @@ def variable_field(name: str) -> FieldInfo | None:
             continue
         if not (isinstance(core, type) and issubclass(core, BaseModel)):
             return None  # nothing nests in a scalar
-        field = core.model_fields.get(part)
+        field = core.model_fields.get(current_name(core, part))
         if field is None:
             return None
         annotation = field.annotation
@@ -1188,3 +1210,9 @@ def check_environment(environ: Mapping[str, str]) -> None:
                 lines.append(line)
     if lines:
         raise ConfigurationError("invalid toolkit settings:\n  " + "\n  ".join(lines))
+
+
+if TYPE_CHECKING:  # the old name, deprecated: a warning at run time
+    KeySpec = CallerSetting
+else:
+    __getattr__ = renamed_attributes(__name__, {"KeySpec": ("CallerSetting", CallerSetting)})

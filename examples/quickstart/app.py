@@ -155,7 +155,7 @@ if os.environ.get("QUICKSTART_TOOLKIT", "0").lower() in ("1", "true", "yes", "on
     # probe again after half a second: the vector store answers in milliseconds, and the demo
     # is short.
     settings = toolkit.ToolkitSettings(
-        ratelimit={"key": "api_key", "limit": "60/minute", "routes": {"/chat": "5/second"}},
+        ratelimit={"caller": "api_key", "limit": "60/minute", "routes": {"/chat": "5/second"}},
         resilience={"minimum_calls": 5, "window": "500ms", "open_duration": "500ms"},
     )
     # One agent, built before the first request and shared by every chat.

@@ -178,11 +178,11 @@ def test_flag_evaluation_kill_switch(benchmark: BenchmarkFixture) -> None:
 def test_flag_evaluation_rollout(
     benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop
 ) -> None:
-    """A percentage rollout: the subject hashed into its bucket."""
+    """A percentage rollout: the caller hashed into its bucket."""
     store = FlagStore()
     declare("bench.rollout")
     loop.run_until_complete(store.rollout("bench.rollout", "on", 50, by="bench"))
-    benchmark(_repeat(lambda: store.evaluate("bench.rollout", subject="api_key:user-1")))
+    benchmark(_repeat(lambda: store.evaluate("bench.rollout", caller="api_key:user-1")))
 
 
 def test_openfeature_sdk_evaluation(benchmark: BenchmarkFixture) -> None:

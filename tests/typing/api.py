@@ -20,7 +20,7 @@ async def use() -> None:
     assert_type(await new_answer("why?", retries=1), str)
     evaluation = toolkit.flags.evaluate("typing.answer-v2")
     assert_type(evaluation.variant, str)
-    assert_type(toolkit.flags.is_enabled("typing.answer-v2", subject="user-1"), bool)
+    assert_type(toolkit.flags.is_enabled("typing.answer-v2", caller="user-1"), bool)
 
 
 @toolkit.cached(ttl="10m", tags=["intent"], namespace="typing")

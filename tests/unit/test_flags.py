@@ -101,11 +101,11 @@ async def test_rollouts_are_sticky_and_hit_their_share(backend: Backend) -> None
     inside_before: set[str] = set()
     for percentage in (1, 10, 20, 50, 90):
         await store.rollout("test.prompt-v2", "on", percentage, by="ops")
-        inside = {s for s in subjects if store.is_enabled("test.prompt-v2", subject=s)}
+        inside = {s for s in subjects if store.is_enabled("test.prompt-v2", caller=s)}
         assert abs(len(inside) / len(subjects) * 100 - percentage) < 1
         assert inside_before <= inside
         inside_before = inside
-    evaluation = store.evaluate("test.prompt-v2", subject=subjects[0])
+    evaluation = store.evaluate("test.prompt-v2", caller=subjects[0])
     assert evaluation.reason == "split"
 
 

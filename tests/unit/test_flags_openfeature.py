@@ -82,7 +82,7 @@ async def test_an_openfeature_client_reads_toolkit_flags() -> None:
     # The same subject gets the same answer from the store directly: one bucketing.
     assert client.get_boolean_value(
         "of.new-agent", False, EvaluationContext(targeting_key="user-7")
-    ) == store.is_enabled("of.new-agent", subject="user-7")
+    ) == store.is_enabled("of.new-agent", caller="user-7")
 
 
 def test_openfeature_provider_metadata_names_it() -> None:

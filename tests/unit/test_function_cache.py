@@ -765,11 +765,11 @@ async def test_cached_per_caller_entries_do_not_leak_between_identities(backend:
     assert len(app.state.calls) == 4
 
 
-async def test_cached_per_caller_uses_the_response_cache_identity_setting(
+async def test_cached_per_caller_uses_the_response_cache_caller_setting(
     backend: Backend,
 ) -> None:
-    """With cache.identity = header:X-User-Id, that header alone tells callers apart."""
-    app = installed(backend, identity="header:X-User-Id")
+    """With cache.caller = header:X-User-Id, that header alone tells callers apart."""
+    app = installed(backend, caller="header:X-User-Id")
     async with serving(app) as http:
         first = await ask(http, "q", **{"x-user-id": "1", "authorization": "Bearer a"})
         assert await ask(http, "q", **{"x-user-id": "1", "authorization": "Bearer b"}) == first

@@ -88,10 +88,10 @@ def hostile_app(backend_url: str) -> FastAPI:
             admin={"tokens": {"ops": TOKEN}},
             ratelimit={
                 "limit": "10000/minute",
-                "routes": {"/limited": {"limit": "3/minute", "key": "header:x-user-id"}},
+                "routes": {"/limited": {"limit": "3/minute", "caller": "header:x-user-id"}},
                 "trusted_proxies": ["127.0.0.1/32", "10.0.0.0/8", "::1/128"],
             },
-            flags={"subject": "header:x-user-id"},
+            flags={"caller": "header:x-user-id"},
         ),
         tracer_provider=TracerProvider(),  # recording spans: their attributes are built too
     )

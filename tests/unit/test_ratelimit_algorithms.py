@@ -85,7 +85,7 @@ async def test_each_algorithm_weighs_routes_by_cost(backend: Backend, algorithm:
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 async def test_each_algorithm_keeps_callers_apart(backend: Backend, algorithm: str) -> None:
-    app = limited(backend, algorithm, limit="1/minute", key="api_key")
+    app = limited(backend, algorithm, limit="1/minute", caller="api_key")
     alice = [("x-api-key", "alice")]
     assert status_of(await call(app, http_scope("/chat", headers=alice))) == 200
     assert status_of(await call(app, http_scope("/chat", headers=alice))) == 429

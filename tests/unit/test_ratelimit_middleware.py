@@ -209,7 +209,9 @@ async def test_decisions_are_counted_and_put_on_the_current_span(
     tracer_provider: TracerProvider,
     span_exporter: InMemorySpanExporter,
 ) -> None:
-    app = RateLimitMiddleware(APP, limit="1/minute", key="api_key", meter_provider=meter_provider)
+    app = RateLimitMiddleware(
+        APP, limit="1/minute", caller="api_key", meter_provider=meter_provider
+    )
     tracer = tracer_provider.get_tracer("t")
     for _ in range(2):
         with tracer.start_as_current_span("request"):

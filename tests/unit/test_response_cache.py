@@ -344,11 +344,11 @@ async def test_response_cache_public_routes_share_one_entry_across_identities(
     assert app.state.calls["/public/1"] == 1
 
 
-async def test_response_cache_configured_identity_replaces_authorization_and_cookie() -> None:
-    """With ``identity="header:X-User"``, the user header selects the entry (one per user,
-    whatever the cookie), and a function identity may be async."""
+async def test_response_cache_configured_caller_replaces_authorization_and_cookie() -> None:
+    """With ``caller="header:X-User"``, the user header selects the entry (one per user,
+    whatever the cookie), and a caller function may be async."""
     app = origin()
-    cached = cache(app, MemoryBackend(), identity="header:X-User")
+    cached = cache(app, MemoryBackend(), caller="header:X-User")
     await request(cached, "/me", headers=[("x-user", "u1"), ("cookie", "a")])
     assert x_cache(await request(cached, "/me", headers=[("x-user", "u1"), ("cookie", "b")])) == (
         "HIT"
@@ -358,16 +358,16 @@ async def test_response_cache_configured_identity_replaces_authorization_and_coo
     async def tenant(scope: Any) -> str | None:
         return dict(scope["headers"]).get(b"x-tenant", b"").decode() or None
 
-    by_tenant = cache(origin(), MemoryBackend(), identity=tenant)
+    by_tenant = cache(origin(), MemoryBackend(), caller=tenant)
     await request(by_tenant, "/me", headers=[("x-tenant", "t1")])
     assert x_cache(await request(by_tenant, "/me", headers=[("x-tenant", "t1")])) == "HIT"
     assert x_cache(await request(by_tenant, "/me", headers=[("x-tenant", "t2")])) == "MISS"
 
 
-async def test_response_cache_identity_function_that_raises_bypasses_the_cache(
+async def test_response_cache_caller_function_that_raises_bypasses_the_cache(
     tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter
 ) -> None:
-    """A failing identity function never falls back to an identity others share (the client
+    """A failing caller function never falls back to an identity others share (the client
     address behind a proxy would be): the request goes to the app, uncached, and the
     exception is on the span."""
 
@@ -375,7 +375,7 @@ async def test_response_cache_identity_function_that_raises_bypasses_the_cache(
         raise RuntimeError("auth service down")
 
     app = origin()
-    cached = cache(app, MemoryBackend(), identity=broken)
+    cached = cache(app, MemoryBackend(), caller=broken)
     with tracer_provider.get_tracer("t").start_as_current_span("request"):
         for _ in range(2):
             assert x_cache(await request(cached, "/me")) == "BYPASS"

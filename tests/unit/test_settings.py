@@ -32,6 +32,7 @@ from toolkit import AgentPool, ConfigurationError, RateLimitMiddleware, ToolkitS
 from toolkit._duration import format_seconds
 from toolkit.backends import backend_from_url
 from toolkit.cache import ResponseCacheMiddleware, cached_response
+from toolkit.identity import parse_caller
 from toolkit.settings import (
     CONFIG_FILE_ENV,
     ENV_PREFIX,
@@ -84,13 +85,13 @@ def test_settings_read_a_toml_file_below_the_environment(
 ) -> None:
     config = tmp_path / "toolkit.toml"
     config.write_text(
-        '[ratelimit]\nlimit = "10/second"\nkey = "api_key"\n[backend]\ntimeout = "2s"\n'
+        '[ratelimit]\nlimit = "10/second"\ncaller = "api_key"\n[backend]\ntimeout = "2s"\n'
     )
     monkeypatch.setenv("TOOLKIT_CONFIG", str(config))
-    monkeypatch.setenv("TOOLKIT_RATELIMIT__KEY", "client")
+    monkeypatch.setenv("TOOLKIT_RATELIMIT__CALLER", "client")
     settings = ToolkitSettings()
     assert settings.ratelimit.limit == "10/second"
-    assert settings.ratelimit.key == "client"  # the environment wins over the file
+    assert settings.ratelimit.caller == parse_caller("client")  # the environment wins
     assert settings.backend.timeout == 2.0
 
 
@@ -106,7 +107,7 @@ def test_settings_reject_a_missing_config_file(monkeypatch: pytest.MonkeyPatch) 
         ("TOOLKIT_RATELIMIT__LIMIT", "60/minit", "example: 60/minute;1000/day"),
         ("TOOLKIT_BACKEND__URL", "mysql://db", "example: redis://localhost:6379/0"),
         ("TOOLKIT_BACKEND__TIMEOUT", "soon", "example: 50ms"),
-        ("TOOLKIT_RATELIMIT__KEY", "ip", "example: header:X-API-Key"),
+        ("TOOLKIT_RATELIMIT__CALLER", "ip", "example: header:X-API-Key"),
         ("TOOLKIT_RATELIMIT__TRUSTED_PROXIES", '["10.0.0.300/8"]', 'example: ["10.0.0.0/8"]'),
         ("TOOLKIT_RATELIMIT__ALGORITHM", "token-bucket", "gcra"),
         ("TOOLKIT_RATELIMIT__ROUTES", '{"chat": "5/minute"}', "must start with '/'"),
@@ -149,13 +150,13 @@ def test_validate_arguments_returns_the_section() -> None:
     assert section.limit == "5/second"
 
 
-def test_admin_tokens_must_be_long_and_flag_subjects_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_admin_tokens_must_be_long_and_flag_callers_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOOLKIT_ADMIN__TOKENS", '{"ops": "short"}')
     with pytest.raises(ConfigurationError, match=r"TOOLKIT_ADMIN__TOKENS.*'ops' is shorter"):
         ToolkitSettings()
     monkeypatch.delenv("TOOLKIT_ADMIN__TOKENS")
-    monkeypatch.setenv("TOOLKIT_FLAGS__SUBJECT", "user")
-    with pytest.raises(ConfigurationError, match="TOOLKIT_FLAGS__SUBJECT"):
+    monkeypatch.setenv("TOOLKIT_FLAGS__CALLER", "user")
+    with pytest.raises(ConfigurationError, match="TOOLKIT_FLAGS__CALLER"):
         ToolkitSettings()
 
 

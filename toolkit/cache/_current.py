@@ -6,13 +6,11 @@ from __future__ import annotations
 from starlette.types import Scope
 
 from toolkit.backends import MemoryBackend
-from toolkit.cache._keys import canonical_json
 from toolkit.cache._store import CacheStore
 from toolkit.errors import ConfigurationError, NoRequestError
 from toolkit.flags._context import REQUEST
 
 _installed: CacheStore | None = None
-_DEFAULT_IDENTITY = (b"authorization", b"cookie")
 
 
 def current_cache() -> CacheStore:
@@ -32,7 +30,7 @@ def set_current_cache(store: CacheStore | None) -> None:
 
 async def current_caller(store: CacheStore, function: str) -> str | None:
     """The identity of the current request's caller, as the response cache resolves it
-    (``store.identity``); None when its identity function failed.
+    (``store.caller``); None when its caller function failed.
 
     The request is the one the flag context pinned (the outermost middleware of
     ``install()``), which every task and thread started inside it inherits.
@@ -40,10 +38,9 @@ async def current_caller(store: CacheStore, function: str) -> str | None:
     Raises:
         NoRequestError: no request is being served here.
     """
-    identity = store.identity
-    if identity is None or not identity.is_async:
-        return current_caller_now(store, function)
-    return await identity.aresolve(_scope(function))
+    caller = store.caller
+    scope = _scope(function)
+    return await caller(scope) if caller.is_async else caller.resolve(scope)
 
 
 def current_caller_now(store: CacheStore, function: str) -> str | None:
@@ -51,25 +48,17 @@ def current_caller_now(store: CacheStore, function: str) -> str | None:
 
     Raises:
         NoRequestError: no request is being served here.
-        ConfigurationError: the response cache's identity function is async.
+        ConfigurationError: the response cache's caller function is async.
     """
     scope = _scope(function)
-    identity = store.identity
-    if identity is None:
-        # The response cache's default: every Authorization and Cookie value, in order.
-        sent = [
-            [name.decode("latin-1"), value.decode("latin-1")]
-            for name, value in scope["headers"]
-            if name in _DEFAULT_IDENTITY
-        ]
-        return "headers:" + canonical_json(sent).decode()
-    if identity.is_async:
+    caller = store.caller
+    if caller.is_async:
         raise ConfigurationError(
             f"@cached(per_caller=True) {function} is a sync function, and the response "
-            "cache's identity function is async: make the function async, or the identity "
+            "cache's caller function is async: make the function async, or the caller "
             "function sync"
         )
-    return identity.resolve(scope)
+    return caller.resolve(scope)
 
 
 def _scope(function: str) -> Scope:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote_plus
 
 import msgpack  # type: ignore[import-untyped]
+from starlette.types import Scope
 
 from toolkit._memo import memoize_short
+from toolkit.identity import CallerResolver, CallerSpec, ClientAddress
 
 
 def canonical_json(value: Any) -> bytes:
@@ -62,3 +64,32 @@ def digest_key(namespace: str, parts: Any) -> str:
     so that no identity, path or body reaches storage, a span or a log in clear."""
     material = msgpack.packb(parts, use_bin_type=True)
     return f"{namespace}:{hashlib.blake2b(material, digest_size=20).hexdigest()}"
+
+
+# --- whose entry it is -----------------------------------------------------------------------
+
+CALLER_HOOK: Final = "cache.identity"
+"""What a failing caller function of the caches is recorded as on the span (``toolkit.hook``)."""
+CREDENTIAL_HEADERS: Final = (b"authorization", b"cookie")
+"""Who is asking when ``cache.caller`` is unset: every value of these headers, in order
+(every cookie: a session cookie you do not know about still separates callers)."""
+
+
+def _credentials(scope: Scope) -> str:
+    sent = [
+        [name.decode("latin-1"), value.decode("latin-1")]
+        for name, value in scope["headers"]
+        if name in CREDENTIAL_HEADERS
+    ]
+    return canonical_json(sent).decode()
+
+
+CREDENTIALS: Final = CallerSpec("headers", function=_credentials)
+"""The caches' default caller: the :data:`CREDENTIAL_HEADERS` sent, as a JSON list (``[]``
+for none: callers without credentials are one caller, as they share one response). The
+response cache puts these headers in the key itself; ``@cached(per_caller=True)`` resolves
+them through :data:`DEFAULT_CALLER`."""
+DEFAULT_CALLER: Final = CallerResolver(
+    CREDENTIALS, ClientAddress(), hook=CALLER_HOOK, on_error="none"
+)
+"""A store's caller until a response cache sets its own (:attr:`CacheStore.caller`)."""

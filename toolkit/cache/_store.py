@@ -20,13 +20,15 @@ from typing import Final, Protocol
 from cachetools import TLRUCache
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
-from starlette.types import Scope
 
+from toolkit._deprecated import warn_renamed
 from toolkit._version import __version__
 from toolkit.backends import CacheStorage, LeaseStorage, require
 from toolkit.backends._cache_table import ENTRY_OVERHEAD, CacheTable
 from toolkit.backends.memory import DEFAULT_MAX_CACHE_BYTES
+from toolkit.cache._keys import DEFAULT_CALLER
 from toolkit.errors import BackendError
+from toolkit.identity import CallerResolver
 from toolkit.settings import CacheSettings
 from toolkit.telemetry import names
 from toolkit.telemetry.counts import shared_callbacks, shared_counts
@@ -45,16 +47,6 @@ CACHE_CHANNEL: Final = "cache"
 class CacheBackend(CacheStorage, LeaseStorage, Protocol):
     """What the caches need of a backend: entries (announcing their invalidations), and leases
     for their single flights."""
-
-
-class CallerIdentity(Protocol):
-    """Whose request it is, as the response cache resolves it (its ``identity`` setting)."""
-
-    is_async: bool
-
-    def resolve(self, scope: Scope) -> str | None: ...
-
-    async def aresolve(self, scope: Scope) -> str | None: ...
 
 
 class LocalTier:
@@ -200,9 +192,21 @@ class CacheStore:
         self._tasks: list[asyncio.Task[None]] = []
         self._reads = None if backend.in_process else _BatchedReads(self._read)
         self.sync_entries = CacheTable(DEFAULT_MAX_CACHE_BYTES, time.monotonic)
-        self.identity: CallerIdentity | None = None
-        """How the response cache tells callers apart (``@cached(per_caller=True)`` uses
-        it); None for its default, the ``Authorization`` and ``Cookie`` values."""
+        self.caller: CallerResolver[str | None] = DEFAULT_CALLER
+        """Whose request it is, as the response cache tells callers apart
+        (``@cached(per_caller=True)`` uses it): the ``Authorization`` and ``Cookie`` values
+        until a response cache with its own ``caller`` is set up."""
+
+    @property
+    def identity(self) -> CallerResolver[str | None]:
+        """Deprecated: the old name of :attr:`caller`."""
+        warn_renamed("CacheStore.identity", "CacheStore.caller")
+        return self.caller
+
+    @identity.setter
+    def identity(self, caller: CallerResolver[str | None]) -> None:
+        warn_renamed("CacheStore.identity", "CacheStore.caller")
+        self.caller = caller
 
     # --- entries -----------------------------------------------------------------------------
 

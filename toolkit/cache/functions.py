@@ -237,7 +237,7 @@ def cached(
             ``cache.serializer`` setting when None. Pickle runs code from the backend on load:
             only with writers you trust.
         per_caller: put the current request's caller in the key, as the response cache
-            identifies it (the ``cache.identity`` setting; the ``Authorization`` and ``Cookie``
+            finds it (the ``cache.caller`` setting; the ``Authorization`` and ``Cookie``
             values by default), so that each caller has its own entries. Only inside a request
             served by an app with ``toolkit.install()``: elsewhere a call raises
             :class:`~toolkit.errors.NoRequestError`.

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import inspect
 import json
 import logging
 import time
@@ -25,9 +24,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from opentelemetry import metrics, trace
+from opentelemetry import metrics
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from toolkit._deprecated import renamed_argument
 from toolkit._fallback import Computation, computing
 from toolkit._paths import PathMatcher, route_endpoints, route_path
 from toolkit.backends import Backend, backend_from_url
@@ -38,12 +38,19 @@ from toolkit.cache._capture import Capture
 from toolkit.cache._content import has_content, read_content, refuse_content
 from toolkit.cache._current import current_cache
 from toolkit.cache._entry import Entry, decode, encode, encode_pass
-from toolkit.cache._keys import canonical_json, canonical_query, digest_key
+from toolkit.cache._keys import (
+    CALLER_HOOK,
+    CREDENTIAL_HEADERS,
+    CREDENTIALS,
+    canonical_json,
+    canonical_query,
+    digest_key,
+)
 from toolkit.cache._singleflight import SingleFlight, Turn
 from toolkit.cache._store import CacheStore, LocalTier
 from toolkit.errors import BackendError
 from toolkit.flags import CACHE_RESPONSE, FlagSource, current_store
-from toolkit.identity import ClientAddress, KeyFunction, KeyResolver
+from toolkit.identity import CallerFunction, CallerResolver, ClientAddress
 from toolkit.settings import (
     DEFAULT_PROXY_HEADER,
     CacheRouteSettings,
@@ -99,8 +106,8 @@ def cached_response(
 
     Args:
         ttl: how long a response is served from cache: seconds or ``"10m"``.
-        public: the same response for every caller; leaves the caller's identity out of the
-            key. Leave False for anything that depends on who asks.
+        public: the same response for every caller; leaves the caller out of the key. Leave
+            False for anything that depends on who asks.
         vary: request headers whose values select the response (part of the key).
         body: key on the JSON request body (canonical form, hashed); needed to cache POST.
             A hit never runs the endpoint, so its side effects happen on misses only.
@@ -166,13 +173,13 @@ class _Route:
 
 
 def _prepare(
-    pattern: str, settings: CacheRouteSettings, methods: frozenset[str], default_identity: bool
+    pattern: str, settings: CacheRouteSettings, methods: frozenset[str], by_credentials: bool
 ) -> _Route:
     keyed = [b"host"]  # apps build absolute links from it: a forged Host must not share entries
     if settings.body:
         keyed.append(b"content-type")
-    if default_identity and not settings.public:
-        keyed += [b"authorization", b"cookie"]  # the default identity: who is asking
+    if by_credentials and not settings.public:
+        keyed += CREDENTIAL_HEADERS  # the default caller: who is asking
     keyed += [name.encode("latin-1") for name in settings.vary]
     slots: dict[bytes, int] = {}
     for name in keyed:
@@ -190,55 +197,6 @@ def _prepare(
         accepted_vary=frozenset(slots),
         label=_RouteLabel(pattern),
     )
-
-
-class _Identity:
-    """Whose response it is: the configured key, or the caller's function. A function that
-    raises makes the request uncacheable (recorded on the span); it never falls back to a
-    shared identity such as the client address behind a proxy."""
-
-    __slots__ = ("_client", "_function", "_resolver", "is_async")
-
-    def __init__(self, spec: str | KeyFunction, client: ClientAddress) -> None:
-        self._client = client
-        self._resolver: KeyResolver | None = None
-        self._function: Any = None
-        if callable(spec):
-            self._function = spec
-            self.is_async = inspect.iscoroutinefunction(spec) or inspect.iscoroutinefunction(
-                getattr(spec, "__call__", None)  # noqa: B004 - async callable objects
-            )
-        else:
-            self._resolver = KeyResolver(spec, client, hook="cache.identity")
-            self.is_async = False
-
-    def resolve(self, scope: Scope) -> str | None:
-        if self._resolver is not None:
-            return self._resolver.resolve(scope)
-        try:
-            value = self._function(scope)
-        except Exception as exc:  # a user hook must never fail the request
-            _record_hook_failure(exc)
-            return None
-        return self._identity(value, scope)
-
-    async def aresolve(self, scope: Scope) -> str | None:
-        try:
-            value = await self._function(scope)
-        except Exception as exc:  # a user hook must never fail the request
-            _record_hook_failure(exc)
-            return None
-        return self._identity(value, scope)
-
-    def _identity(self, value: object, scope: Scope) -> str:
-        # As KeyResolver: a function's None means "no identity", keyed by the client address.
-        return f"custom:{value}" if value else f"client:{self._client(scope)}"
-
-
-def _record_hook_failure(exc: Exception) -> None:
-    span = trace.get_current_span()
-    if span.is_recording():
-        span.record_exception(exc, attributes={names.HOOK: "cache.identity"})
 
 
 class _Outcome:
@@ -261,8 +219,8 @@ class ResponseCacheMiddleware:
 
     Sits between the rate limiter and the app. A request to a cached route (``routes`` or an
     endpoint marked with :func:`cached_response`) is keyed by its method, route, path,
-    canonical query, ``Host``, JSON body (``body`` routes), the caller's identity (unless the
-    route is public) and the route's ``vary`` headers, all hashed. A fresh entry is sent with
+    canonical query, ``Host``, JSON body (``body`` routes), the caller (unless the route is
+    public) and the route's ``vary`` headers, all hashed. A fresh entry is sent with
     ``X-Cache: HIT`` and ``Age`` after one backend read, without running the app. On a miss
     one caller in the whole fleet runs the app (a lease in the backend, renewed while it
     runs); its response streams to its client as it is produced, and is stored afterwards if
@@ -283,16 +241,18 @@ class ResponseCacheMiddleware:
 
     Args:
         routes: route template or path pattern -> route settings (``{"ttl": "10m"}``).
-        identity: whose response it is on non-public routes: the ``Authorization`` and
+        caller: whose response it is on non-public routes: the ``Authorization`` and
             ``Cookie`` values when None; ``"api_key"``, ``"header:<Name>"``, ``"client"``, or a
-            function of the ASGI scope (sync or async) returning an identity.
+            function of the ASGI scope (sync or async) returning the caller; see
+            :mod:`toolkit.identity`. A function that raises makes the request uncacheable
+            (``BYPASS``), never shared. ``identity=`` is its old name, deprecated.
         store: the cache store; ``toolkit.cache.current_cache()`` when neither it nor
             ``storage`` is given (the one :func:`toolkit.install` set up, which
             :func:`toolkit.cache.invalidate` reaches).
         storage: a backend URL or :class:`Backend` for a store of this middleware's own,
             connected and closed with the app's lifespan.
         trusted_proxies / proxy_header: the proxies whose header (``X-Forwarded-For`` unless
-            ``proxy_header`` names another) is believed, for the ``"client"`` identity; see
+            ``proxy_header`` names another) is believed, for the ``"client"`` caller; see
             :class:`~toolkit.identity.ClientAddress`.
         settings: a whole settings section; keyword arguments override its fields.
         flags: asked for ``cache.response`` per request; the current store when None.
@@ -305,7 +265,7 @@ class ResponseCacheMiddleware:
         app: ASGIApp,
         *,
         routes: Mapping[str, CacheRouteSettings | Mapping[str, Any]] | None = None,
-        identity: str | KeyFunction | None = None,
+        caller: str | CallerFunction | None = None,
         store: CacheStore | None = None,
         storage: str | Backend | None = None,
         max_body_bytes: int | None = None,
@@ -320,13 +280,15 @@ class ResponseCacheMiddleware:
         flags: FlagSource | None = None,
         meter_provider: metrics.MeterProvider | None = None,
         clock: Callable[[], float] = time.time,
+        identity: str | CallerFunction | None = None,
     ) -> None:
         self.app = app
+        caller = renamed_argument("ResponseCacheMiddleware", "identity", identity, "caller", caller)
         overrides = {
             name: value
             for name, value in (
                 ("routes", routes),
-                ("identity", None if callable(identity) else identity),
+                ("caller", caller),
                 ("max_body_bytes", max_body_bytes),
                 ("max_request_body_bytes", max_request_body_bytes),
                 ("lease", lease),
@@ -365,10 +327,17 @@ class ResponseCacheMiddleware:
         self._clock = clock
         self._max_body = settings.max_body_bytes
         self._max_request_body = settings.max_request_body_bytes
-        spec: str | KeyFunction | None = identity if callable(identity) else settings.identity
-        client = ClientAddress(tuple(trusted_proxies), proxy_header)
-        self._identity = None if spec is None else _Identity(spec, client)
-        self.store.identity = self._identity  # @cached(per_caller=True) tells callers apart alike
+        # A failing caller function must never put two callers under one entry: no caller,
+        # the request bypasses the cache, rather than the client address (a proxy's, maybe).
+        self._caller = CallerResolver(
+            settings.caller or CREDENTIALS,
+            ClientAddress(tuple(trusted_proxies), proxy_header),
+            hook=CALLER_HOOK,
+            on_error="none",
+        )
+        # The default caller's headers are in the key itself (see _prepare), unresolved.
+        self._by_credentials = self._caller.spec is CREDENTIALS
+        self.store.caller = self._caller  # @cached(per_caller=True) tells callers apart alike
         # Marked endpoints are read when the app is first seen: routes are declared after the
         # middleware is added (settings' routes were checked by the settings model).
         self._configured = [
@@ -462,12 +431,9 @@ class ResponseCacheMiddleware:
         if len(picked) > 1:
             picked.sort(key=_slot_of)  # stable: repeated headers keep their order
         identity: str | None = ""
-        if not route.public and self._identity is not None:
-            identity = (
-                await self._identity.aresolve(scope)
-                if self._identity.is_async
-                else self._identity.resolve(scope)
-            )
+        if not route.public and not self._by_credentials:
+            caller = self._caller
+            identity = await caller(scope) if caller.is_async else caller.resolve(scope)
             if identity is None:
                 return None
         return digest_key(
@@ -708,10 +674,10 @@ class ResponseCacheMiddleware:
         """Build the route table: configured routes, then marked endpoints. A configured
         template replaces every mark on it, so operators can retune or switch off a route's
         caching (``methods: ["HEAD"]``) without a deploy."""
-        default_identity = self._identity is None
+        by_credentials = self._by_credentials
         table: dict[str, dict[str, _Route]] = {}
         for pattern, settings, methods in self._configured:
-            route = _prepare(pattern, settings, methods, default_identity)
+            route = _prepare(pattern, settings, methods, by_credentials)
             table[pattern] = dict.fromkeys(methods, route)
         configured = set(table)
         for template, endpoint, route_methods in route_endpoints(
@@ -723,7 +689,7 @@ class ResponseCacheMiddleware:
             methods = marker.cached_methods
             if route_methods is not None:
                 methods &= frozenset(route_methods)
-            route = _prepare(template, marker, methods, default_identity)
+            route = _prepare(template, marker, methods, by_credentials)
             for method in methods:
                 table.setdefault(template, {}).setdefault(method, route)
         self._routes = table

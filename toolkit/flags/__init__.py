@@ -1,6 +1,6 @@
 """Feature flags: a kill switch per capability, application flags, sticky rollouts, live.
 
-    toolkit.flags.is_enabled("agent.prompt-v2")           # for the current request's subject
+    toolkit.flags.is_enabled("agent.prompt-v2")           # for the current request's caller
     toolkit.flags.variant("agent.model")                  # a named variant
     with toolkit.flags.override({"ratelimit": "off"}):    # tests
         ...
@@ -78,23 +78,27 @@ class FlagSource(Protocol):
     """What the capabilities ask, per request, from memory: :class:`FlagStore`, or the
     OpenFeature adapter that reads another provider."""
 
-    def evaluate(self, key: str, *, subject: str | None = None) -> Evaluation: ...
+    def evaluate(self, key: str, *, caller: str | None = None) -> Evaluation: ...
 
-    def variant(self, key: str, *, subject: str | None = None) -> str: ...
+    def variant(self, key: str, *, caller: str | None = None) -> str: ...
 
-    def is_enabled(self, key: str, *, subject: str | None = None) -> bool: ...
-
-
-def evaluate(key: str, *, subject: str | None = None) -> Evaluation:
-    """Flag ``key`` for ``subject`` (the current request's when None): variant, value, reason."""
-    return current_store().evaluate(key, subject=subject)
+    def is_enabled(self, key: str, *, caller: str | None = None) -> bool: ...
 
 
-def is_enabled(key: str, *, subject: str | None = None) -> bool:
-    """Whether boolean flag ``key`` is on for ``subject`` (the current request's when None)."""
-    return current_store().is_enabled(key, subject=subject)
+# ``subject=`` is the old name of ``caller=``, deprecated: the store warns.
 
 
-def variant(key: str, *, subject: str | None = None) -> str:
-    """The variant of flag ``key`` for ``subject`` (the current request's when None)."""
-    return current_store().variant(key, subject=subject)
+def evaluate(key: str, *, caller: str | None = None, subject: str | None = None) -> Evaluation:
+    """Flag ``key`` for ``caller`` (an identity; the current request's caller when None):
+    variant, value, reason."""
+    return current_store().evaluate(key, caller=caller, subject=subject)
+
+
+def is_enabled(key: str, *, caller: str | None = None, subject: str | None = None) -> bool:
+    """Whether boolean flag ``key`` is on for ``caller`` (the current request's when None)."""
+    return current_store().is_enabled(key, caller=caller, subject=subject)
+
+
+def variant(key: str, *, caller: str | None = None, subject: str | None = None) -> str:
+    """The variant of flag ``key`` for ``caller`` (the current request's when None)."""
+    return current_store().variant(key, caller=caller, subject=subject)

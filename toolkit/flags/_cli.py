@@ -24,7 +24,7 @@ def add_commands(commands: Any) -> None:
     set_ = actions.add_parser("set", help="serve one variant to everyone")
     set_.add_argument("key")
     set_.add_argument("variant")
-    rollout = actions.add_parser("rollout", help="serve a variant to a share of subjects")
+    rollout = actions.add_parser("rollout", help="serve a variant to a share of callers")
     rollout.add_argument("key")
     rollout.add_argument("variant")
     rollout.add_argument("percentage", type=float)
@@ -80,7 +80,7 @@ async def _act(args: argparse.Namespace, store: Any) -> int:
         print(f"{args.key}: {args.variant} for everyone")
     elif args.action == "rollout":
         await store.rollout(args.key, args.variant, args.percentage, by=args.by)
-        print(f"{args.key}: {args.variant} for {args.percentage:g} % of subjects")
+        print(f"{args.key}: {args.variant} for {args.percentage:g} % of callers")
     elif args.action == "reset":
         await store.reset(args.key, by=args.by)
         print(f"{args.key}: back to its default")

@@ -18,20 +18,20 @@ logger = logging.getLogger("toolkit.flags")
 
 
 class RequestFlags:
-    """The store and the snapshot a request started with; its subject, found when needed."""
+    """The store and the snapshot a request started with; its caller, found when needed."""
 
-    __slots__ = ("_subject", "scope", "snapshot", "store")
+    __slots__ = ("_caller", "scope", "snapshot", "store")
 
     def __init__(self, store: FlagStore, scope: Scope) -> None:
         self.store = store
         self.snapshot = store._snapshot
         self.scope = scope
-        self._subject: str | None = _UNSET
+        self._caller: str | None = _UNSET
 
-    def subject(self) -> str | None:
-        if self._subject is _UNSET:
-            self._subject = self.store.subject_of(self.scope)
-        return self._subject
+    def caller(self) -> str | None:
+        if self._caller is _UNSET:
+            self._caller = self.store.caller_of(self.scope)
+        return self._caller
 
 
 REQUEST: contextvars.ContextVar[RequestFlags | None] = contextvars.ContextVar(

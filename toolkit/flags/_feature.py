@@ -17,14 +17,14 @@ R = TypeVar("R")
 def feature(
     key: str, *, fallback: Callable[P, R], description: str = ""
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Run the decorated function while flag ``key`` is on for the current request's subject,
+    """Run the decorated function while flag ``key`` is on for the current request's caller,
     and ``fallback`` (same signature) while it is off.
 
         @toolkit.feature("agent.prompt-v2", fallback=answer_with_prompt_v1)
         async def answer_with_prompt_v2(question: str) -> str: ...
 
     Declares ``key`` as a boolean flag, ``off`` by default: roll it out to a share of users
-    (sticky per subject) with ``agent-toolkit flags rollout agent.prompt-v2 on 10``, and back
+    (sticky per caller) with ``agent-toolkit flags rollout agent.prompt-v2 on 10``, and back
     with ``agent-toolkit flags set agent.prompt-v2 off``. The choice is made at each call,
     from the snapshot the request started with.
     """

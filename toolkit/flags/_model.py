@@ -22,7 +22,7 @@ DEFAULT: Final = "default"
 STATIC: Final = "static"
 """An operator set the variant for everyone (or a test overrode it for this request)."""
 SPLIT: Final = "split"
-"""A percentage rollout placed the subject (hashed) inside or outside."""
+"""A percentage rollout placed the caller (hashed) inside or outside."""
 STALE: Final = "stale"
 """The store cannot reach its backend: the last known value, possibly out of date."""
 ERROR: Final = "error"
@@ -87,7 +87,7 @@ class FlagDefinition:
 
 @dataclass(frozen=True, slots=True)
 class Rollout:
-    """``variant`` for ``percentage`` % of subjects, the flag's ``variant`` for the others."""
+    """``variant`` for ``percentage`` % of callers, the flag's ``variant`` for the others."""
 
     variant: str
     percentage: float
@@ -146,10 +146,11 @@ class Evaluation(NamedTuple):
 
 
 def bucket(key: str, subject: str) -> int:
-    """The subject's place, 0 to 9,999, in flag ``key``'s rollouts.
+    """The place of a caller (``subject``, an identity such as ``api_key:...``), 0 to 9,999,
+    in flag ``key``'s rollouts.
 
-    Salted with the key so one subject's place differs between flags; stable across processes
-    and releases, so a subject inside a rollout at 10 % is still inside at 20 %.
+    Salted with the key so one caller's place differs between flags; stable across processes
+    and releases, so a caller inside a rollout at 10 % is still inside at 20 %.
     """
     digest = hashlib.blake2b(f"{key}\x00{subject}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % BUCKETS

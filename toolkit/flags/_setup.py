@@ -5,10 +5,11 @@ from __future__ import annotations
 from opentelemetry import metrics
 
 from toolkit.backends import FlagStorage
+from toolkit.errors import ConfigurationError
 from toolkit.flags._model import OFF, ON
 from toolkit.flags._registry import RATELIMIT, TRACING, declare
 from toolkit.flags._store import FlagStore
-from toolkit.identity import ClientAddress, KeyResolver
+from toolkit.identity import CallerResolver, ClientAddress
 from toolkit.settings import ToolkitSettings
 
 
@@ -19,7 +20,12 @@ def flag_store_from_settings(
     meter_provider: metrics.MeterProvider | None = None,
 ) -> FlagStore:
     """A store over ``backend``: the flags declared in settings, each capability's kill switch
-    defaulting to its ``enabled`` setting, rollouts bucketed by ``flags.subject``."""
+    defaulting to its ``enabled`` setting, rollouts bucketed by ``flags.caller``.
+
+    Raises:
+        ConfigurationError: ``flags.caller`` is an async function (a rollout finds its
+            caller without awaiting, inside a sync ``is_enabled``).
+    """
     for key, declared in settings.flags.declare.items():
         declare(
             key,
@@ -32,15 +38,20 @@ def flag_store_from_settings(
         TRACING: ON if settings.telemetry.enabled else OFF,
         **settings.flags.defaults,
     }
-    subject = KeyResolver(
-        settings.flags.subject,
+    if settings.flags.caller.is_async:
+        raise ConfigurationError(
+            f"flags.caller={settings.flags.caller}: an async function, but a rollout finds "
+            "its caller without awaiting (is_enabled is sync); give a sync function"
+        )
+    caller = CallerResolver(
+        settings.flags.caller,
         ClientAddress.from_settings(settings.ratelimit),
         hook="flags.subject",
     )
     return FlagStore(
         backend,
         defaults=defaults,
-        subject=subject,
+        caller=caller,
         resync_interval=settings.flags.resync_interval,
         meter_provider=meter_provider,
     )

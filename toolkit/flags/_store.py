@@ -20,6 +20,7 @@ from typing import Any, Final, NamedTuple
 
 from opentelemetry import metrics, trace
 
+from toolkit._deprecated import renamed_argument, warn_renamed
 from toolkit._version import __version__
 from toolkit.backends import FlagStorage, MemoryBackend, require
 from toolkit.errors import BackendError, ConfigurationError
@@ -38,6 +39,7 @@ from toolkit.flags._model import (
     bucket,
 )
 from toolkit.flags._registry import REGISTRY, Registry
+from toolkit.identity import CallerResolver
 from toolkit.telemetry import names
 from toolkit.telemetry.counts import shared_counts
 
@@ -51,6 +53,7 @@ FLAGS_CHANNEL: Final = "flags"
 STOP_TIMEOUT = 2.0
 """Seconds stop() waits for the background tasks; shutdown must never hang on them."""
 UNDECLARED = "__undeclared__"
+_EVALUATE = "FlagStore.evaluate/variant/is_enabled"  # names their renamed argument
 """``feature_flag.key`` label of evaluations of flags nobody declared (keys stay bounded)."""
 
 
@@ -103,7 +106,7 @@ class _Resolved:
 
     definition: FlagDefinition
     outside: _Answer
-    inside: _Answer | None = None  # the rollout's variant, for subjects below threshold
+    inside: _Answer | None = None  # the rollout's variant, for callers below threshold
     threshold: int = 0
 
 
@@ -135,8 +138,9 @@ class FlagStore:
             :class:`MemoryBackend` when None (one process, no sharing). ConfigurationError
             when it lacks :class:`~toolkit.backends.FlagStorage`.
         defaults: flag key -> variant served when no override is stored (from settings).
-        subject: how a request's subject is found when a rollout needs it (a sync
-            :class:`~toolkit.identity.KeyResolver`); the client address when None.
+        caller: how a request's caller is found when a rollout needs it (a sync
+            :class:`~toolkit.identity.CallerResolver`); the client address when None.
+            ``subject=`` is its old name, deprecated.
         resync_interval: seconds between full reloads, the safety net behind pub/sub.
         meter_provider: where evaluation and change counters live; the global one when None.
         registry: the flag declarations (the process-wide registry by default).
@@ -147,17 +151,18 @@ class FlagStore:
         backend: FlagStorage | None = None,
         *,
         defaults: Mapping[str, str] | None = None,
-        subject: Any = None,
+        caller: CallerResolver[str] | None = None,
         resync_interval: float = DEFAULT_RESYNC_INTERVAL,
         meter_provider: metrics.MeterProvider | None = None,
         registry: Registry = REGISTRY,
+        subject: CallerResolver[str] | None = None,
     ) -> None:
         if backend is None:
             backend = MemoryBackend()
         require(backend, FlagStorage, user="FlagStore")
         self.backend = backend
         self._defaults = dict(defaults or {})
-        self._subject = subject
+        self._caller = renamed_argument("FlagStore", "subject", subject, "caller", caller)
         self._resync_interval = resync_interval
         self._registry = registry
         self._stored: dict[str, FlagState] = {}
@@ -177,9 +182,14 @@ class FlagStore:
 
     # --- evaluation (the hot path) -------------------------------------------------------
 
-    def evaluate(self, key: str, *, subject: str | None = None) -> Evaluation:
-        """The variant of flag ``key`` for this request (or ``subject``), counted and, when
-        it matters, put on the current span as a ``feature_flag.evaluation`` event."""
+    def evaluate(
+        self, key: str, *, caller: str | None = None, subject: str | None = None
+    ) -> Evaluation:
+        """The variant of flag ``key`` for this request's caller (or ``caller``, an identity
+        such as ``"user:42"``), counted and, when it matters, put on the current span as a
+        ``feature_flag.evaluation`` event. ``subject=`` is the old name of ``caller=``."""
+        if subject is not None:
+            caller = renamed_argument(_EVALUATE, "subject", subject, "caller", caller)
         if self._compiled_version != self._registry.version:
             self._compile()  # a flag was declared since: serve it too
         overrides = OVERRIDES.get()
@@ -198,9 +208,9 @@ class FlagStore:
             elif resolved.inside is None:
                 answer = resolved.outside
             else:
-                if subject is None and request is not None and request.store is self:
-                    subject = request.subject()
-                inside = subject is not None and bucket(key, subject) < resolved.threshold
+                if caller is None and request is not None and request.store is self:
+                    caller = request.caller()
+                inside = caller is not None and bucket(key, caller) < resolved.threshold
                 answer = resolved.inside if inside else resolved.outside
             if self.stale and answer.evaluation.reason != ERROR:
                 e = answer.evaluation
@@ -229,20 +239,26 @@ class FlagStore:
                 {**answer.attributes, names.FEATURE_FLAG_PROVIDER_NAME: provider},
             )
 
-    def variant(self, key: str, *, subject: str | None = None) -> str:
-        return self.evaluate(key, subject=subject).variant
+    def variant(self, key: str, *, caller: str | None = None, subject: str | None = None) -> str:
+        return self.evaluate(key, caller=caller, subject=subject).variant
 
-    def is_enabled(self, key: str, *, subject: str | None = None) -> bool:
+    def is_enabled(
+        self, key: str, *, caller: str | None = None, subject: str | None = None
+    ) -> bool:
         """Whether a boolean flag (or a kill switch) is on; ``shadow`` counts as on."""
-        return self.evaluate(key, subject=subject).variant != OFF
+        return self.evaluate(key, caller=caller, subject=subject).variant != OFF
 
-    def subject_of(self, scope: Any) -> str | None:
-        """The rollout subject of a request (the configured identity)."""
-        if self._subject is None:
+    def caller_of(self, scope: Any) -> str | None:
+        """The caller a request's rollouts bucket by (``flags.caller``), as an identity."""
+        if self._caller is None:
             client = scope.get("client")
             return f"client:{client[0]}" if client else None
-        identity: str = self._subject.resolve(scope)
-        return identity
+        return self._caller.resolve(scope)
+
+    def subject_of(self, scope: Any) -> str | None:
+        """Deprecated: the old name of :meth:`caller_of`."""
+        warn_renamed("FlagStore.subject_of", "FlagStore.caller_of")
+        return self.caller_of(scope)
 
     def _overridden(self, key: str, variant: str) -> _Answer:
         definition = self._registry.definitions.get(key)
@@ -277,7 +293,7 @@ class FlagStore:
         await self._write(key, FlagState(variant), by)
 
     async def rollout(self, key: str, variant: str, percentage: float, *, by: str) -> None:
-        """Serve ``variant`` to ``percentage`` % of subjects, sticky by subject; the others
+        """Serve ``variant`` to ``percentage`` % of callers, sticky by caller; the others
         keep the flag's current variant. Raises BackendError."""
         current = self._stored.get(key)
         base = current.variant if current else self._default_variant(self.definition(key))

@@ -323,7 +323,7 @@ class _Admin:
 
 def _flag_json(view: FlagView) -> dict[str, Any]:
     """``as_dict()``, plus what the flag serves now: the variant for everyone (or for the
-    subjects outside a rollout), the rollout, and the OpenTelemetry reason."""
+    callers outside a rollout), the rollout, and the OpenTelemetry reason."""
     state = view.state
     effective: dict[str, Any]
     if state is None:

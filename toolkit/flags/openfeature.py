@@ -19,6 +19,7 @@ from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType, Reason
 from openfeature.provider import AbstractProvider, Metadata
 
+from toolkit._deprecated import renamed_argument
 from toolkit.flags._context import REQUEST
 from toolkit.flags._current import current_store
 from toolkit.flags._model import (
@@ -96,7 +97,7 @@ class ToolkitProvider(AbstractProvider):
                 default, ErrorCode.FLAG_NOT_FOUND, f"no flag {key!r}", reason=Reason.ERROR
             )
         store = self._store or current_store()
-        evaluation = store.evaluate(key, subject=context.targeting_key if context else None)
+        evaluation = store.evaluate(key, caller=context.targeting_key if context else None)
         if not kind.accepts(evaluation.value):
             return FlagResolutionDetails(
                 default,
@@ -202,13 +203,13 @@ class OpenFeatureFlags:
     ``ratelimit`` switch as a string, ...; a flag whose values mix types as a string naming the
     variant). The answer's ``variant`` picks the toolkit variant when it names one, else its
     value does; an answer that names no variant of the flag, or carries an error code, serves
-    the declared default with reason ``error``. The targeting key is the request's subject
-    (``flags.subject``). Evaluations are counted and put on spans as for the toolkit's own
-    store.
+    the declared default with reason ``error``. The targeting key is the request's caller
+    (``flags.caller``). Evaluations are counted and put on spans as for the toolkit's own
+    store. ``subject=`` is the old name of ``caller=``, deprecated.
 
     Args:
         client: the OpenFeature client to ask; ``openfeature.api.get_client()`` when None.
-        store: where evaluations are recorded and subjects found; the current one when None.
+        store: where evaluations are recorded and callers found; the current one when None.
     """
 
     def __init__(
@@ -218,17 +219,27 @@ class OpenFeatureFlags:
         self._store = store
         self._questions: dict[str, tuple[FlagDefinition, _Question]] = {}
 
-    def evaluate(self, key: str, *, subject: str | None = None) -> Evaluation:
+    def evaluate(
+        self, key: str, *, caller: str | None = None, subject: str | None = None
+    ) -> Evaluation:
+        if subject is not None:
+            caller = renamed_argument(
+                "OpenFeatureFlags.evaluate/variant/is_enabled",
+                "subject",
+                subject,
+                "caller",
+                caller,
+            )
         store = self._store or current_store()
         definition = REGISTRY.definitions.get(key)
         if definition is None:
             evaluation = Evaluation(key, OFF, False, ERROR)
             store.report(evaluation, provider=self._provider_name())
             return evaluation
-        if subject is None:
+        if caller is None:
             request = REQUEST.get()
-            subject = request.subject() if request is not None else None
-        context = EvaluationContext(targeting_key=subject) if subject else None
+            caller = request.caller() if request is not None else None
+        context = EvaluationContext(targeting_key=caller) if caller else None
         question = self._question(definition)
         details = getattr(self._client, question.getter)(key, question.default, context)
         variant = _variant_of(definition, details, question.by_name)
@@ -249,11 +260,13 @@ class OpenFeatureFlags:
             self._questions[definition.key] = known
         return known[1]
 
-    def variant(self, key: str, *, subject: str | None = None) -> str:
-        return self.evaluate(key, subject=subject).variant
+    def variant(self, key: str, *, caller: str | None = None, subject: str | None = None) -> str:
+        return self.evaluate(key, caller=caller, subject=subject).variant
 
-    def is_enabled(self, key: str, *, subject: str | None = None) -> bool:
-        return self.evaluate(key, subject=subject).variant != OFF
+    def is_enabled(
+        self, key: str, *, caller: str | None = None, subject: str | None = None
+    ) -> bool:
+        return self.evaluate(key, caller=caller, subject=subject).variant != OFF
 
     def _provider_name(self) -> str:
         return str(self._client.provider.get_metadata().name)

@@ -20,7 +20,7 @@ from starlette.types import Scope
 
 from toolkit._paths import is_literal, route_endpoints
 from toolkit.errors import ConfigurationError
-from toolkit.identity import ClientAddress, KeyFunction, KeyResolver
+from toolkit.identity import CallerFunction, CallerResolver, ClientAddress
 from toolkit.ratelimit.policies import Policy, RoutePolicy
 from toolkit.settings import RateLimitSettings
 
@@ -204,22 +204,22 @@ def _two_budgets(template: str, method: str | None, budgets: set[tuple[Any, ...]
 
 
 class _Keys:
-    """The key resolvers of a route's slowapi key functions, called as slowapi calls them."""
+    """The caller resolvers of a route's slowapi key functions, called as slowapi calls them."""
 
     def __init__(self, limiter: Any, client: ClientAddress) -> None:
         self._prefix = limiter._key_prefix or ""
         self._client = client
-        self._resolvers: dict[tuple[int, str], KeyResolver] = {}
+        self._resolvers: dict[tuple[int, str], CallerResolver[str]] = {}
 
-    def resolver(self, function: Any, template: str) -> KeyResolver:
+    def resolver(self, function: Any, template: str) -> CallerResolver[str]:
         found = self._resolvers.get((id(function), template))
         if found is None:
-            found = KeyResolver(self._key_function(function, template), self._client)
+            found = CallerResolver(self._key_function(function, template), self._client)
             self._resolvers[id(function), template] = found
         return found
 
-    def _key_function(self, function: Any, template: str) -> KeyFunction:
-        call: KeyFunction
+    def _key_function(self, function: Any, template: str) -> CallerFunction:
+        call: CallerFunction
         util = sys.modules.get("slowapi.util")
         if util is not None and function is util.get_remote_address:
             # The peer address, as slowapi's function; read past trusted proxies when set.
@@ -239,7 +239,7 @@ class _Keys:
         return prefixed
 
 
-def _with_request(function: Any, template: str) -> KeyFunction:
+def _with_request(function: Any, template: str) -> CallerFunction:
     """``function(request)``, the request's ``path_params`` filled from the route template:
     slowapi's decorators run after routing, where key functions can read them."""
     regex, _, _ = compile_path(template)

@@ -8,6 +8,7 @@ from typing import Any
 from opentelemetry import metrics, trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from toolkit._deprecated import renamed_argument
 from toolkit._paths import route_path
 from toolkit._version import __version__
 from toolkit.backends import (
@@ -19,7 +20,7 @@ from toolkit.backends import (
 )
 from toolkit.errors import BackendError
 from toolkit.flags import OFF, RATELIMIT, SHADOW, FlagSource, current_store
-from toolkit.identity import ClientAddress, KeyFunction, KeyResolver, digest
+from toolkit.identity import CallerFunction, CallerResolver, ClientAddress, digest
 from toolkit.ratelimit._headers import OWN_HEADERS, PolicyHeaders, send_rejection, send_unavailable
 from toolkit.ratelimit.algorithms import Decision, create_algorithm
 from toolkit.ratelimit.policies import DEFAULT_POLICY, Policy, PolicyTable, RoutePolicy
@@ -50,8 +51,10 @@ class RateLimitMiddleware:
     Args:
         limit: the default policy for every non-exempt route, e.g. ``"60/minute;1000/day"``;
             None for none (only ``routes`` are limited).
-        key: ``"client"``, ``"api_key"``, ``"header:<Name>"``, or a function of the ASGI
-            scope returning the identity (None falls back to the client address).
+        caller: whose budget a request spends: ``"client"``, ``"api_key"``,
+            ``"header:<Name>"``, or a function of the ASGI scope returning the caller (None
+            falls back to the client address); see :mod:`toolkit.identity`. ``key=`` is its
+            old name, deprecated.
         storage: a backend URL (``"memory://"``, ``"redis://..."``) or a backend offering
             what ``algorithm`` needs (:class:`~toolkit.backends.RateLimitStorage` for GCRA,
             :class:`~toolkit.backends.LimitsSupport` for the others); a :class:`Backend`
@@ -69,7 +72,7 @@ class RateLimitMiddleware:
         app: ASGIApp,
         *,
         limit: str | None = None,
-        key: str | KeyFunction | None = None,
+        caller: str | CallerFunction | None = None,
         storage: str | RateLimitStorage | LimitsSupport | None = None,
         algorithm: str | None = None,
         routes: dict[str, Any] | None = None,
@@ -83,13 +86,15 @@ class RateLimitMiddleware:
         settings: RateLimitSettings | None = None,
         flags: FlagSource | None = None,
         meter_provider: metrics.MeterProvider | None = None,
+        key: str | CallerFunction | None = None,
     ) -> None:
         self.app = app
+        caller = renamed_argument("RateLimitMiddleware", "key", key, "caller", caller)
         overrides = {
             name: value
             for name, value in (
                 ("limit", limit),
-                ("key", None if callable(key) else key),
+                ("caller", caller),
                 ("algorithm", algorithm),
                 ("routes", routes),
                 ("exempt", exempt),
@@ -116,7 +121,7 @@ class RateLimitMiddleware:
             backend = storage
 
         client = ClientAddress.from_settings(settings)
-        self._default_key = KeyResolver(key if callable(key) else settings.key, client)
+        self._default_caller = CallerResolver(settings.caller, client)
         self._table = PolicyTable(
             _default_policy(settings),
             [*_route_policies(settings, client), *route_policies],
@@ -153,8 +158,8 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
 
-        resolver = policy.key or self._default_key
-        # Awaiting only when the key function is async saves a coroutine per request.
+        resolver = policy.caller or self._default_caller
+        # Awaiting only when the caller function is async saves a coroutine per request.
         identity = await resolver(scope) if resolver.is_async else resolver.resolve(scope)
         key = digest(policy.name, identity)
         try:
@@ -250,7 +255,7 @@ def _route_policies(settings: RateLimitSettings, client: ClientAddress) -> list[
                 pattern,
                 route.limit,
                 cost=route.cost,
-                key=KeyResolver(route.key, client) if route.key else None,
+                caller=CallerResolver(route.caller, client) if route.caller else None,
                 failure=route.failure or settings.failure,
                 shadow=settings.shadow if route.shadow is None else route.shadow,
                 methods=frozenset(m.upper() for m in route.methods) if route.methods else None,

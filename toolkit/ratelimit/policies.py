@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 from limits import RateLimitItem
 
+from toolkit._deprecated import renamed_argument, warn_renamed
 from toolkit._paths import PathMatcher, compile_pattern, is_literal, literal_key
 from toolkit.backends import GcraLimit
 from toolkit.errors import ConfigurationError
-from toolkit.identity import KeyResolver
+from toolkit.identity import CallerResolver
 from toolkit.settings import FailureMode, cost_problem, parse_rate_limits, rate_limit_problem
 
 DEFAULT_POLICY = "default"
@@ -23,10 +24,11 @@ class Policy:
 
     Attributes:
         name: the policy's name in metrics, spans and headers; requests of one policy and one
-            key share a budget, so routes that name the same policy share it too.
+            caller share a budget, so routes that name the same policy share it too.
         limits: parsed limit items; a request passes only if every one has room.
         cost: units each request consumes.
-        key: who is limited; None means the middleware's default key.
+        caller: who is limited; None means the middleware's default caller. ``key=`` is its
+            old name, deprecated.
         failure: ``open`` lets requests through when the backend fails; ``closed`` answers 503.
         shadow: decide and record, but never reject.
         methods: only these HTTP methods (upper case); all when None.
@@ -35,14 +37,19 @@ class Policy:
     name: str
     limits: tuple[RateLimitItem, ...]
     cost: int = 1
-    key: KeyResolver | None = None
+    caller: CallerResolver[str] | None = None
     failure: FailureMode = "open"
     shadow: bool = False
     methods: frozenset[str] | None = None
     gcra_limits: tuple[GcraLimit, ...] = field(init=False, repr=False, compare=False)
     limit_ids: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    key: InitVar[CallerResolver[str] | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, key: CallerResolver[str] | None) -> None:
+        if key is not None:
+            object.__setattr__(
+                self, "caller", renamed_argument("Policy", "key", key, "caller", self.caller)
+            )
         if not self.limits:
             raise ConfigurationError(f"policy {self.name!r} has no limit")
         problems = [rate_limit_problem(item) for item in self.limits]
@@ -68,6 +75,15 @@ class Policy:
         except ValueError as exc:
             raise ConfigurationError(f"policy {name!r}: {exc}") from None
         return cls(name, items, **options)  # type: ignore[arg-type]
+
+
+def _deprecated_key(policy: Policy) -> CallerResolver[str] | None:
+    warn_renamed("Policy.key", "Policy.caller")
+    return policy.caller
+
+
+# Read as well as given: the old name of Policy.caller (the InitVar above takes it given).
+setattr(Policy, "key", property(_deprecated_key))  # noqa: B010 - over the InitVar's default
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,46 +1,30 @@
-"""Who a request is from: the client address, an API key, a header, or your function.
+"""The client address: the peer's, or behind trusted proxies the address they saw.
 
-Rate limiting charges budgets to these identities and feature flags bucket rollouts by them.
-
-Identities are prefixed with their kind (``client:``, ``api_key:``...) so an API key can never
-collide with an address, and they are hashed before they reach storage or a span.
+Every capability that falls back to "the client" (the rate limiter, the caches, flag
+rollouts) reads it the same way, from the ``ratelimit`` section's ``trusted_proxies`` and
+``proxy_header``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import ipaddress
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeAlias
+from collections.abc import Callable, Iterable
+from ipaddress import IPv4Network, IPv6Network
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
-from opentelemetry import trace
 from starlette.types import Scope
 
 from toolkit._memo import memoize_short
 from toolkit.errors import ConfigurationError
-from toolkit.settings import DEFAULT_PROXY_HEADER, IPNetwork, ProxyHeader, RateLimitSettings
-from toolkit.telemetry import names
 
-KeyFunction: TypeAlias = Callable[[Scope], "str | Awaitable[str | None] | None"]
-"""Given the ASGI scope, the caller's identity, or None to fall back to the client address."""
+if TYPE_CHECKING:
+    from toolkit.settings import RateLimitSettings
+
+ProxyHeader = Literal["x-forwarded-for", "forwarded", "x-real-ip"]
+DEFAULT_PROXY_HEADER: ProxyHeader = "x-forwarded-for"
+IPNetwork: TypeAlias = IPv4Network | IPv6Network
 
 _IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def header_value(scope: Scope, name: bytes) -> str | None:
-    """The first value of header ``name`` (lower-case bytes), or None."""
-    for key, value in scope["headers"]:
-        if key == name:
-            decoded: str = value.decode("latin-1")
-            return decoded
-    return None
-
-
-@memoize_short(8192, 256)  # the same callers come back request after request; in bytes, bounded
-def digest(*parts: str) -> str:
-    """A short stable hash of ``parts``: what storage keys and spans carry instead of identities."""
-    return hashlib.blake2b("\x00".join(parts).encode(), digest_size=16).hexdigest()
 
 
 class ClientAddress:
@@ -84,8 +68,8 @@ class ClientAddress:
 
     @classmethod
     def from_settings(cls, settings: RateLimitSettings) -> ClientAddress:
-        """The client address as the settings describe it: what the rate limiter, the
-        response cache's ``client`` identity and the flags' ``client`` subject all use."""
+        """The client address as the settings describe it: what every ``client`` caller
+        uses, the rate limiter's, the caches' and the flag rollouts' alike."""
         return cls(settings.trusted_proxies, settings.proxy_header)
 
     def __call__(self, scope: Scope) -> str | None:
@@ -170,88 +154,3 @@ def _parse_ip(text: str) -> _IPAddress | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
-
-
-class KeyResolver:
-    """Resolves the identity a request is limited by: the configured key, else the client
-    address. A key function that raises is recorded on the span and falls back the same way;
-    it never fails the request.
-
-    Args:
-        spec: ``"client"``, ``"api_key"`` (``X-API-Key``, else ``Authorization``),
-            ``"header:<Name>"``, or a :data:`KeyFunction` (sync or async).
-        client: how the client address is found (trusted proxies).
-        hook: the name a failing key function is recorded under on the span.
-    """
-
-    __slots__ = ("_client", "_function", "_headers", "hook", "is_async", "kind")
-
-    def __init__(
-        self, spec: str | KeyFunction, client: ClientAddress, *, hook: str = "ratelimit.key"
-    ) -> None:
-        self._client = client
-        self.hook = hook
-        self._function: Any = None
-        self._headers: tuple[bytes, ...] = ()
-        self.is_async = False
-        if callable(spec):
-            self.kind = "custom"
-            self._function = spec
-            self.is_async = inspect.iscoroutinefunction(spec) or inspect.iscoroutinefunction(
-                getattr(spec, "__call__", None)  # noqa: B004 - async callable objects
-            )
-        elif spec == "client":
-            self.kind = "client"
-        elif spec == "api_key":
-            self.kind = "api_key"
-            self._headers = (b"x-api-key", b"authorization")
-        elif spec.startswith("header:") and spec[7:].strip():
-            name = spec[7:].strip().lower()
-            self.kind = f"header:{name}"
-            self._headers = (name.encode("latin-1"),)
-        else:
-            raise ConfigurationError(
-                f"key={spec!r} is not a key; use 'client', 'api_key', 'header:<Header-Name>' "
-                "or a function of the ASGI scope"
-            )
-
-    async def __call__(self, scope: Scope) -> str:
-        """The identity of the request; awaits the key function when it is async."""
-        if not self.is_async:
-            return self.resolve(scope)
-        try:
-            value = await self._function(scope)
-        except Exception as exc:  # a user hook must never fail the request
-            _record_failure(exc, self.hook)
-            value = None
-        return self._identity(value, scope)
-
-    def resolve(self, scope: Scope) -> str:
-        """The identity, without awaiting: for sync key functions and the built-in keys."""
-        value: str | None = None
-        if self._function is not None:
-            if self.is_async:
-                raise ConfigurationError(f"{self.hook}: this key function must not be async")
-            try:
-                value = self._function(scope)
-            except Exception as exc:  # a user hook must never fail the request
-                _record_failure(exc, self.hook)
-                value = None
-        else:
-            for name in self._headers:
-                value = header_value(scope, name)
-                if value:
-                    break
-        return self._identity(value, scope)
-
-    def _identity(self, value: str | None, scope: Scope) -> str:
-        if value:
-            return f"{self.kind}:{value}"
-        return f"client:{self._client(scope)}"
-
-
-def _record_failure(exc: Exception, hook: str) -> None:
-    """Put a hook's exception on the current span; the caller falls back."""
-    span = trace.get_current_span()
-    if span.is_recording():
-        span.record_exception(exc, attributes={names.HOOK: hook})

@@ -1,0 +1,124 @@
+"""Renamed public names: the old name keeps working and warns, naming the new one.
+
+For arguments (:func:`renamed_argument`), module attributes (:func:`renamed_attributes`) and
+settings fields (:class:`Renamed`, in every source: ``TOOLKIT_*`` variables, ``toolkit.toml``
+and keyword arguments alike).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ValidationError, model_validator
+
+from toolkit.errors import ConfigurationError
+
+T = TypeVar("T")
+
+
+def warn_renamed(old: str, new: str, *, stacklevel: int = 3) -> None:
+    """Warn that ``old`` is now ``new``: a ``DeprecationWarning``, by default at the line that
+    called the caller of this function (the one that used the old name)."""
+    warnings.warn(f"{old} is deprecated: use {new}", DeprecationWarning, stacklevel=stacklevel)
+
+
+def renamed_argument(where: str, old: str, given: T, new: str, value: T) -> T:
+    """The value of argument ``new``, or of ``old`` (its old name: a warning) when only that
+    one was given; ``where`` names the callable in the messages.
+
+    Raises:
+        ConfigurationError: both were given.
+    """
+    if given is None:
+        return value
+    if value is not None:
+        raise ConfigurationError(
+            f"{where}: {old}= and {new}= are one argument ({old}= is its old name); pass {new}="
+        )
+    warn_renamed(f"{old}= of {where}", f"{new}=", stacklevel=4)
+    return given
+
+
+def renamed_attributes(module: str, renamed: Mapping[str, tuple[str, Any]]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` serving each old name of ``renamed`` (old -> new name and
+    value), with a warning; any other name is missing as usual."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in renamed:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        new, value = renamed[name]
+        warn_renamed(f"{module}.{name}", f"{module}.{new}")
+        return value
+
+    return __getattr__
+
+
+class Renamed(property):
+    """The old name of a field of a :class:`RenamedFields` model, ``old = Renamed("new")``:
+    accepted wherever the model is validated and read as an attribute, with a warning."""
+
+    def __init__(self, new: str) -> None:
+        self.new = new
+        super().__init__(self._read)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.owner = owner.__name__
+        self.old = name
+
+    def _read(self, model: BaseModel) -> Any:
+        warn_renamed(f"{self.owner}.{self.old}", f"{self.owner}.{self.new}")
+        return getattr(model, self.new)
+
+
+class RenamedFields(BaseModel):
+    """A model whose fields may have old names (:class:`Renamed` attributes)."""
+
+    renamed: ClassVar[Mapping[str, str]] = {}
+    """Old field name -> new one, from the model's :class:`Renamed` attributes."""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls.renamed = {
+            name: value.new for name, value in vars(cls).items() if isinstance(value, Renamed)
+        }
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _accept_renamed(cls, data: Any, handler: Callable[[Any], Any]) -> Any:
+        """Read an old name as its new one, warning; errors name the one that was given."""
+        used = {
+            old: new for old, new in cls.renamed.items() if isinstance(data, dict) and old in data
+        }
+        if not used:
+            return handler(data)
+        for old, new in used.items():
+            if new in data:
+                raise ValueError(
+                    f"{old} and {new} are one setting ({old} is its old name); keep {new}"
+                )
+            warn_renamed(
+                f"{cls.__name__}.{old}",
+                f"{cls.__name__}.{new} (TOOLKIT_* variables, toolkit.toml and keyword "
+                "arguments alike)",
+                stacklevel=4,
+            )
+        try:
+            return handler({used.get(name, name): value for name, value in data.items()})
+        except ValidationError as exc:
+            given: dict[int | str, str] = {new: old for old, new in used.items()}
+            errors: list[Any] = []
+            for error in exc.errors():
+                loc = error["loc"]
+                if loc:
+                    loc = (given.get(loc[0], loc[0]), *loc[1:])
+                errors.append({**error, "loc": loc})
+            raise ValidationError.from_exception_data(exc.title, errors) from None
+
+
+def current_name(model: type[BaseModel], name: str) -> str:
+    """The name of ``model``'s field now, when ``name`` is an old one."""
+    renamed: Mapping[str, str] = getattr(model, "renamed", {})
+    return renamed.get(name, name)
