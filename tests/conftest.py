@@ -75,7 +75,7 @@ def _reset_global_providers() -> Iterator[None]:
     """Tests that set global providers (as an app would), or install the toolkit (which makes
     its flag store, cache and breakers the current ones), must not leak them to the next."""
     yield
-    toolkit.flags._current._installed = None
+    toolkit.flags._current.INSTALLED.set(None)
     toolkit.cache.set_current_cache(None)
     toolkit.resilience.set_current_breakers(None)
     trace._TRACER_PROVIDER_SET_ONCE = Once()

@@ -78,9 +78,8 @@ class Toolkit:
         at warm-up is logged and tried again on demand. Waits for the warm-up (each build
         bounded by its pool's ``create_timeout``), so the first request finds it done."""
         await self.backend.connect()
-        await self.store.start()
-        await self.cache.start()
-        await self.breakers.start()
+        # Side by side: each waits for its subscription, or for its first attempt to fail.
+        await asyncio.gather(self.store.start(), self.cache.start(), self.breakers.start())
         if self.pools:
             await asyncio.gather(
                 *(

@@ -910,6 +910,25 @@ def validate_arguments(section: type[SectionT], values: dict[str, Any]) -> Secti
         raise configuration_error(exc, section, style="argument") from None
 
 
+def with_arguments(
+    section: type[SectionT], settings: SectionT | None, *arguments: Mapping[str, Any]
+) -> SectionT:
+    """``settings`` (the section's defaults when None) with the values of ``arguments`` that
+    are not None over it, each mapping over the ones before, validated as one; errors name
+    the argument.
+
+    Only the fields ``settings`` was given are carried over, the others defaulting again: a
+    field's meaning may depend on whether it was set (a cached route's ``methods``), which a
+    full dump would lose by setting them all."""
+    given = {
+        name: value for layer in arguments for name, value in layer.items() if value is not None
+    }
+    if settings is not None and not given:
+        return settings
+    base = settings.model_dump(exclude_unset=True) if settings is not None else {}
+    return validate_arguments(section, {**base, **given})
+
+
 def configuration_error(
     exc: ValidationError,
     model: type[BaseModel],

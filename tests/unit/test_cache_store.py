@@ -67,7 +67,7 @@ async def test_invalidations_are_announced_to_every_process(backend: Backend) ->
             heard.append(message)
 
     listener = asyncio.create_task(listen())
-    await asyncio.sleep(0.1)
+    await eventually(lambda: heard == [""])  # subscribed
     await CacheStore(backend).invalidate(["catalog"])
     await eventually(lambda: len(heard) >= 2)
     listener.cancel()

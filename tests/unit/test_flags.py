@@ -218,6 +218,33 @@ async def test_an_unreachable_backend_neither_blocks_startup_nor_loses_values() 
     server.stop()
 
 
+async def test_the_resync_serves_what_no_notice_announced_at_each_interval(
+    backend: Backend,
+) -> None:
+    """An override stored without a notice (one the subscription missed) is served after the
+    next resync, which waits ``resync_interval`` on the clock it is given."""
+    waits: list[float] = []
+    ticks: asyncio.Queue[None] = asyncio.Queue()
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await ticks.get()
+
+    store = FlagStore(backend, resync_interval=30, sleep=sleep)
+    await store.start()
+    try:
+        await backend.flags_save(
+            RATELIMIT, '{"variant": "off"}', {}, channel="elsewhere", history_length=10
+        )
+        assert store.variant(RATELIMIT) == "on"  # nothing announced it
+        assert waits == [30]
+        ticks.put_nowait(None)
+        await eventually(lambda: store.variant(RATELIMIT) == "off")
+        await eventually(lambda: waits == [30, 30])  # and waits for the next one
+    finally:
+        await store.stop()
+
+
 async def test_evaluations_are_counted_and_traced_with_semantic_convention_names(
     tracer_provider: TracerProvider,
     span_exporter: InMemorySpanExporter,

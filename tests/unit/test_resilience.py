@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import toolkit
 from tests.support.otel import points
 from tests.support.servers import RedisServer, require_binary
+from tests.support.waiting import eventually, eventually_returns
 from toolkit.backends import Backend, MemoryBackend
 from toolkit.backends.redis import RedisBackend
 from toolkit.cache import CacheStore, set_current_cache
@@ -196,8 +197,7 @@ async def test_cancelled_call_leaves_the_counters_unchanged_and_frees_the_probe(
 
     clock.now += 11
     probe = asyncio.create_task(breaker.call(asyncio.sleep, 3600))
-    await asyncio.sleep(0.05)
-    assert breaker.state == "half_open"
+    await eventually(lambda: breaker.state == "half_open")
     with pytest.raises(CircuitOpenError):
         await breaker.call(succeed)  # the one permit is taken
     probe.cancel()
@@ -308,9 +308,8 @@ async def test_instances_follow_each_other_through_the_registry(backend: Backend
     """Two registries on one backend (two instances): one trips, the other follows."""
     clock = Clock()
     first, second = BreakerRegistry(backend), BreakerRegistry(backend)
-    await first.start()
+    await first.start()  # each returns once it follows the others
     await second.start()
-    await asyncio.sleep(0.05)
     try:
         name = f"llm-{uuid.uuid4().hex[:6]}"
         a = first.get(name, clock=clock, minimum_calls=4)
@@ -320,11 +319,7 @@ async def test_instances_follow_each_other_through_the_registry(backend: Backend
                 await a.call(fail)
             with pytest.raises(ProviderError):
                 await b.call(fail)  # failures from both add up to the minimum
-        for _ in range(100):
-            if a.state == b.state == "open":
-                break
-            await asyncio.sleep(0.01)
-        assert (a.state, b.state) == ("open", "open")
+        await eventually(lambda: a.state == b.state == "open")
     finally:
         await first.stop()
         await second.stop()
@@ -436,7 +431,7 @@ async def test_cancellation_stops_retries() -> None:
 
     policy = RetryPolicy(on=provider_errors, attempts=10, wait_initial=3600, wait_jitter=0)
     task = asyncio.create_task(policy.run(slow_failure, (), {}))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: attempts == 1)  # now in its hour-long backoff
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -531,17 +526,17 @@ async def test_breaker_falls_back_to_local_state_when_redis_is_down_and_recovers
             await breaker.call(succeed)
         server.start()
         clock.now += 11
-        for _ in range(50):  # the backend is probed with backoff: call until it answers
+
+        async def recovered() -> bool:
             with contextlib.suppress(CircuitOpenError):
                 await breaker.call(succeed)
             clock.now += 1.1  # a flush interval: successes go to the backend again
             await breaker.settle()
-            if not breaker.degraded and breaker.state == "closed":
-                break
             breaker._recheck_at = 0.0
-            await asyncio.sleep(0.05)
-        assert not breaker.degraded
-        assert breaker.state == "closed"
+            return not breaker.degraded and breaker.state == "closed"
+
+        # The backend is probed with backoff: call until it answers.
+        await eventually_returns(recovered, bool, 5.0)
     finally:
         await backend.close()
         server.stop()

@@ -33,14 +33,18 @@ from toolkit._duration import format_seconds
 from toolkit.backends import backend_from_url
 from toolkit.cache import ResponseCacheMiddleware, cached_response
 from toolkit.identity import parse_caller
+from toolkit.resilience import CircuitBreaker
 from toolkit.settings import (
     CONFIG_FILE_ENV,
     ENV_PREFIX,
+    CacheSettings,
     PoolSettings,
     RateLimitSettings,
+    ResilienceSettings,
     is_duration,
     validate_arguments,
     variable_field,
+    with_arguments,
 )
 
 
@@ -148,6 +152,41 @@ def test_validate_arguments_returns_the_section() -> None:
     section = validate_arguments(RateLimitSettings, {"limit": "5/second", "shadow": True})
     assert section.shadow
     assert section.limit == "5/second"
+
+
+def test_arguments_go_over_settings_the_same_way_everywhere() -> None:
+    """The rate limiter, the response cache and a breaker take an argument over their
+    settings alike: it wins, None leaves the setting, and only the fields the settings were
+    given (and the argument) count as set, the rest defaulting again."""
+    limiter = RateLimitMiddleware(
+        _app, settings=RateLimitSettings(limit="5/second", shadow=True), headers="legacy"
+    )
+    assert (limiter.settings.limit, limiter.settings.shadow) == ("5/second", True)
+    assert limiter.settings.headers == "legacy"
+    assert limiter.settings.model_fields_set == {"limit", "shadow", "headers"}
+
+    routes = {"/ask": {"ttl": 10, "body": True}}  # POST cached, since methods is unset
+    cache = ResponseCacheMiddleware(_app, settings=CacheSettings(routes=routes), wait=3)
+    assert cache.settings.wait == 3
+    assert "POST" in cache.settings.routes["/ask"].cached_methods
+    assert cache.settings.model_fields_set == {"routes", "wait"}
+
+    section = ResilienceSettings(window="30s", breakers={"llm": {"open_duration": "10s"}})
+    breaker = CircuitBreaker("llm", settings=section, probes=5, failure_rate=None)
+    options = breaker.settings
+    assert (options.window, options.open_duration, options.probes) == (30, 10, 5)
+    assert options.failure_rate == 0.5  # the default, as no one set it
+
+
+def test_a_full_dump_of_the_settings_would_lose_what_was_left_unset() -> None:
+    """Why only the fields set are carried over: dumping them all marks a cached route's
+    methods as given, and a body=true route would stop caching POST."""
+    settings = CacheSettings(routes={"/ask": {"ttl": 10, "body": True}})
+    dumped_whole = validate_arguments(CacheSettings, {**settings.model_dump(), "wait": 3})
+    assert "POST" not in dumped_whole.routes["/ask"].cached_methods
+    merged = with_arguments(CacheSettings, settings, {"wait": 3})
+    assert "POST" in merged.routes["/ask"].cached_methods
+    assert with_arguments(CacheSettings, settings, {"wait": None}) is settings
 
 
 def test_admin_tokens_must_be_long_and_flag_callers_valid(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Final, TypeVar
 
 from opentelemetry import metrics, trace
 
+from toolkit._tasks import raise_if_cancelling
 from toolkit.backends.protocols import (
     BreakerStorage,
     CacheStorage,
@@ -88,17 +89,17 @@ class BackendCore(PubSub, abc.ABC):
         """Hand every message on ``channel`` to ``on_message``, for ever: the empty one first,
         each time the subscription (re)starts. When it breaks, ``on_lost()``, then subscribe
         again with jittered backoff (50 ms doubling to :data:`FOLLOW_MAX_DELAY`). Run it in a
-        task; cancel the task to stop, even if the driver turns the cancellation into an
-        error."""
+        task (``toolkit.backends._following.start_following``); cancel the task to stop, even
+        if the driver turns the cancellation into an error."""
         delay = 0.05
         while True:
             try:
                 async for message in self.subscribe(channel):
                     delay = 0.05
                     await on_message(message)
-                    _raise_if_cancelling()
+                    raise_if_cancelling()
             except BackendError:
-                _raise_if_cancelling()
+                raise_if_cancelling()
                 on_lost()
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
             delay = min(FOLLOW_MAX_DELAY, delay * 2)
@@ -144,13 +145,6 @@ class Backend(
     limits, caches, breakers and flags at once. ``memory://`` and ``redis://`` are such
     backends. A backend for fewer capabilities subclasses :class:`BackendCore` and the
     protocols it offers; each capability checks for its own when it is wired."""
-
-
-def _raise_if_cancelling() -> None:
-    """Honour a cancellation that a driver swallowed during the last await."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def redacted_url(url: str) -> str:

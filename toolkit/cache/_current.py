@@ -5,27 +5,25 @@ from __future__ import annotations
 
 from starlette.types import Scope
 
+from toolkit._current import Current
 from toolkit.backends import MemoryBackend
 from toolkit.cache._store import CacheStore
 from toolkit.errors import ConfigurationError, NoRequestError
-from toolkit.flags._context import REQUEST
+from toolkit.flags._store import REQUEST
 
-_installed: CacheStore | None = None
+INSTALLED: Current[CacheStore] = Current(lambda: CacheStore(MemoryBackend()))
+"""The store ``install()`` set up last, else an in-process one."""
 
 
 def current_cache() -> CacheStore:
     """The store ``install()`` set up last, else an in-process one (created on first use), so
     decorated functions work before, and without, ``install()``."""
-    global _installed
-    if _installed is None:
-        _installed = CacheStore(MemoryBackend())
-    return _installed
+    return INSTALLED.get()
 
 
 def set_current_cache(store: CacheStore | None) -> None:
     """Make ``store`` the one the decorators and ``invalidate()`` use (``install()`` does)."""
-    global _installed
-    _installed = store
+    INSTALLED.set(store)
 
 
 async def current_caller(store: CacheStore, function: str) -> str | None:

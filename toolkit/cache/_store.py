@@ -22,9 +22,11 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from toolkit._deprecated import warn_renamed
+from toolkit._tasks import raise_if_cancelling, stop_tasks
 from toolkit._version import __version__
 from toolkit.backends import CacheStorage, LeaseStorage, require
 from toolkit.backends._cache_table import ENTRY_OVERHEAD, CacheTable
+from toolkit.backends._following import start_following
 from toolkit.backends.memory import DEFAULT_MAX_CACHE_BYTES
 from toolkit.cache._keys import DEFAULT_CALLER
 from toolkit.errors import BackendError
@@ -313,28 +315,28 @@ class CacheStore:
 
     async def start(self) -> None:
         """Follow invalidations announced by every process, for the copies kept here (the
-        local tier and sync functions' entries); with a server backend, read its entry and
-        eviction counts every :data:`STATS_INTERVAL` seconds for the metrics."""
-        self._tasks.append(asyncio.create_task(self._follow(), name="toolkit.cache.follow"))
+        local tier and sync functions' entries), returning once the subscription is live
+        (or its first attempt failed); with a server backend, read its entry and eviction
+        counts every :data:`STATS_INTERVAL` seconds for the metrics."""
         if not self.backend.in_process:
             self._tasks.append(asyncio.create_task(self._read_stats(), name="toolkit.cache.stats"))
+        self._tasks.append(await self._follow())
 
     async def stop(self) -> None:
+        """Stop following and reading counts (bounded: see :func:`toolkit._tasks.stop_tasks`)."""
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait(tasks, timeout=2.0)
+        await stop_tasks(tasks)
 
     async def _read_stats(self) -> None:
         # A scrape cannot await the server: it reports the last reading, at most this old.
         while True:
             with contextlib.suppress(BackendError):  # counted by the backend; read again later
                 await self.backend.refresh_cache_stats()
+            raise_if_cancelling()  # the error may have been a cancellation, swallowed
             await asyncio.sleep(STATS_INTERVAL)
 
-    async def _follow(self) -> None:
+    async def _follow(self) -> asyncio.Task[None]:
+        """Follow invalidations in a task, returned once the subscription is live."""
         local, synced = self.local, self.sync_entries
 
         def lost() -> None:
@@ -355,7 +357,9 @@ class CacheStore:
             else:
                 synced.clear()
 
-        await self.backend.follow(CACHE_CHANNEL, invalidated, lost)
+        return await start_following(
+            self.backend, CACHE_CHANNEL, invalidated, lost, name="toolkit.cache.follow"
+        )
 
     # --- observable instruments ----------------------------------------------------------------
 

@@ -58,6 +58,7 @@ from toolkit.settings import (
     IPNetwork,
     ProxyHeader,
     validate_arguments,
+    with_arguments,
 )
 from toolkit.telemetry import names
 
@@ -284,23 +285,20 @@ class ResponseCacheMiddleware:
     ) -> None:
         self.app = app
         caller = renamed_argument("ResponseCacheMiddleware", "identity", identity, "caller", caller)
-        overrides = {
-            name: value
-            for name, value in (
-                ("routes", routes),
-                ("caller", caller),
-                ("max_body_bytes", max_body_bytes),
-                ("max_request_body_bytes", max_request_body_bytes),
-                ("lease", lease),
-                ("wait", wait),
-                ("local_entries", local_entries),
-                ("local_ttl", local_ttl),
-            )
-            if value is not None
-        }
-        if settings is None or overrides:
-            base = settings.model_dump(exclude_unset=True) if settings is not None else {}
-            settings = validate_arguments(CacheSettings, {**base, **overrides})
+        settings = with_arguments(
+            CacheSettings,
+            settings,
+            {
+                "routes": routes,
+                "caller": caller,
+                "max_body_bytes": max_body_bytes,
+                "max_request_body_bytes": max_request_body_bytes,
+                "lease": lease,
+                "wait": wait,
+                "local_entries": local_entries,
+                "local_ttl": local_ttl,
+            },
+        )
         self.settings = settings
 
         self._owned: Backend | None = None

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from toolkit.flags._context import FlagContextMiddleware, override
 from toolkit.flags._current import current_store, set_current_store
 from toolkit.flags._feature import feature
+from toolkit.flags._middleware import FlagContextMiddleware
 from toolkit.flags._model import (
     BOOLEAN,
     OFF,
@@ -27,6 +27,7 @@ from toolkit.flags._model import (
     Rollout,
     bucket,
 )
+from toolkit.flags._override import override
 from toolkit.flags._registry import (
     CACHE_EMBEDDINGS,
     CACHE_FUNCTION,

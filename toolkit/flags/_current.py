@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from toolkit._current import Current
+from toolkit.flags._store import REQUEST, FlagStore
 
-from toolkit.flags._context import REQUEST
-
-if TYPE_CHECKING:
-    from toolkit.flags._store import FlagStore
-
-_installed: FlagStore | None = None
+INSTALLED: Current[FlagStore] = Current(FlagStore)
+"""The store ``install()`` set up last, else an in-process one with the declared defaults."""
 
 
 def current_store() -> FlagStore:
     """The store of the current request, else the one ``install()`` set up last, else an
     in-process store with the declared defaults (created on first use)."""
-    global _installed
     request = REQUEST.get()
     if request is not None:
         return request.store
-    if _installed is None:
-        from toolkit.flags._store import FlagStore
-
-        _installed = FlagStore()
-    return _installed
+    return INSTALLED.get()
 
 
 def set_current_store(store: FlagStore) -> None:
     """Make ``store`` answer outside requests (``install()`` does this)."""
-    global _installed
-    _installed = store
+    INSTALLED.set(store)

@@ -11,20 +11,23 @@ read, the last known values keep serving, with reason ``stale``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
 from opentelemetry import metrics, trace
+from starlette.types import Scope
 
 from toolkit._deprecated import renamed_argument, warn_renamed
+from toolkit._tasks import raise_if_cancelling, stop_tasks
 from toolkit._version import __version__
 from toolkit.backends import FlagStorage, MemoryBackend, require
+from toolkit.backends._following import start_following
 from toolkit.errors import BackendError, ConfigurationError
-from toolkit.flags._context import OVERRIDES, REQUEST
 from toolkit.flags._model import (
     DEFAULT,
     ERROR,
@@ -38,6 +41,7 @@ from toolkit.flags._model import (
     Rollout,
     bucket,
 )
+from toolkit.flags._override import OVERRIDES
 from toolkit.flags._registry import REGISTRY, Registry
 from toolkit.identity import CallerResolver
 from toolkit.telemetry import names
@@ -50,18 +54,10 @@ FLAG_HISTORY_LENGTH: Final = 1000
 """Change records kept in the backend, the newest first."""
 FLAGS_CHANNEL: Final = "flags"
 """Where flag changes are announced: the key of the flag that changed."""
-STOP_TIMEOUT = 2.0
-"""Seconds stop() waits for the background tasks; shutdown must never hang on them."""
 UNDECLARED = "__undeclared__"
-_EVALUATE = "FlagStore.evaluate/variant/is_enabled"  # names their renamed argument
 """``feature_flag.key`` label of evaluations of flags nobody declared (keys stay bounded)."""
-
-
-def _raise_if_cancelling() -> None:
-    """Honour a cancellation that a driver swallowed during the last await."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+_EVALUATE = "FlagStore.evaluate/variant/is_enabled"  # names their renamed argument
+_UNSET: Any = object()
 
 
 class UnknownFlag(ConfigurationError):
@@ -110,6 +106,30 @@ class _Resolved:
     threshold: int = 0
 
 
+class RequestFlags:
+    """What a request pinned (:meth:`FlagStore.pin`): the store that serves it, the snapshot
+    it started with and its scope; its caller, found when a rollout first needs it."""
+
+    __slots__ = ("_caller", "scope", "snapshot", "store")
+
+    def __init__(self, store: FlagStore, snapshot: Mapping[str, _Resolved], scope: Scope) -> None:
+        self.store = store
+        self.snapshot = snapshot
+        self.scope = scope
+        self._caller: str | None = _UNSET
+
+    def caller(self) -> str | None:
+        if self._caller is _UNSET:
+            self._caller = self.store.caller_of(self.scope)
+        return self._caller
+
+
+REQUEST: contextvars.ContextVar[RequestFlags | None] = contextvars.ContextVar(
+    "toolkit_flags_request", default=None
+)
+"""The flags of the request being served here (set by ``FlagContextMiddleware``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class FlagView:
     """A flag as an operator sees it: definition, stored override, effective default."""
@@ -144,6 +164,7 @@ class FlagStore:
         resync_interval: seconds between full reloads, the safety net behind pub/sub.
         meter_provider: where evaluation and change counters live; the global one when None.
         registry: the flag declarations (the process-wide registry by default).
+        sleep: how the resync waits out its interval (tests pass their own).
     """
 
     def __init__(
@@ -156,6 +177,7 @@ class FlagStore:
         meter_provider: metrics.MeterProvider | None = None,
         registry: Registry = REGISTRY,
         subject: CallerResolver[str] | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         if backend is None:
             backend = MemoryBackend()
@@ -164,6 +186,7 @@ class FlagStore:
         self._defaults = dict(defaults or {})
         self._caller = renamed_argument("FlagStore", "subject", subject, "caller", caller)
         self._resync_interval = resync_interval
+        self._sleep = sleep
         self._registry = registry
         self._stored: dict[str, FlagState] = {}
         self._snapshot: dict[str, _Resolved] = {}
@@ -197,7 +220,7 @@ class FlagStore:
             answer = self._overridden(key, overrides[key])
         else:
             request = REQUEST.get()
-            snapshot = (
+            snapshot: Mapping[str, _Resolved] = (
                 request.snapshot
                 if request is not None and request.store is self
                 else self._snapshot
@@ -247,6 +270,12 @@ class FlagStore:
     ) -> bool:
         """Whether a boolean flag (or a kill switch) is on; ``shadow`` counts as on."""
         return self.evaluate(key, caller=caller, subject=subject).variant != OFF
+
+    def pin(self, scope: Scope) -> RequestFlags:
+        """The flags of the request ``scope``: this store and its snapshot now, which every
+        evaluation of the request reads while :data:`REQUEST` holds them, even if a flag
+        changes meanwhile (``FlagContextMiddleware`` sets it for each request)."""
+        return RequestFlags(self, self._snapshot, scope)
 
     def caller_of(self, scope: Any) -> str | None:
         """The caller a request's rollouts bucket by (``flags.caller``), as an identity."""
@@ -338,25 +367,18 @@ class FlagStore:
 
     async def start(self) -> None:
         """Load the overrides (bounded by the backend timeout; the defaults serve, stale, if
-        it fails) and start following changes. Never blocks startup longer than one call."""
+        it fails) and start following changes, returning once the subscription is live.
+        Never blocks startup longer than one call: when the load failed, the subscription is
+        left to come up in the background."""
         await self.reload()
         await self.publish_declarations()
-        self._tasks = [
-            asyncio.create_task(self._follow(), name="toolkit.flags.follow"),
-            asyncio.create_task(self._resync(), name="toolkit.flags.resync"),
-        ]
+        resync = asyncio.create_task(self._resync(), name="toolkit.flags.resync")
+        self._tasks = [resync, await self._follow(wait=not self.stale)]
 
     async def stop(self) -> None:
-        """Stop following changes. Bounded: a task that ignores one cancellation (a driver
-        may swallow it mid-call) is cancelled again."""
-        deadline = time.monotonic() + STOP_TIMEOUT
-        pending = list(self._tasks)
-        while pending and time.monotonic() < deadline:
-            for task in pending:
-                task.cancel()
-            await asyncio.wait(pending, timeout=min(0.2, max(0.0, deadline - time.monotonic())))
-            pending = [task for task in pending if not task.done()]
-        self._tasks = []
+        """Stop following changes (bounded: see :func:`toolkit._tasks.stop_tasks`)."""
+        tasks, self._tasks = self._tasks, []
+        await stop_tasks(tasks)
 
     async def reload(self) -> None:
         """Read every override from the backend and swap the snapshot; on failure keep the
@@ -386,7 +408,7 @@ class FlagStore:
         self._stored = stored
         self._compile()
 
-    async def _follow(self) -> None:
+    async def _follow(self, *, wait: bool) -> asyncio.Task[None]:
         """Apply changes as they are announced; serve stale values while cut off."""
 
         async def reload(message: str) -> None:
@@ -396,13 +418,20 @@ class FlagStore:
                 await self.publish_declarations()
             await self.reload()  # any notice means: reload
 
-        await self.backend.follow(FLAGS_CHANNEL, reload, self._mark_stale)
+        return await start_following(
+            self.backend,
+            FLAGS_CHANNEL,
+            reload,
+            self._mark_stale,
+            name="toolkit.flags.follow",
+            wait=wait,
+        )
 
     async def _resync(self) -> None:
         while True:
-            await asyncio.sleep(self._resync_interval)
+            await self._sleep(self._resync_interval)
             await self.reload()
-            _raise_if_cancelling()
+            raise_if_cancelling()
             if self._published_version != self._registry.version:
                 await self.publish_declarations()
 

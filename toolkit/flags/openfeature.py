@@ -20,7 +20,6 @@ from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType, Re
 from openfeature.provider import AbstractProvider, Metadata
 
 from toolkit._deprecated import renamed_argument
-from toolkit.flags._context import REQUEST
 from toolkit.flags._current import current_store
 from toolkit.flags._model import (
     DEFAULT,
@@ -33,7 +32,7 @@ from toolkit.flags._model import (
     FlagDefinition,
 )
 from toolkit.flags._registry import REGISTRY
-from toolkit.flags._store import FlagStore
+from toolkit.flags._store import REQUEST, FlagStore
 from toolkit.telemetry import names
 
 T = TypeVar("T")

@@ -24,7 +24,7 @@ from toolkit.identity import CallerFunction, CallerResolver, ClientAddress, dige
 from toolkit.ratelimit._headers import OWN_HEADERS, PolicyHeaders, send_rejection, send_unavailable
 from toolkit.ratelimit.algorithms import Decision, create_algorithm
 from toolkit.ratelimit.policies import DEFAULT_POLICY, Policy, PolicyTable, RoutePolicy
-from toolkit.settings import RateLimitSettings, validate_arguments
+from toolkit.settings import RateLimitSettings, with_arguments
 from toolkit.telemetry import names
 from toolkit.telemetry.counts import shared_counts
 
@@ -90,25 +90,22 @@ class RateLimitMiddleware:
     ) -> None:
         self.app = app
         caller = renamed_argument("RateLimitMiddleware", "key", key, "caller", caller)
-        overrides = {
-            name: value
-            for name, value in (
-                ("limit", limit),
-                ("caller", caller),
-                ("algorithm", algorithm),
-                ("routes", routes),
-                ("exempt", exempt),
-                ("failure", failure),
-                ("shadow", shadow),
-                ("headers", headers),
-                ("trusted_proxies", trusted_proxies),
-                ("proxy_header", proxy_header),
-            )
-            if value is not None
-        }
-        if settings is None or overrides:
-            base = settings.model_dump() if settings is not None else {}
-            settings = validate_arguments(RateLimitSettings, {**base, **overrides})
+        settings = with_arguments(
+            RateLimitSettings,
+            settings,
+            {
+                "limit": limit,
+                "caller": caller,
+                "algorithm": algorithm,
+                "routes": routes,
+                "exempt": exempt,
+                "failure": failure,
+                "shadow": shadow,
+                "headers": headers,
+                "trusted_proxies": trusted_proxies,
+                "proxy_header": proxy_header,
+            },
+        )
         self.settings = settings
 
         backend: RateLimitStorage | LimitsSupport

@@ -63,7 +63,12 @@ from toolkit.errors import BackendError, CircuitOpenError, ConfigurationError
 from toolkit.resilience._nesting import claim, claimed_by
 from toolkit.resilience._telemetry import BreakerTelemetry
 from toolkit.resilience.classify import ErrorPredicate, counts_as_failure
-from toolkit.settings import BREAKER_NAME_CHARACTERS, ResilienceSettings, validate_arguments
+from toolkit.settings import (
+    BREAKER_NAME_CHARACTERS,
+    ResilienceSettings,
+    validate_arguments,
+    with_arguments,
+)
 from toolkit.telemetry import names
 
 R = TypeVar("R")
@@ -156,20 +161,21 @@ class CircuitBreaker:
             raise ConfigurationError(
                 f"CircuitBreaker(name={name!r}): letters, digits and ._-:/ only, e.g. 'openai'"
             )
-        base = settings if settings is not None else ResilienceSettings.model_validate({})
-        own = base.breakers.get(name)
-        if own is not None:
-            base = base.model_copy(update=own.model_dump(exclude_none=True))
-        overrides = {
-            "failure_rate": failure_rate,
-            "minimum_calls": minimum_calls,
-            "window": window,
-            "open_duration": open_duration,
-            "max_open_duration": max_open_duration,
-            "probes": probes,
-        }
-        given = {k: v for k, v in overrides.items() if v is not None}
-        options = validate_arguments(ResilienceSettings, {**base.model_dump(), **given})
+        own = settings.breakers.get(name) if settings is not None else None
+        # resilience.breakers.<name> over the section, the arguments over both.
+        options = with_arguments(
+            ResilienceSettings,
+            settings,
+            own.model_dump() if own is not None else {},
+            {
+                "failure_rate": failure_rate,
+                "minimum_calls": minimum_calls,
+                "window": window,
+                "open_duration": open_duration,
+                "max_open_duration": max_open_duration,
+                "probes": probes,
+            },
+        )
         if window_calls is not None and (not isinstance(window_calls, int) or window_calls < 1):
             raise ConfigurationError(
                 f"CircuitBreaker(window_calls={window_calls!r}): a positive count, e.g. 100"

@@ -9,7 +9,10 @@ from typing import Any
 
 from opentelemetry import metrics
 
+from toolkit._current import Current
+from toolkit._tasks import STOP_TIMEOUT, stop_tasks
 from toolkit.backends import BreakerStorage, MemoryBackend, require
+from toolkit.backends._following import start_following
 from toolkit.backends.breaker_state import parse_breaker_message
 from toolkit.resilience.breaker import BREAKER_CHANNEL, CircuitBreaker
 from toolkit.settings import ResilienceSettings
@@ -68,24 +71,25 @@ class BreakerRegistry:
         return iter(list(self._breakers.values()))
 
     async def start(self) -> None:
-        """Follow transitions announced by every instance (``install()``'s startup)."""
+        """Follow transitions announced by every instance (``install()``'s startup); returns
+        once the subscription is live, or its first attempt failed."""
         if self._task is None:
-            self._task = asyncio.create_task(self._follow(), name="toolkit.resilience.follow")
+            self._task = await start_following(
+                self.backend,
+                BREAKER_CHANNEL,
+                self._on_announcement,
+                name="toolkit.resilience.follow",
+            )
 
     async def stop(self) -> None:
         """Stop following, and wait for the breakers' background reports (bounded)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait([self._task], timeout=2.0)
+            await stop_tasks([self._task])
             self._task = None
         for breaker in self:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2.0):
+                async with asyncio.timeout(STOP_TIMEOUT):
                     await breaker.settle()
-
-    async def _follow(self) -> None:
-        await self.backend.follow(BREAKER_CHANNEL, self._on_announcement)
 
     async def _on_announcement(self, message: str) -> None:
         parsed = parse_breaker_message(message) if message else None
@@ -99,19 +103,16 @@ class BreakerRegistry:
             breaker.follow(parsed[1])
 
 
-_current: BreakerRegistry | None = None
+INSTALLED: Current[BreakerRegistry] = Current(BreakerRegistry)
+"""The registry ``install()`` set up last, else an in-process one."""
 
 
 def current_breakers() -> BreakerRegistry:
     """The registry set with :func:`set_current_breakers` (``install()``), else an in-process
     one created on first use, so named breakers work before and without ``install()``."""
-    global _current
-    if _current is None:
-        _current = BreakerRegistry()
-    return _current
+    return INSTALLED.get()
 
 
 def set_current_breakers(registry: BreakerRegistry | None) -> None:
     """Make ``registry`` the one ``@resilient(breaker="name")`` uses."""
-    global _current
-    _current = registry
+    INSTALLED.set(registry)

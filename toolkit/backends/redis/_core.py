@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Final, TypeVar
 
 from opentelemetry import metrics
 
+from toolkit._tasks import raise_if_cancelling
 from toolkit.backends._deadline import Deadline, LoopLag
 from toolkit.backends._reconnect import Reconnect
 from toolkit.backends.base import BackendCore, redacted_url
@@ -145,9 +146,7 @@ class RedisCore(BackendCore):
                     if message is not None and message["type"] == "message":
                         yield message["data"].decode()
             except Exception as exc:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise asyncio.CancelledError from exc  # redis-py swallowed our cancel
+                raise_if_cancelling()  # redis-py may turn our cancellation into an error
                 raise self._failure(f"{channel}.listen", exc) from exc
         finally:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
