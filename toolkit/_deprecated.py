@@ -1,8 +1,9 @@
 """Renamed public names: the old name keeps working and warns, naming the new one.
 
-For arguments (:func:`renamed_argument`), module attributes (:func:`renamed_attributes`) and
-settings fields (:class:`Renamed`, in every source: ``TOOLKIT_*`` variables, ``toolkit.toml``
-and keyword arguments alike).
+For arguments (:func:`renamed_argument`), module attributes (:func:`renamed_attributes`, and
+:func:`moved_attributes` for those now in another module) and settings fields
+(:class:`Renamed`, in every source: ``TOOLKIT_*`` variables, ``toolkit.toml`` and keyword
+arguments alike).
 """
 
 from __future__ import annotations
@@ -51,6 +52,21 @@ def renamed_attributes(module: str, renamed: Mapping[str, tuple[str, Any]]) -> C
         new, value = renamed[name]
         warn_renamed(f"{module}.{name}", f"{module}.{new}")
         return value
+
+    return __getattr__
+
+
+def moved_attributes(
+    module: str, new_module: str, moved: Mapping[str, Any]
+) -> Callable[[str], Any]:
+    """A module ``__getattr__`` serving each name of ``moved`` (name -> value), which now lives
+    in ``new_module``, with a warning naming its new place; any other name is missing."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in moved:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        warn_renamed(f"{module}.{name}", f"{new_module}.{name}")
+        return moved[name]
 
     return __getattr__
 

@@ -3,7 +3,8 @@
 The admin routes and ``/metrics`` answer bad requests with :func:`problem_response`;
 ``install()`` registers exception handlers that answer a pool's or a breaker's refusal with
 :func:`service_unavailable`, a 503 in the same shape as the rate limiter's answers, never a 500
-with a traceback.
+with a traceback. The rate limiter sends its 429s and 503s straight to ASGI, with bodies from
+:func:`problem_body`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,22 @@ from starlette.responses import Response
 REDUCED_CAPACITY: Final = (
     "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity"
 )
+QUOTA_EXCEEDED: Final = "https://iana.org/assignments/http-problem-types#quota-exceeded"
+_TITLES: Final = {status.value: status.phrase for status in HTTPStatus}
+
+
+def problem_body(
+    status: int,
+    detail: str,
+    type: str = "about:blank",  # the member's name in RFC 9457
+    extensions: Mapping[str, Any] | None = None,
+) -> bytes:
+    """The JSON of a problem: ``type``, ``status`` and its title, ``detail`` (what was wrong
+    and what would work), then any ``extensions`` (``{"field": "limit"}``)."""
+    problem = {"type": type, "title": _TITLES[status], "status": status, "detail": detail}
+    if extensions:
+        problem.update(extensions)
+    return json.dumps(problem, separators=(",", ":")).encode()
 
 
 def problem_response(
@@ -29,17 +46,9 @@ def problem_response(
     headers: Mapping[str, str] | None = None,
     **extensions: Any,
 ) -> Response:
-    """An ``application/problem+json`` answer: ``status``, its title, ``detail`` (what was
-    wrong and what would work) and any ``extensions`` (``field="limit"``)."""
-    body = {
-        "type": type,
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-        **extensions,
-    }
+    """An ``application/problem+json`` answer (:func:`problem_body`) with ``headers``."""
     return Response(
-        json.dumps(body, separators=(",", ":")),
+        problem_body(status, detail, type, extensions),
         status,
         headers=headers,
         media_type="application/problem+json",

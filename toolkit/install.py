@@ -25,12 +25,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from toolkit._problem import problem_response
+from toolkit.admin import admin_routes
 from toolkit.backends import Backend, backend_from_settings
 from toolkit.cache import CacheStore, LocalTier, ResponseCacheMiddleware, set_current_cache
 from toolkit.errors import CircuitOpenError, ConfigurationError, PoolError
 from toolkit.flags import FlagContextMiddleware, FlagSource, FlagStore, set_current_store
 from toolkit.flags._setup import flag_store_from_settings
-from toolkit.flags.admin import admin_routes
 from toolkit.pool import AgentPool
 from toolkit.pool._http import pool_unavailable
 from toolkit.ratelimit import RateLimitMiddleware
@@ -214,7 +214,7 @@ def install(
         )
     if settings.admin.tokens:
         # First, so that no catch-all route of the app can hide the admin routes.
-        app.router.routes.insert(0, admin_routes(store, settings.admin))
+        app.router.routes.insert(0, admin_routes(store, settings.admin, cache=cache))
     if PoolError not in app.exception_handlers:
         app.add_exception_handler(PoolError, pool_unavailable)
     if CircuitOpenError not in app.exception_handlers:

@@ -143,6 +143,14 @@ def body_of(messages: list[Message]) -> bytes:
 
 
 @asynccontextmanager
+async def serving(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
+    """``app`` started (its lifespan run around the block) and an HTTP client of it, served
+    the current way."""
+    async with lifespan(app), http_client(app) as http:
+        yield http
+
+
+@asynccontextmanager
 async def lifespan(app: ASGIApp) -> AsyncIterator[None]:
     """Run ``app``'s ASGI lifespan around the block, as a server would. A parent app does
     not run the lifespan of the apps it mounts; a mounted app's must be run like this (the

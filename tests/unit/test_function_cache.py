@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import re
 import threading
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio.to_thread
@@ -22,7 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import toolkit
-from tests.support.asgi import lifespan
+from tests.support.asgi import serving
 from tests.support.otel import counter_value
 from tests.support.waiting import eventually
 from tests.unit.conftest import StoppableCache
@@ -53,13 +51,6 @@ def requests(reader: InMemoryMetricReader, result: str, name: str = "test") -> f
     return counter_value(
         reader, names.CACHE_REQUESTS, **{names.CACHE_NAME: name, names.CACHE_RESULT: result}
     )
-
-
-@contextlib.asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with lifespan(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-        yield http
 
 
 class Calls:

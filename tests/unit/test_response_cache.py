@@ -10,11 +10,9 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
 from hypothesis import HealthCheck, given, settings
@@ -35,9 +33,9 @@ from tests.support.asgi import (
     body_of,
     current_serving,
     headers_of,
-    http_client,
     http_scope,
     lifespan,
+    serving,
     status_of,
 )
 from tests.support.otel import counter_value
@@ -1349,12 +1347,6 @@ def installed_app(**settings: Any) -> FastAPI:
         ),
     )
     return app
-
-
-@asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with lifespan(app), http_client(app) as http:
-        yield http
 
 
 async def test_installed_cache_sits_inside_the_rate_limiter() -> None:

@@ -4,23 +4,22 @@ Fields follow draft-ietf-httpapi-ratelimit-headers (structured fields): ``RateLi
 describes each limit (quota ``q``, window ``w`` in seconds) and ``RateLimit`` the one that
 constrains this client now (remaining ``r``, seconds to reset ``t``). The legacy
 ``X-RateLimit-*`` trio is available as an option, its reset a Unix time as GitHub, slowapi and
-flask-limiter send it. Bodies are RFC 9457 problem details.
+flask-limiter send it. Bodies are RFC 9457 problem details (``toolkit._problem``), sent
+straight to ASGI: a 429 is the answer most often sent under abuse.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 
 from starlette.types import Send
 
+from toolkit._problem import QUOTA_EXCEEDED, REDUCED_CAPACITY, problem_body, retry_after_seconds
 from toolkit.ratelimit.algorithms import Decision
 from toolkit.ratelimit.policies import Policy
 from toolkit.settings import HeaderStyle
 
-_QUOTA_EXCEEDED = "https://iana.org/assignments/http-problem-types#quota-exceeded"
-_REDUCED_CAPACITY = "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity"
 OWN_HEADERS = frozenset(
     (
         b"ratelimit",
@@ -96,42 +95,27 @@ async def send_rejection(
     send: Send, policy: Policy, decision: Decision, fields: list[tuple[bytes, bytes]]
 ) -> None:
     """Answer 429: the client spent its budget. ``Retry-After`` is never before the reset."""
-    retry_after = max(1, math.ceil(decision.retry_after))
+    retry_after = retry_after_seconds(decision.retry_after)
     limit = policy.limits[decision.binding]
-    await _send_problem(
-        send,
+    body = problem_body(
         429,
-        {
-            "type": _QUOTA_EXCEEDED,
-            "title": "Too Many Requests",
-            "status": 429,
-            "detail": f"Rate limit {limit} of policy {policy.name!r} exceeded; "
-            f"retry in {retry_after} s.",
-            "violated-policies": [policy.name],
-        },
-        [(b"retry-after", str(retry_after).encode()), *fields],
+        f"Rate limit {limit} of policy {policy.name!r} exceeded; retry in {retry_after} s.",
+        QUOTA_EXCEEDED,
+        {"violated-policies": [policy.name]},
     )
+    await _send_problem(send, 429, body, [(b"retry-after", str(retry_after).encode()), *fields])
 
 
 async def send_unavailable(send: Send, policy: Policy) -> None:
     """Answer 503: the policy fails closed and its storage is failing."""
-    await _send_problem(
-        send,
-        503,
-        {
-            "type": _REDUCED_CAPACITY,
-            "title": "Service Unavailable",
-            "status": 503,
-            "detail": f"Rate limit policy {policy.name!r} cannot be checked right now.",
-        },
-        [(b"retry-after", b"1")],
-    )
+    detail = f"Rate limit policy {policy.name!r} cannot be checked right now."
+    body = problem_body(503, detail, REDUCED_CAPACITY)
+    await _send_problem(send, 503, body, [(b"retry-after", b"1")])
 
 
 async def _send_problem(
-    send: Send, status: int, problem: dict[str, object], fields: list[tuple[bytes, bytes]]
+    send: Send, status: int, body: bytes, fields: list[tuple[bytes, bytes]]
 ) -> None:
-    body = json.dumps(problem, separators=(",", ":")).encode()
     headers = [
         (b"content-type", b"application/problem+json"),
         (b"content-length", str(len(body)).encode()),

@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -14,12 +12,12 @@ import pytest
 from fastapi import FastAPI
 
 import toolkit
-from tests.support.asgi import http_client, lifespan
+from tests.support.asgi import serving
 from tests.support.servers import free_port
 from toolkit import ToolkitSettings
+from toolkit.admin import MAX_BODY_BYTES, admin_routes
 from toolkit.errors import ConfigurationError
 from toolkit.flags import FlagDefinition, declare
-from toolkit.flags.admin import MAX_BODY_BYTES, admin_routes
 from toolkit.settings import AdminSettings
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("served")]
@@ -66,12 +64,6 @@ def agent_app(backend_url: str = "memory://", tokens: dict[str, str] | None = No
     )
     toolkit.install(app, settings)
     return app
-
-
-@asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with lifespan(app), http_client(app) as http:
-        yield http
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -467,3 +459,28 @@ async def test_admin_answers_503_when_the_backend_is_down_and_nothing_changes() 
         flag = (await http.get("/_toolkit/flags/ratelimit", headers=OPS)).json()
         assert flag["override"] is None
         assert flag["effective"]["variant"] == "on"
+
+
+async def test_admin_purges_the_cache_of_its_own_app() -> None:
+    """Two apps installed in one process: each one's admin purges its own cache, not the one
+    installed last (the current cache)."""
+    first, _installed_last = agent_app(), agent_app()
+    cache = first.state.toolkit.cache
+    async with serving(first) as http:
+        await cache.set("entry", b"v", ttl=60, tags=["catalog"])
+        done = await http.post(
+            "/_toolkit/cache/invalidate", headers={**OPS, **JSON}, json={"tags": ["catalog"]}
+        )
+        assert done.json() == {"tags": ["catalog"], "deleted": 1}
+        assert await cache.get("entry") is None
+
+
+def test_the_old_admin_module_warns_and_names_the_new_one() -> None:
+    """``toolkit.flags.admin`` was the admin's place: its names still work, with a warning."""
+    import toolkit.flags.admin as old
+
+    with pytest.warns(DeprecationWarning, match=r"use toolkit\.admin\.admin_routes"):
+        assert old.admin_routes is admin_routes
+    with pytest.warns(DeprecationWarning, match=r"toolkit\.flags\.admin\.MAX_BODY_BYTES is dep"):
+        from toolkit.flags.admin import MAX_BODY_BYTES as old_cap
+    assert old_cap == MAX_BODY_BYTES
