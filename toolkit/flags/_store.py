@@ -6,6 +6,11 @@ snapshot that is swapped whole when the backend changes: no I/O and no lock per 
 change is published by the backend (Redis pub/sub) and reaches every process at once; a
 periodic resync catches anything a broken subscription missed. While the backend cannot be
 read, the last known values keep serving, with reason ``stale``.
+
+Over 400 lines, as one class: evaluation, operators' writes and keeping the snapshot live all
+read and swap the same state (the stored overrides, the snapshot, staleness). What stands
+apart is elsewhere: building a snapshot (``_snapshot.py``), pinning it per request
+(``_middleware.py``), test overrides (``_override.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from opentelemetry import metrics, trace
 from starlette.types import Scope
@@ -29,10 +34,8 @@ from toolkit.backends import FlagStorage, MemoryBackend, require
 from toolkit.backends._following import start_following
 from toolkit.errors import BackendError, ConfigurationError
 from toolkit.flags._model import (
-    DEFAULT,
     ERROR,
     OFF,
-    SPLIT,
     STALE,
     STATIC,
     Evaluation,
@@ -43,6 +46,7 @@ from toolkit.flags._model import (
 )
 from toolkit.flags._override import OVERRIDES
 from toolkit.flags._registry import REGISTRY, Registry
+from toolkit.flags._snapshot import Answer, Snapshot, compile_snapshot, prepare
 from toolkit.identity import CallerResolver
 from toolkit.telemetry import names
 from toolkit.telemetry.counts import shared_counts
@@ -64,55 +68,13 @@ class UnknownFlag(ConfigurationError):
     """No flag of that key is declared (as opposed to a bad variant or percentage)."""
 
 
-class _Answer(NamedTuple):
-    """An evaluation prepared once per snapshot, with its metric series and attributes."""
-
-    evaluation: Evaluation
-    series: tuple[str, str, str]
-    attributes: Mapping[str, str]
-    traced: bool
-    """Whether it makes a span event: a kill switch at its default is the normal state of
-    every request, so only an overridden one is news on a span."""
-
-
-def _answer(
-    key: str,
-    variant: str,
-    value: Any,
-    reason: str,
-    label: str | None = None,
-    *,
-    capability: bool = False,
-) -> _Answer:
-    label = label or key
-    attributes = {
-        names.FEATURE_FLAG_KEY: label,
-        names.FEATURE_FLAG_RESULT_VARIANT: variant,
-        names.FEATURE_FLAG_RESULT_REASON: reason,
-    }
-    traced = not (capability and reason == DEFAULT)
-    return _Answer(
-        Evaluation(key, variant, value, reason), (label, variant, reason), attributes, traced
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class _Resolved:
-    """One flag in a snapshot: who gets what."""
-
-    definition: FlagDefinition
-    outside: _Answer
-    inside: _Answer | None = None  # the rollout's variant, for callers below threshold
-    threshold: int = 0
-
-
 class RequestFlags:
     """What a request pinned (:meth:`FlagStore.pin`): the store that serves it, the snapshot
     it started with and its scope; its caller, found when a rollout first needs it."""
 
     __slots__ = ("_caller", "scope", "snapshot", "store")
 
-    def __init__(self, store: FlagStore, snapshot: Mapping[str, _Resolved], scope: Scope) -> None:
+    def __init__(self, store: FlagStore, snapshot: Snapshot, scope: Scope) -> None:
         self.store = store
         self.snapshot = snapshot
         self.scope = scope
@@ -189,7 +151,7 @@ class FlagStore:
         self._sleep = sleep
         self._registry = registry
         self._stored: dict[str, FlagState] = {}
-        self._snapshot: dict[str, _Resolved] = {}
+        self._snapshot: Snapshot = {}
         self._compiled_version = -1
         self._published_version = -1
         self._tasks: list[asyncio.Task[None]] = []
@@ -220,14 +182,14 @@ class FlagStore:
             answer = self._overridden(key, overrides[key])
         else:
             request = REQUEST.get()
-            snapshot: Mapping[str, _Resolved] = (
+            snapshot: Snapshot = (
                 request.snapshot
                 if request is not None and request.store is self
                 else self._snapshot
             )
             resolved = snapshot.get(key)
             if resolved is None:
-                answer = _answer(key, OFF, False, ERROR, UNDECLARED)
+                answer = prepare(key, OFF, False, ERROR, UNDECLARED)
             elif resolved.inside is None:
                 answer = resolved.outside
             else:
@@ -237,7 +199,7 @@ class FlagStore:
                 answer = resolved.inside if inside else resolved.outside
             if self.stale and answer.evaluation.reason != ERROR:
                 e = answer.evaluation
-                answer = _answer(key, e.variant, e.value, STALE)
+                answer = prepare(key, e.variant, e.value, STALE)
         self._record(answer, names.FLAG_PROVIDER)
         return answer.evaluation
 
@@ -248,10 +210,10 @@ class FlagStore:
         capability = definition is not None and definition.capability
         e = evaluation
         self._record(
-            _answer(e.key, e.variant, e.value, e.reason, label, capability=capability), provider
+            prepare(e.key, e.variant, e.value, e.reason, label, capability=capability), provider
         )
 
-    def _record(self, answer: _Answer, provider: str) -> None:
+    def _record(self, answer: Answer, provider: str) -> None:
         self._evaluations.add(answer.series, answer.attributes)
         if not answer.traced:
             return
@@ -289,11 +251,11 @@ class FlagStore:
         warn_renamed("FlagStore.subject_of", "FlagStore.caller_of")
         return self.caller_of(scope)
 
-    def _overridden(self, key: str, variant: str) -> _Answer:
+    def _overridden(self, key: str, variant: str) -> Answer:
         definition = self._registry.definitions.get(key)
         if definition is None or variant not in definition.variants:
-            return _answer(key, OFF, False, ERROR, UNDECLARED)
-        return _answer(key, variant, definition.variants[variant], STATIC)
+            return prepare(key, OFF, False, ERROR, UNDECLARED)
+        return prepare(key, variant, definition.variants[variant], STATIC)
 
     # --- operators' view and writes --------------------------------------------------------
 
@@ -476,31 +438,9 @@ class FlagStore:
                 self._changes.add(key, attributes)
 
     def _compile(self) -> None:
-        snapshot: dict[str, _Resolved] = {}
-        for key, definition in self._registry.definitions.items():
-            state = self._stored.get(key)
-            if state is None:
-                variant = self._default_variant(definition)
-                outside = _answer(
-                    key,
-                    variant,
-                    definition.variants[variant],
-                    DEFAULT,
-                    capability=definition.capability,
-                )
-                snapshot[key] = _Resolved(definition, outside)
-                continue
-            reason = STATIC if state.rollout is None else SPLIT
-            outside = _answer(key, state.variant, definition.variants[state.variant], reason)
-            if state.rollout is None:
-                snapshot[key] = _Resolved(definition, outside)
-                continue
-            rollout = state.rollout
-            inside = _answer(key, rollout.variant, definition.variants[rollout.variant], SPLIT)
-            threshold = round(rollout.percentage * 100)  # of 10,000 buckets
-            snapshot[key] = _Resolved(definition, outside, inside, threshold)
-        self._snapshot = snapshot
-        self._compiled_version = self._registry.version
+        registry = self._registry
+        self._snapshot = compile_snapshot(registry.definitions, self._stored, self._default_variant)
+        self._compiled_version = registry.version
 
     def _check_defaults(self) -> None:
         for key, variant in self._defaults.items():
