@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import random
 from typing import Any
@@ -18,6 +19,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import toolkit
 from tests.support.otel import points
 from toolkit.pool import AgentPool, PoolStats
+from toolkit.pool._entry import Entry
+from toolkit.pool._exclusive import ExclusiveLender
+from toolkit.pool._options import PoolArguments
 from toolkit.telemetry import names
 
 pytestmark = pytest.mark.anyio
@@ -50,10 +54,17 @@ class FakeClock:
 async def settle(pool: AgentPool[Any]) -> None:
     """Let background builds land and closes finish (they run on the loop, no timers)."""
     for _ in range(1000):
-        if not pool._tasks:
+        if not pool._objects.tasks:
             return
         await asyncio.sleep(0)
-    raise AssertionError(f"pool tasks still running: {pool._tasks}")
+    raise AssertionError(f"pool tasks still running: {pool._objects.tasks}")
+
+
+def idle_objects(pool: AgentPool[Resource]) -> list[Entry[Resource]]:
+    """The idle list of an exclusive pool's default key."""
+    lender = pool._keys[None]
+    assert isinstance(lender, ExclusiveLender)
+    return lender.idle
 
 
 def whole(pool: AgentPool[Any], idle: int) -> PoolStats:
@@ -133,7 +144,7 @@ async def test_pool_survives_5000_random_cancel_and_error_cycles() -> None:
     gate = pool._keys[None].gate
     assert gate.free == 2
     assert not gate.waiters
-    idle = pool._keys[None].idle
+    idle = idle_objects(pool)
     assert len({id(entry) for entry in idle}) == len(idle)
     assert {r.id for r in built if not r.closed} == {entry.obj.id for entry in idle}
     async with pool.acquire() as a, pool.acquire() as b:
@@ -325,7 +336,7 @@ async def test_pool_recycle_jitter_spreads_limits_below_the_setting() -> None:
     )  # fmt: skip
     async with pool.acquire() as a, pool.acquire() as b:
         pass
-    expiries = sorted(entry.expires - clock.now for entry in pool._keys[None].idle)
+    expiries = sorted(entry.expires - clock.now for entry in idle_objects(pool))
     assert expiries == [80.0, 100.0]
     del a, b
 
@@ -408,6 +419,20 @@ def test_pool_invalid_arguments_are_refused_at_construction(
     """A bad argument raises ConfigurationError naming it, when the pool is built."""
     with pytest.raises(toolkit.ConfigurationError, match=named):
         AgentPool(Resource, **arguments)
+
+
+def test_pool_signature_shows_every_argument_and_refuses_unknown_ones() -> None:
+    """help() and inspect see AgentPool's keyword arguments with their defaults (they are one
+    TypedDict for the type checker); an unknown one is a TypeError, as with any signature."""
+    parameters = inspect.signature(AgentPool).parameters
+    assert list(parameters) == ["factory", *PoolArguments.__annotations__]
+    assert parameters["mode"].default == "exclusive"
+    assert parameters["size"].default is None
+    assert parameters["acquire_timeout"].default == 30.0
+    assert parameters["discard_on"].default is toolkit.pool.MODE_DEFAULT
+    assert all(p.kind is p.KEYWORD_ONLY for name, p in parameters.items() if name != "factory")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'sise'"):
+        AgentPool(Resource, sise=2)  # type: ignore[call-overload]
 
 
 async def test_pooled_injects_the_object_and_hides_the_parameter() -> None:
@@ -624,7 +649,7 @@ async def test_pool_exclusive_mode_builds_a_recycled_objects_replacement_in_the_
     await settle(pool)
     assert first.closed
     assert pool.stats() == whole(pool, idle=1)  # the replacement, built already
-    (ready,) = pool._keys[None].idle
+    (ready,) = idle_objects(pool)
     async with pool.acquire() as second:
         assert second is ready.obj
 
