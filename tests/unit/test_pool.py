@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import itertools
 import random
+import threading
 from typing import Any
 
 import httpx
@@ -22,6 +23,7 @@ from toolkit.pool import AgentPool, PoolStats
 from toolkit.pool._entry import Entry
 from toolkit.pool._exclusive import ExclusiveLender
 from toolkit.pool._options import PoolArguments
+from toolkit.pool._shared import SharedLender
 from toolkit.telemetry import names
 
 pytestmark = pytest.mark.anyio
@@ -152,6 +154,123 @@ async def test_pool_survives_5000_random_cancel_and_error_cycles() -> None:
         assert not a.closed
         assert not b.closed
     await pool.close()
+
+
+async def test_pool_shared_mode_survives_random_cancel_error_and_check_cycles() -> None:
+    """The same in shared mode (size 3), with failing builds and checks at every checkout,
+    recycling by uses and errors that retire the object: it ends whole, lends only objects
+    that are open, and every object but the key's current one is closed."""
+    rng = random.Random(7)
+    built: list[Resource] = []
+
+    async def make() -> Resource:
+        for _ in range(rng.randrange(4)):
+            await asyncio.sleep(0)
+        if rng.random() < 0.05:
+            raise RuntimeError("factory failed")
+        built.append(resource := Resource())
+        return resource
+
+    async def check(resource: Resource) -> bool:
+        for _ in range(rng.randrange(3)):
+            await asyncio.sleep(0)
+        if rng.random() < 0.05:
+            raise RuntimeError("check failed")
+        return rng.random() > 0.1
+
+    pool: AgentPool[Resource] = AgentPool(
+        make, mode="shared", size=3, max_waiting=1000, acquire_timeout=30, health_check=check,
+        check_interval=0, max_uses=7, discard_on=(ValueError,),
+    )  # fmt: skip
+
+    async def cycle() -> None:
+        action = rng.random()
+        try:
+            if action < 0.1:
+                async with asyncio.timeout(0):
+                    async with pool.acquire():
+                        pass
+                return
+            async with pool.acquire() as resource:
+                for _ in range(rng.randrange(3)):
+                    assert not resource.closed, "an object was closed while held"
+                    await asyncio.sleep(0)
+                if action < 0.3:
+                    raise ValueError("the caller's block failed")
+        except (ValueError, RuntimeError, TimeoutError):
+            pass
+
+    for _ in range(400):
+        batch = [asyncio.create_task(cycle()) for _ in range(8)]
+        for _ in range(rng.randrange(6)):
+            await asyncio.sleep(0)
+        for task in batch:
+            if rng.random() < 0.3:
+                task.cancel()
+        await asyncio.gather(*batch, return_exceptions=True)
+    await settle(pool)
+
+    stats = pool.stats()
+    assert stats.used == stats.creating == stats.pending == stats.holders == 0, stats
+    lender = pool._keys[None]
+    assert isinstance(lender, SharedLender)
+    assert lender.gate.free == 3
+    assert not lender.gate.waiters
+    current = {lender.current.obj.id} if lender.current is not None else set()
+    assert {r.id for r in built if not r.closed} == current
+    async with pool.acquire() as resource:
+        assert not resource.closed
+    await pool.close()
+    await settle(pool)
+    assert all(r.closed for r in built)
+
+
+def test_pool_shared_mode_lends_to_a_caller_arriving_as_the_build_ends() -> None:
+    """Shared mode: a caller that comes in the turn of the loop in which the key's build
+    ends (before its done callback ran) gets the new object; it used to spin without ever
+    awaiting, blocking the event loop. Run in a thread, so such a spin fails the test."""
+    got: list[tuple[Resource, Resource]] = []
+
+    async def scenario() -> None:
+        release = asyncio.Event()
+
+        async def make() -> Resource:
+            await release.wait()
+            return Resource()
+
+        pool: AgentPool[Resource] = AgentPool(make, mode="shared")
+
+        async def use() -> Resource:
+            async with pool.acquire() as resource:
+                return resource
+
+        first = asyncio.create_task(use())  # starts the build and waits for it
+        for _ in range(2):
+            await asyncio.sleep(0)
+        release.set()  # the build ends on the next turn, its callbacks on the one after
+        second = asyncio.create_task(use())  # runs between the two
+        a, b = await asyncio.gather(first, second)
+        got.append((a, b))
+        await pool.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(scenario(),), daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the second acquire spins"
+    ((a, b),) = got
+    assert a is b
+
+
+async def test_pool_shared_mode_closes_a_retired_object_whose_last_holder_raises() -> None:
+    """Shared mode: an object retired while held (here by an error discard_on accepts) is
+    closed when its last holder leaves, even if that holder's block raised too."""
+    pool: AgentPool[Resource] = AgentPool(Resource, mode="shared", discard_on=(ValueError,))
+    with pytest.raises(ValueError, match="bad"):
+        async with pool.acquire() as first, pool.acquire():
+            raise ValueError("bad run")  # the inner exit retires it; the outer one holds it
+    await settle(pool)
+    assert first.closed
+    assert pool.stats() == whole(pool, idle=0)
 
 
 async def test_pool_acquire_cancelled_while_building_keeps_the_object() -> None:

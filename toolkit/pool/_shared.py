@@ -65,6 +65,9 @@ class SharedLender(KeyLender[T]):
             if not await finished(task, deadline - objects.clock()):
                 # The build goes on and lands as the key's object.
                 raise objects.timed_out("building an object")
+            # A build that has just ended may not have landed yet (done callbacks run on a
+            # later turn of the loop); land it now, or this loop would spin, never awaiting.
+            self._landed(task)
             if task.cancelled():
                 raise objects.closed_error()
             task.result()  # the factory's exception reaches the caller
@@ -73,8 +76,8 @@ class SharedLender(KeyLender[T]):
         """Leave the object to its other holders; retire it if ``discard_on`` accepts
         ``exc``, close it if it is retired and this was its last holder."""
         entry.holders -= 1
-        if exc is not None and self.objects.options.discard_on(exc):
-            self._retire(entry, names.POOL_DISCARD_ERROR)
+        if exc is not None and not entry.retired and self.objects.options.discard_on(exc):
+            self._retire(entry, names.POOL_DISCARD_ERROR)  # closed now if nobody else holds it
         elif entry.retired and entry.holders == 0:
             self.retiring -= 1
             self.objects.close_later(entry, entry.reason)
@@ -129,6 +132,10 @@ class SharedLender(KeyLender[T]):
         return task
 
     def _landed(self, task: asyncio.Task[Entry[T]]) -> None:
+        """The build's object becomes ``current``; once per build (its done callback, or
+        :meth:`checkout` first)."""
+        if self.building is not task:
+            return
         self.building = None
         if task.cancelled():
             return
