@@ -727,7 +727,9 @@ async def test_response_cache_a_refresh_that_may_not_be_stored_does_not_evict_th
 
     async def served(headers: Sequence[tuple[str, str]]) -> list[Message]:
         messages = await request(cached, "/public/1", headers=headers)
-        await asyncio.wait(list(cached._refreshes.values()) or [asyncio.sleep(0)], timeout=5)
+        await asyncio.wait(
+            list(cached._refreshes.running.values()) or [asyncio.sleep(0)], timeout=5
+        )
         return messages
 
     assert x_cache(await served([])) == "STALE"
@@ -1053,7 +1055,7 @@ async def test_response_cache_serves_stale_while_one_background_refresh_runs(
     assert {x_cache(m) for m in stale} == {"STALE"}
     assert {json_of(m)["nonce"] for m in stale} == {first["nonce"]}
     assert {dict(headers_of(m))["age"] for m in stale} == {"11"}
-    refreshes = list(cached._refreshes.values())
+    refreshes = list(cached._refreshes.running.values())
     assert len(refreshes) == 1
     await asyncio.wait(refreshes, timeout=5)
     fresh = await request(cached, "/slow", query="s=0.1")
@@ -1080,10 +1082,10 @@ async def test_response_cache_shutdown_cancels_background_refreshes() -> None:
         app.state.delay = 30  # the refresh will hang until shutdown cancels it
         assert x_cache(await request(cached, "/slow")) == "STALE"
         await asyncio.sleep(0.05)
-        assert len(cached._refreshes) == 1
+        assert len(cached._refreshes.running) == 1
         started = time.monotonic()
     assert time.monotonic() - started < 2
-    assert not cached._refreshes
+    assert not cached._refreshes.running
 
 
 async def test_response_cache_tag_invalidation_empties_what_the_tag_covers(

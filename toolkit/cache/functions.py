@@ -389,16 +389,9 @@ class _FunctionCache:
             return found
 
         async def compute() -> tuple[Any]:
-            nonlocal result
             # Under tags, read the invalidation clock before anything the function reads:
-            # its write is refused if one of them is invalidated while it runs. Leading now,
-            # but another process may have stored the value between our miss and our lease:
-            # look once more before running the function.
+            # its write is refused if one of them is invalidated while it runs.
             generation = await _generation(store) if tags else None
-            found = await lookup()
-            if found is not None:
-                return found
-            result = names.CACHE_MISS
             with computing() as computation:
                 value = await self.function(*args, **kwargs)
             # A fallback's answer is not kept (see _fallback); nor is a tagged value without
