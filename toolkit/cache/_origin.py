@@ -22,6 +22,7 @@ from toolkit._fallback import Computation, computing
 from toolkit.cache._asgi import HIT, STALE, send_entry
 from toolkit.cache._capture import Capture
 from toolkit.cache._entry import NAME, Entry, encode, encode_pass, readable
+from toolkit.cache._reads import generation_or_none
 from toolkit.cache._routes import Route
 from toolkit.cache._singleflight import SingleFlight, Turn
 from toolkit.cache._store import CacheStore
@@ -159,7 +160,9 @@ class Origin:
         )
         async with capture:
             try:
-                generation = await self._generation(route)
+                # A tagged route reads the invalidation clock before the app runs: its response
+                # is refused if one of its tags is invalidated meanwhile.
+                generation = await generation_or_none(self._store) if route.tags else None
                 with computing() as computation:
                     await self._app(scope, receive, capture)
                 if _keeps(route, capture, computation, generation):
@@ -183,22 +186,12 @@ class Origin:
             accepted_vary=route.accepted_vary,
             limit=self._max_body,
         )
-        generation = await self._generation(route)
+        generation = await generation_or_none(self._store) if route.tags else None  # see run()
         with computing() as computation:
             async with asyncio.timeout(within):
                 await self._app(scope, receive, capture)
         if _keeps(route, capture, computation, generation):
             await self._keep(route, key, capture, generation)
-
-    async def _generation(self, route: Route) -> int | None:
-        """For a tagged route, the invalidation clock before the app runs: the response is
-        refused if one of its tags is invalidated meanwhile. None for an untagged route, or
-        when the clock cannot be read (then nothing is stored under the tags)."""
-        if not route.tags:
-            return None
-        with contextlib.suppress(BackendError):  # counted and traced by the backend
-            return await self._store.generation()
-        return None
 
     async def _keep(self, route: Route, key: str, capture: Capture, generation: int | None) -> None:
         value = encode(
