@@ -27,7 +27,8 @@ from starlette.responses import Response
 from toolkit._problem import problem_response
 from toolkit.admin import admin_routes
 from toolkit.backends import Backend, backend_from_settings
-from toolkit.cache import CacheStore, LocalTier, ResponseCacheMiddleware, set_current_cache
+from toolkit.cache import CacheStore, ResponseCacheMiddleware, set_current_cache
+from toolkit.cache._setup import cache_store_from_settings
 from toolkit.errors import CircuitOpenError, ConfigurationError, PoolError
 from toolkit.flags import FlagContextMiddleware, FlagSource, FlagStore, set_current_store
 from toolkit.flags._setup import flag_store_from_settings
@@ -148,13 +149,8 @@ def install(
 
         flags = OpenFeatureFlags()
     set_current_store(store)
-    cache = CacheStore(
-        backend,
-        local=LocalTier(settings.cache.local_entries, settings.cache.local_ttl)
-        if settings.cache.local_entries
-        else None,
-        meter_provider=telemetry.meter_provider,
-        settings=settings.cache,
+    cache = cache_store_from_settings(
+        settings.cache, backend, meter_provider=telemetry.meter_provider
     )
     set_current_cache(cache)
     breakers = BreakerRegistry(

@@ -127,6 +127,28 @@ async def test_single_flight_runs_once_even_past_the_lease(backend: Backend) -> 
     assert set(results) == {b"42"}
 
 
+async def test_single_flight_leader_looks_again_before_computing(backend: Backend) -> None:
+    """A caller that missed and then got the lease looks once more before it computes:
+    another process may have stored the value in between. So does a refresh (run_if_idle)."""
+    store = CacheStore(backend)
+    flight = SingleFlight[bytes](backend, lease=5, wait=5)
+    looks = 0
+
+    async def lookup() -> bytes | None:
+        nonlocal looks
+        looks += 1
+        return await store.get("k")
+
+    async def compute() -> bytes:
+        raise AssertionError("computed what another caller had stored")
+
+    await store.set("k", b"stored meanwhile", ttl=60)  # after this caller's own miss
+    assert await flight.run("k", lookup, compute) == b"stored meanwhile"
+    assert await flight.run_if_idle("k", compute, lookup) == b"stored meanwhile"
+    assert looks == 2
+    assert not await backend.lease_held("lease:k")
+
+
 async def test_a_cancelled_leader_hands_over_at_once(backend: Backend) -> None:
     store = CacheStore(backend)
     flight = SingleFlight[bytes](backend, lease=30, wait=5)

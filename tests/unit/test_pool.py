@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import random
+import threading
 from typing import Any
 
 import httpx
@@ -18,6 +20,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import toolkit
 from tests.support.otel import points
 from toolkit.pool import AgentPool, PoolStats
+from toolkit.pool._entry import Entry
+from toolkit.pool._exclusive import ExclusiveLender
+from toolkit.pool._options import PoolArguments
+from toolkit.pool._shared import SharedLender
 from toolkit.telemetry import names
 
 pytestmark = pytest.mark.anyio
@@ -50,10 +56,17 @@ class FakeClock:
 async def settle(pool: AgentPool[Any]) -> None:
     """Let background builds land and closes finish (they run on the loop, no timers)."""
     for _ in range(1000):
-        if not pool._tasks:
+        if not pool._objects.tasks:
             return
         await asyncio.sleep(0)
-    raise AssertionError(f"pool tasks still running: {pool._tasks}")
+    raise AssertionError(f"pool tasks still running: {pool._objects.tasks}")
+
+
+def idle_objects(pool: AgentPool[Resource]) -> list[Entry[Resource]]:
+    """The idle list of an exclusive pool's default key."""
+    lender = pool._keys[None]
+    assert isinstance(lender, ExclusiveLender)
+    return lender.idle
 
 
 def whole(pool: AgentPool[Any], idle: int) -> PoolStats:
@@ -133,7 +146,7 @@ async def test_pool_survives_5000_random_cancel_and_error_cycles() -> None:
     gate = pool._keys[None].gate
     assert gate.free == 2
     assert not gate.waiters
-    idle = pool._keys[None].idle
+    idle = idle_objects(pool)
     assert len({id(entry) for entry in idle}) == len(idle)
     assert {r.id for r in built if not r.closed} == {entry.obj.id for entry in idle}
     async with pool.acquire() as a, pool.acquire() as b:
@@ -141,6 +154,123 @@ async def test_pool_survives_5000_random_cancel_and_error_cycles() -> None:
         assert not a.closed
         assert not b.closed
     await pool.close()
+
+
+async def test_pool_shared_mode_survives_random_cancel_error_and_check_cycles() -> None:
+    """The same in shared mode (size 3), with failing builds and checks at every checkout,
+    recycling by uses and errors that retire the object: it ends whole, lends only objects
+    that are open, and every object but the key's current one is closed."""
+    rng = random.Random(7)
+    built: list[Resource] = []
+
+    async def make() -> Resource:
+        for _ in range(rng.randrange(4)):
+            await asyncio.sleep(0)
+        if rng.random() < 0.05:
+            raise RuntimeError("factory failed")
+        built.append(resource := Resource())
+        return resource
+
+    async def check(resource: Resource) -> bool:
+        for _ in range(rng.randrange(3)):
+            await asyncio.sleep(0)
+        if rng.random() < 0.05:
+            raise RuntimeError("check failed")
+        return rng.random() > 0.1
+
+    pool: AgentPool[Resource] = AgentPool(
+        make, mode="shared", size=3, max_waiting=1000, acquire_timeout=30, health_check=check,
+        check_interval=0, max_uses=7, discard_on=(ValueError,),
+    )  # fmt: skip
+
+    async def cycle() -> None:
+        action = rng.random()
+        try:
+            if action < 0.1:
+                async with asyncio.timeout(0):
+                    async with pool.acquire():
+                        pass
+                return
+            async with pool.acquire() as resource:
+                for _ in range(rng.randrange(3)):
+                    assert not resource.closed, "an object was closed while held"
+                    await asyncio.sleep(0)
+                if action < 0.3:
+                    raise ValueError("the caller's block failed")
+        except (ValueError, RuntimeError, TimeoutError):
+            pass
+
+    for _ in range(400):
+        batch = [asyncio.create_task(cycle()) for _ in range(8)]
+        for _ in range(rng.randrange(6)):
+            await asyncio.sleep(0)
+        for task in batch:
+            if rng.random() < 0.3:
+                task.cancel()
+        await asyncio.gather(*batch, return_exceptions=True)
+    await settle(pool)
+
+    stats = pool.stats()
+    assert stats.used == stats.creating == stats.pending == stats.holders == 0, stats
+    lender = pool._keys[None]
+    assert isinstance(lender, SharedLender)
+    assert lender.gate.free == 3
+    assert not lender.gate.waiters
+    current = {lender.current.obj.id} if lender.current is not None else set()
+    assert {r.id for r in built if not r.closed} == current
+    async with pool.acquire() as resource:
+        assert not resource.closed
+    await pool.close()
+    await settle(pool)
+    assert all(r.closed for r in built)
+
+
+def test_pool_shared_mode_lends_to_a_caller_arriving_as_the_build_ends() -> None:
+    """Shared mode: a caller that comes in the turn of the loop in which the key's build
+    ends (before its done callback ran) gets the new object; it used to spin without ever
+    awaiting, blocking the event loop. Run in a thread, so such a spin fails the test."""
+    got: list[tuple[Resource, Resource]] = []
+
+    async def scenario() -> None:
+        release = asyncio.Event()
+
+        async def make() -> Resource:
+            await release.wait()
+            return Resource()
+
+        pool: AgentPool[Resource] = AgentPool(make, mode="shared")
+
+        async def use() -> Resource:
+            async with pool.acquire() as resource:
+                return resource
+
+        first = asyncio.create_task(use())  # starts the build and waits for it
+        for _ in range(2):
+            await asyncio.sleep(0)
+        release.set()  # the build ends on the next turn, its callbacks on the one after
+        second = asyncio.create_task(use())  # runs between the two
+        a, b = await asyncio.gather(first, second)
+        got.append((a, b))
+        await pool.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(scenario(),), daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the second acquire spins"
+    ((a, b),) = got
+    assert a is b
+
+
+async def test_pool_shared_mode_closes_a_retired_object_whose_last_holder_raises() -> None:
+    """Shared mode: an object retired while held (here by an error discard_on accepts) is
+    closed when its last holder leaves, even if that holder's block raised too."""
+    pool: AgentPool[Resource] = AgentPool(Resource, mode="shared", discard_on=(ValueError,))
+    with pytest.raises(ValueError, match="bad"):
+        async with pool.acquire() as first, pool.acquire():
+            raise ValueError("bad run")  # the inner exit retires it; the outer one holds it
+    await settle(pool)
+    assert first.closed
+    assert pool.stats() == whole(pool, idle=0)
 
 
 async def test_pool_acquire_cancelled_while_building_keeps_the_object() -> None:
@@ -325,7 +455,7 @@ async def test_pool_recycle_jitter_spreads_limits_below_the_setting() -> None:
     )  # fmt: skip
     async with pool.acquire() as a, pool.acquire() as b:
         pass
-    expiries = sorted(entry.expires - clock.now for entry in pool._keys[None].idle)
+    expiries = sorted(entry.expires - clock.now for entry in idle_objects(pool))
     assert expiries == [80.0, 100.0]
     del a, b
 
@@ -408,6 +538,20 @@ def test_pool_invalid_arguments_are_refused_at_construction(
     """A bad argument raises ConfigurationError naming it, when the pool is built."""
     with pytest.raises(toolkit.ConfigurationError, match=named):
         AgentPool(Resource, **arguments)
+
+
+def test_pool_signature_shows_every_argument_and_refuses_unknown_ones() -> None:
+    """help() and inspect see AgentPool's keyword arguments with their defaults (they are one
+    TypedDict for the type checker); an unknown one is a TypeError, as with any signature."""
+    parameters = inspect.signature(AgentPool).parameters
+    assert list(parameters) == ["factory", *PoolArguments.__annotations__]
+    assert parameters["mode"].default == "exclusive"
+    assert parameters["size"].default is None
+    assert parameters["acquire_timeout"].default == 30.0
+    assert parameters["discard_on"].default is toolkit.pool.MODE_DEFAULT
+    assert all(p.kind is p.KEYWORD_ONLY for name, p in parameters.items() if name != "factory")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'sise'"):
+        AgentPool(Resource, sise=2)  # type: ignore[call-overload]
 
 
 async def test_pooled_injects_the_object_and_hides_the_parameter() -> None:
@@ -624,7 +768,7 @@ async def test_pool_exclusive_mode_builds_a_recycled_objects_replacement_in_the_
     await settle(pool)
     assert first.closed
     assert pool.stats() == whole(pool, idle=1)  # the replacement, built already
-    (ready,) = pool._keys[None].idle
+    (ready,) = idle_objects(pool)
     async with pool.acquire() as second:
         assert second is ready.obj
 

@@ -13,6 +13,8 @@ from typing import Final, NamedTuple
 
 import msgpack  # type: ignore[import-untyped]
 
+NAME: Final = "response"
+"""``toolkit.cache.name`` of the response cache, and the namespace of its keys."""
 VERSION: Final = 1
 """Format of the stored array; an entry of any other version reads as a miss."""
 PASS: Final = 0
@@ -88,3 +90,12 @@ def decode(raw: bytes) -> Entry:
     ):
         raise ValueError("not a cache entry of this version")
     return Entry._make(fields[1:])
+
+
+def readable(raw: bytes) -> Entry | None:
+    """The entry stored as ``raw``, or None when it is not one this version can read (a
+    miss)."""
+    try:
+        return decode(raw)
+    except ValueError:
+        return None

@@ -7,7 +7,9 @@ backoff and take the result when it lands. When the leader ends without storing 
 (the response was not cacheable, it failed, it was cancelled, its process died and the lease
 ran out), the next caller leads, one at a time. A leader that knows before it returns that
 there is nothing more to wait for (it has stored the result, or it will store nothing) ends
-its :class:`Turn` there, and the others go on at once.
+its :class:`Turn` there, and the others go on at once. A caller that becomes the leader looks
+once more before it computes: one that led before it, here or elsewhere, may have stored the
+result between its last look and its lease.
 """
 
 from __future__ import annotations
@@ -122,7 +124,8 @@ class SingleFlight(Generic[T]):
         compute: Callable[[], Awaitable[T]],
     ) -> T:
         """``lookup()`` when another caller has produced it, else ``compute()`` (which
-        stores what it produces). Backend failures degrade to computing without a lease."""
+        stores what it produces). ``lookup`` is asked again once this caller leads, before it
+        computes. Backend failures degrade to computing without a lease."""
         return await self.run_turn(key, lookup, lambda turn: compute())
 
     async def run_turn(
@@ -160,10 +163,17 @@ class SingleFlight(Generic[T]):
         finally:
             step_down()
 
-    async def run_if_idle(self, key: str, compute: Callable[[], Awaitable[T]]) -> T | None:
+    async def run_if_idle(
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[T]],
+        lookup: Callable[[], Awaitable[T | None]] | None = None,
+    ) -> T | None:
         """``compute()`` under the lease when no caller in the fleet is computing ``key``;
         None, without computing, when one is or the backend cannot tell. For work that can
-        wait for its next chance, such as refreshing a stale entry in the background."""
+        wait for its next chance, such as refreshing a stale entry in the background. Once
+        the lease is held, ``lookup()`` (when given) is asked first: what it finds is
+        returned instead of computing (someone did the work while this caller waited)."""
         if key in self._local:
             return None
         head = asyncio.get_running_loop().create_future()
@@ -176,7 +186,7 @@ class SingleFlight(Generic[T]):
                     return None
             except BackendError:
                 return None
-            return await self._lead(lease_key, token, lambda turn: compute(), lambda: None)
+            return await self._lead(lease_key, token, lookup, lambda turn: compute(), lambda: None)
         finally:
             del self._local[key]
             head.set_result(None)
@@ -198,7 +208,7 @@ class SingleFlight(Generic[T]):
             except BackendError:
                 return await compute(None)  # no coordination without the backend
             if leader:
-                return await self._lead(lease_key, token, compute, step_down)
+                return await self._lead(lease_key, token, lookup, compute, step_down)
             await self._sleep(poll)
             poll = min(_LAST_POLL, poll * 2)
             found = await lookup()
@@ -211,12 +221,19 @@ class SingleFlight(Generic[T]):
         self,
         lease_key: str,
         token: str,
+        lookup: Callable[[], Awaitable[T | None]] | None,
         compute: Callable[[Turn | None], Awaitable[T]],
         step_down: Callable[[], None],
     ) -> T:
         renewal = asyncio.create_task(self._renew(lease_key, token))
         turn = Turn(self._backend, lease_key, token, step_down, renewal)
         try:
+            if lookup is not None:
+                # Leading now; a caller that led before us, here or in another process, may
+                # have stored it between our last look and our lease.
+                found = await lookup()
+                if found is not None:
+                    return found
             return await compute(turn)
         finally:
             # Ended even when the computation was cancelled: followers must not wait out the

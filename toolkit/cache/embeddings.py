@@ -23,9 +23,10 @@ import weakref
 from collections.abc import Callable, Coroutine, Sequence, Sized
 from typing import Any, Final, ParamSpec, cast
 
+from toolkit.cache._arguments import parse_tags, parse_ttl
 from toolkit.cache._current import current_cache
+from toolkit.cache._reads import generation_or_none, read_through
 from toolkit.cache._store import CacheStore
-from toolkit.cache.functions import parse_tags, parse_ttl, read_through
 from toolkit.errors import BackendError, ConfigurationError
 from toolkit.flags import CACHE_EMBEDDINGS, current_store
 from toolkit.telemetry import names
@@ -331,12 +332,9 @@ class _Flights:
     async def _embed(self, batch: _Batch) -> None:
         cache, store = self._cache, self._store
         try:
-            try:
-                # Read before the call: vectors computed before an invalidation of their
-                # tags are not stored after it.
-                generation = await store.generation() if cache.tags else None
-            except BackendError:
-                generation = None
+            # Read before the call: vectors computed before an invalidation of their tags are
+            # not stored after it.
+            generation = await generation_or_none(store) if cache.tags else None
             computed = await cache.function(*batch.receiver, batch.texts)
             if len(computed) != len(batch.texts):
                 raise ValueError(

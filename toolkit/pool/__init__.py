@@ -11,7 +11,9 @@ async def answer(agent: Agent, question: str) -> str: ...
 
 from __future__ import annotations
 
+from toolkit.pool._options import DEFAULTS, MODE_DEFAULT
 from toolkit.pool.decorator import pooled
-from toolkit.pool.pool import DEFAULTS, MODE_DEFAULT, AgentPool, Lease, PoolStats
+from toolkit.pool.lease import Lease
+from toolkit.pool.pool import AgentPool, PoolStats
 
 __all__ = ["DEFAULTS", "MODE_DEFAULT", "AgentPool", "Lease", "PoolStats", "pooled"]
