@@ -365,20 +365,20 @@ class CacheStore:
 
     def _observe_entries(self, options: CallbackOptions) -> list[Observation]:
         del options
-        seen = []
-        stats = self.backend.cache_stats()
-        if stats is not None:
-            seen.append(Observation(stats[0], {names.CACHE_BACKEND: self.backend.name}))
-        if self.local is not None:
-            seen.append(Observation(len(self.local), {names.CACHE_BACKEND: LOCAL}))
-        return seen
+        return self._per_tier(0, None if self.local is None else len(self.local))
 
     def _observe_evictions(self, options: CallbackOptions) -> list[Observation]:
         del options
+        return self._per_tier(1, None if self.local is None else self.local.evictions)
+
+    def _per_tier(self, stat: int, local: int | None) -> list[Observation]:
+        """The backend's ``cache_stats()[stat]`` (0: entries, 1: evictions; when it has
+        stats) and the local tier's ``local`` (when there is one), each under its
+        ``toolkit.cache.backend``."""
         seen = []
         stats = self.backend.cache_stats()
         if stats is not None:
-            seen.append(Observation(stats[1], {names.CACHE_BACKEND: self.backend.name}))
-        if self.local is not None:
-            seen.append(Observation(self.local.evictions, {names.CACHE_BACKEND: LOCAL}))
+            seen.append(Observation(stats[stat], {names.CACHE_BACKEND: self.backend.name}))
+        if local is not None:
+            seen.append(Observation(local, {names.CACHE_BACKEND: LOCAL}))
         return seen
