@@ -22,7 +22,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from toolkit._deprecated import warn_renamed
-from toolkit._tasks import raise_if_cancelling, stop_tasks
+from toolkit._tasks import raise_if_cancelling, spawn, stop_tasks
 from toolkit._version import __version__
 from toolkit.backends import CacheStorage, LeaseStorage, require
 from toolkit.backends._cache_table import ENTRY_OVERHEAD, CacheTable
@@ -125,9 +125,7 @@ class _BatchedReads:
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._tasks.add(task)  # a reference until it is done, as asyncio asks
-        task.add_done_callback(self._tasks.discard)
+        spawn(self._tasks, self._send(batch))
 
     async def _send(
         self, batch: list[tuple[Sequence[str], asyncio.Future[list[bytes | None]]]]

@@ -23,6 +23,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Sequence, Sized
 from typing import Any, Final, ParamSpec, cast
 
+from toolkit._tasks import spawn
 from toolkit.cache._arguments import method_receiver, parse_tags, parse_ttl
 from toolkit.cache._current import current_cache
 from toolkit.cache._keys import KEY_DIGEST_BYTES
@@ -322,11 +323,8 @@ class _Flights:
 
     def _flush(self) -> None:
         batches, self._pending = self._pending, []
-        loop = asyncio.get_running_loop()
         for batch in batches:
-            task = loop.create_task(self._embed(batch))
-            self._tasks.add(task)  # a reference until it is done, as asyncio asks
-            task.add_done_callback(self._tasks.discard)
+            spawn(self._tasks, self._embed(batch))
 
     async def _embed(self, batch: _Batch) -> None:
         cache, store = self._cache, self._store

@@ -44,12 +44,13 @@ import asyncio
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from opentelemetry import metrics
 
+from toolkit._tasks import spawn
 from toolkit.backends import BreakerStorage, MemoryBackend, require
 from toolkit.backends.breaker_state import (
     CLOSED,
@@ -442,9 +443,8 @@ class CircuitBreaker:
     async def _learn(self) -> None:
         """Read the fleet's state once, for every caller that arrives before it is known."""
         if self._reading is None:
-            self._reading = asyncio.ensure_future(self._read_state())
-            self._tasks.add(self._reading)  # settle() waits for it if every caller left
-            self._reading.add_done_callback(self._tasks.discard)
+            # In the tasks: settle() waits for it if every caller left.
+            self._reading = spawn(self._tasks, self._read_state())
         await asyncio.shield(self._reading)
 
     async def _read_state(self) -> None:
@@ -457,10 +457,9 @@ class CircuitBreaker:
         )
         self._apply(view, local)
 
-    def _spawn(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background; :meth:`settle` waits for it."""
+        spawn(self._tasks, work)
 
     def _apply(self, view: BreakerView, local: bool) -> None:
         """Adopt ``view`` as this instance's state, counting and announcing a transition."""
