@@ -8,6 +8,7 @@ arguments alike).
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
@@ -56,17 +57,16 @@ def renamed_attributes(module: str, renamed: Mapping[str, tuple[str, Any]]) -> C
     return __getattr__
 
 
-def moved_attributes(
-    module: str, new_module: str, moved: Mapping[str, Any]
-) -> Callable[[str], Any]:
-    """A module ``__getattr__`` serving each name of ``moved`` (name -> value), which now lives
-    in ``new_module``, with a warning naming its new place; any other name is missing."""
+def moved_attributes(module: str, moved: Mapping[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` serving each name of ``moved`` (name -> the module it lives
+    in now, imported when the name is first asked for: that module may import this one),
+    with a warning naming its new place; any other name is missing."""
 
     def __getattr__(name: str) -> Any:
         if name not in moved:
             raise AttributeError(f"module {module!r} has no attribute {name!r}")
-        warn_renamed(f"{module}.{name}", f"{new_module}.{name}")
-        return moved[name]
+        warn_renamed(f"{module}.{name}", f"{moved[name]}.{name}")
+        return getattr(importlib.import_module(moved[name]), name)
 
     return __getattr__
 

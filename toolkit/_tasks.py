@@ -5,11 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
-from typing import Any, Final
+from collections.abc import Coroutine, Iterable
+from typing import Any, Final, TypeVar
+
+T = TypeVar("T")
 
 STOP_TIMEOUT: Final = 2.0
 """Seconds :func:`stop_tasks` waits for tasks to end; shutdown must never hang on them."""
+
+
+def spawn(tasks: set[asyncio.Task[Any]], work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """Run ``work`` in a task held in ``tasks`` until it is done: the event loop keeps only a
+    weak reference to a task, and ``tasks`` is what :func:`stop_tasks` or a settle waits for."""
+    task = asyncio.get_running_loop().create_task(work)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return task
 
 
 def raise_if_cancelling() -> None:

@@ -14,7 +14,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from toolkit._version import __version__
 from toolkit.backends import backend_from_settings
@@ -51,11 +51,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "settings":
         print(json.dumps(_redacted(settings), indent=2))
         return 0
-    if args.command == "flags":
-        return asyncio.run(flags_cli.run(args, settings))
-    if args.command == "breakers":
-        return asyncio.run(breakers_cli.run(args, settings))
+    if args.command in _FLEET_COMMANDS:
+        backend = backend_from_settings(settings.backend)
+        if backend.in_process:
+            # This process's memory is not the fleet's: a change would reach no one, and what
+            # it reads is no running process's state.
+            print(
+                f"backend.url is {settings.backend.url}: each process keeps its own "
+                f"{args.command}, out of this command's reach; nothing was read or changed. "
+                "Share them with TOOLKIT_BACKEND__URL=redis://..."
+            )
+            return 2
+        return asyncio.run(_FLEET_COMMANDS[args.command](args, settings, backend))
     return asyncio.run(_doctor(settings))
+
+
+_FLEET_COMMANDS: Final = {"flags": flags_cli.run, "breakers": breakers_cli.run}
+"""The commands that read and change the fleet's state, on a shared backend only."""
 
 
 async def _doctor(settings: ToolkitSettings) -> int:

@@ -37,6 +37,8 @@ from toolkit.resilience import CircuitBreaker
 from toolkit.settings import (
     CONFIG_FILE_ENV,
     ENV_PREFIX,
+    BreakerFields,
+    BreakerSettings,
     CacheSettings,
     PoolSettings,
     RateLimitSettings,
@@ -176,6 +178,20 @@ def test_arguments_go_over_settings_the_same_way_everywhere() -> None:
     options = breaker.settings
     assert (options.window, options.open_duration, options.probes) == (30, 10, 5)
     assert options.failure_rate == 0.5  # the default, as no one set it
+
+
+def test_a_breaker_entry_has_every_breaker_field_optional_with_the_sections_bounds() -> None:
+    """resilience.breakers.<name> is derived from the section's breaker fields: the same
+    names, types and bounds, each unset (None) until given, and a duration still parses."""
+    for name, field in BreakerFields.model_fields.items():
+        entry = BreakerSettings.model_fields[name]
+        assert entry.default is None, name
+        assert (lower_bound(entry), upper_bound(entry)) == (lower_bound(field), upper_bound(field))
+        assert is_duration(entry) == is_duration(field), name
+        assert f"resilience.{name}" in (entry.description or ""), name
+    assert set(BreakerSettings.model_fields) == set(BreakerFields.model_fields)
+    entry = BreakerSettings.model_validate({"window": "30s", "probes": None})
+    assert (entry.window, entry.probes) == (30.0, None)
 
 
 def test_a_full_dump_of_the_settings_would_lose_what_was_left_unset() -> None:

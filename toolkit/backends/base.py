@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import importlib
 import random
-import warnings
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Final, TypeVar
+from typing import ClassVar, Final, TypeVar
 
 from opentelemetry import metrics, trace
 
+from toolkit._deprecated import moved_attributes
 from toolkit._tasks import raise_if_cancelling
 from toolkit.backends.protocols import (
     BreakerStorage,
@@ -154,22 +153,13 @@ def redacted_url(url: str) -> str:
     return f"{scheme}{sep}{'***@' if at else ''}{host}"
 
 
-_MOVED: Final = {
-    "FLAG_HISTORY_LENGTH": "toolkit.flags._store",
-    "FLAGS_CHANNEL": "toolkit.flags._store",
-    "CACHE_CHANNEL": "toolkit.cache._store",
-    "BREAKER_CHANNEL": "toolkit.resilience.breaker",
-}
-"""Policy constants that lived here, now with the capability that owns them."""
-
-
-def __getattr__(name: str) -> Any:
-    module = _MOVED.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(
-        f"toolkit.backends.base.{name} is deprecated; use {module}.{name}",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return getattr(importlib.import_module(module), name)
+# Policy constants that lived here, now with the capability that owns them.
+__getattr__ = moved_attributes(
+    __name__,
+    {
+        "FLAG_HISTORY_LENGTH": "toolkit.flags._store",
+        "FLAGS_CHANNEL": "toolkit.flags._store",
+        "CACHE_CHANNEL": "toolkit.cache._store",
+        "BREAKER_CHANNEL": "toolkit.resilience.breaker",
+    },
+)

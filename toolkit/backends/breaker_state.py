@@ -64,6 +64,16 @@ class BreakerConfig:
     probe_ttl_ms: int
     channel: str
 
+    def trips(self, calls: int, failed: int, slowed: int) -> bool:
+        """Whether a window of ``calls`` calls, ``failed`` of them failed and ``slowed`` slow,
+        trips: it holds ``minimum_calls`` (and at least one), and the failure rate or the
+        slow-call rate is reached."""
+        if calls < max(1, self.minimum_calls):
+            return False
+        return failed >= self.failure_rate * calls or (
+            self.slow_rate > 0 and slowed >= self.slow_rate * calls
+        )
+
     def args(self) -> list[int | float]:
         """The ``ARGV`` tail every breaker script takes, in this order (the channel goes
         before it, prefixed)."""
@@ -190,17 +200,10 @@ class BreakerTable:
             else:
                 counts = entry.window[key]
                 calls, failed, slowed = calls + counts[0], failed + counts[1], slowed + counts[2]
-        if entry.state == CLOSED and entry.forced == NOT_FORCED:
-            rated = calls >= config.minimum_calls and calls > 0
-            if trip or (
-                rated
-                and (
-                    failed >= config.failure_rate * calls
-                    or (config.slow_rate > 0 and slowed >= config.slow_rate * calls)
-                )
-            ):
-                self._trip(entry, config, now)
-                calls = failed = slowed = 0
+        closed = entry.state == CLOSED and entry.forced == NOT_FORCED
+        if closed and (trip or config.trips(calls, failed, slowed)):
+            self._trip(entry, config, now)
+            calls = failed = slowed = 0
         return self._view(entry, (calls, failed, slowed))
 
     def acquire_probe(self, name: str, now: int, token: str, config: BreakerConfig) -> BreakerView:

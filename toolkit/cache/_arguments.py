@@ -1,9 +1,10 @@
 """Checks of the caching decorators' arguments, at decoration: ``@cached`` and
-``@cache_embeddings`` take a ttl and tags alike, and ``@cached``'s tag functions return tags
-checked the same way on every call."""
+``@cache_embeddings`` take a ttl and tags alike and leave a method's receiver out alike, and
+``@cached``'s tag functions return tags checked the same way on every call."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Final
 
@@ -14,6 +15,16 @@ MAX_TAGS: Final = 32
 """Tags one entry may be filed under."""
 MAX_TAG_LENGTH: Final = 200
 """Characters of one tag: tags are kept per entry and per invalidation, so they are bounded."""
+
+
+METHOD_RECEIVERS: Final = ("self", "cls")
+"""Names of a first parameter that make the decorated function a method: its receiver is no
+input of the cached value (not in a key, not the texts of an embedding call)."""
+
+
+def method_receiver(parameters: Sequence[inspect.Parameter]) -> str | None:
+    """The name of the first of ``parameters`` when it is a method's receiver, else None."""
+    return parameters[0].name if parameters and parameters[0].name in METHOD_RECEIVERS else None
 
 
 def parse_ttl(ttl: str | float, decorator: str) -> float:

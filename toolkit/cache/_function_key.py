@@ -15,17 +15,15 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from toolkit.cache._arguments import tag_problem
+from toolkit.cache._arguments import method_receiver, tag_problem
 from toolkit.cache._codec import Codec
-from toolkit.cache._keys import canonical_json
+from toolkit.cache._keys import KEY_DIGEST_BYTES, canonical_json
 
 logger = logging.getLogger("toolkit.cache")
 
-_METHOD_RECEIVERS: Final = ("self", "cls")
 _POSITIONAL_OR_KEYWORD: Final = inspect.Parameter.POSITIONAL_OR_KEYWORD
 _KEYWORD_ONLY: Final = inspect.Parameter.KEYWORD_ONLY
 _EMPTY: Final = inspect.Parameter.empty
-_DIGEST_BYTES: Final = 16
 
 
 class FunctionKey:
@@ -60,9 +58,7 @@ class FunctionKey:
         self.per_caller = per_caller
         self.signature = inspect.signature(function)
         parameters = list(self.signature.parameters.values())
-        self.receiver = (
-            parameters[0].name if parameters and parameters[0].name in _METHOD_RECEIVERS else None
-        )
+        self.receiver = method_receiver(parameters)
         # Signature.bind costs more than the rest of a hit together; for the usual signatures
         # (named parameters only) the arguments are matched here, and bind is the fallback.
         simple = all(p.kind in (_POSITIONAL_OR_KEYWORD, _KEYWORD_ONLY) for p in parameters)
@@ -97,7 +93,7 @@ class FunctionKey:
         """The storage key of ``material`` stored with ``codec``."""
         # The serializer is part of the hash: entries written by another serializer (another
         # deployment, a changed setting) are never read as this one's.
-        digest = hashlib.blake2b(codec.name.encode(), digest_size=_DIGEST_BYTES)
+        digest = hashlib.blake2b(codec.name.encode(), digest_size=KEY_DIGEST_BYTES)
         digest.update(b"\x00")
         digest.update(material)
         return self.prefix + digest.hexdigest()

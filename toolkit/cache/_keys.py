@@ -59,6 +59,10 @@ def _decoded_name(part: bytes) -> str:
     return unquote_plus(part.partition(b"=")[0].decode("latin-1"))
 
 
+KEY_DIGEST_BYTES: Final = 16
+"""Bytes of the blake2b digest that ends a ``@cached`` or ``@cache_embeddings`` key."""
+
+
 def digest_key(namespace: str, parts: Any) -> str:
     """The storage key for ``parts`` (any msgpack-able structure) under ``namespace``: a hash,
     so that no identity, path or body reaches storage, a span or a log in clear."""

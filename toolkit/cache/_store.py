@@ -22,7 +22,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from toolkit._deprecated import warn_renamed
-from toolkit._tasks import raise_if_cancelling, stop_tasks
+from toolkit._tasks import raise_if_cancelling, spawn, stop_tasks
 from toolkit._version import __version__
 from toolkit.backends import CacheStorage, LeaseStorage, require
 from toolkit.backends._cache_table import ENTRY_OVERHEAD, CacheTable
@@ -125,9 +125,7 @@ class _BatchedReads:
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._tasks.add(task)  # a reference until it is done, as asyncio asks
-        task.add_done_callback(self._tasks.discard)
+        spawn(self._tasks, self._send(batch))
 
     async def _send(
         self, batch: list[tuple[Sequence[str], asyncio.Future[list[bytes | None]]]]
@@ -365,20 +363,20 @@ class CacheStore:
 
     def _observe_entries(self, options: CallbackOptions) -> list[Observation]:
         del options
-        seen = []
-        stats = self.backend.cache_stats()
-        if stats is not None:
-            seen.append(Observation(stats[0], {names.CACHE_BACKEND: self.backend.name}))
-        if self.local is not None:
-            seen.append(Observation(len(self.local), {names.CACHE_BACKEND: LOCAL}))
-        return seen
+        return self._per_tier(0, None if self.local is None else len(self.local))
 
     def _observe_evictions(self, options: CallbackOptions) -> list[Observation]:
         del options
+        return self._per_tier(1, None if self.local is None else self.local.evictions)
+
+    def _per_tier(self, stat: int, local: int | None) -> list[Observation]:
+        """The backend's ``cache_stats()[stat]`` (0: entries, 1: evictions; when it has
+        stats) and the local tier's ``local`` (when there is one), each under its
+        ``toolkit.cache.backend``."""
         seen = []
         stats = self.backend.cache_stats()
         if stats is not None:
-            seen.append(Observation(stats[1], {names.CACHE_BACKEND: self.backend.name}))
-        if self.local is not None:
-            seen.append(Observation(self.local.evictions, {names.CACHE_BACKEND: LOCAL}))
+            seen.append(Observation(stats[stat], {names.CACHE_BACKEND: self.backend.name}))
+        if local is not None:
+            seen.append(Observation(local, {names.CACHE_BACKEND: LOCAL}))
         return seen

@@ -23,8 +23,10 @@ import weakref
 from collections.abc import Callable, Coroutine, Sequence, Sized
 from typing import Any, Final, ParamSpec, cast
 
-from toolkit.cache._arguments import parse_tags, parse_ttl
+from toolkit._tasks import spawn
+from toolkit.cache._arguments import method_receiver, parse_tags, parse_ttl
 from toolkit.cache._current import current_cache
+from toolkit.cache._keys import KEY_DIGEST_BYTES
 from toolkit.cache._reads import generation_or_none, read_through
 from toolkit.cache._store import CacheStore
 from toolkit.errors import BackendError, ConfigurationError
@@ -41,9 +43,7 @@ DEFAULT_TTL: Final = 7 * 24 * 3600.0
 """Seconds an embedding is kept: a model's vector for a text does not change, so long; the
 bound is on storage, not on freshness."""
 _KEY_PREFIX: Final = "embeddings:"
-_DIGEST_BYTES: Final = 16
 _BIG_ENDIAN: Final = sys.byteorder == "big"
-_METHOD_RECEIVERS: Final = ("self", "cls")
 DEFAULT_MAX_BATCH: Final = 32
 """Texts one merged call may send: within the batch limits of common embedding APIs and
 servers (Text Embeddings Inference accepts 32 by default, Cohere 96, OpenAI 2048)."""
@@ -123,7 +123,7 @@ def cache_embeddings(
             f"@cache_embeddings(max_batch={max_batch!r}): a whole number of texts, at least 1, "
             "e.g. max_batch=32"
         )
-    seed = hashlib.blake2b(model.encode() + b"\x00", digest_size=_DIGEST_BYTES)
+    seed = hashlib.blake2b(model.encode() + b"\x00", digest_size=KEY_DIGEST_BYTES)
 
     def decorate(
         function: EmbedFunction[P],
@@ -160,7 +160,7 @@ class _EmbeddingCache:
                 f"{qualname} is not"
             )
         parameters = list(inspect.signature(function).parameters.values())
-        receiver = 1 if parameters and parameters[0].name in _METHOD_RECEIVERS else 0
+        receiver = 1 if method_receiver(parameters) is not None else 0
         rest = parameters[receiver:]
         if len(rest) != 1 or rest[0].kind not in (
             inspect.Parameter.POSITIONAL_ONLY,
@@ -323,11 +323,8 @@ class _Flights:
 
     def _flush(self) -> None:
         batches, self._pending = self._pending, []
-        loop = asyncio.get_running_loop()
         for batch in batches:
-            task = loop.create_task(self._embed(batch))
-            self._tasks.add(task)  # a reference until it is done, as asyncio asks
-            task.add_done_callback(self._tasks.discard)
+            spawn(self._tasks, self._embed(batch))
 
     async def _embed(self, batch: _Batch) -> None:
         cache, store = self._cache, self._store

@@ -8,7 +8,7 @@ import json
 import time
 from typing import Any
 
-from toolkit.backends import backend_from_settings
+from toolkit.backends import Backend
 from toolkit.errors import BackendError, ConfigurationError
 from toolkit.flags._setup import flag_store_from_settings
 from toolkit.settings import ToolkitSettings
@@ -38,17 +38,8 @@ def add_commands(commands: Any) -> None:
         )
 
 
-async def run(args: argparse.Namespace, settings: ToolkitSettings) -> int:
-    backend = backend_from_settings(settings.backend)
-    if backend.in_process:
-        # This process's memory is not the fleet's: a change would reach no one, and what
-        # it reads is no running process's state.
-        print(
-            f"backend.url is {settings.backend.url}: each process keeps its own flags, out of "
-            "this command's reach; nothing was read or changed. Share them with "
-            "TOOLKIT_BACKEND__URL=redis://..."
-        )
-        return 2
+async def run(args: argparse.Namespace, settings: ToolkitSettings, backend: Backend) -> int:
+    """Run the command on the fleet's ``backend`` (shared, not in process); close it after."""
     store = flag_store_from_settings(settings, backend)
     try:
         await store.load_declarations()

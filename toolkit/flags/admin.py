@@ -15,8 +15,4 @@ if TYPE_CHECKING:  # the old places, deprecated: a warning at run time
     from toolkit.admin import REALM as REALM
     from toolkit.admin import admin_routes as admin_routes
 else:
-    __getattr__ = moved_attributes(
-        __name__,
-        "toolkit.admin",
-        {name: getattr(toolkit.admin, name) for name in toolkit.admin.__all__},
-    )
+    __getattr__ = moved_attributes(__name__, dict.fromkeys(toolkit.admin.__all__, "toolkit.admin"))

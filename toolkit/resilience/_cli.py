@@ -11,7 +11,7 @@ import argparse
 import json
 from typing import Any
 
-from toolkit.backends import backend_from_settings
+from toolkit.backends import Backend
 from toolkit.backends.breaker_state import DISABLED, FORCED_CLOSED, FORCED_OPEN, NOT_FORCED
 from toolkit.errors import BackendError
 from toolkit.resilience.breaker import BREAKER_CHANNEL
@@ -34,14 +34,9 @@ def add_commands(commands: Any) -> None:
         actions.add_parser(action, help=meaning).add_argument("name")
 
 
-async def run(args: argparse.Namespace, settings: ToolkitSettings) -> int:
-    backend = backend_from_settings(settings.backend)
-    if backend.in_process:
-        print(
-            f"backend.url is {settings.backend.url}: each process keeps its own breakers, out "
-            "of this command's reach. Share them with TOOLKIT_BACKEND__URL=redis://..."
-        )
-        return 2
+async def run(args: argparse.Namespace, settings: ToolkitSettings, backend: Backend) -> int:
+    """Run the command on the fleet's ``backend`` (shared, not in process); close it after."""
+    del settings  # the backend is all it needs
     try:
         if args.action == "get":
             view = await backend.breaker_read(args.name)

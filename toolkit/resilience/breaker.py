@@ -26,10 +26,16 @@ Where the round trips go (the design, in short):
 - When the backend fails, the breaker keeps deciding from its local copy (the same state
   machine, fed the same counts, starting from the fleet's last known state) and never raises a
   backend error into the call; the next backend call that succeeds brings the fleet's state
-  back.
+  back (:mod:`toolkit.resilience._breaker_store`).
 
 Cancellation (a client disconnect, an outer timeout) is neither a failure nor a success: the
 window is untouched and a probe's permit is given back.
+
+Why this module is longer than most: it is one state machine, whose call path, operators and
+adoption of views (``_apply``) read and write the same fields, so they stay one class. What
+could leave it has: where the state is stored, with the fallback (``_breaker_store``), the
+stored state machine (:mod:`toolkit.backends.breaker_state` and its Lua scripts), the
+telemetry (``_telemetry``) and the named breakers (``registry``).
 """
 
 from __future__ import annotations
@@ -37,12 +43,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from opentelemetry import metrics
 
+from toolkit._tasks import spawn
 from toolkit.backends import BreakerStorage, MemoryBackend, require
 from toolkit.backends.breaker_state import (
     CLOSED,
@@ -56,10 +64,10 @@ from toolkit.backends.breaker_state import (
     PROBE_IGNORED,
     PROBE_SUCCESS,
     BreakerConfig,
-    BreakerTable,
     BreakerView,
 )
 from toolkit.errors import BackendError, CircuitOpenError, ConfigurationError
+from toolkit.resilience._breaker_store import BreakerStore
 from toolkit.resilience._nesting import claim, claimed_by
 from toolkit.resilience._telemetry import BreakerTelemetry
 from toolkit.resilience.classify import ErrorPredicate, counts_as_failure
@@ -204,7 +212,7 @@ class CircuitBreaker:
         self.window_calls = window_calls
         self._clock = clock
         window_ms = max(WINDOW_BUCKETS, round(options.window * 1000))
-        self.config = BreakerConfig(
+        self.config = config = BreakerConfig(
             bucket_ms=window_ms // WINDOW_BUCKETS,
             buckets=WINDOW_BUCKETS,
             minimum_calls=options.minimum_calls,
@@ -218,9 +226,7 @@ class CircuitBreaker:
         )
         self._flush_interval = options.flush_interval
         self._recheck = min(1.0, options.open_duration / 10)
-        # A shared backend gets a local fallback; an in-process one is local already.
-        self._shared = not backend.in_process
-        self._local = BreakerTable()
+        self._store = BreakerStore(name, backend, config)
         self._degraded = False
         self.state = CLOSED
         self.forced = NOT_FORCED
@@ -233,7 +239,8 @@ class CircuitBreaker:
         self._reading: asyncio.Future[None] | None = None
         self._fast = False
         self._pending_ok = self._pending_failed = self._pending_slow = 0
-        self._recent: list[tuple[bool, bool]] = []
+        # The last window_calls outcomes (failed, slow), for the count-based window.
+        self._recent: deque[tuple[bool, bool]] = deque(maxlen=window_calls)
         self._flush_at = clock() + self._flush_interval
         self._probing = 0
         self._recheck_at = 0.0
@@ -290,7 +297,7 @@ class CircuitBreaker:
         self._probing += 1
         token = uuid.uuid4().hex
         try:
-            view, local = await self._acquire(token, int(now * 1000))
+            view, local = await self._store.acquire_probe(token, int(now * 1000))
         except asyncio.CancelledError:
             self._probing -= 1
             # The permit may have been granted as we were cancelled: give it back.
@@ -368,16 +375,9 @@ class CircuitBreaker:
         """Count-based window: whether this process's last ``window_calls`` calls trip."""
         recent = self._recent
         recent.append((failed, slow))
-        size = self.window_calls or 0
-        if len(recent) > size:
-            del recent[: len(recent) - size]
-        if len(recent) < max(1, self.config.minimum_calls):
-            return False
         failures = sum(1 for f, _ in recent if f)
         slowed = sum(1 for _, s in recent if s)
-        rate = self.config.failure_rate * len(recent)
-        slow_rate = self.config.slow_rate * len(recent)
-        if failures >= rate or (self.config.slow_rate > 0 and slowed >= slow_rate):
+        if self.config.trips(len(recent), failures, slowed):
             recent.clear()
             return True
         return False
@@ -408,20 +408,18 @@ class CircuitBreaker:
         # Operators see a backend error (the override did not reach the fleet); this
         # instance follows the override anyway.
         try:
-            view = await self.backend.breaker_force(self.name, forced, channel=BREAKER_CHANNEL)
+            view = await self._store.force(forced)
         except BackendError:
-            self._apply(self._local.force(self.name, forced), True)
+            self._apply(self._store.force_locally(forced), True)
             raise
         self._recent.clear()
         self._apply(view, False)
 
     async def refresh(self) -> None:
         """Read the stored state (at startup, and after the subscription reconnects)."""
-        try:
-            view = await self.backend.breaker_read(self.name)
-        except BackendError:
-            return
-        self._apply(view, False)
+        view, local = await self._store.read()
+        if not local:
+            self._apply(view, False)
 
     def follow(self, view: BreakerView) -> None:
         """Apply a transition announced by another instance."""
@@ -440,69 +438,35 @@ class CircuitBreaker:
         self._pending_ok = self._pending_failed = self._pending_slow = 0
         now_ms = int(self._clock() * 1000)
         self._flush_at = self._clock() + self._flush_interval
-        if self._shared:
-            self._local.record(self.name, now_ms, ok, failed, slow, trip, self.config)
-        try:
-            view = await self.backend.breaker_record(
-                self.name, now_ms, ok, failed, slow, trip, self.config
-            )
-        except BackendError:
-            self._apply(self._local.read(self.name), True)
-            return
-        self._apply(view, False)
+        self._apply(*await self._store.record(now_ms, ok, failed, slow, trip))
 
     async def _learn(self) -> None:
         """Read the fleet's state once, for every caller that arrives before it is known."""
         if self._reading is None:
-            self._reading = asyncio.ensure_future(self._read_state())
-            self._tasks.add(self._reading)  # settle() waits for it if every caller left
-            self._reading.add_done_callback(self._tasks.discard)
+            # In the tasks: settle() waits for it if every caller left.
+            self._reading = spawn(self._tasks, self._read_state())
         await asyncio.shield(self._reading)
 
     async def _read_state(self) -> None:
-        try:
-            view, local = await self.backend.breaker_read(self.name), False
-        except BackendError:
-            view, local = self._local.read(self.name), True
-        self._apply(view, local)
-
-    async def _acquire(self, token: str, now_ms: int) -> tuple[BreakerView, bool]:
-        try:
-            view = await self.backend.breaker_acquire_probe(self.name, now_ms, token, self.config)
-        except BackendError:
-            return self._local.acquire_probe(self.name, now_ms, token, self.config), True
-        return view, False
+        self._apply(*await self._store.read())
 
     async def _release(self, probe: Probe, outcome: str) -> None:
         now_ms = int(self._clock() * 1000)
-        if probe.local:
-            view = self._local.release_probe(
-                self.name, now_ms, probe.token, probe.generation, outcome, self.config
-            )
-            self._apply(view, True)
-            return
-        try:
-            view = await self.backend.breaker_release_probe(
-                self.name, now_ms, probe.token, probe.generation, outcome, self.config
-            )
-        except BackendError:
-            if outcome == PROBE_FAILURE:
-                self._local.record(self.name, now_ms, 0, 0, 0, True, self.config)
-            self._apply(self._local.read(self.name), True)
-            return
-        self._apply(view, False)
+        view, local = await self._store.release_probe(
+            probe.token, probe.generation, outcome, now_ms, local=probe.local
+        )
+        self._apply(view, local)
 
-    def _spawn(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background; :meth:`settle` waits for it."""
+        spawn(self._tasks, work)
 
     def _apply(self, view: BreakerView, local: bool) -> None:
         """Adopt ``view`` as this instance's state, counting and announcing a transition."""
         self._known = True
-        if self._shared:
+        if self._store.shared:
             if not local:
-                self._local.adopt(self.name, view)
+                self._store.adopt(view)
             switched = local != self._degraded
             self._degraded = local
             if not switched and view.generation < self._generation:
