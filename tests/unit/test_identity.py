@@ -78,7 +78,7 @@ def address(
     header: ProxyHeader = "x-forwarded-for",
     trusted: tuple[str, ...] = ("10.0.0.0/8",),
 ) -> str | None:
-    return ClientAddress(trusted, header)(http_scope(client=(peer, 4000), headers=headers))
+    return ClientAddress(trusted, header=header)(http_scope(client=(peer, 4000), headers=headers))
 
 
 COMBINATIONS = [
@@ -200,7 +200,7 @@ def test_an_unknown_proxy_header_is_refused_naming_the_setting() -> None:
     from toolkit import ConfigurationError, ToolkitSettings
 
     with pytest.raises(ConfigurationError, match="proxy_header"):
-        ClientAddress(("10.0.0.0/8",), "x-client-ip")  # type: ignore[arg-type]
+        ClientAddress(("10.0.0.0/8",), header="x-client-ip")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="TOOLKIT_RATELIMIT__PROXY_HEADER"):
         ToolkitSettings(ratelimit={"proxy_header": "x-client-ip"})
     assert ToolkitSettings(ratelimit={"proxy_header": "Forwarded"}).ratelimit.proxy_header == (
@@ -454,7 +454,7 @@ def test_one_parser_reads_a_caller_the_same_in_settings_arguments_and_code(
     assert limiter.settings.caller == spec
     route = RateLimitMiddleware(_app, routes={ROUTE: {"limit": "1/second", "caller": text}})
     assert route.settings.routes[ROUTE].caller == spec
-    assert ResponseCacheMiddleware(_app, caller=text, storage="memory://").settings.caller == spec
+    assert ResponseCacheMiddleware(_app, caller=text, backend="memory://").settings.caller == spec
 
 
 @pytest.mark.parametrize("text", BAD)
@@ -478,7 +478,7 @@ def test_one_parser_refuses_a_caller_the_same_everywhere_naming_where_it_was_giv
     with pytest.raises(ConfigurationError, match=r"routes\./x\.caller= .*is not a caller"):
         RateLimitMiddleware(_app, routes={ROUTE: {"limit": "1/second", "caller": text}})
     with pytest.raises(ConfigurationError, match=r"caller= .*is not a caller"):
-        ResponseCacheMiddleware(_app, caller=text, storage="memory://")
+        ResponseCacheMiddleware(_app, caller=text, backend="memory://")
 
 
 def test_a_caller_function_is_a_spec_too_equal_to_itself_and_async_when_it_is() -> None:
@@ -561,7 +561,7 @@ def test_on_error_is_one_of_its_choices() -> None:
 
 
 def test_the_caches_use_on_error_none_and_the_limiter_and_flags_client() -> None:
-    cache = ResponseCacheMiddleware(_app, caller=_broken, storage="memory://")
+    cache = ResponseCacheMiddleware(_app, caller=_broken, backend="memory://")
     scope = http_scope(client=("192.0.2.8", 1))
     assert cache.store.caller.resolve(scope) is None
     limiter = RateLimitMiddleware(_app, limit="1/second", caller=_broken)
@@ -727,7 +727,7 @@ def test_old_argument_names_still_work_and_warn_naming_the_new_one() -> None:
     with pytest.warns(
         DeprecationWarning, match="identity= of ResponseCacheMiddleware .* use caller="
     ):
-        cache = ResponseCacheMiddleware(_app, identity="api_key", storage="memory://")
+        cache = ResponseCacheMiddleware(_app, identity="api_key", backend="memory://")
     assert cache.settings.caller == parse_caller("api_key")
     resolver = CallerResolver("api_key", ClientAddress(), hook="flags.subject")
     with pytest.warns(DeprecationWarning, match="subject= of FlagStore .* use caller="):
