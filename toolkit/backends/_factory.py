@@ -12,7 +12,8 @@ from toolkit.settings import BackendSettings, validate_arguments
 def backend_from_settings(
     settings: BackendSettings, *, meter_provider: metrics.MeterProvider | None = None
 ) -> Backend:
-    """The backend ``settings.url`` names, not yet connected."""
+    """The backend ``settings.url`` names, not yet connected; its error counter on
+    ``meter_provider`` (the global provider when None)."""
     if settings.url.startswith("memory://"):
         return MemoryBackend(
             timeout=settings.timeout, key_prefix=settings.key_prefix, meter_provider=meter_provider
@@ -29,7 +30,8 @@ def backend_from_settings(
 
 
 def backend_from_url(url: str, *, meter_provider: metrics.MeterProvider | None = None) -> Backend:
-    """The backend for ``url`` with default settings; invalid URLs raise ConfigurationError."""
+    """The backend for ``url`` with default settings, as :func:`backend_from_settings` makes
+    it (``meter_provider`` too); invalid URLs raise ConfigurationError."""
     return backend_from_settings(
         validate_arguments(BackendSettings, {"url": url}), meter_provider=meter_provider
     )

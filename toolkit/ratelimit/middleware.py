@@ -65,7 +65,8 @@ class RateLimitMiddleware:
             its old name, deprecated.
         routes: route template or path pattern -> limit string or policy settings.
         route_policies: ready-made :class:`RoutePolicy` objects, checked after ``routes``.
-        settings: a whole settings section; keyword arguments override its fields.
+        settings: a whole settings section (the built-in defaults when None); options given
+            override its fields.
         flags: asked for ``ratelimit`` on every request (``off``: the bare app; ``shadow``:
             every policy in shadow mode); the current store when None.
         meter_provider: where the decision counter lives; the global provider when None.

@@ -46,6 +46,8 @@ from toolkit.settings import (
     validate_arguments,
 )
 
+__all__ = ["SlowAPIMiddleware"]
+
 logger = logging.getLogger("toolkit.ratelimit")
 
 _WITH_LEGACY: dict[HeaderStyle, HeaderStyle] = {
