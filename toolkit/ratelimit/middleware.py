@@ -22,7 +22,14 @@ from toolkit.backends import (
 )
 from toolkit.errors import BackendError
 from toolkit.flags import OFF, RATELIMIT, SHADOW, FlagSource, current_store
-from toolkit.identity import CallerFunction, CallerResolver, ClientAddress, ProxyHeader, digest
+from toolkit.identity import (
+    CallerFunction,
+    CallerResolver,
+    ClientAddress,
+    IPNetwork,
+    ProxyHeader,
+    digest,
+)
 from toolkit.ratelimit._headers import OWN_HEADERS, PolicyHeaders, send_rejection, send_unavailable
 from toolkit.ratelimit.algorithms import Decision, create_algorithm
 from toolkit.ratelimit.policies import DEFAULT_POLICY, Policy, PolicyTable, RoutePolicy
@@ -85,7 +92,7 @@ class RateLimitMiddleware:
         failure: FailureMode | Default = DEFAULT,
         shadow: bool | Default = DEFAULT,
         headers: HeaderStyle | Default = DEFAULT,
-        trusted_proxies: Sequence[str] | Default = DEFAULT,
+        trusted_proxies: Sequence[IPNetwork | str] | Default = DEFAULT,
         proxy_header: ProxyHeader | Default = DEFAULT,
         route_policies: Sequence[RoutePolicy] = (),
         settings: RateLimitSettings | None = None,

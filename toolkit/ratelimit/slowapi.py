@@ -35,7 +35,7 @@ from toolkit._deprecated import renamed_argument
 from toolkit.backends import Backend, backend_from_url
 from toolkit.errors import ConfigurationError
 from toolkit.flags import FlagSource
-from toolkit.identity import ClientAddress
+from toolkit.identity import ClientAddress, IPNetwork
 from toolkit.ratelimit._slowapi_policies import declared_policies
 from toolkit.ratelimit.middleware import RateLimitMiddleware
 from toolkit.settings import (
@@ -90,7 +90,7 @@ class SlowAPIMiddleware:
         headers: HeaderStyle | Default = DEFAULT,
         failure: FailureMode | Default = DEFAULT,
         shadow: bool | Default = DEFAULT,
-        trusted_proxies: Sequence[str] | Default = DEFAULT,
+        trusted_proxies: Sequence[IPNetwork | str] | Default = DEFAULT,
         exempt: Sequence[str] | Default = DEFAULT,
         flags: FlagSource | None = None,
         meter_provider: metrics.MeterProvider | None = None,
