@@ -5,6 +5,7 @@ toolkit.install(app)    # configured from TOOLKIT_* environment variables / tool
 """
 
 from toolkit import flags as flags  # the toolkit.flags module: is_enabled, variant, ...
+from toolkit._default import DEFAULT, Default
 from toolkit._version import __version__
 from toolkit.cache import ResponseCacheMiddleware, cache_embeddings, cached
 from toolkit.errors import (
@@ -26,11 +27,13 @@ from toolkit.settings import ToolkitSettings
 from toolkit.telemetry.middleware import TelemetryMiddleware
 
 __all__ = [
+    "DEFAULT",
     "AgentPool",
     "BackendError",
     "CircuitBreaker",
     "CircuitOpenError",
     "ConfigurationError",
+    "Default",
     "PoolClosedError",
     "PoolError",
     "PoolExhaustedError",

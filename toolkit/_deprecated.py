@@ -1,23 +1,29 @@
 """Renamed public names: the old name keeps working and warns, naming the new one.
 
-For arguments (:func:`renamed_argument`), module attributes (:func:`renamed_attributes`, and
-:func:`moved_attributes` for those now in another module) and settings fields
-(:class:`Renamed`, in every source: ``TOOLKIT_*`` variables, ``toolkit.toml`` and keyword
-arguments alike).
+For arguments (:func:`renamed_argument`, and :func:`keyword_only` for those no longer taken
+by position), module attributes (:func:`renamed_attributes`, and :func:`moved_attributes` for
+those now in another module) and settings fields (:class:`Renamed`, in every source:
+``TOOLKIT_*`` variables, ``toolkit.toml`` and keyword arguments alike).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError, model_validator
 
+from toolkit._default import DEFAULT
 from toolkit.errors import ConfigurationError
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
 def warn_renamed(old: str, new: str, *, stacklevel: int = 3) -> None:
@@ -26,32 +32,64 @@ def warn_renamed(old: str, new: str, *, stacklevel: int = 3) -> None:
     warnings.warn(f"{old} is deprecated: use {new}", DeprecationWarning, stacklevel=stacklevel)
 
 
-def renamed_argument(where: str, old: str, given: T, new: str, value: T) -> T:
+def renamed_argument(where: str, old: str, given: Any, new: str, value: T) -> T:
     """The value of argument ``new``, or of ``old`` (its old name: a warning) when only that
-    one was given; ``where`` names the callable in the messages.
+    one was given (``new`` left at None or ``DEFAULT``); ``where`` names the callable in the
+    messages.
 
     Raises:
         ConfigurationError: both were given.
     """
     if given is None:
         return value
-    if value is not None:
+    if value is not None and value is not DEFAULT:
         raise ConfigurationError(
             f"{where}: {old}= and {new}= are one argument ({old}= is its old name); pass {new}="
         )
     warn_renamed(f"{old}= of {where}", f"{new}=", stacklevel=4)
-    return given
+    return cast(T, given)
+
+
+def keyword_only(where: str, *names: str) -> Callable[[F], F]:
+    """Decorate a function whose parameters ``names`` are keyword-only now: given by position
+    after the positional ones (their old places, in this order), they still work, with a
+    warning. ``inspect.signature`` and type checkers see the keyword-only signature."""
+
+    def decorate(function: F) -> F:
+        parameters = inspect.signature(function).parameters.values()
+        positional = sum(1 for p in parameters if p.kind in _POSITIONAL)
+
+        @functools.wraps(function)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            extra = args[positional:]
+            if extra and len(extra) <= len(names):
+                given = names[: len(extra)]
+                for name, value in zip(given, extra, strict=True):
+                    if name in kwargs:
+                        raise TypeError(f"{where}() got multiple values for argument {name!r}")
+                    kwargs[name] = value
+                warn_renamed(
+                    f"{where}() with {', '.join(given)} by position",
+                    f"{'=, '.join(given)}= (keyword-only)",
+                )
+                args = args[:positional]
+            return function(*args, **kwargs)
+
+        return cast(F, call)
+
+    return decorate
 
 
 def renamed_attributes(module: str, renamed: Mapping[str, tuple[str, Any]]) -> Callable[[str], Any]:
     """A module ``__getattr__`` serving each old name of ``renamed`` (old -> new name and
-    value), with a warning; any other name is missing as usual."""
+    value; a new name with a dot is a whole path, ``toolkit.DEFAULT``), with a warning; any
+    other name is missing as usual."""
 
     def __getattr__(name: str) -> Any:
         if name not in renamed:
             raise AttributeError(f"module {module!r} has no attribute {name!r}")
         new, value = renamed[name]
-        warn_renamed(f"{module}.{name}", f"{module}.{new}")
+        warn_renamed(f"{module}.{name}", new if "." in new else f"{module}.{new}")
         return value
 
     return __getattr__

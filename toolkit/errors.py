@@ -2,6 +2,7 @@
 
     ToolkitError
      +-- ConfigurationError    a setting or argument is invalid; raised at startup only
+          +-- UnknownFlag          no flag of that key is declared
      +-- BackendError          a storage call failed or timed out (driver error in __cause__)
           +-- BackendUnavailable   the backend is down; skipped until its next reconnect
      +-- CircuitOpenError      a circuit breaker refused the call (open, or half-open and full)
@@ -24,6 +25,12 @@ class ToolkitError(Exception):
 
 class ConfigurationError(ToolkitError):
     """A setting or argument is invalid. The message names it, its value and a valid example."""
+
+
+class UnknownFlag(ConfigurationError):
+    """No flag of that key is declared (as opposed to a bad variant or percentage): raised by
+    the flag store when asked for an undeclared flag (a write; the admin routes answer 404).
+    Also ``toolkit.flags.UnknownFlag``."""
 
 
 class BackendError(ToolkitError):

@@ -154,7 +154,7 @@ def install(
     )
     set_current_cache(cache)
     breakers = BreakerRegistry(
-        backend, settings.resilience, meter_provider=telemetry.meter_provider
+        backend, settings=settings.resilience, meter_provider=telemetry.meter_provider
     )
     set_current_breakers(breakers)
     toolkit = Toolkit(settings, backend, telemetry, flags, store, cache, breakers)
@@ -171,7 +171,7 @@ def install(
     app.add_middleware(
         ResponseCacheMiddleware,
         settings=settings.cache,
-        store=cache,
+        cache=cache,
         flags=flags,
         trusted_proxies=settings.ratelimit.trusted_proxies,
         proxy_header=settings.ratelimit.proxy_header,
@@ -181,14 +181,14 @@ def install(
         installed_slowapi_limits,
         application=app,
         settings=ratelimit,
-        storage=backend,
+        backend=backend,
         flags=flags,
         meter_provider=telemetry.meter_provider,
     )
     app.add_middleware(
         RateLimitMiddleware,
         settings=ratelimit,
-        storage=backend,
+        backend=backend,
         flags=flags,
         meter_provider=telemetry.meter_provider,
     )

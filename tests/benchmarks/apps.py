@@ -146,7 +146,7 @@ def _toolkit_cache(name: str, url: str) -> FastAPI:
     """The response cache alone, as `app.add_middleware` documents it (the caller's identity
     in the key, as by default)."""
     app = _plain(name)
-    app.add_middleware(ResponseCacheMiddleware, routes={"/bench": {"ttl": CACHE_TTL}}, storage=url)
+    app.add_middleware(ResponseCacheMiddleware, routes={"/bench": {"ttl": CACHE_TTL}}, backend=url)
     return app
 
 

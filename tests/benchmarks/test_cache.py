@@ -68,7 +68,7 @@ def test_response_cache_hit(
     store: CacheStore,
 ) -> None:
     """Key (route, path, query, Host, identity), one lookup, decode, count, replay."""
-    app = ResponseCacheMiddleware(inner_app, routes={"/bench": {"ttl": 3600}}, store=store)
+    app = ResponseCacheMiddleware(inner_app, routes={"/bench": {"ttl": 3600}}, cache=store)
     request = _hits(app)
     loop.run_until_complete(request())  # the miss that stores it
     benchmark(batch_of(loop, request))

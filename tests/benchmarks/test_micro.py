@@ -101,7 +101,7 @@ def test_ratelimit_middleware_memory(
     app = RateLimitMiddleware(
         inner_app,
         limit=LIMIT,
-        storage=MemoryBackend(meter_provider=meter_provider),
+        backend=MemoryBackend(meter_provider=meter_provider),
         meter_provider=meter_provider,
     )
     benchmark(batch_of(loop, _requests(app)))

@@ -117,7 +117,7 @@ async def ok(scope, receive, send):  # type: ignore[no-untyped-def]
 async def test_every_algorithm_runs_on_redis_cluster(cluster_url: str, algorithm: str) -> None:
     backend = RedisBackend(cluster_url, timeout=2, key_prefix=f"cluster-{algorithm}")
     app = RateLimitMiddleware(
-        ok, limit="3/minute;100/hour", caller="api_key", storage=backend, algorithm=algorithm
+        ok, limit="3/minute;100/hour", caller="api_key", backend=backend, algorithm=algorithm
     )
     # Many callers spread their keys over every slot range, so every node is exercised.
     for user in range(30):

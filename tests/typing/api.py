@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import assert_type
+from typing import Any, Literal, assert_type
 
 import toolkit
+from toolkit.ratelimit.slowapi import SlowAPIMiddleware
 
 
 async def old_answer(question: str, *, retries: int = 0) -> str:
@@ -108,3 +109,54 @@ async def use_resilience_and_pools() -> None:
     assert_type(await ask("why?", model="large"), str)
     await call_llm(42)  # type: ignore[arg-type]
     await ask(Agent(), "why?")  # type: ignore[arg-type, call-arg]  # never pass the agent
+
+
+async def app(scope: Any, receive: Any, send: Any) -> None: ...
+
+
+def use_conventions() -> None:
+    """The conventions of docs/api.md, as a type checker sees them."""
+    assert_type(toolkit.DEFAULT, Literal[toolkit.Default.DEFAULT])
+    store = toolkit.flags.current_store()
+    limiter = toolkit.RateLimitMiddleware(
+        app,
+        limit=None,
+        algorithm="sliding-window-counter",
+        failure="closed",
+        headers="both",
+        proxy_header="forwarded",
+        backend="memory://",
+        flags=store,
+    )
+    assert_type(limiter, toolkit.RateLimitMiddleware)
+    toolkit.RateLimitMiddleware(app, algorithm=toolkit.DEFAULT, caller=toolkit.DEFAULT)
+    toolkit.RateLimitMiddleware(app, algorithm="token-bucket")  # type: ignore[arg-type]
+    toolkit.RateLimitMiddleware(app, failure="sometimes")  # type: ignore[arg-type]
+    toolkit.RateLimitMiddleware(app, headers="rfc")  # type: ignore[arg-type]
+    toolkit.RateLimitMiddleware(app, algorithm=None)  # type: ignore[arg-type]
+    SlowAPIMiddleware(app, algorithm="fixed-window", backend="memory://")
+    SlowAPIMiddleware(app, headers="rfc")  # type: ignore[arg-type]
+    toolkit.ResponseCacheMiddleware(app, cache=toolkit.cache.current_cache(), caller=None)
+    toolkit.ResponseCacheMiddleware(app, backend="memory://", wait=toolkit.DEFAULT)
+    toolkit.CircuitBreaker("typing", window=toolkit.DEFAULT, probes=2)
+    toolkit.AgentPool(make_agent, size=toolkit.DEFAULT, discard_on=toolkit.DEFAULT)
+    toolkit.resilient(timeout=toolkit.DEFAULT, budget=None)
+    toolkit.RetryBudget(0.2, 5)  # type: ignore[call-arg]  # minimum= is keyword-only
+    toolkit.cached(ttl=1, serializer=toolkit.DEFAULT, flags=store)
+    toolkit.cached(ttl=1, serializer="yaml")  # type: ignore[arg-type]
+    toolkit.cache_embeddings(model="typing", flags=store)
+
+
+@toolkit.cached(ttl="10m", flags=toolkit.flags.current_store())
+async def classify_switched(query: str) -> str:
+    return query
+
+
+@toolkit.cache_embeddings(model="typing-switched", flags=toolkit.flags.current_store())
+async def embed_switched(texts: list[str]) -> list[list[float]]:
+    return [[0.0] for _ in texts]
+
+
+async def use_switched() -> None:
+    assert_type(await classify_switched("refund"), str)
+    assert_type(await embed_switched(["a"]), list[list[float]])

@@ -421,7 +421,7 @@ async def ok(request: Request) -> Response:
 async def test_a_capability_asks_only_for_its_own_protocol() -> None:
     """The rate limiter runs on a storage that offers GCRA and nothing else."""
     app = RateLimitMiddleware(
-        Starlette(routes=[Route("/", ok)]), limit="1/minute", storage=RateLimitsOnly()
+        Starlette(routes=[Route("/", ok)]), limit="1/minute", backend=RateLimitsOnly()
     )
     assert [status_of(await call(app, http_scope("/"))) for _ in range(2)] == [200, 429]
 
@@ -430,7 +430,7 @@ async def test_a_capability_asks_only_for_its_own_protocol() -> None:
     ("wire", "missing"),
     [
         (
-            lambda b: RateLimitMiddleware(Starlette(), storage=b, algorithm="fixed-window"),
+            lambda b: RateLimitMiddleware(Starlette(), backend=b, algorithm="fixed-window"),
             r"algorithm='fixed-window' needs a backend with LimitsSupport; RateLimitsOnly has "
             r"no call, limits_storage",
         ),

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from toolkit import ToolkitSettings
-from toolkit.settings import CONFIG_FILE_ENV, ENV_PREFIX, variable_field
+from toolkit.settings import CONFIG_FILE_ENV, ENV_PREFIX
+from toolkit.settings._root import variable_field
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -4,6 +4,7 @@ forged proxy headers change nothing."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import ipaddress
 import itertools
 import json
@@ -33,7 +34,8 @@ from toolkit import (
 from toolkit.flags import FlagStore
 from toolkit.identity import CallerResolver, ClientAddress, OnError, digest, parse_caller
 from toolkit.ratelimit import Policy
-from toolkit.settings import ProxyHeader, check_environment
+from toolkit.settings import ProxyHeader
+from toolkit.settings._root import check_environment
 from toolkit.telemetry import names
 
 PROXY = "10.0.0.5"
@@ -78,7 +80,7 @@ def address(
     header: ProxyHeader = "x-forwarded-for",
     trusted: tuple[str, ...] = ("10.0.0.0/8",),
 ) -> str | None:
-    return ClientAddress(trusted, header)(http_scope(client=(peer, 4000), headers=headers))
+    return ClientAddress(trusted, header=header)(http_scope(client=(peer, 4000), headers=headers))
 
 
 COMBINATIONS = [
@@ -200,7 +202,7 @@ def test_an_unknown_proxy_header_is_refused_naming_the_setting() -> None:
     from toolkit import ConfigurationError, ToolkitSettings
 
     with pytest.raises(ConfigurationError, match="proxy_header"):
-        ClientAddress(("10.0.0.0/8",), "x-client-ip")  # type: ignore[arg-type]
+        ClientAddress(("10.0.0.0/8",), header="x-client-ip")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="TOOLKIT_RATELIMIT__PROXY_HEADER"):
         ToolkitSettings(ratelimit={"proxy_header": "x-client-ip"})
     assert ToolkitSettings(ratelimit={"proxy_header": "Forwarded"}).ratelimit.proxy_header == (
@@ -454,7 +456,7 @@ def test_one_parser_reads_a_caller_the_same_in_settings_arguments_and_code(
     assert limiter.settings.caller == spec
     route = RateLimitMiddleware(_app, routes={ROUTE: {"limit": "1/second", "caller": text}})
     assert route.settings.routes[ROUTE].caller == spec
-    assert ResponseCacheMiddleware(_app, caller=text, storage="memory://").settings.caller == spec
+    assert ResponseCacheMiddleware(_app, caller=text, backend="memory://").settings.caller == spec
 
 
 @pytest.mark.parametrize("text", BAD)
@@ -478,7 +480,7 @@ def test_one_parser_refuses_a_caller_the_same_everywhere_naming_where_it_was_giv
     with pytest.raises(ConfigurationError, match=r"routes\./x\.caller= .*is not a caller"):
         RateLimitMiddleware(_app, routes={ROUTE: {"limit": "1/second", "caller": text}})
     with pytest.raises(ConfigurationError, match=r"caller= .*is not a caller"):
-        ResponseCacheMiddleware(_app, caller=text, storage="memory://")
+        ResponseCacheMiddleware(_app, caller=text, backend="memory://")
 
 
 def test_a_caller_function_is_a_spec_too_equal_to_itself_and_async_when_it_is() -> None:
@@ -561,7 +563,7 @@ def test_on_error_is_one_of_its_choices() -> None:
 
 
 def test_the_caches_use_on_error_none_and_the_limiter_and_flags_client() -> None:
-    cache = ResponseCacheMiddleware(_app, caller=_broken, storage="memory://")
+    cache = ResponseCacheMiddleware(_app, caller=_broken, backend="memory://")
     scope = http_scope(client=("192.0.2.8", 1))
     assert cache.store.caller.resolve(scope) is None
     limiter = RateLimitMiddleware(_app, limit="1/second", caller=_broken)
@@ -727,7 +729,7 @@ def test_old_argument_names_still_work_and_warn_naming_the_new_one() -> None:
     with pytest.warns(
         DeprecationWarning, match="identity= of ResponseCacheMiddleware .* use caller="
     ):
-        cache = ResponseCacheMiddleware(_app, identity="api_key", storage="memory://")
+        cache = ResponseCacheMiddleware(_app, identity="api_key", backend="memory://")
     assert cache.settings.caller == parse_caller("api_key")
     resolver = CallerResolver("api_key", ClientAddress(), hook="flags.subject")
     with pytest.warns(DeprecationWarning, match="subject= of FlagStore .* use caller="):
@@ -772,12 +774,15 @@ def test_the_old_public_names_of_the_caller_types_still_import_and_warn() -> Non
         (toolkit.identity, "KeyResolver", "CallerResolver"),
         (toolkit.identity, "KeyFunction", "CallerFunction"),
         (toolkit.ratelimit, "KeyFunction", "CallerFunction"),
-        (toolkit.settings, "KeySpec", "CallerSetting"),
+        (toolkit.settings, "KeySpec", "toolkit.identity.CallerSpec"),
     ]:
+        replacement = new if "." in new else f"{module.__name__}.{new}"
         with pytest.warns(
             DeprecationWarning,
-            match=f"{module.__name__}.{old} is deprecated: use {module.__name__}.{new}",
+            match=f"{module.__name__}.{old} is deprecated: use {replacement}",
         ):
-            assert getattr(module, old) is getattr(module, new)
+            found = getattr(module, old)
+        owner, _, name = replacement.rpartition(".")
+        assert found is getattr(importlib.import_module(owner), name)
     with pytest.raises(AttributeError):
         toolkit.identity.Nothing  # type: ignore[attr-defined]  # noqa: B018

@@ -546,9 +546,9 @@ def test_pool_signature_shows_every_argument_and_refuses_unknown_ones() -> None:
     parameters = inspect.signature(AgentPool).parameters
     assert list(parameters) == ["factory", *PoolArguments.__annotations__]
     assert parameters["mode"].default == "exclusive"
-    assert parameters["size"].default is None
+    assert parameters["size"].default is toolkit.DEFAULT
     assert parameters["acquire_timeout"].default == 30.0
-    assert parameters["discard_on"].default is toolkit.pool.MODE_DEFAULT
+    assert parameters["discard_on"].default is toolkit.DEFAULT
     assert all(p.kind is p.KEYWORD_ONLY for name, p in parameters.items() if name != "factory")
     with pytest.raises(TypeError, match="unexpected keyword argument 'sise'"):
         AgentPool(Resource, sise=2)  # type: ignore[call-overload]

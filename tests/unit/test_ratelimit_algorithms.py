@@ -25,7 +25,7 @@ async def ok(request: object) -> PlainTextResponse:
 
 def limited(backend: Backend, algorithm: str, **options: object) -> RateLimitMiddleware:
     app = Starlette(routes=[Route("/chat", ok, methods=["GET", "POST"]), Route("/health", ok)])
-    return RateLimitMiddleware(app, storage=backend, algorithm=algorithm, **options)  # type: ignore[arg-type]
+    return RateLimitMiddleware(app, backend=backend, algorithm=algorithm, **options)  # type: ignore[arg-type]
 
 
 def field(headers: list[tuple[str, str]], name: str) -> str | None:

@@ -123,7 +123,7 @@ async def test_a_failing_backend_fails_open_by_default(
     down = RedisBackend(
         f"redis://127.0.0.1:{free_port()}/0", timeout=0.2, meter_provider=meter_provider
     )
-    app = RateLimitMiddleware(APP, limit="1/minute", storage=down, meter_provider=meter_provider)
+    app = RateLimitMiddleware(APP, limit="1/minute", backend=down, meter_provider=meter_provider)
     for _ in range(3):
         messages = await call(app, http_scope("/chat/a"))
         assert status_of(messages) == 200
@@ -142,7 +142,7 @@ async def test_a_fail_closed_route_answers_503_when_the_backend_fails() -> None:
     app = RateLimitMiddleware(
         APP,
         limit="100/minute",
-        storage=down,
+        backend=down,
         routes={"/admin/users": {"limit": "5/minute", "failure": "closed"}},
     )
     closed = await call(app, http_scope("/admin/users"))

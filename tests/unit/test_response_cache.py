@@ -196,7 +196,7 @@ ROUTES: dict[str, Any] = {
 
 def cache(app: ASGIApp, backend: Backend, **options: Any) -> ResponseCacheMiddleware:
     options.setdefault("routes", ROUTES)
-    options.setdefault("store", CacheStore(backend))
+    options.setdefault("cache", CacheStore(backend))
     return ResponseCacheMiddleware(app, **options)
 
 
@@ -1107,7 +1107,7 @@ async def test_response_cache_tag_invalidation_empties_what_the_tag_covers(
     app = origin()
     store = CacheStore(backend)
     set_current_cache(store)
-    cached = cache(app, backend, store=store)
+    cached = cache(app, backend, cache=store)
     await request(cached, "/items/1")
     await request(cached, "/me")
     assert await toolkit.cache.invalidate(tags=["items"]) == 1
@@ -1131,7 +1131,7 @@ async def test_response_cache_a_response_computed_before_an_invalidation_is_not_
 
     app = Starlette(routes=[Route("/answers/{id}", answer)])
     store = CacheStore(backend)
-    cached = cache(app, backend, store=store, routes={"/answers/{id}": {"ttl": 60, "tags": ["a"]}})
+    cached = cache(app, backend, cache=store, routes={"/answers/{id}": {"ttl": 60, "tags": ["a"]}})
     first = asyncio.create_task(request(cached, "/answers/1"))
     await started.wait()
     await store.invalidate(["a"])  # while the old answer is being computed
@@ -1193,7 +1193,7 @@ async def test_response_cache_backend_failure_serves_the_origin_and_never_a_500(
         f"redis://127.0.0.1:{free_port()}/0", timeout=0.05, meter_provider=meter_provider
     )
     app = origin()
-    cached = cache(app, backend, store=CacheStore(backend, meter_provider=meter_provider))
+    cached = cache(app, backend, cache=CacheStore(backend, meter_provider=meter_provider))
     started = time.monotonic()
     answers = [await request(cached, "/items/1") for _ in range(5)]
     answers += await asyncio.gather(*(request(cached, "/slow", query="s=0") for _ in range(5)))
@@ -1217,7 +1217,7 @@ async def test_response_cache_counts_each_decision_and_puts_it_on_the_span(
     cached = cache(
         origin(),
         backend,
-        store=store,
+        cache=store,
         clock=lambda: now[0],
         routes={**ROUTES, "/items/{id}": {"ttl": 10, "stale_while_revalidate": 60}},
     )
@@ -1273,7 +1273,7 @@ def test_response_cache_refuses_unsafe_route_settings_at_startup(
 ) -> None:
     # Memory only: refused while the middleware is built, before any backend is reached.
     with pytest.raises(ConfigurationError, match=message) as caught:
-        ResponseCacheMiddleware(origin(), routes={"/x": route}, store=CacheStore(MemoryBackend()))
+        ResponseCacheMiddleware(origin(), routes={"/x": route}, cache=CacheStore(MemoryBackend()))
     assert "routes./x" in str(caught.value)
     with pytest.raises(ConfigurationError, match=message):
         cached_response(**{k: v for k, v in route.items()})
@@ -1307,7 +1307,7 @@ def marked_app(backend: Backend) -> FastAPI:
 
     app.mount("/sub", Starlette(routes=[Route("/leaf", cached_response(ttl=60)(mounted))]))
     app.include_router(router)
-    app.add_middleware(ResponseCacheMiddleware, store=CacheStore(backend))
+    app.add_middleware(ResponseCacheMiddleware, cache=CacheStore(backend))
     app.state.calls = calls
     return app
 
@@ -1338,7 +1338,7 @@ async def test_configured_routes_override_a_mark_on_the_same_template(backend: B
     app.user_middleware.clear()
     app.add_middleware(
         ResponseCacheMiddleware,
-        store=CacheStore(backend),
+        cache=CacheStore(backend),
         routes={"/v1/items/{item_id}": {"ttl": 60, "methods": ["HEAD"]}},
     )
     for _ in range(2):

@@ -37,17 +37,16 @@ from toolkit.resilience import CircuitBreaker
 from toolkit.settings import (
     CONFIG_FILE_ENV,
     ENV_PREFIX,
-    BreakerFields,
     BreakerSettings,
     CacheSettings,
     PoolSettings,
     RateLimitSettings,
     ResilienceSettings,
-    is_duration,
-    validate_arguments,
-    variable_field,
-    with_arguments,
 )
+from toolkit.settings._fields import is_duration
+from toolkit.settings._resilience import BreakerFields
+from toolkit.settings._root import variable_field
+from toolkit.settings._section import validate_arguments, with_arguments
 
 
 @pytest.fixture(autouse=True)
@@ -158,7 +157,7 @@ def test_validate_arguments_returns_the_section() -> None:
 
 def test_arguments_go_over_settings_the_same_way_everywhere() -> None:
     """The rate limiter, the response cache and a breaker take an argument over their
-    settings alike: it wins, None leaves the setting, and only the fields the settings were
+    settings alike: it wins, DEFAULT leaves the setting, and only the fields the settings were
     given (and the argument) count as set, the rest defaulting again."""
     limiter = RateLimitMiddleware(
         _app, settings=RateLimitSettings(limit="5/second", shadow=True), headers="legacy"
@@ -174,7 +173,7 @@ def test_arguments_go_over_settings_the_same_way_everywhere() -> None:
     assert cache.settings.model_fields_set == {"routes", "wait"}
 
     section = ResilienceSettings(window="30s", breakers={"llm": {"open_duration": "10s"}})
-    breaker = CircuitBreaker("llm", settings=section, probes=5, failure_rate=None)
+    breaker = CircuitBreaker("llm", settings=section, probes=5, failure_rate=toolkit.DEFAULT)
     options = breaker.settings
     assert (options.window, options.open_duration, options.probes) == (30, 10, 5)
     assert options.failure_rate == 0.5  # the default, as no one set it
@@ -545,7 +544,7 @@ def test_a_bad_backend_url_names_the_setting_and_a_valid_example(
         ToolkitSettings()
     assert f"TOOLKIT_BACKEND__URL {url!r}: " in str(caught.value)
     assert "(example: redis://localhost:6379/0)" in str(caught.value)
-    with pytest.raises(ConfigurationError, match="url="):  # the middlewares' storage= path
+    with pytest.raises(ConfigurationError, match="url="):  # the middlewares' backend= path
         backend_from_url(url)
 
 

@@ -570,7 +570,7 @@ async def test_failure_closed_answers_503_while_the_storage_does_not_answer(
     ("options", "named"),
     [
         ({"failure": "sometimes"}, "failure"),
-        ({"storage": "memcached://localhost:11211"}, "storage_uri"),
+        ({"backend": "memcached://localhost:11211"}, "storage_uri"),
     ],
 )
 async def test_bad_middleware_options_are_refused_naming_them(
@@ -848,8 +848,8 @@ async def test_under_install_the_middlewares_own_arguments_are_not_used(
     app = FastAPI()
     app.state.limiter = Limiter(key_func=get_remote_address)
     toolkit.install(app, ToolkitSettings(backend={"url": redis_url}))
-    app.add_middleware(SlowAPIMiddleware, storage="memory://")
+    app.add_middleware(SlowAPIMiddleware, backend="memory://")
     async with lifespan(app):
         assert await statuses(app, "/nowhere") == [404]
-    assert "storage" in caplog.text
+    assert "backend" in caplog.text
     assert "TOOLKIT_" in caplog.text

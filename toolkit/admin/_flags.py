@@ -13,9 +13,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from toolkit.admin._http import QUOTE, Problem, invalid, json_body, json_response
-from toolkit.errors import BackendError, ConfigurationError
+from toolkit.errors import BackendError, ConfigurationError, UnknownFlag
 from toolkit.flags._model import DEFAULT, SPLIT, STATIC, FlagDefinition
-from toolkit.flags._store import FLAG_HISTORY_LENGTH, FlagStore, FlagView, UnknownFlag
+from toolkit.flags._store import FLAG_HISTORY_LENGTH, FlagStore, FlagView
 
 DEFAULT_HISTORY_LIMIT = 50
 MAX_HISTORY_LIMIT = FLAG_HISTORY_LENGTH

@@ -6,9 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from toolkit.cache._current import current_cache, set_current_cache
+from toolkit.cache._current import current_cache, invalidate, set_current_cache
 from toolkit.cache._singleflight import SingleFlight, Turn
 from toolkit.cache._store import CacheStore, LocalTier
 from toolkit.cache.embeddings import cache_embeddings
@@ -28,10 +26,3 @@ __all__ = [
     "invalidate",
     "set_current_cache",
 ]
-
-
-async def invalidate(*, tags: Iterable[str]) -> int:
-    """Delete every cached entry (response, function or embedding) filed under any of
-    ``tags``, on every instance; returns how many. Raises BackendError when the backend
-    fails (nothing may have been deleted)."""
-    return await current_cache().invalidate(tags)

@@ -1,7 +1,9 @@
 """What the decorators use: the store install() set up (else an in-process one), and the
-caller of the request being served."""
+caller of the request being served; ``invalidate()``, which reaches that store."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from starlette.types import Scope
 
@@ -24,6 +26,13 @@ def current_cache() -> CacheStore:
 def set_current_cache(store: CacheStore | None) -> None:
     """Make ``store`` the one the decorators and ``invalidate()`` use (``install()`` does)."""
     INSTALLED.set(store)
+
+
+async def invalidate(*, tags: Iterable[str]) -> int:
+    """Delete every cached entry (response, function or embedding) filed under any of
+    ``tags``, on every instance; returns how many. Raises BackendError when the backend
+    fails (nothing may have been deleted)."""
+    return await current_cache().invalidate(tags)
 
 
 async def current_caller(store: CacheStore, function: str) -> str | None:

@@ -19,7 +19,7 @@ from toolkit.cache._reads import generation_or_none, read_through
 from toolkit.cache._singleflight import SingleFlight
 from toolkit.cache._store import CacheStore
 from toolkit.errors import BackendError, ConfigurationError
-from toolkit.flags import CACHE_FUNCTION, current_store
+from toolkit.flags import CACHE_FUNCTION, FlagSource, current_store
 from toolkit.telemetry import names
 
 logger = logging.getLogger("toolkit.cache")
@@ -60,6 +60,7 @@ class FunctionCache:
         namespace: str | None,
         codec: Codec | None,
         per_caller: bool,
+        flags: FlagSource | None,
     ) -> None:
         qualname = getattr(function, "__qualname__", repr(function))
         if isinstance(function, classmethod | staticmethod) or not callable(function):
@@ -78,6 +79,7 @@ class FunctionCache:
         self.qualname = qualname
         self.ttl = ttl
         self.per_caller = per_caller
+        self.flags = flags
         self.name = namespace or function.__module__
         self.codec = codec
         if codec is not None and codec.name == "pickle":
@@ -95,7 +97,7 @@ class FunctionCache:
 
     async def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         store = current_cache()
-        if not current_store().is_enabled(CACHE_FUNCTION):
+        if not (self.flags or current_store()).is_enabled(CACHE_FUNCTION):
             store.record(self.name, names.CACHE_BYPASS)
             return await self.function(*args, **kwargs)
         caller = await current_caller(store, self.qualname) if self.per_caller else None
@@ -147,7 +149,7 @@ class FunctionCache:
     def call_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A sync function's call: its entries live in this process (``sync_entries``)."""
         store = current_cache()
-        if not current_store().is_enabled(CACHE_FUNCTION):
+        if not (self.flags or current_store()).is_enabled(CACHE_FUNCTION):
             store.record(self.name, names.CACHE_BYPASS)
             return self.function(*args, **kwargs)
         caller = current_caller_now(store, self.qualname) if self.per_caller else None

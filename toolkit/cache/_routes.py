@@ -12,9 +12,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+from toolkit._configured import chosen
+from toolkit._default import DEFAULT, Default
 from toolkit._paths import route_endpoints
 from toolkit.cache._keys import CREDENTIAL_HEADERS
-from toolkit.settings import CacheRouteSettings, validate_arguments
+from toolkit.settings import CacheRouteSettings
+from toolkit.settings._section import validate_arguments
 
 MARKER: Final = "__toolkit_cached_response__"
 """The attribute :func:`cached_response` sets on an endpoint."""
@@ -33,8 +36,8 @@ def cached_response(
     body: bool = False,
     stale_while_revalidate: str | float = 0,
     tags: Sequence[str] = (),
-    methods: Sequence[str] | None = None,
-    statuses: Sequence[int] | None = None,
+    methods: Sequence[str] | Default = DEFAULT,
+    statuses: Sequence[int] | Default = DEFAULT,
 ) -> Callable[[F], F]:
     """Mark an endpoint's responses as cacheable; :class:`ResponseCacheMiddleware` reads the
     mark when the app starts. The endpoint itself is returned unchanged.
@@ -54,8 +57,8 @@ def cached_response(
         stale_while_revalidate: after ``ttl``, serve the old response this long while one
             caller in the fleet refreshes it in the background.
         tags: for :func:`toolkit.cache.invalidate`.
-        methods: methods cached; GET and HEAD (and POST when ``body``) when None.
-        statuses: statuses stored; 200 when None.
+        methods: methods cached; by default GET and HEAD (and POST when ``body``).
+        statuses: statuses stored; 200 by default.
 
     Raises:
         ConfigurationError: an argument is invalid (named in the message).
@@ -68,10 +71,10 @@ def cached_response(
         "stale_while_revalidate": stale_while_revalidate,
         "tags": list(tags),
     }
-    if methods is not None:
-        values["methods"] = list(methods)
-    if statuses is not None:
-        values["statuses"] = list(statuses)
+    for name, given in chosen(
+        "cached_response", CacheRouteSettings, {"methods": methods, "statuses": statuses}
+    ).items():
+        values[name] = list(given)
     settings = validate_arguments(CacheRouteSettings, values)
 
     def mark(endpoint: F) -> F:

@@ -21,7 +21,7 @@ from cachetools import TLRUCache
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from toolkit._deprecated import warn_renamed
+from toolkit._deprecated import keyword_only, warn_renamed
 from toolkit._tasks import raise_if_cancelling, spawn, stop_tasks
 from toolkit._version import __version__
 from toolkit.backends import CacheStorage, LeaseStorage, require
@@ -60,7 +60,10 @@ class LocalTier:
     size, and never less than ``max_bytes / max_entries``, so one budget enforces both.
     """
 
-    def __init__(self, max_entries: int, ttl: float, max_bytes: int = DEFAULT_LOCAL_BYTES) -> None:
+    @keyword_only("LocalTier", "max_bytes")
+    def __init__(
+        self, max_entries: int, ttl: float, *, max_bytes: int = DEFAULT_LOCAL_BYTES
+    ) -> None:
         self.ttl = ttl
         share = max(1, max_bytes // max(1, max_entries))
         self._entries: TLRUCache[str, tuple[bytes, float, int]] = TLRUCache(

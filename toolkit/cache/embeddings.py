@@ -30,7 +30,7 @@ from toolkit.cache._keys import KEY_DIGEST_BYTES
 from toolkit.cache._reads import generation_or_none, read_through
 from toolkit.cache._store import CacheStore
 from toolkit.errors import BackendError, ConfigurationError
-from toolkit.flags import CACHE_EMBEDDINGS, current_store
+from toolkit.flags import CACHE_EMBEDDINGS, FlagSource, current_store
 from toolkit.telemetry import names
 
 P = ParamSpec("P")
@@ -74,6 +74,7 @@ def cache_embeddings(
     ttl: str | float = DEFAULT_TTL,
     tags: Sequence[str] = (),
     max_batch: int = DEFAULT_MAX_BATCH,
+    flags: FlagSource | None = None,
 ) -> Callable[[EmbedFunction[P]], Callable[P, Coroutine[Any, Any, list[list[float]]]]]:
     """Cache an embedding function per text, so that a batch embeds only what is new.
 
@@ -102,6 +103,8 @@ def cache_embeddings(
         tags: for ``toolkit.cache.invalidate(tags=[...])``.
         max_batch: the most texts a call merged from several callers may send (your
             embedding API's batch limit); 1 turns merging off.
+        flags: where the ``cache.embeddings`` flag is read, at every call; the current store
+            when None.
 
     Raises:
         ConfigurationError: at decoration, for a sync function, a function taking anything
@@ -129,7 +132,7 @@ def cache_embeddings(
         function: EmbedFunction[P],
     ) -> Callable[P, Coroutine[Any, Any, list[list[float]]]]:
         cache = _EmbeddingCache(
-            function, seed=seed, ttl=seconds, tags=tag_tuple, max_batch=max_batch
+            function, seed=seed, ttl=seconds, tags=tag_tuple, max_batch=max_batch, flags=flags
         )
 
         @functools.wraps(function)
@@ -152,6 +155,7 @@ class _EmbeddingCache:
         ttl: float,
         tags: tuple[str, ...],
         max_batch: int,
+        flags: FlagSource | None,
     ) -> None:
         qualname = getattr(function, "__qualname__", repr(function))
         if not inspect.iscoroutinefunction(function):
@@ -180,6 +184,7 @@ class _EmbeddingCache:
         self.ttl = ttl
         self.tags = tags
         self.max_batch = max_batch
+        self.flags = flags
         self.warned = False
         self._flights: weakref.WeakKeyDictionary[CacheStore, _Flights] = weakref.WeakKeyDictionary()
 
@@ -191,7 +196,7 @@ class _EmbeddingCache:
         ):
             return _as_lists(await self.function(*args, **kwargs))  # a wrong call: its TypeError
         texts = args[self.position] if positional else kwargs[self.parameter]
-        if not current_store().is_enabled(CACHE_EMBEDDINGS):
+        if not (self.flags or current_store()).is_enabled(CACHE_EMBEDDINGS):
             store.record(CACHE_NAME, names.CACHE_BYPASS, count=_count(texts))
             return _as_lists(await self.function(*args, **kwargs))
         if not _is_batch(texts):

@@ -18,11 +18,14 @@ import functools
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
+from toolkit._default import DEFAULT, Default
+from toolkit._deprecated import warn_renamed
 from toolkit.cache._arguments import MAX_TAG_LENGTH, MAX_TAGS, parse_tags, parse_ttl, tag_problem
 from toolkit.cache._codec import SERIALIZERS, SerializerName, codec
 from toolkit.cache._function_cache import FunctionCache
 from toolkit.cache._reads import read_through
 from toolkit.errors import ConfigurationError
+from toolkit.flags import FlagSource
 
 __all__ = [
     "MAX_TAGS",
@@ -64,8 +67,9 @@ def cached(
     key: Callable[..., object] | None = None,
     tags: TagSpec = (),
     namespace: str | None = None,
-    serializer: SerializerName | None = None,
+    serializer: SerializerName | Default = DEFAULT,
     per_caller: bool = False,
+    flags: FlagSource | None = None,
 ) -> CachedDecorator:
     """Memoize a function in the app's cache store, across every instance.
 
@@ -106,13 +110,15 @@ def cached(
         namespace: first part of the key and the ``toolkit.cache.name`` of its metrics; the
             function's module when None.
         serializer: ``"json"``, ``"msgpack"`` or ``"pickle"`` (aiocache's serializers); the
-            ``cache.serializer`` setting when None. Pickle runs code from the backend on load:
+            ``cache.serializer`` setting by default. Pickle runs code from the backend on load:
             only with writers you trust.
         per_caller: put the current request's caller in the key, as the response cache
             finds it (the ``cache.caller`` setting; the ``Authorization`` and ``Cookie``
             values by default), so that each caller has its own entries. Only inside a request
             served by an app with ``toolkit.install()``: elsewhere a call raises
             :class:`~toolkit.errors.NoRequestError`.
+        flags: where the ``cache.function`` flag is read, at every call; the current store
+            when None.
 
     Raises:
         ConfigurationError: at decoration, for an invalid argument.
@@ -132,7 +138,10 @@ def cached(
         raise ConfigurationError(
             f"@cached(namespace={namespace!r}): a non-empty string, e.g. namespace='intent'"
         )
-    if serializer is not None and serializer not in SERIALIZERS:
+    if serializer is None:  # the old spelling of "the setting"
+        warn_renamed("@cached(serializer=None)", "serializer=toolkit.DEFAULT, or leave it out")
+        serializer = DEFAULT
+    if serializer is not DEFAULT and serializer not in SERIALIZERS:
         raise ConfigurationError(
             f"@cached(serializer={serializer!r}): one of {', '.join(SERIALIZERS)}"
         )
@@ -147,8 +156,9 @@ def cached(
             tags=tag_tuple,
             tag_function=tag_function,
             namespace=namespace,
-            codec=None if serializer is None else codec(serializer),
+            codec=None if serializer is DEFAULT else codec(serializer),
             per_caller=per_caller,
+            flags=flags,
         )
         if cache.is_async:
 

@@ -26,6 +26,8 @@ from typing import Any, Final
 from opentelemetry import metrics
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from toolkit._configured import configured
+from toolkit._default import DEFAULT, Default
 from toolkit._deprecated import renamed_argument
 from toolkit._paths import PathMatcher, route_path
 from toolkit.backends import Backend, backend_from_url
@@ -40,17 +42,16 @@ from toolkit.cache._refresh import MAX_REFRESHES, Refreshes
 from toolkit.cache._routes import MARKER, Route, RouteTable, cached_response, route_table
 from toolkit.cache._setup import cache_store_from_settings
 from toolkit.cache._store import CacheStore
-from toolkit.errors import BackendError
+from toolkit.errors import BackendError, ConfigurationError
 from toolkit.flags import CACHE_RESPONSE, FlagSource, current_store
-from toolkit.identity import CallerFunction, CallerResolver, ClientAddress
-from toolkit.settings import (
+from toolkit.identity import (
     DEFAULT_PROXY_HEADER,
-    CacheRouteSettings,
-    CacheSettings,
+    CallerFunction,
+    CallerResolver,
+    ClientAddress,
     IPNetwork,
-    ProxyHeader,
-    with_arguments,
 )
+from toolkit.settings import CacheRouteSettings, CacheSettings, ProxyHeader
 from toolkit.telemetry import names
 
 __all__ = [
@@ -91,44 +92,49 @@ class ResponseCacheMiddleware:
     counted in ``toolkit.cache.requests`` and added to the current span. The ``cache.response``
     flag, when off, sends every request straight to the app, untouched.
 
-    Keyword arguments are the fields of :class:`~toolkit.settings.CacheSettings` and take
-    their defaults from it.
+    Its options are the fields of :class:`~toolkit.settings.CacheSettings`; one left at
+    ``DEFAULT`` takes its value from ``settings`` (the built-in defaults when None).
 
     Args:
         routes: route template or path pattern -> route settings (``{"ttl": "10m"}``).
         caller: whose response it is on non-public routes: the ``Authorization`` and
-            ``Cookie`` values when None; ``"api_key"``, ``"header:<Name>"``, ``"client"``, or a
-            function of the ASGI scope (sync or async) returning the caller; see
-            :mod:`toolkit.identity`. A function that raises makes the request uncacheable
-            (``BYPASS``), never shared. ``identity=`` is its old name, deprecated.
-        store: the cache store; ``toolkit.cache.current_cache()`` when neither it nor
-            ``storage`` is given (the one :func:`toolkit.install` set up, which
-            :func:`toolkit.cache.invalidate` reaches).
-        storage: a backend URL or :class:`Backend` for a store of this middleware's own,
-            connected and closed with the app's lifespan.
+            ``Cookie`` values when None (the setting's default); ``"api_key"``,
+            ``"header:<Name>"``, ``"client"``, or a function of the ASGI scope (sync or
+            async) returning the caller; see :mod:`toolkit.identity`. A function that raises
+            makes the request uncacheable (``BYPASS``), never shared. ``identity=`` is its
+            old name, deprecated.
+        cache: the cache store; ``toolkit.cache.current_cache()`` when None and no
+            ``backend`` is given (the one :func:`toolkit.install` set up, which
+            :func:`toolkit.cache.invalidate` reaches). ``store=`` is its old name, deprecated.
+        backend: a backend URL or :class:`Backend` for a cache store of this middleware's
+            own (instead of ``cache``), connected and closed with the app's lifespan.
+            ``storage=`` is its old name, deprecated.
         trusted_proxies / proxy_header: the proxies whose header (``X-Forwarded-For`` unless
             ``proxy_header`` names another) is believed, for the ``"client"`` caller; see
             :class:`~toolkit.identity.ClientAddress`.
-        settings: a whole settings section; keyword arguments override its fields.
+        settings: a whole settings section; options given override its fields.
         flags: asked for ``cache.response`` per request; the current store when None.
-        meter_provider: for a store this middleware creates.
+        meter_provider: for a store this middleware creates; the global provider when None.
         clock: wall-clock seconds, shared by processes (``Age``, freshness); for tests.
+
+    Raises:
+        ConfigurationError: an invalid option, or both ``cache`` and ``backend``.
     """
 
     def __init__(
         self,
         app: ASGIApp,
         *,
-        routes: Mapping[str, CacheRouteSettings | Mapping[str, Any]] | None = None,
-        caller: str | CallerFunction | None = None,
-        store: CacheStore | None = None,
-        storage: str | Backend | None = None,
-        max_body_bytes: int | None = None,
-        max_request_body_bytes: int | None = None,
-        lease: float | str | None = None,
-        wait: float | str | None = None,
-        local_entries: int | None = None,
-        local_ttl: float | str | None = None,
+        routes: Mapping[str, CacheRouteSettings | Mapping[str, Any]] | Default = DEFAULT,
+        caller: str | CallerFunction | Default | None = DEFAULT,
+        cache: CacheStore | None = None,
+        backend: str | Backend | None = None,
+        max_body_bytes: int | Default = DEFAULT,
+        max_request_body_bytes: int | Default = DEFAULT,
+        lease: float | str | Default = DEFAULT,
+        wait: float | str | Default = DEFAULT,
+        local_entries: int | Default = DEFAULT,
+        local_ttl: float | str | Default = DEFAULT,
         trusted_proxies: Iterable[IPNetwork | str] = (),
         proxy_header: ProxyHeader = DEFAULT_PROXY_HEADER,
         settings: CacheSettings | None = None,
@@ -136,10 +142,21 @@ class ResponseCacheMiddleware:
         meter_provider: metrics.MeterProvider | None = None,
         clock: Callable[[], float] = time.time,
         identity: str | CallerFunction | None = None,
+        store: CacheStore | None = None,
+        storage: str | Backend | None = None,
     ) -> None:
         self.app = app
-        caller = renamed_argument("ResponseCacheMiddleware", "identity", identity, "caller", caller)
-        settings = with_arguments(
+        where = "ResponseCacheMiddleware"
+        caller = renamed_argument(where, "identity", identity, "caller", caller)
+        cache = renamed_argument(where, "store", store, "cache", cache)
+        backend = renamed_argument(where, "storage", storage, "backend", backend)
+        if cache is not None and backend is not None:
+            raise ConfigurationError(
+                f"{where}(cache=..., backend=...): a store to use, or a backend to build one "
+                "of its own on; pass one of them"
+            )
+        settings = configured(
+            where,
             CacheSettings,
             settings,
             {
@@ -156,15 +173,12 @@ class ResponseCacheMiddleware:
         self.settings = settings
 
         self._owned: Backend | None = None
-        if store is None and storage is not None:
-            backend = (
-                storage
-                if isinstance(storage, Backend)
-                else backend_from_url(storage, meter_provider=meter_provider)
-            )
-            store = cache_store_from_settings(settings, backend, meter_provider=meter_provider)
+        if backend is not None:
+            if isinstance(backend, str):
+                backend = backend_from_url(backend, meter_provider=meter_provider)
+            cache = cache_store_from_settings(settings, backend, meter_provider=meter_provider)
             self._owned = backend
-        self.store = store or current_cache()
+        self.store = cache or current_cache()
         flight = Flight(self.store.backend, lease=settings.lease, wait=settings.wait)
         self._origin = Origin(
             app, self.store, flight, max_body=settings.max_body_bytes, clock=clock
@@ -179,7 +193,7 @@ class ResponseCacheMiddleware:
         # the request bypasses the cache, rather than the client address (a proxy's, maybe).
         self._caller = CallerResolver(
             settings.caller or CREDENTIALS,
-            ClientAddress(tuple(trusted_proxies), proxy_header),
+            ClientAddress(tuple(trusted_proxies), header=proxy_header),
             hook=CALLER_HOOK,
             on_error="none",
         )

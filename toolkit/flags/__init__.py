@@ -11,8 +11,7 @@ admin routes reach every instance through the backend within a second.
 
 from __future__ import annotations
 
-from typing import Protocol
-
+from toolkit.errors import UnknownFlag
 from toolkit.flags._current import current_store, set_current_store
 from toolkit.flags._feature import feature
 from toolkit.flags._middleware import FlagContextMiddleware
@@ -39,7 +38,8 @@ from toolkit.flags._registry import (
     TRACING,
     declare,
 )
-from toolkit.flags._store import FlagStore, FlagView, UnknownFlag
+from toolkit.flags._source import FlagSource, evaluate, is_enabled, variant
+from toolkit.flags._store import FlagStore, FlagView
 
 __all__ = [
     "BOOLEAN",
@@ -73,33 +73,3 @@ __all__ = [
     "set_current_store",
     "variant",
 ]
-
-
-class FlagSource(Protocol):
-    """What the capabilities ask, per request, from memory: :class:`FlagStore`, or the
-    OpenFeature adapter that reads another provider."""
-
-    def evaluate(self, key: str, *, caller: str | None = None) -> Evaluation: ...
-
-    def variant(self, key: str, *, caller: str | None = None) -> str: ...
-
-    def is_enabled(self, key: str, *, caller: str | None = None) -> bool: ...
-
-
-# ``subject=`` is the old name of ``caller=``, deprecated: the store warns.
-
-
-def evaluate(key: str, *, caller: str | None = None, subject: str | None = None) -> Evaluation:
-    """Flag ``key`` for ``caller`` (an identity; the current request's caller when None):
-    variant, value, reason."""
-    return current_store().evaluate(key, caller=caller, subject=subject)
-
-
-def is_enabled(key: str, *, caller: str | None = None, subject: str | None = None) -> bool:
-    """Whether boolean flag ``key`` is on for ``caller`` (the current request's when None)."""
-    return current_store().is_enabled(key, caller=caller, subject=subject)
-
-
-def variant(key: str, *, caller: str | None = None, subject: str | None = None) -> str:
-    """The variant of flag ``key`` for ``caller`` (the current request's when None)."""
-    return current_store().variant(key, caller=caller, subject=subject)

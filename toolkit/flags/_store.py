@@ -27,12 +27,13 @@ from typing import Any, Final
 from opentelemetry import metrics, trace
 from starlette.types import Scope
 
+from toolkit._default import NOT_YET, NotYet
 from toolkit._deprecated import renamed_argument, warn_renamed
 from toolkit._tasks import raise_if_cancelling, stop_tasks
 from toolkit._version import __version__
 from toolkit.backends import FlagStorage, MemoryBackend, require
 from toolkit.backends._following import start_following
-from toolkit.errors import BackendError, ConfigurationError
+from toolkit.errors import BackendError, ConfigurationError, UnknownFlag
 from toolkit.flags._model import (
     ERROR,
     OFF,
@@ -61,11 +62,6 @@ FLAGS_CHANNEL: Final = "flags"
 UNDECLARED = "__undeclared__"
 """``feature_flag.key`` label of evaluations of flags nobody declared (keys stay bounded)."""
 _EVALUATE = "FlagStore.evaluate/variant/is_enabled"  # names their renamed argument
-_UNSET: Any = object()
-
-
-class UnknownFlag(ConfigurationError):
-    """No flag of that key is declared (as opposed to a bad variant or percentage)."""
 
 
 class RequestFlags:
@@ -78,10 +74,10 @@ class RequestFlags:
         self.store = store
         self.snapshot = snapshot
         self.scope = scope
-        self._caller: str | None = _UNSET
+        self._caller: str | NotYet | None = NOT_YET
 
     def caller(self) -> str | None:
-        if self._caller is _UNSET:
+        if self._caller is NOT_YET:
             self._caller = self.store.caller_of(self.scope)
         return self._caller
 

@@ -35,6 +35,8 @@ from toolkit.flags._registry import REGISTRY
 from toolkit.flags._store import REQUEST, FlagStore
 from toolkit.telemetry import names
 
+__all__ = ["OpenFeatureFlags", "ToolkitProvider"]
+
 T = TypeVar("T")
 
 

@@ -12,9 +12,9 @@ address, and they are hashed before they reach storage or a span.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeAlias
+import typing
 
-from toolkit._deprecated import renamed_attributes
+from toolkit import _deprecated
 from toolkit.identity._caller import (
     CLIENT,
     CallerFunction,
@@ -42,11 +42,11 @@ __all__ = [
     "parse_caller",
 ]
 
-if TYPE_CHECKING:  # the old names, deprecated: a warning at run time
-    KeyFunction: TypeAlias = CallerFunction
+if typing.TYPE_CHECKING:  # the old names, deprecated: a warning at run time
+    KeyFunction: typing.TypeAlias = CallerFunction
     KeyResolver = CallerResolver
 else:
-    __getattr__ = renamed_attributes(
+    __getattr__ = _deprecated.renamed_attributes(
         __name__,
         {
             "KeyFunction": ("CallerFunction", CallerFunction),

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from starlette.types import Scope
 
+from toolkit._deprecated import keyword_only
 from toolkit._memo import memoize_short
 from toolkit.errors import ConfigurationError
 
@@ -48,9 +49,11 @@ class ClientAddress:
 
     __slots__ = ("_header", "_hop", "_split", "_trusted")
 
+    @keyword_only("ClientAddress", "header")
     def __init__(
         self,
         trusted_proxies: Iterable[IPNetwork | str] = (),
+        *,
         header: ProxyHeader = DEFAULT_PROXY_HEADER,
     ) -> None:
         split = _SPLITTERS.get(header)
@@ -70,7 +73,7 @@ class ClientAddress:
     def from_settings(cls, settings: RateLimitSettings) -> ClientAddress:
         """The client address as the settings describe it: what every ``client`` caller
         uses, the rate limiter's, the caches' and the flag rollouts' alike."""
-        return cls(settings.trusted_proxies, settings.proxy_header)
+        return cls(settings.trusted_proxies, header=settings.proxy_header)
 
     def __call__(self, scope: Scope) -> str | None:
         client = scope.get("client")

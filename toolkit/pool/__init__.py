@@ -11,9 +11,12 @@ async def answer(agent: Agent, question: str) -> str: ...
 
 from __future__ import annotations
 
-from toolkit.pool._options import DEFAULTS, MODE_DEFAULT
+from toolkit._deprecated import renamed_attributes as _renamed_attributes
+from toolkit.pool._options import OLD_NAMES as _OLD_NAMES
 from toolkit.pool.decorator import pooled
 from toolkit.pool.lease import Lease
 from toolkit.pool.pool import AgentPool, PoolStats
 
-__all__ = ["DEFAULTS", "MODE_DEFAULT", "AgentPool", "Lease", "PoolStats", "pooled"]
+__all__ = ["AgentPool", "Lease", "PoolStats", "pooled"]
+
+__getattr__ = _renamed_attributes(__name__, _OLD_NAMES)  # MODE_DEFAULT, DEFAULTS: deprecated

@@ -9,7 +9,6 @@ settled here, so the pool and its lending strategies never ask again.
 
 from __future__ import annotations
 
-import enum
 import inspect
 import random as _random
 import re
@@ -21,27 +20,27 @@ from typing import Any, Final, Generic, TypedDict, TypeVar
 
 from opentelemetry import metrics, trace
 
+from toolkit._configured import chosen
+from toolkit._default import DEFAULT, Default
+from toolkit._deprecated import warn_renamed
 from toolkit.errors import ConfigurationError
 from toolkit.flags import FlagSource
-from toolkit.settings import (
-    DEFAULT_EXCLUSIVE_POOL_SIZE,
-    PoolMode,
-    PoolSettings,
-    validate_arguments,
-)
+from toolkit.settings import PoolMode, PoolSettings
+from toolkit.settings._pool import DEFAULT_EXCLUSIVE_POOL_SIZE
+from toolkit.settings._section import validate_arguments
 
 T = TypeVar("T")
 
 DEFAULTS: Final = PoolSettings.model_validate({})
-"""The default of every AgentPool argument (``toolkit.settings.PoolSettings``)."""
+"""The defaults of the AgentPool arguments that are :class:`~toolkit.settings.PoolSettings`
+fields."""
 
-
-class _ModeDefault(enum.Enum):
-    TOKEN = 0
-
-
-MODE_DEFAULT: Final = _ModeDefault.TOKEN
-"""``discard_on`` default: ``(Exception,)`` in exclusive mode, ``()`` in shared mode."""
+OLD_NAMES: Final[Mapping[str, tuple[str, Any]]] = {
+    "MODE_DEFAULT": ("toolkit.DEFAULT", DEFAULT),
+    "DEFAULTS": ("toolkit.settings.PoolSettings()", DEFAULTS),
+}
+"""What ``toolkit.pool`` and ``toolkit.pool.pool`` exported before, deprecated: ``discard_on``
+took a sentinel of its own, and the settings model's defaults were a constant."""
 
 DiscardOn = tuple[type[BaseException], ...] | Callable[[BaseException], bool]
 
@@ -55,7 +54,7 @@ class PoolArguments(TypedDict, Generic[T], total=False):
 
     name: str | None
     mode: PoolMode
-    size: int | None
+    size: int | Default
     max_keys: int
     max_waiting: int
     acquire_timeout: str | float
@@ -67,8 +66,8 @@ class PoolArguments(TypedDict, Generic[T], total=False):
     check_interval: str | float
     reset: Callable[[T], Any] | None
     health_check: Callable[[T], Any] | None
-    discard_on: DiscardOn | _ModeDefault
-    warm: int | Mapping[Hashable, int] | None
+    discard_on: DiscardOn | Default
+    warm: int | Mapping[Hashable, int] | Default
     flags: FlagSource | None
     meter_provider: metrics.MeterProvider | None
     tracer_provider: trace.TracerProvider | None
@@ -79,10 +78,11 @@ class PoolArguments(TypedDict, Generic[T], total=False):
 _DEFAULTS: Final[Mapping[str, Any]] = {
     "name": None,
     **{field: getattr(DEFAULTS, field) for field in PoolSettings.model_fields},
+    "size": DEFAULT,  # by mode: DEFAULT_EXCLUSIVE_POOL_SIZE, or no bound when shared
     "reset": None,
     "health_check": None,
-    "discard_on": MODE_DEFAULT,
-    "warm": None,
+    "discard_on": DEFAULT,
+    "warm": DEFAULT,
     "flags": None,
     "meter_provider": None,
     "tracer_provider": None,
@@ -130,7 +130,13 @@ def parse_options(factory: Callable[..., Any], arguments: Mapping[str, Any]) -> 
     given = {**_DEFAULTS, **arguments}
     try:
         settings = validate_arguments(
-            PoolSettings, {field: given[field] for field in PoolSettings.model_fields}
+            PoolSettings,
+            chosen(
+                "AgentPool",
+                PoolSettings,
+                {field: given[field] for field in PoolSettings.model_fields},
+                stacklevel=5,
+            ),
         )
     except ConfigurationError as exc:
         raise ConfigurationError(
@@ -213,9 +219,9 @@ def _takes_key(factory: Callable[..., Any]) -> bool:
 
 
 def _discard_predicate(
-    discard_on: DiscardOn | _ModeDefault, shared: bool
+    discard_on: DiscardOn | Default, shared: bool
 ) -> Callable[[BaseException], bool]:
-    if discard_on is MODE_DEFAULT:
+    if discard_on is DEFAULT:
         discard_on = () if shared else (Exception,)
     if isinstance(discard_on, tuple):
         if not all(isinstance(t, type) and issubclass(t, BaseException) for t in discard_on):
@@ -234,11 +240,17 @@ def _discard_predicate(
 
 
 def _warm_plan(
-    warm: int | Mapping[Hashable, int] | None, takes_key: bool, settings: PoolSettings, size: int
+    warm: int | Mapping[Hashable, int] | Default | None,
+    takes_key: bool,
+    settings: PoolSettings,
+    size: int,
 ) -> dict[Hashable, int]:
     """``warm`` as ``{key: count}``. The default key (None) is a key like any other, also for
     a factory that takes one."""
     if warm is None:
+        warn_renamed("AgentPool(warm=None)", "warm=toolkit.DEFAULT, or leave it out", stacklevel=5)
+        warm = DEFAULT
+    if warm is DEFAULT:
         return {} if takes_key else {None: 1}
     plan: Mapping[Hashable, int] = {None: warm} if isinstance(warm, int) else warm
     if not isinstance(plan, Mapping) or not all(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Hashable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from toolkit._default import NOT_YET
 from toolkit.pool._entry import Entry
 from toolkit.pool._lending import KeyLender
 
@@ -14,13 +14,6 @@ if TYPE_CHECKING:
     from toolkit.pool.pool import AgentPool
 
 T = TypeVar("T")
-
-
-class _Unset(enum.Enum):
-    TOKEN = 0
-
-
-_UNSET: Final = _Unset.TOKEN
 
 
 class Lease(Generic[T]):
@@ -33,12 +26,12 @@ class Lease(Generic[T]):
         self._key = key
         self._lender: KeyLender[T] | None = None
         self._entry: Entry[T] | None = None
-        self._direct: Any = _UNSET  # the object built with the pool flag off (may be None)
+        self._direct: Any = NOT_YET  # the object built with the pool flag off (may be None)
         self._since = 0.0
 
     async def __aenter__(self) -> T:
         pool = self._pool
-        if self._lender is not None or self._direct is not _UNSET:
+        if self._lender is not None or self._direct is not NOT_YET:
             raise RuntimeError("a Lease is used once: call pool.acquire() again")
         if not pool._enabled():
             obj: T = await pool._build_direct(self._key)
@@ -54,7 +47,7 @@ class Lease(Generic[T]):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._direct is not _UNSET:
+        if self._direct is not NOT_YET:
             direct, self._direct = self._direct, None
             await self._pool._close_direct(direct)
             return

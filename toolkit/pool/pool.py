@@ -39,6 +39,7 @@ from typing import Any, Final, Generic, TypeVar, Unpack, overload
 
 from opentelemetry import metrics, trace
 
+from toolkit._deprecated import renamed_attributes
 from toolkit.errors import PoolExhaustedError, PoolTimeoutError
 from toolkit.flags import BOOLEAN, ON, POOL, FlagDefinition, FlagSource, current_store
 from toolkit.flags._registry import REGISTRY
@@ -46,12 +47,14 @@ from toolkit.pool._entry import Entry
 from toolkit.pool._exclusive import ExclusiveLender
 from toolkit.pool._lending import KeyLender, Permit
 from toolkit.pool._objects import Objects
-from toolkit.pool._options import DEFAULTS, MODE_DEFAULT, PoolArguments, parse_options, signature
+from toolkit.pool._options import OLD_NAMES, PoolArguments, parse_options, signature
 from toolkit.pool._shared import SharedLender
 from toolkit.pool.lease import Lease
 from toolkit.telemetry import names
 
-__all__ = ["CLOSE_TIMEOUT", "DEFAULTS", "MODE_DEFAULT", "AgentPool", "Lease", "PoolStats"]
+__all__ = ["CLOSE_TIMEOUT", "AgentPool", "Lease", "PoolStats"]
+
+__getattr__ = renamed_attributes(__name__, OLD_NAMES)  # MODE_DEFAULT, DEFAULTS: deprecated
 
 T = TypeVar("T")
 
@@ -117,8 +120,8 @@ class AgentPool(Generic[T]):
             positional parameter; sync or async. A sync factory runs on the event loop.
         name: ``toolkit.pool.name`` of its metrics; the factory's name when None.
         mode: ``"exclusive"`` or ``"shared"`` (see above).
-        size: per key, objects (exclusive; 8 when None) or callers at once (shared; no bound
-            when None).
+        size: per key, objects (exclusive; 8 by default) or callers at once (shared; no
+            bound by default).
         max_keys: keys kept at once; idle keys are evicted past it, busy ones refused.
         max_waiting: per key, callers that may queue; 0 refuses as soon as all are lent.
         acquire_timeout: seconds (or ``"5s"``) an acquire may take, waiting and building.
@@ -138,15 +141,17 @@ class AgentPool(Generic[T]):
         check_interval: seconds (or ``"30s"``) an object stays known good after it was
             built, checked or given back without error; 0 checks at every checkout.
         discard_on: exception types (or a predicate) that close the object when raised in
-            the caller's block; ``MODE_DEFAULT`` is ``(Exception,)`` exclusive, ``()`` shared.
+            the caller's block; by default ``(Exception,)`` exclusive, ``()`` shared.
         warm: objects to build at :meth:`start`: a count for the default key (``None``), or
-            ``{key: count}``; None builds one for the default key when the factory takes no
+            ``{key: count}``; by default one for the default key when the factory takes no
             key, nothing otherwise. In shared mode any count builds the key's one object.
         flags: where the ``pool`` flag is read; the current flag store when None.
         meter_provider / tracer_provider: for its metrics and spans; those given to
             :meth:`start` (``install()`` passes the app's), else the global ones, when None.
         clock: monotonic seconds, for ages and timings (tests pass a fake one).
         random: returns a float in [0, 1), for the jitter.
+
+    Options shown as ``DEFAULT`` depend on the mode or the factory, as said above.
 
     Raises:
         ConfigurationError: at construction, for an invalid argument.

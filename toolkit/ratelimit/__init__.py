@@ -1,8 +1,8 @@
 """Rate limiting: a pure-ASGI middleware, its policies, callers and algorithms."""
 
-from typing import TYPE_CHECKING, TypeAlias
+import typing
 
-from toolkit._deprecated import renamed_attributes
+from toolkit import _deprecated
 from toolkit.identity import CallerFunction, ClientAddress
 from toolkit.ratelimit.algorithms import Decision
 from toolkit.ratelimit.middleware import RateLimitMiddleware
@@ -17,7 +17,9 @@ __all__ = [
     "RoutePolicy",
 ]
 
-if TYPE_CHECKING:  # the old name, deprecated: a warning at run time
-    KeyFunction: TypeAlias = CallerFunction
+if typing.TYPE_CHECKING:  # the old name, deprecated: a warning at run time
+    KeyFunction: typing.TypeAlias = CallerFunction
 else:
-    __getattr__ = renamed_attributes(__name__, {"KeyFunction": ("CallerFunction", CallerFunction)})
+    __getattr__ = _deprecated.renamed_attributes(
+        __name__, {"KeyFunction": ("CallerFunction", CallerFunction)}
+    )

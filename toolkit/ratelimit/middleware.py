@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry import metrics, trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from toolkit._configured import configured
+from toolkit._default import DEFAULT, Default
 from toolkit._deprecated import renamed_argument
 from toolkit._paths import route_path
 from toolkit._version import __version__
@@ -20,11 +22,18 @@ from toolkit.backends import (
 )
 from toolkit.errors import BackendError
 from toolkit.flags import OFF, RATELIMIT, SHADOW, FlagSource, current_store
-from toolkit.identity import CallerFunction, CallerResolver, ClientAddress, digest
+from toolkit.identity import (
+    CallerFunction,
+    CallerResolver,
+    ClientAddress,
+    IPNetwork,
+    ProxyHeader,
+    digest,
+)
 from toolkit.ratelimit._headers import OWN_HEADERS, PolicyHeaders, send_rejection, send_unavailable
 from toolkit.ratelimit.algorithms import Decision, create_algorithm
 from toolkit.ratelimit.policies import DEFAULT_POLICY, Policy, PolicyTable, RoutePolicy
-from toolkit.settings import RateLimitSettings, with_arguments
+from toolkit.settings import Algorithm, FailureMode, HeaderStyle, RateLimitSettings
 from toolkit.telemetry import names
 from toolkit.telemetry.counts import shared_counts
 
@@ -45,23 +54,26 @@ class RateLimitMiddleware:
     the current span as an event.
 
     Use it alone, ``app.add_middleware(RateLimitMiddleware, limit="60/minute")``, or through
-    :func:`toolkit.install`. Keyword arguments are the fields of
-    :class:`~toolkit.settings.RateLimitSettings` and take their defaults from it.
+    :func:`toolkit.install`. Its options are the fields of
+    :class:`~toolkit.settings.RateLimitSettings`; one left at ``DEFAULT`` takes its value from
+    ``settings`` (the built-in defaults when None).
 
     Args:
         limit: the default policy for every non-exempt route, e.g. ``"60/minute;1000/day"``;
             None for none (only ``routes`` are limited).
-        caller: whose budget a request spends: ``"client"``, ``"api_key"``,
-            ``"header:<Name>"``, or a function of the ASGI scope returning the caller (None
-            falls back to the client address); see :mod:`toolkit.identity`. ``key=`` is its
-            old name, deprecated.
-        storage: a backend URL (``"memory://"``, ``"redis://..."``) or a backend offering
-            what ``algorithm`` needs (:class:`~toolkit.backends.RateLimitStorage` for GCRA,
-            :class:`~toolkit.backends.LimitsSupport` for the others); a :class:`Backend`
-            offers both.
+        caller: whose budget a request spends: ``"client"`` (the setting's default),
+            ``"api_key"``, ``"header:<Name>"``, or a function of the ASGI scope returning the
+            caller; see :mod:`toolkit.identity`. ``key=`` is its old name, deprecated.
+        backend: a backend URL (``"memory://"``, ``"redis://..."``), connected and closed
+            with the app's lifespan, or a backend offering what ``algorithm`` needs
+            (:class:`~toolkit.backends.RateLimitStorage` for GCRA,
+            :class:`~toolkit.backends.LimitsSupport` for the others; a :class:`Backend`
+            offers both); an in-process memory backend of its own when None. ``storage=`` is
+            its old name, deprecated.
         routes: route template or path pattern -> limit string or policy settings.
         route_policies: ready-made :class:`RoutePolicy` objects, checked after ``routes``.
-        settings: a whole settings section; keyword arguments override its fields.
+        settings: a whole settings section (the built-in defaults when None); options given
+            override its fields.
         flags: asked for ``ratelimit`` on every request (``off``: the bare app; ``shadow``:
             every policy in shadow mode); the current store when None.
         meter_provider: where the decision counter lives; the global provider when None.
@@ -71,26 +83,30 @@ class RateLimitMiddleware:
         self,
         app: ASGIApp,
         *,
-        limit: str | None = None,
-        caller: str | CallerFunction | None = None,
-        storage: str | RateLimitStorage | LimitsSupport | None = None,
-        algorithm: str | None = None,
-        routes: dict[str, Any] | None = None,
-        exempt: Sequence[str] | None = None,
-        failure: str | None = None,
-        shadow: bool | None = None,
-        headers: str | None = None,
-        trusted_proxies: Sequence[str] | None = None,
-        proxy_header: str | None = None,
+        limit: str | Default | None = DEFAULT,
+        caller: str | CallerFunction | Default = DEFAULT,
+        backend: str | RateLimitStorage | LimitsSupport | None = None,
+        algorithm: Algorithm | Default = DEFAULT,
+        routes: Mapping[str, Any] | Default = DEFAULT,
+        exempt: Sequence[str] | Default = DEFAULT,
+        failure: FailureMode | Default = DEFAULT,
+        shadow: bool | Default = DEFAULT,
+        headers: HeaderStyle | Default = DEFAULT,
+        trusted_proxies: Sequence[IPNetwork | str] | Default = DEFAULT,
+        proxy_header: ProxyHeader | Default = DEFAULT,
         route_policies: Sequence[RoutePolicy] = (),
         settings: RateLimitSettings | None = None,
         flags: FlagSource | None = None,
         meter_provider: metrics.MeterProvider | None = None,
         key: str | CallerFunction | None = None,
+        storage: str | RateLimitStorage | LimitsSupport | None = None,
     ) -> None:
         self.app = app
-        caller = renamed_argument("RateLimitMiddleware", "key", key, "caller", caller)
-        settings = with_arguments(
+        where = "RateLimitMiddleware"
+        caller = renamed_argument(where, "key", key, "caller", caller)
+        backend = renamed_argument(where, "storage", storage, "backend", backend)
+        settings = configured(
+            where,
             RateLimitSettings,
             settings,
             {
@@ -108,14 +124,11 @@ class RateLimitMiddleware:
         )
         self.settings = settings
 
-        backend: RateLimitStorage | LimitsSupport
         self._owned: Backend | None = None  # connected and closed by this middleware
-        if storage is None:
+        if backend is None:
             backend = self._owned = MemoryBackend(meter_provider=meter_provider)
-        elif isinstance(storage, str):
-            backend = self._owned = backend_from_url(storage, meter_provider=meter_provider)
-        else:
-            backend = storage
+        elif isinstance(backend, str):
+            backend = self._owned = backend_from_url(backend, meter_provider=meter_provider)
 
         client = ClientAddress.from_settings(settings)
         self._default_caller = CallerResolver(settings.caller, client)

@@ -13,7 +13,8 @@ from toolkit._paths import PathMatcher, compile_pattern, is_literal, literal_key
 from toolkit.backends import GcraLimit
 from toolkit.errors import ConfigurationError
 from toolkit.identity import CallerResolver
-from toolkit.settings import FailureMode, cost_problem, parse_rate_limits, rate_limit_problem
+from toolkit.settings import FailureMode
+from toolkit.settings._values import cost_problem, parse_rate_limits, rate_limit_problem
 
 DEFAULT_POLICY = "default"
 

@@ -29,13 +29,19 @@ from typing import Any
 from opentelemetry import metrics
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from toolkit._configured import chosen
+from toolkit._default import DEFAULT, Default
+from toolkit._deprecated import renamed_argument
 from toolkit.backends import Backend, backend_from_url
 from toolkit.errors import ConfigurationError
 from toolkit.flags import FlagSource
-from toolkit.identity import ClientAddress
+from toolkit.identity import ClientAddress, IPNetwork
 from toolkit.ratelimit._slowapi_policies import declared_policies
 from toolkit.ratelimit.middleware import RateLimitMiddleware
-from toolkit.settings import HeaderStyle, RateLimitSettings, validate_arguments
+from toolkit.settings import Algorithm, FailureMode, HeaderStyle, RateLimitSettings
+from toolkit.settings._section import validate_arguments
+
+__all__ = ["SlowAPIMiddleware"]
 
 logger = logging.getLogger("toolkit.ratelimit")
 
@@ -55,45 +61,52 @@ class SlowAPIMiddleware:
     it enforces the limiter here, on the limiter's ``storage_uri``.
 
     Args:
-        storage: overrides the limiter's ``storage_uri``; a URL or a :class:`Backend`.
+        backend: overrides the limiter's ``storage_uri``; a URL or a :class:`Backend`.
+            ``storage=`` is its old name, deprecated.
         algorithm: overrides the limiter's ``strategy``; ``"gcra"`` is allowed here.
-        headers: ``ietf``, ``legacy``, ``both`` or ``none``; ``both`` with ``headers_enabled``
-            and ``ietf`` without, when None.
+        headers: ``ietf``, ``legacy``, ``both`` or ``none``; by default ``both`` with
+            ``headers_enabled`` and ``ietf`` without.
         failure, shadow, trusted_proxies, exempt: as in
             :class:`~toolkit.settings.RateLimitSettings` (``exempt`` adds to the routes marked
             ``@limiter.exempt``).
         flags: asked for ``ratelimit`` on every request; the current store when None.
         meter_provider: where the decisions are counted; the global provider when None.
+
+    Options left at ``DEFAULT`` are the limiter's (``strategy``, ``headers_enabled``), else
+    those of :class:`~toolkit.settings.RateLimitSettings`.
     """
 
     def __init__(
         self,
         app: ASGIApp,
         *,
-        storage: str | Backend | None = None,
-        algorithm: str | None = None,
-        headers: str | None = None,
-        failure: str | None = None,
-        shadow: bool | None = None,
-        trusted_proxies: Sequence[str] | None = None,
-        exempt: Sequence[str] | None = None,
+        backend: str | Backend | None = None,
+        algorithm: Algorithm | Default = DEFAULT,
+        headers: HeaderStyle | Default = DEFAULT,
+        failure: FailureMode | Default = DEFAULT,
+        shadow: bool | Default = DEFAULT,
+        trusted_proxies: Sequence[IPNetwork | str] | Default = DEFAULT,
+        exempt: Sequence[str] | Default = DEFAULT,
         flags: FlagSource | None = None,
         meter_provider: metrics.MeterProvider | None = None,
+        storage: str | Backend | None = None,
     ) -> None:
         self.app = app
-        self._storage = storage
-        self._given = {
-            name: value
-            for name, value in (
-                ("algorithm", algorithm),
-                ("headers", headers),
-                ("failure", failure),
-                ("shadow", shadow),
-                ("trusted_proxies", trusted_proxies),
-                ("exempt", exempt),
-            )
-            if value is not None
-        }
+        self._backend = renamed_argument(
+            "SlowAPIMiddleware", "storage", storage, "backend", backend
+        )
+        self._given = chosen(
+            "SlowAPIMiddleware",
+            RateLimitSettings,
+            {
+                "algorithm": algorithm,
+                "headers": headers,
+                "failure": failure,
+                "shadow": shadow,
+                "trusted_proxies": trusted_proxies,
+                "exempt": exempt,
+            },
+        )
         self._flags = flags
         self._meter_provider = meter_provider
         self._next: ASGIApp | None = None
@@ -111,7 +124,7 @@ class SlowAPIMiddleware:
 
     def _resolve(self, application: Any) -> ASGIApp:
         if getattr(application.state, "toolkit", None) is not None:
-            given = sorted([*self._given, *(["storage"] if self._storage else [])])
+            given = sorted([*self._given, *(["backend"] if self._backend else [])])
             if given:
                 logger.warning(
                     "SlowAPIMiddleware(%s): not used, install() enforces app.state.limiter "
@@ -134,13 +147,12 @@ class SlowAPIMiddleware:
                 "exempt": self._given.get("exempt", []),
             },
         )
-        storage = self._storage or _storage_uri(limiter)
         return _enforced(
             self.app,
             application=application,
             limiter=limiter,
             settings=settings,
-            storage=storage,
+            backend=self._backend or _storage_uri(limiter),
             flags=self._flags,
             meter_provider=self._meter_provider,
             with_middleware=True,
@@ -152,7 +164,7 @@ def installed_slowapi_limits(
     *,
     application: Any,
     settings: RateLimitSettings,
-    storage: Backend,
+    backend: Backend,
     flags: FlagSource,
     meter_provider: metrics.MeterProvider | None,
 ) -> ASGIApp:
@@ -168,7 +180,7 @@ def installed_slowapi_limits(
         application=application,
         limiter=limiter,
         settings=settings.model_copy(update={"algorithm": _strategy(limiter), "headers": headers}),
-        storage=storage,
+        backend=backend,
         flags=flags,
         meter_provider=meter_provider,
         with_middleware=any(
@@ -183,7 +195,7 @@ def _enforced(
     application: Any,
     limiter: Any,
     settings: RateLimitSettings,
-    storage: str | Backend,
+    backend: str | Backend,
     flags: FlagSource | None,
     meter_provider: metrics.MeterProvider | None,
     with_middleware: bool,
@@ -197,7 +209,7 @@ def _enforced(
         application,
         limiter,
         settings,
-        storage,
+        backend,
         flags=flags,
         meter_provider=meter_provider,
         with_middleware=with_middleware,
@@ -215,7 +227,7 @@ class _SlowAPILimits:
         application: Any,
         limiter: Any,
         settings: RateLimitSettings,
-        storage: str | Backend,
+        backend: str | Backend,
         *,
         flags: FlagSource | None,
         meter_provider: metrics.MeterProvider | None,
@@ -225,8 +237,8 @@ class _SlowAPILimits:
         self._application = application
         self._limiter = limiter
         self._settings = settings
-        self._owns_backend = not isinstance(storage, Backend)
-        self._backend = _backend(storage, meter_provider)
+        self._owns_backend = not isinstance(backend, Backend)
+        self._backend = _backend(backend, meter_provider)
         self._flags = flags
         self._meter_provider = meter_provider
         self._with_middleware = with_middleware
@@ -271,7 +283,7 @@ class _SlowAPILimits:
             )
             limits = RateLimitMiddleware(
                 self.app,
-                storage=self._backend,
+                backend=self._backend,
                 route_policies=policies,
                 settings=self._settings.model_copy(
                     update={
@@ -328,15 +340,15 @@ async def _fail_startup(receive: Receive | None, send: Send, exc: ConfigurationE
     await send({"type": "lifespan.startup.failed", "message": str(exc)})
 
 
-def _backend(storage: str | Backend, meter_provider: metrics.MeterProvider | None) -> Backend:
-    if isinstance(storage, Backend):
-        return storage
+def _backend(backend: str | Backend, meter_provider: metrics.MeterProvider | None) -> Backend:
+    if isinstance(backend, Backend):
+        return backend
     try:
-        return backend_from_url(storage, meter_provider=meter_provider)
+        return backend_from_url(backend, meter_provider=meter_provider)
     except ConfigurationError as exc:
         raise ConfigurationError(
-            f"slowapi storage_uri {storage!r} is not a storage of the toolkit; use memory:// "
-            "or redis://host:6379/0 (on the Limiter, or SlowAPIMiddleware(storage=...))"
+            f"slowapi storage_uri {backend!r} is not a storage of the toolkit; use memory:// "
+            "or redis://host:6379/0 (on the Limiter, or SlowAPIMiddleware(backend=...))"
         ) from exc
 
 

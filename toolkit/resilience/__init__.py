@@ -1,6 +1,7 @@
 """Resilience: circuit breakers (state shared through the backend), retries (tenacity) with a
 retry budget, deadlines and fallbacks, composed by ``@toolkit.resilient``."""
 
+from toolkit._default import DEFAULT
 from toolkit.resilience.breaker import CircuitBreaker, Probe
 from toolkit.resilience.budget import RetryBudget
 from toolkit.resilience.classify import (
@@ -18,7 +19,7 @@ from toolkit.resilience.classify import (
     retry_if_timeout,
     status_of,
 )
-from toolkit.resilience.decorator import DEFAULT, resilient
+from toolkit.resilience.decorator import resilient
 from toolkit.resilience.registry import BreakerRegistry, current_breakers, set_current_breakers
 from toolkit.resilience.retry import RetryPolicy
 

@@ -50,6 +50,8 @@ from typing import Any, Final, TypeVar
 
 from opentelemetry import metrics
 
+from toolkit._configured import configured
+from toolkit._default import DEFAULT, Default
 from toolkit._tasks import spawn
 from toolkit.backends import BreakerStorage, MemoryBackend, require
 from toolkit.backends.breaker_state import (
@@ -71,12 +73,9 @@ from toolkit.resilience._breaker_store import BreakerStore
 from toolkit.resilience._nesting import claim, claimed_by
 from toolkit.resilience._telemetry import BreakerTelemetry
 from toolkit.resilience.classify import ErrorPredicate, counts_as_failure
-from toolkit.settings import (
-    BREAKER_NAME_CHARACTERS,
-    ResilienceSettings,
-    validate_arguments,
-    with_arguments,
-)
+from toolkit.settings import ResilienceSettings
+from toolkit.settings._section import validate_arguments
+from toolkit.settings._values import BREAKER_NAME_CHARACTERS
 from toolkit.telemetry import names
 
 R = TypeVar("R")
@@ -119,13 +118,13 @@ class CircuitBreaker:
 
     Args:
         name: letters, digits and ``._-:/``; the ``toolkit.circuit_breaker.name`` of metrics.
-        backend: where the state lives; an in-process one when None. ConfigurationError when
-            it lacks :class:`~toolkit.backends.BreakerStorage`.
+        backend: where the state lives; an in-process memory backend of its own when None.
+            ConfigurationError when it lacks :class:`~toolkit.backends.BreakerStorage`.
         failure_rate: share of failed calls in the window that trips (``0 < x <= 1``).
         minimum_calls: calls in the window before a rate counts.
         window: seconds of the sliding window (time-based, in tenths).
         window_calls: judge the last N calls of this process instead (count-based); a trip
-            still opens the breaker for the fleet.
+            still opens the breaker for the fleet. None: the time window.
         slow_call_duration: seconds after which a call counts as slow; None: never.
         slow_call_rate: share of slow calls that trips (with ``slow_call_duration``).
         open_duration: first open period; doubled at each trip in a row...
@@ -141,8 +140,8 @@ class CircuitBreaker:
         clock: wall-clock seconds (shared states carry times every instance must agree on).
         meter_provider: where the breaker metrics go; the global provider when None.
 
-    Every default comes from ``settings`` (this breaker's entry first); invalid arguments
-    raise ConfigurationError.
+    Options left at ``DEFAULT`` come from ``settings`` (this breaker's entry first); invalid
+    arguments raise ConfigurationError.
     """
 
     def __init__(
@@ -150,15 +149,15 @@ class CircuitBreaker:
         name: str,
         *,
         backend: BreakerStorage | None = None,
-        failure_rate: float | None = None,
-        minimum_calls: int | None = None,
-        window: float | str | None = None,
+        failure_rate: float | Default = DEFAULT,
+        minimum_calls: int | Default = DEFAULT,
+        window: float | str | Default = DEFAULT,
         window_calls: int | None = None,
         slow_call_duration: float | str | None = None,
         slow_call_rate: float = 1.0,
-        open_duration: float | str | None = None,
-        max_open_duration: float | str | None = None,
-        probes: int | None = None,
+        open_duration: float | str | Default = DEFAULT,
+        max_open_duration: float | str | Default = DEFAULT,
+        probes: int | Default = DEFAULT,
         failure: ErrorPredicate = counts_as_failure,
         shadow: bool = False,
         settings: ResilienceSettings | None = None,
@@ -171,10 +170,10 @@ class CircuitBreaker:
             )
         own = settings.breakers.get(name) if settings is not None else None
         # resilience.breakers.<name> over the section, the arguments over both.
-        options = with_arguments(
+        options = configured(
+            "CircuitBreaker",
             ResilienceSettings,
             settings,
-            own.model_dump() if own is not None else {},
             {
                 "failure_rate": failure_rate,
                 "minimum_calls": minimum_calls,
@@ -183,6 +182,7 @@ class CircuitBreaker:
                 "max_open_duration": max_open_duration,
                 "probes": probes,
             },
+            beneath=own.model_dump() if own is not None else None,
         )
         if window_calls is not None and (not isinstance(window_calls, int) or window_calls < 1):
             raise ConfigurationError(

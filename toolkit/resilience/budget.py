@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from toolkit._deprecated import keyword_only
 from toolkit._duration import parse_seconds
 from toolkit.errors import ConfigurationError
 
@@ -46,12 +47,13 @@ class RetryBudget:
 
     __slots__ = ("_calls", "_clock", "_head", "_reserve", "_retries", "_width", "minimum", "ratio")
 
+    @keyword_only("RetryBudget", "minimum", "window")
     def __init__(
         self,
         ratio: float = 0.2,
+        *,
         minimum: float = 10,
         window: float | str = 10.0,
-        *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1:

@@ -27,10 +27,11 @@ import asyncio
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Final, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 from opentelemetry import trace
 
+from toolkit._default import DEFAULT, Default
 from toolkit._duration import parse_seconds
 from toolkit._fallback import mark_fallback
 from toolkit.errors import CircuitOpenError, ConfigurationError
@@ -48,25 +49,14 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class _Default:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "DEFAULT"
-
-
-DEFAULT: Final = _Default()
-"""Use the ``resilience`` setting (``timeout``, ``retry_budget``); None means off."""
-
-
 def resilient(
     *,
     breaker: str | CircuitBreaker | None = None,
     retries: int | RetryPolicy | None = None,
     retry_on: ErrorPredicate | type[BaseException] | tuple[type[BaseException], ...] | None = None,
-    timeout: float | str | _Default | None = DEFAULT,
+    timeout: float | str | Default | None = DEFAULT,
     fallback: Callable[..., Awaitable[Any]] | None = None,
-    budget: RetryBudget | float | _Default | None = DEFAULT,
+    budget: RetryBudget | float | Default | None = DEFAULT,
     flags: FlagSource | None = None,
 ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
     """Make an async call to a flaky dependency (an LLM, a tool, a store) sturdy.
@@ -126,8 +116,8 @@ def resilient(
         raise ConfigurationError(
             f"@resilient(breaker={breaker!r}): a name such as 'openai', or a CircuitBreaker"
         )
-    deadline: float | _Default | None = DEFAULT
-    if timeout is None or isinstance(timeout, _Default):
+    deadline: float | Default | None = DEFAULT
+    if timeout is None or timeout is DEFAULT:
         deadline = timeout
     else:
         try:
@@ -142,7 +132,7 @@ def resilient(
         )
     if isinstance(budget, float | int) and not isinstance(budget, bool):
         budget = RetryBudget(float(budget))
-    elif not (budget is None or isinstance(budget, RetryBudget | _Default)):
+    elif not (budget is None or isinstance(budget, RetryBudget | Default)):
         raise ConfigurationError(f"@resilient(budget={budget!r}): a RetryBudget, a ratio or None")
 
     def decorate(
@@ -167,9 +157,9 @@ class _Guard:
         function: Callable[..., Coroutine[Any, Any, Any]],
         breaker: str | CircuitBreaker | None,
         policy: RetryPolicy | None,
-        deadline: float | _Default | None,
+        deadline: float | Default | None,
         fallback: Callable[..., Awaitable[Any]] | None,
-        budget: RetryBudget | _Default | None,
+        budget: RetryBudget | Default | None,
         flags: FlagSource | None,
     ) -> None:
         qualname = getattr(function, "__qualname__", repr(function))
@@ -200,17 +190,15 @@ class _Guard:
         settings = registry.settings
         if isinstance(self.breaker_spec, str):
             self.breaker = registry.get(self.breaker_spec)
-        self.deadline = (
-            settings.timeout if isinstance(self.deadline_spec, _Default) else self.deadline_spec
-        )
+        self.deadline = settings.timeout if self.deadline_spec is DEFAULT else self.deadline_spec
         if self.policy is None:
             return
-        if isinstance(self.budget_spec, _Default):
+        if self.budget_spec is DEFAULT:
             # This function's own: functions behind one breaker do not spend each other's.
             self.budget = RetryBudget(
                 settings.retry_budget,
-                settings.retry_budget_minimum,
-                settings.retry_budget_window,
+                minimum=settings.retry_budget_minimum,
+                window=settings.retry_budget_window,
             )
         else:
             self.budget = self.budget_spec

@@ -10,6 +10,7 @@ from typing import Any
 from opentelemetry import metrics
 
 from toolkit._current import Current
+from toolkit._deprecated import keyword_only
 from toolkit._tasks import STOP_TIMEOUT, stop_tasks
 from toolkit.backends import BreakerStorage, MemoryBackend, require
 from toolkit.backends._following import start_following
@@ -29,18 +30,19 @@ class BreakerRegistry:
     a transition decided by any instance reaches this one within a round trip.
 
     Args:
-        backend: where breaker state lives; an in-process one when None. ConfigurationError
-            when it lacks :class:`~toolkit.backends.BreakerStorage`.
+        backend: where breaker state lives; an in-process memory backend of its own when
+            None. ConfigurationError when it lacks :class:`~toolkit.backends.BreakerStorage`.
         settings: the defaults of every breaker (and ``breakers``, per name); the built-in
             ones when None.
         meter_provider: where breaker metrics go; the global provider when None.
     """
 
+    @keyword_only("BreakerRegistry", "settings")
     def __init__(
         self,
         backend: BreakerStorage | None = None,
-        settings: ResilienceSettings | None = None,
         *,
+        settings: ResilienceSettings | None = None,
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
         if backend is None:

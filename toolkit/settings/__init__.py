@@ -19,93 +19,53 @@ setting), ``_environment`` (the check of the ``TOOLKIT_*`` variables).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import typing as _typing
 
-from toolkit._deprecated import renamed_attributes
-from toolkit.identity import DEFAULT_PROXY_HEADER, IPNetwork, ProxyHeader
+from toolkit._deprecated import renamed_attributes as _renamed_attributes
+from toolkit.identity import CallerSpec as _CallerSpec
+from toolkit.identity import ProxyHeader
 from toolkit.settings._admin import AdminSettings
 from toolkit.settings._backend import BackendSettings
-from toolkit.settings._cache import (
-    CACHEABLE_METHODS,
-    CACHEABLE_STATUSES,
-    CacheRouteSettings,
-    CacheSettings,
-)
-from toolkit.settings._errors import configuration_error
-from toolkit.settings._fields import is_duration
+from toolkit.settings._cache import CacheRouteSettings, CacheSettings
 from toolkit.settings._flags import FlagDeclarationSettings, FlagsSettings
-from toolkit.settings._pool import DEFAULT_EXCLUSIVE_POOL_SIZE, PoolMode, PoolSettings
-from toolkit.settings._ratelimit import RateLimitSettings, RoutePolicy, RoutePolicySettings
-from toolkit.settings._resilience import BreakerFields, BreakerSettings, ResilienceSettings
-from toolkit.settings._root import ToolkitSettings, check_environment, variable_field
-from toolkit.settings._section import SectionT, validate_arguments, with_arguments
+from toolkit.settings._pool import PoolMode, PoolSettings
+from toolkit.settings._ratelimit import RateLimitSettings, RoutePolicySettings
+from toolkit.settings._resilience import BreakerSettings, ResilienceSettings
+from toolkit.settings._root import ToolkitSettings
 from toolkit.settings._sources import CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE, ENV_PREFIX
 from toolkit.settings._telemetry import TelemetrySettings
-from toolkit.settings._values import (
-    BREAKER_NAME_CHARACTERS,
-    MAX_LIMIT_WINDOW,
-    Algorithm,
-    CallerSetting,
-    FailureMode,
-    HeaderName,
-    HeaderStyle,
-    Path,
-    RateLimitString,
-    Seconds,
-    cost_problem,
-    parse_rate_limits,
-    rate_limit_problem,
-)
+from toolkit.settings._values import Algorithm, FailureMode, HeaderStyle
 
+# The model and its sections, the closed sets their options take, and where settings come
+# from. The parsers and error helpers the capabilities share are imported from the private
+# modules above: they are not part of what an application uses.
 __all__ = [
-    "BREAKER_NAME_CHARACTERS",
-    "CACHEABLE_METHODS",
-    "CACHEABLE_STATUSES",
     "CONFIG_FILE_ENV",
     "DEFAULT_CONFIG_FILE",
-    "DEFAULT_EXCLUSIVE_POOL_SIZE",
-    "DEFAULT_PROXY_HEADER",
     "ENV_PREFIX",
-    "MAX_LIMIT_WINDOW",
     "AdminSettings",
     "Algorithm",
     "BackendSettings",
-    "BreakerFields",
     "BreakerSettings",
     "CacheRouteSettings",
     "CacheSettings",
-    "CallerSetting",
     "FailureMode",
     "FlagDeclarationSettings",
     "FlagsSettings",
-    "HeaderName",
     "HeaderStyle",
-    "IPNetwork",
-    "Path",
     "PoolMode",
     "PoolSettings",
     "ProxyHeader",
     "RateLimitSettings",
-    "RateLimitString",
     "ResilienceSettings",
-    "RoutePolicy",
     "RoutePolicySettings",
-    "Seconds",
-    "SectionT",
     "TelemetrySettings",
     "ToolkitSettings",
-    "check_environment",
-    "configuration_error",
-    "cost_problem",
-    "is_duration",
-    "parse_rate_limits",
-    "rate_limit_problem",
-    "validate_arguments",
-    "variable_field",
-    "with_arguments",
 ]
 
-if TYPE_CHECKING:  # the old name, deprecated: a warning at run time
-    KeySpec = CallerSetting
+if _typing.TYPE_CHECKING:  # the old name, deprecated: a warning at run time
+    KeySpec = _CallerSpec
 else:
-    __getattr__ = renamed_attributes(__name__, {"KeySpec": ("CallerSetting", CallerSetting)})
+    __getattr__ = _renamed_attributes(
+        __name__, {"KeySpec": ("toolkit.identity.CallerSpec", _CallerSpec)}
+    )

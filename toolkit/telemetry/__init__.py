@@ -6,3 +6,5 @@ provider setup (``setup``), the HTTP middleware (``middleware``; also
 Nothing is imported here, so that the storage layer can use ``names`` without pulling in
 the middleware and what it depends on.
 """
+
+__all__: list[str] = []  # its modules are the public surface
