@@ -40,9 +40,9 @@ _STARTED_WITH = frozenset((names.HTTP_REQUEST_METHOD, names.URL_SCHEME))
 
 
 class TelemetryMiddleware:
-    """Outermost toolkit middleware: a SERVER span ``{method} {route}`` per request and the
-    stable HTTP metrics ``http.server.request.duration`` (buckets up to minutes) and
-    ``http.server.active_requests``.
+    """Outermost toolkit middleware but the flag context: a SERVER span ``{method} {route}``
+    per request and the stable HTTP metrics ``http.server.request.duration`` (buckets up to
+    minutes) and ``http.server.active_requests``.
 
     Everything inside (rate limiting, caching, the app) runs with this span current, so their
     decisions land on it. Labels are route templates (``__unmatched__`` when none matched),
