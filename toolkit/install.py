@@ -30,7 +30,13 @@ from toolkit.backends import Backend, backend_from_settings
 from toolkit.cache import CacheStore, ResponseCacheMiddleware, set_current_cache
 from toolkit.cache._setup import cache_store_from_settings
 from toolkit.errors import CircuitOpenError, ConfigurationError, PoolError
-from toolkit.flags import FlagContextMiddleware, FlagSource, FlagStore, set_current_store
+from toolkit.flags import (
+    FlagContextMiddleware,
+    FlagSource,
+    FlagStore,
+    set_current_flags,
+    set_current_store,
+)
 from toolkit.flags._setup import flag_store_from_settings
 from toolkit.pool import AgentPool
 from toolkit.pool._http import pool_unavailable
@@ -149,6 +155,7 @@ def install(
 
         flags = OpenFeatureFlags()
     set_current_store(store)
+    set_current_flags(flags if flags is not store else None)
     cache = cache_store_from_settings(
         settings.cache, backend, meter_provider=telemetry.meter_provider
     )

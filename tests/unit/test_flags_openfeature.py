@@ -23,7 +23,16 @@ from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvid
 import toolkit
 from tests.support.servers import free_port
 from toolkit.backends.redis import RedisBackend
-from toolkit.flags import RATELIMIT, FlagStore, declare, override
+from toolkit.flags import (
+    CACHE_FUNCTION,
+    RATELIMIT,
+    RESILIENCE,
+    FlagStore,
+    current_flags,
+    declare,
+    override,
+    set_current_flags,
+)
 from toolkit.flags.openfeature import OpenFeatureFlags, ToolkitProvider
 
 pytestmark = pytest.mark.anyio
@@ -62,6 +71,7 @@ def details(getter: str, key: str, context: EvaluationContext | None = None) -> 
 def _clean_openfeature() -> Iterator[None]:
     yield
     api.clear_providers()
+    set_current_flags(None)  # install(flags.source=openfeature) set it for the process
 
 
 async def test_an_openfeature_client_reads_toolkit_flags() -> None:
@@ -209,6 +219,54 @@ async def test_the_toolkit_takes_its_flags_from_the_apps_openfeature_provider() 
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         assert [(await c.get("/chat")).status_code for _ in range(3)] == [200, 200, 200]
+
+
+async def test_every_entry_point_asks_the_apps_provider_under_the_openfeature_source() -> None:
+    """Decorators and the module-level questions take no ``flags=`` from install(): they ask
+    the current source, which flags.source = openfeature makes the app's provider."""
+    api.set_provider(
+        InMemoryProvider(
+            {
+                CACHE_FUNCTION: InMemoryFlag("off", {"on": True, "off": False}),
+                RESILIENCE: InMemoryFlag("off", {"on": True, "off": False}),
+                "of.new-agent": InMemoryFlag("on", {"on": True, "off": False}),
+            }
+        )
+    )
+    toolkit.install(FastAPI(), toolkit.ToolkitSettings(flags={"source": "openfeature"}))
+    assert isinstance(current_flags(), OpenFeatureFlags)
+    assert toolkit.flags.is_enabled("of.new-agent")
+
+    calls: list[str] = []
+
+    @toolkit.cached(ttl="1m")
+    async def answer(question: str) -> str:
+        calls.append(question)
+        return question.upper()
+
+    async def fallback() -> str:
+        return "fallback"
+
+    @toolkit.resilient(fallback=fallback)
+    async def flaky() -> str:
+        raise ConnectionError("provider down")
+
+    @toolkit.feature("of.new-agent", fallback=lambda: "old")
+    def pick() -> str:
+        return "new"
+
+    assert [await answer("hi"), await answer("hi")] == ["HI", "HI"]
+    assert calls == ["hi", "hi"]  # the provider switched the function cache off
+    with pytest.raises(ConnectionError):  # and resilience: no fallback
+        await flaky()
+    assert pick() == "new"
+    with override({CACHE_FUNCTION: True, "of.new-agent": False}):  # tests' overrides win
+        assert [await answer("yo"), await answer("yo")] == ["YO", "YO"]
+        assert calls == ["hi", "hi", "yo"]
+        assert pick() == "old"
+
+    toolkit.install(FastAPI())  # the toolkit source again
+    assert isinstance(current_flags(), FlagStore)
 
 
 async def test_test_overrides_also_reach_the_openfeature_provider() -> None:

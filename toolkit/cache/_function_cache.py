@@ -19,7 +19,7 @@ from toolkit.cache._reads import generation_or_none, read_through
 from toolkit.cache._singleflight import SingleFlight
 from toolkit.cache._store import CacheStore
 from toolkit.errors import BackendError, ConfigurationError
-from toolkit.flags import CACHE_FUNCTION, FlagSource, current_store
+from toolkit.flags import CACHE_FUNCTION, FlagSource, current_flags
 from toolkit.telemetry import names
 
 logger = logging.getLogger("toolkit.cache")
@@ -97,7 +97,7 @@ class FunctionCache:
 
     async def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         store = current_cache()
-        if not (self.flags or current_store()).is_enabled(CACHE_FUNCTION):
+        if not (self.flags or current_flags()).is_enabled(CACHE_FUNCTION):
             store.record(self.name, names.CACHE_BYPASS)
             return await self.function(*args, **kwargs)
         caller = await current_caller(store, self.qualname) if self.per_caller else None
@@ -149,7 +149,7 @@ class FunctionCache:
     def call_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A sync function's call: its entries live in this process (``sync_entries``)."""
         store = current_cache()
-        if not (self.flags or current_store()).is_enabled(CACHE_FUNCTION):
+        if not (self.flags or current_flags()).is_enabled(CACHE_FUNCTION):
             store.record(self.name, names.CACHE_BYPASS)
             return self.function(*args, **kwargs)
         caller = current_caller_now(store, self.qualname) if self.per_caller else None

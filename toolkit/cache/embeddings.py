@@ -30,7 +30,7 @@ from toolkit.cache._keys import KEY_DIGEST_BYTES
 from toolkit.cache._reads import generation_or_none, read_through
 from toolkit.cache._store import CacheStore
 from toolkit.errors import BackendError, ConfigurationError
-from toolkit.flags import CACHE_EMBEDDINGS, FlagSource, current_store
+from toolkit.flags import CACHE_EMBEDDINGS, FlagSource, current_flags
 from toolkit.telemetry import names
 
 P = ParamSpec("P")
@@ -196,7 +196,7 @@ class _EmbeddingCache:
         ):
             return _as_lists(await self.function(*args, **kwargs))  # a wrong call: its TypeError
         texts = args[self.position] if positional else kwargs[self.parameter]
-        if not (self.flags or current_store()).is_enabled(CACHE_EMBEDDINGS):
+        if not (self.flags or current_flags()).is_enabled(CACHE_EMBEDDINGS):
             store.record(CACHE_NAME, names.CACHE_BYPASS, count=_count(texts))
             return _as_lists(await self.function(*args, **kwargs))
         if not _is_batch(texts):

@@ -43,7 +43,7 @@ from toolkit.cache._routes import MARKER, Route, RouteTable, cached_response, ro
 from toolkit.cache._setup import cache_store_from_settings
 from toolkit.cache._store import CacheStore
 from toolkit.errors import BackendError, ConfigurationError
-from toolkit.flags import CACHE_RESPONSE, FlagSource, current_store
+from toolkit.flags import CACHE_RESPONSE, FlagSource, current_flags
 from toolkit.identity import (
     DEFAULT_PROXY_HEADER,
     CallerFunction,
@@ -224,7 +224,7 @@ class ResponseCacheMiddleware:
             return
         pattern = self._paths.match(route_path(scope))
         route = None if pattern is None else self._routes[pattern].get(scope["method"])
-        if route is None or not (self._flags or current_store()).is_enabled(CACHE_RESPONSE):
+        if route is None or not (self._flags or current_flags()).is_enabled(CACHE_RESPONSE):
             await self.app(scope, receive, send)
             return
 

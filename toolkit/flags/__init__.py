@@ -38,7 +38,14 @@ from toolkit.flags._registry import (
     TRACING,
     declare,
 )
-from toolkit.flags._source import FlagSource, evaluate, is_enabled, variant
+from toolkit.flags._source import (
+    FlagSource,
+    current_flags,
+    evaluate,
+    is_enabled,
+    set_current_flags,
+    variant,
+)
 from toolkit.flags._store import FlagStore, FlagView
 
 __all__ = [
@@ -64,12 +71,14 @@ __all__ = [
     "Rollout",
     "UnknownFlag",
     "bucket",
+    "current_flags",
     "current_store",
     "declare",
     "evaluate",
     "feature",
     "is_enabled",
     "override",
+    "set_current_flags",
     "set_current_store",
     "variant",
 ]

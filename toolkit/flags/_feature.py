@@ -7,8 +7,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
-from toolkit.flags._current import current_store
 from toolkit.flags._registry import declare
+from toolkit.flags._source import current_flags
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -35,14 +35,14 @@ def feature(
 
             @functools.wraps(function)
             async def choose_async(*args: P.args, **kwargs: P.kwargs) -> Any:
-                chosen = function if current_store().is_enabled(key) else fallback
+                chosen = function if current_flags().is_enabled(key) else fallback
                 return await cast(Any, chosen(*args, **kwargs))
 
             return cast(Callable[P, R], choose_async)
 
         @functools.wraps(function)
         def choose(*args: P.args, **kwargs: P.kwargs) -> R:
-            chosen = function if current_store().is_enabled(key) else fallback
+            chosen = function if current_flags().is_enabled(key) else fallback
             return chosen(*args, **kwargs)
 
         return choose

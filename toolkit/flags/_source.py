@@ -1,10 +1,12 @@
-"""What the capabilities ask of flags (:class:`FlagSource`), and the module-level questions
-``toolkit.flags.is_enabled`` / ``variant`` / ``evaluate``, put to the current store."""
+"""What the capabilities ask of flags (:class:`FlagSource`), which source answers them
+(:func:`current_flags`), and the module-level questions ``toolkit.flags.is_enabled`` /
+``variant`` / ``evaluate``, put to that source."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
+from toolkit._deprecated import renamed_argument
 from toolkit.flags._current import current_store
 from toolkit.flags._model import Evaluation
 
@@ -20,20 +22,41 @@ class FlagSource(Protocol):
     def is_enabled(self, key: str, *, caller: str | None = None) -> bool: ...
 
 
-# ``subject=`` is the old name of ``caller=``, deprecated: the store warns.
+_installed: FlagSource | None = None
+
+
+def current_flags() -> FlagSource:
+    """What answers flag questions when no ``flags=`` was given: the source ``install()`` set
+    up for ``flags.source = "openfeature"``, else :func:`current_store`."""
+    return _installed or current_store()
+
+
+def set_current_flags(source: FlagSource | None) -> None:
+    """Make ``source`` answer instead of the current store; None goes back to the store
+    (``install()`` does this)."""
+    global _installed
+    _installed = source
+
+
+def _renamed(subject: str | None, caller: str | None) -> str | None:
+    """``subject=`` is the old name of ``caller=``, deprecated."""
+    return renamed_argument(_WHERE, "subject", subject, "caller", caller)
+
+
+_WHERE = "toolkit.flags.evaluate/variant/is_enabled"
 
 
 def evaluate(key: str, *, caller: str | None = None, subject: str | None = None) -> Evaluation:
     """Flag ``key`` for ``caller`` (an identity; the current request's caller when None):
     variant, value, reason."""
-    return current_store().evaluate(key, caller=caller, subject=subject)
+    return current_flags().evaluate(key, caller=_renamed(subject, caller))
 
 
 def is_enabled(key: str, *, caller: str | None = None, subject: str | None = None) -> bool:
     """Whether boolean flag ``key`` is on for ``caller`` (the current request's when None)."""
-    return current_store().is_enabled(key, caller=caller, subject=subject)
+    return current_flags().is_enabled(key, caller=_renamed(subject, caller))
 
 
 def variant(key: str, *, caller: str | None = None, subject: str | None = None) -> str:
     """The variant of flag ``key`` for ``caller`` (the current request's when None)."""
-    return current_store().variant(key, caller=caller, subject=subject)
+    return current_flags().variant(key, caller=_renamed(subject, caller))

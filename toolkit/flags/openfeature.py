@@ -31,6 +31,7 @@ from toolkit.flags._model import (
     Evaluation,
     FlagDefinition,
 )
+from toolkit.flags._override import OVERRIDES
 from toolkit.flags._registry import REGISTRY
 from toolkit.flags._store import REQUEST, FlagStore
 from toolkit.telemetry import names
@@ -232,6 +233,9 @@ class OpenFeatureFlags:
                 caller,
             )
         store = self._store or current_store()
+        overrides = OVERRIDES.get()
+        if overrides is not None and key in overrides:
+            return store.evaluate(key, caller=caller)  # a test's override is above every source
         definition = REGISTRY.definitions.get(key)
         if definition is None:
             evaluation = Evaluation(key, OFF, False, ERROR)

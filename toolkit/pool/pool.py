@@ -41,7 +41,7 @@ from opentelemetry import metrics, trace
 
 from toolkit._deprecated import renamed_attributes
 from toolkit.errors import PoolExhaustedError, PoolTimeoutError
-from toolkit.flags import BOOLEAN, ON, POOL, FlagDefinition, FlagSource, current_store
+from toolkit.flags import BOOLEAN, ON, POOL, FlagDefinition, FlagSource, current_flags
 from toolkit.flags._registry import REGISTRY
 from toolkit.pool._entry import Entry
 from toolkit.pool._exclusive import ExclusiveLender
@@ -304,7 +304,7 @@ class AgentPool(Generic[T]):
         return stats.idle, stats.used, stats.pending
 
     def _enabled(self) -> bool:
-        flags = self._flags or current_store()
+        flags = self._flags or current_flags()
         return flags.is_enabled(POOL) and flags.is_enabled(self.flag)
 
     async def _checkout(self, key: Hashable) -> tuple[KeyLender[T], Entry[T]]:

@@ -21,7 +21,7 @@ from toolkit.backends import (
     backend_from_url,
 )
 from toolkit.errors import BackendError
-from toolkit.flags import OFF, RATELIMIT, SHADOW, FlagSource, current_store
+from toolkit.flags import OFF, RATELIMIT, SHADOW, FlagSource, current_flags
 from toolkit.identity import (
     CallerFunction,
     CallerResolver,
@@ -159,7 +159,7 @@ class RateLimitMiddleware:
                 receive = self._lifespan_receive(receive, self._owned)
             await self.app(scope, receive, send)
             return
-        mode = (self._flags or current_store()).variant(RATELIMIT)
+        mode = (self._flags or current_flags()).variant(RATELIMIT)
         if mode == OFF:
             await self.app(scope, receive, send)
             return

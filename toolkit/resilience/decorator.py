@@ -35,7 +35,7 @@ from toolkit._default import DEFAULT, Default
 from toolkit._duration import parse_seconds
 from toolkit._fallback import mark_fallback
 from toolkit.errors import CircuitOpenError, ConfigurationError
-from toolkit.flags import RESILIENCE, FlagSource, current_store
+from toolkit.flags import RESILIENCE, FlagSource, current_flags
 from toolkit.resilience._nesting import claim, claimed_by
 from toolkit.resilience._telemetry import RetryTelemetry
 from toolkit.resilience.breaker import CircuitBreaker
@@ -205,7 +205,7 @@ class _Guard:
         self.retry_telemetry = RetryTelemetry(self.qualname, registry.meter_provider)
 
     async def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if not (self.flags or current_store()).is_enabled(RESILIENCE):
+        if not (self.flags or current_flags()).is_enabled(RESILIENCE):
             return await self.function(*args, **kwargs)
         registry = current_breakers()
         if registry is not self.registry:

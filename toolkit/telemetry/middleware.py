@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from toolkit._paths import PathMatcher, route_path
 from toolkit._version import __version__
-from toolkit.flags import TRACING, FlagSource, current_store
+from toolkit.flags import TRACING, FlagSource, current_flags
 from toolkit.telemetry import names
 from toolkit.telemetry._route import recorded_routes, route_template
 from toolkit.telemetry.counts import shared_counts
@@ -56,7 +56,7 @@ class TelemetryMiddleware:
     Args:
         tracer_provider / meter_provider: the global providers when None.
         flags: asked for ``tracing`` on every request; off means the bare app. The current
-            store (``toolkit.flags.current_store()``) when None.
+            source (``toolkit.flags.current_flags()``) when None.
         excluded_paths: paths or patterns with no span and no metrics.
     """
 
@@ -84,7 +84,7 @@ class TelemetryMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] != "http"
-            or not (self._flags or current_store()).is_enabled(TRACING)
+            or not (self._flags or current_flags()).is_enabled(TRACING)
             or (self._excluded and self._excluded.match(route_path(scope)) is not None)
             or _traced_outside(scope)
         ):
