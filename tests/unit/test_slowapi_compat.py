@@ -527,6 +527,27 @@ async def test_get_remote_address_believes_forwarded_headers_only_from_trusted_p
     assert await statuses(app, "/route", client="192.0.2.9", headers={}) == [429]
 
 
+async def test_the_proxy_header_setting_names_the_header_trusted_proxies_set() -> None:
+    """Behind a proxy that sends Forwarded, proxy_header="forwarded" reads it and no longer
+    believes X-Forwarded-For, even from the proxy."""
+    limiter = Limiter(key_func=get_remote_address)
+    app = FastAPI()
+    app.state.limiter = limiter
+    app.add_middleware(SlowAPIMiddleware, trusted_proxies=["10.0.0.0/8"], proxy_header="forwarded")
+
+    @app.get("/route")
+    @limiter.limit("1/minute")
+    async def route(request: Request) -> PlainTextResponse:
+        return text(request)
+
+    for client in ("192.0.2.1", "192.0.2.2"):
+        forwarded = {"forwarded": f"for={client}"}
+        assert await statuses(app, "/route", 2, client="10.0.0.5", headers=forwarded) == [200, 429]
+    other = {"x-forwarded-for": "192.0.2.3"}  # not the header named: the proxy is the caller
+    assert await statuses(app, "/route", client="10.0.0.6", headers=other) == [200]
+    assert await statuses(app, "/route", client="10.0.0.6", headers={}) == [429]
+
+
 async def test_the_limiters_redis_storage_is_used_through_the_async_backend(
     redis_server: RedisServer, redis_url: str
 ) -> None:

@@ -35,7 +35,7 @@ from toolkit._deprecated import renamed_argument
 from toolkit.backends import Backend, backend_from_url
 from toolkit.errors import ConfigurationError
 from toolkit.flags import FlagSource
-from toolkit.identity import ClientAddress, IPNetwork
+from toolkit.identity import ClientAddress, IPNetwork, ProxyHeader
 from toolkit.ratelimit._slowapi_policies import declared_policies
 from toolkit.ratelimit.middleware import RateLimitMiddleware
 from toolkit.settings import Algorithm, FailureMode, HeaderStyle, RateLimitSettings
@@ -66,10 +66,10 @@ class SlowAPIMiddleware:
         algorithm: overrides the limiter's ``strategy``; ``"gcra"`` is allowed here.
         headers: ``ietf``, ``legacy``, ``both`` or ``none``; by default ``both`` with
             ``headers_enabled`` and ``ietf`` without.
-        failure, shadow, trusted_proxies, exempt: as in
+        failure, shadow, trusted_proxies, proxy_header, exempt: as in
             :class:`~toolkit.settings.RateLimitSettings` (``exempt`` adds to the routes marked
             ``@limiter.exempt``).
-        flags: asked for ``ratelimit`` on every request; the current store when None.
+        flags: asked for ``ratelimit`` on every request; ``current_flags()`` when None.
         meter_provider: where the decisions are counted; the global provider when None.
 
     Options left at ``DEFAULT`` are the limiter's (``strategy``, ``headers_enabled``), else
@@ -86,6 +86,7 @@ class SlowAPIMiddleware:
         failure: FailureMode | Default = DEFAULT,
         shadow: bool | Default = DEFAULT,
         trusted_proxies: Sequence[IPNetwork | str] | Default = DEFAULT,
+        proxy_header: ProxyHeader | Default = DEFAULT,
         exempt: Sequence[str] | Default = DEFAULT,
         flags: FlagSource | None = None,
         meter_provider: metrics.MeterProvider | None = None,
@@ -104,6 +105,7 @@ class SlowAPIMiddleware:
                 "failure": failure,
                 "shadow": shadow,
                 "trusted_proxies": trusted_proxies,
+                "proxy_header": proxy_header,
                 "exempt": exempt,
             },
         )
