@@ -308,7 +308,7 @@ def test_a_failing_caller_function_falls_back_and_is_recorded(
         assert resolve(broken, http_scope(client=("192.0.2.8", 1))) == "client:192.0.2.8"
     (event,) = span_exporter.get_finished_spans()[0].events
     assert event.name == "exception"
-    assert event.attributes[names.HOOK] == "ratelimit.key"
+    assert event.attributes[names.HOOK] == "ratelimit.caller"
 
 
 def test_digests_are_stable_and_hide_the_identity() -> None:
@@ -731,7 +731,7 @@ def test_old_argument_names_still_work_and_warn_naming_the_new_one() -> None:
     ):
         cache = ResponseCacheMiddleware(_app, identity="api_key", backend="memory://")
     assert cache.settings.caller == parse_caller("api_key")
-    resolver = CallerResolver("api_key", ClientAddress(), hook="flags.subject")
+    resolver = CallerResolver("api_key", ClientAddress(), hook="flags.caller")
     with pytest.warns(DeprecationWarning, match="subject= of FlagStore .* use caller="):
         store = FlagStore(subject=resolver)
     assert store.caller_of(scope) == "api_key:k"
@@ -746,9 +746,10 @@ def test_old_argument_names_still_work_and_warn_naming_the_new_one() -> None:
             ask("ratelimit", subject="api_key:k")
     for ask in (toolkit.flags.evaluate, toolkit.flags.variant, toolkit.flags.is_enabled):
         with pytest.warns(
-            DeprecationWarning, match="subject= of FlagStore.evaluate/variant/is_enabled"
-        ):
+            DeprecationWarning, match="subject= of toolkit.flags.evaluate/variant/is_enabled"
+        ) as warned:
             ask("ratelimit", subject="api_key:k")
+        assert [w.filename for w in warned] == [__file__]  # points at the caller's line
     with pytest.warns(
         DeprecationWarning, match="CacheStore.identity is deprecated: use CacheStore.caller"
     ):

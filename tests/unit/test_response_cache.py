@@ -384,8 +384,8 @@ async def test_response_cache_caller_function_that_raises_bypasses_the_cache(
     assert app.state.calls["/me"] == 2
     (span,) = span_exporter.get_finished_spans()
     assert [e.attributes[names.HOOK] for e in span.events if e.name == "exception"] == [
-        "cache.identity",
-        "cache.identity",
+        "cache.caller",
+        "cache.caller",
     ]
 
 

@@ -72,7 +72,7 @@ def digest_key(namespace: str, parts: Any) -> str:
 
 # --- whose entry it is -----------------------------------------------------------------------
 
-CALLER_HOOK: Final = "cache.identity"
+CALLER_HOOK: Final = "cache.caller"
 """What a failing caller function of the caches is recorded as on the span (``toolkit.hook``)."""
 CREDENTIAL_HEADERS: Final = (b"authorization", b"cookie")
 """Who is asking when ``cache.caller`` is unset: every value of these headers, in order

@@ -145,12 +145,12 @@ class Evaluation(NamedTuple):
     reason: str
 
 
-def bucket(key: str, subject: str) -> int:
-    """The place of a caller (``subject``, an identity such as ``api_key:...``), 0 to 9,999,
+def bucket(key: str, caller: str) -> int:
+    """The place of ``caller`` (an identity such as ``api_key:...``), 0 to 9,999,
     in flag ``key``'s rollouts.
 
     Salted with the key so one caller's place differs between flags; stable across processes
     and releases, so a caller inside a rollout at 10 % is still inside at 20 %.
     """
-    digest = hashlib.blake2b(f"{key}\x00{subject}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(f"{key}\x00{caller}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % BUCKETS

@@ -46,7 +46,7 @@ def flag_store_from_settings(
     caller = CallerResolver(
         settings.flags.caller,
         ClientAddress.from_settings(settings.ratelimit),
-        hook="flags.subject",
+        hook="flags.caller",
     )
     return FlagStore(
         backend,

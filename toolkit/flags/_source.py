@@ -38,25 +38,24 @@ def set_current_flags(source: FlagSource | None) -> None:
     _installed = source
 
 
-def _renamed(subject: str | None, caller: str | None) -> str | None:
-    """``subject=`` is the old name of ``caller=``, deprecated."""
-    return renamed_argument(_WHERE, "subject", subject, "caller", caller)
-
-
+# ``subject=`` is the old name of ``caller=``, deprecated.
 _WHERE = "toolkit.flags.evaluate/variant/is_enabled"
 
 
 def evaluate(key: str, *, caller: str | None = None, subject: str | None = None) -> Evaluation:
     """Flag ``key`` for ``caller`` (an identity; the current request's caller when None):
     variant, value, reason."""
-    return current_flags().evaluate(key, caller=_renamed(subject, caller))
+    caller = renamed_argument(_WHERE, "subject", subject, "caller", caller)
+    return current_flags().evaluate(key, caller=caller)
 
 
 def is_enabled(key: str, *, caller: str | None = None, subject: str | None = None) -> bool:
     """Whether boolean flag ``key`` is on for ``caller`` (the current request's when None)."""
-    return current_flags().is_enabled(key, caller=_renamed(subject, caller))
+    caller = renamed_argument(_WHERE, "subject", subject, "caller", caller)
+    return current_flags().is_enabled(key, caller=caller)
 
 
 def variant(key: str, *, caller: str | None = None, subject: str | None = None) -> str:
     """The variant of flag ``key`` for ``caller`` (the current request's when None)."""
-    return current_flags().variant(key, caller=_renamed(subject, caller))
+    caller = renamed_argument(_WHERE, "subject", subject, "caller", caller)
+    return current_flags().variant(key, caller=caller)

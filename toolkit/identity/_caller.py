@@ -183,7 +183,7 @@ class CallerResolver(Generic[Identity]):
         spec: CallerSpec | str | CallerFunction,
         client: ClientAddress,
         *,
-        hook: str = "ratelimit.key",
+        hook: str = "ratelimit.caller",
         on_error: OnError = "client",
     ) -> None:
         try:
