@@ -41,7 +41,8 @@ def row() -> Row:
             timeseries(
                 "Cache decisions by cache and result",
                 "Lookups per second: hit, miss, stale (served while one caller refreshes), "
-                "bypass (not cacheable, or the flag is off) and error (the backend failed; the "
+                "bypass (not cacheable, or the flag is off), refused (answered 400 by the "
+                "response cache, e.g. a GET with a body) and error (the backend failed; the "
                 "origin answered).",
                 "ops",
                 [target(sum_by(rate(_REQUESTS), _CACHE, _RESULT), legend(_CACHE, _RESULT))],
