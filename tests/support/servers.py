@@ -154,16 +154,25 @@ class UvicornServer:
             raise RuntimeError(f"uvicorn {self.app} exited with {self._process.returncode}")
         return httpx.get(self.base_url + self.ready_path, timeout=1).status_code == 200
 
-    def _every_worker_ready(self) -> bool:
+    def _every_worker_ready(self, seen: set[int] | None = None) -> bool:
         """Fresh connections land on random workers: enough of them reach every one. The
         ready path of a multi-worker app answers with its ``worker`` (the process id)."""
-        seen: set[int] = set()
+        seen = set() if seen is None else seen
+        seen.clear()
         for _ in range(8 * self.workers):
             with httpx.Client(timeout=1) as client:
                 seen.add(client.get(self.base_url + self.ready_path).json()["worker"])
             if len(seen) == self.workers:
                 return True
         return False
+
+    def worker_pids(self) -> set[int]:
+        """The worker processes answering now (each fresh connection lands on a random one)."""
+        pids: set[int] = set()
+        wait_until(
+            lambda: self._every_worker_ready(pids), 30, f"all {self.workers} workers answering"
+        )
+        return pids
 
     def __exit__(self, *exc: object) -> None:
         if self._process is None:
@@ -175,3 +184,15 @@ class UvicornServer:
             os.killpg(self._process.pid, signal.SIGKILL)
             self._process.wait(5)
         self._process = None
+
+
+class GunicornServer(UvicornServer):
+    """``gunicorn -k uvicorn_worker.UvicornWorker -w <workers> <app>``: the arbiter forks the
+    workers (``args`` are more gunicorn options)."""
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "gunicorn", self.app, "-k", "uvicorn_worker.UvicornWorker",
+            "-w", str(self.workers), "-b", f"127.0.0.1:{self.port}", "--log-level", "warning",
+            *self.args,
+        ]  # fmt: skip
