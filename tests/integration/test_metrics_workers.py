@@ -142,3 +142,17 @@ def test_metrics_do_not_wait_for_a_stopped_worker(
         finally:
             os.kill(frozen, signal.SIGCONT)
         assert _requests(_scrape(server)) == 1000
+
+
+def test_metrics_of_workers_kept_apart_say_so_at_startup(directory: Path, tmp_path: Path) -> None:
+    """merge_workers=off under uvicorn --workers: each worker warns that a scrape reaches one
+    of them at random, and a scrape indeed reports one worker (no per-worker series)."""
+    log = tmp_path / "stderr"
+    env = {"TOOLKIT_TELEMETRY__MERGE_WORKERS": "off"}
+    with UvicornServer("tests.apps.agent:app", env=env, workers=2, stderr=log) as server:
+        _drive(server, 20)
+        exposition = _scrape(server)
+        assert _requests(exposition) <= 20
+        assert "process_pid" not in exposition.decode()
+    warning = "/metrics serves one uvicorn --workers worker at random per scrape"
+    assert log.read_text().count(warning) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -108,7 +109,8 @@ class RedisServer:
 
 class UvicornServer:
     """``uvicorn <app>`` in its own process (``workers`` > 1: uvicorn's multiprocess mode);
-    ``args`` are more uvicorn options (``["--root-path", "/api"]``)."""
+    ``args`` are more uvicorn options (``["--root-path", "/api"]``); ``stderr``, a file its
+    standard error goes to (else the test's)."""
 
     def __init__(
         self,
@@ -118,8 +120,10 @@ class UvicornServer:
         workers: int = 1,
         ready_path: str = "/health",
         args: Sequence[str] = (),
+        stderr: Path | None = None,
     ) -> None:
         self.app = app
+        self.stderr = stderr
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
@@ -136,12 +140,11 @@ class UvicornServer:
         ]  # fmt: skip
 
     def __enter__(self) -> UvicornServer:
-        self._process = subprocess.Popen(
-            self.command(),
-            env=self.env,
-            cwd=ROOT,
-            start_new_session=True,
-        )
+        with contextlib.ExitStack() as files:
+            stderr = None if self.stderr is None else files.enter_context(self.stderr.open("wb"))
+            self._process = subprocess.Popen(
+                self.command(), env=self.env, cwd=ROOT, start_new_session=True, stderr=stderr
+            )
         wait_until(self._ready, 30, f"uvicorn {self.app} answering on {self.base_url}")
         if self.workers > 1:
             # The first worker up answers alone until the others have imported the app; a
