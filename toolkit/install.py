@@ -18,7 +18,6 @@ from typing import Any
 
 import anyio.to_thread
 from opentelemetry import metrics, trace
-from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -45,6 +44,7 @@ from toolkit.ratelimit.slowapi import installed_slowapi_limits
 from toolkit.resilience import BreakerRegistry, set_current_breakers
 from toolkit.resilience._http import circuit_open
 from toolkit.settings import ToolkitSettings
+from toolkit.telemetry._workers import MetricsExposition
 from toolkit.telemetry.middleware import TelemetryMiddleware
 from toolkit.telemetry.setup import Telemetry, setup_telemetry
 
@@ -66,6 +66,7 @@ class Toolkit:
     """The circuit breakers ``@resilient(breaker="name")`` uses, shared through the backend."""
     pools: list[AgentPool[Any]] = field(default_factory=list)
     """The agent pools started before serving and closed at shutdown."""
+    _exposition: MetricsExposition | None = field(default=None, repr=False)
 
     def add_pool(self, pool: AgentPool[Any]) -> AgentPool[Any]:
         """Start ``pool`` with the app (warm-up before the first request) and close it at
@@ -84,6 +85,8 @@ class Toolkit:
         fails: an unreachable backend is logged and served around, and a factory that fails
         at warm-up is logged and tried again on demand. Waits for the warm-up (each build
         bounded by its pool's ``create_timeout``), so the first request finds it done."""
+        if self._exposition is not None:
+            await self._exposition.start()  # joins the other workers, if any
         await self.backend.connect()
         # Side by side: each waits for its subscription, or for its first attempt to fail.
         await asyncio.gather(self.store.start(), self.cache.start(), self.breakers.start())
@@ -108,6 +111,8 @@ class Toolkit:
         await self.cache.stop()
         await self.store.stop()
         await self.backend.close()
+        if self._exposition is not None:
+            await self._exposition.stop()  # its final counts, before the providers stop
         await anyio.to_thread.run_sync(self.telemetry.shutdown)
 
 
@@ -209,9 +214,10 @@ def install(
     # Outermost: each request pins the flag snapshot it started with, for its whole life.
     app.add_middleware(FlagContextMiddleware, store=store)
     if telemetry.prometheus_registry is not None:
+        toolkit._exposition = MetricsExposition(telemetry.prometheus_registry, settings.telemetry)
         app.router.add_route(
             metrics_path,
-            _metrics_endpoint(telemetry.prometheus_registry),
+            _metrics_endpoint(toolkit._exposition),
             methods=["GET"],
             include_in_schema=False,
         )
@@ -233,7 +239,7 @@ _FORMAT_VERSION = re.compile(r"(?:[0-9]{1,9}(?:\.[0-9]{1,9}){0,3})?")
 _FORMATS = frozenset({"application/openmetrics-text", "text/plain"})
 
 
-def _metrics_endpoint(registry: CollectorRegistry) -> Callable[[Request], Any]:
+def _metrics_endpoint(exposition: MetricsExposition) -> Callable[[Request], Any]:
     async def metrics_endpoint(request: Request) -> Response:
         accept = request.headers.get("accept", "")
         for media_range in accept.split(","):
@@ -250,8 +256,7 @@ def _metrics_endpoint(registry: CollectorRegistry) -> Callable[[Request], Any]:
                         "text/plain; version=0.0.4, or send no Accept",
                     )
         encoder, content_type = choose_encoder(accept)
-        # Collecting walks every instrument: keep that CPU work off the event loop.
-        body = await anyio.to_thread.run_sync(encoder, registry)
+        body = await exposition.render(encoder)
         return Response(body, headers={"content-type": content_type})
 
     return metrics_endpoint
