@@ -18,7 +18,8 @@ from contextvars import ContextVar
 from typing import Final
 
 MAX_MODELS: Final = 4
-"""Models one tally tells apart; an entry rarely needs more than its chat and embedding model."""
+"""Models one tally tells apart, ``other`` included: an entry rarely needs more than its chat
+and embedding models."""
 MAX_MODEL_LENGTH: Final = 128
 OTHER: Final = "other"
 
@@ -35,8 +36,8 @@ class Tally:
         return bool(self.models)
 
     def add(self, model: str, calls: int, input_tokens: int, output_tokens: int) -> None:
-        if model not in self.models and len(self.models) >= MAX_MODELS:
-            model = OTHER
+        if model not in self.models and len(self.models) >= MAX_MODELS - 1:
+            model = OTHER  # the last place is kept for every model past the first ones
         counts = self.models.setdefault(model, [0, 0, 0])
         counts[0] += calls
         counts[1] += input_tokens

@@ -23,6 +23,8 @@ logger = logging.getLogger("toolkit.agents")
 CAPTURE_CONTENT_ENV: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _ON: Final = frozenset({"TRUE", "1", "SPAN_ONLY", "SPAN_AND_EVENT"})
 _OFF: Final = frozenset({"", "FALSE", "0", "NO_CONTENT", "EVENT_ONLY"})
+MAX_ROLE_LENGTH: Final = 64
+"""Characters of a role or finish reason: words, never content."""
 
 Messages = str | Iterable[Mapping[str, Any]]
 """A text (one message), or messages as mappings: ``{"role": ..., "content": "text"}`` or the
@@ -56,7 +58,7 @@ def messages_json(messages: Messages, role: str, *, max_length: int, max_message
 def _message(message: Any, role: str, max_length: int, max_parts: int) -> dict[str, Any]:
     if not isinstance(message, Mapping):
         return {"role": role, "parts": [_text(message, max_length)]}
-    shaped: dict[str, Any] = {"role": _cut(str(message.get("role", role)), max_length)}
+    shaped: dict[str, Any] = {"role": _cut(str(message.get("role", role)), MAX_ROLE_LENGTH)}
     parts = message.get("parts")
     if parts is None:
         content = message.get("content")
@@ -65,7 +67,7 @@ def _message(message: Any, role: str, max_length: int, max_parts: int) -> dict[s
         parts = [parts]
     shaped["parts"] = [_part(part, max_length) for part in list(parts)[:max_parts]]
     if "finish_reason" in message:
-        shaped["finish_reason"] = _cut(str(message["finish_reason"]), max_length)
+        shaped["finish_reason"] = _cut(str(message["finish_reason"]), MAX_ROLE_LENGTH)
     return shaped
 
 
