@@ -6,7 +6,9 @@ decision made inside an agent landing on its span."""
 from __future__ import annotations
 
 import gc
+import re
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -535,3 +537,26 @@ def assert_decisions_on(exporter: InMemorySpanExporter, name: str) -> None:
     waits = finished(exporter, names.POOL_WAIT_SPAN)
     assert waits
     assert all(wait.parent.span_id == span.context.span_id for wait in waits)
+
+
+# --- the docs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("agents")
+def test_the_python_snippets_of_the_agents_page_run_and_record_their_spans(
+    span_exporter: InMemorySpanExporter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "agents.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.DOTALL)
+    assert len(blocks) >= 4
+    for block in blocks:
+        exec(compile(block, "docs/agents.md", "exec"), {"__name__": "snippet"})
+    spans = {span.name for span in span_exporter.get_finished_spans()}
+    assert {"invoke_agent support", "invoke_agent research", "memory.m1", "rerank"} <= spans
+    assert {"execute_tool search", "chat gpt-4o"} <= spans
+    assert capsys.readouterr().out.splitlines() == [
+        "WHERE IS MY ORDER?",
+        "result for otel",
+        "Your order ships today.",
+        "Hello",
+    ]
