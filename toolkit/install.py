@@ -180,7 +180,7 @@ def install(
     for pool in pools:
         toolkit.add_pool(pool)
     if status is not None:
-        status.add_section("caches", cache_rows(telemetry.meter_provider))
+        status.add_section("caches", cache_rows(cache))
         status.add_section("breakers", breaker_rows(breakers))
         status.add_section("pools", pool_rows(toolkit.pools))
 

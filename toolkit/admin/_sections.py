@@ -7,42 +7,33 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from opentelemetry import metrics
-
-from toolkit._version import __version__
+from toolkit.cache import CacheStore
 from toolkit.pool import AgentPool
 from toolkit.resilience import BreakerRegistry
 from toolkit.telemetry import names
-from toolkit.telemetry.counts import counted
 
 Rows = Callable[[], list[dict[str, Any]]]
 _SERVED = (names.CACHE_HIT, names.CACHE_STALE)
 """Results answered from the cache; a miss, an error or a refusal ran the function."""
 
 
-def cache_rows(meter_provider: metrics.MeterProvider) -> Rows:
+def cache_rows(cache: CacheStore) -> Rows:
     """Each cache's decisions since start (the ``toolkit.cache.requests`` counts) and its hit
     ratio: answers from the cache among those it was asked for (bypasses left out)."""
-    meter = metrics.get_meter(
-        names.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
-    )
 
     def rows() -> list[dict[str, Any]]:
-        counts = counted(meter, names.CACHE_REQUESTS_METRIC)
-        if counts is None:
-            return []
         by_cache: dict[str, dict[str, int]] = defaultdict(dict)
-        for attributes, total in counts.totals():
+        for attributes, total in cache.decisions():
             results = by_cache[str(attributes[names.CACHE_NAME])]
             result = str(attributes[names.CACHE_RESULT])
             results[result] = results.get(result, 0) + total
         found = []
-        for cache, results in sorted(by_cache.items()):
+        for name, results in sorted(by_cache.items()):
             asked = sum(n for result, n in results.items() if result != names.CACHE_BYPASS)
             served = sum(results.get(result, 0) for result in _SERVED)
             found.append(
                 {
-                    "cache": cache,
+                    "cache": name,
                     **{result: results.get(result, 0) for result in names.CACHE_RESULTS},
                     "hit_ratio": served / asked if asked else None,
                 }

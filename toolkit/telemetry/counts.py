@@ -67,11 +67,6 @@ def shared_counts(meter: Meter, metric: ObservedMetric) -> Counts:
     return counts
 
 
-def counted(meter: Meter, metric: ObservedMetric) -> Counts | None:
-    """The store behind ``metric`` on ``meter`` if something counts there, else None."""
-    return _stores.get(meter, {}).get(metric.name)
-
-
 def shared_callbacks(meter: Meter, metric: ObservedMetric) -> list[Callback]:
     """The callbacks behind observable ``metric`` on ``meter``: append yours.
 

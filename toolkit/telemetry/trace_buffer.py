@@ -104,6 +104,7 @@ class TraceBuffer(SpanProcessor):
         self._failed: deque[KeptTrace] = deque()
         self._bytes = 0
         self._failed_bytes = 0
+        self._slow_count = 0
         self._swept = 0.0
         self._closed = False
         self._warned = False
@@ -129,7 +130,7 @@ class TraceBuffer(SpanProcessor):
             self._pending.clear()
             self._slowest.clear()
             self._failed.clear()
-            self._bytes = self._failed_bytes = 0
+            self._bytes = self._failed_bytes = self._slow_count = 0
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         del timeout_millis
@@ -198,10 +199,9 @@ class TraceBuffer(SpanProcessor):
             else:
                 slowest = self._slowest.setdefault(route, [])
                 slowest.append(kept)
+                self._slow_count += 1
                 if len(slowest) > self.slowest_per_route:
-                    fastest = min(slowest, key=lambda trace: trace.duration)
-                    slowest.remove(fastest)
-                    self._bytes -= len(fastest.body)
+                    self._drop_slow(min(slowest, key=lambda trace: trace.duration))
             self._bytes += len(body)
             self._bound()
 
@@ -222,10 +222,8 @@ class TraceBuffer(SpanProcessor):
 
     def _forget(self, kept: list[KeptTrace], before: float) -> None:
         """Drop the traces of ``kept`` that ended ``before``; the lock is held."""
-        old = [trace for trace in kept if trace.ended < before]
-        for trace in old:
-            kept.remove(trace)
-            self._bytes -= len(trace.body)
+        for trace in [trace for trace in kept if trace.ended < before]:
+            self._drop_slow(trace)
 
     def _sweep(self, now: float, *, force: bool = False) -> None:
         """Forget what left the window: at most once a second, unless ``force``."""
@@ -244,7 +242,7 @@ class TraceBuffer(SpanProcessor):
     def _bound(self) -> None:
         """Evict until the kept traces fit their count and bytes; the lock is held."""
         while True:
-            count = len(self._failed) + sum(len(kept) for kept in self._slowest.values())
+            count = len(self._failed) + self._slow_count
             if count <= self.max_traces and self._bytes <= self.max_bytes:
                 return
             self.dropped_traces += 1
@@ -259,10 +257,14 @@ class TraceBuffer(SpanProcessor):
             if self._failed and (failures_hold_half or fastest is None):
                 self._evict_failed()
             elif fastest is not None:
-                self._slowest[fastest.route].remove(fastest)
-                self._bytes -= len(fastest.body)
+                self._drop_slow(fastest)
             else:  # pragma: no cover - nothing kept, nothing over
                 return
+
+    def _drop_slow(self, trace: KeptTrace) -> None:
+        self._slowest[trace.route].remove(trace)
+        self._slow_count -= 1
+        self._bytes -= len(trace.body)
 
     def _evict_failed(self) -> None:
         oldest = self._failed.popleft()
