@@ -31,7 +31,7 @@ def top(*args: str, token: str = VIEWER_TOKEN) -> subprocess.CompletedProcess[st
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "AGENT_TOOLKIT_TOKEN": token},
+        env={**os.environ, "AGENT_TOP_TOKEN": token},
     )
 
 

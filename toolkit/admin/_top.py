@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any, Final, TextIO
 
-TOKEN_VARIABLE: Final = "AGENT_TOOLKIT_TOKEN"
+TOKEN_VARIABLE: Final = "AGENT_TOP_TOKEN"
 """Where ``top`` finds the token when ``--token`` is not given (kept out of ``ps``)."""
 _CLEAR: Final = "\x1b[H\x1b[J"
 
