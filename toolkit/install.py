@@ -25,6 +25,7 @@ from starlette.responses import Response
 
 from toolkit._problem import problem_response
 from toolkit.admin import admin_routes
+from toolkit.admin._sections import breaker_rows, cache_rows, pool_rows
 from toolkit.agents import AgentTelemetry, set_current_agent_telemetry
 from toolkit.backends import Backend, backend_from_settings
 from toolkit.cache import CacheStore, ResponseCacheMiddleware, set_current_cache
@@ -48,6 +49,7 @@ from toolkit.settings import ToolkitSettings
 from toolkit.telemetry._workers import MetricsExposition
 from toolkit.telemetry.middleware import TelemetryMiddleware
 from toolkit.telemetry.setup import Telemetry, setup_telemetry
+from toolkit.telemetry.status import StatusBoard
 
 
 @dataclass
@@ -67,6 +69,8 @@ class Toolkit:
     """The circuit breakers ``@resilient(breaker="name")`` uses, shared through the backend."""
     pools: list[AgentPool[Any]] = field(default_factory=list)
     """The agent pools started before serving and closed at shutdown."""
+    status: StatusBoard | None = None
+    """What the status page, ``/stats`` and ``agent-toolkit top`` show (``status.enabled``)."""
     _exposition: MetricsExposition | None = field(default=None, repr=False)
 
     def add_pool(self, pool: AgentPool[Any]) -> AgentPool[Any]:
@@ -150,8 +154,16 @@ def install(
     if getattr(app.state, "toolkit", None) is not None:
         raise ConfigurationError("install() was already called on this app; call it once")
     settings = settings or ToolkitSettings()
+    status = None
+    if settings.status.enabled:
+        # Traces are kept in process only when no collector receives them.
+        keep_traces = settings.status.traces and settings.telemetry.otlp_endpoint is None
+        status = StatusBoard(settings.status, traces=keep_traces)
     telemetry = setup_telemetry(
-        settings.telemetry, tracer_provider=tracer_provider, meter_provider=meter_provider
+        settings.telemetry,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        span_processors=status.span_processors if status is not None else (),
     )
     backend = backend_from_settings(settings.backend, meter_provider=telemetry.meter_provider)
     store = flag_store_from_settings(settings, backend, meter_provider=telemetry.meter_provider)
@@ -177,9 +189,13 @@ def install(
             meter_provider=telemetry.meter_provider,
         )
     )
-    toolkit = Toolkit(settings, backend, telemetry, flags, store, cache, breakers)
+    toolkit = Toolkit(settings, backend, telemetry, flags, store, cache, breakers, status=status)
     for pool in pools:
         toolkit.add_pool(pool)
+    if status is not None:
+        status.add_section("caches", cache_rows(cache))
+        status.add_section("breakers", breaker_rows(breakers))
+        status.add_section("pools", pool_rows(toolkit.pools))
 
     metrics_path = settings.telemetry.metrics_path
     serves_metrics = telemetry.prometheus_registry is not None
@@ -218,6 +234,7 @@ def install(
         meter_provider=telemetry.meter_provider,
         flags=flags,
         excluded_paths=[*settings.telemetry.excluded_paths, *([metrics_path] * serves_metrics)],
+        status=status,
     )
     # Outermost: each request pins the flag snapshot it started with, for its whole life.
     app.add_middleware(FlagContextMiddleware, store=store)
@@ -229,9 +246,10 @@ def install(
             methods=["GET"],
             include_in_schema=False,
         )
-    if settings.admin.tokens:
+    if settings.admin.any_token:
         # First, so that no catch-all route of the app can hide the admin routes.
-        app.router.routes.insert(0, admin_routes(store, settings.admin, cache=cache))
+        admin = admin_routes(store, settings.admin, cache=cache, status=status)
+        app.router.routes.insert(0, admin)
     if PoolError not in app.exception_handlers:
         app.add_exception_handler(PoolError, pool_unavailable)
     if CircuitOpenError not in app.exception_handlers:
