@@ -302,7 +302,7 @@ class CacheStore:
 
     # --- decisions ---------------------------------------------------------------------------
 
-    def decisions(self) -> list[tuple[Mapping[str, str | int], int]]:
+    def decisions(self) -> list[tuple[Mapping[str, str | int], float]]:
         """The decisions counted so far (what ``toolkit.cache.requests`` reports): each
         series' attributes (cache name and result) and its total. Shared by the stores that
         count through one meter; the status page reads them."""

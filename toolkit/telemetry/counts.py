@@ -45,7 +45,7 @@ class Counts:
             total = 0
         self._totals[key] = total + amount
 
-    def totals(self) -> list[tuple[Mapping[str, str | int], int]]:
+    def totals(self) -> list[tuple[Mapping[str, str | int], float]]:
         """Every series' attributes and total so far (the status page reads them)."""
         return [(self._attributes[key], total) for key, total in list(self._totals.items())]
 
