@@ -26,7 +26,7 @@ def cache_rows(cache: CacheStore) -> Rows:
         for attributes, total in cache.decisions():
             results = by_cache[str(attributes[names.CACHE_NAME])]
             result = str(attributes[names.CACHE_RESULT])
-            results[result] = results.get(result, 0) + total
+            results[result] = results.get(result, 0) + int(total)  # decisions are whole
         found = []
         for name, results in sorted(by_cache.items()):
             asked = sum(n for result, n in results.items() if result != names.CACHE_BYPASS)
