@@ -38,6 +38,7 @@ from toolkit.flags import (
     set_current_store,
 )
 from toolkit.flags._setup import flag_store_from_settings
+from toolkit.plugins import LoadedPlugins, PluginContext, load_plugins
 from toolkit.pool import AgentPool
 from toolkit.pool._http import pool_unavailable
 from toolkit.ratelimit import RateLimitMiddleware
@@ -66,6 +67,8 @@ class Toolkit:
     """The circuit breakers ``@resilient(breaker="name")`` uses, shared through the backend."""
     pools: list[AgentPool[Any]] = field(default_factory=list)
     """The agent pools started before serving and closed at shutdown."""
+    plugins: LoadedPlugins = field(default_factory=LoadedPlugins)
+    """The framework plugins applied to the app (``toolkit.plugins``)."""
 
     def add_pool(self, pool: AgentPool[Any]) -> AgentPool[Any]:
         """Start ``pool`` with the app (warm-up before the first request) and close it at
@@ -102,6 +105,7 @@ class Toolkit:
     async def shutdown(self) -> None:
         """Close the pools, stop following breakers, caches and flags, close the backend,
         flush the providers the toolkit created."""
+        await self.plugins.shutdown()
         if self.pools:
             await asyncio.gather(*(pool.close() for pool in self.pools))
         await self.breakers.stop()
@@ -133,8 +137,12 @@ def install(
         pools: agent pools to warm up before the first request and close at shutdown (more
             with ``toolkit.add_pool(pool)`` before startup).
 
+    The installed framework plugins (``toolkit.plugins``, see docs/plugins.md) are loaded
+    first and applied last, unless ``plugins.disabled`` names them.
+
     Raises:
-        ConfigurationError: a setting is invalid, or the app already has the toolkit.
+        ConfigurationError: a setting is invalid, the app already has the toolkit, or a
+            plugin failed to load or apply.
     """
     if not isinstance(app, Starlette):
         raise ConfigurationError(
@@ -144,6 +152,8 @@ def install(
     if getattr(app.state, "toolkit", None) is not None:
         raise ConfigurationError("install() was already called on this app; call it once")
     settings = settings or ToolkitSettings()
+    # Before anything is wired: a plugin that cannot load fails the startup on a clean app.
+    plugins = load_plugins(settings.plugins)
     telemetry = setup_telemetry(
         settings.telemetry, tracer_provider=tracer_provider, meter_provider=meter_provider
     )
@@ -164,7 +174,7 @@ def install(
         backend, settings=settings.resilience, meter_provider=telemetry.meter_provider
     )
     set_current_breakers(breakers)
-    toolkit = Toolkit(settings, backend, telemetry, flags, store, cache, breakers)
+    toolkit = Toolkit(settings, backend, telemetry, flags, store, cache, breakers, plugins=plugins)
     for pool in pools:
         toolkit.add_pool(pool)
 
@@ -224,6 +234,18 @@ def install(
         app.add_exception_handler(CircuitOpenError, circuit_open)
     app.router.lifespan_context = _with_toolkit(app.router.lifespan_context, toolkit)
     app.state.toolkit = toolkit
+    plugins.apply(
+        PluginContext(
+            app=app,
+            settings=settings,
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+            backend=backend,
+            flags=flags,
+            cache=cache,
+            breakers=breakers,
+        )
+    )
     return toolkit
 
 
