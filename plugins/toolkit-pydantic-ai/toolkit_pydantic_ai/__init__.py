@@ -22,7 +22,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from toolkit.plugins import Plugin
-
 from toolkit_pydantic_ai._versions import SUPPORTED
 
 if TYPE_CHECKING:

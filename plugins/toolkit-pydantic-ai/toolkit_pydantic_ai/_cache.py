@@ -22,6 +22,7 @@ from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRe
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.settings import ModelSettings
 from pydantic_core import to_json
+
 from toolkit.cache import cached
 from toolkit.errors import NoRequestError
 from toolkit.flags import FlagSource

@@ -10,6 +10,7 @@ from pydantic_ai.exceptions import (
     ModelServerError,
     ModelUnavailableError,
 )
+
 from toolkit.resilience import ErrorPredicate, provider_errors, retry_if_exception_type
 
 model_errors: Final[ErrorPredicate] = (

@@ -24,6 +24,7 @@ from typing import Final
 
 from pydantic_ai import Agent
 from pydantic_ai.models.instrumented import InstrumentationSettings
+
 from toolkit.plugins import PluginContext
 
 logger = logging.getLogger("toolkit.plugins.pydantic_ai")

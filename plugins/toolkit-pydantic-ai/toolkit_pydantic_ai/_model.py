@@ -24,13 +24,13 @@ from pydantic_ai.messages import ModelMessage, ModelResponse
 from pydantic_ai.models import KnownModelName, Model, ModelRequestParameters, StreamedResponse
 from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
+
 from toolkit import DEFAULT
 from toolkit._default import Default
 from toolkit.errors import ConfigurationError
 from toolkit.flags import FlagSource
 from toolkit.resilience import RetryPolicy, resilient
 from toolkit.settings._values import BREAKER_NAME_CHARACTERS
-
 from toolkit_pydantic_ai._cache import RequestCache
 from toolkit_pydantic_ai._errors import model_errors
 
@@ -93,9 +93,7 @@ class ToolkitModel(WrapperModel):
         )
         attempts = retries.attempts if isinstance(retries, RetryPolicy) else retries or 1
         self._toolkit_retries = attempts > 1
-        policy = (
-            retries if isinstance(retries, RetryPolicy) or retries is None else int(retries)
-        )
+        policy = retries if isinstance(retries, RetryPolicy) or retries is None else int(retries)
         guard = resilient(
             breaker=self.toolkit_breaker,
             retries=policy,
@@ -117,7 +115,7 @@ class ToolkitModel(WrapperModel):
         if not self._toolkit_retries:
             return model_settings
         # One attempt per toolkit attempt: the SDK client would retry each of them again.
-        return {**(model_settings or {}), "max_retries": 0}  # type: ignore[typeddict-unknown-key]
+        return {**(model_settings or {}), "max_retries": 0}
 
     async def _request_once(
         self,
@@ -136,12 +134,12 @@ class ToolkitModel(WrapperModel):
         settings = self._toolkit_settings(model_settings)
         if self._toolkit_cache is not None:
             return await self._toolkit_cache.request(messages, settings, model_request_parameters)
-        response: ModelResponse = await self._toolkit_send(messages, settings, model_request_parameters)
+        response: ModelResponse = await self._toolkit_send(
+            messages, settings, model_request_parameters
+        )
         return response
 
-    async def _open_stream_once(
-        self, stack: AsyncExitStack, *arguments: Any
-    ) -> StreamedResponse:
+    async def _open_stream_once(self, stack: AsyncExitStack, *arguments: Any) -> StreamedResponse:
         # Each attempt enters its own context: a failed one is left behind, closed.
         attempt = AsyncExitStack()
         async with attempt:

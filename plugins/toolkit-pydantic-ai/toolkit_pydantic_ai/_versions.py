@@ -4,5 +4,5 @@ from __future__ import annotations
 
 from typing import Final
 
-SUPPORTED: Final = "pydantic-ai-slim >=2.0,<3"
+SUPPORTED: Final = "pydantic-ai-slim >=2.59,<3"
 """The distribution and range; make test runs the newest, make test-plugins the lowest."""
