@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.util._once import Once
 
 import toolkit
+import toolkit.agents
 import toolkit.cache
 import toolkit.resilience
 from tests.support.servers import RedisServer, require_binary
@@ -78,6 +79,7 @@ def _reset_global_providers() -> Iterator[None]:
     toolkit.flags._current.INSTALLED.set(None)
     toolkit.cache.set_current_cache(None)
     toolkit.resilience.set_current_breakers(None)
+    toolkit.agents.set_current_agent_telemetry(None)
     trace._TRACER_PROVIDER_SET_ONCE = Once()
     trace._TRACER_PROVIDER = None
     metrics._internal._METER_PROVIDER_SET_ONCE = Once()

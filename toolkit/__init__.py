@@ -7,6 +7,7 @@ toolkit.install(app)    # configured from TOOLKIT_* environment variables / tool
 from toolkit import flags as flags  # the toolkit.flags module: is_enabled, variant, ...
 from toolkit._default import DEFAULT, Default
 from toolkit._version import __version__
+from toolkit.agents import llm_call, step, traced_agent
 from toolkit.cache import ResponseCacheMiddleware, cache_embeddings, cached
 from toolkit.errors import (
     BackendError,
@@ -51,6 +52,9 @@ __all__ = [
     "cached",
     "feature",
     "install",
+    "llm_call",
     "pooled",
     "resilient",
+    "step",
+    "traced_agent",
 ]

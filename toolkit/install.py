@@ -26,6 +26,7 @@ from starlette.responses import Response
 
 from toolkit._problem import problem_response
 from toolkit.admin import admin_routes
+from toolkit.agents import AgentTelemetry, set_current_agent_telemetry
 from toolkit.backends import Backend, backend_from_settings
 from toolkit.cache import CacheStore, ResponseCacheMiddleware, set_current_cache
 from toolkit.cache._setup import cache_store_from_settings
@@ -174,6 +175,13 @@ def install(
         backend, settings=settings.resilience, meter_provider=telemetry.meter_provider
     )
     set_current_breakers(breakers)
+    set_current_agent_telemetry(
+        AgentTelemetry(
+            settings.agents,
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+        )
+    )
     toolkit = Toolkit(settings, backend, telemetry, flags, store, cache, breakers, plugins=plugins)
     for pool in pools:
         toolkit.add_pool(pool)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal, assert_type
 
 import toolkit
@@ -160,3 +161,32 @@ async def embed_switched(texts: list[str]) -> list[list[float]]:
 async def use_switched() -> None:
     assert_type(await classify_switched("refund"), str)
     assert_type(await embed_switched(["a"]), list[list[float]])
+
+
+@toolkit.traced_agent("typing", conversation="session")
+async def traced_answer(question: str, session: str) -> str:
+    return question
+
+
+@toolkit.traced_agent("typing-stream")
+def traced_stream(n: int) -> Iterator[int]:
+    yield n
+
+
+@toolkit.step("typing.step")
+async def traced_step(query: str) -> list[str]:
+    return [query]
+
+
+async def use_agents(chunks: AsyncIterator[bytes]) -> None:
+    assert_type(await traced_answer("why?", session="s"), str)
+    assert_type(list(traced_stream(1)), list[int])
+    assert_type(await traced_step("q"), list[str])
+    await traced_answer(1, session="s")  # type: ignore[arg-type]
+    with toolkit.step("typing.block") as span:
+        span.set_attribute("typing", 1)
+    async with toolkit.llm_call("gpt-4o", provider="openai") as call:
+        call.usage(input_tokens=1, output_tokens=2)
+        stream = call.stream(chunks)
+    assert_type(await anext(stream), bytes)
+    toolkit.llm_call("gpt-4o", provider="openai", operation="chats")  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -16,8 +17,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import toolkit
 from tests.support.otel import metric_names, metric_streams, points
 from tests.support.servers import free_port
+from toolkit.agents import AgentTelemetry, set_current_agent_telemetry
 from toolkit.cache import cached_response, set_current_cache
 from toolkit.resilience import BreakerRegistry, RetryPolicy, set_current_breakers
+from toolkit.settings import AgentSettings
 from toolkit.telemetry import names
 from toolkit.telemetry.metric import COUNTER, OBSERVABLE_COUNTER, Metric
 
@@ -36,7 +39,7 @@ DECLARED_ATTRIBUTES = {
     and isinstance(value, str)
     and "." in value
     and "{" not in value
-    and value not in names.METRICS
+    and (value not in names.METRICS or name.endswith("_ATTRIBUTE"))  # toolkit.gen_ai.cost
     and value not in names.SPAN_EVENTS
     and value != names.INSTRUMENTATION_SCOPE
 }
@@ -103,6 +106,7 @@ async def drive_every_capability(
         await use_a_pool(tracer_provider, meter_provider)
     with tracer_provider.get_tracer("test").start_as_current_span("resilience work"):
         await drive_resilience(installed.breakers)
+    await drive_agents(tracer_provider, meter_provider)
     await installed.shutdown()
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=failing), base_url="http://t"
@@ -174,6 +178,48 @@ async def drive_resilience(registry: BreakerRegistry) -> None:
         raise TimeoutError("slow tool")
 
     await call_tool()  # its retry is refused by an empty budget
+
+
+async def drive_agents(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:
+    """An agent with a step, a tool and a priced, streamed, captured model call inside a
+    cached function computed once and hit once; a failed embeddings call."""
+    set_current_agent_telemetry(
+        AgentTelemetry(
+            AgentSettings(prices={"gpt-4o": {"input": 2.5, "output": 10}}, capture_content=True),
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+        )
+    )
+
+    @toolkit.cached(ttl="1m", namespace="answers")
+    async def ask(question: str) -> str:
+        async def chunks() -> AsyncIterator[str]:
+            yield "an answer"
+
+        async with toolkit.llm_call("gpt-4o", provider="openai") as call:
+            call.input_messages(question)
+            stream = call.stream(chunks())
+        async for chunk in stream:
+            call.output_messages(chunk)
+            call.usage(input_tokens=12, output_tokens=3, cache_read_input_tokens=2)
+            call.response(model="gpt-4o", finish_reasons=["stop"], response_id="r1")
+        return "an answer"
+
+    @toolkit.traced_agent("registry", conversation="session")
+    async def agent(question: str, session: str) -> str:
+        with toolkit.step("memory.m1"):
+            pass
+        async with toolkit.step("search", tool=True):
+            pass
+        with (
+            pytest.raises(ConnectionError),
+            toolkit.llm_call("small", provider="openai", operation="embeddings"),
+        ):
+            raise ConnectionError("refused")
+        return await ask(question)
+
+    await agent("why?", session="s1")
+    await agent("why?", session="s1")  # a hit: the model call spared
 
 
 async def test_everything_emitted_is_declared_and_everything_declared_is_emitted(

@@ -12,10 +12,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from toolkit._fallback import computing
+from toolkit._savings import Tally, collecting
 from toolkit.cache._codec import PICKLE_WARNING, Codec, configured_codec
 from toolkit.cache._current import current_cache, current_caller, current_caller_now
 from toolkit.cache._function_key import FunctionKey
 from toolkit.cache._reads import generation_or_none, read_through
+from toolkit.cache._saved import with_saved, without_saved
 from toolkit.cache._singleflight import SingleFlight
 from toolkit.cache._store import CacheStore
 from toolkit.errors import BackendError, ConfigurationError
@@ -115,6 +117,7 @@ class FunctionCache:
             return await self.function(*args, **kwargs)
         if found is not None:
             store.record(self.name, names.CACHE_HIT, key)
+            store.saved.add(self.name, found[1])
             return found[0]
 
         result = names.CACHE_MISS
@@ -125,20 +128,22 @@ class FunctionCache:
                 found = await self._lookup(store, codec, key)
             except BackendError:
                 return None  # keep waiting: the leader may still store it
-            if found is not None:
-                result = names.CACHE_HIT
-            return found
+            if found is None:
+                return None
+            result = names.CACHE_HIT
+            store.saved.add(self.name, found[1])  # the leader's calls, spared here
+            return (found[0],)
 
         async def compute() -> tuple[Any]:
             # Under tags, read the invalidation clock before anything the function reads:
             # its write is refused if one of them is invalidated while it runs.
             generation = await generation_or_none(store) if tags else None
-            with computing() as computation:
+            with computing() as computation, collecting() as tally:
                 value = await self.function(*args, **kwargs)
             # A fallback's answer is not kept (see _fallback); nor is a tagged value without
             # its invalidation clock, which could outlive an invalidation it never saw.
             if not computation.fallback and (generation is not None or not tags):
-                await self._store(store, codec, key, value, tags, generation)
+                await self._store(store, codec, key, value, tags, generation, tally)
             return (value,)
 
         try:
@@ -164,24 +169,29 @@ class FunctionCache:
         found = None if raw is None else self._load(codec, raw)
         if found is not None:
             store.record(self.name, names.CACHE_HIT, key)
+            store.saved.add(self.name, found[1])
             return found[0]
         store.record(self.name, names.CACHE_MISS, key)
         generation = table.generation()
-        value = self.function(*args, **kwargs)
+        with collecting() as tally:
+            value = self.function(*args, **kwargs)
         stored = self._dump(codec, value)
         if stored is not None:
-            table.set_many([(key, stored)], self.ttl, entry[1], generation)
+            table.set_many([(key, with_saved(stored, tally))], self.ttl, entry[1], generation)
         return value
 
-    async def _lookup(self, store: CacheStore, codec: Codec, key: str) -> tuple[Any] | None:
-        """The stored value in a 1-tuple (a function may return None), or None on a miss.
-        Raises BackendError."""
+    async def _lookup(
+        self, store: CacheStore, codec: Codec, key: str
+    ) -> tuple[Any, Tally | None] | None:
+        """The stored value (a function may return None) and what computing it cost, or None
+        on a miss. Raises BackendError."""
         raw = (await read_through(store, [key], self.ttl))[0]
         return None if raw is None else self._load(codec, raw)
 
-    def _load(self, codec: Codec, raw: bytes) -> tuple[Any] | None:
+    def _load(self, codec: Codec, raw: bytes) -> tuple[Any, Tally | None] | None:
+        raw, tally = without_saved(raw)
         try:
-            return (codec.loads(raw),)
+            return codec.loads(raw), tally
         except Exception as exc:
             logger.warning(
                 "@cached %s: a stored value could not be loaded with %s (%s: %s); computing it "
@@ -201,10 +211,12 @@ class FunctionCache:
         value: Any,
         tags: tuple[str, ...],
         generation: int | None,
+        tally: Tally,
     ) -> None:
         raw = self._dump(codec, value)
         if raw is None:
             return
+        raw = with_saved(raw, tally)
         # A failed write is counted by the backend; the caller gets the value anyway.
         with contextlib.suppress(BackendError):
             await store.set(key, raw, self.ttl, tags, generation)

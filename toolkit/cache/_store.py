@@ -29,6 +29,7 @@ from toolkit.backends._cache_table import ENTRY_OVERHEAD, CacheTable
 from toolkit.backends._following import start_following
 from toolkit.backends.memory import DEFAULT_MAX_CACHE_BYTES
 from toolkit.cache._keys import DEFAULT_CALLER
+from toolkit.cache._saved import SavedCounts
 from toolkit.errors import BackendError
 from toolkit.identity import CallerResolver
 from toolkit.settings import CacheSettings
@@ -185,6 +186,8 @@ class CacheStore:
             names.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
         )
         self._requests = shared_counts(meter, names.CACHE_REQUESTS_METRIC)
+        self.saved = SavedCounts(meter)
+        """What hits spared (``toolkit.cache.saved.*``): ``saved.add(name, tally)``."""
         self._duration = names.CACHE_OPERATION_DURATION_METRIC.create(meter)
         shared_callbacks(meter, names.CACHE_ENTRIES_METRIC).append(self._observe_entries)
         shared_callbacks(meter, names.CACHE_EVICTIONS_METRIC).append(self._observe_evictions)

@@ -22,6 +22,9 @@ CACHE_FUNCTION: Final = "cache.function"
 CACHE_EMBEDDINGS: Final = "cache.embeddings"
 RESILIENCE: Final = "resilience"
 POOL: Final = "pool"
+TRACING_AGENTS: Final = "tracing.agents"
+"""Agent, step and model-call telemetry (``toolkit.agents``): ``off`` means no span and no
+metric of theirs; the decorated functions and recorded calls run as ever."""
 
 CAPABILITIES: Final[tuple[FlagDefinition, ...]] = (
     FlagDefinition(
@@ -39,6 +42,13 @@ CAPABILITIES: Final[tuple[FlagDefinition, ...]] = (
     FlagDefinition(CACHE_EMBEDDINGS, BOOLEAN, ON, "Embedding cache.", capability=True),
     FlagDefinition(RESILIENCE, BOOLEAN, ON, "Breakers, retries, timeouts.", capability=True),
     FlagDefinition(POOL, BOOLEAN, ON, "Agent pools.", capability=True),
+    FlagDefinition(
+        TRACING_AGENTS,
+        BOOLEAN,
+        ON,
+        "Agent, step and model-call spans and metrics.",
+        capability=True,
+    ),
 )
 
 

@@ -11,11 +11,10 @@ range where it makes sense; each field's description states its bounds.
 
 Where each part lives: ``_values`` (the values fields hold: rate limits, durations, URLs,
 paths, header names, callers), one module per section (``_backend``, ``_ratelimit``,
-``_telemetry``, ``_cache``, ``_flags``, ``_admin``, ``_pool``, ``_resilience``,
-``_plugins``), ``_section``
-(their base, and building one from keyword arguments), ``_root`` (ToolkitSettings),
-``_sources`` (the environment and the file), ``_errors`` and ``_fields`` (messages naming each
-setting), ``_environment`` (the check of the ``TOOLKIT_*`` variables).
+``_telemetry``, ``_cache``, ``_flags``, ``_admin``, ``_pool``, ``_resilience``, ``_agents``,
+``_plugins``), ``_section`` (their base, and building one from keyword arguments), ``_root``
+(ToolkitSettings), ``_sources`` (the environment and the file), ``_errors`` and ``_fields``
+(messages naming each setting), ``_environment`` (the check of the ``TOOLKIT_*`` variables).
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from toolkit._deprecated import renamed_attributes as _renamed_attributes
 from toolkit.identity import CallerSpec as _CallerSpec
 from toolkit.identity import ProxyHeader
 from toolkit.settings._admin import AdminSettings
+from toolkit.settings._agents import AgentSettings, ModelPrice
 from toolkit.settings._backend import BackendSettings
 from toolkit.settings._cache import CacheRouteSettings, CacheSettings
 from toolkit.settings._flags import FlagDeclarationSettings, FlagsSettings
@@ -46,6 +46,7 @@ __all__ = [
     "DEFAULT_CONFIG_FILE",
     "ENV_PREFIX",
     "AdminSettings",
+    "AgentSettings",
     "Algorithm",
     "BackendSettings",
     "BreakerSettings",
@@ -55,6 +56,7 @@ __all__ = [
     "FlagDeclarationSettings",
     "FlagsSettings",
     "HeaderStyle",
+    "ModelPrice",
     "PluginsSettings",
     "PoolMode",
     "PoolSettings",

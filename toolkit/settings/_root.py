@@ -19,6 +19,7 @@ from pydantic_settings import (
 from toolkit.errors import ConfigurationError
 from toolkit.settings import _environment
 from toolkit.settings._admin import AdminSettings
+from toolkit.settings._agents import AgentSettings
 from toolkit.settings._backend import BackendSettings
 from toolkit.settings._cache import CacheSettings
 from toolkit.settings._errors import configuration_error
@@ -47,6 +48,7 @@ class ToolkitSettings(BaseSettings):
     flags: FlagsSettings = Field(default_factory=FlagsSettings)  # type: ignore[arg-type]
     admin: AdminSettings = Field(default_factory=AdminSettings)  # type: ignore[arg-type]
     resilience: ResilienceSettings = Field(default_factory=ResilienceSettings)  # type: ignore[arg-type]
+    agents: AgentSettings = Field(default_factory=AgentSettings)  # type: ignore[arg-type]
     plugins: PluginsSettings = Field(default_factory=PluginsSettings)
 
     def __init__(self, **values: Any) -> None:

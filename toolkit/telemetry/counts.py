@@ -34,10 +34,10 @@ class Counts:
     __slots__ = ("_attributes", "_totals")
 
     def __init__(self) -> None:
-        self._totals: dict[Hashable, int] = {}
+        self._totals: dict[Hashable, float] = {}
         self._attributes: dict[Hashable, Mapping[str, str | int]] = {}
 
-    def add(self, key: Hashable, attributes: Mapping[str, str | int], amount: int = 1) -> None:
+    def add(self, key: Hashable, attributes: Mapping[str, str | int], amount: float = 1) -> None:
         """Add ``amount`` to the series ``key``, whose attributes are ``attributes``."""
         total = self._totals.get(key)
         if total is None:

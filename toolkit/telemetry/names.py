@@ -11,7 +11,8 @@ Prometheus sees these names translated: dots become underscores, the unit is app
 (``_seconds``) and counters end in ``_total``; e.g. ``toolkit.rate_limit.requests`` is scraped as
 ``toolkit_rate_limit_requests_total``.
 
-Over 400 lines on purpose: the whole contract, every name with its meaning, reads in one file.
+Over 400 lines on purpose: the whole contract, every name with its meaning, reads in one file;
+the GenAI names are declared in ``_gen_ai_names.py`` and are this module's too (see below).
 """
 
 from __future__ import annotations
@@ -575,6 +576,17 @@ RETRY_BUDGET_EXHAUSTED_METRIC: Final = Metric(
     attributes=(RESILIENCE_FUNCTION,),
 )
 
+# --- GenAI: agents, steps, LLM and embedding calls -------------------------------------------
+# Declared in ``_gen_ai_names.py`` (which also says which version of the GenAI conventions the
+# toolkit follows, and why), so that this file stays readable in one go; every name is this
+# module's: ``names.GEN_AI_REQUEST_MODEL``, ``names.AGENT_DURATION_METRIC``.
+from toolkit.telemetry import _gen_ai_names as _gen_ai  # noqa: E402
+from toolkit.telemetry._gen_ai_names import *  # noqa: E402, F403
+
+_SINCE_RECORDS: Final = frozenset(  # metrics born with records: no deprecated factory
+    value.name for value in vars(_gen_ai).values() if isinstance(value, Metric)
+)
+
 METRIC_RECORDS: Final[Mapping[str, Metric[Any]]] = MappingProxyType(
     {metric.name: metric for metric in list(globals().values()) if isinstance(metric, Metric)}
 )
@@ -603,7 +615,7 @@ def _renamed() -> dict[str, tuple[str, object]]:
         "POOL_NAME_ATTRIBUTES": ("names.POOL_WAIT_TIME_METRIC.attributes", (POOL_NAME,)),
     }
     for constant, record in globals().items():
-        if isinstance(record, Metric):
+        if isinstance(record, Metric) and record.name not in _SINCE_RECORDS:
             name = constant.removesuffix("_METRIC")
             how = "(meter, callbacks)" if record.kind.observed else "(meter)"
             renamed[f"create_{name.lower()}"] = (f"names.{constant}.create{how}", _factory(record))

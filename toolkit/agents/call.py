@@ -1,0 +1,410 @@
+"""``toolkit.llm_call(model, provider=...)``: the recorder around one model call.
+
+What users with their own client and the framework plugins call, the one API every model
+call is recorded through::
+
+    with toolkit.llm_call("gpt-4o", provider="openai") as call:
+        answer = client.chat.completions.create(model="gpt-4o", messages=messages)
+        call.response(model=answer.model, finish_reasons=["stop"])
+        call.usage(input_tokens=answer.usage.prompt_tokens,
+                   output_tokens=answer.usage.completion_tokens)
+
+A streamed answer is handed over: ``return call.stream(chunks)`` inside the block returns an
+iterator (sync or async, as ``chunks`` is) that owns the end of the call. The span and every
+metric are then recorded when the stream is exhausted, fails or is closed (``close()``,
+``aclose()``, leaving its ``with``, or dropped), never when the block or the headers end.
+
+The span (CLIENT, ``chat gpt-4o``) is current inside the block and while the stream produces
+each chunk, so the toolkit's decisions around the call (a breaker, a retry, a cache) land on
+it. Every method is a no-op when telemetry is off, and none raises into the application.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any, Literal, TypeVar, overload
+
+from opentelemetry import context, trace
+from opentelemetry.trace import SpanKind
+
+from toolkit._savings import note_call
+from toolkit.agents._content import Messages, messages_json
+from toolkit.agents._run import AGENT_KEY, mark_failed
+from toolkit.agents._stream import AsyncStream, SyncStream
+from toolkit.agents._telemetry import AgentTelemetry, current_agent_telemetry
+from toolkit.flags import TRACING_AGENTS, FlagSource, current_flags
+from toolkit.telemetry import names
+from toolkit.telemetry.labels import MAX_LABEL_LENGTH
+
+logger = logging.getLogger("toolkit.agents")
+
+T = TypeVar("T")
+
+Operation = Literal["chat", "embeddings", "text_completion", "generate_content"]
+"""The model operations a call records (``gen_ai.operation.name``)."""
+
+_CLIENT_KEYS = (
+    names.GEN_AI_OPERATION_NAME,
+    names.GEN_AI_PROVIDER_NAME,
+    names.GEN_AI_REQUEST_MODEL,
+    names.GEN_AI_RESPONSE_MODEL,
+    names.ERROR_TYPE,
+)
+_TOKEN_KEYS = (
+    names.GEN_AI_OPERATION_NAME,
+    names.GEN_AI_PROVIDER_NAME,
+    names.GEN_AI_REQUEST_MODEL,
+    names.GEN_AI_RESPONSE_MODEL,
+    names.GEN_AI_TOKEN_TYPE,
+    names.GEN_AI_AGENT_NAME,
+)
+_COST_KEYS = (names.GEN_AI_AGENT_NAME, names.GEN_AI_PROVIDER_NAME, names.GEN_AI_REQUEST_MODEL)
+
+
+class LLMCall:
+    """One model call being recorded: enter it (``with`` or ``async with``) around the
+    request; tell it what the answer said; hand a stream over with :meth:`stream`.
+
+    Build it with :func:`llm_call`. An object records one call: enter it once.
+    """
+
+    __slots__ = (
+        "_agent",
+        "_attached",
+        "_cache_read",
+        "_ended",
+        "_finish_reasons",
+        "_first_chunk",
+        "_flags",
+        "_input",
+        "_input_messages",
+        "_output",
+        "_output_messages",
+        "_response_id",
+        "_response_model",
+        "_span",
+        "_started",
+        "_streaming",
+        "_telemetry",
+        "model",
+        "operation",
+        "provider",
+        "streamed",
+    )
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        provider: str,
+        operation: Operation = "chat",
+        stream: bool = False,
+        flags: FlagSource | None = None,
+    ) -> None:
+        """The arguments of :func:`llm_call`; ``flags``: where the ``tracing.agents`` flag is
+        read, the current flags when None."""
+        self.model = str(model)
+        self.provider = str(provider)
+        self.operation: str = operation
+        self.streamed = stream
+        self._flags = flags
+        self._telemetry: AgentTelemetry | None = None
+        self._span: trace.Span = trace.INVALID_SPAN
+        self._attached: object = None
+        self._agent: str | None = None
+        self._started = 0.0
+        self._first_chunk: float | None = None
+        self._ended = False
+        self._streaming = False
+        self._input: int | None = None
+        self._output: int | None = None
+        self._cache_read: int | None = None
+        self._response_model: str | None = None
+        self._response_id: str | None = None
+        self._finish_reasons: Sequence[str] | None = None
+        self._input_messages: str | None = None
+        self._output_messages: str | None = None
+
+    # --- the block ---------------------------------------------------------------------------
+
+    def __enter__(self) -> LLMCall:
+        try:
+            if self._telemetry is None and not self._ended:
+                self._start()
+        except Exception:
+            logger.exception("toolkit.agents: starting the span of a model call failed")
+            self._telemetry = None
+        return self
+
+    def _start(self) -> None:
+        if not (self._flags or current_flags()).is_enabled(TRACING_AGENTS):
+            return
+        telemetry = current_agent_telemetry()
+        attributes: dict[str, str | bool] = {
+            names.GEN_AI_OPERATION_NAME: self.operation,
+            names.GEN_AI_PROVIDER_NAME: self.provider,
+            names.GEN_AI_REQUEST_MODEL: self.model,
+        }
+        if self.streamed:
+            attributes[names.GEN_AI_REQUEST_STREAM] = True
+        self._span = telemetry.tracer.start_span(
+            f"{self.operation} {self.model[:MAX_LABEL_LENGTH]}",
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+        )
+        self._agent = context.get_value(AGENT_KEY)  # type: ignore[assignment]
+        self._attached = context.attach(trace.set_span_in_context(self._span))
+        self._telemetry = telemetry
+        self._started = time.perf_counter()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._attached is not None:
+            context.detach(self._attached)  # type: ignore[arg-type]
+            self._attached = None
+        # A stream handed over ends the call itself, unless the block failed after all.
+        if error is not None or not self._streaming:
+            self._finish(error)
+
+    async def __aenter__(self) -> LLMCall:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.__exit__(kind, error, traceback)
+
+    # --- what the answer said ---------------------------------------------------------------
+
+    @property
+    def recording(self) -> bool:
+        """Whether this call is recorded (entered, telemetry on, not ended yet)."""
+        return self._telemetry is not None and not self._ended
+
+    @property
+    def capture_content(self) -> bool:
+        """Whether :meth:`input_messages` and :meth:`output_messages` record anything: build
+        the messages only when it is True."""
+        return self._telemetry is not None and self._telemetry.capture_content
+
+    def usage(
+        self,
+        *,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        cache_read_input_tokens: int | None = None,
+    ) -> None:
+        """The tokens the provider reported (each replaces what was said before; None leaves
+        it). ``input_tokens`` include the cache-read ones, as the conventions (and OpenAI)
+        count them: add them for a provider that reports them apart (Anthropic)."""
+        if input_tokens is not None:
+            self._input = _count(input_tokens)
+        if output_tokens is not None:
+            self._output = _count(output_tokens)
+        if cache_read_input_tokens is not None:
+            self._cache_read = _count(cache_read_input_tokens)
+
+    def response(
+        self,
+        *,
+        model: str | None = None,
+        finish_reasons: Sequence[str] | None = None,
+        response_id: str | None = None,
+    ) -> None:
+        """What the answer said of itself: the model that answered (``gpt-4o-2024-08-06``),
+        why each choice stopped, the provider's id of the answer. None leaves each."""
+        if model is not None:
+            self._response_model = str(model)
+        if finish_reasons is not None:
+            self._finish_reasons = [str(reason) for reason in finish_reasons]
+        if response_id is not None:
+            self._response_id = str(response_id)
+
+    def input_messages(self, messages: Messages) -> None:
+        """The prompt, recorded only when content capture is on (see :attr:`capture_content`):
+        a text, or messages as ``{"role": ..., "content": ...}`` or the conventions'
+        ``{"role": ..., "parts": [...]}``."""
+        if self.capture_content:
+            self._input_messages = self._content(messages, "user")
+
+    def output_messages(self, messages: Messages) -> None:
+        """The completion, as :meth:`input_messages`."""
+        if self.capture_content:
+            self._output_messages = self._content(messages, "assistant")
+
+    def _content(self, messages: Messages, role: str) -> str | None:
+        telemetry = self._telemetry
+        if telemetry is None:
+            return None
+        try:
+            return messages_json(
+                messages,
+                role,
+                max_length=telemetry.content_max_length,
+                max_messages=telemetry.content_max_messages,
+            )
+        except Exception:
+            logger.exception("toolkit.agents: the messages of a model call could not be recorded")
+            return None
+
+    # --- streams ----------------------------------------------------------------------------
+
+    def first_chunk(self) -> None:
+        """The first chunk of a streamed answer arrived (what :meth:`stream` notes itself)."""
+        if self._first_chunk is None and self._telemetry is not None:
+            self._first_chunk = time.perf_counter()
+
+    @overload
+    def stream(
+        self, chunks: AsyncIterable[T], *, on_chunk: Callable[[T], object] | None = None
+    ) -> AsyncStream[T]: ...
+
+    @overload
+    def stream(
+        self, chunks: Iterable[T], *, on_chunk: Callable[[T], object] | None = None
+    ) -> SyncStream[T]: ...
+
+    def stream(
+        self,
+        chunks: Iterable[T] | AsyncIterable[T],
+        *,
+        on_chunk: Callable[[T], object] | None = None,
+    ) -> SyncStream[T] | AsyncStream[T]:
+        """Hand the streamed answer over: the returned iterator yields ``chunks``' items and
+        ends the call when they end (exhausted, failed, or closed early: ``close()``,
+        ``aclose()``, leaving its ``with``, or dropped). Other attributes are ``chunks``'.
+
+        Args:
+            chunks: the provider's stream, sync or async.
+            on_chunk: called with each chunk (read usage, finish reasons or text from it into
+                this call); an exception it raises is logged, never the stream's.
+        """
+        self._streaming = True
+        self.streamed = True
+        if isinstance(chunks, AsyncIterable):
+            return AsyncStream(self, chunks, on_chunk)
+        return SyncStream(self, chunks, on_chunk)
+
+    def _context(self) -> object:
+        """Make the span current (around producing a chunk); the token undoes it."""
+        if self._telemetry is None or self._ended:
+            return None
+        return context.attach(trace.set_span_in_context(self._span))
+
+    # --- the end ------------------------------------------------------------------------------
+
+    def _finish(self, error: BaseException | None) -> None:
+        """End the span and record the metrics, once: when the block ends, or the stream."""
+        telemetry = self._telemetry
+        if telemetry is None or self._ended:
+            self._ended = True
+            return
+        self._ended = True
+        try:
+            self._record(telemetry, error)
+        except Exception:
+            logger.exception("toolkit.agents: recording a model call failed; the call goes on")
+
+    def _record(self, telemetry: AgentTelemetry, error: BaseException | None) -> None:
+        ended = time.perf_counter()
+        span = self._span
+        input_tokens, output_tokens = self._input, self._output
+        cache_read = self._cache_read or 0
+        cost = None
+        if telemetry.prices and (input_tokens is not None or output_tokens is not None):
+            cost = telemetry.prices.cost(
+                (self._response_model, self.model),
+                input_tokens or 0,
+                output_tokens or 0,
+                cache_read,
+            )
+        kind = None if error is None else mark_failed(span, error)
+        if span.is_recording():
+            self._describe(span, cost)
+        span.end()
+
+        operation, provider = self.operation, telemetry.providers(self.provider)
+        model = telemetry.models(self.model)
+        answered = None if self._response_model is None else telemetry.models(self._response_model)
+        error_label = None if kind is None else telemetry.errors(kind)
+        attributes = telemetry.attributes(
+            _CLIENT_KEYS, (operation, provider, model, answered, error_label)
+        )
+        telemetry.operation_duration.record(ended - self._started, attributes)
+        if self._first_chunk is not None:
+            telemetry.time_to_first_chunk.record(self._first_chunk - self._started, attributes)
+        agent = self._agent
+        for tokens, token_type in (
+            (input_tokens, names.GEN_AI_TOKEN_INPUT),
+            (output_tokens, names.GEN_AI_TOKEN_OUTPUT),
+        ):
+            if tokens is not None:
+                telemetry.token_usage.record(
+                    tokens,
+                    telemetry.attributes(
+                        _TOKEN_KEYS, (operation, provider, model, answered, token_type, agent)
+                    ),
+                )
+        if cost is not None:
+            telemetry.cost.add(
+                (agent, provider, model),
+                telemetry.attributes(_COST_KEYS, (agent, provider, model)),
+                cost,
+            )
+        note_call(self.model, input_tokens or 0, output_tokens or 0)
+
+    def _describe(self, span: trace.Span, cost: float | None) -> None:
+        values: dict[str, Any] = {
+            names.GEN_AI_RESPONSE_MODEL: self._response_model,
+            names.GEN_AI_RESPONSE_ID: self._response_id,
+            names.GEN_AI_RESPONSE_FINISH_REASONS: self._finish_reasons,
+            names.GEN_AI_USAGE_INPUT_TOKENS: self._input,
+            names.GEN_AI_USAGE_OUTPUT_TOKENS: self._output,
+            names.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: self._cache_read,
+            names.GEN_AI_COST_ATTRIBUTE: cost,
+            names.GEN_AI_INPUT_MESSAGES: self._input_messages,
+            names.GEN_AI_OUTPUT_MESSAGES: self._output_messages,
+        }
+        if self.streamed:
+            values[names.GEN_AI_REQUEST_STREAM] = True
+        if self._first_chunk is not None:
+            values[names.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = self._first_chunk - self._started
+        span.set_attributes({key: value for key, value in values.items() if value is not None})
+
+
+def _count(tokens: int) -> int:
+    return max(int(tokens), 0)
+
+
+def llm_call(
+    model: str,
+    *,
+    provider: str,
+    operation: Operation = "chat",
+    stream: bool = False,
+    flags: FlagSource | None = None,
+) -> LLMCall:
+    """Record one model call: a ``chat {model}`` (or ``embeddings {model}``...) CLIENT span
+    and the GenAI metrics, around the block it is entered in (see the module's example).
+
+    Args:
+        model: the model asked for (``gen_ai.request.model``).
+        provider: who serves it: ``openai``, ``anthropic``, ``gcp.gemini``... (the
+            conventions' ``gen_ai.provider.name`` values).
+        operation: ``chat``, ``embeddings``, ``text_completion`` or ``generate_content``.
+        stream: the request asks for a streamed answer (``gen_ai.request.stream``); set
+            anyway by :meth:`LLMCall.stream`.
+        flags: where the ``tracing.agents`` flag is read, when the call is entered; the
+            current flags when None. Off means nothing is recorded.
+    """
+    return LLMCall(model, provider=provider, operation=operation, stream=stream, flags=flags)
