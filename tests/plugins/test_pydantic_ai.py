@@ -30,9 +30,11 @@ from pydantic_ai.providers.openai import OpenAIProvider
 
 import toolkit
 from tests.support.asgi import http_client, lifespan
-from tests.support.openai_server import OpenAIServer, Reply, Usage
+from tests.support.openai_server import Failure, OpenAIServer, Reply, Usage
+from tests.support.otel import counter_value, points
 from toolkit import ToolkitSettings
 from toolkit.resilience import RetryPolicy
+from toolkit.telemetry import names
 from toolkit_pydantic_ai import ToolkitModel, instrumentation, model_errors
 
 pytestmark = pytest.mark.anyio
@@ -376,3 +378,69 @@ async def test_a_streamed_run_is_traced_and_sent_once(
     [chat] = by_name(span_exporter.get_finished_spans(), "chat ")
     assert chat.attributes is not None
     assert chat.attributes["gen_ai.usage.output_tokens"] == 3
+
+
+# -- the toolkit's GenAI metrics -----------------------------------------------------------
+
+
+async def test_each_request_counts_its_tokens_duration_and_cost_in_the_toolkits_metrics(
+    openai_model: Any,
+    server: OpenAIServer,
+    tracer_provider: Any,
+    meter_provider: Any,
+    metric_reader: Any,
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    """Tokens by type and agent, the duration of each attempt (a failed one with its
+    error.type), the cost by the price table on the chat span, and nothing from pydantic-ai's
+    own instruments (no series counted twice)."""
+    server.script(Failure(500), Reply("Sunny.", usage=Usage(1000, 500)))
+    app = agent_app(Agent(ToolkitModel(openai_model(), retries=NO_WAIT), name="weather"))
+    prices = {"prices": {"gpt-test": {"input": 2.0, "output": 10.0}}}
+    async with installed(app, tracer_provider, meter_provider, agents=prices) as client:
+        assert (await client.get("/ask")).status_code == 200
+    tokens = {
+        (p.attributes[names.GEN_AI_TOKEN_TYPE], p.attributes[names.GEN_AI_AGENT_NAME]): p.sum
+        for p in points(metric_reader, names.GEN_AI_CLIENT_TOKEN_USAGE)
+    }
+    assert tokens == {("input", "weather"): 1000, ("output", "weather"): 500}
+    durations = points(metric_reader, names.GEN_AI_CLIENT_OPERATION_DURATION)
+    assert sorted(p.attributes.get(names.ERROR_TYPE, "") for p in durations) == ["", "500"]
+    assert all(p.attributes[names.GEN_AI_REQUEST_MODEL] == "gpt-test" for p in durations)
+    cost = counter_value(metric_reader, names.GEN_AI_COST, gen_ai__agent__name="weather")
+    assert cost == pytest.approx((1000 * 2.0 + 500 * 10.0) / 1_000_000)
+    [chat] = by_name(span_exporter.get_finished_spans(), "chat ")
+    assert chat.attributes is not None
+    assert chat.attributes[names.GEN_AI_COST_ATTRIBUTE] == pytest.approx(cost)
+    scopes = {
+        scope.scope.name
+        for resource in metric_reader.get_metrics_data().resource_metrics
+        for scope in resource.scope_metrics
+    }
+    assert "pydantic-ai" not in scopes
+
+
+async def test_a_request_served_from_the_cache_counts_no_tokens_and_what_it_saved(
+    openai_model: Any,
+    server: OpenAIServer,
+    tracer_provider: Any,
+    meter_provider: Any,
+    metric_reader: Any,
+) -> None:
+    server.script(Reply("Sunny.", usage=Usage(100, 10)))
+    model = ToolkitModel(openai_model(), cache_ttl="1m")
+    app = agent_app(Agent(model, name="plain", model_settings={"temperature": 0}))
+    async with installed(app, tracer_provider, meter_provider) as client:
+        await client.get("/ask")
+        await client.get("/ask")
+    assert len(server.received()) == 1
+    [input_tokens] = [
+        p
+        for p in points(metric_reader, names.GEN_AI_CLIENT_TOKEN_USAGE)
+        if p.attributes[names.GEN_AI_TOKEN_TYPE] == "input"
+    ]
+    assert (input_tokens.count, input_tokens.sum) == (1, 100)
+    # What the hit saved: the call and its tokens, for the caches dashboard.
+    saved = {"toolkit__cache__name": "pydantic_ai", "gen_ai__request__model": "gpt-test"}
+    assert counter_value(metric_reader, names.CACHE_SAVED_CALLS, **saved) == 1
+    assert counter_value(metric_reader, names.CACHE_SAVED_TOKENS, **saved) == 110

@@ -10,35 +10,29 @@ What it leaves alone, and says so in one log line: an app that already called
 ``Agent.instrument_all`` (its choice wins). An agent given ``instrument=`` or an
 ``Instrumentation`` capability keeps its own settings, too.
 
-Prompts and completions are recorded only when the OpenTelemetry convention's
-``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` asks for them (``SPAN_ONLY``,
-``SPAN_AND_EVENT``, ``EVENT_ONLY``, or the older ``true``); pydantic-ai's own default
-records them.
+Prompts and completions are recorded only when the toolkit's agent layer records them (the
+``agents.capture_content`` setting, else the OpenTelemetry convention's
+``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``); pydantic-ai's own default records
+them. pydantic-ai's instruments get no meter: the toolkit's GenAI metrics of each request
+are recorded by :class:`~toolkit_pydantic_ai.ToolkitModel` (``_usage``), with the labels and
+names of every other model call of the app, never twice.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from typing import Final
 
+from opentelemetry.metrics import NoOpMeterProvider
 from pydantic_ai import Agent
 from pydantic_ai.models.instrumented import InstrumentationSettings
 
+from toolkit.agents import current_agent_telemetry
 from toolkit.plugins import PluginContext
 
 logger = logging.getLogger("toolkit.plugins.pydantic_ai")
 
-CAPTURE_CONTENT: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
-_CAPTURING: Final = frozenset({"true", "span_only", "span_and_event", "event_only"})
-
 _applied: InstrumentationSettings | None = None
 """What the last install() made, until its app shuts down."""
-
-
-def captures_content() -> bool:
-    """Whether the environment opts in to recording prompts and completions."""
-    return os.environ.get(CAPTURE_CONTENT, "").strip().lower() in _CAPTURING
 
 
 def instrumentation() -> InstrumentationSettings | None:
@@ -51,8 +45,8 @@ def instrumentation() -> InstrumentationSettings | None:
 def apply(context: PluginContext) -> None:
     settings = InstrumentationSettings(
         tracer_provider=context.tracer_provider,
-        meter_provider=context.meter_provider,
-        include_content=captures_content(),
+        meter_provider=NoOpMeterProvider(),
+        include_content=current_agent_telemetry().capture_content,
         include_binary_content=False,
     )
     global _applied

@@ -3,7 +3,8 @@
 The layers of one request, outermost first:
 
 1. pydantic-ai's ``chat {model}`` span (its instrumentation wraps the model request), so every
-   decision below lands on it as an event: the cache lookup, the breaker's refusal, each retry.
+   decision below lands on it as an event: the cache lookup, the breaker's refusal, each retry;
+   and the toolkit's GenAI metrics of each request sent (``_usage``): duration, tokens, cost.
 2. the cache (``cache_ttl=``, opted in): a deterministic request (``temperature`` 0) is served
    from the app's cache store, per caller, before the breaker is asked; see ``_cache``.
 3. ``@resilient``: the deadline, the breaker named ``{provider}:{model}`` and the retries, with
@@ -16,6 +17,7 @@ its first chunk is the stream's and reaches the caller. Streams are never cached
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Final
@@ -33,6 +35,7 @@ from toolkit.resilience import RetryPolicy, resilient
 from toolkit.settings._values import BREAKER_NAME_CHARACTERS
 from toolkit_pydantic_ai._cache import RequestCache
 from toolkit_pydantic_ai._errors import model_errors
+from toolkit_pydantic_ai._usage import record_request
 
 DEFAULT_ATTEMPTS: Final = 3
 """Attempts in all of a model request when ``retries=`` is left out."""
@@ -123,7 +126,16 @@ class ToolkitModel(WrapperModel):
         model_settings: ModelSettings | None,
         model_request_parameters: ModelRequestParameters,
     ) -> ModelResponse:
-        return await self.wrapped.request(messages, model_settings, model_request_parameters)
+        started = time.perf_counter()
+        try:
+            response = await self.wrapped.request(
+                messages, model_settings, model_request_parameters
+            )
+        except Exception as exc:
+            record_request(self.wrapped, time.perf_counter() - started, None, exc)
+            raise
+        record_request(self.wrapped, time.perf_counter() - started, response)
+        return response
 
     async def request(
         self,
@@ -155,11 +167,20 @@ class ToolkitModel(WrapperModel):
         model_request_parameters: ModelRequestParameters,
         run_context: Any = None,
     ) -> AsyncIterator[StreamedResponse]:
+        started = time.perf_counter()
         async with AsyncExitStack() as stack:
-            yield await self._toolkit_open_stream(
+            stream = await self._toolkit_open_stream(
                 stack,
                 messages,
                 self._toolkit_settings(model_settings),
                 model_request_parameters,
                 run_context,
             )
+            try:
+                yield stream
+            except Exception as exc:
+                record_request(self.wrapped, time.perf_counter() - started, None, exc)
+                raise
+            # Recorded when the stream is done with (read to its end or left), not when it
+            # opened: what it spent is known only then.
+            record_request(self.wrapped, time.perf_counter() - started, stream.get())
