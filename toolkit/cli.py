@@ -5,6 +5,7 @@ agent-toolkit doctor     # validate them and reach the backend; exit 1 if someth
 agent-toolkit dashboards # write the bundled Grafana dashboards (--output DIR, default ./dashboards)
 agent-toolkit flags      # list | get | set | rollout | reset | history, on the configured backend
 agent-toolkit breakers   # get | force-open | force-closed | disable | reset NAME, fleet-wide
+agent-toolkit top URL    # a running server's status page, live in the terminal (admin/_top.py)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from toolkit._version import __version__
+from toolkit.admin import _top as top_cli
 from toolkit.backends import backend_from_settings
 from toolkit.backends.base import redacted_url
 from toolkit.errors import BackendError, ConfigurationError
@@ -38,11 +40,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     flags_cli.add_commands(commands)
     breakers_cli.add_commands(commands)
+    top_cli.add_command(commands)
     args = parser.parse_args(argv)
     if args.command == "dashboards":
         for path in write_dashboards(args.output):
             print(path)
         return 0
+    if args.command == "top":  # a running server's settings, not this shell's
+        return top_cli.run(args)
     try:
         settings = ToolkitSettings()
     except ConfigurationError as exc:

@@ -18,7 +18,6 @@ from typing import Any
 
 import anyio.to_thread
 from opentelemetry import metrics, trace
-from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,6 +25,7 @@ from starlette.responses import Response
 
 from toolkit._problem import problem_response
 from toolkit.admin import admin_routes
+from toolkit.admin._sections import breaker_rows, cache_rows, pool_rows
 from toolkit.agents import AgentTelemetry, set_current_agent_telemetry
 from toolkit.backends import Backend, backend_from_settings
 from toolkit.cache import CacheStore, ResponseCacheMiddleware, set_current_cache
@@ -47,8 +47,10 @@ from toolkit.ratelimit.slowapi import installed_slowapi_limits
 from toolkit.resilience import BreakerRegistry, set_current_breakers
 from toolkit.resilience._http import circuit_open
 from toolkit.settings import ToolkitSettings
+from toolkit.telemetry._workers import MetricsExposition
 from toolkit.telemetry.middleware import TelemetryMiddleware
 from toolkit.telemetry.setup import Telemetry, setup_telemetry
+from toolkit.telemetry.status import StatusBoard
 
 
 @dataclass
@@ -70,6 +72,9 @@ class Toolkit:
     """The agent pools started before serving and closed at shutdown."""
     plugins: LoadedPlugins = field(default_factory=LoadedPlugins)
     """The framework plugins applied to the app (``toolkit.plugins``)."""
+    status: StatusBoard | None = None
+    """What the status page, ``/stats`` and ``agent-toolkit top`` show (``status.enabled``)."""
+    _exposition: MetricsExposition | None = field(default=None, repr=False)
 
     def add_pool(self, pool: AgentPool[Any]) -> AgentPool[Any]:
         """Start ``pool`` with the app (warm-up before the first request) and close it at
@@ -88,6 +93,8 @@ class Toolkit:
         fails: an unreachable backend is logged and served around, and a factory that fails
         at warm-up is logged and tried again on demand. Waits for the warm-up (each build
         bounded by its pool's ``create_timeout``), so the first request finds it done."""
+        if self._exposition is not None:
+            await self._exposition.start()  # joins the other workers, if any
         await self.backend.connect()
         # Side by side: each waits for its subscription, or for its first attempt to fail.
         await asyncio.gather(self.store.start(), self.cache.start(), self.breakers.start())
@@ -113,6 +120,8 @@ class Toolkit:
         await self.cache.stop()
         await self.store.stop()
         await self.backend.close()
+        if self._exposition is not None:
+            await self._exposition.stop()  # its final counts, before the providers stop
         await anyio.to_thread.run_sync(self.telemetry.shutdown)
 
 
@@ -155,8 +164,16 @@ def install(
     settings = settings or ToolkitSettings()
     # Before anything is wired: a plugin that cannot load fails the startup on a clean app.
     plugins = load_plugins(settings.plugins)
+    status = None
+    if settings.status.enabled:
+        # Traces are kept in process only when no collector receives them.
+        keep_traces = settings.status.traces and settings.telemetry.otlp_endpoint is None
+        status = StatusBoard(settings.status, traces=keep_traces)
     telemetry = setup_telemetry(
-        settings.telemetry, tracer_provider=tracer_provider, meter_provider=meter_provider
+        settings.telemetry,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        span_processors=status.span_processors if status is not None else (),
     )
     backend = backend_from_settings(settings.backend, meter_provider=telemetry.meter_provider)
     store = flag_store_from_settings(settings, backend, meter_provider=telemetry.meter_provider)
@@ -182,9 +199,15 @@ def install(
             meter_provider=telemetry.meter_provider,
         )
     )
-    toolkit = Toolkit(settings, backend, telemetry, flags, store, cache, breakers, plugins=plugins)
+    toolkit = Toolkit(
+        settings, backend, telemetry, flags, store, cache, breakers, status=status, plugins=plugins
+    )
     for pool in pools:
         toolkit.add_pool(pool)
+    if status is not None:
+        status.add_section("caches", cache_rows(cache))
+        status.add_section("breakers", breaker_rows(breakers))
+        status.add_section("pools", pool_rows(toolkit.pools))
 
     metrics_path = settings.telemetry.metrics_path
     serves_metrics = telemetry.prometheus_registry is not None
@@ -223,19 +246,22 @@ def install(
         meter_provider=telemetry.meter_provider,
         flags=flags,
         excluded_paths=[*settings.telemetry.excluded_paths, *([metrics_path] * serves_metrics)],
+        status=status,
     )
     # Outermost: each request pins the flag snapshot it started with, for its whole life.
     app.add_middleware(FlagContextMiddleware, store=store)
     if telemetry.prometheus_registry is not None:
+        toolkit._exposition = MetricsExposition(telemetry.prometheus_registry, settings.telemetry)
         app.router.add_route(
             metrics_path,
-            _metrics_endpoint(telemetry.prometheus_registry),
+            _metrics_endpoint(toolkit._exposition),
             methods=["GET"],
             include_in_schema=False,
         )
-    if settings.admin.tokens:
+    if settings.admin.any_token:
         # First, so that no catch-all route of the app can hide the admin routes.
-        app.router.routes.insert(0, admin_routes(store, settings.admin, cache=cache))
+        admin = admin_routes(store, settings.admin, cache=cache, status=status)
+        app.router.routes.insert(0, admin)
     if PoolError not in app.exception_handlers:
         app.add_exception_handler(PoolError, pool_unavailable)
     if CircuitOpenError not in app.exception_handlers:
@@ -263,7 +289,7 @@ _FORMAT_VERSION = re.compile(r"(?:[0-9]{1,9}(?:\.[0-9]{1,9}){0,3})?")
 _FORMATS = frozenset({"application/openmetrics-text", "text/plain"})
 
 
-def _metrics_endpoint(registry: CollectorRegistry) -> Callable[[Request], Any]:
+def _metrics_endpoint(exposition: MetricsExposition) -> Callable[[Request], Any]:
     async def metrics_endpoint(request: Request) -> Response:
         accept = request.headers.get("accept", "")
         for media_range in accept.split(","):
@@ -280,8 +306,7 @@ def _metrics_endpoint(registry: CollectorRegistry) -> Callable[[Request], Any]:
                         "text/plain; version=0.0.4, or send no Accept",
                     )
         encoder, content_type = choose_encoder(accept)
-        # Collecting walks every instrument: keep that CPU work off the event loop.
-        body = await anyio.to_thread.run_sync(encoder, registry)
+        body = await exposition.render(encoder)
         return Response(body, headers={"content-type": content_type})
 
     return metrics_endpoint

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -108,7 +109,8 @@ class RedisServer:
 
 class UvicornServer:
     """``uvicorn <app>`` in its own process (``workers`` > 1: uvicorn's multiprocess mode);
-    ``args`` are more uvicorn options (``["--root-path", "/api"]``)."""
+    ``args`` are more uvicorn options (``["--root-path", "/api"]``); ``stderr``, a file its
+    standard error goes to (else the test's)."""
 
     def __init__(
         self,
@@ -118,8 +120,10 @@ class UvicornServer:
         workers: int = 1,
         ready_path: str = "/health",
         args: Sequence[str] = (),
+        stderr: Path | None = None,
     ) -> None:
         self.app = app
+        self.stderr = stderr
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
@@ -136,12 +140,11 @@ class UvicornServer:
         ]  # fmt: skip
 
     def __enter__(self) -> UvicornServer:
-        self._process = subprocess.Popen(
-            self.command(),
-            env=self.env,
-            cwd=ROOT,
-            start_new_session=True,
-        )
+        with contextlib.ExitStack() as files:
+            stderr = None if self.stderr is None else files.enter_context(self.stderr.open("wb"))
+            self._process = subprocess.Popen(
+                self.command(), env=self.env, cwd=ROOT, start_new_session=True, stderr=stderr
+            )
         wait_until(self._ready, 30, f"uvicorn {self.app} answering on {self.base_url}")
         if self.workers > 1:
             # The first worker up answers alone until the others have imported the app; a
@@ -154,16 +157,25 @@ class UvicornServer:
             raise RuntimeError(f"uvicorn {self.app} exited with {self._process.returncode}")
         return httpx.get(self.base_url + self.ready_path, timeout=1).status_code == 200
 
-    def _every_worker_ready(self) -> bool:
+    def _every_worker_ready(self, seen: set[int] | None = None) -> bool:
         """Fresh connections land on random workers: enough of them reach every one. The
         ready path of a multi-worker app answers with its ``worker`` (the process id)."""
-        seen: set[int] = set()
+        seen = set() if seen is None else seen
+        seen.clear()
         for _ in range(8 * self.workers):
             with httpx.Client(timeout=1) as client:
                 seen.add(client.get(self.base_url + self.ready_path).json()["worker"])
             if len(seen) == self.workers:
                 return True
         return False
+
+    def worker_pids(self) -> set[int]:
+        """The worker processes answering now (each fresh connection lands on a random one)."""
+        pids: set[int] = set()
+        wait_until(
+            lambda: self._every_worker_ready(pids), 30, f"all {self.workers} workers answering"
+        )
+        return pids
 
     def __exit__(self, *exc: object) -> None:
         if self._process is None:
@@ -175,3 +187,15 @@ class UvicornServer:
             os.killpg(self._process.pid, signal.SIGKILL)
             self._process.wait(5)
         self._process = None
+
+
+class GunicornServer(UvicornServer):
+    """``gunicorn -k uvicorn_worker.UvicornWorker -w <workers> <app>``: the arbiter forks the
+    workers (``args`` are more gunicorn options)."""
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "gunicorn", self.app, "-k", "uvicorn_worker.UvicornWorker",
+            "-w", str(self.workers), "-b", f"127.0.0.1:{self.port}", "--log-level", "warning",
+            *self.args,
+        ]  # fmt: skip

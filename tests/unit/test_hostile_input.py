@@ -41,6 +41,7 @@ from toolkit.cache import cached_response
 from toolkit.flags import declare
 
 TOKEN = "hostile-input-token-0123456789"
+READ_TOKEN = "hostile-read-token-0123456789"
 ROLLED_OUT = "test.hostile-model"
 declare(ROLLED_OUT, variants={"small": "s", "large": "l"}, default="small")
 
@@ -85,7 +86,7 @@ def hostile_app(backend_url: str) -> FastAPI:
         app,
         ToolkitSettings(
             backend={"url": backend_url, "timeout": 5},
-            admin={"tokens": {"ops": TOKEN}},
+            admin={"tokens": {"ops": TOKEN}, "read_tokens": {"viewer": READ_TOKEN}},
             ratelimit={
                 "limit": "10000/minute",
                 "routes": {"/limited": {"limit": "3/minute", "caller": "header:x-user-id"}},
@@ -234,6 +235,9 @@ valid_authorizations = st.sampled_from(
         f"Bearer {TOKEN}".encode(),
         b"Basic " + _b64(f"ops:{TOKEN}".encode()),
         b"basic  " + _b64(f"ops:{TOKEN}".encode()) + b" ",
+        f"Bearer {READ_TOKEN}".encode(),  # read-only: every write is refused
+        b"Basic " + _b64(f"viewer:{READ_TOKEN}".encode()),
+        b"Basic " + _b64(f"viewer:{TOKEN}".encode()),  # a name with another's token
     ]
 )
 authorizations = st.one_of(
@@ -448,6 +452,18 @@ def admin_reads(key: str) -> st.SearchStrategy[Raw]:
     )
 
 
+status_reads = st.one_of(
+    request("GET", "/_toolkit/status", fields=(AUTHORIZATION,)),
+    request(
+        "GET",
+        "/_toolkit/stats",
+        query=st.one_of(numbers.map(lambda n: b"traces=" + quote(n).encode()), queries),
+        fields=(AUTHORIZATION,),
+    ),
+    request("POST", "/_toolkit/stats", fields=(AUTHORIZATION, JSON_TYPE), body=any_body),
+)
+
+
 def admin_writes(key: str) -> st.SearchStrategy[Raw]:
     """The writes to flag ``key``, mostly with one of its own variants, so that the checks
     after the variant's (the percentage) are reached too."""
@@ -496,6 +512,7 @@ subjects = (
 SURFACES: dict[str, st.SearchStrategy[Raw]] = {
     "admin-reads": flag_keys.flatmap(admin_reads),
     "admin-writes": flag_keys.flatmap(admin_writes),
+    "status": status_reads,
     "metrics": request("GET", "/metrics", fields=((b"accept", accepts, any_bytes),)),
     "ratelimit": st.one_of(
         request("GET", "/limited", fields=subjects), request("GET", "/open", fields=subjects)
@@ -606,7 +623,8 @@ HOSTILE = settings(
 def test_no_request_gets_a_server_error_from_the_toolkit(
     served: Served, surface: str, data: st.DataObject
 ) -> None:
-    """Admin API, /metrics, rate limiter, response cache and flag context: any method, path,
-    query, header bytes and body get a 2xx-4xx answer, and nothing escapes the app."""
+    """Admin API, status page and /stats, /metrics, rate limiter, response cache and flag
+    context: any method, path, query, header bytes and body get a 2xx-4xx answer, and
+    nothing escapes the app."""
     raw = data.draw(SURFACES[surface], label="request")
     assert_answered_without_server_error(raw, served(raw), served.admin)

@@ -58,7 +58,7 @@ def test_packaging_wheel_carries_the_package_data_and_the_license(dist: Path) ->
     data = {
         str(path.relative_to(ROOT))
         for path in (ROOT / "toolkit").rglob("*")
-        if path.is_file() and path.suffix in (".lua", ".html")
+        if path.is_file() and path.suffix in (".lua", ".html", ".css")
     }
     assert data, "the package has Lua scripts and the admin page"
     assert data <= names, sorted(data - names)

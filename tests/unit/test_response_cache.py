@@ -973,15 +973,17 @@ async def test_response_cache_queued_followers_do_not_wait_for_a_leader_over_the
     """Callers already queued behind a leader, in this process and another, go on the moment
     its stream passes the size cap, while the leader's stream still hangs."""
     app = origin()
-    start = asyncio.Event()
+    leading, start = asyncio.Event(), asyncio.Event()
 
     async def late(scope: Scope, receive: Receive, send: Send) -> None:
         if app.state.calls["/held"] == 0:
+            leading.set()
             await start.wait()  # the leader's stream begins once the others have queued
         await app(scope, receive, send)
 
     here, there = (cache(late, backend, max_body_bytes=200) for _ in range(2))
     leader = asyncio.create_task(request(here, "/held"))
+    await asyncio.wait_for(leading.wait(), 10)  # it holds the key: the others follow it
     followers = [asyncio.create_task(request(i, "/held")) for i in [here, there] * 5]
     # Time for the followers to queue; the verdict does not depend on it (a follower that
     # arrives after the leader's refusal must not wait either).

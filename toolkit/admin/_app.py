@@ -3,9 +3,6 @@ is no-store, every refusal a problem answer."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from pydantic import SecretStr
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -18,27 +15,36 @@ from toolkit.admin._cache import cache_routes
 from toolkit.admin._flags import flag_routes
 from toolkit.admin._http import Problem
 from toolkit.admin._page import page_route
+from toolkit.admin._status import status_routes
 from toolkit.cache import CacheStore, current_cache
 from toolkit.errors import ConfigurationError
 from toolkit.flags import FlagStore
 from toolkit.settings import AdminSettings
+from toolkit.telemetry.status import StatusBoard
 
 _ALWAYS = {"cache-control": "no-store", "x-content-type-options": "nosniff"}
+_READS = frozenset({"GET", "HEAD"})
+"""What a read-only token may send; anything else may change something."""
 
 
 def admin_routes(
-    store: FlagStore, settings: AdminSettings, *, cache: CacheStore | None = None
+    store: FlagStore,
+    settings: AdminSettings,
+    *,
+    cache: CacheStore | None = None,
+    status: StatusBoard | None = None,
 ) -> Mount:
-    """The admin API and page over ``store`` and ``cache`` (the current cache at each purge
-    when None), to mount on the app's router.
+    """The admin API and pages over ``store``, ``cache`` (the current cache at each purge
+    when None) and ``status`` (the status page and ``/stats``; not served when None), to
+    mount on the app's router.
 
     Raises:
         ConfigurationError: no token is configured, or ``path`` is ``/`` (the admin routes
             would answer, and demand a token, for every path of the app).
     """
-    if not settings.tokens:
+    if not settings.any_token:
         raise ConfigurationError(
-            "admin routes need a token in admin.tokens, such as "
+            "admin routes need a token in admin.tokens (or admin.read_tokens), such as "
             'TOOLKIT_ADMIN__TOKENS=\'{"ops": "<32 random characters>"}\''
         )
     if settings.path.rstrip("/") == "":
@@ -50,15 +56,18 @@ def admin_routes(
         page_route(),
         *flag_routes(store),
         *cache_routes(current_cache if cache is None else lambda: cache),
+        *(status_routes(status) if status is not None else []),
     ]
-    return Mount(settings.path, app=_Admin(routes, settings.tokens), name="toolkit-admin")
+    tokens = Tokens(settings.tokens, settings.read_tokens)
+    return Mount(settings.path, app=_Admin(routes, tokens), name="toolkit-admin")
 
 
 class _Admin:
-    """The ASGI app under the mount: authenticates, then routes; every answer is no-store."""
+    """The ASGI app under the mount: authenticates, refuses a read-only token anything but
+    reads, then routes; every answer is no-store."""
 
-    def __init__(self, routes: list[Route], tokens: Mapping[str, SecretStr]) -> None:
-        self._tokens = Tokens(tokens)
+    def __init__(self, routes: list[Route], tokens: Tokens) -> None:
+        self._tokens = tokens
         self._router = Router(routes=list(routes), default=self._not_found)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -73,7 +82,10 @@ class _Admin:
 
         request = Request(scope)
         try:
-            request.state.admin_name = self._tokens.identify(request.headers.get("authorization"))
+            admin = self._tokens.identify(request.headers.get("authorization"))
+            if not admin.writes and scope["method"] not in _READS:
+                raise Problem(403, f"token {admin.name!r} is read-only: it changes nothing")
+            request.state.admin_name = admin.name
             await self._router(scope, receive, send_no_store)
         except ClientDisconnect:  # the client left while sending its body: no one to answer
             return

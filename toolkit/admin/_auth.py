@@ -1,4 +1,4 @@
-"""Who an admin request is: the name of the token its credentials carry."""
+"""Who an admin request is: the name of the token its credentials carry, and its role."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from pydantic import SecretStr
 
@@ -25,18 +26,33 @@ def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode()).digest()
 
 
+@dataclass(frozen=True, slots=True)
+class Admin:
+    """Whose token a request carries: its ``name``, and whether it may change anything (an
+    ``admin.tokens`` token) or only read (an ``admin.read_tokens`` one)."""
+
+    name: str
+    writes: bool
+
+
 class Tokens:
     """The configured tokens, and who a request's credentials name: HTTP Basic
     (``name:token``, which browsers prompt for and resend) or ``Bearer <token>``."""
 
-    def __init__(self, tokens: Mapping[str, SecretStr]) -> None:
+    def __init__(
+        self,
+        tokens: Mapping[str, SecretStr],
+        read_tokens: Mapping[str, SecretStr] | None = None,
+    ) -> None:
+        roles = [(tokens, True), (read_tokens or {}, False)]
         self._known = [
-            (name, _digest(name), _digest(token.get_secret_value()))
-            for name, token in tokens.items()
+            (Admin(name, writes), _digest(name), _digest(token.get_secret_value()))
+            for given, writes in roles
+            for name, token in given.items()
         ]
 
-    def identify(self, authorization: str | None) -> str:
-        """The name of the token that ``authorization`` carries.
+    def identify(self, authorization: str | None) -> Admin:
+        """Whose token ``authorization`` carries.
 
         Raises:
             Problem: 401 when the credentials are missing or malformed, 403 when wrong.
@@ -58,14 +74,14 @@ class Tokens:
         else:
             raise _unauthorized("send 'Authorization: Basic' (name:token) or 'Bearer <token>'")
         given_token = _digest(token)
-        found: str | None = None
+        found: Admin | None = None
         # Every token is compared, with no early exit, so the time taken does not tell
-        # whether a name exists or which entry matched.
-        for name, name_digest, token_digest in self._known:
+        # whether a name exists, which entry matched, or its role.
+        for admin, name_digest, token_digest in self._known:
             token_ok = hmac.compare_digest(token_digest, given_token)
             name_ok = given_name is None or hmac.compare_digest(name_digest, given_name)
             if token_ok & name_ok and found is None:
-                found = name
+                found = admin
         if found is None:
             raise Problem(403, "these credentials do not match any admin token")
         return found

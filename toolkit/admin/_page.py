@@ -1,5 +1,6 @@
-"""The admin page: one HTML file shipped in the package (``page.html``), its inline script
-and style allowed by hash and nothing else."""
+"""The admin pages: HTML files shipped in the package (``page.html``, the flags;
+``status.html``, the status), each with the one stylesheet (``style.css``) inlined, their
+inline script and style allowed by hash and nothing else."""
 
 from __future__ import annotations
 
@@ -13,18 +14,27 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 PAGE = "page.html"
-"""The page's file, package data of ``toolkit.admin``."""
+"""The flags page's file, package data of ``toolkit.admin``."""
+STATUS_PAGE = "status.html"
+"""The status page's file."""
+STYLE = "style.css"
+"""The pages' stylesheet, put in each where it says ``<!-- toolkit:style -->``."""
+_STYLE_SLOT = "<!-- toolkit:style -->"
 
 
-def page_route() -> Route:
-    """``GET /``: the page, read once."""
-    page = resources.files("toolkit.admin").joinpath(PAGE).read_text(encoding="utf-8")
-    headers = {"content-security-policy": _content_security_policy(page)}
+def page_route(path: str = "/", page: str = PAGE) -> Route:
+    """``GET path``: the page ``page``, read once."""
+    html = _read(page).replace(_STYLE_SLOT, f"<style>\n{_read(STYLE)}</style>")
+    headers = {"content-security-policy": _content_security_policy(html)}
 
     async def show_page(request: Request) -> Response:
-        return HTMLResponse(page, headers=headers)
+        return HTMLResponse(html, headers=headers)
 
-    return Route("/", show_page, methods=["GET"])
+    return Route(path, show_page, methods=["GET"])
+
+
+def _read(name: str) -> str:
+    return resources.files("toolkit.admin").joinpath(name).read_text(encoding="utf-8")
 
 
 def _content_security_policy(page: str) -> str:

@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Final, Protocol
 
 from cachetools import TLRUCache
@@ -301,6 +301,12 @@ class CacheStore:
         return deleted
 
     # --- decisions ---------------------------------------------------------------------------
+
+    def decisions(self) -> list[tuple[Mapping[str, str | int], int]]:
+        """The decisions counted so far (what ``toolkit.cache.requests`` reports): each
+        series' attributes (cache name and result) and its total. Shared by the stores that
+        count through one meter; the status page reads them."""
+        return self._requests.totals()
 
     def record(self, name: str, result: str, key: str | None = None, *, count: int = 1) -> None:
         """Count ``count`` decisions of cache ``name`` (the items of one batch: one call) and

@@ -12,9 +12,10 @@ range where it makes sense; each field's description states its bounds.
 Where each part lives: ``_values`` (the values fields hold: rate limits, durations, URLs,
 paths, header names, callers), one module per section (``_backend``, ``_ratelimit``,
 ``_telemetry``, ``_cache``, ``_flags``, ``_admin``, ``_pool``, ``_resilience``, ``_agents``,
-``_plugins``), ``_section`` (their base, and building one from keyword arguments), ``_root``
-(ToolkitSettings), ``_sources`` (the environment and the file), ``_errors`` and ``_fields``
-(messages naming each setting), ``_environment`` (the check of the ``TOOLKIT_*`` variables).
+``_status``, ``_plugins``), ``_section`` (their base, and building one from keyword arguments),
+``_root`` (ToolkitSettings), ``_sources`` (the environment and the file), ``_errors`` and
+``_fields`` (messages naming each setting), ``_environment`` (the check of the ``TOOLKIT_*``
+variables).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from toolkit.settings._ratelimit import RateLimitSettings, RoutePolicySettings
 from toolkit.settings._resilience import BreakerSettings, ResilienceSettings
 from toolkit.settings._root import ToolkitSettings
 from toolkit.settings._sources import CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE, ENV_PREFIX
+from toolkit.settings._status import StatusSettings
 from toolkit.settings._telemetry import TelemetrySettings
 from toolkit.settings._values import Algorithm, FailureMode, HeaderStyle
 
@@ -64,6 +66,7 @@ __all__ = [
     "RateLimitSettings",
     "ResilienceSettings",
     "RoutePolicySettings",
+    "StatusSettings",
     "TelemetrySettings",
     "ToolkitSettings",
 ]

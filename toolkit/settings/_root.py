@@ -28,6 +28,7 @@ from toolkit.settings._plugins import PluginsSettings
 from toolkit.settings._ratelimit import RateLimitSettings
 from toolkit.settings._resilience import ResilienceSettings
 from toolkit.settings._sources import ENV_PREFIX, Origin, file_source
+from toolkit.settings._status import StatusSettings
 from toolkit.settings._telemetry import TelemetrySettings
 
 
@@ -49,6 +50,7 @@ class ToolkitSettings(BaseSettings):
     admin: AdminSettings = Field(default_factory=AdminSettings)  # type: ignore[arg-type]
     resilience: ResilienceSettings = Field(default_factory=ResilienceSettings)  # type: ignore[arg-type]
     agents: AgentSettings = Field(default_factory=AgentSettings)  # type: ignore[arg-type]
+    status: StatusSettings = Field(default_factory=StatusSettings)  # type: ignore[arg-type]
     plugins: PluginsSettings = Field(default_factory=PluginsSettings)
 
     def __init__(self, **values: Any) -> None:

@@ -45,6 +45,10 @@ class Counts:
             total = 0
         self._totals[key] = total + amount
 
+    def totals(self) -> list[tuple[Mapping[str, str | int], int]]:
+        """Every series' attributes and total so far (the status page reads them)."""
+        return [(self._attributes[key], total) for key, total in list(self._totals.items())]
+
     def observe(self, options: CallbackOptions) -> Iterable[Observation]:
         del options
         # Collection may run on another thread: copy the items in one step first.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from opentelemetry import context, metrics, propagate, trace
 from opentelemetry.context import Context
@@ -17,6 +18,9 @@ from toolkit.flags import TRACING, FlagSource, current_flags
 from toolkit.telemetry import names
 from toolkit.telemetry._route import recorded_routes, route_template
 from toolkit.telemetry.counts import shared_counts
+
+if TYPE_CHECKING:
+    from toolkit.telemetry.status import StatusBoard
 
 _KNOWN_METHODS = frozenset(
     ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE")
@@ -51,13 +55,15 @@ class TelemetryMiddleware:
 
     If an instrumentation outside this middleware already traces the request (FastAPI's native
     telemetry, ``FastAPIInstrumentor``), it steps aside rather than open a second server span
-    and double-count the HTTP metrics.
+    and double-count the HTTP metrics; it still times the request for ``status``.
 
     Args:
         tracer_provider / meter_provider: the global providers when None.
         flags: asked for ``tracing`` on every request; off means the bare app. The current
             source (``toolkit.flags.current_flags()``) when None.
         excluded_paths: paths or patterns with no span and no metrics.
+        status: where each request's route, duration and failure are counted for the status
+            page (``install()`` gives its board), sampled or not; nowhere when None.
     """
 
     def __init__(
@@ -68,8 +74,10 @@ class TelemetryMiddleware:
         meter_provider: metrics.MeterProvider | None = None,
         flags: FlagSource | None = None,
         excluded_paths: Iterable[str] = (),
+        status: StatusBoard | None = None,
     ) -> None:
         self.app = app
+        self._status = status
         self._tracer = trace.get_tracer(
             names.INSTRUMENTATION_SCOPE, __version__, tracer_provider=tracer_provider
         )
@@ -86,9 +94,14 @@ class TelemetryMiddleware:
             scope["type"] != "http"
             or not (self._flags or current_flags()).is_enabled(TRACING)
             or (self._excluded and self._excluded.match(route_path(scope)) is not None)
-            or _traced_outside(scope)
         ):
             await self.app(scope, receive, send)
+            return
+        if _traced_outside(scope):
+            if self._status is None:
+                await self.app(scope, receive, send)
+            else:
+                await self._timed(scope, receive, send, self._status)
             return
 
         started = time.perf_counter()
@@ -145,6 +158,13 @@ class TelemetryMiddleware:
                 attributes[names.ERROR_TYPE] = str(status or 500)
             self._duration.record(ended - started, attributes)
             self._active.add(active_key, active_attributes, -1)
+            if self._status is not None:
+                self._status.record_request(
+                    method_attr,
+                    route or names.UNMATCHED_ROUTE,
+                    ended - started,
+                    names.ERROR_TYPE in attributes,
+                )
             if span.is_recording():
                 _describe(span, scope, attributes, route, span_method, method, known)
                 if error is not None:
@@ -155,6 +175,36 @@ class TelemetryMiddleware:
             # Detached last: the duration is recorded while the span is current, so exemplars
             # can link the metric to this trace.
             context.detach(token)
+
+    async def _timed(self, scope: Scope, receive: Receive, send: Send, status: StatusBoard) -> None:
+        """The request traced outside: only its route, duration and failure, for ``status``."""
+        started = time.perf_counter()
+        root_path = scope.get("root_path", "")
+        outer_routes = recorded_routes(scope)
+        answered: int | None = None
+        ended: float | None = None
+
+        async def send_timed(message: Message) -> None:
+            nonlocal answered, ended
+            if message["type"] == "http.response.start":
+                answered = message["status"]
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                ended = time.perf_counter()
+
+        failed = True
+        try:
+            await self.app(scope, receive, send_timed)
+            failed = answered is None or answered >= 500
+        finally:
+            method = scope["method"]
+            route = route_template(scope, root_path, outer_routes) or names.UNMATCHED_ROUTE
+            status.record_request(
+                method if method in _KNOWN_METHODS else "_OTHER",
+                route,
+                (ended or time.perf_counter()) - started,
+                failed,
+            )
 
 
 _fields: tuple[object, frozenset[bytes]] = (None, frozenset())

@@ -227,6 +227,12 @@ RATE_LIMIT_RESULTS: Final = (
 UNMATCHED_ROUTE: Final = "__unmatched__"
 """``http.route`` metric label of requests no route matched (404s), so raw paths never leak."""
 
+# --- Attributes: several workers behind one /metrics ------------------------------------------
+PROCESS_PID: Final = "process.pid"
+"""The worker process of a gauge that describes one process (``process_start_time_seconds``,
+an application's own gauges), added when ``/metrics`` merges several workers (semantic
+conventions' process attribute; see docs/telemetry.md, "Several workers")."""
+
 # --- Spans and span events --------------------------------------------------------------------
 HTTP_SERVER_SPAN: Final = "{method} {route}"
 """SERVER span per request, named ``GET /chat/{id}``; just the method when no route matched."""

@@ -8,6 +8,10 @@ toolkit creates therefore serve its own spans and instruments only; an applicati
 its spans in the same traces configures OpenTelemetry itself, before or after install(), or
 takes ``Telemetry.tracer_provider``.
 
+Span processors the toolkit brings (the status page's agent figures and trace buffer) are added
+to the application's SDK tracer provider; with none, the toolkit creates its own provider for
+them (never the global one), so that the status page has traces without any configuration.
+
 An application's meter provider that has a Prometheus reader is served at ``/metrics`` (the
 toolkit's metrics are in it); one without is reported at startup with what to do, since
 ``/metrics`` then has nothing of the toolkit's to serve.
@@ -17,7 +21,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from opentelemetry import metrics, trace
 from prometheus_client import (
@@ -30,6 +36,9 @@ from prometheus_client import (
 
 from toolkit.errors import ConfigurationError
 from toolkit.settings import TelemetrySettings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import SpanProcessor
 
 logger = logging.getLogger("toolkit.telemetry")
 
@@ -68,16 +77,20 @@ def setup_telemetry(
     *,
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
+    span_processors: Sequence[SpanProcessor] = (),
 ) -> Telemetry:
     """Resolve the providers: explicit arguments, else the application's global ones, else
-    providers the toolkit creates (Prometheus reader; OTLP/HTTP exporters when configured)."""
+    providers the toolkit creates (Prometheus reader; OTLP/HTTP exporters when configured;
+    a tracer provider for ``span_processors``, which go on the application's otherwise)."""
     tracer_provider = tracer_provider or trace.get_tracer_provider()
     meter_provider = meter_provider or metrics.get_meter_provider()
     telemetry = Telemetry(tracer_provider, meter_provider)
     if settings.prometheus and not _unset(meter_provider):
         telemetry.prometheus_registry = _application_registry(meter_provider, settings)
     otlp = settings.otlp_endpoint
-    need_tracer = _unset(tracer_provider) and otlp is not None
+    need_tracer = _unset(tracer_provider) and (otlp is not None or bool(span_processors))
+    if span_processors and not need_tracer:
+        _add_processors(tracer_provider, span_processors)
     need_meter = _unset(meter_provider) and (settings.prometheus or settings.otlp_endpoint)
     if not (need_tracer or need_meter):
         return telemetry
@@ -85,8 +98,8 @@ def setup_telemetry(
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 
     resource = Resource.create({SERVICE_NAME: settings.service_name})
-    if need_tracer and otlp is not None:
-        telemetry.tracer_provider = _create_tracer_provider(otlp, resource)
+    if need_tracer:
+        telemetry.tracer_provider = _create_tracer_provider(otlp, resource, span_processors)
         telemetry._owned.append(telemetry.tracer_provider)
     if need_meter:
         telemetry.meter_provider, telemetry.prometheus_registry = _create_meter_provider(
@@ -124,13 +137,34 @@ def _application_registry(
     return None
 
 
-def _create_tracer_provider(endpoint: str, resource: object) -> trace.TracerProvider:
+def _add_processors(provider: trace.TracerProvider, processors: Sequence[SpanProcessor]) -> None:
+    add = getattr(provider, "add_span_processor", None)
+    if add is None:
+        logger.warning(
+            "the application's tracer provider (%s) takes no span processors: the status page "
+            "has no traces and no agent or model figures. Use the OpenTelemetry SDK's "
+            "TracerProvider, or pass install(tracer_provider=...) one.",
+            type(provider).__name__,
+        )
+        return
+    for processor in processors:
+        add(processor)
+
+
+def _create_tracer_provider(
+    endpoint: str | None, resource: object, processors: Sequence[SpanProcessor]
+) -> trace.TracerProvider:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     provider = TracerProvider(resource=resource)  # type: ignore[arg-type]
-    exporter = _otlp("trace_exporter", "OTLPSpanExporter")(endpoint=_signal_url(endpoint, "traces"))
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    for processor in processors:
+        provider.add_span_processor(processor)
+    if endpoint is not None:
+        exporter = _otlp("trace_exporter", "OTLPSpanExporter")
+        provider.add_span_processor(
+            BatchSpanProcessor(exporter(endpoint=_signal_url(endpoint, "traces")))
+        )
     return provider
 
 
