@@ -107,7 +107,9 @@ class RequestCache:
         settings: ModelSettings | None,
         parameters: ModelRequestParameters,
     ) -> str:
-        """A digest of what the request asks: the same for the same question."""
+        """A digest of what the request asks: the same for the same question. What JSON
+        cannot hold is keyed by its ``repr``, and a set in its iteration order: at worst a
+        miss (another process, an object's address), never another question's answer."""
         asked = {
             "model": self.model.model_name,
             "system": self.model.system,
