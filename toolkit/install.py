@@ -45,6 +45,7 @@ from toolkit.ratelimit.slowapi import installed_slowapi_limits
 from toolkit.resilience import BreakerRegistry, set_current_breakers
 from toolkit.resilience._http import circuit_open
 from toolkit.settings import ToolkitSettings
+from toolkit.telemetry.loop import LoopMonitor
 from toolkit.telemetry.middleware import TelemetryMiddleware
 from toolkit.telemetry.setup import Telemetry, setup_telemetry
 
@@ -66,6 +67,9 @@ class Toolkit:
     """The circuit breakers ``@resilient(breaker="name")`` uses, shared through the backend."""
     pools: list[AgentPool[Any]] = field(default_factory=list)
     """The agent pools started before serving and closed at shutdown."""
+    loop_monitor: LoopMonitor | None = None
+    """Loop lag and blocked-loop reports, started with the app; None when
+    ``event_loop.enabled`` is false."""
 
     def add_pool(self, pool: AgentPool[Any]) -> AgentPool[Any]:
         """Start ``pool`` with the app (warm-up before the first request) and close it at
@@ -84,6 +88,8 @@ class Toolkit:
         fails: an unreachable backend is logged and served around, and a factory that fails
         at warm-up is logged and tried again on demand. Waits for the warm-up (each build
         bounded by its pool's ``create_timeout``), so the first request finds it done."""
+        if self.loop_monitor is not None:
+            self.loop_monitor.start()
         await self.backend.connect()
         # Side by side: each waits for its subscription, or for its first attempt to fail.
         await asyncio.gather(self.store.start(), self.cache.start(), self.breakers.start())
@@ -101,13 +107,15 @@ class Toolkit:
 
     async def shutdown(self) -> None:
         """Close the pools, stop following breakers, caches and flags, close the backend,
-        flush the providers the toolkit created."""
+        stop the loop monitor, flush the providers the toolkit created."""
         if self.pools:
             await asyncio.gather(*(pool.close() for pool in self.pools))
         await self.breakers.stop()
         await self.cache.stop()
         await self.store.stop()
         await self.backend.close()
+        if self.loop_monitor is not None:
+            self.loop_monitor.stop()
         await anyio.to_thread.run_sync(self.telemetry.shutdown)
 
 
@@ -167,6 +175,13 @@ def install(
     toolkit = Toolkit(settings, backend, telemetry, flags, store, cache, breakers)
     for pool in pools:
         toolkit.add_pool(pool)
+    if settings.event_loop.enabled:
+        toolkit.loop_monitor = LoopMonitor(
+            settings=settings.event_loop,
+            flags=flags,
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+        )
 
     metrics_path = settings.telemetry.metrics_path
     serves_metrics = telemetry.prometheus_registry is not None

@@ -36,6 +36,7 @@ from toolkit.flags._registry import (
     RATELIMIT,
     RESILIENCE,
     TRACING,
+    TRACING_LOOP,
     declare,
 )
 from toolkit.flags._source import (
@@ -61,6 +62,7 @@ __all__ = [
     "RESILIENCE",
     "SHADOW",
     "TRACING",
+    "TRACING_LOOP",
     "Evaluation",
     "FlagContextMiddleware",
     "FlagDefinition",

@@ -22,6 +22,7 @@ from toolkit.settings._admin import AdminSettings
 from toolkit.settings._backend import BackendSettings
 from toolkit.settings._cache import CacheSettings
 from toolkit.settings._errors import configuration_error
+from toolkit.settings._event_loop import EventLoopSettings
 from toolkit.settings._flags import FlagsSettings
 from toolkit.settings._ratelimit import RateLimitSettings
 from toolkit.settings._resilience import ResilienceSettings
@@ -46,6 +47,7 @@ class ToolkitSettings(BaseSettings):
     flags: FlagsSettings = Field(default_factory=FlagsSettings)  # type: ignore[arg-type]
     admin: AdminSettings = Field(default_factory=AdminSettings)  # type: ignore[arg-type]
     resilience: ResilienceSettings = Field(default_factory=ResilienceSettings)  # type: ignore[arg-type]
+    event_loop: EventLoopSettings = Field(default_factory=EventLoopSettings)  # type: ignore[arg-type]
 
     def __init__(self, **values: Any) -> None:
         # pydantic-settings ignores a variable that names no field and reports an undecodable
