@@ -55,6 +55,7 @@ KILL_SWITCHES: dict[str, list[Callable[..., Any]]] = {
     "pool": [toolkit.AgentPool],
     "resilience": [toolkit.resilient],
     "tracing": [toolkit.TelemetryMiddleware],
+    "tracing.loop": [toolkit.LoopMonitor],
 }
 """Each capability flag -> the entry points that read it: each takes ``flags=``."""
 

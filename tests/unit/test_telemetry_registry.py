@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import toolkit
 from tests.support.otel import metric_names, metric_streams, points
 from tests.support.servers import free_port
+from tests.support.waiting import eventually
 from toolkit.cache import cached_response, set_current_cache
 from toolkit.resilience import BreakerRegistry, RetryPolicy, set_current_breakers
 from toolkit.telemetry import names
@@ -62,6 +64,10 @@ async def drive_every_capability(
     async def boom() -> None:
         raise RuntimeError("model failure")
 
+    @app.get("/block")
+    async def block() -> None:
+        time.sleep(0.1)  # a blocked loop: its span, count and lag
+
     down = f"redis://127.0.0.1:{free_port()}/0"
     installed = toolkit.install(
         app,
@@ -69,10 +75,12 @@ async def drive_every_capability(
             ratelimit={
                 "limit": "1/minute",
                 "routes": {
+                    "/block": "10/minute",
                     "/shadow": {"limit": "1/minute", "shadow": True},
                     "/answers/{answer_id}": "10/minute",
                 },
             },
+            event_loop={"blocked_threshold": "30ms"},
         ),
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
@@ -89,7 +97,7 @@ async def drive_every_capability(
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     await installed.startup()
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        for path in ["/chat/a", "/chat/b", "/shadow", "/shadow", "/boom", "/missing"]:
+        for path in ["/chat/a", "/chat/b", "/shadow", "/shadow", "/boom", "/missing", "/block"]:
             await client.get(path)
         for path in ["/answers/1", "/answers/1"]:  # a response cache miss, then a hit
             await client.get(path, headers={"x-api-key": "k"})
@@ -103,6 +111,10 @@ async def drive_every_capability(
         await use_a_pool(tracer_provider, meter_provider)
     with tracer_provider.get_tracer("test").start_as_current_span("resilience work"):
         await drive_resilience(installed.breakers)
+    assert installed.loop_monitor is not None
+    await eventually(
+        lambda: installed.loop_monitor is not None and installed.loop_monitor.blocked > 0
+    )
     await installed.shutdown()
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=failing), base_url="http://t"
@@ -183,6 +195,11 @@ async def test_everything_emitted_is_declared_and_everything_declared_is_emitted
     metric_reader: InMemoryMetricReader,
 ) -> None:
     installed = await drive_every_capability(tracer_provider, meter_provider)
+    assert installed.loop_monitor is not None
+    installed.loop_monitor.start()  # its task gauge reports while it watches a loop
+    await eventually(
+        lambda: installed.loop_monitor is not None and installed.loop_monitor.recording
+    )
 
     emitted_metrics = {
         metric: {key for point in points(metric_reader, metric) for key in point.attributes}
@@ -218,6 +235,7 @@ async def test_everything_emitted_is_declared_and_everything_declared_is_emitted
     }
     assert {("response", "miss"), ("response", "hit"), ("registry", "hit")} <= decisions
     assert installed.breakers.get("llm").state == "closed"  # kept alive for its gauge too
+    installed.loop_monitor.stop()
 
 
 def as_declared(stream: Any) -> tuple[object, ...]:
