@@ -108,7 +108,8 @@ class RedisServer:
 
 class UvicornServer:
     """``uvicorn <app>`` in its own process (``workers`` > 1: uvicorn's multiprocess mode);
-    ``args`` are more uvicorn options (``["--root-path", "/api"]``)."""
+    ``args`` are more uvicorn options (``["--root-path", "/api"]``); ``output`` a file that
+    gets the process's stdout and stderr (its log lines), else they are the test's."""
 
     def __init__(
         self,
@@ -118,8 +119,10 @@ class UvicornServer:
         workers: int = 1,
         ready_path: str = "/health",
         args: Sequence[str] = (),
+        output: Path | None = None,
     ) -> None:
         self.app = app
+        self.output = output
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
@@ -136,12 +139,19 @@ class UvicornServer:
         ]  # fmt: skip
 
     def __enter__(self) -> UvicornServer:
-        self._process = subprocess.Popen(
-            self.command(),
-            env=self.env,
-            cwd=ROOT,
-            start_new_session=True,
-        )
+        log = None if self.output is None else self.output.open("wb")
+        try:
+            self._process = subprocess.Popen(
+                self.command(),
+                env=self.env,
+                cwd=ROOT,
+                start_new_session=True,
+                stdout=log,
+                stderr=subprocess.STDOUT if log else None,
+            )
+        finally:
+            if log is not None:
+                log.close()  # the process has its own copy
         wait_until(self._ready, 30, f"uvicorn {self.app} answering on {self.base_url}")
         if self.workers > 1:
             # The first worker up answers alone until the others have imported the app; a

@@ -146,7 +146,8 @@ async def test_a_blocked_loop_is_a_span_dated_back_to_the_block_naming_the_block
     before, after = await run_blocking(block)
     await eventually(lambda: bool(blocked_spans(span_exporter)))
     (span,) = blocked_spans(span_exporter)
-    assert span.start_time is not None and span.end_time is not None
+    assert span.start_time is not None
+    assert span.end_time is not None
     start, end = span.start_time / 1e9, span.end_time / 1e9
     # The loop stopped turning when the sleep began, or at the latest when the probe was
     # due after that; it turned again when the sleep ended.
@@ -168,7 +169,8 @@ async def test_a_blocked_loop_is_a_span_dated_back_to_the_block_naming_the_block
     assert f"at {HERE}:{line} in block" in record.getMessage()
     assert "task blocker" in record.getMessage()
     (report,) = monitor.recent_blocks()
-    assert report.blocking is not None and report.blocking.line == line
+    assert report.blocking is not None
+    assert report.blocking.line == line
     assert report.blocking.source == "time.sleep(0.3)  # the blocking line"
 
 
@@ -233,9 +235,7 @@ async def test_a_forced_collection_of_a_big_heap_is_reported_as_a_gc_pause(
         line = line_after(collect, "the collection")
 
         def collected() -> list[BlockedLoop]:
-            return [
-                b for b in monitor.recent_blocks() if b.blocking and b.blocking.line == line
-            ]
+            return [b for b in monitor.recent_blocks() if b.blocking and b.blocking.line == line]
 
         await eventually(lambda: bool(collected()))
     (report,) = collected()

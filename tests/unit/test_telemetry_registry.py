@@ -66,7 +66,7 @@ async def drive_every_capability(
 
     @app.get("/block")
     async def block() -> None:
-        time.sleep(0.1)  # a blocked loop: its span, count and lag
+        time.sleep(0.1)  # noqa: ASYNC251 (a blocked loop: its span, count and lag)
 
     down = f"redis://127.0.0.1:{free_port()}/0"
     installed = toolkit.install(
