@@ -160,3 +160,12 @@ async def embed_switched(texts: list[str]) -> list[list[float]]:
 async def use_switched() -> None:
     assert_type(await classify_switched("refund"), str)
     assert_type(await embed_switched(["a"]), list[list[float]])
+
+
+async def watch_the_loop() -> None:
+    async with toolkit.LoopMonitor(blocked_threshold="50ms", stack_depth=10) as monitor:
+        assert_type(monitor, toolkit.LoopMonitor)
+    for block in monitor.recent_blocks():
+        assert_type(block.duration, float)
+        assert_type(block.blocking, toolkit.telemetry.loop.StackFrame | None)
+    toolkit.LoopMonitor(stack_depth="deep")  # type: ignore[arg-type]

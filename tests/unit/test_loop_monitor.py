@@ -33,7 +33,8 @@ from tests.support.otel import counter_value, points
 from tests.support.waiting import eventually
 from toolkit.flags import TRACING, TRACING_LOOP, FlagStore
 from toolkit.telemetry import names
-from toolkit.telemetry._loop_report import RECENT_BLOCKS, PerMinute
+from toolkit.telemetry._loop_report import RECENT_BLOCKS, PerMinute, Reporter
+from toolkit.telemetry.counts import Counts
 from toolkit.telemetry.loop import BlockedLoop
 
 pytestmark = pytest.mark.anyio
@@ -211,10 +212,11 @@ async def test_a_block_on_the_loop_thread_is_waiting_off_cpu_or_code_on_it(
     await eventually(lambda: monitor.blocked == 1)
     (report,) = monitor.recent_blocks()
     assert report.cause == cause
+    could_run = report.duration - report.descheduled_time  # a crowded machine shares its CPUs
     if cause == names.EVENT_LOOP_CODE:
-        assert report.cpu_time >= 0.5 * report.duration
+        assert report.cpu_time >= 0.5 * could_run
     else:
-        assert report.cpu_time < 0.5 * report.duration
+        assert report.cpu_time < 0.5 * could_run
 
 
 async def test_a_forced_collection_of_a_big_heap_is_reported_as_a_gc_pause(
@@ -256,7 +258,7 @@ async def test_a_process_that_was_not_scheduled_is_reported_descheduled(
     (report,) = monitor.recent_blocks()
     assert report.duration >= 0.2
     assert report.cause == names.EVENT_LOOP_DESCHEDULED
-    assert report.stalled_time >= 0.5 * report.duration
+    assert report.descheduled_time >= 0.5 * report.duration
 
 
 # --- bounds ------------------------------------------------------------------------------------
@@ -423,3 +425,24 @@ async def test_a_sync_sqlite_write_in_an_async_route_is_reported_at_its_line(
     assert attributes[names.CODE_FUNCTION_NAME] == "add_note"
     messages = [r.getMessage() for r in caplog.records if r.name == "toolkit.telemetry.loop"]
     assert any(f"{HERE}:{line} in add_note" in message for message in messages), messages
+
+
+def test_the_next_span_after_a_refused_one_says_how_many_were_left_out(
+    tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter
+) -> None:
+    now = [0.0]
+    reporter = Reporter(
+        tracer_provider.get_tracer("test"),
+        Counts(),
+        spans_per_minute=1,
+        logs_per_minute=0,
+        clock=lambda: now[0],
+    )
+    block = BlockedLoop(time.time(), 0.2, names.EVENT_LOOP_WAITING, 0.0, 0.0, 0.0, None, ())
+    for _ in range(3):
+        reporter.report(block)
+    now[0] += 60  # a minute later: room for one more
+    reporter.report(block)
+    spans = blocked_spans(span_exporter)
+    assert [(s.attributes or {})[names.EVENT_LOOP_BLOCKED_SUPPRESSED] for s in spans] == [0, 2]
+    assert reporter.blocked == 4

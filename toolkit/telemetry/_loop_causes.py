@@ -7,12 +7,15 @@ Three measurements, each over the block's time span:
 * the watchdog thread's own stalls: wake-ups that came late, which happen when the whole
   process is not running (the machine is overloaded, a CPU quota throttles it, it was paused);
 * the loop thread's CPU time against the wall time: near the wall time, code was running;
-  far below it, the thread was off the CPU (a sleep, a lock, disk or network I/O).
+  far below it, the thread was off the CPU (a sleep, a lock, disk or network I/O) or waiting
+  for one, which Linux tells apart (``/proc/thread-self/schedstat``: time on a CPU, time
+  runnable but waiting for one).
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -72,12 +75,41 @@ class Stalls:
             self.stalls.append((planned, now))
 
 
-def cause_of(*, duration: float, gc_time: float, stalled: float, cpu_share: float) -> str:
-    """The cause that explains most of a block (:data:`names.EVENT_LOOP_BLOCKED_CAUSES`)."""
+class ThreadClock:
+    """The CPU time of the thread that made it, and the time it was runnable but waited for a
+    CPU, in seconds; readable from any thread. Where Linux's per-thread schedstat is missing,
+    the CPU time alone (``time.thread_time()``, so: read on that thread) and no wait."""
+
+    def __init__(self) -> None:
+        try:
+            self._fd: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        except OSError:
+            self._fd = None
+
+    def read(self) -> tuple[float, float]:
+        if self._fd is not None:
+            try:
+                on_cpu, waiting, _ = os.pread(self._fd, 64, 0).split()
+                return int(on_cpu) / 1e9, int(waiting) / 1e9
+            except (OSError, ValueError):
+                pass
+        return time.thread_time(), 0.0
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def cause_of(*, duration: float, gc_time: float, cpu: float, descheduled: float) -> str:
+    """The cause that explains a block (:data:`names.EVENT_LOOP_BLOCKED_CAUSES`): GC if it
+    took half of it; code if the loop thread ran for half the time it could have run (a
+    computation on a crowded machine is still the computation); else descheduled if the
+    process could not run for half of it; else a blocking call."""
     if gc_time >= duration / 2:
         return names.EVENT_LOOP_GC
-    if cpu_share >= 0.5:
+    if cpu >= (duration - descheduled) / 2:
         return names.EVENT_LOOP_CODE
-    if stalled >= duration / 2:
+    if descheduled >= duration / 2:
         return names.EVENT_LOOP_DESCHEDULED
     return names.EVENT_LOOP_WAITING

@@ -38,7 +38,8 @@ class BlockedLoop:
         cause: ``gc``, ``descheduled``, ``code`` or ``waiting`` (see docs/telemetry.md).
         gc_time: seconds of garbage collection inside the block.
         cpu_time: CPU seconds the loop thread used across the block.
-        stalled_time: seconds the process was not scheduled inside the block.
+        descheduled_time: seconds the loop thread was not scheduled inside the block: waiting
+            for a CPU, or the process stopped.
         task: the asyncio task that was running, ``Task-7 (write_note)``; None if none was,
             or the stack was not sampled.
         stack: the sampled frames, outermost first: the application's and the innermost one;
@@ -50,7 +51,7 @@ class BlockedLoop:
     cause: str
     gc_time: float
     cpu_time: float
-    stalled_time: float
+    descheduled_time: float
     task: str | None
     stack: tuple[StackFrame, ...]
 
@@ -71,7 +72,7 @@ class BlockedLoop:
         return (
             f"event loop blocked for {self.duration * 1000:.0f} ms{at} ({task}cause "
             f"{self.cause}: loop thread CPU {self.cpu_time * 1000:.0f} ms, GC "
-            f"{self.gc_time * 1000:.0f} ms, process stalled {self.stalled_time * 1000:.0f} ms)"
+            f"{self.gc_time * 1000:.0f} ms, not scheduled {self.descheduled_time * 1000:.0f} ms)"
         )
 
 
@@ -108,11 +109,12 @@ class Reporter:
         *,
         spans_per_minute: int,
         logs_per_minute: int,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._tracer = tracer
         self._counts = counts
-        self._spans = PerMinute(spans_per_minute)
-        self._logs = PerMinute(logs_per_minute)
+        self._spans = PerMinute(spans_per_minute, clock)
+        self._logs = PerMinute(logs_per_minute, clock)
         self.recent: deque[BlockedLoop] = deque(maxlen=RECENT_BLOCKS)
         self.blocked = 0
 
@@ -136,7 +138,7 @@ class Reporter:
             names.EVENT_LOOP_BLOCKED_CAUSE: block.cause,
             names.EVENT_LOOP_BLOCKED_GC_TIME: block.gc_time,
             names.EVENT_LOOP_BLOCKED_CPU_TIME: block.cpu_time,
-            names.EVENT_LOOP_BLOCKED_STALLED_TIME: block.stalled_time,
+            names.EVENT_LOOP_BLOCKED_DESCHEDULED_TIME: block.descheduled_time,
             names.EVENT_LOOP_BLOCKED_SUPPRESSED: suppressed,
         }
         if block.task is not None:

@@ -33,12 +33,13 @@ JOIN_TIMEOUT: Final = 2.0
 @dataclass(frozen=True, slots=True)
 class Beat:
     """One run of the probe: its number, when it ran, when the next is due (monotonic
-    seconds), and the loop thread's CPU time then."""
+    seconds), and the loop thread's CPU time and wait for a CPU then (:class:`ThreadClock`)."""
 
     number: int
     at: float
     due: float
     cpu: float
+    waited: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,16 +136,21 @@ class Watchdog:
         sample = self._sample if self._sample and self._sample.after == before.number else None
         gc_time = overlap(self.gc.pauses, start, end)
         stalled = overlap(self._stalls.stalls, start, end)
-        cpu = beat.cpu - before.cpu
-        wall = beat.at - before.at
-        cause = cause_of(duration=duration, gc_time=gc_time, stalled=stalled, cpu_share=cpu / wall)
+        # Measured from beat to beat, slightly longer than the block: its share is what counts.
+        share = duration / (beat.at - before.at)
+        cpu = (beat.cpu - before.cpu) * share
+        # Not scheduled: runnable and waiting for a CPU, or stopped altogether (the watchdog
+        # could not run either, and the loop thread did not use the time).
+        waited = (beat.waited - before.waited) * share
+        descheduled = min(duration, waited + max(0.0, stalled - cpu))
+        cause = cause_of(duration=duration, gc_time=gc_time, cpu=cpu, descheduled=descheduled)
         return BlockedLoop(
             started=time.time() - (time.monotonic() - start),
             duration=duration,
             cause=cause,
             gc_time=gc_time,
             cpu_time=cpu,
-            stalled_time=stalled,
+            descheduled_time=descheduled,
             task=sample.task if sample else None,
             stack=kept_frames(sample.frames, self._depth) if sample else (),
         )

@@ -30,6 +30,7 @@ from toolkit.errors import ConfigurationError
 from toolkit.flags import TRACING, TRACING_LOOP, FlagSource, current_flags
 from toolkit.settings import EventLoopSettings
 from toolkit.telemetry import names
+from toolkit.telemetry._loop_causes import ThreadClock
 from toolkit.telemetry._loop_report import BlockedLoop, Reporter
 from toolkit.telemetry._loop_stack import StackFrame
 from toolkit.telemetry._loop_watchdog import Beat, Watchdog
@@ -102,6 +103,7 @@ class LoopMonitor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: Watchdog | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._clock: ThreadClock | None = None
         self._housekeeping_due = 0.0
         self._failed = False
         self.recording = False
@@ -146,9 +148,10 @@ class LoopMonitor:
         self._loop = loop
         self._housekeep(time.monotonic())
         now = time.monotonic()
+        self._clock = ThreadClock()
         self._watchdog = Watchdog(
             loop,
-            Beat(0, now, now + self.settings.probe_interval, time.thread_time()),
+            Beat(0, now, now + self.settings.probe_interval, *self._clock.read()),
             threshold=self.settings.blocked_threshold,
             stack_depth=self.settings.stack_depth,
             recording=lambda: self.recording,
@@ -167,6 +170,9 @@ class LoopMonitor:
         if self._watchdog is not None:
             self._watchdog.stop()
             self._watchdog = None
+        if self._clock is not None:
+            self._clock.close()
+            self._clock = None
         if self._observe_tasks in self._task_gauges:
             self._task_gauges.remove(self._observe_tasks)
 
@@ -183,13 +189,13 @@ class LoopMonitor:
         self.stop()
 
     def _tick(self) -> None:
-        watchdog, loop = self._watchdog, self._loop
-        if watchdog is None or loop is None:
+        watchdog, loop, clock = self._watchdog, self._loop, self._clock
+        if watchdog is None or loop is None or clock is None:
             return
         self._timer = loop.call_later(self.settings.probe_interval, self._tick)
         now = time.monotonic()
         before = watchdog.beat
-        beat = Beat(before.number + 1, now, now + self.settings.probe_interval, time.thread_time())
+        beat = Beat(before.number + 1, now, now + self.settings.probe_interval, *clock.read())
         watchdog.beat = beat
         self.lag = lag = max(0.0, now - before.due)
         try:

@@ -615,9 +615,10 @@ EVENT_LOOP_BLOCKED_GC_TIME: Final = "toolkit.event_loop.blocked.gc_time"
 """On a blocked-loop span: seconds of garbage collection inside the block."""
 EVENT_LOOP_BLOCKED_CPU_TIME: Final = "toolkit.event_loop.blocked.cpu_time"
 """On a blocked-loop span: CPU seconds the loop thread used across the block."""
-EVENT_LOOP_BLOCKED_STALLED_TIME: Final = "toolkit.event_loop.blocked.stalled_time"
-"""On a blocked-loop span: seconds the watchdog thread itself could not run inside the block
-(the process was not scheduled)."""
+EVENT_LOOP_BLOCKED_DESCHEDULED_TIME: Final = "toolkit.event_loop.blocked.descheduled_time"
+"""On a blocked-loop span: seconds the loop thread was not scheduled inside the block: runnable
+but waiting for a CPU (Linux), or the whole process stopped (the watchdog could not run
+either)."""
 EVENT_LOOP_BLOCKED_SUPPRESSED: Final = "toolkit.event_loop.blocked.suppressed"
 """On a blocked-loop span: blocks since the previous span that got none (``spans_per_minute``)."""
 
