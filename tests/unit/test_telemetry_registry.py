@@ -195,11 +195,6 @@ async def test_everything_emitted_is_declared_and_everything_declared_is_emitted
     metric_reader: InMemoryMetricReader,
 ) -> None:
     installed = await drive_every_capability(tracer_provider, meter_provider)
-    assert installed.loop_monitor is not None
-    installed.loop_monitor.start()  # its task gauge reports while it watches a loop
-    await eventually(
-        lambda: installed.loop_monitor is not None and installed.loop_monitor.recording
-    )
 
     emitted_metrics = {
         metric: {key for point in points(metric_reader, metric) for key in point.attributes}
@@ -235,7 +230,6 @@ async def test_everything_emitted_is_declared_and_everything_declared_is_emitted
     }
     assert {("response", "miss"), ("response", "hit"), ("registry", "hit")} <= decisions
     assert installed.breakers.get("llm").state == "closed"  # kept alive for its gauge too
-    installed.loop_monitor.stop()
 
 
 def as_declared(stream: Any) -> tuple[object, ...]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Final
@@ -35,6 +36,7 @@ from toolkit.telemetry._loop_report import BlockedLoop, Reporter
 from toolkit.telemetry._loop_stack import StackFrame
 from toolkit.telemetry._loop_watchdog import Beat, Watchdog
 from toolkit.telemetry.counts import shared_callbacks, shared_counts
+from toolkit.telemetry.metric import Callback
 
 __all__ = ["BlockedLoop", "LoopMonitor", "StackFrame"]
 
@@ -93,7 +95,7 @@ class LoopMonitor:
             names.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
         )
         self._lag = names.EVENT_LOOP_LAG_METRIC.create(meter)
-        self._task_gauges = shared_callbacks(meter, names.EVENT_LOOP_TASKS_METRIC)
+        _report_tasks(self, shared_callbacks(meter, names.EVENT_LOOP_TASKS_METRIC))
         self._reporter = Reporter(
             self._tracer,
             shared_counts(meter, names.EVENT_LOOP_BLOCKED_METRIC),
@@ -111,7 +113,8 @@ class LoopMonitor:
         self.lag = 0.0
         """Seconds the probe last ran late."""
         self.tasks = 0
-        """asyncio tasks not done on the loop, when last counted."""
+        """asyncio tasks not done on the loop, when last counted (reported by the
+        ``toolkit.event_loop.tasks`` gauge while the flags let it record)."""
 
     @property
     def running(self) -> bool:
@@ -158,7 +161,6 @@ class LoopMonitor:
             report=self._reporter.report,
         )
         self._watchdog.start()
-        self._task_gauges.append(self._observe_tasks)
         self._timer = loop.call_later(self.settings.probe_interval, self._tick)
 
     def stop(self) -> None:
@@ -173,8 +175,6 @@ class LoopMonitor:
         if self._clock is not None:
             self._clock.close()
             self._clock = None
-        if self._observe_tasks in self._task_gauges:
-            self._task_gauges.remove(self._observe_tasks)
 
     async def __aenter__(self) -> LoopMonitor:
         self.start()
@@ -219,6 +219,18 @@ class LoopMonitor:
             self.recording = False
         self.tasks = len(asyncio.all_tasks(self._loop))
 
-    def _observe_tasks(self, options: CallbackOptions) -> Iterable[Observation]:
+
+def _report_tasks(monitor: LoopMonitor, gauges: list[Callback]) -> None:
+    """Report ``monitor.tasks`` in the task gauge once it has counted, for as long as the
+    monitor lives (a weak reference: the gauge keeps no monitor alive)."""
+    ref = weakref.ref(monitor)
+
+    def observe(options: CallbackOptions) -> Iterable[Observation]:
         del options
-        return [Observation(self.tasks)] if self.recording else []
+        watched = ref()
+        if watched is None:
+            gauges.remove(observe)  # the gauge iterates over a copy
+            return []
+        return [Observation(watched.tasks)] if watched.recording else []
+
+    gauges.append(observe)
