@@ -436,6 +436,7 @@ def test_the_next_span_after_a_refused_one_says_how_many_were_left_out(
         Counts(),
         spans_per_minute=1,
         logs_per_minute=0,
+        on_loop=lambda work: work(),
         clock=lambda: now[0],
     )
     block = BlockedLoop(time.time(), 0.2, names.EVENT_LOOP_WAITING, 0.0, 0.0, 0.0, None, ())

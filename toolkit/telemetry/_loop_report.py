@@ -1,11 +1,15 @@
 """A blocked loop, reported: the record, its span, its warning, its count, the last few kept.
 
-Runs on the watchdog thread, never on the loop. Spans and warnings are each bounded per
-minute; the count and the recent list take every block.
+Runs on the watchdog thread, but for the span: it is recorded on the loop it reports (once
+the loop turns again, a few tens of microseconds), as the application's spans are, since an
+SDK draws span ids from the global ``random`` state, which a background thread must not move
+under the application's feet. Spans and warnings are each bounded per minute; the count and
+the recent list take every block.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
@@ -109,9 +113,11 @@ class Reporter:
         *,
         spans_per_minute: int,
         logs_per_minute: int,
+        on_loop: Callable[[Callable[[], None]], object],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._tracer = tracer
+        self._on_loop = on_loop
         self._counts = counts
         self._spans = PerMinute(spans_per_minute, clock)
         self._logs = PerMinute(logs_per_minute, clock)
@@ -123,8 +129,10 @@ class Reporter:
         self.recent.append(block)
         self._counts.add(block.cause, {names.EVENT_LOOP_BLOCKED_CAUSE: block.cause})
         if self._spans.allow():
-            self._span(block, self._spans.suppressed)
-            self._spans.suppressed = 0
+            suppressed, self._spans.suppressed = self._spans.suppressed, 0
+            # RuntimeError: the loop closed meanwhile; no span, the rest stands.
+            with contextlib.suppress(RuntimeError):
+                self._on_loop(lambda: self._span(block, suppressed))
         if self._logs.allow():
             suppressed, self._logs.suppressed = self._logs.suppressed, 0
             more = f"; {suppressed} more not logged before it" if suppressed else ""

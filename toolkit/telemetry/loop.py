@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Final
 
@@ -101,6 +101,7 @@ class LoopMonitor:
             shared_counts(meter, names.EVENT_LOOP_BLOCKED_METRIC),
             spans_per_minute=self.settings.spans_per_minute,
             logs_per_minute=self.settings.logs_per_minute,
+            on_loop=self._call_on_loop,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: Watchdog | None = None
@@ -175,6 +176,11 @@ class LoopMonitor:
         if self._clock is not None:
             self._clock.close()
             self._clock = None
+
+    def _call_on_loop(self, work: Callable[[], None]) -> None:
+        if self._loop is None:
+            raise RuntimeError("not started")
+        self._loop.call_soon_threadsafe(work)
 
     async def __aenter__(self) -> LoopMonitor:
         self.start()
