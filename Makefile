@@ -81,6 +81,7 @@ bench: venv
 	$(PY) -m tests.benchmarks.propagation
 	$(PY) -m tests.benchmarks.pool_latency
 	$(PY) -m tests.benchmarks.pool_throughput
+	$(PY) -m tests.benchmarks.loop_monitor
 	$(PY) -m tests.benchmarks.load $(ARGS)
 
 clean:

@@ -48,6 +48,7 @@ from toolkit.resilience import BreakerRegistry, set_current_breakers
 from toolkit.resilience._http import circuit_open
 from toolkit.settings import ToolkitSettings
 from toolkit.telemetry._workers import MetricsExposition
+from toolkit.telemetry.loop import LoopMonitor
 from toolkit.telemetry.middleware import TelemetryMiddleware
 from toolkit.telemetry.setup import Telemetry, setup_telemetry
 from toolkit.telemetry.status import StatusBoard
@@ -70,6 +71,9 @@ class Toolkit:
     """The circuit breakers ``@resilient(breaker="name")`` uses, shared through the backend."""
     pools: list[AgentPool[Any]] = field(default_factory=list)
     """The agent pools started before serving and closed at shutdown."""
+    loop_monitor: LoopMonitor | None = None
+    """Loop lag and blocked-loop reports, started with the app; None when
+    ``event_loop.enabled`` is false."""
     plugins: LoadedPlugins = field(default_factory=LoadedPlugins)
     """The framework plugins applied to the app (``toolkit.plugins``)."""
     status: StatusBoard | None = None
@@ -95,6 +99,8 @@ class Toolkit:
         bounded by its pool's ``create_timeout``), so the first request finds it done."""
         if self._exposition is not None:
             await self._exposition.start()  # joins the other workers, if any
+        if self.loop_monitor is not None:
+            self.loop_monitor.start()
         await self.backend.connect()
         # Side by side: each waits for its subscription, or for its first attempt to fail.
         await asyncio.gather(self.store.start(), self.cache.start(), self.breakers.start())
@@ -112,7 +118,7 @@ class Toolkit:
 
     async def shutdown(self) -> None:
         """Close the pools, stop following breakers, caches and flags, close the backend,
-        flush the providers the toolkit created."""
+        stop the loop monitor, flush the providers the toolkit created."""
         await self.plugins.shutdown()
         if self.pools:
             await asyncio.gather(*(pool.close() for pool in self.pools))
@@ -122,6 +128,8 @@ class Toolkit:
         await self.backend.close()
         if self._exposition is not None:
             await self._exposition.stop()  # its final counts, before the providers stop
+        if self.loop_monitor is not None:
+            self.loop_monitor.stop()
         await anyio.to_thread.run_sync(self.telemetry.shutdown)
 
 
@@ -208,6 +216,13 @@ def install(
         status.add_section("caches", cache_rows(cache))
         status.add_section("breakers", breaker_rows(breakers))
         status.add_section("pools", pool_rows(toolkit.pools))
+    if settings.event_loop.enabled:
+        toolkit.loop_monitor = LoopMonitor(
+            settings=settings.event_loop,
+            flags=flags,
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+        )
 
     metrics_path = settings.telemetry.metrics_path
     serves_metrics = telemetry.prometheus_registry is not None

@@ -140,7 +140,7 @@ def test_one_dashboard_per_concern_with_stable_identities_and_variables() -> Non
         "agent-server-http.json": (
             "toolkit-http-ratelimit",
             "Agent server — HTTP & rate limiting",
-            ["HTTP", "Rate limiting", "Backend"],
+            ["HTTP", "Rate limiting", "Backend", "Event loop"],
         ),
         "agent-server-caches.json": ("toolkit-caches", "Agent server — Caches", ["Caches"]),
         "agent-server-resilience-pools.json": (

@@ -14,6 +14,7 @@ from toolkit.telemetry.dashboards.layout import Json
 from toolkit.telemetry.dashboards.panels import (
     backend,
     caches,
+    event_loop,
     flags,
     http,
     pools,
@@ -27,13 +28,14 @@ _INSTANCES_OF: Final = series(names.HTTP_SERVER_REQUEST_DURATION, "_count")
 
 
 def http_ratelimit_dashboard() -> Json:
-    """Agent server — HTTP & rate limiting: HTTP RED, rate-limit decisions, backend errors."""
+    """Agent server — HTTP & rate limiting: HTTP RED, rate-limit decisions, backend errors,
+    the event loop."""
     return layout.build_dashboard(
         uid="toolkit-http-ratelimit",
         title="Agent server — HTTP & rate limiting",
-        shows="HTTP requests, rate limiting and backend errors",
+        shows="HTTP requests, rate limiting, backend errors and the event loop",
         tags=["http", "rate-limiting"],
-        rows=[http.row(), ratelimit.row(), backend.row()],
+        rows=[http.row(), ratelimit.row(), backend.row(), event_loop.row()],
         instances_of=_INSTANCES_OF,
     )
 
