@@ -12,6 +12,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The framework plugins (plugins/*, one distribution each), installed editable with their
 # framework so the tests see their entry points; a new plugin adds its line.
 PLUGINS := -e 'plugins/toolkit-pydantic-ai[pydantic-ai]'
+PLUGINS += -e 'plugins/toolkit-openai[openai]'
 # The plugins' tests at the lowest framework versions their pyproject.toml files declare.
 PLUGINS_LOWEST := .venv-plugins-lowest
 PLUGINS_LOW_STAMP := $(PLUGINS_LOWEST)/.installed
