@@ -6,6 +6,7 @@ requests it received."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from importlib.metadata import entry_points
 from typing import Any
 
 import httpx
@@ -31,6 +33,7 @@ from tests.support.openai_server import OpenAIServer, Reply, Usage, embedding
 from tests.support.otel import points
 from toolkit import ToolkitSettings
 from toolkit.agents import AgentTelemetry, set_current_agent_telemetry
+from toolkit.plugins import PLUGIN_GROUP
 from toolkit.resilience import RetryPolicy, provider_errors
 from toolkit.settings import AgentSettings
 from toolkit_openai import instrument, is_instrumented, uninstrument
@@ -554,7 +557,9 @@ def test_install_applies_the_plugin_and_says_so(
 
 
 def test_the_plugin_does_nothing_with_one_log_line_when_openai_is_absent() -> None:
-    """A process where ``import openai`` fails, as where it is not installed."""
+    """A process where ``import openai`` fails, as where it is not installed (the other
+    plugins switched off: a framework of theirs may need openai)."""
+    others = sorted({e.name for e in entry_points(group=PLUGIN_GROUP)} - {"openai"})
     script = textwrap.dedent(
         """
         import logging, sys
@@ -576,9 +581,53 @@ def test_the_plugin_does_nothing_with_one_log_line_when_openai_is_absent() -> No
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "TOOLKIT_TELEMETRY__PROMETHEUS": "false"},
+        env={
+            **os.environ,
+            "TOOLKIT_TELEMETRY__PROMETHEUS": "false",
+            "TOOLKIT_PLUGINS__DISABLED": json.dumps(others),
+        },
         check=True,
     )
     assert done.stdout.splitlines() == ["applied: False", "imported: False"]
     lines = [line for line in done.stderr.splitlines() if "plugin openai" in line]
     assert lines == ["toolkit.plugins: toolkit plugin openai does nothing: openai is not installed"]
+
+
+# -- the Responses API -------------------------------------------------------------------------
+
+
+async def test_a_responses_api_call_is_recorded_streamed_or_not(
+    agents: AgentTelemetry,
+    make_async: Any,
+    server: OpenAIServer,
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    """Usage (with its cached part), the answering model and the status as finish reason;
+    a stream's from its last event."""
+    client = make_async()
+    server.script(Reply("Paris", usage=Usage(6, 1, cached_tokens=2), model="gpt-r-1"))
+    answer = await client.responses.create(model="gpt-r", input="Capital of France?")
+    assert answer.output_text == "Paris"
+    server.script(Reply("Paris is", usage=Usage(6, 2)))
+    stream = await client.responses.create(model="gpt-r", input="Capital?", stream=True)
+    assert [event.type async for event in stream][-1] == "response.completed"
+    plain, streamed = span_exporter.get_finished_spans()
+    assert plain.name == "chat gpt-r"
+    assert {
+        k: attributes(plain)[k]
+        for k in (
+            "gen_ai.response.model",
+            "gen_ai.usage.input_tokens",
+            "gen_ai.usage.output_tokens",
+            "gen_ai.usage.cache_read.input_tokens",
+            "gen_ai.response.finish_reasons",
+        )
+    } == {
+        "gen_ai.response.model": "gpt-r-1",
+        "gen_ai.usage.input_tokens": 6,
+        "gen_ai.usage.output_tokens": 1,
+        "gen_ai.usage.cache_read.input_tokens": 2,
+        "gen_ai.response.finish_reasons": ("completed",),
+    }
+    assert attributes(streamed)["gen_ai.usage.output_tokens"] == 2
+    assert attributes(streamed)["gen_ai.request.stream"] is True

@@ -21,10 +21,17 @@ the recorder cuts what it records to ``agents.content_max_length`` anyway."""
 _FINAL_EVENTS: Final = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
+def _field(value: Any, name: str) -> Any:
+    """``value.name``, or ``value[name]``: an SDK older than a field keeps it as a dict."""
+    if isinstance(value, Mapping):
+        return value.get(name)
+    return getattr(value, name, None)
+
+
 def _usage(call: LLMCall, usage: Any, input_name: str, output_name: str, details: str) -> None:
     if usage is None:
         return
-    cached = getattr(getattr(usage, details, None), "cached_tokens", None)
+    cached = _field(_field(usage, details), "cached_tokens")
     call.usage(
         input_tokens=getattr(usage, input_name, None),
         output_tokens=getattr(usage, output_name, None),
