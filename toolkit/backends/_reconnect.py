@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
+
+from toolkit._random import RANDOM
 
 DEFAULT_INITIAL_DELAY = 0.05
 DEFAULT_MAX_DELAY = 1.0
@@ -33,7 +34,7 @@ class Reconnect:
         initial_delay: float = DEFAULT_INITIAL_DELAY,
         max_delay: float = DEFAULT_MAX_DELAY,
         clock: Callable[[], float] = time.monotonic,
-        random: Callable[[], float] = random.random,
+        random: Callable[[], float] = RANDOM.random,
     ) -> None:
         self._initial = initial_delay
         self._max = max_delay

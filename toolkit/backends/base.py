@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 from typing import ClassVar, Final, TypeVar
 
 from opentelemetry import metrics, trace
 
 from toolkit._deprecated import moved_attributes
+from toolkit._random import RANDOM
 from toolkit._tasks import raise_if_cancelling
 from toolkit.backends.protocols import (
     BreakerStorage,
@@ -100,7 +100,7 @@ class BackendCore(PubSub, abc.ABC):
             except BackendError:
                 raise_if_cancelling()
                 on_lost()
-            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+            await asyncio.sleep(delay * (0.5 + RANDOM.random() / 2))
             delay = min(FOLLOW_MAX_DELAY, delay * 2)
 
     @abc.abstractmethod

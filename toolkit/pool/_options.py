@@ -10,7 +10,6 @@ settled here, so the pool and its lending strategies never ask again.
 from __future__ import annotations
 
 import inspect
-import random as _random
 import re
 import sys
 import time
@@ -23,6 +22,7 @@ from opentelemetry import metrics, trace
 from toolkit._configured import chosen
 from toolkit._default import DEFAULT, Default
 from toolkit._deprecated import warn_renamed
+from toolkit._random import RANDOM
 from toolkit.errors import ConfigurationError
 from toolkit.flags import FlagSource
 from toolkit.settings import PoolMode, PoolSettings
@@ -87,7 +87,7 @@ _DEFAULTS: Final[Mapping[str, Any]] = {
     "meter_provider": None,
     "tracer_provider": None,
     "clock": time.monotonic,
-    "random": _random.random,
+    "random": RANDOM.random,
 }
 
 

@@ -157,7 +157,9 @@ def _create_tracer_provider(
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    provider = TracerProvider(resource=resource)  # type: ignore[arg-type]
+    from toolkit.telemetry._ids import PrivateIdGenerator
+
+    provider = TracerProvider(resource=resource, id_generator=PrivateIdGenerator())  # type: ignore[arg-type]
     for processor in processors:
         provider.add_span_processor(processor)
     if endpoint is not None:
