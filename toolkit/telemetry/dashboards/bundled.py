@@ -12,13 +12,17 @@ from toolkit.telemetry import names
 from toolkit.telemetry.dashboards import layout
 from toolkit.telemetry.dashboards.layout import Json
 from toolkit.telemetry.dashboards.panels import (
+    agents,
     backend,
+    cache_savings,
     caches,
     flags,
     http,
+    models,
     pools,
     ratelimit,
     resilience,
+    traces,
 )
 from toolkit.telemetry.dashboards.promql import series
 
@@ -74,11 +78,26 @@ def flags_dashboard() -> Json:
     )
 
 
+def agents_dashboard() -> Json:
+    """Agent server — Agents and LLM calls: model calls, agents and steps, tokens and cost,
+    what the caches saved, and the slow runs and failed calls in Tempo."""
+    return layout.build_dashboard(
+        uid="toolkit-agents",
+        title="Agent server — Agents and LLM calls",
+        shows="Agent runs, their steps and model calls, tokens, cost and cache savings",
+        tags=["agents", "gen-ai"],
+        rows=[models.row(), agents.row(), cache_savings.row(), traces.row()],
+        instances_of=_INSTANCES_OF,
+        variables=traces.variables(),
+    )
+
+
 DASHBOARDS: Final[dict[str, Callable[[], Json]]] = {
     "agent-server-http.json": http_ratelimit_dashboard,
     "agent-server-caches.json": caches_dashboard,
     "agent-server-resilience-pools.json": resilience_pools_dashboard,
     "agent-server-flags.json": flags_dashboard,
+    "agent-server-agents.json": agents_dashboard,
 }
 """Every bundled dashboard, by the file it is committed as under ``dashboards/``."""
 
