@@ -9,6 +9,12 @@ STAMP  := $(VENV)/.installed
 LOWEST := .venv-lowest
 LOW_STAMP := $(LOWEST)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The framework plugins (plugins/*, one distribution each), installed editable with their
+# framework so the tests see their entry points; a new plugin adds its line.
+PLUGINS := -e 'plugins/toolkit-pydantic-ai[pydantic-ai]'
+# The plugins' tests at the lowest framework versions their pyproject.toml files declare.
+PLUGINS_LOWEST := .venv-plugins-lowest
+PLUGINS_LOW_STAMP := $(PLUGINS_LOWEST)/.installed
 
 # $(call need,<command>,<debian package>): install the package when the command is missing.
 define need
@@ -18,12 +24,12 @@ define need
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; }
 endef
 
-.PHONY: demo test test-lowest lint bench venv clean
+.PHONY: demo test test-lowest test-plugins-lowest lint bench venv clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]' $(PLUGINS)
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -42,16 +48,31 @@ test: venv
 	$(call need,chromium,chromium)
 	$(PY) -m pytest $(ARGS)
 	$(MAKE) --no-print-directory test-lowest
+	$(MAKE) --no-print-directory test-plugins-lowest
 
 # The suite's core (tests/unit) at the lowest declared versions; the typing test is left to the
 # main run, since it checks mypy's reading of the code rather than the code at run time.
 test-lowest: $(LOW_STAMP)
 	$(LOWEST)/bin/python -m pytest tests/unit --deselect tests/unit/test_typing.py -q
 
+# The plugins stay out of the lowest environment above: their frameworks need newer versions
+# of the toolkit's own dependencies (pydantic, openai) than its floors. Here the project and
+# its dev tools are the newest, and each plugin's direct dependencies (its framework) the
+# lowest it declares.
+$(PLUGINS_LOW_STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) $(STAMP)
+	$(VENV)/bin/uv venv -q --allow-existing --python $(PY) $(PLUGINS_LOWEST)
+	$(VENV)/bin/uv pip install -q --python $(PLUGINS_LOWEST)/bin/python -e '.[dev]'
+	$(VENV)/bin/uv pip install -q --python $(PLUGINS_LOWEST)/bin/python --resolution lowest-direct $(PLUGINS)
+	touch $(PLUGINS_LOW_STAMP)
+
+test-plugins-lowest: $(PLUGINS_LOW_STAMP)
+	$(PLUGINS_LOWEST)/bin/python -m pytest tests/plugins -q
+
 lint: venv
-	$(VENV)/bin/ruff check toolkit tests examples
-	$(VENV)/bin/ruff format --check toolkit tests examples
+	$(VENV)/bin/ruff check toolkit tests examples plugins
+	$(VENV)/bin/ruff format --check toolkit tests examples plugins
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy plugins/*/toolkit_*
 
 bench: venv
 	$(call need,redis-server,redis-server)
@@ -60,7 +81,8 @@ bench: venv
 	$(PY) -m tests.benchmarks.propagation
 	$(PY) -m tests.benchmarks.pool_latency
 	$(PY) -m tests.benchmarks.pool_throughput
+	$(PY) -m tests.benchmarks.loop_monitor
 	$(PY) -m tests.benchmarks.load $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(LOWEST) .pytest_cache .mypy_cache .ruff_cache .benchmarks
+	rm -rf $(VENV) $(LOWEST) $(PLUGINS_LOWEST) .pytest_cache .mypy_cache .ruff_cache .benchmarks

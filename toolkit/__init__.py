@@ -25,6 +25,7 @@ from toolkit.pool import AgentPool, pooled
 from toolkit.ratelimit import RateLimitMiddleware
 from toolkit.resilience import CircuitBreaker, RetryBudget, RetryPolicy, resilient
 from toolkit.settings import ToolkitSettings
+from toolkit.telemetry.loop import LoopMonitor
 from toolkit.telemetry.middleware import TelemetryMiddleware
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "CircuitOpenError",
     "ConfigurationError",
     "Default",
+    "LoopMonitor",
     "PoolClosedError",
     "PoolError",
     "PoolExhaustedError",

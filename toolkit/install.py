@@ -39,6 +39,7 @@ from toolkit.flags import (
     set_current_store,
 )
 from toolkit.flags._setup import flag_store_from_settings
+from toolkit.plugins import LoadedPlugins, PluginContext, load_plugins
 from toolkit.pool import AgentPool
 from toolkit.pool._http import pool_unavailable
 from toolkit.ratelimit import RateLimitMiddleware
@@ -47,6 +48,7 @@ from toolkit.resilience import BreakerRegistry, set_current_breakers
 from toolkit.resilience._http import circuit_open
 from toolkit.settings import ToolkitSettings
 from toolkit.telemetry._workers import MetricsExposition
+from toolkit.telemetry.loop import LoopMonitor
 from toolkit.telemetry.middleware import TelemetryMiddleware
 from toolkit.telemetry.setup import Telemetry, setup_telemetry
 from toolkit.telemetry.status import StatusBoard
@@ -69,6 +71,11 @@ class Toolkit:
     """The circuit breakers ``@resilient(breaker="name")`` uses, shared through the backend."""
     pools: list[AgentPool[Any]] = field(default_factory=list)
     """The agent pools started before serving and closed at shutdown."""
+    loop_monitor: LoopMonitor | None = None
+    """Loop lag and blocked-loop reports, started with the app; None when
+    ``event_loop.enabled`` is false."""
+    plugins: LoadedPlugins = field(default_factory=LoadedPlugins)
+    """The framework plugins applied to the app (``toolkit.plugins``)."""
     status: StatusBoard | None = None
     """What the status page, ``/stats`` and ``agent-toolkit top`` show (``status.enabled``)."""
     _exposition: MetricsExposition | None = field(default=None, repr=False)
@@ -92,6 +99,8 @@ class Toolkit:
         bounded by its pool's ``create_timeout``), so the first request finds it done."""
         if self._exposition is not None:
             await self._exposition.start()  # joins the other workers, if any
+        if self.loop_monitor is not None:
+            self.loop_monitor.start()
         await self.backend.connect()
         # Side by side: each waits for its subscription, or for its first attempt to fail.
         await asyncio.gather(self.store.start(), self.cache.start(), self.breakers.start())
@@ -109,7 +118,8 @@ class Toolkit:
 
     async def shutdown(self) -> None:
         """Close the pools, stop following breakers, caches and flags, close the backend,
-        flush the providers the toolkit created."""
+        stop the loop monitor, flush the providers the toolkit created."""
+        await self.plugins.shutdown()
         if self.pools:
             await asyncio.gather(*(pool.close() for pool in self.pools))
         await self.breakers.stop()
@@ -118,6 +128,8 @@ class Toolkit:
         await self.backend.close()
         if self._exposition is not None:
             await self._exposition.stop()  # its final counts, before the providers stop
+        if self.loop_monitor is not None:
+            self.loop_monitor.stop()
         await anyio.to_thread.run_sync(self.telemetry.shutdown)
 
 
@@ -143,8 +155,12 @@ def install(
         pools: agent pools to warm up before the first request and close at shutdown (more
             with ``toolkit.add_pool(pool)`` before startup).
 
+    The installed framework plugins (``toolkit.plugins``, see docs/plugins.md) are loaded
+    first and applied last, unless ``plugins.disabled`` names them.
+
     Raises:
-        ConfigurationError: a setting is invalid, or the app already has the toolkit.
+        ConfigurationError: a setting is invalid, the app already has the toolkit, or a
+            plugin failed to load or apply.
     """
     if not isinstance(app, Starlette):
         raise ConfigurationError(
@@ -154,6 +170,8 @@ def install(
     if getattr(app.state, "toolkit", None) is not None:
         raise ConfigurationError("install() was already called on this app; call it once")
     settings = settings or ToolkitSettings()
+    # Before anything is wired: a plugin that cannot load fails the startup on a clean app.
+    plugins = load_plugins(settings.plugins)
     status = None
     if settings.status.enabled:
         # Traces are kept in process only when no collector receives them.
@@ -189,13 +207,22 @@ def install(
             meter_provider=telemetry.meter_provider,
         )
     )
-    toolkit = Toolkit(settings, backend, telemetry, flags, store, cache, breakers, status=status)
+    toolkit = Toolkit(
+        settings, backend, telemetry, flags, store, cache, breakers, status=status, plugins=plugins
+    )
     for pool in pools:
         toolkit.add_pool(pool)
     if status is not None:
         status.add_section("caches", cache_rows(cache))
         status.add_section("breakers", breaker_rows(breakers))
         status.add_section("pools", pool_rows(toolkit.pools))
+    if settings.event_loop.enabled:
+        toolkit.loop_monitor = LoopMonitor(
+            settings=settings.event_loop,
+            flags=flags,
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+        )
 
     metrics_path = settings.telemetry.metrics_path
     serves_metrics = telemetry.prometheus_registry is not None
@@ -256,6 +283,18 @@ def install(
         app.add_exception_handler(CircuitOpenError, circuit_open)
     app.router.lifespan_context = _with_toolkit(app.router.lifespan_context, toolkit)
     app.state.toolkit = toolkit
+    plugins.apply(
+        PluginContext(
+            app=app,
+            settings=settings,
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+            backend=backend,
+            flags=flags,
+            cache=cache,
+            breakers=breakers,
+        )
+    )
     return toolkit
 
 

@@ -149,7 +149,7 @@ def test_metrics_of_workers_kept_apart_say_so_at_startup(directory: Path, tmp_pa
     of them at random, and a scrape indeed reports one worker (no per-worker series)."""
     log = tmp_path / "stderr"
     env = {"TOOLKIT_TELEMETRY__MERGE_WORKERS": "off"}
-    with UvicornServer("tests.apps.agent:app", env=env, workers=2, stderr=log) as server:
+    with UvicornServer("tests.apps.agent:app", env=env, workers=2, output=log) as server:
         _drive(server, 20)
         exposition = _scrape(server)
         assert _requests(exposition) <= 20

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -109,8 +108,8 @@ class RedisServer:
 
 class UvicornServer:
     """``uvicorn <app>`` in its own process (``workers`` > 1: uvicorn's multiprocess mode);
-    ``args`` are more uvicorn options (``["--root-path", "/api"]``); ``stderr``, a file its
-    standard error goes to (else the test's)."""
+    ``args`` are more uvicorn options (``["--root-path", "/api"]``); ``output`` a file that
+    gets the process's stdout and stderr (its log lines), else they are the test's."""
 
     def __init__(
         self,
@@ -120,10 +119,10 @@ class UvicornServer:
         workers: int = 1,
         ready_path: str = "/health",
         args: Sequence[str] = (),
-        stderr: Path | None = None,
+        output: Path | None = None,
     ) -> None:
         self.app = app
-        self.stderr = stderr
+        self.output = output
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
@@ -140,11 +139,19 @@ class UvicornServer:
         ]  # fmt: skip
 
     def __enter__(self) -> UvicornServer:
-        with contextlib.ExitStack() as files:
-            stderr = None if self.stderr is None else files.enter_context(self.stderr.open("wb"))
+        log = None if self.output is None else self.output.open("wb")
+        try:
             self._process = subprocess.Popen(
-                self.command(), env=self.env, cwd=ROOT, start_new_session=True, stderr=stderr
+                self.command(),
+                env=self.env,
+                cwd=ROOT,
+                start_new_session=True,
+                stdout=log,
+                stderr=subprocess.STDOUT if log else None,
             )
+        finally:
+            if log is not None:
+                log.close()  # the process has its own copy
         wait_until(self._ready, 30, f"uvicorn {self.app} answering on {self.base_url}")
         if self.workers > 1:
             # The first worker up answers alone until the others have imported the app; a

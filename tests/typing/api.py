@@ -190,3 +190,12 @@ async def use_agents(chunks: AsyncIterator[bytes]) -> None:
         stream = call.stream(chunks)
     assert_type(await anext(stream), bytes)
     toolkit.llm_call("gpt-4o", provider="openai", operation="chats")  # type: ignore[arg-type]
+
+
+async def watch_the_loop() -> None:
+    async with toolkit.LoopMonitor(blocked_threshold="50ms", stack_depth=10) as monitor:
+        assert_type(monitor, toolkit.LoopMonitor)
+    for block in monitor.recent_blocks():
+        assert_type(block.duration, float)
+        assert_type(block.blocking, toolkit.telemetry.loop.StackFrame | None)
+    toolkit.LoopMonitor(stack_depth="deep")  # type: ignore[arg-type]

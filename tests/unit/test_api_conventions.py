@@ -56,6 +56,7 @@ KILL_SWITCHES: dict[str, list[Callable[..., Any]]] = {
     "resilience": [toolkit.resilient],
     "tracing": [toolkit.TelemetryMiddleware],
     "tracing.agents": [toolkit.traced_agent, toolkit.step, toolkit.llm_call],
+    "tracing.loop": [toolkit.LoopMonitor],
 }
 """Each capability flag -> the entry points that read it: each takes ``flags=``."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import toolkit
 from tests.support.otel import metric_names, metric_streams, points
 from tests.support.servers import free_port
+from tests.support.waiting import eventually
 from toolkit.agents import AgentTelemetry, set_current_agent_telemetry
 from toolkit.cache import cached_response, set_current_cache
 from toolkit.resilience import BreakerRegistry, RetryPolicy, set_current_breakers
@@ -65,6 +67,10 @@ async def drive_every_capability(
     async def boom() -> None:
         raise RuntimeError("model failure")
 
+    @app.get("/block")
+    async def block() -> None:
+        time.sleep(0.1)  # noqa: ASYNC251 (a blocked loop: its span, count and lag)
+
     down = f"redis://127.0.0.1:{free_port()}/0"
     installed = toolkit.install(
         app,
@@ -72,10 +78,12 @@ async def drive_every_capability(
             ratelimit={
                 "limit": "1/minute",
                 "routes": {
+                    "/block": "10/minute",
                     "/shadow": {"limit": "1/minute", "shadow": True},
                     "/answers/{answer_id}": "10/minute",
                 },
             },
+            event_loop={"blocked_threshold": "30ms"},
         ),
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
@@ -92,7 +100,7 @@ async def drive_every_capability(
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     await installed.startup()
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        for path in ["/chat/a", "/chat/b", "/shadow", "/shadow", "/boom", "/missing"]:
+        for path in ["/chat/a", "/chat/b", "/shadow", "/shadow", "/boom", "/missing", "/block"]:
             await client.get(path)
         for path in ["/answers/1", "/answers/1"]:  # a response cache miss, then a hit
             await client.get(path, headers={"x-api-key": "k"})
@@ -106,6 +114,10 @@ async def drive_every_capability(
         await use_a_pool(tracer_provider, meter_provider)
     with tracer_provider.get_tracer("test").start_as_current_span("resilience work"):
         await drive_resilience(installed.breakers)
+    assert installed.loop_monitor is not None
+    await eventually(
+        lambda: installed.loop_monitor is not None and installed.loop_monitor.blocked > 0
+    )
     await drive_agents(tracer_provider, meter_provider)
     await installed.shutdown()
     async with httpx.AsyncClient(

@@ -37,6 +37,7 @@ from toolkit.flags._registry import (
     RESILIENCE,
     TRACING,
     TRACING_AGENTS,
+    TRACING_LOOP,
     declare,
 )
 from toolkit.flags._source import (
@@ -63,6 +64,7 @@ __all__ = [
     "SHADOW",
     "TRACING",
     "TRACING_AGENTS",
+    "TRACING_LOOP",
     "Evaluation",
     "FlagContextMiddleware",
     "FlagDefinition",

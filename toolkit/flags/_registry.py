@@ -17,6 +17,9 @@ RATELIMIT: Final = "ratelimit"
 records without ever refusing."""
 TRACING: Final = "tracing"
 """HTTP telemetry: ``off`` means no server span and no HTTP metrics."""
+TRACING_LOOP: Final = "tracing.loop"
+"""The event-loop monitor: ``off`` records no loop lag, task count or blocked loop (nor does
+``tracing`` off)."""
 CACHE_RESPONSE: Final = "cache.response"
 CACHE_FUNCTION: Final = "cache.function"
 CACHE_EMBEDDINGS: Final = "cache.embeddings"
@@ -37,6 +40,9 @@ CAPABILITIES: Final[tuple[FlagDefinition, ...]] = (
         capability=True,
     ),
     FlagDefinition(TRACING, BOOLEAN, ON, "Server spans and HTTP metrics.", capability=True),
+    FlagDefinition(
+        TRACING_LOOP, BOOLEAN, ON, "Event-loop lag and blocked-loop reports.", capability=True
+    ),
     FlagDefinition(CACHE_RESPONSE, BOOLEAN, ON, "Response cache.", capability=True),
     FlagDefinition(CACHE_FUNCTION, BOOLEAN, ON, "Function cache (@cached).", capability=True),
     FlagDefinition(CACHE_EMBEDDINGS, BOOLEAN, ON, "Embedding cache.", capability=True),

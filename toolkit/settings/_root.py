@@ -23,7 +23,9 @@ from toolkit.settings._agents import AgentSettings
 from toolkit.settings._backend import BackendSettings
 from toolkit.settings._cache import CacheSettings
 from toolkit.settings._errors import configuration_error
+from toolkit.settings._event_loop import EventLoopSettings
 from toolkit.settings._flags import FlagsSettings
+from toolkit.settings._plugins import PluginsSettings
 from toolkit.settings._ratelimit import RateLimitSettings
 from toolkit.settings._resilience import ResilienceSettings
 from toolkit.settings._sources import ENV_PREFIX, Origin, file_source
@@ -50,6 +52,8 @@ class ToolkitSettings(BaseSettings):
     resilience: ResilienceSettings = Field(default_factory=ResilienceSettings)  # type: ignore[arg-type]
     agents: AgentSettings = Field(default_factory=AgentSettings)  # type: ignore[arg-type]
     status: StatusSettings = Field(default_factory=StatusSettings)  # type: ignore[arg-type]
+    plugins: PluginsSettings = Field(default_factory=PluginsSettings)
+    event_loop: EventLoopSettings = Field(default_factory=EventLoopSettings)  # type: ignore[arg-type]
 
     def __init__(self, **values: Any) -> None:
         # pydantic-settings ignores a variable that names no field and reports an undecodable

@@ -582,16 +582,15 @@ RETRY_BUDGET_EXHAUSTED_METRIC: Final = Metric(
     attributes=(RESILIENCE_FUNCTION,),
 )
 
+# --- Event loop health (toolkit.telemetry.loop) -----------------------------------------------
+# Declared in ``_event_loop_names.py``, as the GenAI names below; every name is this module's.
+from toolkit.telemetry._event_loop_names import *  # noqa: E402, F403
+
 # --- GenAI: agents, steps, LLM and embedding calls -------------------------------------------
 # Declared in ``_gen_ai_names.py`` (which also says which version of the GenAI conventions the
 # toolkit follows, and why), so that this file stays readable in one go; every name is this
 # module's: ``names.GEN_AI_REQUEST_MODEL``, ``names.AGENT_DURATION_METRIC``.
-from toolkit.telemetry import _gen_ai_names as _gen_ai  # noqa: E402
 from toolkit.telemetry._gen_ai_names import *  # noqa: E402, F403
-
-_SINCE_RECORDS: Final = frozenset(  # metrics born with records: no deprecated factory
-    value.name for value in vars(_gen_ai).values() if isinstance(value, Metric)
-)
 
 METRIC_RECORDS: Final[Mapping[str, Metric[Any]]] = MappingProxyType(
     {metric.name: metric for metric in list(globals().values()) if isinstance(metric, Metric)}
@@ -614,6 +613,33 @@ def _factory(record: Metric[Any]) -> Callable[..., Any]:
     return create
 
 
+_WITH_FACTORIES: Final = (
+    HTTP_SERVER_REQUEST_DURATION_METRIC,
+    HTTP_SERVER_ACTIVE_REQUESTS_METRIC,
+    RATE_LIMIT_REQUESTS_METRIC,
+    BACKEND_ERRORS_METRIC,
+    FEATURE_FLAG_EVALUATIONS_METRIC,
+    FEATURE_FLAG_CHANGES_METRIC,
+    CACHE_REQUESTS_METRIC,
+    CACHE_OPERATION_DURATION_METRIC,
+    CACHE_ENTRIES_METRIC,
+    CACHE_EVICTIONS_METRIC,
+    POOL_COUNT_METRIC,
+    POOL_PENDING_REQUESTS_METRIC,
+    POOL_WAIT_TIME_METRIC,
+    POOL_USE_TIME_METRIC,
+    POOL_CREATE_TIME_METRIC,
+    POOL_TIMEOUTS_METRIC,
+    POOL_REJECTIONS_METRIC,
+    POOL_DISCARDS_METRIC,
+    CIRCUIT_BREAKER_STATE_METRIC,
+    CIRCUIT_BREAKER_TRANSITIONS_METRIC,
+    CIRCUIT_BREAKER_CALLS_METRIC,
+    RETRY_BUDGET_EXHAUSTED_METRIC,
+)
+"""The metrics that had a factory before the records; later ones never had one."""
+
+
 def _renamed() -> dict[str, tuple[str, object]]:
     """Each old name -> what replaced it, and its value."""
     renamed: dict[str, tuple[str, object]] = {
@@ -621,7 +647,7 @@ def _renamed() -> dict[str, tuple[str, object]]:
         "POOL_NAME_ATTRIBUTES": ("names.POOL_WAIT_TIME_METRIC.attributes", (POOL_NAME,)),
     }
     for constant, record in globals().items():
-        if isinstance(record, Metric) and record.name not in _SINCE_RECORDS:
+        if isinstance(record, Metric) and record in _WITH_FACTORIES:
             name = constant.removesuffix("_METRIC")
             how = "(meter, callbacks)" if record.kind.observed else "(meter)"
             renamed[f"create_{name.lower()}"] = (f"names.{constant}.create{how}", _factory(record))

@@ -16,6 +16,7 @@ from toolkit.telemetry.dashboards.panels import (
     backend,
     cache_savings,
     caches,
+    event_loop,
     flags,
     http,
     models,
@@ -31,13 +32,14 @@ _INSTANCES_OF: Final = series(names.HTTP_SERVER_REQUEST_DURATION, "_count")
 
 
 def http_ratelimit_dashboard() -> Json:
-    """Agent server — HTTP & rate limiting: HTTP RED, rate-limit decisions, backend errors."""
+    """Agent server — HTTP & rate limiting: HTTP RED, rate-limit decisions, backend errors,
+    the event loop."""
     return layout.build_dashboard(
         uid="toolkit-http-ratelimit",
         title="Agent server — HTTP & rate limiting",
-        shows="HTTP requests, rate limiting and backend errors",
+        shows="HTTP requests, rate limiting, backend errors and the event loop",
         tags=["http", "rate-limiting"],
-        rows=[http.row(), ratelimit.row(), backend.row()],
+        rows=[http.row(), ratelimit.row(), backend.row(), event_loop.row()],
         instances_of=_INSTANCES_OF,
     )
 
@@ -80,13 +82,16 @@ def flags_dashboard() -> Json:
 
 def agents_dashboard() -> Json:
     """Agent server — Agents and LLM calls: model calls, agents and steps, tokens and cost,
-    what the caches saved, and the slow runs and failed calls in Tempo."""
+    what the caches saved, the event loop they run on, and the slow runs and failed calls in
+    Tempo."""
     return layout.build_dashboard(
         uid="toolkit-agents",
         title="Agent server — Agents and LLM calls",
-        shows="Agent runs, their steps and model calls, tokens, cost and cache savings",
+        shows="Agent runs, their steps and model calls, tokens, cost, cache savings and the "
+        "event loop",
         tags=["agents", "gen-ai"],
-        rows=[models.row(), agents.row(), cache_savings.row(), traces.row()],
+        # The event loop row is the HTTP dashboard's too: a blocked loop stalls every agent.
+        rows=[models.row(), agents.row(), cache_savings.row(), event_loop.row(), traces.row()],
         instances_of=_INSTANCES_OF,
         variables=traces.variables(),
     )
