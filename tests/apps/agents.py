@@ -1,20 +1,34 @@
-"""Agent routes for process-level and dashboard tests: agents with steps and tools, model
-calls (plain, streamed, failing, cached), and a blocking call that stalls the event loop.
+"""Agent routes for process-level and dashboard tests, calling a real OpenAI-compatible
+server (``tests/support/openai_server.py``) at ``OPENAI_BASE_URL``: agents with steps and
+tools around model calls recorded by ``toolkit.llm_call`` (plain, streamed, embeddings,
+failing, cached), a pydantic-ai agent on the pydantic-ai plugin's ``ToolkitModel``, and a
+blocking call that stalls the event loop.
 
 ``router`` is included by ``tests.apps.agent``; a unit test includes it in an app of its own
-(installed on in-memory providers). The model is ``canned``: this module's stand-in for a
-provider, recorded through ``toolkit.llm_call`` as a client of one would be.
+(installed on in-memory providers). A test driving ``/agents/fail/status`` or
+``/agents/fail/timeout`` scripts the server's next answer first (a 503; a stall).
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
+import openai
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic_ai import Agent
+from pydantic_ai.exceptions import ModelAPIError
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.providers.openai import OpenAIProvider
 
 import toolkit
+from tests.support.servers import free_port
+from toolkit.agents import LLMCall
+from toolkit_pydantic_ai import ToolkitModel
 
 router = APIRouter(prefix="/agents")
 
@@ -23,22 +37,64 @@ EMBEDDING_MODEL = "text-embedding-3-small"
 PROVIDER = "openai"
 BLOCKING_SECONDS = 0.25
 """How long ``/agents/block`` holds the event loop: over the loop monitor's 100 ms."""
+TIMEOUT_SECONDS = 0.2
+"""The client's timeout on ``/agents/fail/timeout``; the test stalls the server longer."""
+
+
+def client(base_url: str | None = None) -> openai.AsyncOpenAI:
+    """A client of the local server (or of ``base_url``), the SDK's own retries off."""
+    return _client(base_url or os.environ["OPENAI_BASE_URL"])
+
+
+@functools.cache
+def _client(base_url: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=base_url, api_key="test", max_retries=0)
+
+
+def planner() -> Agent[None, str]:
+    """A pydantic-ai agent whose OpenAI model is wrapped by the plugin's ``ToolkitModel``."""
+    return _planner(os.environ["OPENAI_BASE_URL"])
+
+
+@functools.cache
+def _planner(base_url: str) -> Agent[None, str]:
+    model = OpenAIChatModel(CHAT_MODEL, provider=OpenAIProvider(openai_client=client(base_url)))
+    return Agent(ToolkitModel(model), name="planner")
+
+
+def _usage(call: LLMCall, usage: Any) -> None:
+    if usage is not None:
+        details = usage.prompt_tokens_details
+        call.usage(
+            input_tokens=usage.prompt_tokens,
+            output_tokens=getattr(usage, "completion_tokens", None),
+            cache_read_input_tokens=details.cached_tokens if details else None,
+        )
 
 
 @toolkit.step("memory.recall")
 async def recall(question: str) -> list[str]:
-    with toolkit.llm_call(EMBEDDING_MODEL, provider=PROVIDER, operation="embeddings") as call:
-        call.usage(input_tokens=len(question.split()))
-    return [f"a memory about {question}"]
+    async with toolkit.llm_call(EMBEDDING_MODEL, provider=PROVIDER, operation="embeddings") as call:
+        answer = await client().embeddings.create(model=EMBEDDING_MODEL, input=[question])
+        call.response(model=answer.model)
+        call.usage(input_tokens=answer.usage.prompt_tokens)
+    return [f"a memory {len(answer.data[0].embedding)} numbers long"]
 
 
 @toolkit.cached(ttl="1m", namespace="model-answers")
 async def ask_model(question: str) -> str:
     """A model call a cache hit spares: its tokens and the call count as saved."""
     async with toolkit.llm_call(CHAT_MODEL, provider=PROVIDER) as call:
-        call.response(model=f"{CHAT_MODEL}-2024-08-06", finish_reasons=["stop"])
-        call.usage(input_tokens=120, output_tokens=30, cache_read_input_tokens=64)
-    return f"the answer to {question}"
+        answer = await client().chat.completions.create(
+            model=CHAT_MODEL, messages=[{"role": "user", "content": question}]
+        )
+        call.response(
+            model=answer.model,
+            finish_reasons=[choice.finish_reason for choice in answer.choices],
+            response_id=answer.id,
+        )
+        _usage(call, answer.usage)
+    return answer.choices[0].message.content or ""
 
 
 @toolkit.traced_agent("support", conversation="session")
@@ -49,27 +105,35 @@ async def support(question: str, session: str) -> str:
     return f"{await ask_model(question)} ({len(found)} sources)"
 
 
-async def _chunks(text: str) -> AsyncIterator[str]:
-    for word in text.split():
-        yield f"{word} "
-
-
 @toolkit.traced_agent("writer")
 async def writer(topic: str) -> AsyncIterator[str]:
     async with toolkit.llm_call(CHAT_MODEL, provider=PROVIDER, stream=True) as call:
-        call.usage(input_tokens=40, output_tokens=6)  # read when the stream ends
-        call.response(model=CHAT_MODEL, finish_reasons=["stop"])
-        chunks = call.stream(_chunks(f"a short text about {topic}"))
+        chunks = call.stream(
+            await client().chat.completions.create(
+                model=CHAT_MODEL,
+                messages=[{"role": "user", "content": f"a short text about {topic}"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            ),
+            on_chunk=lambda chunk: _usage(call, chunk.usage),
+        )
     async for chunk in chunks:
-        yield chunk
+        if chunk.choices and chunk.choices[0].delta.content:
+            yield chunk.choices[0].delta.content
 
 
 @toolkit.traced_agent("support")
 async def failing(kind: str) -> str:
+    """status: the server answers an error (the test scripts it); timeout: it stalls past the
+    client's timeout (scripted too); connection: nothing listens where the client calls."""
+    caller = client(f"http://127.0.0.1:{free_port()}/v1") if kind == "connection" else client()
     async with toolkit.llm_call(CHAT_MODEL, provider=PROVIDER):
-        if kind == "timeout":
-            raise TimeoutError("the provider did not answer in time")
-        raise ConnectionError("the provider refused the connection")
+        await caller.chat.completions.create(
+            model=CHAT_MODEL,
+            messages=[{"role": "user", "content": kind}],
+            timeout=TIMEOUT_SECONDS,
+        )
+    return kind
 
 
 @toolkit.traced_agent("archivist")
@@ -89,13 +153,18 @@ async def stream(topic: str) -> StreamingResponse:
     return StreamingResponse(writer(topic), media_type="text/plain")
 
 
+@router.get("/plan/{question}")
+async def plan(question: str) -> dict[str, str]:
+    return {"plan": (await planner().run(question)).output}
+
+
 @router.get("/fail/{kind}")
 async def fail(kind: str) -> JSONResponse:
     try:
         await failing(kind)
-    except (TimeoutError, ConnectionError) as error:
+    except (openai.APIError, ModelAPIError) as error:
         return JSONResponse({"error": type(error).__name__}, status_code=502)
-    return JSONResponse({})
+    return JSONResponse({"error": None})
 
 
 @router.get("/block/{note}")
@@ -107,8 +176,21 @@ PATHS = (
     "/agents/chat/why",
     "/agents/chat/why",  # a cache hit: the model call spared
     "/agents/stream/otel",
+    "/agents/plan/tomorrow",
+    "/agents/fail/status",
     "/agents/fail/timeout",
     "/agents/fail/connection",
     "/agents/block/n1",
 )
-"""One request of each kind, in an order every panel has data after."""
+"""One request of each kind, in an order every panel has data after (the server scripted
+by :func:`script_failures` before the failing ones)."""
+
+
+def script_failures(server: Any, path: str) -> None:
+    """What the local server must answer ``path``'s model call, told before the request."""
+    from tests.support.openai_server import Failure, Stall
+
+    if path == "/agents/fail/status":
+        server.script(Failure(503))
+    elif path == "/agents/fail/timeout":
+        server.script(Stall(TIMEOUT_SECONDS * 2))
