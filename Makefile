@@ -12,6 +12,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The framework plugins (plugins/*, one distribution each), installed editable with their
 # framework so the tests see their entry points; a new plugin adds its line.
 PLUGINS := -e 'plugins/toolkit-pydantic-ai[pydantic-ai]'
+PLUGINS += -e 'plugins/toolkit-openai[openai]'
 # The plugins' tests at the lowest framework versions their pyproject.toml files declare.
 PLUGINS_LOWEST := .venv-plugins-lowest
 PLUGINS_LOW_STAMP := $(PLUGINS_LOWEST)/.installed
@@ -24,7 +25,7 @@ define need
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; }
 endef
 
-.PHONY: demo test test-lowest test-plugins-lowest lint bench venv clean
+.PHONY: demo test test-lowest test-plugins-lowest test-openai-lowest lint bench venv clean
 
 $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +50,7 @@ test: venv
 	$(PY) -m pytest $(ARGS)
 	$(MAKE) --no-print-directory test-lowest
 	$(MAKE) --no-print-directory test-plugins-lowest
+	$(MAKE) --no-print-directory test-openai-lowest
 
 # The suite's core (tests/unit) at the lowest declared versions; the typing test is left to the
 # main run, since it checks mypy's reading of the code rather than the code at run time.
@@ -68,6 +70,21 @@ $(PLUGINS_LOW_STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) $(STAM
 test-plugins-lowest: $(PLUGINS_LOW_STAMP)
 	$(PLUGINS_LOWEST)/bin/python -m pytest tests/plugins -q
 
+# toolkit-openai's lowest SDK (openai 1.66) is older than pydantic-ai's floor (openai 3.31), so
+# the environment above cannot hold it: this one has the project newest and that plugin's
+# direct dependency, the SDK, at the lowest it declares.
+OPENAI_LOWEST := .venv-openai-lowest
+OPENAI_LOW_STAMP := $(OPENAI_LOWEST)/.installed
+
+$(OPENAI_LOW_STAMP): pyproject.toml plugins/toolkit-openai/pyproject.toml $(STAMP)
+	$(VENV)/bin/uv venv -q --allow-existing --python $(PY) $(OPENAI_LOWEST)
+	$(VENV)/bin/uv pip install -q --python $(OPENAI_LOWEST)/bin/python -e '.[dev]'
+	$(VENV)/bin/uv pip install -q --python $(OPENAI_LOWEST)/bin/python --resolution lowest-direct -e 'plugins/toolkit-openai[openai]'
+	touch $(OPENAI_LOW_STAMP)
+
+test-openai-lowest: $(OPENAI_LOW_STAMP)
+	$(OPENAI_LOWEST)/bin/python -m pytest tests/plugins/test_openai.py -q
+
 lint: venv
 	$(VENV)/bin/ruff check toolkit tests examples plugins
 	$(VENV)/bin/ruff format --check toolkit tests examples plugins
@@ -85,4 +102,4 @@ bench: venv
 	$(PY) -m tests.benchmarks.load $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(LOWEST) $(PLUGINS_LOWEST) .pytest_cache .mypy_cache .ruff_cache .benchmarks
+	rm -rf $(VENV) $(LOWEST) $(PLUGINS_LOWEST) $(OPENAI_LOWEST) .pytest_cache .mypy_cache .ruff_cache .benchmarks

@@ -10,7 +10,8 @@ thread, on a free loopback port.
 It serves ``POST /v1/chat/completions`` (a JSON answer, or with ``"stream": true`` SSE
 ``data:`` chunks ending in ``data: [DONE]``, with a last usage chunk when
 ``stream_options.include_usage`` is set) and ``POST /v1/embeddings`` (a vector per input,
-the same input always giving the same vector). What each request gets is the next step of
+the same input always giving the same vector) and ``POST /v1/responses`` (the Responses API:
+a JSON answer, or its events when streamed). What each request gets is the next step of
 the script, else the default: a :class:`Reply` (text or tool calls, token usage), a
 :class:`Failure` (any status, ``Retry-After``, an OpenAI error body) or a :class:`Stall`
 (waits before answering, for timeouts). Every request is recorded in ``requests`` (path,
@@ -156,6 +157,7 @@ class OpenAIServer:
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+                Route("/v1/responses", self._responses, methods=["POST"]),
             ]
         )
 
@@ -252,6 +254,37 @@ class OpenAIServer:
             }
         )
 
+    async def _responses(self, request: Request) -> Response:
+        """The Responses API: a JSON answer, or with ``"stream": true`` its events (created,
+        a text delta per word, completed with the usage)."""
+        received = await self._receive(request)
+        step = await self._resolve(self._next(self.default))
+        if isinstance(step, Failure):
+            return _failure(step)
+        body = received.body
+        prompt = body.get("input")
+        words = _words(prompt) if isinstance(prompt, str) else _prompt_words({"messages": prompt})
+        usage = step.usage or Usage(max(words, 1), max(_words(step.text), 1))
+        answer = _response(
+            f"resp_{len(self.requests)}", step.model or body.get("model"), step.text, usage
+        )
+        if not body.get("stream"):
+            return JSONResponse(answer)
+        events = [{"type": "response.created", "response": {**answer, "status": "in_progress"}}]
+        events += [
+            {
+                "type": "response.output_text.delta",
+                "delta": w,
+                "output_index": 0,
+                "content_index": 0,
+                "item_id": "msg_0",
+            }
+            for w in step.text.split(" ")
+        ]
+        events.append({"type": "response.completed", "response": answer})
+        numbered = [{**event, "sequence_number": i} for i, event in enumerate(events)]
+        return StreamingResponse(_sse(numbered, step.chunk_delay), media_type="text/event-stream")
+
     # -- serving ---------------------------------------------------------------------------
 
     def __enter__(self) -> OpenAIServer:
@@ -337,3 +370,33 @@ async def _sse(chunks: Iterable[dict[str, Any]], delay: float) -> AsyncIterator[
         if delay:
             await asyncio.sleep(delay)
     yield b"data: [DONE]\n\n"
+
+
+def _response(ident: str, model: str | None, text: str, usage: Usage) -> dict[str, Any]:
+    """A completed Responses API answer holding one text message."""
+    return {
+        "id": ident,
+        "object": "response",
+        "created_at": int(time.time()),
+        "model": model or "test-model",
+        "status": "completed",
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_0",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        ],
+        "usage": {
+            "input_tokens": usage.prompt_tokens,
+            "input_tokens_details": {"cached_tokens": usage.cached_tokens},
+            "output_tokens": usage.completion_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        },
+    }

@@ -154,6 +154,11 @@ class AsyncStream(_Stream[T], AsyncIterator[T]):
         finally:
             self._call._finish(None)
 
+    async def close(self) -> None:
+        """:meth:`aclose` under the name the SDKs' async streams use
+        (``await openai.AsyncStream.close()``), so closing it either way ends the call."""
+        await self.aclose()
+
     async def __aenter__(self) -> AsyncStream[T]:
         return self
 

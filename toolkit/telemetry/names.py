@@ -29,6 +29,7 @@ from opentelemetry.semconv.attributes import (
     exception_attributes,
     http_attributes,
     network_attributes,
+    server_attributes,
     url_attributes,
     user_agent_attributes,
 )
@@ -668,3 +669,10 @@ def __getattr__(name: str) -> object:
         stacklevel=2,
     )
     return value
+
+
+# --- Model calls: the server they went to (toolkit-openai) -----------------------------------
+SERVER_ADDRESS: Final = server_attributes.SERVER_ADDRESS
+"""The host a model call was sent to (``api.openai.com``), on its span: spans only."""
+SERVER_PORT: Final = server_attributes.SERVER_PORT
+"""The port a model call was sent to (443), on its span: spans only."""
