@@ -1,8 +1,9 @@
 """Agent routes for process-level and dashboard tests, calling a real OpenAI-compatible
 server (``tests/support/openai_server.py``) at ``OPENAI_BASE_URL``: agents with steps and
 tools around model calls recorded by ``toolkit.llm_call`` (plain, streamed, embeddings,
-failing, cached), a pydantic-ai agent on the pydantic-ai plugin's ``ToolkitModel``, and a
-blocking call that stalls the event loop.
+failing, cached), an agent streaming through the OpenAI SDK plugin's instrumented client, a
+pydantic-ai agent on the pydantic-ai plugin's ``ToolkitModel``, and a blocking call that
+stalls the event loop.
 
 ``router`` is included by ``tests.apps.agent``; a unit test includes it in an app of its own
 (installed on in-memory providers). A test driving ``/agents/fail/status`` or
@@ -28,6 +29,7 @@ from pydantic_ai.providers.openai import OpenAIProvider
 import toolkit
 from tests.support.servers import free_port
 from toolkit.agents import LLMCall
+from toolkit_openai import instrument
 from toolkit_pydantic_ai import ToolkitModel
 
 router = APIRouter(prefix="/agents")
@@ -49,6 +51,16 @@ def client(base_url: str | None = None) -> openai.AsyncOpenAI:
 @functools.cache
 def _client(base_url: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=base_url, api_key="test", max_retries=0)
+
+
+def instrumented() -> openai.AsyncOpenAI:
+    """A client of the local server recorded by the OpenAI SDK plugin (no llm_call here)."""
+    return _instrumented(os.environ["OPENAI_BASE_URL"])
+
+
+@functools.cache
+def _instrumented(base_url: str) -> openai.AsyncOpenAI:
+    return instrument(openai.AsyncOpenAI(base_url=base_url, api_key="test"), retries=None)
 
 
 def planner() -> Agent[None, str]:
@@ -122,6 +134,20 @@ async def writer(topic: str) -> AsyncIterator[str]:
             yield chunk.choices[0].delta.content
 
 
+@toolkit.traced_agent("summarizer")
+async def summarizer(topic: str) -> AsyncIterator[str]:
+    """Streams through the plugin's client: the plugin measures the stream to its end."""
+    chunks = await instrumented().chat.completions.create(
+        model=CHAT_MODEL,
+        messages=[{"role": "user", "content": f"summarize {topic}"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    async for chunk in chunks:
+        if chunk.choices and chunk.choices[0].delta.content:
+            yield chunk.choices[0].delta.content
+
+
 @toolkit.traced_agent("support")
 async def failing(kind: str) -> str:
     """status: the server answers an error (the test scripts it); timeout: it stalls past the
@@ -153,6 +179,11 @@ async def stream(topic: str) -> StreamingResponse:
     return StreamingResponse(writer(topic), media_type="text/plain")
 
 
+@router.get("/summarize/{topic}")
+async def summarize(topic: str) -> StreamingResponse:
+    return StreamingResponse(summarizer(topic), media_type="text/plain")
+
+
 @router.get("/plan/{question}")
 async def plan(question: str) -> dict[str, str]:
     return {"plan": (await planner().run(question)).output}
@@ -177,6 +208,7 @@ PATHS = (
     "/agents/chat/why",  # a cache hit: the model call spared
     "/agents/stream/otel",
     "/agents/plan/tomorrow",
+    "/agents/summarize/otel",
     "/agents/fail/status",
     "/agents/fail/timeout",
     "/agents/fail/connection",

@@ -3,8 +3,9 @@ Prometheus scraping real servers, on each backend: on Redis, one app limiting (2
 404s) and one whose Redis is unreachable (backend errors, fail-closed 503s); on the embedded
 memory backend, one app alone, where nothing ever fails. The first app's agents call a real
 OpenAI-compatible server (tests/support/openai_server.py): through ``toolkit.llm_call`` around
-the OpenAI SDK (plain, streamed, embeddings, cached, failing) and through a pydantic-ai agent
-on the plugin's ``ToolkitModel``; one of them blocks the event loop."""
+the OpenAI SDK (plain, streamed, embeddings, cached, failing), through the OpenAI SDK plugin's
+instrumented client (streamed) and through a pydantic-ai agent on the pydantic-ai plugin's
+``ToolkitModel``; one of them blocks the event loop."""
 
 from __future__ import annotations
 
@@ -361,14 +362,20 @@ def test_every_panel_returns_data_from_a_real_prometheus(
         (s["metric"].get("gen_ai_agent_name"), s["metric"]["gen_ai_request_model"])
         for s in panel("Tokens per second by agent, model and type")
     }
-    # writer and support through llm_call and the SDK; planner through pydantic-ai's plugin
+    # writer and support through llm_call and the SDK; summarizer through the OpenAI SDK
+    # plugin; planner through pydantic-ai's
     # (support's chat is a cache hit after the first: its rate may be 0, its series is there)
-    assert {("support", "gpt-4o"), ("writer", "gpt-4o"), ("planner", "gpt-4o")} <= spending
+    assert {
+        ("support", "gpt-4o"),
+        ("writer", "gpt-4o"),
+        ("summarizer", "gpt-4o"),
+        ("planner", "gpt-4o"),
+    } <= spending
     cost = {
         s["metric"]["gen_ai_agent_name"]: value(s)
         for s in panel("Cost per hour by agent and model")
     }
-    assert {"support", "writer", "planner"} <= set(cost), cost
+    assert {"support", "writer", "summarizer", "planner"} <= set(cost), cost
     assert sum(cost.values()) > 0, cost
     assert value(panel("Model cost over the time range")[0]) > 0
     spared = {
@@ -376,7 +383,7 @@ def test_every_panel_returns_data_from_a_real_prometheus(
     }
     assert spared.get("model-answers", 0) > 0, spared
     runs = {s["metric"]["gen_ai_agent_name"] for s in panel("Agent runs by agent and error type")}
-    assert {"support", "writer", "archivist"} <= runs
+    assert {"support", "writer", "summarizer", "archivist"} <= runs
     steps = {s["metric"]["toolkit_step_name"] for s in panel("Step duration by step (p50, p95)")}
     assert {"memory.recall", "search", "sqlite.write"} <= steps
     blocked = [value(s) for s in panel("Blocked-loop events by cause")]
