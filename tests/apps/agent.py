@@ -14,9 +14,11 @@ from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
 import toolkit
+from tests.apps.agents import router as agents
 from toolkit.cache import cached_response
 
 app = FastAPI()
+app.include_router(agents)
 
 
 @app.get("/health")

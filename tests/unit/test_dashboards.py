@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.promtool import promql_test_problems
 from tests.support.servers import ROOT
 from tests.unit.test_telemetry_registry import drive_every_capability
 from toolkit.telemetry import names
@@ -29,7 +30,13 @@ from toolkit.telemetry.dashboards import (
     render,
     series,
 )
-from toolkit.telemetry.dashboards.layout import WIDTH, Row, build_dashboard, stat, timeseries
+from toolkit.telemetry.dashboards.layout import (
+    WIDTH,
+    Row,
+    build_dashboard,
+    stat,
+    timeseries,
+)
 
 DASHBOARDS = ROOT / "dashboards"
 SUFFIXES = {
@@ -82,15 +89,16 @@ def declared_series() -> dict[str, str]:
     }
 
 
-def panels() -> Iterator[tuple[str, dict[str, Any]]]:
+def panels(datasource: dict[str, str] | None = DATASOURCE) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every panel on ``datasource`` (Prometheus by default; None: every panel)."""
     for file_name, dashboard in build_dashboards().items():
         for panel in dashboard["panels"]:
-            if panel["type"] != "row":
+            if panel["type"] != "row" and datasource in (None, panel["datasource"]):
                 yield f"{file_name}: {panel['title']}", panel
 
 
-def targets() -> Iterator[tuple[str, dict[str, Any]]]:
-    for where, panel in panels():
+def targets(datasource: dict[str, str] = DATASOURCE) -> Iterator[tuple[str, dict[str, Any]]]:
+    for where, panel in panels(datasource):
         for target in panel["targets"]:
             yield f"{where} [{target['refId']}]", target
 
@@ -153,11 +161,31 @@ def test_one_dashboard_per_concern_with_stable_identities_and_variables() -> Non
             "Agent server — Feature flags",
             ["Feature flags"],
         ),
+        "agent-server-agents.json": (
+            "toolkit-agents",
+            "Agent server — Agents and LLM calls",
+            ["Model calls", "Agents", "Cache savings", "Event loop", "Traces"],
+        ),
     }
     count = series(names.HTTP_SERVER_REQUEST_DURATION, "_count")
-    for dashboard in build_dashboards().values():
+    for file_name, dashboard in build_dashboards().items():
         variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-        assert list(variables) == ["DS_PROMETHEUS", "job", "instance"]
+        if file_name == "agent-server-agents.json":  # the one with trace tables
+            assert list(variables) == [
+                "DS_PROMETHEUS",
+                "DS_TEMPO",
+                "job",
+                "instance",
+                "service",
+                "slow_agent_run",
+            ]
+            assert variables["DS_TEMPO"]["type"] == "datasource"
+            assert variables["DS_TEMPO"]["query"] == "tempo"
+            assert {variables[name]["type"] for name in ("service", "slow_agent_run")} == {
+                "textbox"
+            }
+        else:
+            assert list(variables) == ["DS_PROMETHEUS", "job", "instance"]
         assert variables["DS_PROMETHEUS"]["type"] == "datasource"
         assert variables["DS_PROMETHEUS"]["query"] == "prometheus"
         assert variables["job"]["query"] == f"label_values({count}, job)"
@@ -176,9 +204,26 @@ def rows(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_panel_titles_are_unique_across_dashboards() -> None:
-    """The Prometheus test, the README and the runbook find a panel by its title alone."""
-    titles = [where.partition(": ")[2] for where, _ in panels()]
-    assert len(titles) == len(set(titles)), sorted(t for t in titles if titles.count(t) > 1)
+    """The Prometheus test, the README and the runbook find a panel by its title alone: two
+    panels with one title are one row shown on two dashboards (the event loop's)."""
+    by_title: dict[str, list[dict[str, Any]]] = {}
+    for where, panel in panels(None):
+        by_title.setdefault(where.partition(": ")[2], []).append(panel)
+    differing = sorted(
+        title
+        for title, same in by_title.items()
+        if any(
+            {**panel, "gridPos": None, "id": None} != {**same[0], "gridPos": None, "id": None}
+            for panel in same
+        )
+    )
+    assert not differing, differing
+    shared = sorted(title for title, same in by_title.items() if len(same) > 1)
+    assert shared == [
+        "Blocked-loop events by cause",
+        "Event-loop lag (p50, p99)",
+        "Event-loop tasks",
+    ]
 
 
 # --- Layout ------------------------------------------------------------------------------------
@@ -290,13 +335,23 @@ def test_panel_ids_are_unique_and_panels_do_not_overlap() -> None:
 
 
 def test_every_panel_has_a_unit_a_description_and_targets_on_the_datasource_variable() -> None:
+    """Metric panels chart Prometheus with a unit; trace tables list spans from Tempo."""
     problems = []
-    for where, panel in panels():
-        if not panel["fieldConfig"]["defaults"].get("unit"):
+    sources = {
+        "timeseries": {"type": "prometheus", "uid": "${DS_PROMETHEUS}"},
+        "stat": {"type": "prometheus", "uid": "${DS_PROMETHEUS}"},
+        "table": {"type": "tempo", "uid": "${DS_TEMPO}"},
+    }
+    for where, panel in panels(None):
+        source = sources.get(panel["type"])
+        if source is None:
+            problems.append(f"{where}: a {panel['type']} panel")
+            continue
+        if source["type"] == "prometheus" and not panel["fieldConfig"]["defaults"].get("unit"):
             problems.append(f"{where}: no unit")
         if len(panel.get("description", "")) < 20:
             problems.append(f"{where}: no description")
-        if panel["datasource"] != DATASOURCE:
+        if panel["datasource"] != source:
             problems.append(f"{where}: panel datasource {panel['datasource']}")
         if not panel["targets"]:
             problems.append(f"{where}: no targets")
@@ -304,8 +359,10 @@ def test_every_panel_has_a_unit_a_description_and_targets_on_the_datasource_vari
         if len(ref_ids) != len(set(ref_ids)):
             problems.append(f"{where}: duplicate refIds {ref_ids}")
         for target in panel["targets"]:
-            if target["datasource"] != {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}:
+            if target["datasource"] != source:
                 problems.append(f"{where}: target datasource {target['datasource']}")
+            if source["type"] == "tempo" and target.get("queryType") != "traceql":
+                problems.append(f"{where}: not a TraceQL query")
     assert not problems, "\n".join(problems)
 
 
@@ -368,22 +425,8 @@ def test_every_query_is_about_declared_metrics_and_every_metric_is_charted() -> 
     assert not undeclared, "metrics not in names.METRICS:\n" + "\n".join(undeclared)
     assert not bad_labels, "labels outside the metric's attributes:\n" + "\n".join(bad_labels)
     assert not bad_legends, "legend labels the query does not keep:\n" + "\n".join(bad_legends)
-    uncharted = sorted(set(names.METRICS) - charted - AWAITING_THE_AGENTS_DASHBOARD)
+    uncharted = sorted(set(names.METRICS) - charted)
     assert not uncharted, f"declared metrics no dashboard charts: {uncharted}"
-
-
-AWAITING_THE_AGENTS_DASHBOARD = {
-    names.GEN_AI_CLIENT_OPERATION_DURATION,
-    names.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK,
-    names.GEN_AI_CLIENT_TOKEN_USAGE,
-    names.GEN_AI_COST,
-    names.AGENT_DURATION,
-    names.STEP_DURATION,
-    names.CACHE_SAVED_CALLS,
-    names.CACHE_SAVED_TOKENS,
-}
-"""The agent layer's metrics, which the "Agents and LLM calls" dashboard (issue 10, built
-apart) charts: empty this set when it lands."""
 
 
 def test_the_query_parser_finds_metrics_and_labels() -> None:
@@ -409,3 +452,41 @@ def test_provisioning_files() -> None:
     (provider,) = providers["providers"]
     assert provider["type"] == "file"
     assert provider["options"]["path"]
+
+
+# --- What the queries compute ------------------------------------------------------------------
+def test_cache_entries_count_redis_once_and_the_in_process_tiers_per_instance() -> None:
+    """Two instances on one Redis each report its database's 7 keys and 2 evictions a minute:
+    the panel reads 7 and 2/60, not twice that; their in-process tiers add up."""
+    panel = next(panel for _, panel in panels() if panel["title"] == "Cache entries and evictions")
+    entries, evictions = (target["expr"] for target in panel["targets"])
+    entries_series, evictions_series = series(names.CACHE_ENTRIES), series(names.CACHE_EVICTIONS)
+    problems = []
+    for expr, metric, values in (
+        (entries, entries_series, {"redis": ("7", "7"), "memory": ("2", "3"), "local": ("1", "4")}),
+        (
+            evictions,
+            evictions_series,
+            {"redis": ("0+2x10",) * 2, "memory": ("0+1x10", "0+3x10"), "local": ("0x10", "0x10")},
+        ),
+    ):
+        input_series = {
+            f'{metric}{{job="agent",instance="{instance}",toolkit_cache_backend="{backend}"}}': v
+            for backend, per_instance in values.items()
+            for instance, v in zip(("a:1", "b:1"), per_instance, strict=True)
+        }
+        expected = (
+            {"redis": 7, "memory": 5, "local": 5}
+            if metric == entries_series
+            else {"redis": 2 / 60, "memory": 4 / 60, "local": 0}
+        )
+        grafana = expr.replace("$job", ".*").replace("$instance", ".*")
+        problems.append(
+            promql_test_problems(
+                input_series,
+                grafana.replace("$__rate_interval", "5m"),
+                "5m",
+                {f'{{toolkit_cache_backend="{b}"}}': value for b, value in expected.items()},
+            )
+        )
+    assert problems == ["", ""], "\n".join(problems)

@@ -5,13 +5,15 @@ Regenerate with::
 
     agent-toolkit dashboards --output dashboards
 
-``promql`` computes Prometheus names and writes the queries, ``layout`` the Grafana JSON
-(rows that stack themselves), ``panels/<capability>.py`` one row per capability, and
-``bundled`` puts the rows together, one dashboard per concern.
+``promql`` computes Prometheus names and writes the queries, ``traceql`` the trace tables'
+Tempo queries, ``layout`` the Grafana JSON (rows that stack themselves),
+``panels/<capability>.py`` one row per capability, and ``bundled`` puts the rows together,
+one dashboard per concern.
 """
 
 from toolkit.telemetry.dashboards.bundled import (
     DASHBOARDS,
+    agents_dashboard,
     build_dashboards,
     caches_dashboard,
     flags_dashboard,
@@ -37,6 +39,7 @@ __all__ = [
     "SELECTOR",
     "Json",
     "Kind",
+    "agents_dashboard",
     "build_dashboards",
     "caches_dashboard",
     "flags_dashboard",

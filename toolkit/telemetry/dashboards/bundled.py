@@ -12,14 +12,18 @@ from toolkit.telemetry import names
 from toolkit.telemetry.dashboards import layout
 from toolkit.telemetry.dashboards.layout import Json
 from toolkit.telemetry.dashboards.panels import (
+    agents,
     backend,
+    cache_savings,
     caches,
     event_loop,
     flags,
     http,
+    models,
     pools,
     ratelimit,
     resilience,
+    traces,
 )
 from toolkit.telemetry.dashboards.promql import series
 
@@ -76,11 +80,29 @@ def flags_dashboard() -> Json:
     )
 
 
+def agents_dashboard() -> Json:
+    """Agent server — Agents and LLM calls: model calls, agents and steps, tokens and cost,
+    what the caches saved, the event loop they run on, and the slow runs and failed calls in
+    Tempo."""
+    return layout.build_dashboard(
+        uid="toolkit-agents",
+        title="Agent server — Agents and LLM calls",
+        shows="Agent runs, their steps and model calls, tokens, cost, cache savings and the "
+        "event loop",
+        tags=["agents", "gen-ai"],
+        # The event loop row is the HTTP dashboard's too: a blocked loop stalls every agent.
+        rows=[models.row(), agents.row(), cache_savings.row(), event_loop.row(), traces.row()],
+        instances_of=_INSTANCES_OF,
+        variables=traces.variables(),
+    )
+
+
 DASHBOARDS: Final[dict[str, Callable[[], Json]]] = {
     "agent-server-http.json": http_ratelimit_dashboard,
     "agent-server-caches.json": caches_dashboard,
     "agent-server-resilience-pools.json": resilience_pools_dashboard,
     "agent-server-flags.json": flags_dashboard,
+    "agent-server-agents.json": agents_dashboard,
 }
 """Every bundled dashboard, by the file it is committed as under ``dashboards/``."""
 

@@ -1,5 +1,6 @@
 """Grafana JSON for the bundled dashboards: targets, panels, rows that stack themselves, the
-template variables and the dashboard around them.
+template variables and the dashboard around them. Prometheus panels chart metrics; trace
+tables list spans from Tempo.
 
 A panel states its size only. A :class:`Row` places its panels left to right, wrapping at
 Grafana's 24 columns, and :func:`build_dashboard` puts each row below the one before: no
@@ -15,7 +16,11 @@ from typing import Any, Final
 Json = dict[str, Any]
 
 DATASOURCE: Final = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
-"""Every panel and target queries the data source chosen in the ``DS_PROMETHEUS`` variable."""
+"""Every metric panel and target queries the data source chosen in the ``DS_PROMETHEUS``
+variable."""
+TEMPO_DATASOURCE: Final = {"type": "tempo", "uid": "${DS_TEMPO}"}
+"""Every trace table queries the data source chosen in the ``DS_TEMPO`` variable, which a
+dashboard has when one of its panels does."""
 WIDTH: Final = 24
 """Columns of Grafana's grid."""
 TAG: Final = "agent-server-toolkit"
@@ -34,6 +39,17 @@ def target(expr: str, legend_format: str = "", *, exemplar: bool = False) -> Jso
         "exemplar": exemplar,
         "legendFormat": legend_format or "__auto",
         "range": True,
+    }
+
+
+def trace_target(query: str, *, limit: int = 20) -> Json:
+    """A TraceQL search listing up to ``limit`` matching spans (``dashboards/traceql.py``)."""
+    return {
+        "datasource": TEMPO_DATASOURCE,
+        "limit": limit,
+        "query": query,
+        "queryType": "traceql",
+        "tableType": "spans",
     }
 
 
@@ -56,7 +72,17 @@ def stat(
         "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
         "textMode": "auto",
     }
-    return _panel("stat", title, description, unit, targets, (width, height), options, defaults)
+    return _panel(
+        "stat",
+        title,
+        description,
+        DATASOURCE,
+        targets,
+        (width, height),
+        options,
+        unit=unit,
+        **defaults,
+    )
 
 
 def timeseries(
@@ -75,8 +101,39 @@ def timeseries(
         "tooltip": {"mode": "multi", "sort": "desc"},
     }
     return _panel(
-        "timeseries", title, description, unit, targets, (width, height), options, defaults
+        "timeseries",
+        title,
+        description,
+        DATASOURCE,
+        targets,
+        (width, height),
+        options,
+        unit=unit,
+        **defaults,
     )
+
+
+def trace_table(
+    title: str, description: str, targets: list[Json], *, width: int = 12, height: int = 10
+) -> Json:
+    """Spans from Tempo, one a line (``trace_target``): each opens its trace."""
+    options = {"cellHeight": "sm", "footer": {"show": False}, "showHeader": True}
+    return _panel("table", title, description, TEMPO_DATASOURCE, targets, (width, height), options)
+
+
+def textbox(name: str, label: str, default: str, description: str) -> Json:
+    """A template variable the viewer types, ``$name`` in queries."""
+    value = {"selected": True, "text": default, "value": default}
+    return {
+        "current": value,
+        "description": description,
+        "hide": 0,
+        "label": label,
+        "name": name,
+        "options": [value],
+        "query": default,
+        "type": "textbox",
+    }
 
 
 def thresholds(*steps: tuple[str, float | None]) -> Json:
@@ -125,6 +182,7 @@ def build_dashboard(
     tags: Iterable[str],
     rows: Iterable[Row],
     instances_of: str,
+    variables: Sequence[Json] = (),
 ) -> Json:
     """A dashboard of ``rows``, stacked top to bottom.
 
@@ -134,6 +192,7 @@ def build_dashboard(
         tags: besides :data:`TAG`, which every bundled dashboard carries.
         instances_of: the Prometheus series whose ``job`` and ``instance`` labels the
             template variables list.
+        variables: more template variables (``textbox``), after ``job`` and ``instance``.
     """
     panels: list[Json] = []
     y = 0
@@ -162,7 +221,7 @@ def build_dashboard(
         "refresh": "30s",
         "schemaVersion": 39,
         "tags": [TAG, *tags],
-        "templating": {"list": _variables(instances_of)},
+        "templating": {"list": [*_variables(instances_of, panels), *variables]},
         "time": {"from": "now-1h", "to": "now"},
         "timepicker": {},
         "timezone": "browser",
@@ -176,17 +235,17 @@ def _panel(
     kind: str,
     title: str,
     description: str,
-    unit: str,
+    datasource: Json,
     targets: list[Json],
     size: tuple[int, int],
     options: Json,
-    defaults: Json,
+    **defaults: Any,
 ) -> Json:
     width, height = size
     return {
-        "datasource": DATASOURCE,
+        "datasource": datasource,
         "description": description,
-        "fieldConfig": {"defaults": {"unit": unit, **defaults}, "overrides": []},
+        "fieldConfig": {"defaults": defaults, "overrides": []},
         "gridPos": {"h": height, "w": width},
         "options": options,
         "targets": [{**t, "refId": chr(ord("A") + i)} for i, t in enumerate(targets)],
@@ -195,23 +254,29 @@ def _panel(
     }
 
 
-def _variables(series: str) -> list[Json]:
+def _datasource_variable(name: str, label: str, plugin: str) -> Json:
+    return {
+        "current": {},
+        "hide": 0,
+        "includeAll": False,
+        "label": label,
+        "multi": False,
+        "name": name,
+        "options": [],
+        "query": plugin,
+        "refresh": 1,
+        "regex": "",
+        "type": "datasource",
+    }
+
+
+def _variables(series: str, panels: Sequence[Json]) -> list[Json]:
     jobs = f"label_values({series}, job)"
     instances = f'label_values({series}{{job=~"$job"}}, instance)'
+    traces = any(panel.get("datasource") == TEMPO_DATASOURCE for panel in panels)
     return [
-        {
-            "current": {},
-            "hide": 0,
-            "includeAll": False,
-            "label": "Data source",
-            "multi": False,
-            "name": "DS_PROMETHEUS",
-            "options": [],
-            "query": "prometheus",
-            "refresh": 1,
-            "regex": "",
-            "type": "datasource",
-        },
+        _datasource_variable("DS_PROMETHEUS", "Data source", "prometheus"),
+        *([_datasource_variable("DS_TEMPO", "Traces", "tempo")] if traces else []),
         *(
             {
                 "allValue": ".*",

@@ -15,6 +15,8 @@ from toolkit.telemetry.metric import Kind
 
 SELECTOR: Final = 'job=~"$job",instance=~"$instance"'
 RATE_INTERVAL: Final = "$__rate_interval"
+RANGE: Final = "$__range"
+"""The dashboard's whole time range: for totals over it (the cost of the last hour)."""
 
 _UNITS: Final = {"s": "seconds", "ms": "milliseconds", "By": "bytes", "1": ""}
 _INVALID_NAME = re.compile(r"[^a-zA-Z0-9:]+")
@@ -55,8 +57,9 @@ def rate(metric: str, matchers: str = "") -> str:
     return f"rate({selected(metric, matchers)}[{RATE_INTERVAL}])"
 
 
-def increase(metric: str) -> str:
-    return f"increase({selected(metric)}[{RATE_INTERVAL}])"
+def increase(metric: str, matchers: str = "", *, over: str = RATE_INTERVAL) -> str:
+    """The increase of counter ``metric`` over ``over``: a rate interval, or :data:`RANGE`."""
+    return f"increase({selected(metric, matchers)}[{over}])"
 
 
 def sum_by(expr: str, *labels: str) -> str:

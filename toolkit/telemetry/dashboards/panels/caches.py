@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from toolkit.telemetry import names
 from toolkit.telemetry.dashboards.layout import Row, legend, target, timeseries
 from toolkit.telemetry.dashboards.promql import (
+    max_by,
     prometheus_label,
     quantile,
     rate,
@@ -22,6 +25,16 @@ _CACHE = prometheus_label(names.CACHE_NAME)
 _RESULT = prometheus_label(names.CACHE_RESULT)
 _OPERATION = prometheus_label(names.CACHE_OPERATION)
 _BACKEND = prometheus_label(names.CACHE_BACKEND)
+# Redis's figures are its database's (INFO), the same on every instance that reads them (as
+# telemetry/_merge.py's FLEET_WIDE says when it merges workers).
+_FLEET_WIDE = f'{_BACKEND}="redis"'
+_PER_INSTANCE = f'{_BACKEND}!="redis"'
+
+
+def _per_backend(of: Callable[[str], str]) -> str:
+    """Per backend, the in-process tiers' figures summed over the instances, and Redis's
+    taken once: summed, it would be multiplied by the instances reading the one database."""
+    return f"{sum_by(of(_PER_INSTANCE), _BACKEND)} or {max_by(of(_FLEET_WIDE), _BACKEND)}"
 
 
 def row() -> Row:
@@ -60,13 +73,20 @@ def row() -> Row:
             ),
             timeseries(
                 "Cache entries and evictions",
-                "Entries held and evictions per second by tier: the in-process store (memory), "
-                "the local tier in front of Redis (local), and Redis's own counts for its "
-                "database (redis, read every 15 s: keys, and keys evicted under maxmemory).",
+                "Entries held and evictions per second by tier: the in-process stores (memory) "
+                "and local tiers in front of Redis (local), summed over the instances, and "
+                "Redis's own counts for its database (redis, read every 15 s: keys, and keys "
+                "evicted under maxmemory), counted once however many instances read them.",
                 "short",
                 [
-                    target(sum_by(selected(_ENTRIES), _BACKEND), f"entries {legend(_BACKEND)}"),
-                    target(sum_by(rate(_EVICTIONS), _BACKEND), f"evictions/s {legend(_BACKEND)}"),
+                    target(
+                        _per_backend(lambda matchers: selected(_ENTRIES, matchers)),
+                        f"entries {legend(_BACKEND)}",
+                    ),
+                    target(
+                        _per_backend(lambda matchers: rate(_EVICTIONS, matchers)),
+                        f"evictions/s {legend(_BACKEND)}",
+                    ),
                 ],
             ),
         ],
