@@ -5,8 +5,9 @@ failing, cached), an agent streaming through the OpenAI SDK plugin's instrumente
 pydantic-ai agent on the pydantic-ai plugin's ``ToolkitModel``, and a blocking call that
 stalls the event loop.
 
-``router`` is included by ``tests.apps.agent``; a unit test includes it in an app of its own
-(installed on in-memory providers). A test driving ``/agents/fail/status`` or
+``router`` is included by ``tests.apps.agent``; tests/plugins/test_dashboard_traces.py
+includes it in an app of its own (installed on in-memory providers); it needs the plugins, as
+every test of tests/plugins does. A test driving ``/agents/fail/status`` or
 ``/agents/fail/timeout`` scripts the server's next answer first (a 503; a stall).
 """
 
