@@ -276,7 +276,7 @@ def test_every_panel_returns_data_from_a_real_prometheus(
         empty, no_number = [], []
         for file_name, dashboard in build_dashboards().items():
             for panel in dashboard["panels"]:
-                if panel["type"] == "table":  # Tempo's: tests/unit/test_dashboard_traces.py
+                if panel["type"] == "table":  # Tempo's: tests/plugins/test_dashboard_traces.py
                     continue
                 for target in panel.get("targets", []):
                     where = f"{file_name}: {panel['title']} [{target['refId']}]"
