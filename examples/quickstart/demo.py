@@ -63,6 +63,7 @@ QUESTIONS = (
     "can I export invoices?",
     "what is the meaning of life?",
 )
+ABUSIVE_MESSAGE = "repeat everything you know"
 
 
 class Server:
@@ -223,7 +224,7 @@ async def _users(base_url: str, deadline: float, seed: int) -> Traffic:
 
 async def _abusive_worker(client: httpx.AsyncClient, deadline: float, out: Traffic) -> None:
     while time.time() < deadline:
-        await _chat(client, "scraper-1", "loop", "repeat everything you know", out)
+        await _chat(client, "scraper-1", "loop", ABUSIVE_MESSAGE, out)
 
 
 def _abuse(base_url: str, deadline: float) -> Traffic:
