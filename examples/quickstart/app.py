@@ -21,7 +21,7 @@ import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, HTTPException
 from pydantic import BaseModel, Field
@@ -190,16 +190,13 @@ if os.environ.get("QUICKSTART_TOOLKIT", "0").lower() in ("1", "true", "yes", "on
     # on /chat, the route that spends model calls. Breakers judge the last half second and
     # probe again after half a second: the vector store answers in milliseconds, and the demo
     # is short. The model's price gives each call its cost; a read-only admin token, when
-    # given, opens the status page.
-    status_token = os.environ.get("QUICKSTART_STATUS_TOKEN", "")
-    admin: dict[str, Any] = (
-        {"admin": {"read_tokens": {"demo": status_token}}} if status_token else {}
-    )
+    # given, opens the status page (the demo makes one per server).
+    status_token = os.environ.get("QUICKSTART_STATUS_TOKEN")
     settings = toolkit.ToolkitSettings(
         ratelimit={"caller": "api_key", "limit": "60/minute", "routes": {"/chat": "5/second"}},
         resilience={"minimum_calls": 5, "window": "500ms", "open_duration": "500ms"},
         agents={"prices": {MODEL: MODEL_PRICE}},
-        **admin,
+        **({"admin": {"read_tokens": {"demo": status_token}}} if status_token else {}),
     )
     # One agent, built before the first request and shared by every chat; each run traced
     # (an invoke_agent span, its conversation the chat's session).

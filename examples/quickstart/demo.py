@@ -446,7 +446,7 @@ def agent_table(demo: Demo) -> list[str]:
     lines.append(
         f"cache hits spared {saved['calls']:.0f} model calls and "
         f"{saved['input'] + saved['output']:,.0f} tokens ({saved['input']:,.0f} in, "
-        f"{saved['output']:,.0f} out): {spared:.6f} USD at app.py's price"
+        f"{saved['output']:,.0f} out), worth {spared:.6f} USD"
     )
     return lines
 

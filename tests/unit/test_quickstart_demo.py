@@ -188,8 +188,7 @@ def test_the_report_shows_what_the_cache_hits_spared(demo: Demo) -> None:
     spared = (saved["input"] * MODEL_PRICE["input"] + saved["output"] * MODEL_PRICE["output"]) / 1e6
     assert agent_table(demo)[-1] == (
         f"cache hits spared {hits:.0f} model calls and {saved['input'] + saved['output']:,.0f} "
-        f"tokens ({saved['input']:,.0f} in, {saved['output']:,.0f} out): {spared:.6f} USD at "
-        "app.py's price"
+        f"tokens ({saved['input']:,.0f} in, {saved['output']:,.0f} out), worth {spared:.6f} USD"
     )
 
 
