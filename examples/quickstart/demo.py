@@ -438,7 +438,7 @@ def agent_table(demo: Demo) -> list[str]:
         for row in demo.stats.get(key, []):
             lines.append(
                 f"{kind:<7}{row[kind]:<18}{row['count']:>6}{row['errors']:>7}"
-                f"{row['p50'] * 1000:>8.0f}{row['p95'] * 1000:>8.0f}"
+                f"{row['p50'] * 1000:>8.1f}{row['p95'] * 1000:>8.1f}"
                 f"{row['input_tokens']:>11,}{row['output_tokens']:>8,}{row['cost']:>11.6f}"
             )
     saved = demo.saved()
