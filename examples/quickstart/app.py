@@ -3,10 +3,13 @@
     uvicorn examples.quickstart.app:app                        # without the toolkit
     QUICKSTART_TOOLKIT=1 uvicorn examples.quickstart.app:app   # with it
 
-Runs offline: the "model" is a seeded random delay, the "vector store" a word match over a few
+Runs offline: the "model" is a scripted one (a seeded random delay, an answer from the
+documents it is given, and the tokens it counted), the "vector store" a word match over a few
 documents that fails now and then, and the agent takes a while to build. Callers authenticate
 with any non-empty ``X-API-Key``. ``QUICKSTART_OUTAGE=START-END`` takes the vector store down
 from START to END seconds after the first chat (it hangs, as an unreachable host does).
+With the toolkit, ``QUICKSTART_STATUS_TOKEN`` (16 characters or more) is a read-only admin
+token, for the status page at ``/_toolkit/status`` and its JSON at ``/_toolkit/stats``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import random
 import re
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, HTTPException
@@ -27,6 +31,14 @@ import toolkit
 # A model provider serves each deployment a fixed number of concurrent calls: while one caller
 # keeps many requests in flight, everybody else waits here.
 MODEL_SLOTS = 6
+MODEL, PROVIDER = "quickstart-model", "quickstart"  # what the scripted model calls itself
+# USD per million tokens, the list price of a mid-sized hosted model: for the cost figures.
+MODEL_PRICE = {"input": 3.0, "output": 15.0}
+INSTRUCTIONS = (
+    "You are the support agent of an online shop. Answer the customer's question from the "
+    "documents below, in one or two sentences; when none of them applies, say so and ask the "
+    "customer to rephrase."
+)
 RNG = random.Random(int(os.environ.get("QUICKSTART_SEED", "7")))
 DOCUMENTS = {
     "refunds": "Refunds are issued within 5 business days to the original payment method.",
@@ -98,18 +110,42 @@ def _words(text: str) -> set[str]:
     return {word for word in re.findall(r"[a-z]+", text.lower()) if len(word) > 3}
 
 
-async def call_model(prompt: str, sources: list[str]) -> str:
+@dataclass(frozen=True)
+class Completion:
+    """The model API's answer: its text and the tokens it counted, as a provider reports them."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+
+
+def count_tokens(text: str) -> int:
+    """Tokens as the scripted model counts them: words and punctuation marks."""
+    return len(re.findall(r"\w+|[^\w\s]", text))
+
+
+async def complete(question: str, documents: list[str]) -> Completion:
+    """The model API: the instructions, the documents and the question in, an answer out. The
+    scripted model repeats the documents, or asks again when it has none."""
     async with model_slots:
         await asyncio.sleep(RNG.uniform(0.040, 0.120))
-    context = " ".join(DOCUMENTS[name] for name in sources)
-    return context or f"I have no document about {prompt[:40]!r}; could you rephrase?"
+    text = " ".join(documents) or f"I have no document about {question[:40]!r}; could you rephrase?"
+    prompt = [INSTRUCTIONS, *documents, question]
+    return Completion(text, sum(map(count_tokens, prompt)), count_tokens(text))
+
+
+async def call_model(prompt: str, sources: list[str]) -> str:
+    completion = await complete(prompt, [DOCUMENTS[name] for name in sources])
+    return completion.text
 
 
 class SupportAgent:
     """Stands for a pydantic-ai Agent: its tools, prompts and model client take a while to
     set up, and once built it is safe to share between requests."""
 
-    async def run(self, message: str) -> tuple[str, list[str]]:
+    async def run(self, message: str, session_id: str) -> tuple[str, list[str]]:
+        """The reply to ``message`` and its sources; ``session_id`` is the chat the run
+        belongs to (its conversation, when traced)."""
         sources = await retrieve(message)
         return await call_model(message, sources), sources
 
@@ -119,9 +155,9 @@ async def build_agent() -> SupportAgent:
     return SupportAgent()
 
 
-async def answer(message: str) -> tuple[str, list[str]]:
+async def answer(message: str, session_id: str) -> tuple[str, list[str]]:
     """A chat's reply and its sources, from an agent built for this chat alone."""
-    return await (await build_agent()).run(message)
+    return await (await build_agent()).run(message, session_id)
 
 
 @app.post("/chat")
@@ -130,7 +166,7 @@ async def chat(request: ChatRequest, key: Annotated[str, Depends(api_key)]) -> C
     first_chat_at = first_chat_at or time.monotonic()
     history = sessions[key, request.session_id]
     try:
-        reply, sources = await answer(request.message)
+        reply, sources = await answer(request.message, request.session_id)
     except (VectorStoreError, TimeoutError) as error:
         raise HTTPException(503, "document search is unavailable; try again") from error
     history += [Turn(role="user", content=request.message), Turn(role="agent", content=reply)]
@@ -153,29 +189,51 @@ if os.environ.get("QUICKSTART_TOOLKIT", "0").lower() in ("1", "true", "yes", "on
     # The whole integration. Per API key, 60 requests a minute on any route and 5 a second
     # on /chat, the route that spends model calls. Breakers judge the last half second and
     # probe again after half a second: the vector store answers in milliseconds, and the demo
-    # is short.
+    # is short. The model's price gives each call its cost; a read-only admin token, when
+    # given, opens the status page (the demo makes one per server).
+    status_token = os.environ.get("QUICKSTART_STATUS_TOKEN")
     settings = toolkit.ToolkitSettings(
         ratelimit={"caller": "api_key", "limit": "60/minute", "routes": {"/chat": "5/second"}},
         resilience={"minimum_calls": 5, "window": "500ms", "open_duration": "500ms"},
+        agents={"prices": {MODEL: MODEL_PRICE}},
+        **({"admin": {"read_tokens": {"demo": status_token}}} if status_token else {}),
     )
-    # One agent, built before the first request and shared by every chat.
+    # One agent, built before the first request and shared by every chat; each run traced
+    # (an invoke_agent span, its conversation the chat's session).
     agents = toolkit.AgentPool(build_agent, name="support-agent", mode="shared", size=64, warm=1)
     toolkit.install(app, settings, pools=[agents])
-    answer = toolkit.pooled(agents)(SupportAgent.run)  # the pool's agent comes in as self
+    answer = toolkit.traced_agent("support-agent", conversation="session_id")(
+        toolkit.pooled(agents)(SupportAgent.run)  # the pool's agent comes in as self
+    )
+
+    # Each model call recorded: a chat span, its duration, its tokens and their cost.
+    scripted_model = complete
+
+    async def recorded_complete(question: str, documents: list[str]) -> Completion:
+        async with toolkit.llm_call(MODEL, provider=PROVIDER) as call:
+            completion = await scripted_model(question, documents)
+            call.response(model=MODEL, finish_reasons=["stop"])
+            call.usage(input_tokens=completion.input_tokens, output_tokens=completion.output_tokens)
+        return completion
+
+    complete = recorded_complete
 
     # The model's answer depends on the question and the documents only, never on who asks:
     # one call per distinct question for ten minutes, for every caller and every instance.
+    # Each hit counts the model call and the tokens it spared (toolkit.cache.saved.*).
     call_model = toolkit.cached(ttl="10m", namespace="model")(call_model)
 
     async def no_sources(query: str) -> list[str]:
         return []  # the model answers without documents rather than not at all
 
     # Dropped connections are tried again; a store that stops answering costs 200 ms, then
-    # nothing at all while its breaker is open.
-    retrieve = toolkit.resilient(
-        breaker="vector-store",
-        retries=3,
-        retry_on=VectorStoreError,
-        timeout="200ms",
-        fallback=no_sources,
-    )(retrieve)
+    # nothing at all while its breaker is open. The whole search is a step of the agent run.
+    retrieve = toolkit.step("retrieval")(
+        toolkit.resilient(
+            breaker="vector-store",
+            retries=3,
+            retry_on=VectorStoreError,
+            timeout="200ms",
+            fallback=no_sources,
+        )(retrieve)
+    )

@@ -6,7 +6,9 @@
 Each phase runs ``examples/quickstart/app.py`` in its own uvicorn process on a free loopback
 port and drives it with 8 well-behaved users (one chat every ~300 ms each, own API keys) and
 one abusive client (one API key, 16 requests always in flight). In the middle of each phase the
-app's vector store stops answering for a while (``OUTAGE``).
+app's vector store stops answering for a while (``OUTAGE``). The toolkit's server gets a
+read-only admin token of its own: the demo reads its ``/_toolkit/stats`` with it, and ``--serve``
+prints it for the status page.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import math
 import multiprocessing
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -26,11 +29,12 @@ from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from examples.quickstart.app import VECTOR_STORE_ERROR_RATE
+from examples.quickstart.app import MODEL_PRICE, VECTOR_STORE_ERROR_RATE
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "examples.quickstart.app:app"
@@ -45,8 +49,13 @@ SHOWN_METRICS = (
     "toolkit_circuit_breaker_calls_total",
     "toolkit_circuit_breaker_transitions_total",
     "toolkit_pool_create_time_seconds_count",
+    "toolkit_gen_ai_cost_total",
+    "toolkit_cache_saved_calls_total",
+    "toolkit_cache_saved_tokens_total",
     "http_server_request_duration_seconds_count",
 )
+ADMIN = "/_toolkit"  # the admin routes' default path
+STATUS_USER = "demo"  # the name app.py gives the read-only token: the sign-in name
 QUESTIONS = (
     "how long do refunds take?",
     "where is my tracking link?",
@@ -54,13 +63,15 @@ QUESTIONS = (
     "can I export invoices?",
     "what is the meaning of life?",
 )
+ABUSIVE_MESSAGE = "repeat everything you know"
 
 
 class Server:
     """The quickstart app in a uvicorn process of its own, started and stopped by ``with``.
 
     Variables that configure the toolkit or OpenTelemetry (``TOOLKIT_*``, ``OTEL_*``) are not
-    passed on: app.py alone decides what each phase runs.
+    passed on: app.py alone decides what each phase runs. With the toolkit, the server's status
+    page opens with ``status_token``, a read-only admin token made for this server alone.
     """
 
     def __init__(
@@ -70,12 +81,15 @@ class Server:
         self.outage = outage
         self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.status_url = f"{self.url}{ADMIN}/status"
+        self.status_token = secrets.token_urlsafe(18)
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TOOLKIT_", "OTEL_"))}
         env["QUICKSTART_TOOLKIT"] = "1" if self.with_toolkit else "0"
         env["QUICKSTART_OUTAGE"] = "{:g}-{:g}".format(*self.outage) if self.outage else ""
+        env["QUICKSTART_STATUS_TOKEN"] = self.status_token if self.with_toolkit else ""
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         command = [sys.executable, "-m", "uvicorn", APP, "--host", "127.0.0.1"]
         command += ["--port", str(self.port), "--no-access-log", "--log-level", "warning"]
@@ -105,6 +119,11 @@ class Server:
                 pass  # not listening yet
             time.sleep(0.05)
         raise TimeoutError(f"uvicorn {APP} did not answer on {self.url} within {timeout} s")
+
+    def read_status(self, path: str) -> httpx.Response:
+        """``GET`` an admin route (``/stats``, ``/status``) with the server's read-only token."""
+        headers = {"Authorization": f"Bearer {self.status_token}"}
+        return httpx.get(f"{self.url}{ADMIN}{path}", headers=headers, timeout=10)
 
     def __exit__(self, *exc: object) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -205,7 +224,7 @@ async def _users(base_url: str, deadline: float, seed: int) -> Traffic:
 
 async def _abusive_worker(client: httpx.AsyncClient, deadline: float, out: Traffic) -> None:
     while time.time() < deadline:
-        await _chat(client, "scraper-1", "loop", "repeat everything you know", out)
+        await _chat(client, "scraper-1", "loop", ABUSIVE_MESSAGE, out)
 
 
 def _abuse(base_url: str, deadline: float) -> Traffic:
@@ -245,6 +264,10 @@ class Demo:
     after: Load
     metrics_url: str
     metrics: str  # the "after" server's /metrics, scraped once its traffic ended
+    stats: dict[str, Any]  # its /_toolkit/stats, read then with the read-only token
+    status_url: str
+    status_token: str
+    status_page: int  # the status code its status page answered with that token
 
     def samples(self, name: str) -> list[tuple[dict[str, str], float]]:
         """Labels and value of every sample called ``name`` in the scraped metrics."""
@@ -265,6 +288,18 @@ class Demo:
             labels["toolkit_cache_result"]: value
             for labels, value in self.samples("toolkit_cache_requests_total")
             if labels.get("toolkit_cache_name") == "model"
+        }
+
+    def saved(self) -> dict[str, float]:
+        """What the after server's cache hits spared: ``calls``, ``input`` and ``output``
+        tokens (the ``toolkit.cache.saved.*`` counters, every cache and model)."""
+        tokens = self.samples("toolkit_cache_saved_tokens_total")
+        return {
+            "calls": self.total("toolkit_cache_saved_calls_total"),
+            **{
+                kind: sum(v for labels, v in tokens if labels["gen_ai_token_type"] == kind)
+                for kind in ("input", "output")
+            },
         }
 
     def vector_store_calls(self) -> dict[str, float]:
@@ -293,7 +328,19 @@ def run_demo(duration: float) -> Demo:
             after = drive(server.url, duration, abuser)
             metrics_url = f"{server.url}/metrics"
             metrics = httpx.get(metrics_url, timeout=10).raise_for_status().text
-    return Demo(duration, before, after, metrics_url, metrics)
+            stats = server.read_status("/stats?traces=0").raise_for_status().json()
+            page = server.read_status("/status").status_code
+    return Demo(
+        duration,
+        before,
+        after,
+        metrics_url,
+        metrics,
+        stats,
+        server.status_url,
+        server.status_token,
+        page,
+    )
 
 
 def report(demo: Demo) -> str:
@@ -308,7 +355,9 @@ def report(demo: Demo) -> str:
         "before:  the app alone; it builds an agent for every chat",
         f"after:   the same app with toolkit.install(); /chat answers RateLimit-Policy: {policy}",
         "         the model's answers cached per question (@toolkit.cached), the vector store",
-        "         behind @toolkit.resilient, one shared agent from a pool (@toolkit.pooled)",
+        "         behind @toolkit.resilient, one shared agent from a pool (@toolkit.pooled);",
+        "         each agent run traced (@toolkit.traced_agent), its search a step",
+        "         (toolkit.step), its model call recorded with its tokens (toolkit.llm_call)",
         "",
         f"{'phase':<8}{'client':<9}{'requests':>9}{'2xx':>7}{'429':>7}{'other':>7}"
         f"{'p50 ms':>8}{'p95 ms':>8}",
@@ -368,9 +417,38 @@ def report(demo: Demo) -> str:
         "",
         f"rejected by the toolkit: {rejected:.0f}; 429s received by the clients: "
         f"{demo.after.users.limited + demo.after.abusive.limited}",
-        "To keep the app running with the toolkit: make demo ARGS=--serve",
+        "",
+        *agent_table(demo),
+        "",
+        f"The after server's status page was {demo.status_url} (sign in as {STATUS_USER!r} with",
+        f"the read-only token {demo.status_token}); it stopped with the demo.",
+        "To keep the app and its status page running: make demo ARGS=--serve",
     ]
     return "\n".join(lines)
+
+
+def agent_table(demo: Demo) -> list[str]:
+    """Per agent and per model: the after server's /stats, and what its cache spared."""
+    lines = [
+        f"Agents and models, from the after server's {ADMIN}/stats (read-only token):",
+        f"{'':<7}{'name':<18}{'calls':>6}{'errors':>7}{'p50 ms':>8}{'p95 ms':>8}"
+        f"{'tokens in':>11}{'out':>8}{'cost USD':>11}",
+    ]
+    for kind, key in (("agent", "agents"), ("model", "models")):
+        for row in demo.stats.get(key, []):
+            lines.append(
+                f"{kind:<7}{row[kind]:<18}{row['count']:>6}{row['errors']:>7}"
+                f"{row['p50'] * 1000:>8.1f}{row['p95'] * 1000:>8.1f}"
+                f"{row['input_tokens']:>11,}{row['output_tokens']:>8,}{row['cost']:>11.6f}"
+            )
+    saved = demo.saved()
+    spared = (saved["input"] * MODEL_PRICE["input"] + saved["output"] * MODEL_PRICE["output"]) / 1e6
+    lines.append(
+        f"cache hits spared {saved['calls']:.0f} model calls and "
+        f"{saved['input'] + saved['output']:,.0f} tokens ({saved['input']:,.0f} in, "
+        f"{saved['output']:,.0f} out), worth {spared:.6f} USD"
+    )
+    return lines
 
 
 def serve(port: int) -> int:
@@ -378,13 +456,19 @@ def serve(port: int) -> int:
         assert server.process is not None
         print(f"quickstart agent with the toolkit on {server.url}  (Ctrl-C stops it)")
         print(f"metrics: {server.url}/metrics")
+        print(f"status page: {server.status_url}")
+        print(f"  sign in as {STATUS_USER!r} with the read-only token {server.status_token}")
         print("try:")
         print(
             f"  curl -i {server.url}/chat -H 'X-API-Key: my-key' "
             """-H 'Content-Type: application/json' """
             """-d '{"message": "how long do refunds take?", "session_id": "s1"}'"""
         )
-        print(f"  curl -s {server.url}/metrics | grep -E '^(toolkit|http_server)_'", flush=True)
+        print(f"  curl -s {server.url}/metrics | grep -E '^(toolkit|http_server|gen_ai)_'")
+        print(
+            f"  curl -s -H 'Authorization: Bearer {server.status_token}' {server.url}{ADMIN}/stats",
+            flush=True,
+        )
         try:
             return server.process.wait()
         except KeyboardInterrupt:

@@ -9,8 +9,25 @@ import sys
 import httpx
 import pytest
 
-from examples.quickstart.app import VECTOR_STORE_TIMEOUT
-from examples.quickstart.demo import QUESTIONS, ROOT, SHOWN_METRICS, Demo, report, run_demo
+from examples.quickstart.app import (
+    DOCUMENTS,
+    INSTRUCTIONS,
+    MODEL,
+    MODEL_PRICE,
+    VECTOR_STORE_TIMEOUT,
+    count_tokens,
+)
+from examples.quickstart.demo import (
+    ABUSIVE_MESSAGE,
+    QUESTIONS,
+    ROOT,
+    SHOWN_METRICS,
+    STATUS_USER,
+    Demo,
+    agent_table,
+    report,
+    run_demo,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -121,6 +138,70 @@ def test_the_agent_is_built_once_with_the_toolkit(demo: Demo) -> None:
     assert f"agents built: before {built} (one per chat); after 1" in report(demo)
 
 
+def test_the_report_shows_each_agent_and_model_with_calls_tokens_and_cost(demo: Demo) -> None:
+    """The table under the comparison is the after server's /stats: one agent run per answered
+    chat, one model call per cache miss, the agent's tokens and cost those of the model calls
+    made inside its runs, the cost the tokens at app.py's price."""
+    answered = demo.after.users.allowed + demo.after.abusive.allowed
+    (agent,) = demo.stats["agents"]
+    (model,) = demo.stats["models"]
+    assert agent["agent"] == "support-agent"
+    assert agent["count"] == answered
+    assert model["model"] == MODEL
+    assert model["count"] == demo.model_cache()["miss"] > 0
+    assert model["input_tokens"] > 0
+    assert model["output_tokens"] > 0
+    for key in ("input_tokens", "output_tokens", "cost"):
+        assert agent[key] == pytest.approx(model[key])
+    price = model["input_tokens"] * MODEL_PRICE["input"]
+    price += model["output_tokens"] * MODEL_PRICE["output"]
+    assert model["cost"] == pytest.approx(price / 1e6)
+    assert 0 < model["p50"] <= model["p95"]
+    assert 0 < agent["p50"] <= agent["p95"]
+
+    text = report(demo).splitlines()
+    for kind, row in (("agent", agent), ("model", model)):
+        (line,) = [line for line in text if line.startswith(f"{kind}  {row[kind]} ")]
+        calls, errors, p50, p95, tokens_in, tokens_out, cost = line.split()[2:]
+        assert (int(calls), int(errors)) == (row["count"], 0)
+        assert float(p50) == pytest.approx(row["p50"] * 1000, abs=0.05)
+        assert float(p95) == pytest.approx(row["p95"] * 1000, abs=0.05)
+        assert int(tokens_in.replace(",", "")) == row["input_tokens"]
+        assert int(tokens_out.replace(",", "")) == row["output_tokens"]
+        assert float(cost) == pytest.approx(row["cost"], abs=1e-6)
+        assert float(cost) > 0
+
+
+def test_the_report_shows_what_the_cache_hits_spared(demo: Demo) -> None:
+    """Every cache hit spared the one model call its entry's computation made, with that
+    call's tokens: the toolkit.cache.saved.* counters, in the last line of the table."""
+    saved = demo.saved()
+    hits = demo.model_cache()["hit"]
+    assert saved["calls"] == hits > 0
+    # A hit spares the input tokens of one model call: the instructions and the question,
+    # with the documents found (at most two) or none while the vector store was down.
+    asked = [count_tokens(question) for question in (*QUESTIONS, ABUSIVE_MESSAGE)]
+    documents = sorted(map(count_tokens, DOCUMENTS.values()))
+    least = count_tokens(INSTRUCTIONS) + min(asked)
+    most = count_tokens(INSTRUCTIONS) + max(asked) + sum(documents[-2:])
+    assert hits * least <= saved["input"] <= hits * most
+    assert saved["output"] >= hits
+    spared = (saved["input"] * MODEL_PRICE["input"] + saved["output"] * MODEL_PRICE["output"]) / 1e6
+    assert agent_table(demo)[-1] == (
+        f"cache hits spared {hits:.0f} model calls and {saved['input'] + saved['output']:,.0f} "
+        f"tokens ({saved['input']:,.0f} in, {saved['output']:,.0f} out), worth {spared:.6f} USD"
+    )
+
+
+def test_the_status_page_answers_with_the_demos_read_only_token(demo: Demo) -> None:
+    """The after server's status page answered 200 with the token the report prints."""
+    assert demo.status_page == 200
+    text = report(demo)
+    assert demo.status_url.endswith("/_toolkit/status")
+    assert f"was {demo.status_url} (sign in as {STATUS_USER!r} with" in text
+    assert f"the read-only token {demo.status_token})" in text
+
+
 def test_serve_runs_the_app_with_the_toolkit_until_ctrl_c() -> None:
     demo = subprocess.Popen(
         [sys.executable, "-m", "examples.quickstart.demo", "--serve"],
@@ -133,6 +214,11 @@ def test_serve_runs_the_app_with_the_toolkit_until_ctrl_c() -> None:
         first = demo.stdout.readline()
         assert first.startswith("quickstart agent with the toolkit on http://127.0.0.1:")
         url = first.split(" on ")[1].split()[0]
+        assert demo.stdout.readline() == f"metrics: {url}/metrics\n"
+        assert demo.stdout.readline() == f"status page: {url}/_toolkit/status\n"
+        sign_in = demo.stdout.readline()
+        assert sign_in.startswith(f"  sign in as {STATUS_USER!r} with the read-only token ")
+        token = sign_in.split()[-1]
         chat = httpx.post(
             f"{url}/chat",
             json={"message": "how long do refunds take?", "session_id": "s1"},
@@ -143,6 +229,24 @@ def test_serve_runs_the_app_with_the_toolkit_until_ctrl_c() -> None:
         assert chat.headers["ratelimit-policy"] == '"/chat";q=5;w=1'
         metrics = httpx.get(f"{url}/metrics").text
         assert 'toolkit_rate_limit_requests_total{toolkit_rate_limit_policy="/chat"' in metrics
+
+        # The page a browser opens: it asks for the name and token (HTTP Basic), then answers.
+        assert httpx.get(f"{url}/_toolkit/status").status_code == 401
+        page = httpx.get(f"{url}/_toolkit/status", auth=(STATUS_USER, token))
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        stats = httpx.get(f"{url}/_toolkit/stats", headers={"Authorization": f"Bearer {token}"})
+        assert stats.status_code == 200
+        assert [(row["agent"], row["count"]) for row in stats.json()["agents"]] == [
+            ("support-agent", 1)
+        ]
+        # Read-only: a change (purging the model cache) is refused.
+        purge = httpx.post(
+            f"{url}/_toolkit/cache/invalidate",
+            json={"namespace": "model"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert purge.status_code == 403
 
         demo.send_signal(signal.SIGINT)
         assert demo.wait(15) == 0
