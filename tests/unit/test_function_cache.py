@@ -6,6 +6,8 @@ import asyncio
 import logging
 import random
 import re
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -868,3 +870,21 @@ async def test_cached_sync_entries_are_invalidated_from_another_process(
         await eventually(lambda: (plan("a"), len(calls))[1] == 2)
     finally:
         await here.stop()
+
+
+def test_the_serializers_load_when_a_function_is_decorated_not_at_its_first_call() -> None:
+    """aiocache's import (~80 ms, its redis backend too) happens while the app's modules load,
+    never on the event loop in the middle of the first request; ``import toolkit`` alone does
+    not pay it."""
+    script = (
+        "import sys, toolkit\n"
+        "before = 'aiocache.serializers' in sys.modules\n"
+        "@toolkit.cached(ttl='1m')\n"
+        "async def answer(question: str) -> str:\n"
+        "    return question\n"
+        "print(before, 'aiocache.serializers' in sys.modules)\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert ran.stdout.split() == ["False", "True"]

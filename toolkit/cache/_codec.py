@@ -56,12 +56,18 @@ class Codec:
 
 
 @functools.cache
+def load_serializers() -> Any:
+    """aiocache's serializers module, imported once. Not at ``import toolkit``: aiocache's
+    package import pulls in its redis backend (~80 ms), which an app with no cached function
+    should not pay; ``@cached`` calls this when it decorates, so the import happens while the
+    app's modules load, never on the event loop during the first cached call."""
+    return importlib.import_module("aiocache.serializers")
+
+
+@functools.cache
 def codec(name: str) -> Codec:
     """The codec of serializer ``name`` (one of :data:`SERIALIZERS`), made once."""
-    # Imported on first need: aiocache's package import pulls in its redis backend (~80 ms),
-    # which `import toolkit` should not pay when no function is cached.
-    module = importlib.import_module("aiocache.serializers")
-    serializer: _Serializer = getattr(module, _AIOCACHE_SERIALIZERS[name])()
+    serializer: _Serializer = getattr(load_serializers(), _AIOCACHE_SERIALIZERS[name])()
     return Codec(name, serializer)
 
 

@@ -21,7 +21,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 from toolkit._default import DEFAULT, Default
 from toolkit._deprecated import warn_renamed
 from toolkit.cache._arguments import MAX_TAG_LENGTH, MAX_TAGS, parse_tags, parse_ttl, tag_problem
-from toolkit.cache._codec import SERIALIZERS, SerializerName, codec
+from toolkit.cache._codec import SERIALIZERS, SerializerName, codec, load_serializers
 from toolkit.cache._function_cache import FunctionCache
 from toolkit.cache._reads import read_through
 from toolkit.errors import ConfigurationError
@@ -147,6 +147,8 @@ def cached(
         )
     if not isinstance(per_caller, bool):
         raise ConfigurationError(f"@cached(per_caller={per_caller!r}): True or False")
+
+    load_serializers()  # here, not on the event loop at the first call
 
     def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
         cache = FunctionCache(
