@@ -25,6 +25,7 @@ from starlette.responses import Response
 
 from toolkit._problem import problem_response
 from toolkit.admin import admin_routes
+from toolkit.admin._app import admin_paths
 from toolkit.admin._sections import breaker_rows, cache_rows, pool_rows
 from toolkit.agents import AgentTelemetry, set_current_agent_telemetry
 from toolkit.backends import Backend, backend_from_settings
@@ -220,9 +221,13 @@ def install(
         toolkit.loop_monitor = LoopMonitor(
             settings=settings.event_loop,
             flags=flags,
+            lag_window=settings.status.window,
             tracer_provider=telemetry.tracer_provider,
             meter_provider=telemetry.meter_provider,
         )
+    if status is not None:
+        status.loop_monitor = toolkit.loop_monitor
+        status.read_sampler(telemetry.tracer_provider)
 
     metrics_path = settings.telemetry.metrics_path
     serves_metrics = telemetry.prometheus_registry is not None
@@ -260,7 +265,11 @@ def install(
         tracer_provider=telemetry.tracer_provider,
         meter_provider=telemetry.meter_provider,
         flags=flags,
-        excluded_paths=[*settings.telemetry.excluded_paths, *([metrics_path] * serves_metrics)],
+        excluded_paths=[
+            *settings.telemetry.excluded_paths,
+            *([metrics_path] * serves_metrics),
+            *admin_paths(settings.admin),  # an operator's polling is not the app's traffic
+        ],
         status=status,
     )
     # Outermost: each request pins the flag snapshot it started with, for its whole life.

@@ -4,17 +4,16 @@ Run as ``uvicorn --factory tests.apps.status:status_app`` with ``TOOLKIT_ADMIN__
 ``TOOLKIT_ADMIN__READ_TOKENS``) set; the unit tests build it with their settings. Its agent is
 traced by hand with the GenAI span names and attributes the toolkit's agent layer emits
 (``invoke_agent {name}``, ``chat {model}``, ``execute_tool {name}``), on the toolkit's tracer
-provider; a sleep-drift probe stands for the event-loop monitor, connected where the monitor
-connects. ``/block`` blocks the loop with a synchronous sleep, as a sqlite write would.
+provider. The event-loop monitor is the real one ``install()`` starts; ``/block`` blocks the
+loop with a synchronous sqlite write (slowed as on a busy disk), at :data:`BLOCKING_CALL`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
-from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, HTTPException
 from opentelemetry import trace
@@ -22,45 +21,28 @@ from opentelemetry.trace import SpanKind
 
 import toolkit
 from toolkit.cache import cached_response
-from toolkit.telemetry.status import BlockedLoop, LoopHealth
 
 MODEL = "gpt-4o-mini"
 AGENT = "support"
 INPUT_TOKENS = 40
 OUTPUT_TOKENS = 30
 COST = 0.0004
+BLOCK_SECONDS = 0.3
+"""How long ``/block`` holds the loop: well past the 100 ms threshold, so the watchdog
+samples its stack even on a crowded machine."""
+SLOW_INSERT = "insert into notes values (pause(?))"
+_BLOCKING_MARKER = "# blocks the loop"
 
 
-class SleepDriftProbe:
-    """How late a 20 ms sleep wakes, the last 100 times: a minimal event-loop monitor."""
+def _blocking_call() -> tuple[str, int, str]:
+    here = Path(__file__).resolve()
+    lines = here.read_text().splitlines()
+    (line,) = [i + 1 for i, text in enumerate(lines) if text.endswith(_BLOCKING_MARKER)]
+    return str(here), line, "block"
 
-    def __init__(self) -> None:
-        self.lags: deque[float] = deque(maxlen=100)
-        self.blocked: deque[BlockedLoop] = deque(maxlen=5)
 
-    async def run(self) -> None:
-        while True:
-            started = time.perf_counter()
-            await asyncio.sleep(0.02)
-            lag = time.perf_counter() - started - 0.02
-            self.lags.append(lag)
-            if lag > 0.1:
-                # A sleep-drift probe sees that the loop was late, not where: the real
-                # monitor's watchdog thread samples the stack.
-                stack = "(this probe samples no stacks)"
-                self.blocked.appendleft(BlockedLoop(time.time(), lag, stack, task="block"))
-
-    def loop_health(self) -> LoopHealth:
-        ordered = sorted(self.lags)
-        if not ordered:
-            return LoopHealth(None, None, None, len(asyncio.all_tasks()))
-        return LoopHealth(
-            lag_p50=ordered[len(ordered) // 2],
-            lag_p99=ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
-            lag_max=ordered[-1],
-            tasks=len(asyncio.all_tasks()),
-            blocked=tuple(self.blocked),
-        )
+BLOCKING_CALL = _blocking_call()
+"""(file, line, function) of ``/block``'s synchronous write: what a blocked-loop report names."""
 
 
 class Sandbox:
@@ -73,19 +55,12 @@ def status_app(
     settings: toolkit.ToolkitSettings | None = None,
     *,
     tracer_provider: trace.TracerProvider | None = None,
-    loop_monitor: bool = True,
 ) -> FastAPI:
-    """The app, installed with ``settings`` (from the environment when None); with
-    ``loop_monitor``, a sleep-drift probe runs with it and feeds the status board."""
-    probe = SleepDriftProbe()
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(probe.run())
-        yield
-        task.cancel()
-
-    app = FastAPI(lifespan=lifespan if loop_monitor else None)
+    """The app, installed with ``settings`` (from the environment when None)."""
+    app = FastAPI()
+    notes = sqlite3.connect(":memory:", check_same_thread=False)
+    notes.create_function("pause", 1, time.sleep)  # a slow write, as on a busy disk
+    notes.execute("create table notes (text text)")
     sandboxes = toolkit.AgentPool(Sandbox, name="sandbox", size=2, warm=1)
 
     def tracer() -> trace.Tracer:
@@ -141,15 +116,14 @@ def status_app(
         return {"slept": seconds}
 
     @app.get("/block")
-    async def block() -> dict[str, str]:
-        time.sleep(0.15)  # noqa: ASYNC251 - the blocking call the status page must show
-        return {"blocked": "150ms"}
+    async def block() -> dict[str, float]:
+        with notes:
+            notes.execute(SLOW_INSERT, (BLOCK_SECONDS,))  # blocks the loop
+        return {"blocked": BLOCK_SECONDS}
 
     @app.get("/fail")
     async def fail() -> dict[str, str]:
         raise HTTPException(503, "the model provider is down")
 
     installed = toolkit.install(app, settings, tracer_provider=tracer_provider, pools=[sandboxes])
-    if loop_monitor and installed.status is not None:
-        installed.status.loop_monitor = probe  # where install() will connect the real monitor
     return app

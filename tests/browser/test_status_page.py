@@ -3,7 +3,8 @@ section of the page filled, and a screenshot of it under the test's tmp dir.
 
 Headless Chromium from the system packages (``/usr/bin/chromium``), driven by Playwright, signed
 in with a read-only token, against ``tests.apps.status`` (an agent traced with GenAI spans, a
-cached route, a breaker, a pool, a sleep-drift probe standing for the loop monitor).
+cached route, a breaker, a pool, the real loop monitor and a route that blocks it with a
+synchronous sqlite write).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.apps.status import AGENT, MODEL
+from tests.apps.status import AGENT, BLOCKING_CALL, MODEL
 from tests.browser.test_admin_page import CHROMIUM_ARGS
 from tests.support.servers import UvicornServer, require_binary
 
@@ -36,6 +37,12 @@ def status_server(*args: str) -> UvicornServer:
     return UvicornServer("tests.apps.status:status_app", env=env, args=["--factory", *args])
 
 
+def blocking_place() -> str:
+    """How the page and ``top`` name ``/block``'s synchronous write: ``file:line in block``."""
+    file, line, function = BLOCKING_CALL
+    return f"{file}:{line} in {function}"
+
+
 def drive(base_url: str) -> None:
     """Traffic for every section: agent runs (a tool, a model call, a pooled sandbox), cache
     hits and a miss, a slow request, failures, and a blocked loop."""
@@ -44,7 +51,7 @@ def drive(base_url: str) -> None:
             assert http.get(f"/chat/session-{i}").status_code == 200
             assert http.get("/answers/1").status_code == 200
             assert http.get("/fail").status_code == 503
-        assert http.get("/slow", params={"seconds": 0.25}).status_code == 200
+        assert http.get("/slow", params={"seconds": 0.5}).status_code == 200
         assert http.get("/block").status_code == 200
 
 
@@ -88,8 +95,15 @@ def test_status_page_shows_every_section_filled_from_real_traffic(
     agent: tuple[UvicornServer, str], page: Page, tmp_path: Path
 ) -> None:
     server, way = agent
-    drive(server.base_url)
     page.goto("/_toolkit/status")
+    # Before any agent ran: agent figures come from spans, and the page says none was seen.
+    for section in ("agents", "models"):
+        hint = page.locator(f"#{section} .hint")
+        expect(hint).to_be_visible()
+        expect(hint).to_contain_text("No GenAI span")
+        expect(hint).to_contain_text("sampler")
+    drive(server.base_url)
+    page.reload()
     for section in SECTIONS:
         rows = page.locator(f"#{section} tbody tr")
         expect(rows.first).to_be_visible()
@@ -102,7 +116,13 @@ def test_status_page_shows_every_section_filled_from_real_traffic(
     expect(page.locator("#breakers tr[data-breaker='llm']")).to_contain_text("closed")
     expect(page.locator("#pools tr[data-pool='sandbox']")).to_be_visible()
     expect(page.locator("#loop table")).to_be_visible()
-    expect(page.locator("#loop details.blocked").first).to_be_visible()
+    # The newest block is open, led by the line of the synchronous sqlite write.
+    blocked = page.locator("#loop details.blocked").first
+    expect(blocked.locator("summary code.where")).to_have_text(blocking_place())
+    expect(blocked.locator("pre.source")).to_contain_text("notes.execute")
+    expect(blocked.locator("pre.stack")).to_be_visible()
+    expect(blocked).to_contain_text("cause waiting")
+    expect(page.locator("#agents .hint")).to_be_hidden()  # GenAI spans were seen
     slowest = page.locator("#slowest details.trace").first
     expect(slowest).to_contain_text("GET /slow")
     expect(slowest.locator(".span-bar").first).to_be_visible()
@@ -112,6 +132,7 @@ def test_status_page_shows_every_section_filled_from_real_traffic(
         expect(chat.locator(".span-name", has_text=span)).to_be_visible()
     expect(page.locator("#failed details.trace").first).to_contain_text("GET /fail")
     expect(page.locator("#error")).to_be_hidden()
+    expect(page.locator("#routes tbody")).not_to_contain_text("/_toolkit")
     screenshot = tmp_path / f"status-page-{way}.png"
     page.screenshot(path=screenshot, full_page=True)
     print(f"status page screenshot: {screenshot}")

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.apps.status import AGENT, MODEL
-from tests.browser.test_status_page import VIEWER_TOKEN, drive, status_server
+from tests.browser.test_status_page import VIEWER_TOKEN, blocking_place, drive, status_server
 from tests.support.servers import UvicornServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -49,8 +49,10 @@ def test_top_redraws_the_servers_table_a_bounded_number_of_times(agent: UvicornS
     assert any(line.startswith(MODEL) for line in last.splitlines())
     assert "response" in last
     assert "LOOP: lag p50" in last
-    # Each redraw read the server again: its own /stats requests add up.
-    assert "GET /_toolkit/stats" in last
+    (blocked,) = [line for line in last.splitlines() if line.startswith(blocking_place())]
+    assert "waiting" in blocked.split()
+    # Its own /stats reads (three of them) are not the app's traffic.
+    assert "/_toolkit" not in last
 
 
 def test_top_exits_1_naming_the_refusal_or_the_missing_server(agent: UvicornServer) -> None:

@@ -114,6 +114,39 @@ async def test_lag_is_small_on_a_free_loop_and_as_long_as_the_block_on_a_blocked
     assert list(lag().explicit_bounds) == list(names.EVENT_LOOP_LAG_BUCKETS)
 
 
+async def test_the_lag_summary_covers_the_recent_window_and_lets_an_old_block_go(
+    flags: FlagStore, meter_provider: MeterProvider
+) -> None:
+    """Every probe lands in the sliding window: a block is its longest until the window has
+    slid past it; with the kill switch off, no probe is counted."""
+    async with toolkit.LoopMonitor(
+        lag_window="1s", probe_interval=INTERVAL, flags=flags, meter_provider=meter_provider
+    ) as monitor:
+        assert monitor.lag_window == 1.0
+        await eventually(lambda: monitor.lag_summary().count >= 10)
+        free = monitor.lag_summary()
+        assert free.p50 is not None
+        assert free.p50 < 0.01
+        await run_blocking(lambda: time.sleep(0.3))
+        await eventually(lambda: (monitor.lag_summary().max or 0) >= 0.3 - INTERVAL)
+        blocked = monitor.lag_summary()
+        assert blocked.p99 is not None
+        assert blocked.max is not None
+        assert blocked.max < 0.3 + SLACK
+        assert blocked.count <= 1 / INTERVAL + 1  # at most a window of probes
+        await eventually(lambda: (monitor.lag_summary().max or 1) < 0.1, seconds=3)
+        await flags.set(TRACING_LOOP, "off", by="test")
+        await eventually(lambda: not monitor.recording, seconds=3)
+        await eventually(lambda: monitor.lag_summary().count == 0, seconds=3)
+
+
+def test_the_lag_window_is_bounded() -> None:
+    for bad in ("0s", "2h", "soon", -1):
+        with pytest.raises(toolkit.ConfigurationError, match="lag_window="):
+            toolkit.LoopMonitor(lag_window=bad)
+    assert toolkit.LoopMonitor(lag_window="10m").lag_window == 600
+
+
 async def test_the_task_gauge_counts_the_loops_tasks(
     monitor: toolkit.LoopMonitor, metric_reader: InMemoryMetricReader
 ) -> None:

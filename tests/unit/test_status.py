@@ -8,6 +8,7 @@ import json
 import logging
 import random
 import secrets
+import time
 import tracemalloc
 from typing import Any
 
@@ -16,10 +17,20 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 import toolkit
-from tests.apps.status import AGENT, COST, INPUT_TOKENS, MODEL, OUTPUT_TOKENS, status_app
+from tests.apps.status import (
+    AGENT,
+    BLOCK_SECONDS,
+    BLOCKING_CALL,
+    COST,
+    INPUT_TOKENS,
+    MODEL,
+    OUTPUT_TOKENS,
+    status_app,
+)
 from tests.support.asgi import serving
 from tests.support.waiting import eventually_returns
 from tests.unit.test_admin import assert_problem, basic, bearer
@@ -375,7 +386,7 @@ def settings(**admin: Any) -> ToolkitSettings:
 
 @pytest.fixture
 def app() -> Any:
-    return status_app(settings(), loop_monitor=False)
+    return status_app(settings())
 
 
 async def traffic(http: httpx.AsyncClient) -> None:
@@ -424,7 +435,9 @@ async def test_stats_report_real_traffic_in_every_section(app: Any) -> None:
     ]
     (pool,) = stats["pools"]
     assert (pool["name"], pool["size"], pool["used"]) == ("sandbox", 2, 0)
-    assert stats["loop"] == {"running": False}
+    loop = stats["loop"]
+    assert (loop["running"], loop["recording"], loop["blocked"]) == (True, True, [])
+    assert loop["tasks"] >= 1
     traces = stats["traces"]
     assert traces["kept"] is True
     slowest = traces["slowest"][0]
@@ -531,7 +544,7 @@ async def test_status_routes_refuse_missing_and_wrong_credentials_as_the_admin_r
 
 @pytest.mark.anyio
 async def test_read_tokens_alone_mount_the_admin_routes() -> None:
-    app = status_app(settings(read_tokens={"viewer": VIEWER_TOKEN}), loop_monitor=False)
+    app = status_app(settings(read_tokens={"viewer": VIEWER_TOKEN}))
     async with serving(app) as http:
         assert (await http.get("/_toolkit/stats", headers=VIEWER)).status_code == 200
         assert_problem(
@@ -547,17 +560,127 @@ def test_a_token_name_cannot_have_both_roles() -> None:
         settings(read_tokens={"viewer": "short"})
 
 
+# --- the event loop, from the real monitor ----------------------------------------------------
+
+
 @pytest.mark.anyio
-async def test_a_connected_loop_monitor_fills_the_loop_section() -> None:
-    app = status_app(settings())
+@pytest.mark.usefixtures("served")
+async def test_a_blocked_loop_shows_in_stats_with_the_blocking_line_and_the_lag(app: Any) -> None:
+    """The monitor install() starts feeds /stats: a synchronous sqlite write in a route is
+    reported at its file, line and function, with its cause, task and stack, and the lag
+    percentiles over the window take the block as their longest."""
     async with serving(app) as http:
-        assert (await http.get("/block")).status_code == 200
 
         async def loop() -> dict[str, Any]:
             found: dict[str, Any] = (await http.get("/_toolkit/stats", headers=VIEWER)).json()
             return found["loop"]
 
-        loop = await eventually_returns(loop, lambda found: bool(found["blocked"]))
-    assert loop["running"] is True
-    assert loop["tasks"] >= 1
-    assert loop["blocked"][0]["seconds"] >= 0.1
+        quiet = await eventually_returns(loop, lambda found: found["lag"]["count"] >= 10)
+        assert (await http.get("/block")).status_code == 200
+        found = await eventually_returns(loop, lambda found: bool(found["blocked"]))
+    assert quiet["blocked"] == []
+    assert quiet["blocked_total"] == 0
+    assert quiet["lag"]["p50"] < 0.05
+    assert quiet["lag"]["max"] < BLOCK_SECONDS
+    assert (found["running"], found["recording"], found["blocked_total"]) == (True, True, 1)
+    (block,) = found["blocked"]
+    file, line, function = BLOCKING_CALL
+    assert block["blocking"]["file"] == file
+    assert block["blocking"]["line"] == line
+    assert block["blocking"]["function"] == function
+    assert "notes.execute(SLOW_INSERT" in block["blocking"]["source"]
+    assert block["stack"][-1] == block["blocking"]  # nothing of the app's below the write
+    assert block["cause"] == "waiting"  # a sleep inside sqlite: off the CPU
+    assert block["task"]
+    assert BLOCK_SECONDS - 0.05 <= block["duration"] < BLOCK_SECONDS + 0.5
+    assert block["started"] == pytest.approx(time.time(), abs=30)
+    lag = found["lag"]
+    assert lag["max"] >= BLOCK_SECONDS - 0.05  # the probe after the block ran that late
+    assert lag["p50"] < 0.05 <= lag["max"]
+    assert json.dumps(found)
+
+
+@pytest.mark.anyio
+async def test_the_loop_section_says_not_running_without_a_monitor_and_survives_a_broken_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    off = status_app(settings_with(event_loop={"enabled": False}))
+    assert off.state.toolkit.status.loop_monitor is None
+    assert off.state.toolkit.status.snapshot()["loop"] == {"running": False}
+    app = status_app(settings())
+    board = app.state.toolkit.status
+    assert board.loop_monitor is app.state.toolkit.loop_monitor
+    assert board.snapshot()["loop"]["running"] is False  # made, not started: no app yet
+
+    class Broken(toolkit.LoopMonitor):
+        def lag_summary(self) -> Any:
+            raise RuntimeError("no lag today")
+
+    board.loop_monitor = Broken()
+    with caplog.at_level(logging.ERROR, "toolkit.telemetry"):
+        snapshot = board.snapshot()
+    assert snapshot["loop"] == {"running": True, "failure": "RuntimeError: no lag today"}
+    assert snapshot["routes"] == []  # the rest is there
+
+
+# --- what the agent figures come from ----------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_stats_say_how_many_gen_ai_spans_were_seen_and_whether_the_sampler_drops_any(
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    app = status_app(settings())
+    async with serving(app) as http:
+        before = (await http.get("/_toolkit/stats", headers=VIEWER)).json()["spans"]
+        assert (await http.get("/chat/one")).status_code == 200
+        after = (await http.get("/_toolkit/stats", headers=VIEWER)).json()["spans"]
+    assert before["gen_ai"] == 0
+    assert after["gen_ai"] == 2  # the agent's span and its model call's
+    assert after["samples_all"] is True
+    assert after["sampler"].startswith("ParentBased{root:AlwaysOnSampler")
+
+    sampled = TracerProvider(sampler=TraceIdRatioBased(0.0))
+    dropping = status_app(settings(), tracer_provider=sampled)
+    async with serving(dropping) as http:
+        assert (await http.get("/chat/two")).status_code == 200
+        spans = (await http.get("/_toolkit/stats", headers=VIEWER)).json()["spans"]
+    assert spans == {"gen_ai": 0, "sampler": "TraceIdRatioBased{0.0}", "samples_all": False}
+
+    no_sdk = status_app(settings(), tracer_provider=trace.NoOpTracerProvider())
+    board = no_sdk.state.toolkit.status.snapshot()
+    assert board["spans"] == {"gen_ai": 0, "sampler": None, "samples_all": False}
+
+
+# --- the toolkit's own routes are not the app's traffic ----------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("served")
+async def test_admin_requests_count_in_no_route_figure_trace_or_span(
+    span_exporter: InMemorySpanExporter, tracer_provider: TracerProvider
+) -> None:
+    """``agent-toolkit top`` polls /stats every second: those reads, the page and the flag
+    API stay out of the route figures, the trace buffer and the app's spans."""
+    app = status_app(settings(), tracer_provider=tracer_provider)
+    async with serving(app) as http:
+        assert (await http.get("/health")).status_code == 200
+        for _ in range(30):
+            assert (await http.get("/_toolkit/stats", headers=VIEWER)).status_code == 200
+        assert (await http.get("/_toolkit/status", headers=VIEWER)).status_code == 200
+        assert (await http.get("/_toolkit/flags", headers=VIEWER)).status_code == 200
+        assert (await http.get("/_toolkit/nothing", headers=VIEWER)).status_code == 404
+        stats = (await http.get("/_toolkit/stats", headers=VIEWER)).json()
+    assert [(r["method"], r["route"]) for r in stats["routes"]] == [("GET", "/health")]
+    assert [t["name"] for t in stats["traces"]["slowest"]] == ["GET /health"]
+    assert stats["traces"]["failed"] == []
+    server_spans = [s.name for s in span_exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert server_spans == ["GET /health"]
+
+
+def settings_with(**sections: Any) -> ToolkitSettings:
+    return ToolkitSettings(
+        admin={"tokens": {"ops": OPS_TOKEN}, "read_tokens": {"viewer": VIEWER_TOKEN}},
+        telemetry={"prometheus": False},
+        **sections,
+    )

@@ -62,6 +62,16 @@ def admin_routes(
     return Mount(settings.path, app=_Admin(routes, tokens), name="toolkit-admin")
 
 
+def admin_paths(settings: AdminSettings) -> list[str]:
+    """The paths the admin routes answer, as path patterns (none when no token mounts them):
+    ``install()`` keeps them out of telemetry and the status page's figures, as ``/metrics``,
+    so that ``agent-toolkit top`` polling ``/stats`` is not counted as the app's traffic."""
+    if not settings.any_token:
+        return []
+    path = settings.path.rstrip("/")
+    return [path, f"{path}/*"]
+
+
 class _Admin:
     """The ASGI app under the mount: authenticates, refuses a read-only token anything but
     reads, then routes; every answer is no-store."""

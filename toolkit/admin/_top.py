@@ -147,7 +147,7 @@ def render(stats: dict[str, Any], where: str, width: int = 120) -> str:
         ],
         "no pools",
     )
-    lines.append(_loop(stats.get("loop", {})))
+    lines += _loop(stats.get("loop", {}))
     return "\n".join(line[:width] for line in lines) + "\n"
 
 
@@ -165,18 +165,33 @@ def _table(header: Sequence[str], rows: list[list[Any]], empty: str) -> list[str
     return [*drawn, ""]
 
 
-def _loop(loop: dict[str, Any]) -> str:
+def _loop(loop: dict[str, Any]) -> list[str]:
+    """The loop's line, then its last blocks, newest first, each led by the blocking call."""
     if not loop.get("running"):
-        return "LOOP: monitor not running"
+        return ["LOOP: monitor not running"]
     if loop.get("failure"):
-        return f"LOOP: monitor failed: {loop['failure']}"
+        return [f"LOOP: monitor failed: {loop['failure']}"]
     lag = loop.get("lag", {})
-    blocked = loop.get("blocked", [])
-    last = f", last blocked {_seconds(blocked[0]['seconds'])}" if blocked else ""
-    return (
+    off = "" if loop.get("recording", True) else "  (recording off)"
+    line = (
         f"LOOP: lag p50 {_seconds(lag.get('p50'))}  p99 {_seconds(lag.get('p99'))}  "
-        f"max {_seconds(lag.get('max'))}  tasks {loop.get('tasks')}{last}"
+        f"max {_seconds(lag.get('max'))}  tasks {loop.get('tasks')}  "
+        f"blocked {loop.get('blocked_total', 0)}{off}"
     )
+    rows = [
+        [_place(b.get("blocking")), _seconds(b["duration"]), b["cause"],
+         time.strftime("%H:%M:%S", time.localtime(b["started"])), b.get("task") or "-"]
+        for b in loop.get("blocked", [])
+    ]  # fmt: skip
+    if not rows:
+        return [line]
+    return [line, "", *_table(["BLOCKED AT", "FOR", "CAUSE", "WHEN", "TASK"], rows, "")]
+
+
+def _place(frame: dict[str, Any] | None) -> str:
+    if frame is None:
+        return "(stack not sampled)"
+    return f"{frame['file']}:{frame['line']} in {frame['function']}"
 
 
 def _seconds(value: float | None) -> str:

@@ -61,6 +61,9 @@ class AgentStats(SpanProcessor):
         self.models: LatencyTable[str] = LatencyTable(
             window=window, max_keys=max_names, other=OTHER
         )
+        self.spans = 0
+        """GenAI spans (agents and model calls) seen since start: none means nothing is
+        traced, or a sampler drops those traces."""
         self._below: dict[int, Usage] = {}
         self._lock = threading.Lock()
         self._warned = False
@@ -100,11 +103,13 @@ class AgentStats(SpanProcessor):
             usage = own if own is not None else below
             name = attributes.get(names.GEN_AI_AGENT_NAME) or span.name.partition(" ")[2]
             with self._lock:
+                self.spans += 1
                 self.agents.record(str(name or "agent"), seconds, failed, usage or (0, 0, 0.0))
             self._hand_up(span, usage)
             return
         model = attributes.get(names.GEN_AI_REQUEST_MODEL) or span.name.partition(" ")[2]
         with self._lock:
+            self.spans += 1
             self.models.record(str(model or "unknown"), seconds, failed, own or (0, 0, 0.0))
         self._hand_up(span, _add(own, below))
 

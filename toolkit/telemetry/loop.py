@@ -5,6 +5,8 @@ how late it ran into ``toolkit.event_loop.lag``) and a watchdog thread that, whe
 not turned for ``blocked_threshold``, samples the loop thread's stack and reports the block
 once the loop turns: a ``toolkit.event_loop.blocked`` span dated back to when the loop stopped
 turning, a warning, a count by cause, and the last few in :meth:`LoopMonitor.recent_blocks`.
+Each probe's lag also goes into a sliding window (:meth:`LoopMonitor.lag_summary`: the recent
+percentiles the status page shows).
 ``install()`` starts one with the app; alone::
 
     async with toolkit.LoopMonitor():
@@ -26,6 +28,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from toolkit._configured import configured
 from toolkit._default import DEFAULT, Default
+from toolkit._duration import parse_seconds
 from toolkit._version import __version__
 from toolkit.errors import ConfigurationError
 from toolkit.flags import TRACING, TRACING_LOOP, FlagSource, current_flags
@@ -36,6 +39,7 @@ from toolkit.telemetry._loop_report import BlockedLoop, Reporter
 from toolkit.telemetry._loop_stack import StackFrame
 from toolkit.telemetry._loop_watchdog import Beat, Watchdog
 from toolkit.telemetry.counts import shared_callbacks, shared_counts
+from toolkit.telemetry.latency import SLICES, LatencyWindow, Summary
 from toolkit.telemetry.metric import Callback
 
 __all__ = ["BlockedLoop", "LoopMonitor", "StackFrame"]
@@ -44,6 +48,8 @@ logger = logging.getLogger("toolkit.telemetry.loop")
 
 HOUSEKEEPING: Final = 1.0
 """Seconds between the probe's slower duties: counting tasks, reading the kill switches."""
+LAG_WINDOW_BOUNDS: Final = (1.0, 3600.0)
+"""Seconds ``lag_window=`` may cover, at least and at most."""
 
 
 class LoopMonitor:
@@ -57,9 +63,14 @@ class LoopMonitor:
         settings: the ``event_loop`` section; its defaults when None.
         probe_interval / blocked_threshold / spans_per_minute / logs_per_minute /
             stack_depth: over ``settings`` (see :class:`~toolkit.settings.EventLoopSettings`).
+        lag_window: the recent past :meth:`lag_summary` covers (1s to 1h; ``install()``
+            gives ``status.window``).
         flags: asked for ``tracing`` and ``tracing.loop``; the current source
             (``toolkit.flags.current_flags()``) when None.
         tracer_provider / meter_provider: the global providers when None.
+
+    Raises:
+        ConfigurationError: an option is out of its bounds.
     """
 
     def __init__(
@@ -71,6 +82,7 @@ class LoopMonitor:
         spans_per_minute: int | Default = DEFAULT,
         logs_per_minute: int | Default = DEFAULT,
         stack_depth: int | Default = DEFAULT,
+        lag_window: float | str = 300.0,
         flags: FlagSource | None = None,
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
@@ -87,6 +99,9 @@ class LoopMonitor:
                 "stack_depth": stack_depth,
             },
         )
+        self.lag_window = _lag_window(lag_window)
+        """Seconds of the recent past :meth:`lag_summary` covers."""
+        self._lags = LatencyWindow(self.lag_window / SLICES)
         self._flags = flags
         self._tracer = trace.get_tracer(
             names.INSTRUMENTATION_SCOPE, __version__, tracer_provider=tracer_provider
@@ -130,6 +145,13 @@ class LoopMonitor:
     def recent_blocks(self) -> tuple[BlockedLoop, ...]:
         """The last blocks reported (at most ten), oldest first, spans or not."""
         return tuple(self._reporter.recent)
+
+    def lag_summary(self) -> Summary:
+        """The probe's lag over the last ``lag_window`` seconds: ``count`` probes, their
+        ``p50`` / ``p95`` / ``p99`` and ``max`` in seconds (None before the first), within
+        1 %. Probes count while the flags let the monitor record."""
+        now = time.monotonic()
+        return self._lags.summary(now, self.lag_window)
 
     def start(self) -> None:
         """Start watching the running loop: call it on that loop. Starting it again while it
@@ -209,6 +231,7 @@ class LoopMonitor:
                 self._housekeep(now)
             if self.recording:
                 self._lag.record(lag)
+                self._lags.record(lag, False, now)
                 if lag >= self.settings.blocked_threshold:
                     watchdog.late.append((before, beat))
         except Exception:  # a broken meter provider: the probe goes on, said once
@@ -224,6 +247,19 @@ class LoopMonitor:
         except Exception:  # a broken flag source must not stop the probe
             self.recording = False
         self.tasks = len(asyncio.all_tasks(self._loop))
+
+
+def _lag_window(value: float | str) -> float:
+    low, high = LAG_WINDOW_BOUNDS
+    try:
+        seconds = parse_seconds(value)
+    except ValueError as exc:
+        raise ConfigurationError(f"LoopMonitor(lag_window={value!r}): {exc}") from None
+    if not low <= seconds <= high:
+        raise ConfigurationError(
+            f"LoopMonitor(lag_window={value!r}) must be from 1s to 1h, such as '5m'"
+        )
+    return seconds
 
 
 def _report_tasks(monitor: LoopMonitor, gauges: list[Callback]) -> None:

@@ -5,23 +5,24 @@ It holds the recent percentiles per route (fed by :class:`TelemetryMiddleware` o
 request, sampled or not), per agent and per model (:class:`AgentStats`, from the GenAI spans),
 the slowest and failed recent traces (:class:`TraceBuffer`), the sections other capabilities
 report (caches, breakers, pools: ``install()`` adds their readers), and the event-loop
-monitor's figures through :class:`LoopHealthSource`, "not running" until one is connected at
-:attr:`StatusBoard.loop_monitor`.
+monitor's figures (:class:`~toolkit.telemetry.loop.LoopMonitor`: recent lag, tasks, the last
+blocks with the blocking line), connected at :attr:`StatusBoard.loop_monitor`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from collections.abc import Callable
+from typing import Any, Final
 
+from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor
 
 from toolkit.settings import StatusSettings
 from toolkit.telemetry.agent_stats import AgentStats
 from toolkit.telemetry.latency import LatencyTable, Summary
+from toolkit.telemetry.loop import BlockedLoop, LoopMonitor, StackFrame
 from toolkit.telemetry.trace_buffer import TraceBuffer
 
 logger = logging.getLogger("toolkit.telemetry")
@@ -30,36 +31,8 @@ OTHER_ROUTE: Final = ("", "other")
 """The (method, route) that requests past ``status.max_routes`` distinct ones count under."""
 DEFAULT_TRACES: Final = 20
 """Traces of each kind (slowest, failed) a snapshot carries unless asked otherwise."""
-
-
-@dataclass(frozen=True, slots=True)
-class BlockedLoop:
-    """One time the event loop did not turn: when (wall-clock seconds), for how long, the
-    task that ran and the stack it was blocked in."""
-
-    at: float
-    seconds: float
-    stack: str
-    task: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LoopHealth:
-    """The event loop lately: lag percentiles and the longest (seconds), running tasks, and
-    the last blocking events, newest first."""
-
-    lag_p50: float | None
-    lag_p99: float | None
-    lag_max: float | None
-    tasks: int
-    blocked: Sequence[BlockedLoop] = field(default_factory=tuple)
-
-
-class LoopHealthSource(Protocol):
-    """What the event-loop monitor offers the status board: its figures now. Called from the
-    event loop at each read of the page or ``/stats``; it must be quick and never block."""
-
-    def loop_health(self) -> LoopHealth: ...
+_SAMPLES_EVERY_ROOT: Final = ("AlwaysOnSampler", "ParentBased{root:AlwaysOnSampler,")
+"""How the samplers that keep every trace started here describe themselves."""
 
 
 class StatusBoard:
@@ -87,15 +60,25 @@ class StatusBoard:
                 max_spans=settings.max_spans,
                 max_routes=settings.max_routes,
             )
-        self.loop_monitor: LoopHealthSource | None = None
-        """The event-loop monitor's figures: connect it here (``install()`` does, once the
-        monitor exists); the page says "not running" while this is None."""
+        self.sampler: str | None = None
+        """The tracer provider's sampler, as it describes itself (``install()`` reads it);
+        None when unknown (a provider that is not the SDK's)."""
+        self.loop_monitor: LoopMonitor | None = None
+        """The event-loop monitor the page shows (``install()`` connects the one it starts);
+        the page says "not running" while this is None or the monitor is stopped."""
         self._sections: dict[str, Callable[[], list[dict[str, Any]]]] = {}
 
     @property
     def span_processors(self) -> list[SpanProcessor]:
         """What to add to the tracer provider: the agent figures, and the trace buffer."""
         return [self.operations, *([self.traces] if self.traces is not None else [])]
+
+    def read_sampler(self, provider: trace.TracerProvider) -> None:
+        """Note ``provider``'s sampler, so the page can say when agent figures, which come
+        from spans, may count only the sampled runs."""
+        sampler = getattr(provider, "sampler", None)
+        describe = getattr(sampler, "get_description", None)
+        self.sampler = str(describe()) if callable(describe) else None
 
     def record_request(self, method: str, route: str, seconds: float, failed: bool) -> None:
         """One request of ``route`` (a template) that took ``seconds``; the request path's
@@ -124,6 +107,12 @@ class StatusBoard:
                 {"model": name, **_figures(summary), **_usage(summary)}
                 for name, summary in self.operations.models.summaries()
             ],
+            "spans": {
+                "gen_ai": self.operations.spans,
+                "sampler": self.sampler,
+                "samples_all": self.sampler is not None
+                and self.sampler.startswith(_SAMPLES_EVERY_ROOT),
+            },
             "loop": self._loop(),
             "traces": self._traces(traces),
         }
@@ -144,19 +133,18 @@ class StatusBoard:
         if monitor is None:
             return {"running": False}
         try:
-            health = monitor.loop_health()
+            lag = monitor.lag_summary()
+            return {
+                "running": monitor.running,
+                "recording": monitor.recording,
+                "lag": {"count": lag.count, "p50": lag.p50, "p99": lag.p99, "max": lag.max},
+                "tasks": monitor.tasks,
+                "blocked_total": monitor.blocked,
+                "blocked": [_block(block) for block in reversed(monitor.recent_blocks())],
+            }
         except Exception as exc:  # the page still shows everything else
             logger.exception("the event-loop monitor failed to report")
             return {"running": True, "failure": f"{type(exc).__name__}: {exc}"}
-        return {
-            "running": True,
-            "lag": {"p50": health.lag_p50, "p99": health.lag_p99, "max": health.lag_max},
-            "tasks": health.tasks,
-            "blocked": [
-                {"at": b.at, "seconds": b.seconds, "task": b.task, "stack": b.stack}
-                for b in health.blocked
-            ],
-        }
 
     def _traces(self, limit: int) -> dict[str, Any]:
         buffer = self.traces
@@ -172,6 +160,32 @@ class StatusBoard:
             "slowest": [trace.as_dict() for trace in slowest[:limit]],
             "failed": [trace.as_dict() for trace in failed[:limit]],
         }
+
+
+def _block(block: BlockedLoop) -> dict[str, Any]:
+    """One blocked-loop report, newest first on the page: ``blocking`` is the call that
+    held the loop (the innermost frame of the application's code)."""
+    where = block.blocking
+    return {
+        "started": block.started,
+        "duration": block.duration,
+        "cause": block.cause,
+        "task": block.task,
+        "blocking": None if where is None else _frame(where),
+        "stack": [_frame(frame) for frame in block.stack],
+        "gc_time": block.gc_time,
+        "cpu_time": block.cpu_time,
+        "descheduled_time": block.descheduled_time,
+    }
+
+
+def _frame(frame: StackFrame) -> dict[str, Any]:
+    return {
+        "file": frame.file,
+        "line": frame.line,
+        "function": frame.function,
+        "source": frame.source,
+    }
 
 
 def _figures(summary: Summary) -> dict[str, Any]:
