@@ -242,7 +242,7 @@ def test_the_plugin_does_nothing_with_one_log_line_when_pydantic_ai_is_absent() 
         from fastapi import FastAPI
         import toolkit
         installed = toolkit.install(FastAPI())
-        print("applied:", sorted(installed.plugins.plugins))
+        print("applied:", "pydantic-ai" in installed.plugins.plugins)
         print("imported:", "pydantic_ai" in sys.modules)
         """
     )
@@ -254,7 +254,8 @@ def test_the_plugin_does_nothing_with_one_log_line_when_pydantic_ai_is_absent() 
         env={**os.environ, "TOOLKIT_TELEMETRY__PROMETHEUS": "false"},
         check=True,
     )
-    assert done.stdout.splitlines() == ["applied: []", "imported: False"]
+    # Only this plugin's part: the other plugins installed beside it apply as they would.
+    assert done.stdout.splitlines() == ["applied: False", "imported: False"]
     plugin_lines = [line for line in done.stderr.splitlines() if "pydantic" in line]
     assert plugin_lines == [
         "toolkit.plugins: toolkit plugin pydantic-ai does nothing: pydantic_ai is not installed"
