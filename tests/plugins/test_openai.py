@@ -158,6 +158,11 @@ async def test_a_chat_completion_is_one_client_span_with_what_the_answer_said(
         metric_reader, "gen_ai.client.operation.duration", gen_ai__response__model="gpt-test-0801"
     )
     assert duration.count == 1
+    # The server, from the client's configuration, on the metrics too (as the conventions advise).
+    assert (duration.attributes["server.address"], duration.attributes["server.port"]) == (
+        "127.0.0.1",
+        server.port,
+    )
     assert len(server.received()) == 1
 
 
