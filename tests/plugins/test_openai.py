@@ -30,12 +30,13 @@ from opentelemetry.trace import SpanKind, StatusCode
 import toolkit
 from tests.support.asgi import http_client, lifespan
 from tests.support.openai_server import OpenAIServer, Reply, Usage, embedding
-from tests.support.otel import points
+from tests.support.otel import counter_value, points
 from toolkit import ToolkitSettings
 from toolkit.agents import AgentTelemetry, set_current_agent_telemetry
 from toolkit.plugins import PLUGIN_GROUP
 from toolkit.resilience import RetryPolicy, provider_errors
 from toolkit.settings import AgentSettings
+from toolkit.telemetry import names
 from toolkit_openai import instrument, is_instrumented, uninstrument
 from toolkit_openai._endpoint import provider_of
 
@@ -158,6 +159,11 @@ async def test_a_chat_completion_is_one_client_span_with_what_the_answer_said(
         metric_reader, "gen_ai.client.operation.duration", gen_ai__response__model="gpt-test-0801"
     )
     assert duration.count == 1
+    # The server, from the client's configuration, on the metrics too (as the conventions advise).
+    assert (duration.attributes["server.address"], duration.attributes["server.port"]) == (
+        "127.0.0.1",
+        server.port,
+    )
     assert len(server.received()) == 1
 
 
@@ -497,6 +503,7 @@ async def test_cached_embeddings_under_install_use_the_apps_cache_and_nest(
     tracer_provider: Any,
     meter_provider: Any,
     span_exporter: InMemorySpanExporter,
+    metric_reader: InMemoryMetricReader,
 ) -> None:
     app = chat_app(make_async(embeddings_ttl="1h"))
     async with installed(app, tracer_provider, meter_provider) as http:
@@ -509,6 +516,11 @@ async def test_cached_embeddings_under_install_use_the_apps_cache_and_nest(
     [sent] = spans_named(span_exporter, "embeddings ")
     assert sent.parent is not None
     assert sent.parent.span_id == request.context.span_id
+    # The second request, wholly from the cache, spared the call and its texts' tokens.
+    saved = {"toolkit__cache__name": "embeddings", "gen_ai__request__model": "emb"}
+    assert counter_value(metric_reader, names.CACHE_SAVED_CALLS, **saved) == 1
+    spent = sent.attributes["gen_ai.usage.input_tokens"]
+    assert counter_value(metric_reader, names.CACHE_SAVED_TOKENS, **saved) == spent > 0
 
 
 # -- the hook ----------------------------------------------------------------------------------

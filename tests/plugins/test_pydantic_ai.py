@@ -242,7 +242,7 @@ def test_the_plugin_does_nothing_with_one_log_line_when_pydantic_ai_is_absent() 
         from fastapi import FastAPI
         import toolkit
         installed = toolkit.install(FastAPI())
-        print("applied:", sorted(installed.plugins.plugins))
+        print("applied:", "pydantic-ai" in installed.plugins.plugins)
         print("imported:", "pydantic_ai" in sys.modules)
         """
     )
@@ -254,7 +254,8 @@ def test_the_plugin_does_nothing_with_one_log_line_when_pydantic_ai_is_absent() 
         env={**os.environ, "TOOLKIT_TELEMETRY__PROMETHEUS": "false"},
         check=True,
     )
-    assert done.stdout.splitlines() == ["applied: []", "imported: False"]
+    # Only this plugin's part: the other plugins installed beside it apply as they would.
+    assert done.stdout.splitlines() == ["applied: False", "imported: False"]
     plugin_lines = [line for line in done.stderr.splitlines() if "pydantic" in line]
     assert plugin_lines == [
         "toolkit.plugins: toolkit plugin pydantic-ai does nothing: pydantic_ai is not installed"
@@ -361,6 +362,7 @@ async def test_a_streamed_run_is_traced_and_sent_once(
     tracer_provider: Any,
     meter_provider: Any,
     span_exporter: Any,
+    metric_reader: Any,
 ) -> None:
     server.script(Reply("one two three", usage=Usage(4, 3)))
     agent: Agent[None, str] = Agent(ToolkitModel(openai_model()), name="streamer")
@@ -378,6 +380,12 @@ async def test_a_streamed_run_is_traced_and_sent_once(
     [chat] = by_name(span_exporter.get_finished_spans(), "chat ")
     assert chat.attributes is not None
     assert chat.attributes["gen_ai.usage.output_tokens"] == 3
+    # The time to its first chunk, in the toolkit's metric (pydantic-ai's stamp), once.
+    [first] = points(metric_reader, names.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK)
+    [duration] = points(metric_reader, names.GEN_AI_CLIENT_OPERATION_DURATION)
+    assert first.count == duration.count == 1
+    assert 0 < first.sum <= duration.sum
+    assert first.attributes[names.GEN_AI_REQUEST_MODEL] == "gpt-test"
 
 
 # -- the toolkit's GenAI metrics -----------------------------------------------------------
@@ -418,6 +426,28 @@ async def test_each_request_counts_its_tokens_duration_and_cost_in_the_toolkits_
         for scope in resource.scope_metrics
     }
     assert "pydantic-ai" not in scopes
+
+
+async def test_a_request_pydantic_ai_opened_no_span_for_gets_the_toolkits_own(
+    tracer_provider: Any,
+    meter_provider: Any,
+    span_exporter: InMemorySpanExporter,
+    metric_reader: Any,
+) -> None:
+    """An agent whose instrumentation is off: its requests are still model calls, in one
+    ``chat`` span of the toolkit's, under the request's span."""
+    agent = weather_agent(ToolkitModel(TestModel()))
+    agent.instrument = False
+    app = agent_app(agent)
+    async with installed(app, tracer_provider, meter_provider) as client:
+        assert (await client.get("/ask")).status_code == 200
+    spans = span_exporter.get_finished_spans()
+    chats = by_name(spans, "chat ")
+    assert [span.instrumentation_scope.name for span in chats] == [names.INSTRUMENTATION_SCOPE] * 2
+    [server_span] = by_name(spans, "GET ")
+    assert {parent_of(span) for span in chats} == {server_span.context.span_id}
+    [duration] = points(metric_reader, names.GEN_AI_CLIENT_OPERATION_DURATION)
+    assert duration.count == 2
 
 
 async def test_a_request_served_from_the_cache_counts_no_tokens_and_what_it_saved(

@@ -559,4 +559,5 @@ def test_the_python_snippets_of_the_agents_page_run_and_record_their_spans(
         "result for otel",
         "Your order ships today.",
         "Hello",
+        "Hi there",
     ]

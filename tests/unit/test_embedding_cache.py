@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import hashlib
 import logging
 import random
 import time
@@ -23,8 +24,11 @@ import toolkit
 from tests.support.otel import counter_value
 from tests.support.waiting import eventually
 from tests.unit.conftest import StoppableCache
+from toolkit._savings import Tally
 from toolkit.backends import Backend, MemoryBackend
 from toolkit.cache import CacheStore, cache_embeddings, set_current_cache
+from toolkit.cache._keys import KEY_DIGEST_BYTES
+from toolkit.cache._saved import add_share, shares
 from toolkit.cache.embeddings import pack, unpack
 from toolkit.errors import ConfigurationError
 from toolkit.flags import CACHE_EMBEDDINGS, override
@@ -441,3 +445,86 @@ async def test_embeddings_computed_before_an_invalidation_of_their_tags_are_not_
     assert await first == [[1.0]]
     assert await embed(["a"]) == [[2.0]]
     assert await embed(["a"]) == [[2.0]]
+
+
+# --- what a hit spared ------------------------------------------------------------------------
+
+
+class RecordedModel(Model):
+    """An embedding model whose calls are recorded as model calls, a token per character."""
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        with toolkit.llm_call("emb-small", provider="openai", operation="embeddings") as call:
+            call.usage(input_tokens=sum(len(text) for text in texts))
+            return await super().embed(texts)
+
+
+def saved(reader: InMemoryMetricReader, metric: str, **attributes: str) -> float:
+    return counter_value(reader, metric, toolkit__cache__name="embeddings", **attributes)
+
+
+async def test_embeddings_hits_count_the_tokens_their_texts_cost_and_whole_requests_a_call(
+    store: CacheStore, metric_reader: InMemoryMetricReader
+) -> None:
+    model = RecordedModel()
+    embed = cache_embeddings(model="m")(model.embed)
+    await embed(["aaaa", "bb"])  # computed: 6 tokens, split 4 and 2
+    assert saved(metric_reader, names.CACHE_SAVED_CALLS) == 0
+    await embed(["aaaa", "bb", "aaaa"])  # wholly from the cache: a call, 10 tokens
+    assert saved(metric_reader, names.CACHE_SAVED_CALLS, gen_ai__request__model="emb-small") == 1
+    assert saved(metric_reader, names.CACHE_SAVED_TOKENS, gen_ai__token__type="input") == 10
+    await embed(["bb", "new"])  # in part: the call was made, the hit's 2 tokens spared
+    assert saved(metric_reader, names.CACHE_SAVED_CALLS) == 1
+    assert saved(metric_reader, names.CACHE_SAVED_TOKENS, gen_ai__token__type="input") == 12
+    assert model.batches == [["aaaa", "bb"], ["new"]]
+
+
+def stored_as(text: str, model: str = "m") -> tuple[str, str]:
+    """The keys of ``text``'s vector and of its share, as the stored form defines them."""
+    digest = hashlib.blake2b(model.encode() + b"\x00", digest_size=KEY_DIGEST_BYTES)
+    digest.update(text.encode())
+    return "embeddings:" + digest.hexdigest(), "embeddings.saved:" + digest.hexdigest()
+
+
+async def test_embeddings_vectors_stay_raw_float32_with_their_share_in_a_key_beside_them(
+    store: CacheStore,
+) -> None:
+    """The vector entry is what a toolkit from before the shares reads (raw float32, its
+    length divisible by 4): the share never changes it."""
+    await cache_embeddings(model="m")(RecordedModel().embed)(["abc"])
+    vector_key, share_key = stored_as("abc")
+    assert await store.get(vector_key) == pack(vector_of("abc"))
+    assert await store.get(share_key) is not None
+
+
+async def test_embeddings_stored_without_a_share_are_hits_that_save_nothing(
+    store: CacheStore, metric_reader: InMemoryMetricReader
+) -> None:
+    """Vectors stored as a toolkit from before the shares stores them (as does a function that
+    records no model call): read as before, saving nothing."""
+    await cache_embeddings(model="m")(Model().embed)(["abc", "de"])
+    assert await store.get(stored_as("abc")[1]) is None
+    model = RecordedModel()
+    assert await cache_embeddings(model="m")(model.embed)(["abc", "de"]) == [
+        vector_of("abc"),
+        vector_of("de"),
+    ]
+    assert model.batches == []
+    assert requests(metric_reader, names.CACHE_HIT) == 2
+    assert saved(metric_reader, names.CACHE_SAVED_CALLS) == 0
+    assert saved(metric_reader, names.CACHE_SAVED_TOKENS) == 0
+
+
+@given(
+    total=st.integers(min_value=0, max_value=10**9),
+    texts=st.lists(st.text(max_size=50), min_size=1, max_size=40),
+)
+def test_a_batchs_tokens_split_among_its_texts_add_up_to_the_batchs(
+    total: int, texts: list[str]
+) -> None:
+    tally = Tally()
+    tally.add("emb", 1, total, 0)
+    back = Tally()
+    for share in shares(tally, texts):
+        add_share(back, share)
+    assert back.models == {"emb": [0, total, 0]}

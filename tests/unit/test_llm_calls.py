@@ -19,6 +19,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import get_current_span as trace_current
 
 import toolkit
 from tests.support.otel import counter_value, points
@@ -146,6 +147,101 @@ async def test_tokens_and_cost_count_under_the_agent_the_call_ran_in(
         for p in points(metric_reader, names.GEN_AI_CLIENT_TOKEN_USAGE)
     }
     assert agents == {"support", None}
+
+
+# --- a span a framework opened; the server ---------------------------------------------------
+
+
+@pytest.mark.usefixtures("agents")
+def test_a_call_onto_a_framework_span_records_onto_it_and_leaves_its_end_and_status_alone(
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+    metric_reader: InMemoryMetricReader,
+) -> None:
+    tracer = tracer_provider.get_tracer("framework")
+    with tracer.start_as_current_span("chat gpt-4o") as framework:
+        with (  # a first attempt, which a retry makes good
+            pytest.raises(ConnectionError),
+            toolkit.llm_call("gpt-4o", provider="openai", span=framework),
+        ):
+            raise ConnectionError("refused")
+        with toolkit.llm_call("gpt-4o", provider="openai", span=framework) as call:
+            assert trace_current() is framework
+            call.usage(input_tokens=1_000_000, output_tokens=0)
+        assert framework.is_recording()  # still the framework's to end
+    span = only(span_exporter)  # no second span
+    assert span.name == "chat gpt-4o"
+    assert span.status.status_code is StatusCode.UNSET
+    assert names.ERROR_TYPE not in span.attributes
+    assert span.attributes[names.GEN_AI_USAGE_INPUT_TOKENS] == 1_000_000
+    assert span.attributes[names.GEN_AI_COST_ATTRIBUTE] == 2.5
+    durations = points(metric_reader, names.GEN_AI_CLIENT_OPERATION_DURATION)
+    assert sorted(p.attributes.get(names.ERROR_TYPE, "") for p in durations) == ["", "connection"]
+    assert counter_value(metric_reader, names.GEN_AI_COST) == 2.5
+
+
+@pytest.mark.usefixtures("agents")
+@pytest.mark.anyio
+async def test_the_agent_of_a_call_is_the_running_one_unless_named_or_none(
+    metric_reader: InMemoryMetricReader,
+) -> None:
+    @toolkit.traced_agent("support")
+    async def answer() -> None:
+        for agent in (toolkit.DEFAULT, "triage", None):
+            with toolkit.llm_call("gpt-4o", provider="openai", agent=agent) as call:
+                call.usage(input_tokens=1_000_000, output_tokens=0)
+
+    await answer()
+    for agent in ("support", "triage"):
+        assert counter_value(metric_reader, names.GEN_AI_COST, gen_ai__agent__name=agent) == 2.5
+    assert counter_value(metric_reader, names.GEN_AI_COST) == 7.5
+
+
+def test_the_server_is_on_the_span_and_the_metrics_and_its_addresses_are_bounded(
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+    meter_provider: MeterProvider,
+    metric_reader: InMemoryMetricReader,
+) -> None:
+    telemetry_with(tracer_provider, meter_provider, max_label_values=2)
+    for address in ("api.openai.com", "localhost", "third.example", "fourth.example"):
+        with toolkit.llm_call(
+            "gpt-4o", provider="openai", server_address=address, server_port=8443
+        ) as call:
+            call.usage(input_tokens=3, output_tokens=1)
+    with toolkit.llm_call("gpt-4o", provider="openai", server_port=70000) as call:  # no port
+        call.usage(input_tokens=3, output_tokens=1)
+    spans = span_exporter.get_finished_spans()
+    assert [s.attributes.get(names.SERVER_ADDRESS) for s in spans] == [
+        "api.openai.com",
+        "localhost",
+        "third.example",
+        "fourth.example",
+        None,
+    ]
+    assert [s.attributes.get(names.SERVER_PORT) for s in spans] == [8443] * 4 + [None]
+    for metric in (names.GEN_AI_CLIENT_OPERATION_DURATION, names.GEN_AI_CLIENT_TOKEN_USAGE):
+        servers = {
+            (p.attributes.get(names.SERVER_ADDRESS), p.attributes.get(names.SERVER_PORT))
+            for p in points(metric_reader, metric)
+        }
+        assert servers == {
+            ("api.openai.com", 8443),
+            ("localhost", 8443),
+            (names.GEN_AI_OTHER, None),  # past the bound, and no series per port either
+            (None, None),
+        }
+
+
+@pytest.mark.usefixtures("agents")
+def test_a_first_chunk_stamped_by_the_stream_itself_is_recorded_from_the_start_of_the_call(
+    metric_reader: InMemoryMetricReader,
+) -> None:
+    with toolkit.llm_call("gpt-4o", provider="openai", stream=True) as call:
+        call.first_chunk(after=0.25)
+        call.first_chunk()  # the first one noted stays
+    (first,) = points(metric_reader, names.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK)
+    assert first.sum == pytest.approx(0.25)
 
 
 # --- streams ----------------------------------------------------------------------------------

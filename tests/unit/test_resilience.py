@@ -36,10 +36,12 @@ from toolkit.resilience import (
     CircuitBreaker,
     RetryBudget,
     RetryPolicy,
+    model_breaker_name,
     provider_errors,
     retry_after_of,
     set_current_breakers,
 )
+from toolkit.resilience._naming import ModelBreakerNames
 from toolkit.telemetry import names
 
 pytestmark = pytest.mark.anyio
@@ -1019,3 +1021,44 @@ async def test_resilient_around_a_client_that_retries_itself_warns_once_naming_m
             await retrying_once()
     assert overloaded_api.requests == 3
     assert not [r for r in caplog.records if "max_retries" in r.getMessage()]
+
+
+# --- the breaker of a provider's model ------------------------------------------------------
+
+
+def test_a_models_breaker_is_provider_colon_model_with_what_a_name_cannot_hold_replaced() -> None:
+    assert model_breaker_name("openai", "gpt-4o") == "openai:gpt-4o"
+    assert model_breaker_name("openai", "gpt-4o") == "openai:gpt-4o"  # the same breaker again
+    odd = model_breaker_name("azure.ai.openai", "my deployment@eu+1")
+    assert odd == "azure.ai.openai:my_deployment_eu_1"
+    toolkit.CircuitBreaker(odd)  # a name a breaker takes
+    assert len(model_breaker_name("openai", "m" * 1000)) <= 200
+
+
+def test_breaker_names_past_the_bound_share_their_providers_then_one() -> None:
+    names_of = ModelBreakerNames(max_models=2, max_others=1)
+    assert names_of("openai", "a") == "openai:a"
+    assert names_of("openai", "b") == "openai:b"
+    assert names_of("openai", "c") == "openai:other"  # past the bound: the provider's share
+    assert names_of("openai", "d") == "openai:other"
+    assert names_of("openai", "a") == "openai:a"  # the first ones keep theirs
+    assert names_of("groq", "e") == "other"  # past both bounds: one for all
+    kept = {names_of(f"p{i}", f"m{j}") for i in range(50) for j in range(50)}
+    assert kept == {"other"}
+
+
+def test_breaker_names_asked_from_many_threads_stay_within_the_bound() -> None:
+    names_of = ModelBreakerNames(max_models=8, max_others=2)
+    handed: list[str] = []
+
+    def ask(thread: int) -> None:
+        handed.extend(names_of(f"p{thread % 3}", f"m{i}") for i in range(200))
+
+    threads = [threading.Thread(target=ask, args=(t,)) for t in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    own = {name for name in handed if not name.endswith("other")}
+    assert len(own) == 8
+    assert len(set(handed) - own) <= 3  # two providers' shares and "other"

@@ -208,7 +208,9 @@ async def drive_agents(tracer_provider: TracerProvider, meter_provider: MeterPro
         async def chunks() -> AsyncIterator[str]:
             yield "an answer"
 
-        async with toolkit.llm_call("gpt-4o", provider="openai") as call:
+        async with toolkit.llm_call(
+            "gpt-4o", provider="openai", server_address="api.openai.com", server_port=443
+        ) as call:
             call.input_messages(question)
             stream = call.stream(chunks())
         async for chunk in stream:

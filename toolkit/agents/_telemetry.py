@@ -27,7 +27,7 @@ _MAX_MEMO: Final = 4096
 """Metric attribute sets kept ready-made; past it, each call builds its own (still bounded
 values: the memo only saves the allocation)."""
 
-Attributes = Mapping[str, str]
+Attributes = Mapping[str, str | int]
 
 
 class AgentTelemetry:
@@ -69,15 +69,16 @@ class AgentTelemetry:
         self.agents = BoundedLabels(limit)
         self.steps = BoundedLabels(limit)
         self.errors = BoundedLabels(limit)
+        self.servers = BoundedLabels(limit)
         self.capture_content = capture_content(
             self.settings.capture_content, os.environ if environ is None else environ
         )
         self.content_max_length = self.settings.content_max_length
         self.content_max_messages = self.settings.content_max_messages
         self.prices = Prices(self.settings.prices)
-        self._memo: dict[tuple[str | None, ...], dict[str, Any]] = {}
+        self._memo: dict[tuple[str | int | None, ...], dict[str, Any]] = {}
 
-    def attributes(self, keys: tuple[str, ...], values: tuple[str | None, ...]) -> Attributes:
+    def attributes(self, keys: tuple[str, ...], values: tuple[str | int | None, ...]) -> Attributes:
         """The metric attributes ``keys`` -> ``values`` (a None value left out), made once per
         combination: every value is already a bounded label."""
         memo_key = (*keys, *values)

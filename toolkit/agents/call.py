@@ -17,6 +17,12 @@ metric are then recorded when the stream is exhausted, fails or is closed (``clo
 The span (CLIENT, ``chat gpt-4o``) is current inside the block and while the stream produces
 each chunk, so the toolkit's decisions around the call (a breaker, a retry, a cache) land on
 it. Every method is a no-op when telemetry is off, and none raises into the application.
+
+A framework that opens its own span for the call (pydantic-ai's ``chat``) passes it:
+``llm_call(model, provider=..., span=trace.get_current_span())`` records the metrics, the
+cost and what it is told onto that span, without a second one; the span stays the
+framework's to end, and to mark failed (a failed attempt that a retry makes good is not a
+failed operation).
 """
 
 from __future__ import annotations
@@ -30,12 +36,14 @@ from typing import Any, Literal, TypeVar, overload
 from opentelemetry import context, trace
 from opentelemetry.trace import SpanKind
 
+from toolkit._default import DEFAULT, Default
 from toolkit._savings import note_call
 from toolkit.agents._content import Messages, messages_json
 from toolkit.agents._run import AGENT_KEY, mark_failed
 from toolkit.agents._stream import AsyncStream, SyncStream
 from toolkit.agents._telemetry import AgentTelemetry, current_agent_telemetry
 from toolkit.flags import TRACING_AGENTS, FlagSource, current_flags
+from toolkit.resilience.classify import error_type
 from toolkit.telemetry import names
 from toolkit.telemetry.labels import MAX_LABEL_LENGTH
 
@@ -52,6 +60,8 @@ _CLIENT_KEYS = (
     names.GEN_AI_REQUEST_MODEL,
     names.GEN_AI_RESPONSE_MODEL,
     names.ERROR_TYPE,
+    names.SERVER_ADDRESS,
+    names.SERVER_PORT,
 )
 _TOKEN_KEYS = (
     names.GEN_AI_OPERATION_NAME,
@@ -60,7 +70,10 @@ _TOKEN_KEYS = (
     names.GEN_AI_RESPONSE_MODEL,
     names.GEN_AI_TOKEN_TYPE,
     names.GEN_AI_AGENT_NAME,
+    names.SERVER_ADDRESS,
+    names.SERVER_PORT,
 )
+_MAX_PORT = 65535
 _COST_KEYS = (names.GEN_AI_AGENT_NAME, names.GEN_AI_PROVIDER_NAME, names.GEN_AI_REQUEST_MODEL)
 
 
@@ -73,18 +86,22 @@ class LLMCall:
 
     __slots__ = (
         "_agent",
+        "_agent_given",
         "_attached",
         "_cache_read",
         "_ended",
         "_finish_reasons",
         "_first_chunk",
         "_flags",
+        "_given_span",
         "_input",
         "_input_messages",
         "_output",
         "_output_messages",
         "_response_id",
         "_response_model",
+        "_server",
+        "_server_given",
         "_span",
         "_started",
         "_streaming",
@@ -102,14 +119,31 @@ class LLMCall:
         provider: str,
         operation: Operation = "chat",
         stream: bool = False,
+        span: trace.Span | None = None,
+        agent: str | Default | None = DEFAULT,
+        server_address: str | None = None,
+        server_port: int | None = None,
         flags: FlagSource | None = None,
     ) -> None:
-        """The arguments of :func:`llm_call`; ``flags``: where the ``tracing.agents`` flag is
-        read, the current flags when None."""
+        """The arguments of :func:`llm_call` (``span``: None opens one of its own; ``agent``:
+        None for none; ``server_address`` / ``server_port``: None leaves each out;
+        ``flags``: where the ``tracing.agents`` flag is read, the current flags when None)."""
         self.model = str(model)
         self.provider = str(provider)
         self.operation: str = operation
         self.streamed = stream
+        self._given_span = span
+        self._agent_given = agent
+        port = (
+            server_port
+            if isinstance(server_port, int) and not isinstance(server_port, bool)
+            else None
+        )
+        self._server_given = (
+            None if server_address is None else str(server_address),
+            port if port is not None and 0 < port <= _MAX_PORT else None,
+        )
+        self._server: tuple[str | None, int | None] = (None, None)
         self._flags = flags
         self._telemetry: AgentTelemetry | None = None
         self._span: trace.Span = trace.INVALID_SPAN
@@ -143,19 +177,39 @@ class LLMCall:
         if not (self._flags or current_flags()).is_enabled(TRACING_AGENTS):
             return
         telemetry = current_agent_telemetry()
-        attributes: dict[str, str | bool] = {
-            names.GEN_AI_OPERATION_NAME: self.operation,
-            names.GEN_AI_PROVIDER_NAME: self.provider,
-            names.GEN_AI_REQUEST_MODEL: self.model,
-        }
-        if self.streamed:
-            attributes[names.GEN_AI_REQUEST_STREAM] = True
-        self._span = telemetry.tracer.start_span(
-            f"{self.operation} {self.model[:MAX_LABEL_LENGTH]}",
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
-        )
-        self._agent = context.get_value(AGENT_KEY)  # type: ignore[assignment]
+        address, port = self._server_given
+        server: dict[str, str | int] = {}
+        if address is not None:
+            server[names.SERVER_ADDRESS] = address
+            label = telemetry.servers(address)
+            # A port beside an address past the bound would make a series per port again.
+            self._server = (label, None if label == names.GEN_AI_OTHER else port)
+        if port is not None:
+            server[names.SERVER_PORT] = port
+        given = self._given_span
+        if given is None:
+            attributes: dict[str, str | int | bool] = {
+                names.GEN_AI_OPERATION_NAME: self.operation,
+                names.GEN_AI_PROVIDER_NAME: self.provider,
+                names.GEN_AI_REQUEST_MODEL: self.model,
+                **server,
+            }
+            if self.streamed:
+                attributes[names.GEN_AI_REQUEST_STREAM] = True
+            self._span = telemetry.tracer.start_span(
+                f"{self.operation} {self.model[:MAX_LABEL_LENGTH]}",
+                kind=SpanKind.CLIENT,
+                attributes=attributes,
+            )
+        else:
+            self._span = given
+            if server and given.is_recording():
+                given.set_attributes(server)
+        agent = self._agent_given
+        if isinstance(agent, Default):
+            self._agent = context.get_value(AGENT_KEY)  # type: ignore[assignment]
+        else:
+            self._agent = None if agent is None else telemetry.agents(str(agent))
         self._attached = context.attach(trace.set_span_in_context(self._span))
         self._telemetry = telemetry
         self._started = time.perf_counter()
@@ -259,10 +313,18 @@ class LLMCall:
 
     # --- streams ----------------------------------------------------------------------------
 
-    def first_chunk(self) -> None:
-        """The first chunk of a streamed answer arrived (what :meth:`stream` notes itself)."""
+    def first_chunk(self, *, after: float | None = None) -> None:
+        """The first chunk of a streamed answer arrived (what :meth:`stream` notes itself).
+
+        Args:
+            after: seconds from the start of the call to the first chunk, for a stream that
+                stamps it itself and is read afterwards (pydantic-ai's); None: now.
+        """
         if self._first_chunk is None and self._telemetry is not None:
-            self._first_chunk = time.perf_counter()
+            if after is None:
+                self._first_chunk = time.perf_counter()
+            elif after >= 0:
+                self._first_chunk = self._started + float(after)
 
     @overload
     def stream(
@@ -328,17 +390,23 @@ class LLMCall:
                 output_tokens or 0,
                 cache_read,
             )
-        kind = None if error is None else mark_failed(span, error)
+        own = self._given_span is None
+        kind = None
+        if error is not None:
+            # A borrowed span is marked by its framework, which knows how the operation ended.
+            kind = mark_failed(span, error) if own else error_type(error)
         if span.is_recording():
             self._describe(span, cost)
-        span.end()
+        if own:
+            span.end()
 
         operation, provider = self.operation, telemetry.providers(self.provider)
         model = telemetry.models(self.model)
         answered = None if self._response_model is None else telemetry.models(self._response_model)
         error_label = None if kind is None else telemetry.errors(kind)
+        address, port = self._server
         attributes = telemetry.attributes(
-            _CLIENT_KEYS, (operation, provider, model, answered, error_label)
+            _CLIENT_KEYS, (operation, provider, model, answered, error_label, address, port)
         )
         telemetry.operation_duration.record(ended - self._started, attributes)
         if self._first_chunk is not None:
@@ -352,7 +420,8 @@ class LLMCall:
                 telemetry.token_usage.record(
                     tokens,
                     telemetry.attributes(
-                        _TOKEN_KEYS, (operation, provider, model, answered, token_type, agent)
+                        _TOKEN_KEYS,
+                        (operation, provider, model, answered, token_type, agent, address, port),
                     ),
                 )
         if cost is not None:
@@ -392,6 +461,10 @@ def llm_call(
     provider: str,
     operation: Operation = "chat",
     stream: bool = False,
+    span: trace.Span | None = None,
+    agent: str | Default | None = DEFAULT,
+    server_address: str | None = None,
+    server_port: int | None = None,
     flags: FlagSource | None = None,
 ) -> LLMCall:
     """Record one model call: a ``chat {model}`` (or ``embeddings {model}``...) CLIENT span
@@ -404,7 +477,26 @@ def llm_call(
         operation: ``chat``, ``embeddings``, ``text_completion`` or ``generate_content``.
         stream: the request asks for a streamed answer (``gen_ai.request.stream``); set
             anyway by :meth:`LLMCall.stream`.
+        span: the span a framework already opened for this call: what the call is told is
+            recorded onto it, and it is neither ended nor marked failed here (its framework
+            does both). None opens the call's own ``chat {model}`` span.
+        agent: the agent the call is made for (``gen_ai.agent.name`` of its token and cost
+            metrics); by default the running ``@traced_agent``; None for none.
+        server_address / server_port: where the model is served (``server.address``,
+            ``server.port``), on the span and the metrics; from the client's configuration,
+            never from a request (``agents.max_label_values`` addresses, the others
+            ``other``). None leaves each out.
         flags: where the ``tracing.agents`` flag is read, when the call is entered; the
             current flags when None. Off means nothing is recorded.
     """
-    return LLMCall(model, provider=provider, operation=operation, stream=stream, flags=flags)
+    return LLMCall(
+        model,
+        provider=provider,
+        operation=operation,
+        stream=stream,
+        span=span,
+        agent=agent,
+        server_address=server_address,
+        server_port=server_port,
+        flags=flags,
+    )

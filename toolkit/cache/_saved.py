@@ -1,4 +1,5 @@
-"""What a function cache entry cost to compute, stored after its value.
+"""What a function cache entry cost to compute, stored after its value (and, at the end, what
+an embedding's share of its batch cost, stored beside it).
 
 An entry whose computation made model calls (see ``toolkit/_savings.py``) ends with a trailer:
 the tally (msgpack: ``[[model, calls, input tokens, output tokens], ...]``, a few integers),
@@ -13,6 +14,7 @@ JSON or msgpack entry as undecodable: a miss, computed again (during a rolling u
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import Final
 
 import msgpack  # type: ignore[import-untyped]
@@ -91,3 +93,55 @@ class SavedCounts:
                     {**attributes, names.GEN_AI_TOKEN_TYPE: token_type},
                     tokens,
                 )
+
+
+# --- embeddings: each text's share, in a key of its own ---------------------------------------
+# An embedding entry is the vector's raw float32 bytes, read by any toolkit that finds a length
+# divisible by 4: a trailer would be read as more dimensions by one from before it. So each
+# text's share of what its batch cost is stored beside it, under a key of its own (rows of
+# ``[model, input tokens, output tokens]``), which readers from before it never ask for. A
+# request served wholly from the cache saves one call per model and its texts' tokens; one
+# served in part, the tokens of its hits. Vectors stored without a share (by an older toolkit,
+# or a function that records no model call) save nothing.
+
+
+def shares(tally: Tally, texts: Sequence[str]) -> list[bytes | None]:
+    """What each text of one batch cost: the batch's tokens split by the texts' lengths
+    (integers that add up to the batch's), per model; None for every text when nothing was
+    recorded."""
+    if not tally or not texts:
+        return [None] * len(texts)
+    weights = [max(len(text), 1) for text in texts]
+    per_model = [
+        (model, _split(inputs, weights), _split(outputs, weights))
+        for model, (_, inputs, outputs) in tally.models.items()
+    ]
+    rows_of = [
+        [[model, inputs[i], outputs[i]] for model, inputs, outputs in per_model]
+        for i in range(len(texts))
+    ]
+    return [msgpack.packb(rows, use_bin_type=True) for rows in rows_of]
+
+
+def _split(total: int, weights: list[int]) -> list[int]:
+    """``total`` in integer parts proportional to ``weights`` (largest remainders first)."""
+    whole = sum(weights)
+    parts = [total * w // whole for w in weights]
+    left = total - sum(parts)
+    by_remainder = sorted(range(len(weights)), key=lambda i: -(total * weights[i] % whole))
+    for i in by_remainder[:left]:
+        parts[i] += 1
+    return parts
+
+
+def add_share(tally: Tally, raw: bytes | None) -> None:
+    """Add one text's stored share (from :func:`shares`) to ``tally``, with no calls: a text
+    served from the cache spares a call only when its whole request is."""
+    if raw is None or len(raw) > MAX_TALLY_BYTES:
+        return
+    try:
+        rows = msgpack.unpackb(raw, use_list=True, raw=False)
+        for model, inputs, outputs in rows[:MAX_MODELS]:
+            tally.add(str(model)[:128], 0, max(int(inputs), 0), max(int(outputs), 0))
+    except Exception:
+        return  # not a share (written by something else): it saves nothing

@@ -7,28 +7,32 @@ back in exactly the order of the input. This merge is where embedding caches go 
 small and position-explicit. Within a process a text being embedded is never embedded again
 meanwhile (one flight per text), and the new texts of calls made in the same loop turn go to
 the function together, as their lookups went to the backend together.
+
+What a hit spared (``toolkit.cache.saved.*``): each text's share of the model calls recorded
+while its batch was embedded, in a key beside its vector (see ``_saved``).
 """
 
 from __future__ import annotations
 
-import array
 import asyncio
 import contextlib
 import functools
 import hashlib
 import inspect
 import logging
-import sys
 import weakref
 from collections.abc import Callable, Coroutine, Sequence, Sized
 from typing import Any, Final, ParamSpec, cast
 
+from toolkit._savings import Tally, collecting
 from toolkit._tasks import spawn
 from toolkit.cache._arguments import method_receiver, parse_tags, parse_ttl
 from toolkit.cache._current import current_cache
 from toolkit.cache._keys import KEY_DIGEST_BYTES
 from toolkit.cache._reads import generation_or_none, read_through
+from toolkit.cache._saved import add_share, shares
 from toolkit.cache._store import CacheStore
+from toolkit.cache._vectors import as_lists, pack, unpack
 from toolkit.errors import BackendError, ConfigurationError
 from toolkit.flags import CACHE_EMBEDDINGS, FlagSource, current_flags
 from toolkit.telemetry import names
@@ -43,29 +47,13 @@ DEFAULT_TTL: Final = 7 * 24 * 3600.0
 """Seconds an embedding is kept: a model's vector for a text does not change, so long; the
 bound is on storage, not on freshness."""
 _KEY_PREFIX: Final = "embeddings:"
-_BIG_ENDIAN: Final = sys.byteorder == "big"
+_SHARE_PREFIX: Final = "embeddings.saved:"
+"""Each text's share of what its batch cost, under the digest of its vector's key."""
 DEFAULT_MAX_BATCH: Final = 32
 """Texts one merged call may send: within the batch limits of common embedding APIs and
 servers (Text Embeddings Inference accepts 32 by default, Cohere 96, OpenAI 2048)."""
 
 EmbedFunction = Callable[P, Coroutine[Any, Any, Sequence[Sequence[float]]]]
-
-
-def pack(vector: Sequence[float]) -> bytes:
-    """``vector`` as little-endian float32 bytes (4 bytes a dimension)."""
-    packed = array.array("f", vector)
-    if _BIG_ENDIAN:
-        packed.byteswap()
-    return packed.tobytes()
-
-
-def unpack(raw: bytes) -> list[float]:
-    """The vector that :func:`pack` stored."""
-    vector = array.array("f")
-    vector.frombytes(raw)
-    if _BIG_ENDIAN:
-        vector.byteswap()
-    return vector.tolist()
 
 
 def cache_embeddings(
@@ -194,11 +182,11 @@ class _EmbeddingCache:
         if len(args) + len(kwargs) != self.position + 1 or (
             not positional and self.parameter not in kwargs
         ):
-            return _as_lists(await self.function(*args, **kwargs))  # a wrong call: its TypeError
+            return as_lists(await self.function(*args, **kwargs))  # a wrong call: its TypeError
         texts = args[self.position] if positional else kwargs[self.parameter]
         if not (self.flags or current_flags()).is_enabled(CACHE_EMBEDDINGS):
             store.record(CACHE_NAME, names.CACHE_BYPASS, count=_count(texts))
-            return _as_lists(await self.function(*args, **kwargs))
+            return as_lists(await self.function(*args, **kwargs))
         if not _is_batch(texts):
             if not self.warned:
                 self.warned = True
@@ -209,29 +197,36 @@ class _EmbeddingCache:
                     type(texts).__name__,
                 )
             store.record(CACHE_NAME, names.CACHE_BYPASS, count=_count(texts))
-            return _as_lists(await self.function(*args, **kwargs))
+            return as_lists(await self.function(*args, **kwargs))
         if not texts:
             return []
 
         keys = [self._key(text) for text in texts]
         try:
-            stored = await read_through(store, keys, self.ttl)
+            # The shares in the same round trip: a few bytes each, when there are any.
+            read = await read_through(store, [*keys, *map(share_key, keys)], self.ttl)
         except BackendError:
-            stored = [None] * len(keys)
+            read = [None] * (2 * len(keys))
             failed = True
         else:
             failed = False
+        stored, stored_shares = read[: len(keys)], read[len(keys) :]
 
         vectors: list[list[float] | None] = [None] * len(keys)
         missing: dict[str, str] = {}  # key -> its text, first occurrence first
+        spared = Tally()
         for i, (key, raw) in enumerate(zip(keys, stored, strict=True)):
             if raw is not None and len(raw) % 4 == 0:
                 vectors[i] = unpack(raw)
+                add_share(spared, stored_shares[i])
             else:
                 missing.setdefault(key, texts[i])
         if not missing:
             if not failed:
                 store.record(CACHE_NAME, names.CACHE_HIT, count=len(keys))
+                for counts in spared.models.values():
+                    counts[0] = 1  # the request, wholly spared: a call per model
+                store.saved.add(CACHE_NAME, spared)
             return cast(list[list[float]], vectors)  # every place is filled
 
         flights = self._flights.get(store)
@@ -248,6 +243,7 @@ class _EmbeddingCache:
                 store.record(CACHE_NAME, names.CACHE_HIT, count=len(keys) - fresh)
             if fresh:
                 store.record(CACHE_NAME, names.CACHE_MISS, count=fresh)
+            store.saved.add(CACHE_NAME, spared)  # its hits' tokens; the call was made
         # asyncio.wait, not gather: a caller cancelled here must not cancel the flights
         # other callers wait for too.
         await asyncio.wait(waiting.values())
@@ -337,7 +333,8 @@ class _Flights:
             # Read before the call: vectors computed before an invalidation of their tags are
             # not stored after it.
             generation = await generation_or_none(store) if cache.tags else None
-            computed = await cache.function(*batch.receiver, batch.texts)
+            with collecting() as spent:
+                computed = await cache.function(*batch.receiver, batch.texts)
             if len(computed) != len(batch.texts):
                 raise ValueError(
                     f"{cache.qualname} returned {len(computed)} vectors for "
@@ -357,9 +354,14 @@ class _Flights:
         items = list(zip(batch.futures, packed, strict=True))
         try:
             if generation is not None or not cache.tags:
+                written = items + [
+                    (share_key(key), share)
+                    for key, share in zip(batch.futures, shares(spent, batch.texts), strict=True)
+                    if share is not None
+                ]
                 # A failed write is counted by the backend; the vectors are returned anyway.
                 with contextlib.suppress(BackendError):
-                    await store.set_many(items, cache.ttl, cache.tags, generation)
+                    await store.set_many(written, cache.ttl, cache.tags, generation)
         finally:
             # Stored before anyone is answered (as a @cached leader does): a call arriving
             # meanwhile joins this flight rather than missing in the backend.
@@ -375,6 +377,11 @@ class _Flights:
                 del flying[key]
 
 
+def share_key(key: str) -> str:
+    """Where the share of what its batch cost is kept beside the vector under ``key``."""
+    return _SHARE_PREFIX + key.removeprefix(_KEY_PREFIX)
+
+
 def _is_batch(texts: object) -> bool:
     return (
         isinstance(texts, Sequence)
@@ -385,10 +392,3 @@ def _is_batch(texts: object) -> bool:
 
 def _count(texts: object) -> int:
     return len(texts) if isinstance(texts, Sized) else 1
-
-
-def _as_lists(vectors: Sequence[Sequence[float]]) -> list[list[float]]:
-    """The function's own vectors, unchanged when they are lists already (the cache is off)."""
-    if isinstance(vectors, list) and all(isinstance(v, list) for v in vectors):
-        return vectors
-    return [list(vector) for vector in vectors]

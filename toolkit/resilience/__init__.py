@@ -2,6 +2,7 @@
 retry budget, deadlines and fallbacks, composed by ``@toolkit.resilient``."""
 
 from toolkit._default import DEFAULT
+from toolkit.resilience._naming import model_breaker_name
 from toolkit.resilience.breaker import CircuitBreaker, Probe
 from toolkit.resilience.budget import RetryBudget
 from toolkit.resilience.classify import (
@@ -35,6 +36,7 @@ __all__ = [
     "current_breakers",
     "error_type",
     "is_caller_error",
+    "model_breaker_name",
     "provider_errors",
     "resilient",
     "retry_after_of",

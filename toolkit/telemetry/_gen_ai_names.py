@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Final
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _gen_ai
-from opentelemetry.semconv.attributes import error_attributes
+from opentelemetry.semconv.attributes import error_attributes, server_attributes
 
 from toolkit.telemetry.metric import HISTOGRAM, OBSERVABLE_COUNTER, Metric
 
@@ -163,12 +163,17 @@ AGENT_DURATION_BUCKETS: Final = (
 )
 """Seconds: an agent run or a step, from a cached lookup to a ten-minute tool loop."""
 
+_SERVER: Final = (server_attributes.SERVER_ADDRESS, server_attributes.SERVER_PORT)
+"""Where the model is served, as the conventions advise on the client metrics: from the
+client's configuration (``llm_call(server_address=...)``), never from a request, and bounded
+(``agents.max_label_values`` addresses)."""
 _CLIENT_ATTRIBUTES: Final = (
     GEN_AI_OPERATION_NAME,
     GEN_AI_PROVIDER_NAME,
     GEN_AI_REQUEST_MODEL,
     GEN_AI_RESPONSE_MODEL,
     _ERROR_TYPE,
+    *_SERVER,
 )
 
 GEN_AI_CLIENT_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
@@ -191,7 +196,7 @@ GEN_AI_CLIENT_TOKEN_USAGE_METRIC: Final = Metric(
     HISTOGRAM,
     unit="{token}",
     description="Number of input and output tokens used.",
-    attributes=(*_CLIENT_ATTRIBUTES[:4], GEN_AI_TOKEN_TYPE, GEN_AI_AGENT_NAME),
+    attributes=(*_CLIENT_ATTRIBUTES[:4], GEN_AI_TOKEN_TYPE, GEN_AI_AGENT_NAME, *_SERVER),
     buckets=GEN_AI_TOKEN_BUCKETS,
 )
 

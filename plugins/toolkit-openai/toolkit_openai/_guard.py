@@ -7,8 +7,9 @@ Where the toolkit retries, each attempt goes through a copy of the client made o
 SDK attempts = 9 requests). Where it does not (``retries=None``, or the ``resilience`` flag
 off), the client's own retries stay as the app configured them.
 
-The models of a client are bounded: past :data:`MAX_MODELS` the calls of the others share
-the breaker ``{provider}:other``.
+The breakers are named by ``toolkit.resilience.model_breaker_name``, bounded per process (past
+its bound, later models share ``{provider}:other``); a client keeps the policies of at most
+:data:`MAX_MODELS` models at hand and finds the others' by breaker name on each call.
 """
 
 from __future__ import annotations
@@ -16,24 +17,19 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-from toolkit._default import Default
+from toolkit import Default
 from toolkit.errors import ConfigurationError
 from toolkit.flags import RESILIENCE, FlagSource, current_flags
-from toolkit.resilience import RetryPolicy, provider_errors, resilient
-from toolkit.settings._values import BREAKER_NAME_CHARACTERS
+from toolkit.resilience import RetryPolicy, model_breaker_name, provider_errors, resilient
 
 DEFAULT_ATTEMPTS: Final = 3
 """Attempts in all of a request when ``retries=`` is left out."""
 MAX_MODELS: Final = 64
-"""Models of one client with a breaker of their own; the others share ``{provider}:other``."""
+"""Models of one client whose policies are kept at hand; the others' are found by breaker
+name on each call."""
 
 Method = Callable[..., Awaitable[Any]]
 Send = Callable[[Method, dict[str, Any]], Awaitable[Any]]
-
-
-def breaker_name(provider: str, model: str) -> str:
-    """``{provider}:{model}``, with what a breaker name cannot hold replaced by ``_``."""
-    return "".join(c if c in BREAKER_NAME_CHARACTERS else "_" for c in f"{provider}:{model}")
 
 
 def retry_policy(retries: int | RetryPolicy | Default | None) -> RetryPolicy | int | None:
@@ -74,6 +70,7 @@ class Guards:
         self._timeout = timeout
         self._flags = flags
         self._by_model: dict[str, Send] = {}
+        self._by_name: dict[str, Send] = {}  # bounded by the breaker names there can be
         resilient(retries=self._as_retries(), retry_on=self._retry_on(), timeout=timeout)  # checks
 
     def _as_retries(self) -> int | RetryPolicy | None:
@@ -91,14 +88,15 @@ class Guards:
         """The guarded send of ``model``'s requests: ``await send(method, kwargs)``."""
         guard = self._by_model.get(model)
         if guard is None:
-            shared = len(self._by_model) >= MAX_MODELS
-            guard = self._make("other" if shared else model)
-            if not shared:
+            name = model_breaker_name(self._provider, model)
+            guard = self._by_name.get(name)
+            if guard is None:
+                guard = self._by_name[name] = self._make(name)
+            if len(self._by_model) < MAX_MODELS:
                 self._by_model[model] = guard
         return guard
 
-    def _make(self, model: str) -> Send:
-        name = breaker_name(self._provider, model)
+    def _make(self, name: str) -> Send:
 
         async def send(method: Method, kwargs: dict[str, Any]) -> Any:
             return await method(**kwargs)

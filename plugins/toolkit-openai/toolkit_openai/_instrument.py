@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import openai
-from opentelemetry import trace
 
 from toolkit import DEFAULT
 from toolkit._default import Default
@@ -34,7 +33,6 @@ from toolkit.agents import LLMCall, Operation, llm_call
 from toolkit.flags import FlagSource
 from toolkit.plugins import PluginContext
 from toolkit.resilience import RetryPolicy
-from toolkit.telemetry import names
 from toolkit_openai import _read
 from toolkit_openai._embeddings import EmbeddingCache
 from toolkit_openai._endpoint import Endpoint, endpoint_of
@@ -189,11 +187,14 @@ class _Instrumented:
     # --- one call -----------------------------------------------------------------------------
 
     def _open(self, model: str, operation: Operation, stream: bool) -> LLMCall:
+        endpoint = self.endpoint
         return llm_call(
             model,
-            provider=self.endpoint.provider,
+            provider=endpoint.provider,
             operation=operation,
             stream=stream,
+            server_address=endpoint.address,
+            server_port=endpoint.port,
             flags=self.options.flags,
         )
 
@@ -231,16 +232,9 @@ class _Instrumented:
         return create
 
     def _before(self, call: LLMCall, kind: _Kind, kwargs: dict[str, Any]) -> None:
-        """What is known before the request: the server (on the call's span, current inside
-        its block) and, when content is captured, the prompt."""
+        """What is known before the request: the prompt, when content is captured."""
         if not call.recording:
             return
-        endpoint = self.endpoint
-        span = trace.get_current_span()
-        if endpoint.address is not None:
-            span.set_attribute(names.SERVER_ADDRESS, endpoint.address)
-        if endpoint.port is not None:
-            span.set_attribute(names.SERVER_PORT, endpoint.port)
         if kind.prompt is not None:
             argument, read = kind.prompt
             read(call, kwargs.get(argument))

@@ -4,7 +4,8 @@ The layers of one request, outermost first:
 
 1. pydantic-ai's ``chat {model}`` span (its instrumentation wraps the model request), so every
    decision below lands on it as an event: the cache lookup, the breaker's refusal, each retry;
-   and the toolkit's GenAI metrics of each request sent (``_usage``): duration, tokens, cost.
+   and the toolkit's GenAI metrics of each request sent, recorded onto that span (``_usage``):
+   duration, tokens, cost, a stream's time to first chunk.
 2. the cache (``cache_ttl=``, opted in): a deterministic request (``temperature`` 0) is served
    from the app's cache store, per caller, before the breaker is asked; see ``_cache``.
 3. ``@resilient``: the deadline, the breaker named ``{provider}:{model}`` and the retries, with
@@ -27,26 +28,18 @@ from pydantic_ai.models import KnownModelName, Model, ModelRequestParameters, St
 from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 
-from toolkit import DEFAULT
-from toolkit._default import Default
+from toolkit import DEFAULT, Default
 from toolkit.errors import ConfigurationError
 from toolkit.flags import FlagSource
-from toolkit.resilience import RetryPolicy, resilient
-from toolkit.settings._values import BREAKER_NAME_CHARACTERS
+from toolkit.resilience import RetryPolicy, model_breaker_name, resilient
 from toolkit_pydantic_ai._cache import RequestCache
 from toolkit_pydantic_ai._errors import model_errors
-from toolkit_pydantic_ai._usage import record_request
+from toolkit_pydantic_ai._usage import answered, model_call
 
 DEFAULT_ATTEMPTS: Final = 3
 """Attempts in all of a model request when ``retries=`` is left out."""
 
 Send = Callable[[list[ModelMessage], ModelSettings | None, ModelRequestParameters], Any]
-
-
-def breaker_name(system: str, model_name: str) -> str:
-    """``{provider}:{model}``, with what a breaker name cannot hold replaced by ``_``."""
-    text = f"{system}:{model_name}"
-    return "".join(c if c in BREAKER_NAME_CHARACTERS else "_" for c in text)
 
 
 class ToolkitModel(WrapperModel):
@@ -90,7 +83,7 @@ class ToolkitModel(WrapperModel):
                 f"ToolkitModel(retries={retries!r}): attempts in all, e.g. 3, or a RetryPolicy"
             )
         self.toolkit_breaker = (
-            breaker_name(self.wrapped.system, self.wrapped.model_name)
+            model_breaker_name(self.wrapped.system, self.wrapped.model_name)
             if isinstance(breaker, Default)
             else breaker
         )
@@ -126,15 +119,11 @@ class ToolkitModel(WrapperModel):
         model_settings: ModelSettings | None,
         model_request_parameters: ModelRequestParameters,
     ) -> ModelResponse:
-        started = time.perf_counter()
-        try:
+        with model_call(self.wrapped) as call:
             response = await self.wrapped.request(
                 messages, model_settings, model_request_parameters
             )
-        except Exception as exc:
-            record_request(self.wrapped, time.perf_counter() - started, None, exc)
-            raise
-        record_request(self.wrapped, time.perf_counter() - started, response)
+            answered(call, response)
         return response
 
     async def request(
@@ -167,20 +156,21 @@ class ToolkitModel(WrapperModel):
         model_request_parameters: ModelRequestParameters,
         run_context: Any = None,
     ) -> AsyncIterator[StreamedResponse]:
-        started = time.perf_counter()
-        async with AsyncExitStack() as stack:
-            stream = await self._toolkit_open_stream(
-                stack,
-                messages,
-                self._toolkit_settings(model_settings),
-                model_request_parameters,
-                run_context,
-            )
-            try:
+        # Recorded when the stream is done with (read to its end or left), not when it
+        # opened: what it spent is known only then.
+        with model_call(self.wrapped, stream=True) as call:
+            started = time.perf_counter()
+            async with AsyncExitStack() as stack:
+                stream = await self._toolkit_open_stream(
+                    stack,
+                    messages,
+                    self._toolkit_settings(model_settings),
+                    model_request_parameters,
+                    run_context,
+                )
                 yield stream
-            except Exception as exc:
-                record_request(self.wrapped, time.perf_counter() - started, None, exc)
-                raise
-            # Recorded when the stream is done with (read to its end or left), not when it
-            # opened: what it spent is known only then.
-            record_request(self.wrapped, time.perf_counter() - started, stream.get())
+                answered(call, stream.get())
+                # pydantic-ai stamps the first event its consumer received (None: none was).
+                first = stream.time_to_first_chunk(started)
+                if first is not None:
+                    call.first_chunk(after=first)
