@@ -98,6 +98,7 @@ bench: venv
 	$(PY) -m tests.benchmarks.propagation
 	$(PY) -m tests.benchmarks.pool_latency
 	$(PY) -m tests.benchmarks.pool_throughput
+	$(PY) -m tests.benchmarks.llm_overhead
 	$(PY) -m tests.benchmarks.loop_monitor
 	$(PY) -m tests.benchmarks.load $(ARGS)
 
