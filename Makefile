@@ -94,10 +94,16 @@ lint: venv
 bench: venv
 	$(call need,redis-server,redis-server)
 	$(call need,wrk,wrk)
-	$(PY) -m pytest tests/benchmarks --benchmark-only --benchmark-columns=min,median,ops -q
+	$(PY) -m pytest tests/benchmarks --benchmark-only --benchmark-columns=min,median,ops -q \
+		--ignore=tests/benchmarks/test_bench_agents.py --ignore=tests/benchmarks/test_status.py
 	$(PY) -m tests.benchmarks.propagation
 	$(PY) -m tests.benchmarks.pool_latency
 	$(PY) -m tests.benchmarks.pool_throughput
+# The agent layer and the status board in CPU time (spans' export thread included):
+# microseconds a call, which waiting for a shared CPU would otherwise swamp.
+	$(PY) -m pytest tests/benchmarks/test_bench_agents.py tests/benchmarks/test_status.py \
+		--benchmark-only --benchmark-timer=time.process_time --benchmark-columns=min,median,ops -q
+	$(PY) -m tests.benchmarks.llm_overhead
 	$(PY) -m tests.benchmarks.loop_monitor
 	$(PY) -m tests.benchmarks.load $(ARGS)
 

@@ -1,5 +1,6 @@
 """Cost per request of the status board: what each request pays for the status page's
-percentiles and kept traces; run with ``pytest --benchmark-only``.
+percentiles and kept traces; run with ``pytest --benchmark-only
+--benchmark-timer=time.process_time`` (as ``make bench`` does: CPU time, threads included).
 
 Read each against its anchor in the same run: ``test_telemetry_middleware_without_status``
 (the middleware with a recording span, no board) against ``..._with_status`` (the board's
