@@ -13,11 +13,9 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
 from importlib.metadata import entry_points
 from typing import Any
 
-import httpx
 import openai
 import pytest
 from fastapi import FastAPI
@@ -28,10 +26,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import toolkit
-from tests.support.asgi import http_client, lifespan
+from tests.plugins._serving import installed
 from tests.support.openai_server import OpenAIServer, Reply, Usage, embedding
 from tests.support.otel import counter_value, points
-from toolkit import ToolkitSettings
 from toolkit.agents import AgentTelemetry, set_current_agent_telemetry
 from toolkit.plugins import PLUGIN_GROUP
 from toolkit.resilience import RetryPolicy, provider_errors
@@ -362,20 +359,6 @@ def chat_app(client: openai.AsyncOpenAI, **routes: Any) -> FastAPI:
         return {"dimensions": [len(item.embedding) for item in answer.data]}
 
     return app
-
-
-@asynccontextmanager
-async def installed(
-    app: FastAPI, tracer_provider: Any, meter_provider: Any, **settings: Any
-) -> AsyncIterator[httpx.AsyncClient]:
-    toolkit.install(
-        app,
-        ToolkitSettings(**settings),
-        tracer_provider=tracer_provider,
-        meter_provider=meter_provider,
-    )
-    async with lifespan(app), http_client(app) as client:
-        yield client
 
 
 async def test_the_breaker_of_a_model_opens_and_refuses_without_a_request(

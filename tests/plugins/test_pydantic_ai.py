@@ -12,10 +12,8 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 import openai
 import pytest
 from fastapi import FastAPI
@@ -29,10 +27,10 @@ from pydantic_ai.models.test import TestModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
 import toolkit
-from tests.support.asgi import http_client, lifespan
+from tests.plugins._serving import installed
+from tests.support.asgi import lifespan
 from tests.support.openai_server import Failure, OpenAIServer, Reply, Usage
 from tests.support.otel import counter_value, points
-from toolkit import ToolkitSettings
 from toolkit.resilience import RetryPolicy
 from toolkit.telemetry import names
 from toolkit_pydantic_ai import ToolkitModel, instrumentation, model_errors
@@ -86,20 +84,6 @@ def agent_app(agent: Agent[None, str]) -> FastAPI:
         return {"output": str(result.output)}
 
     return app
-
-
-@asynccontextmanager
-async def installed(
-    app: FastAPI, tracer_provider: Any, meter_provider: Any, **settings: Any
-) -> AsyncIterator[httpx.AsyncClient]:
-    toolkit.install(
-        app,
-        ToolkitSettings(**settings),
-        tracer_provider=tracer_provider,
-        meter_provider=meter_provider,
-    )
-    async with lifespan(app), http_client(app) as client:
-        yield client
 
 
 def by_name(spans: tuple[ReadableSpan, ...], prefix: str) -> list[ReadableSpan]:
