@@ -416,19 +416,24 @@ class LLMCall:
 
     def _describe(self, span: trace.Span, cost: float | None) -> None:
         values: dict[str, Any] = {}
-        for key, value in (
-            (names.GEN_AI_RESPONSE_MODEL, self._response_model),
-            (names.GEN_AI_RESPONSE_ID, self._response_id),
-            (names.GEN_AI_RESPONSE_FINISH_REASONS, self._finish_reasons),
-            (names.GEN_AI_USAGE_INPUT_TOKENS, self._input),
-            (names.GEN_AI_USAGE_OUTPUT_TOKENS, self._output),
-            (names.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, self._cache_read),
-            (names.GEN_AI_COST_ATTRIBUTE, cost),
-            (names.GEN_AI_INPUT_MESSAGES, self._input_messages),
-            (names.GEN_AI_OUTPUT_MESSAGES, self._output_messages),
-        ):
-            if value is not None:
-                values[key] = value
+        if self._response_model is not None:
+            values[names.GEN_AI_RESPONSE_MODEL] = self._response_model
+        if self._response_id is not None:
+            values[names.GEN_AI_RESPONSE_ID] = self._response_id
+        if self._finish_reasons is not None:
+            values[names.GEN_AI_RESPONSE_FINISH_REASONS] = self._finish_reasons
+        if self._input is not None:
+            values[names.GEN_AI_USAGE_INPUT_TOKENS] = self._input
+        if self._output is not None:
+            values[names.GEN_AI_USAGE_OUTPUT_TOKENS] = self._output
+        if self._cache_read is not None:
+            values[names.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = self._cache_read
+        if cost is not None:
+            values[names.GEN_AI_COST_ATTRIBUTE] = cost
+        if self._input_messages is not None:
+            values[names.GEN_AI_INPUT_MESSAGES] = self._input_messages
+        if self._output_messages is not None:
+            values[names.GEN_AI_OUTPUT_MESSAGES] = self._output_messages
         if self.streamed:
             values[names.GEN_AI_REQUEST_STREAM] = True
         if self._first_chunk is not None:
