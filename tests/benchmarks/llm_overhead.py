@@ -16,6 +16,12 @@ its batches (an SDK ``TracerProvider`` whose spans are batched then discarded, a
 ``MeterProvider`` with an in-memory reader); none sets a global provider (checked):
 
 * ``bare`` (the anchor): the SDK call alone;
+* ``bare-span`` (the second anchor): the SDK call inside a bare
+  ``tracer.start_as_current_span`` on the batch's tracer provider: what one recording
+  OpenTelemetry span costs on this call, against which the toolkit's own work is read;
+* ``llm-call``: the SDK call of a bare client inside ``toolkit.llm_call``, told what the
+  plugin tells it (the answering model, its id, the finish reasons, the usage): the recorder
+  without the plugin around it;
 * ``toolkit``: ``toolkit_openai.instrument(client, breakers=False, retries=None,
   timeout=None)``: the span and the GenAI metrics (duration, tokens, cost), like for like
   with OpenLLMetry;
@@ -48,10 +54,11 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from importlib.metadata import version
+from typing import Any
 
 import httpx2
 import openai
@@ -61,7 +68,9 @@ from opentelemetry.instrumentation.openai import OpenAIInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.trace import SpanKind
 
+import toolkit
 import toolkit_openai
 from tests.benchmarks.apps import discarding_tracer_provider, global_providers_set
 from tests.support.openai_server import OpenAIServer, Reply, Usage
@@ -77,7 +86,15 @@ MESSAGES = [
     {"role": "user", "content": "What is the capital of France?"},
 ]
 TRANSPORTS = ("in-process", "loopback")
-CONFIGURATIONS = ("bare", "toolkit", "toolkit-guarded", "openllmetry", "openllmetry-no-content")
+CONFIGURATIONS = (
+    "bare",
+    "bare-span",
+    "llm-call",
+    "toolkit",
+    "toolkit-guarded",
+    "openllmetry",
+    "openllmetry-no-content",
+)
 CONTENT_SWITCH = "TRACELOOP_TRACE_CONTENT"
 
 
@@ -183,6 +200,39 @@ class Contender:
         self.per_call: list[Timing] = []
         self.spans = 0
 
+    def _create(self, providers: Providers) -> Callable[..., Awaitable[Any]]:
+        """What one call of this configuration awaits."""
+        create = self.client.chat.completions.create
+        if self.configuration == "bare-span":
+            tracer = providers.tracer_provider.get_tracer("bench")
+
+            async def in_span(**kwargs: Any) -> Any:
+                with tracer.start_as_current_span(f"chat {MODEL}", kind=SpanKind.CLIENT):
+                    return await create(**kwargs)
+
+            return in_span
+        if self.configuration == "llm-call":
+            port = self.server.port
+
+            async def recorded(**kwargs: Any) -> Any:
+                with toolkit.llm_call(
+                    MODEL, provider="openai", server_address="127.0.0.1", server_port=port
+                ) as call:
+                    answer = await create(**kwargs)
+                    call.response(
+                        model=answer.model,
+                        finish_reasons=[choice.finish_reason for choice in answer.choices],
+                        response_id=answer.id,
+                    )
+                    call.usage(
+                        input_tokens=answer.usage.prompt_tokens,
+                        output_tokens=answer.usage.completion_tokens,
+                    )
+                    return answer
+
+            return recorded
+        return create
+
     def batch(self, loop: asyncio.AbstractEventLoop, calls: int) -> Timing:
         """Per call over ``calls`` calls, with this configuration's providers made
         and its instrumentation applied before, and undone after, the timed part."""
@@ -205,7 +255,7 @@ class Contender:
                 tracer_provider=providers.tracer_provider,
                 meter_provider=providers.meter_provider,
             )
-        create = self.client.chat.completions.create
+        create = self._create(providers)
         server = self.server
 
         async def run() -> Timing:
@@ -312,12 +362,16 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
     by = {(row.transport, row.configuration): row for row in rows}
     for transport in args.transports:
         toolkit, theirs = by[(transport, "toolkit")], by[(transport, "openllmetry-no-content")]
+        span = by[(transport, "bare-span")]
         verdict = "met" if toolkit.added_us < TARGET_US else "NOT MET"
+        over_span = toolkit.added_us - span.added_us
+        span_verdict = "met" if over_span < TARGET_US else "NOT MET"
         versus = theirs.added_us / toolkit.added_us if toolkit.added_us > 0 else float("inf")
         lines.append(
             f"{transport}: the toolkit adds {toolkit.added_us:.1f} µs a call (under "
-            f"{TARGET_US:g} µs: {verdict}); OpenLLMetry without content adds "
-            f"{theirs.added_us:.1f} µs ({versus:.1f}x the toolkit's)"
+            f"{TARGET_US:g} µs: {verdict}); a bare span alone adds {span.added_us:.1f} µs, "
+            f"so the toolkit adds {over_span:.1f} µs over it ({span_verdict}); OpenLLMetry "
+            f"without content adds {theirs.added_us:.1f} µs ({versus:.1f}x the toolkit's)"
         )
     return "\n".join(lines)
 

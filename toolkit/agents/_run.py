@@ -26,37 +26,44 @@ calls inside it count their tokens and cost under that agent."""
 MAX_ERROR_MESSAGE: Final = 256
 
 
-class SpanRun:
-    """An open span, the context that makes it current, and the histogram its duration goes
-    to with the attributes it has (``error.type`` is added at the end when it failed)."""
+class Series:
+    """Where the duration of one kind of run goes: its histogram, the bounded attributes of
+    a run that succeeded (made once), and their keys and values for one that failed (with
+    its ``error.type``)."""
 
-    __slots__ = (
-        "_attributes",
-        "_ended",
-        "_histogram",
-        "_keys",
-        "_started",
-        "_telemetry",
-        "context",
-        "span",
-    )
+    __slots__ = ("histogram", "keys", "ok", "values")
+
+    def __init__(
+        self,
+        telemetry: AgentTelemetry,
+        histogram: Histogram,
+        keys: tuple[str, ...],
+        values: tuple[str | None, ...],
+    ) -> None:
+        self.histogram = histogram
+        self.keys = (*keys, names.ERROR_TYPE)
+        self.values = values
+        self.ok = telemetry.attributes(self.keys, (*values, None))
+
+
+class SpanRun:
+    """An open span, the context that makes it current, and the series its duration goes
+    to (``error.type`` is added at the end when it failed)."""
+
+    __slots__ = ("_ended", "_series", "_started", "_telemetry", "context", "span")
 
     def __init__(
         self,
         telemetry: AgentTelemetry,
         span: trace.Span,
-        histogram: Histogram,
-        keys: tuple[str, ...],
-        values: tuple[str | None, ...],
+        series: Series,
         agent: str | None = None,
     ) -> None:
         self._telemetry = telemetry
         self.span = span
         current = trace.set_span_in_context(span)
         self.context = current if agent is None else context.set_value(AGENT_KEY, agent, current)
-        self._histogram = histogram
-        self._keys = keys
-        self._attributes = values
+        self._series = series
         self._started = time.perf_counter()
         self._ended = False
 
@@ -68,14 +75,16 @@ class SpanRun:
         self._ended = True
         try:
             duration = time.perf_counter() - self._started
-            kind = None if error is None else mark_failed(self.span, error)
+            series = self._series
+            if error is None:
+                self.span.end()
+                series.histogram.record(duration, series.ok)
+                return
+            kind = mark_failed(self.span, error)
             self.span.end()
             telemetry = self._telemetry
-            label = None if kind is None else telemetry.errors(kind)
-            attributes = telemetry.attributes(
-                (*self._keys, names.ERROR_TYPE), (*self._attributes, label)
-            )
-            self._histogram.record(duration, attributes)
+            attributes = telemetry.attributes(series.keys, (*series.values, telemetry.errors(kind)))
+            series.histogram.record(duration, attributes)
         except Exception:
             logger.exception("toolkit.agents: ending a span failed; the call goes on")
 
@@ -91,50 +100,62 @@ def mark_failed(span: trace.Span, error: BaseException) -> str:
     return kind
 
 
+class _Kind:
+    """What every run of one agent or step starts its span with, made on its first run."""
+
+    __slots__ = ("attributes", "label", "name", "series")
+
+    def __init__(
+        self, name: str, attributes: dict[str, str], label: str | None, series: Series
+    ) -> None:
+        self.name = name
+        self.attributes = attributes
+        self.label = label
+        self.series = series
+
+
 def start_agent(telemetry: AgentTelemetry, name: str, conversation: str | None) -> SpanRun:
     """The run of agent ``name``, current agent of the model calls inside it."""
-    label = telemetry.agents(name)
-    attributes: dict[str, str] = {
-        names.GEN_AI_OPERATION_NAME: names.GEN_AI_INVOKE_AGENT,
-        names.GEN_AI_AGENT_NAME: name,
-    }
+    key = ("agent", name)
+    kind: _Kind | None = telemetry.prepared(key)
+    if kind is None:
+        label = telemetry.agents(name)
+        series = Series(telemetry, telemetry.agent_duration, (names.GEN_AI_AGENT_NAME,), (label,))
+        attributes = {
+            names.GEN_AI_OPERATION_NAME: names.GEN_AI_INVOKE_AGENT,
+            names.GEN_AI_AGENT_NAME: name,
+        }
+        kind = telemetry.prepare(key, _Kind(f"invoke_agent {name}", attributes, label, series))
+    attributes = kind.attributes
     if conversation is not None:
-        attributes[names.GEN_AI_CONVERSATION_ID] = conversation
-    span = telemetry.tracer.start_span(
-        f"invoke_agent {name}", kind=SpanKind.INTERNAL, attributes=attributes
-    )
-    return SpanRun(
-        telemetry,
-        span,
-        telemetry.agent_duration,
-        (names.GEN_AI_AGENT_NAME,),
-        (label,),
-        agent=label,
-    )
+        attributes = {**attributes, names.GEN_AI_CONVERSATION_ID: conversation}
+    span = telemetry.tracer.start_span(kind.name, kind=SpanKind.INTERNAL, attributes=attributes)
+    return SpanRun(telemetry, span, kind.series, agent=kind.label)
 
 
 def start_step(telemetry: AgentTelemetry, name: str, *, tool: bool) -> SpanRun:
     """The run of step ``name``: ``execute_tool {name}`` for a tool, else named by the step."""
-    label = telemetry.steps(name)
-    if tool:
-        span = telemetry.tracer.start_span(
-            f"execute_tool {name}",
-            kind=SpanKind.INTERNAL,
-            attributes={
-                names.GEN_AI_OPERATION_NAME: names.GEN_AI_EXECUTE_TOOL,
-                names.GEN_AI_TOOL_NAME: name,
-            },
-        )
-        operation: str | None = names.GEN_AI_EXECUTE_TOOL
-    else:
-        span = telemetry.tracer.start_span(
-            name, kind=SpanKind.INTERNAL, attributes={names.STEP_NAME: name}
-        )
-        operation = None
-    return SpanRun(
-        telemetry,
-        span,
-        telemetry.step_duration,
-        (names.STEP_NAME, names.GEN_AI_OPERATION_NAME),
-        (label, operation),
+    key = ("step", name, tool)
+    kind: _Kind | None = telemetry.prepared(key)
+    if kind is None:
+        kind = telemetry.prepare(key, _step_kind(telemetry, name, tool))
+    span = telemetry.tracer.start_span(
+        kind.name, kind=SpanKind.INTERNAL, attributes=kind.attributes
     )
+    return SpanRun(telemetry, span, kind.series)
+
+
+def _step_kind(telemetry: AgentTelemetry, name: str, tool: bool) -> _Kind:
+    label = telemetry.steps(name)
+    keys = (names.STEP_NAME, names.GEN_AI_OPERATION_NAME)
+    if tool:
+        attributes = {
+            names.GEN_AI_OPERATION_NAME: names.GEN_AI_EXECUTE_TOOL,
+            names.GEN_AI_TOOL_NAME: name,
+        }
+        series = Series(
+            telemetry, telemetry.step_duration, keys, (label, names.GEN_AI_EXECUTE_TOOL)
+        )
+        return _Kind(f"execute_tool {name}", attributes, None, series)
+    series = Series(telemetry, telemetry.step_duration, keys, (label, None))
+    return _Kind(name, {names.STEP_NAME: name}, None, series)

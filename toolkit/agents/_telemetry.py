@@ -9,8 +9,8 @@ the application sets later). Everything a call needs is resolved here once, not 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Any, Final
+from collections.abc import Hashable, Mapping
+from typing import Any, Final, TypeVar
 
 from opentelemetry import metrics, trace
 
@@ -24,10 +24,16 @@ from toolkit.telemetry.counts import shared_counts
 from toolkit.telemetry.labels import BoundedLabels
 
 _MAX_MEMO: Final = 4096
-"""Metric attribute sets kept ready-made; past it, each call builds its own (still bounded
-values: the memo only saves the allocation)."""
+"""Metric attribute sets (and, apart, kinds of call: a step's name, a model call's model,
+provider and server) kept ready-made; past it, each call builds its own (still bounded
+values: the memo only saves the work)."""
+
+_MAX_KEY_CHARS: Final = 1024
+"""Characters of the names a kind of call is kept under: a longer one is made again on each
+call, so that what is kept stays bounded in bytes too."""
 
 Attributes = Mapping[str, str | int]
+T = TypeVar("T")
 
 
 class AgentTelemetry:
@@ -77,6 +83,7 @@ class AgentTelemetry:
         self.content_max_messages = self.settings.content_max_messages
         self.prices = Prices(self.settings.prices)
         self._memo: dict[tuple[str | int | None, ...], dict[str, Any]] = {}
+        self._prepared: dict[Hashable, Any] = {}
 
     def attributes(self, keys: tuple[str, ...], values: tuple[str | int | None, ...]) -> Attributes:
         """The metric attributes ``keys`` -> ``values`` (a None value left out), made once per
@@ -89,6 +96,22 @@ class AgentTelemetry:
         if len(self._memo) < _MAX_MEMO:
             self._memo[memo_key] = made
         return made
+
+    def prepared(self, key: Hashable) -> Any:
+        """What :meth:`prepare` kept under ``key`` (a tuple naming its kind first), or None."""
+        return self._prepared.get(key)
+
+    def prepare(self, key: Hashable, made: T) -> T:
+        """Keep ``made`` (what a kind of call needs, its labels already bounded) under
+        ``key`` while fewer than the cap are kept; returns it. Labels only ever stay what
+        they were first given (a bounded set only grows), so what is kept never goes stale."""
+        if len(self._prepared) < _MAX_MEMO and _chars(key) <= _MAX_KEY_CHARS:
+            self._prepared[key] = made
+        return made
+
+
+def _chars(key: Hashable) -> int:
+    return sum(len(part) for part in key if isinstance(part, str)) if isinstance(key, tuple) else 0
 
 
 _CURRENT: Current[AgentTelemetry] = Current(AgentTelemetry)

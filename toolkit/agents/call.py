@@ -178,33 +178,20 @@ class LLMCall:
             return
         telemetry = current_agent_telemetry()
         address, port = self._server_given
-        server: dict[str, str | int] = {}
-        if address is not None:
-            server[names.SERVER_ADDRESS] = address
-            label = telemetry.servers(address)
-            # A port beside an address past the bound would make a series per port again.
-            self._server = (label, None if label == names.GEN_AI_OTHER else port)
-        if port is not None:
-            server[names.SERVER_PORT] = port
+        key = ("llm_call", self.operation, self.provider, self.model, address, port, self.streamed)
+        opening: _Opening | None = telemetry.prepared(key)
+        if opening is None:
+            opening = telemetry.prepare(key, _Opening(telemetry, self, address, port))
+        self._server = opening.server
         given = self._given_span
         if given is None:
-            attributes: dict[str, str | int | bool] = {
-                names.GEN_AI_OPERATION_NAME: self.operation,
-                names.GEN_AI_PROVIDER_NAME: self.provider,
-                names.GEN_AI_REQUEST_MODEL: self.model,
-                **server,
-            }
-            if self.streamed:
-                attributes[names.GEN_AI_REQUEST_STREAM] = True
             self._span = telemetry.tracer.start_span(
-                f"{self.operation} {self.model[:MAX_LABEL_LENGTH]}",
-                kind=SpanKind.CLIENT,
-                attributes=attributes,
+                opening.name, kind=SpanKind.CLIENT, attributes=opening.attributes
             )
         else:
             self._span = given
-            if server and given.is_recording():
-                given.set_attributes(server)
+            if opening.on_given and given.is_recording():
+                given.set_attributes(opening.on_given)
         agent = self._agent_given
         if isinstance(agent, Default):
             self._agent = context.get_value(AGENT_KEY)  # type: ignore[assignment]
@@ -400,55 +387,124 @@ class LLMCall:
         if own:
             span.end()
 
-        operation, provider = self.operation, telemetry.providers(self.provider)
-        model = telemetry.models(self.model)
-        answered = None if self._response_model is None else telemetry.models(self._response_model)
-        error_label = None if kind is None else telemetry.errors(kind)
         address, port = self._server
-        attributes = telemetry.attributes(
-            _CLIENT_KEYS, (operation, provider, model, answered, error_label, address, port)
-        )
-        telemetry.operation_duration.record(ended - self._started, attributes)
-        if self._first_chunk is not None:
-            telemetry.time_to_first_chunk.record(self._first_chunk - self._started, attributes)
         agent = self._agent
-        for tokens, token_type in (
-            (input_tokens, names.GEN_AI_TOKEN_INPUT),
-            (output_tokens, names.GEN_AI_TOKEN_OUTPUT),
-        ):
-            if tokens is not None:
-                telemetry.token_usage.record(
-                    tokens,
-                    telemetry.attributes(
-                        _TOKEN_KEYS,
-                        (operation, provider, model, answered, token_type, agent, address, port),
-                    ),
-                )
+        key = (
+            "llm_call.series",
+            self.operation,
+            self.provider,
+            self.model,
+            self._response_model,
+            kind,
+            address,
+            port,
+            agent,
+        )
+        series: _Series | None = telemetry.prepared(key)
+        if series is None:
+            series = telemetry.prepare(key, _Series(telemetry, self, kind, address, port, agent))
+        telemetry.operation_duration.record(ended - self._started, series.duration)
+        if self._first_chunk is not None:
+            telemetry.time_to_first_chunk.record(self._first_chunk - self._started, series.duration)
+        if input_tokens is not None:
+            telemetry.token_usage.record(input_tokens, series.input_tokens)
+        if output_tokens is not None:
+            telemetry.token_usage.record(output_tokens, series.output_tokens)
         if cost is not None:
-            telemetry.cost.add(
-                (agent, provider, model),
-                telemetry.attributes(_COST_KEYS, (agent, provider, model)),
-                cost,
-            )
+            telemetry.cost.add(series.cost_key, series.cost, cost)
         note_call(self.model, input_tokens or 0, output_tokens or 0)
 
     def _describe(self, span: trace.Span, cost: float | None) -> None:
-        values: dict[str, Any] = {
-            names.GEN_AI_RESPONSE_MODEL: self._response_model,
-            names.GEN_AI_RESPONSE_ID: self._response_id,
-            names.GEN_AI_RESPONSE_FINISH_REASONS: self._finish_reasons,
-            names.GEN_AI_USAGE_INPUT_TOKENS: self._input,
-            names.GEN_AI_USAGE_OUTPUT_TOKENS: self._output,
-            names.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: self._cache_read,
-            names.GEN_AI_COST_ATTRIBUTE: cost,
-            names.GEN_AI_INPUT_MESSAGES: self._input_messages,
-            names.GEN_AI_OUTPUT_MESSAGES: self._output_messages,
-        }
+        values: dict[str, Any] = {}
+        if self._response_model is not None:
+            values[names.GEN_AI_RESPONSE_MODEL] = self._response_model
+        if self._response_id is not None:
+            values[names.GEN_AI_RESPONSE_ID] = self._response_id
+        if self._finish_reasons is not None:
+            values[names.GEN_AI_RESPONSE_FINISH_REASONS] = self._finish_reasons
+        if self._input is not None:
+            values[names.GEN_AI_USAGE_INPUT_TOKENS] = self._input
+        if self._output is not None:
+            values[names.GEN_AI_USAGE_OUTPUT_TOKENS] = self._output
+        if self._cache_read is not None:
+            values[names.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = self._cache_read
+        if cost is not None:
+            values[names.GEN_AI_COST_ATTRIBUTE] = cost
+        if self._input_messages is not None:
+            values[names.GEN_AI_INPUT_MESSAGES] = self._input_messages
+        if self._output_messages is not None:
+            values[names.GEN_AI_OUTPUT_MESSAGES] = self._output_messages
         if self.streamed:
             values[names.GEN_AI_REQUEST_STREAM] = True
         if self._first_chunk is not None:
             values[names.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = self._first_chunk - self._started
-        span.set_attributes({key: value for key, value in values.items() if value is not None})
+        span.set_attributes(values)
+
+
+class _Opening:
+    """What every call of one operation, provider, model and server starts with: its span's
+    name and attributes, the server's bounded labels; made on the first such call."""
+
+    __slots__ = ("attributes", "name", "on_given", "server")
+
+    def __init__(
+        self, telemetry: AgentTelemetry, call: LLMCall, address: str | None, port: int | None
+    ) -> None:
+        server: dict[str, str | int] = {}
+        self.server: tuple[str | None, int | None] = (None, None)
+        if address is not None:
+            server[names.SERVER_ADDRESS] = address
+            label = telemetry.servers(address)
+            # A port beside an address past the bound would make a series per port again.
+            self.server = (label, None if label == names.GEN_AI_OTHER else port)
+        if port is not None:
+            server[names.SERVER_PORT] = port
+        self.on_given = server
+        """What a framework's span is given: the server only."""
+        attributes: dict[str, str | int | bool] = {
+            names.GEN_AI_OPERATION_NAME: call.operation,
+            names.GEN_AI_PROVIDER_NAME: call.provider,
+            names.GEN_AI_REQUEST_MODEL: call.model,
+            **server,
+        }
+        if call.streamed:
+            attributes[names.GEN_AI_REQUEST_STREAM] = True
+        self.attributes = attributes
+        self.name = f"{call.operation} {call.model[:MAX_LABEL_LENGTH]}"
+
+
+class _Series:
+    """The metric attributes of every call of one operation, provider, model, answering
+    model, outcome, server and agent: made on the first such call."""
+
+    __slots__ = ("cost", "cost_key", "duration", "input_tokens", "output_tokens")
+
+    def __init__(
+        self,
+        telemetry: AgentTelemetry,
+        call: LLMCall,
+        kind: str | None,
+        address: str | None,
+        port: int | None,
+        agent: str | None,
+    ) -> None:
+        operation, provider = call.operation, telemetry.providers(call.provider)
+        model = telemetry.models(call.model)
+        answering = call._response_model
+        answered = None if answering is None else telemetry.models(answering)
+        error_label = None if kind is None else telemetry.errors(kind)
+        self.duration = telemetry.attributes(
+            _CLIENT_KEYS, (operation, provider, model, answered, error_label, address, port)
+        )
+        self.input_tokens, self.output_tokens = (
+            telemetry.attributes(
+                _TOKEN_KEYS,
+                (operation, provider, model, answered, token_type, agent, address, port),
+            )
+            for token_type in (names.GEN_AI_TOKEN_INPUT, names.GEN_AI_TOKEN_OUTPUT)
+        )
+        self.cost_key = (agent, provider, model)
+        self.cost = telemetry.attributes(_COST_KEYS, self.cost_key)
 
 
 def _count(tokens: int) -> int:

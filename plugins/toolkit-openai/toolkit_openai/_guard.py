@@ -67,6 +67,9 @@ class Guards:
         attempts = policy.attempts if isinstance(policy, RetryPolicy) else policy or 1
         self.retrying = attempts > 1
         """Whether the toolkit retries (and so the SDK must not)."""
+        self.inert = not breakers and not self.retrying and timeout is None
+        """Whether there is nothing to guard (no breaker, one attempt, no deadline): each
+        call then goes straight to the SDK, without the policy's call path."""
         self._timeout = timeout
         self._flags = flags
         self._by_model: dict[str, Send] = {}

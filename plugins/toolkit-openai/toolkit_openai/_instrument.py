@@ -245,7 +245,7 @@ class _Instrumented:
         """The request through the model's guard, the SDK's retries off where the toolkit
         retries; as it is when the ``resilience`` flag is off."""
         guards = self.guards
-        if guards is None or not guards.on():
+        if guards is None or guards.inert or not guards.on():
             return await original(**kwargs)
         method = original
         if guards.retrying:
