@@ -3,11 +3,12 @@
 Every time the watchdog thread wakes while the loop runs Python code it has to take the GIL
 from the loop thread, and on a busy loop that is not cheap: asyncio and uvloop let the GIL go
 and take it back on every turn (their poll for I/O), so a waiting thread is woken over and
-over, and loses the race, until it gets in; a few wake-ups a second cost 1-3 % of a CPU. So on
-Linux the deadline lives in the kernel (a ``timerfd``): the probe moves it on each run, and the
-watchdog thread sleeps in ``read()`` and wakes only when the loop missed it, or is rung.
-Elsewhere (:class:`PolledAlarm`) the thread wakes at the deadline and sleeps again if the loop
-moved it meanwhile: about once a ``blocked_threshold`` on a busy loop.
+over, and loses the race, until it gets in: ten wake-ups a second cost up to 1-4 % of a CPU
+on a loaded machine (docs/performance.md). So on Linux the deadline lives in the kernel (a
+``timerfd``): the probe moves it on each run, and the watchdog thread sleeps in ``read()``
+and wakes only when the loop missed it, or is rung. Elsewhere (:class:`PolledAlarm`) the
+thread wakes at the deadline and sleeps again if the loop moved it meanwhile: about once a
+``blocked_threshold`` on a busy loop.
 
 Each wake-up that comes later than planned is a stall (:class:`~._loop_causes.Stalls`).
 """
