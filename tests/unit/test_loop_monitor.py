@@ -300,7 +300,6 @@ async def test_on_a_busy_loop_the_watchdog_sleeps_and_a_block_there_is_still_cau
     await busy_loop(1.0)
     if alarm == "timer":  # the polled one wakes about once a threshold: milliseconds a second
         assert watchdog_cpu(monitor) - before < 0.002
-    assert monitor.blocked == 0
 
     def block() -> None:
         time.sleep(0.2)  # the block on a busy loop
@@ -309,11 +308,14 @@ async def test_on_a_busy_loop_the_watchdog_sleeps_and_a_block_there_is_still_cau
         await asyncio.sleep(0.2)
         block()
 
+    line = line_after(block, "the block on a busy loop")
+
+    def caught() -> list[BlockedLoop]:  # not others: a shared machine may stall the loop too
+        return [b for b in monitor.recent_blocks() if b.blocking and b.blocking.line == line]
+
     await asyncio.gather(busy_loop(0.6), blocking_soon())
-    await eventually(lambda: monitor.blocked == 1)
-    (report,) = monitor.recent_blocks()
-    assert report.blocking is not None
-    assert report.blocking.line == line_after(block, "the block on a busy loop")
+    await eventually(lambda: bool(caught()))
+    (report,) = caught()
     assert report.cause == names.EVENT_LOOP_WAITING
 
 
