@@ -13,6 +13,7 @@ import inspect
 import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -32,7 +33,9 @@ from tests.support.asgi import lifespan
 from tests.support.otel import counter_value, points
 from tests.support.waiting import eventually
 from toolkit.flags import TRACING, TRACING_LOOP, FlagStore
-from toolkit.telemetry import names
+from toolkit.telemetry import _loop_watchdog, names
+from toolkit.telemetry._loop_alarm import PolledAlarm, TimerAlarm
+from toolkit.telemetry._loop_causes import cause_of
 from toolkit.telemetry._loop_report import RECENT_BLOCKS, PerMinute, Reporter
 from toolkit.telemetry.counts import Counts
 from toolkit.telemetry.loop import BlockedLoop
@@ -51,11 +54,22 @@ def flags() -> FlagStore:
     return FlagStore()
 
 
+@pytest.fixture(params=["timer", "polled"])
+def alarm(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The watchdog's alarm: the kernel timer where Linux has one, and the polled one every
+    other platform gets (here by choice)."""
+    if request.param == "polled":
+        monkeypatch.setattr(_loop_watchdog, "new_alarm", PolledAlarm)
+    elif sys.platform != "linux":
+        pytest.skip("timerfd is Linux's")
+    return str(request.param)
+
+
 @pytest.fixture
 async def monitor(
-    flags: FlagStore, tracer_provider: TracerProvider, meter_provider: MeterProvider
+    alarm: str, flags: FlagStore, tracer_provider: TracerProvider, meter_provider: MeterProvider
 ) -> AsyncIterator[toolkit.LoopMonitor]:
-    """A running monitor with a 50 ms threshold on the test's loop."""
+    """A running monitor with a 50 ms threshold on the test's loop, with either alarm."""
     async with toolkit.LoopMonitor(
         blocked_threshold="50ms",
         probe_interval=INTERVAL,
@@ -63,6 +77,9 @@ async def monitor(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
     ) as running:
+        kind = TimerAlarm if alarm == "timer" else PolledAlarm
+        assert running._watchdog is not None
+        assert isinstance(running._watchdog._alarm, kind)
         yield running
 
 
@@ -92,6 +109,27 @@ def busy(seconds: float) -> None:
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         pass
+
+
+async def busy_loop(seconds: float, tasks: int = 50) -> None:
+    """The loop at full CPU for ``seconds``, its tasks doing a little work each turn and
+    yielding: a loop that turns all the time, never blocked."""
+    deadline = time.monotonic() + seconds
+
+    async def worker() -> None:
+        while time.monotonic() < deadline:
+            sum(range(200))
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(worker() for _ in range(tasks)))
+
+
+def watchdog_cpu(monitor: toolkit.LoopMonitor) -> float:
+    """The CPU seconds the monitor's watchdog thread has used."""
+    assert monitor._watchdog is not None
+    ident = monitor._watchdog._thread.ident
+    assert ident is not None
+    return time.clock_gettime(time.pthread_getcpuclockid(ident))
 
 
 # --- lag and the running-task count ------------------------------------------------------------
@@ -252,6 +290,35 @@ async def test_a_block_on_the_loop_thread_is_waiting_off_cpu_or_code_on_it(
         assert report.cpu_time < 0.5 * could_run
 
 
+async def test_on_a_busy_loop_the_watchdog_sleeps_and_a_block_there_is_still_caught(
+    monitor: toolkit.LoopMonitor, alarm: str
+) -> None:
+    """The probe moves the watchdog's deadline on every run: the thread does not wake while
+    the loop turns, however busy (each wake-up would have to win the GIL from it)."""
+    await eventually(lambda: monitor.recording)
+    before = watchdog_cpu(monitor) if alarm == "timer" else 0.0
+    await busy_loop(1.0)
+    if alarm == "timer":  # the polled one wakes about once a threshold: milliseconds a second
+        assert watchdog_cpu(monitor) - before < 0.002
+
+    def block() -> None:
+        time.sleep(0.2)  # the block on a busy loop
+
+    async def blocking_soon() -> None:
+        await asyncio.sleep(0.2)
+        block()
+
+    line = line_after(block, "the block on a busy loop")
+
+    def caught() -> list[BlockedLoop]:  # not others: a shared machine may stall the loop too
+        return [b for b in monitor.recent_blocks() if b.blocking and b.blocking.line == line]
+
+    await asyncio.gather(busy_loop(0.6), blocking_soon())
+    await eventually(lambda: bool(caught()))
+    (report,) = caught()
+    assert report.cause == names.EVENT_LOOP_WAITING
+
+
 async def test_a_forced_collection_of_a_big_heap_is_reported_as_a_gc_pause(
     flags: FlagStore,
 ) -> None:
@@ -292,6 +359,18 @@ async def test_a_process_that_was_not_scheduled_is_reported_descheduled(
     assert report.duration >= 0.2
     assert report.cause == names.EVENT_LOOP_DESCHEDULED
     assert report.descheduled_time >= 0.5 * report.duration
+
+
+def test_a_thread_not_scheduled_for_the_whole_block_ran_no_code() -> None:
+    """Stopped throughout, the loop thread could run for none of the block: not code,
+    however little CPU it used; a computation that got a fifth of a crowded CPU is code."""
+    stopped = {"duration": 0.3, "gc_time": 0.0, "descheduled": 0.3}
+    assert cause_of(cpu=0.0, **stopped) == names.EVENT_LOOP_DESCHEDULED
+    assert cause_of(cpu=0.001, **stopped) == names.EVENT_LOOP_DESCHEDULED
+    assert cause_of(cpu=0.06, **stopped) == names.EVENT_LOOP_CODE
+    assert cause_of(duration=0.3, gc_time=0.0, cpu=0.0, descheduled=0.0) == (
+        names.EVENT_LOOP_WAITING
+    )
 
 
 # --- bounds ------------------------------------------------------------------------------------
@@ -368,10 +447,15 @@ def watchdogs() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "toolkit-loop-watchdog"]
 
 
+def open_files() -> set[str]:
+    return set(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else set()
+
+
 async def test_stop_ends_the_watchdog_thread_the_probe_and_the_gc_timer(
-    flags: FlagStore,
+    flags: FlagStore, alarm: str
 ) -> None:
     callbacks = list(gc.callbacks)
+    files = open_files()
     monitor = toolkit.LoopMonitor(flags=flags)
     monitor.start()
     monitor.start()  # again: nothing more
@@ -382,6 +466,7 @@ async def test_stop_ends_the_watchdog_thread_the_probe_and_the_gc_timer(
     assert not monitor.running
     assert watchdogs() == []  # exited before stop() returned
     assert gc.callbacks == callbacks
+    assert open_files() == files  # the timer's file closed
     lag = monitor.lag
     probes = [h for h in asyncio.get_running_loop()._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
     assert all("_tick" not in repr(h) for h in probes)

@@ -104,11 +104,12 @@ class ThreadClock:
 def cause_of(*, duration: float, gc_time: float, cpu: float, descheduled: float) -> str:
     """The cause that explains a block (:data:`names.EVENT_LOOP_BLOCKED_CAUSES`): GC if it
     took half of it; code if the loop thread ran for half the time it could have run (a
-    computation on a crowded machine is still the computation); else descheduled if the
-    process could not run for half of it; else a blocking call."""
+    computation on a crowded machine is still the computation) and for a tenth of the block
+    at least (a thread stopped throughout could run for none of it, and ran no code); else
+    descheduled if the process could not run for half of it; else a blocking call."""
     if gc_time >= duration / 2:
         return names.EVENT_LOOP_GC
-    if cpu >= (duration - descheduled) / 2:
+    if cpu >= (duration - descheduled) / 2 and cpu >= duration / 10:
         return names.EVENT_LOOP_CODE
     if descheduled >= duration / 2:
         return names.EVENT_LOOP_DESCHEDULED

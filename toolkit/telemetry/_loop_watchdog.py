@@ -1,11 +1,14 @@
 """The watchdog thread: notices a loop that has not turned, samples its stack, and reports the
 block once the loop turns again.
 
-The probe (on the loop) publishes a :class:`Beat` each time it runs and queues the pair of
-beats around every late run. This thread sleeps until the next beat is overdue by the blocked
-threshold; if no beat came by then, the loop is blocked: it samples the loop thread's stack
-and the running task, then polls until the loop turns. Each queued pair becomes a report, its
-causes measured over the block (``_loop_causes``). Nothing here runs on the loop.
+The probe (on the loop) publishes a :class:`Beat` each time it runs, and with it moves the
+watchdog's alarm (``_loop_alarm``) to the threshold past the next beat's due time; a late run
+queues the pair of beats around it and rings the alarm instead. So this thread sleeps while
+the loop is healthy, however busy, and wakes when a beat is overdue by the blocked threshold:
+the loop is blocked, and it samples the loop thread's stack and the running task, then looks
+again every few milliseconds (each look late by more than a GIL switch is a stall) until the
+loop turns. Each queued pair becomes a report, its causes measured over the block
+(``_loop_causes``). Nothing here runs on the loop but :meth:`Watchdog.publish`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from toolkit.telemetry._loop_alarm import new_alarm
 from toolkit.telemetry._loop_causes import GcPauses, Stalls, cause_of, overlap
 from toolkit.telemetry._loop_report import BlockedLoop
 from toolkit.telemetry._loop_stack import Sampled, kept_frames, running_task, sample_stack
@@ -64,7 +68,7 @@ class Watchdog:
         report: Callable[[BlockedLoop], None],
     ) -> None:
         self.beat = first
-        """The probe's last beat: the loop thread replaces it, this thread reads it."""
+        """The probe's last beat: the loop thread replaces it (:meth:`publish`), this reads it."""
         self.late: deque[tuple[Beat, Beat]] = deque(maxlen=64)
         """(the beat before, the late beat) of each block: the loop appends, this pops."""
         self._loop = loop
@@ -81,6 +85,7 @@ class Watchdog:
         # A thread waking from a sleep may wait for the GIL for a switch interval or two
         # while the loop runs Python code: that is not the process being descheduled.
         self._stalls = Stalls(slack=max(0.01, 4 * sys.getswitchinterval()))
+        self._alarm = new_alarm(self._stalls, first.due + threshold)
         self._sample: _Sample | None = None
         self._thread = threading.Thread(target=self._run, name="toolkit-loop-watchdog", daemon=True)
 
@@ -91,39 +96,53 @@ class Watchdog:
     def stop(self) -> None:
         self._stop.set()
         self.gc.stop()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
+        self._alarm.ring()
+        if self._thread is threading.current_thread():
+            return
+        if self._thread.is_alive():
             self._thread.join(JOIN_TIMEOUT)
+        if not self._thread.is_alive():  # else it may still read it: leave it open
+            self._alarm.close()
 
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    def publish(self, before: Beat, beat: Beat, *, late: bool) -> None:
+        """The probe ran (on the loop thread): ``beat`` now, ``late`` by the threshold or
+        more after ``before`` (a block to report). Rings while a report waits: moving the
+        alarm would put off the ring that should wake this thread for it."""
+        self.beat = beat
+        if late:
+            self.late.append((before, beat))
+        if self.late:
+            self._alarm.ring()
+        else:
+            self._alarm.set(beat.due + self._threshold)
+
     def _run(self) -> None:
         sampled_after = -1
-        while not self._stop.is_set():
+        while True:
             try:
-                self._drain()
                 beat = self.beat
                 now = time.monotonic()
-                overdue = beat.due + self._threshold
-                if beat.number == sampled_after:
-                    self._sleep(self._poll)  # blocked, sampled: wait for the loop to turn
-                elif now < overdue:
-                    self._sleep(overdue - now)
-                else:
+                blocked = now >= beat.due + self._threshold
+                if blocked and beat.number != sampled_after:
                     sampled_after = beat.number
                     if self._recording():
                         self._sample = _Sample(
                             beat.number, sample_stack(self._loop_thread), running_task(self._loop)
                         )
+                # Set before looking at what may have rung it: a ring after this stands.
+                self._alarm.set(now + self._poll if blocked else beat.due + self._threshold)
+                if self._stop.is_set():
+                    return
+                self._drain()
+                self._alarm.wait()
             except Exception:  # never let the watchdog die, nor raise anywhere
                 logger.exception("the event loop watchdog failed; it goes on")
-                self._sleep(self._poll)
-
-    def _sleep(self, seconds: float) -> None:
-        planned = time.monotonic() + seconds
-        self._stop.wait(seconds)
-        self._stalls.woke(planned, time.monotonic())
+                if self._stop.wait(self._poll):
+                    return
 
     def _drain(self) -> None:
         while self.late:

@@ -224,16 +224,16 @@ class LoopMonitor:
         now = time.monotonic()
         before = watchdog.beat
         beat = Beat(before.number + 1, now, now + self.settings.probe_interval, *clock.read())
-        watchdog.beat = beat
         self.lag = lag = max(0.0, now - before.due)
         try:
+            watchdog.publish(
+                before, beat, late=self.recording and lag >= self.settings.blocked_threshold
+            )
             if now >= self._housekeeping_due:
                 self._housekeep(now)
             if self.recording:
                 self._lag.record(lag)
                 self._lags.record(lag, False, now)
-                if lag >= self.settings.blocked_threshold:
-                    watchdog.late.append((before, beat))
         except Exception:  # a broken meter provider: the probe goes on, said once
             if not self._failed:
                 self._failed = True
