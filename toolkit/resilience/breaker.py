@@ -36,6 +36,10 @@ adoption of views (``_apply``) read and write the same fields, so they stay one 
 could leave it has: where the state is stored, with the fallback (``_breaker_store``), the
 stored state machine (:mod:`toolkit.backends.breaker_state` and its Lua scripts), the
 telemetry (``_telemetry``) and the named breakers (``registry``).
+
+Over 400 lines: one state machine (the local copy of the state, the flushing of outcomes, the
+probe permits and the fleet's transitions share its fields); its store is apart
+(``_breaker_store.py``).
 """
 
 from __future__ import annotations
