@@ -65,7 +65,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             out.flush()
             drawn += 1
             if args.count is None or drawn < args.count:
-                time.sleep(args.interval)
+                time.sleep(args.interval)  # the CLI's own process, no event loop
     except KeyboardInterrupt:
         pass
     return 0

@@ -144,7 +144,7 @@ class WorkerDirectory:
                     if time.monotonic() >= deadline:
                         yield False
                         return
-                    time.sleep(0.005)
+                    time.sleep(0.005)  # on a worker thread (anyio.to_thread), never the loop
             yield True
         finally:
             os.close(fd)  # releases the lock
