@@ -13,6 +13,7 @@ from toolkit.errors import (
     BackendError,
     CircuitOpenError,
     ConfigurationError,
+    DeadlineExceeded,
     PoolClosedError,
     PoolError,
     PoolExhaustedError,
@@ -21,6 +22,7 @@ from toolkit.errors import (
 )
 from toolkit.flags import feature
 from toolkit.install import Toolkit, install
+from toolkit.pipelines import deadline, time_left
 from toolkit.pool import AgentPool, pooled
 from toolkit.ratelimit import RateLimitMiddleware
 from toolkit.resilience import CircuitBreaker, RetryBudget, RetryPolicy, resilient
@@ -35,6 +37,7 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
     "ConfigurationError",
+    "DeadlineExceeded",
     "Default",
     "LoopMonitor",
     "PoolClosedError",
@@ -52,11 +55,13 @@ __all__ = [
     "__version__",
     "cache_embeddings",
     "cached",
+    "deadline",
     "feature",
     "install",
     "llm_call",
     "pooled",
     "resilient",
     "step",
+    "time_left",
     "traced_agent",
 ]

@@ -6,6 +6,7 @@
      +-- BackendError          a storage call failed or timed out (driver error in __cause__)
           +-- BackendUnavailable   the backend is down; skipped until its next reconnect
      +-- CircuitOpenError      a circuit breaker refused the call (open, or half-open and full)
+     +-- DeadlineExceeded      the work's deadline passed (also a TimeoutError); a request's: 504
      +-- NoRequestError        a per-caller cache was used where no request is being served
      +-- PoolError             an AgentPool cannot lend an object now (install() answers 503)
           +-- PoolExhaustedError   its wait queue is full: refused at once, without waiting
@@ -97,3 +98,10 @@ class CircuitOpenError(ToolkitError):
         super().__init__(message)
         self.breaker = breaker
         self.retry_after = retry_after
+
+
+class DeadlineExceeded(ToolkitError, TimeoutError):
+    """The deadline of the current work (a request's time budget, a fan-out's, or the caller's
+    ``toolkit.deadline(...)``) has passed. It is a :class:`TimeoutError`, so code that handles
+    timeouts handles it; ``install()`` answers one that escapes a route with a 504 problem+json.
+    """

@@ -593,6 +593,9 @@ from toolkit.telemetry._event_loop_names import *  # noqa: E402, F403
 # module's: ``names.GEN_AI_REQUEST_MODEL``, ``names.AGENT_DURATION_METRIC``.
 from toolkit.telemetry._gen_ai_names import *  # noqa: E402, F403
 
+# Declared in ``_pipeline_names.py``: fan-out, deadlines, deferred work, offloaded calls.
+from toolkit.telemetry._pipeline_names import *  # noqa: E402, F403
+
 METRIC_RECORDS: Final[Mapping[str, Metric[Any]]] = MappingProxyType(
     {metric.name: metric for metric in list(globals().values()) if isinstance(metric, Metric)}
 )
