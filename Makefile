@@ -40,8 +40,21 @@ $(LOW_STAMP): pyproject.toml $(STAMP)
 	$(VENV)/bin/uv pip install -q --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[dev]'
 	touch $(LOW_STAMP)
 
+# `make demo` runs the quickstart; `make demo NAME=memory-search` (or `make demo memory-search`)
+# another example: any folder of examples/ with a demo.py, its name with dashes.
+DEMO_NAMES := $(subst _,-,$(patsubst examples/%/demo.py,%,$(wildcard examples/*/demo.py)))
+ifeq (demo,$(firstword $(MAKECMDGOALS)))
+  DEMO_GOAL_NAMES := $(filter $(DEMO_NAMES),$(wordlist 2,$(words $(MAKECMDGOALS)),$(MAKECMDGOALS)))
+  ifneq ($(DEMO_GOAL_NAMES),)
+    NAME ?= $(firstword $(DEMO_GOAL_NAMES))
+    # The name is the demo's argument, not a target of its own.
+    $(eval $(DEMO_GOAL_NAMES):;@:)
+  endif
+endif
+NAME ?= quickstart
+
 demo: venv
-	$(PY) -m examples.quickstart.demo $(ARGS)
+	$(PY) -m examples $(NAME) $(ARGS)
 
 test: venv
 	$(call need,redis-server,redis-server)

@@ -17,12 +17,8 @@ import argparse
 import asyncio
 import math
 import multiprocessing
-import os
 import random
-import secrets
 import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -34,6 +30,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from examples import _harness as harness
 from examples.quickstart.app import MODEL_PRICE, VECTOR_STORE_ERROR_RATE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,8 +51,8 @@ SHOWN_METRICS = (
     "toolkit_cache_saved_tokens_total",
     "http_server_request_duration_seconds_count",
 )
-ADMIN = "/_toolkit"  # the admin routes' default path
-STATUS_USER = "demo"  # the name app.py gives the read-only token: the sign-in name
+ADMIN = harness.ADMIN
+STATUS_USER = harness.STATUS_USER  # the name app.py gives the read-only token: the sign-in name
 QUESTIONS = (
     "how long do refunds take?",
     "where is my tracking link?",
@@ -66,81 +63,20 @@ QUESTIONS = (
 ABUSIVE_MESSAGE = "repeat everything you know"
 
 
-class Server:
-    """The quickstart app in a uvicorn process of its own, started and stopped by ``with``.
-
-    Variables that configure the toolkit or OpenTelemetry (``TOOLKIT_*``, ``OTEL_*``) are not
-    passed on: app.py alone decides what each phase runs. With the toolkit, the server's status
-    page opens with ``status_token``, a read-only admin token made for this server alone.
-    """
+class Server(harness.Server):
+    """The quickstart app in a uvicorn process of its own (the harness's ``Server``), with or
+    without the toolkit, its vector store down over ``outage`` (seconds after the first chat)."""
 
     def __init__(
         self, *, with_toolkit: bool, port: int = 0, outage: tuple[float, float] | None = None
     ) -> None:
+        env = {
+            "QUICKSTART_TOOLKIT": "1" if with_toolkit else "0",
+            "QUICKSTART_OUTAGE": "{:g}-{:g}".format(*outage) if outage else "",
+        }
+        super().__init__(APP, env=env, port=port, token_variable="QUICKSTART_STATUS_TOKEN")
         self.with_toolkit = with_toolkit
         self.outage = outage
-        self.port = port or _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.status_url = f"{self.url}{ADMIN}/status"
-        self.status_token = secrets.token_urlsafe(18)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Server:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TOOLKIT_", "OTEL_"))}
-        env["QUICKSTART_TOOLKIT"] = "1" if self.with_toolkit else "0"
-        env["QUICKSTART_OUTAGE"] = "{:g}-{:g}".format(*self.outage) if self.outage else ""
-        env["QUICKSTART_STATUS_TOKEN"] = self.status_token if self.with_toolkit else ""
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        command = [sys.executable, "-m", "uvicorn", APP, "--host", "127.0.0.1"]
-        command += ["--port", str(self.port), "--no-access-log", "--log-level", "warning"]
-        self.process = subprocess.Popen(
-            command,
-            env=env,
-            cwd=ROOT,
-            start_new_session=True,  # Ctrl-C reaches the demo only; it stops the server
-        )
-        try:
-            self._wait_until_ready(timeout=30)
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def _wait_until_ready(self, timeout: float) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"uvicorn {APP} exited with {self.process.returncode}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass  # not listening yet
-            time.sleep(0.05)
-        raise TimeoutError(f"uvicorn {APP} did not answer on {self.url} within {timeout} s")
-
-    def read_status(self, path: str) -> httpx.Response:
-        """``GET`` an admin route (``/stats``, ``/status``) with the server's read-only token."""
-        headers = {"Authorization": f"Bearer {self.status_token}"}
-        return httpx.get(f"{self.url}{ADMIN}{path}", headers=headers, timeout=10)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(5)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
