@@ -13,6 +13,7 @@ the event loop kept it waiting (the loop lag a user feels).
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -64,12 +65,29 @@ class Phase:
     def blocks(self) -> int:
         return int(self.loop.get("blocked_total", 0))
 
+    def causes(self) -> dict[str, int]:
+        """The causes of the last blocks reported (``code``, ``descheduled``, ``gc``, ...)."""
+        return dict(Counter(block["cause"] for block in self.loop.get("blocked", [])))
+
+    def code_blocks(self) -> list[str]:
+        """The blocking calls of the last blocks caused by code on the loop (not a busy
+        machine's scheduler, nor the garbage collector)."""
+        return [
+            call
+            for block, call in zip(self.loop.get("blocked", []), self._calls(), strict=True)
+            if block["cause"] == "code" and call
+        ]
+
     def blocking_calls(self) -> list[str]:
         """``file:line in function`` of each reported block's blocking call, newest first."""
+        return [call for call in self._calls() if call]
+
+    def _calls(self) -> list[str]:
         return [
             f"{os.path.relpath(where['file'], ROOT)}:{where['line']} in {where['function']}"
-            for block in self.loop.get("blocked", [])
             if (where := block.get("blocking"))
+            else ""
+            for block in self.loop.get("blocked", [])
         ]
 
 
@@ -163,17 +181,23 @@ def report(demo: Demo) -> str:
         *comparison(rows(demo)),
         "",
         f"install: the watchdog reported {watched.blocks} blocked loops "
-        f"(its {_lag(watched)}); the blocking call:",
-        *(
-            f"  {call}  (x{found.count(call)} of the last {len(found)})"
-            for call in _distinct(found)
-        ),
-        f"after: {demo.after.blocks} blocked loops reported ({_lag(demo.after)})"
-        + (":" if demo.after.blocking_calls() else ""),
-        *(f"  {call}" for call in _distinct(demo.after.blocking_calls())),
+        f"(its {_lag(watched)}); the last {len(watched.loop.get('blocked', []))}: "
+        f"{_causes(watched)}; the blocking call:",
+        *(f"  {call}  (x{found.count(call)})" for call in _distinct(found)),
+        f"after: {demo.after.blocks} blocked loops reported ({_lag(demo.after)}); the last "
+        f"{len(demo.after.loop.get('blocked', []))}: {_causes(demo.after)}"
+        + (", by code at:" if demo.after.code_blocks() else ""),
+        *(f"  {call}" for call in _distinct(demo.after.code_blocks())),
+        "(code: the loop thread ran the blocking call; descheduled: it waited for a CPU, the",
+        "machine busy; see docs/telemetry.md, 'What explains a block')",
         "(the toolkit's figures: GET /_toolkit/stats, 'loop', read with the read-only token)",
     ]
     return "\n".join(lines)
+
+
+def _causes(phase: Phase) -> str:
+    causes = phase.causes()
+    return ", ".join(f"{cause} {count}" for cause, count in sorted(causes.items())) or "none"
 
 
 def _distinct(items: list[str]) -> list[str]:
