@@ -23,6 +23,7 @@ import httpx
 from examples._harness import (
     CALLS_PATH,
     ROOT,
+    Metrics,
     Row,
     Server,
     Traffic,
@@ -60,6 +61,21 @@ class Phase:
     probes: Traffic = field(default_factory=Traffic)
     model_calls: int = 0
     loop: dict[str, Any] = field(default_factory=dict)  # /_toolkit/stats "loop"
+    metrics: Metrics | None = None  # with the toolkit, its /metrics at the end
+
+    def offloaded(self) -> dict[str, tuple[float, float, float]]:
+        """Per offloaded function: calls, mean seconds on the thread, mean seconds waiting
+        for one (the toolkit.offload.* histograms)."""
+        if self.metrics is None:
+            return {}
+        calls = self.metrics.by("toolkit_offload_duration_seconds_count", "toolkit_offload_name")
+        took = self.metrics.by("toolkit_offload_duration_seconds_sum", "toolkit_offload_name")
+        waited = self.metrics.by("toolkit_offload_wait_time_seconds_sum", "toolkit_offload_name")
+        return {
+            name: (count, took.get(name, 0.0) / count, waited.get(name, 0.0) / count)
+            for name, count in sorted(calls.items())
+            if count
+        }
 
     @property
     def blocks(self) -> int:
@@ -128,6 +144,7 @@ def run_phase(name: str, duration: float) -> Phase:
         if mode == "after":
             stats = server.read_status("/stats?traces=0").raise_for_status().json()
             phase.loop = stats["loop"]
+            phase.metrics = server.metrics()
     return phase
 
 
@@ -188,6 +205,11 @@ def report(demo: Demo) -> str:
         f"{len(demo.after.loop.get('blocked', []))}: {_causes(demo.after)}"
         + (", by code at:" if demo.after.code_blocks() else ""),
         *(f"  {call}" for call in _distinct(demo.after.code_blocks())),
+        "after: on the offload pool: "
+        + "; ".join(
+            f"{name} {calls:.0f} calls, {took * 1000:.1f} ms each, waited {wait * 1000:.2f} ms"
+            for name, (calls, took, wait) in demo.after.offloaded().items()
+        ),
         "(code: the loop thread ran the blocking call; descheduled: it waited for a CPU, the",
         "machine busy; see docs/telemetry.md, 'What explains a block')",
         "(the toolkit's figures: GET /_toolkit/stats, 'loop', read with the read-only token)",

@@ -311,6 +311,7 @@ if after_mode():
                 deadline=STORE_DEADLINE,
                 fallback=[],
             ),
+            name="memory.search",
             deadline=SEARCH_DEADLINE,
         )
         answered = found.values()

@@ -59,7 +59,13 @@ NEW_MEMORIES = (
 FRESH_FACT = "Took up rock climbing at the Croix-Rousse gym"  # the last memory, then searched
 FRESH_QUERY = "do I go climbing at a gym?"
 FRESH_TIMEOUT = 10.0  # seconds
-SHOWN_METRICS = ("toolkit_cache_requests_total",)
+SHOWN_METRICS = (
+    "toolkit_cache_requests_total",
+    "toolkit_fanout_branch_duration_seconds_count",
+    "toolkit_deferred_tasks_total",
+    "toolkit_deferred_retries_total",
+)
+STORES = ("vector", "graph", "document")
 Mode = Literal["before", "after"]
 PHASES: tuple[Mode, ...] = ("before", "after")
 
@@ -88,6 +94,15 @@ class Demo:
     @property
     def after(self) -> Phase:
         return self.phases["after"]
+
+    def branches(self, store: str) -> dict[str, float]:
+        """How the after server's fan-out branch for ``store`` ended: outcome -> count."""
+        assert self.after.metrics is not None
+        return self.after.metrics.by(
+            "toolkit_fanout_branch_duration_seconds_count",
+            "toolkit_fanout_outcome",
+            toolkit_fanout_branch=store,
+        )
 
     def cache(self, name: str) -> dict[str, float]:
         """The after server's ``name`` cache decisions (``retrieval``, ``embeddings``)."""
@@ -222,6 +237,11 @@ def report(demo: Demo) -> str:
         f"{sum(retrieval.values()):.0f} searches (hit ratio {hit_ratio(retrieval):.0%}); the "
         f"embedding cache {embeddings.get('hit', 0):.0f} of {sum(embeddings.values()):.0f} texts "
         f"({hit_ratio(embeddings):.0%})",
+        "after: how each store's branch ended: "
+        + "; ".join(
+            f"{store} " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(demo.branches(store).items()))
+            for store in STORES
+        ),
         "'new memory found': from the add's answer until a search returns the new fact (after:",
         "the deferred extraction files it, then invalidates the profile's cached searches)",
         "",

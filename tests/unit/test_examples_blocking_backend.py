@@ -39,6 +39,16 @@ def test_offloaded_sqlite_no_longer_blocks_the_loop(demo: Demo) -> None:
     assert demo.after.probes.errors == 0
 
 
+def test_the_sqlite_calls_ran_on_the_offload_pool(demo: Demo) -> None:
+    """Every chat stored two messages and loaded its history there (the toolkit's own count)."""
+    offloaded = demo.after.offloaded()
+    assert set(offloaded) == {"save_message", "load_history"}
+    answered = demo.after.chats.ok
+    assert offloaded["load_history"][0] >= answered
+    assert offloaded["save_message"][0] >= 2 * answered
+    assert demo.install.offloaded() == {}
+
+
 def test_the_providers_errors_are_absorbed_by_retries(demo: Demo) -> None:
     """Without the toolkit a 503 from the provider fails the chat; with @resilient it is
     tried again: fewer failed chats, and more model calls than chats answered."""

@@ -12,6 +12,7 @@ import pytest
 
 from examples._harness import ROOT
 from examples.memory_search.demo import (
+    STORES,
     Demo,
     hit_ratio,
     report,
@@ -62,6 +63,16 @@ def test_the_search_cache_answers_most_searches_and_its_counts_match_the_clients
     assert sum(retrieval.values()) >= demo.after.searches.requests
     embeddings = demo.cache("embeddings")
     assert hit_ratio(embeddings) > 0.5
+
+
+def test_each_store_is_a_branch_of_the_fan_out_and_the_slow_one_falls_back(demo: Demo) -> None:
+    """Every search computed (a cache miss) asked the three stores side by side; the graph
+    store's slow calls ran out of their deadline and the search went on without them."""
+    misses = demo.cache("retrieval").get("miss", 0)
+    for store in STORES:
+        assert 0 < sum(demo.branches(store).values()) <= misses
+    assert demo.branches("graph").get("fallback", 0) > 0
+    assert demo.after.partial > 0
 
 
 def test_adding_a_memory_answers_sooner_and_is_searchable_soon_after(demo: Demo) -> None:
