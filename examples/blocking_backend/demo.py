@@ -6,8 +6,8 @@ with the fixes the watchdog leads to.
 
 Each phase runs ``examples/blocking_backend/app.py`` in its own uvicorn process and drives it
 with 8 chat clients, each sending its next message as soon as the last was answered, and a
-probe that asks ``/health`` every PROBE_INTERVAL: an instant route, so its latency is how long
-the event loop kept it waiting (the loop lag a user feels).
+probe due every PROBE_INTERVAL on ``/health``: an instant route, so how late its answer comes
+(from when it was due) is how long the event loop kept it waiting, the lag a user feels.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from examples._harness import (
     comparison,
     demo_main,
     drive,
-    every,
+    probe,
     send,
 )
 from examples.blocking_backend.app import OLD_MESSAGES
@@ -134,11 +134,9 @@ def run_phase(name: str, duration: float) -> Phase:
         path = f"/conversations/c-{number}/messages"
         await send(http, "POST", path, phase.chats, json={"text": text})
 
-    async def probe(http: httpx.AsyncClient) -> None:
-        await send(http, "GET", "/health", phase.probes)
-
     with Server(APP, mode=mode, env=env) as server:
-        drive(server.url, duration, [*closed_loop(CHATS, chat), every(PROBE_INTERVAL, probe)])
+        lag = probe(PROBE_INTERVAL, "/health", phase.probes)
+        drive(server.url, duration, [*closed_loop(CHATS, chat), lag])
         calls: Any = server.get_json(CALLS_PATH)
         phase.model_calls = int(calls["model"])
         if mode == "after":
@@ -185,8 +183,8 @@ def report(demo: Demo) -> str:
     lines = [
         f"examples/blocking_backend/app.py, {demo.duration:g} s of load per phase: {CHATS} chat "
         "clients back to back,",
-        f"  and a /health probe every {PROBE_INTERVAL * 1000:.0f} ms (its latency: how late the "
-        "loop answers)",
+        f"  and a /health probe due every {PROBE_INTERVAL * 1000:.0f} ms (its lag: how late the "
+        "answer comes, from when it was due)",
         f"  the database: sqlite, {OLD_MESSAGES:,} messages, no index on the conversation; the "
         "model: a 503 one call in 5",
         "before:   the app alone: sqlite3 called inside the async handlers, no retries",
