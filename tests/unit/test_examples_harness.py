@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import shutil
 import subprocess
 import sys
+import time
 
+import httpx
 import pytest
 
 from examples import __main__ as examples_main
@@ -19,6 +22,7 @@ from examples._harness import (
     ScriptedModel,
     Traffic,
     comparison,
+    probe,
     similarity,
     status_settings,
 )
@@ -157,3 +161,28 @@ def test_make_demo_runs_the_named_example(goals: list[str], runs: str) -> None:
     commands = [line for line in done.stdout.splitlines() if "-m examples" in line]
     assert len(commands) == 1
     assert commands[0].rstrip().endswith(runs)
+
+
+@pytest.mark.anyio
+async def test_a_probe_stuck_behind_a_stall_counts_every_probe_due_meanwhile() -> None:
+    """One answer 150 ms late delays the probes due in those 150 ms too: each is recorded,
+    late by how long it waited, so a stall weighs what it cost (no coordinated omission)."""
+    stalled = False
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        nonlocal stalled
+        if not stalled:
+            stalled = True
+            await asyncio.sleep(0.15)
+        return httpx.Response(200)
+
+    out = Traffic()
+    async with httpx.AsyncClient(
+        transport=httpx.MockTransport(answer), base_url="http://t"
+    ) as http:
+        await probe(0.01, "/health", out)(http, time.monotonic() + 0.3)
+    assert 25 <= out.requests <= 31  # one per 10 ms of the 300 ms, sent or not
+    assert out.ok == out.requests
+    assert out.max >= 0.15
+    late = [lag for lag in out.latencies if lag >= 0.05]
+    assert len(late) >= 9  # the probes due in the stall's first 100 ms, at least
