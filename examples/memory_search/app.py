@@ -291,8 +291,7 @@ if after_mode():
 
     # The three stores at once, each within its deadline: one that is slow or down costs
     # STORE_DEADLINE and the search answers without it (and says so, in "missing"). A search's
-    # answer is kept per profile and query until that profile remembers something new; one
-    # made with a store missing is not kept (a fallback answered).
+    # answer is kept per profile and query until that profile remembers something new.
     @toolkit.cached(ttl="10m", namespace="retrieval", tags=profile_tag)
     async def retrieve(profile_id: str, query: str) -> dict[str, Any]:
         (vector,) = await embed([query])
