@@ -13,6 +13,7 @@ long until a search finds it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import random
 import time
@@ -119,7 +120,7 @@ def hit_ratio(decisions: dict[str, float]) -> float:
 
 def run_phase(mode: Mode, duration: float, *, seed: int = 1) -> Phase:
     phase, rng = Phase(), random.Random(seed)
-    added = iter(range(1 << 30))
+    added = itertools.count()
 
     async def search(http: httpx.AsyncClient, number: int) -> None:
         profile_id = PROFILES[number % len(PROFILES)]
