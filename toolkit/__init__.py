@@ -22,7 +22,13 @@ from toolkit.errors import (
 )
 from toolkit.flags import feature
 from toolkit.install import Toolkit, install
-from toolkit.pipelines import deadline, time_left
+from toolkit.pipelines import (  # fan-out, request deadlines
+    DeadlineMiddleware,
+    branch,
+    deadline,
+    gather,
+    time_left,
+)
 from toolkit.pool import AgentPool, pooled
 from toolkit.ratelimit import RateLimitMiddleware
 from toolkit.resilience import CircuitBreaker, RetryBudget, RetryPolicy, resilient
@@ -38,6 +44,7 @@ __all__ = [
     "CircuitOpenError",
     "ConfigurationError",
     "DeadlineExceeded",
+    "DeadlineMiddleware",
     "Default",
     "LoopMonitor",
     "PoolClosedError",
@@ -53,10 +60,12 @@ __all__ = [
     "ToolkitError",
     "ToolkitSettings",
     "__version__",
+    "branch",
     "cache_embeddings",
     "cached",
     "deadline",
     "feature",
+    "gather",
     "install",
     "llm_call",
     "pooled",

@@ -1,10 +1,11 @@
 """``install(app)``: every capability wired in the documented order, in one call.
 
-The request path is ``FlagContext -> Telemetry -> RateLimit -> ResponseCache -> the app``:
-the flag snapshot pinned first, so every decision of a request sees the same flags; telemetry
-next so it sees every request, 429s and cache hits included; the limiter (then the app's
-slowapi limiter, if it has one) before any cache or app work. Order and wiring live here and
-nowhere else.
+The request path is ``FlagContext -> Telemetry -> Deadline -> RateLimit -> ResponseCache ->
+the app``: the flag snapshot pinned first, so every decision of a request sees the same flags;
+telemetry next so it sees every request, 429s, 504s and cache hits included; the request's
+deadline then, so everything after it (backend calls included) fits in its budget; the limiter
+(then the app's slowapi limiter, if it has one) before any cache or app work. Order and
+wiring live here and nowhere else.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from toolkit.flags import (
     set_current_store,
 )
 from toolkit.flags._setup import flag_store_from_settings
+from toolkit.pipelines import DeadlineMiddleware
+from toolkit.pipelines._fanout_telemetry import FanoutTelemetry, set_current_fanout_telemetry
 from toolkit.plugins import LoadedPlugins, PluginContext, load_plugins
 from toolkit.pool import AgentPool
 from toolkit.pool._http import pool_unavailable
@@ -208,6 +211,11 @@ def install(
             meter_provider=telemetry.meter_provider,
         )
     )
+    set_current_fanout_telemetry(
+        FanoutTelemetry(
+            tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+        )
+    )
     toolkit = Toolkit(
         settings, backend, telemetry, flags, store, cache, breakers, status=status, plugins=plugins
     )
@@ -257,6 +265,13 @@ def install(
         RateLimitMiddleware,
         settings=ratelimit,
         backend=backend,
+        flags=flags,
+        meter_provider=telemetry.meter_provider,
+    )
+    # Inside telemetry, so a 504 is on the server span; outside the rest, which it bounds.
+    app.add_middleware(
+        DeadlineMiddleware,
+        settings=settings.deadline,
         flags=flags,
         meter_provider=telemetry.meter_provider,
     )
