@@ -199,3 +199,20 @@ async def watch_the_loop() -> None:
         assert_type(block.duration, float)
         assert_type(block.blocking, toolkit.telemetry.loop.StackFrame | None)
     toolkit.LoopMonitor(stack_depth="deep")  # type: ignore[arg-type]
+
+
+# --- fan-out (owner: fanout) ---
+
+
+async def fan_out(query: str) -> None:
+    async def search(text: str) -> list[str]:
+        return [text]
+
+    vector = toolkit.branch("vector", search, query, deadline="300ms", fallback=[])
+    assert_type(vector, toolkit.pipelines.Branch[list[str]])
+    result = await toolkit.gather(vector, deadline=1.0, first=1)
+    assert_type(result, toolkit.pipelines.GatherResult)
+    assert_type(result["vector"].outcome, toolkit.pipelines.BranchOutcome)
+    assert_type(result["vector"].duration, float)
+    assert_type(result.failed, tuple[str, ...])
+    await toolkit.gather(vector, first="all")  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -67,6 +68,10 @@ async def drive_every_capability(
     async def boom() -> None:
         raise RuntimeError("model failure")
 
+    @app.get("/slow")
+    async def slow() -> None:
+        await asyncio.sleep(5)  # past its budget: a 504
+
     @app.get("/block")
     async def block() -> None:
         time.sleep(0.1)  # noqa: ASYNC251 (a blocked loop: its span, count and lag)
@@ -79,11 +84,13 @@ async def drive_every_capability(
                 "limit": "1/minute",
                 "routes": {
                     "/block": "10/minute",
+                    "/slow": "10/minute",
                     "/shadow": {"limit": "1/minute", "shadow": True},
                     "/answers/{answer_id}": "10/minute",
                 },
             },
             event_loop={"blocked_threshold": "30ms"},
+            deadline={"routes": {"/slow": "20ms"}},
         ),
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
@@ -107,6 +114,8 @@ async def drive_every_capability(
         await installed.store.set(toolkit.flags.RATELIMIT, "shadow", by="test")
         await installed.store.set(toolkit.flags.RATELIMIT, "on", by="test")
         await client.get("/chat/c")
+        await client.get("/slow")
+        await client.get("/chat/d", headers={"request-timeout": "soon"})  # ignored
     with tracer_provider.get_tracer("test").start_as_current_span("cache work"):
         await classify("1")  # a function cache hit: the route computed it
         await installed.cache.invalidate(["answers"])
@@ -114,6 +123,8 @@ async def drive_every_capability(
         await use_a_pool(tracer_provider, meter_provider)
     with tracer_provider.get_tracer("test").start_as_current_span("resilience work"):
         await drive_resilience(installed.breakers)
+    with tracer_provider.get_tracer("test").start_as_current_span("pipeline work"):
+        await drive_pipelines()
     assert installed.loop_monitor is not None
     await eventually(
         lambda: installed.loop_monitor is not None and installed.loop_monitor.blocked > 0
@@ -190,6 +201,25 @@ async def drive_resilience(registry: BreakerRegistry) -> None:
         raise TimeoutError("slow tool")
 
     await call_tool()  # its retry is refused by an empty budget
+
+
+async def drive_pipelines() -> None:
+    """A fan-out with a deadline: a branch that answers, one that falls back, one cut."""
+
+    async def answer(value: str, delay: float) -> str:
+        await asyncio.sleep(delay)
+        return value
+
+    async def fail() -> str:
+        raise ConnectionError("down")
+
+    await toolkit.gather(
+        toolkit.branch("vector", answer, "v", 0),
+        toolkit.branch("graph", fail, fallback="none"),
+        toolkit.branch("docs", answer, "d", 5, deadline="20ms"),
+        name="registry",
+        deadline="1s",
+    )
 
 
 async def drive_agents(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:
