@@ -20,6 +20,7 @@ from toolkit.telemetry.dashboards.panels import (
     flags,
     http,
     models,
+    pipelines,
     pools,
     ratelimit,
     resilience,
@@ -82,8 +83,8 @@ def flags_dashboard() -> Json:
 
 def agents_dashboard() -> Json:
     """Agent server — Agents and LLM calls: model calls, agents and steps, tokens and cost,
-    what the caches saved, the event loop they run on, and the slow runs and failed calls in
-    Tempo."""
+    the pipelines around them (fan-out branches, request deadlines), what the caches saved,
+    the event loop they run on, and the slow runs and failed calls in Tempo."""
     return layout.build_dashboard(
         uid="toolkit-agents",
         title="Agent server — Agents and LLM calls",
@@ -91,7 +92,14 @@ def agents_dashboard() -> Json:
         "event loop",
         tags=["agents", "gen-ai"],
         # The event loop row is the HTTP dashboard's too: a blocked loop stalls every agent.
-        rows=[models.row(), agents.row(), cache_savings.row(), event_loop.row(), traces.row()],
+        rows=[
+            models.row(),
+            agents.row(),
+            pipelines.row(),
+            cache_savings.row(),
+            event_loop.row(),
+            traces.row(),
+        ],
         instances_of=_INSTANCES_OF,
         variables=traces.variables(),
     )
