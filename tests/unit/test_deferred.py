@@ -118,6 +118,21 @@ async def test_defer_takes_any_function_and_runs_a_sync_one_in_a_worker_thread(
     assert threads[0] != threading.get_ident()  # never on the event loop's thread
 
 
+async def test_defer_awaits_an_object_whose_call_is_a_coroutine_function(
+    make_runner: Make,
+) -> None:
+    runner = make_runner()
+    await runner.start()
+    seen: list[str] = []
+
+    class Writer:
+        async def __call__(self, text: str) -> None:
+            seen.append(text)
+
+    await toolkit.defer(Writer(), "hello")
+    await eventually(lambda: seen == ["hello"])
+
+
 async def test_the_task_runs_in_a_fresh_context_past_the_deferring_deadline(
     make_runner: Make,
 ) -> None:

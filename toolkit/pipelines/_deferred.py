@@ -82,10 +82,11 @@ class TaskSpec:
 
     def __post_init__(self) -> None:
         function = self.function
-        if inspect.iscoroutinefunction(inspect.unwrap(function)) or inspect.iscoroutinefunction(
-            function
+        if any(
+            inspect.iscoroutinefunction(candidate)
+            for candidate in (function, inspect.unwrap(function), type(function).__call__)
         ):
-            call = function
+            call = function  # a coroutine function, or an object whose __call__ is one
         else:
             call = functools.partial(_in_thread, function)
         object.__setattr__(self, "call", call)
