@@ -133,6 +133,37 @@ async def test_defer_awaits_an_object_whose_call_is_a_coroutine_function(
     await eventually(lambda: seen == ["hello"])
 
 
+async def test_a_plain_function_returning_a_coroutine_has_it_awaited(make_runner: Make) -> None:
+    runner = make_runner()
+    await runner.start()
+    seen: list[str] = []
+
+    async def write(text: str) -> None:
+        seen.append(text)
+
+    await toolkit.defer(lambda: write("from a lambda"))
+    await eventually(lambda: seen == ["from a lambda"])
+
+
+async def test_two_drains_at_once_both_return_when_it_stopped(make_runner: Make) -> None:
+    runner = make_runner()
+    await runner.start()
+    gate = asyncio.Event()
+
+    async def held() -> None:
+        await gate.wait()
+
+    await toolkit.defer(held)
+    first = asyncio.create_task(runner.drain(5))
+    second = asyncio.create_task(runner.drain(5))
+    await asyncio.sleep(0.01)
+    assert not first.done()
+    assert not second.done()  # waits for the first, does not stop early
+    gate.set()
+    await asyncio.gather(first, second)
+    assert not runner._workers
+
+
 async def test_the_task_runs_in_a_fresh_context_past_the_deferring_deadline(
     make_runner: Make,
 ) -> None:
@@ -368,7 +399,7 @@ async def test_a_clean_shutdown_runs_all_200_tasks_accepted(
 
     @toolkit.background(name="test.store")
     async def store(n: int) -> None:
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0.01)  # 10 at a time: 200 ms in all, longer than the request
         assert not closed, "the app's client was closed before its deferred work ran"
         done.append(n)
 

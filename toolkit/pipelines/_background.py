@@ -40,8 +40,10 @@ MAX_RETRIES: Final = 100
 
 def _in_process_runner() -> TaskRunner:
     from toolkit.pipelines._in_process import InProcessRunner
+    from toolkit.settings import DeferSettings
 
-    return InProcessRunner()
+    # No journal: nothing drains this runner, so every exit would read as a crash.
+    return InProcessRunner(DeferSettings.model_validate({"journal": None}))
 
 
 _RUNNER: Final[Current[TaskRunner]] = Current(_in_process_runner)
@@ -52,8 +54,9 @@ _SPECS: Final[weakref.WeakKeyDictionary[Callable[..., Any], TaskSpec]] = weakref
 
 
 def current_runner() -> TaskRunner:
-    """The runner ``install()`` set, else an in-process one with the default settings, made
-    on first use (nothing drains it at exit: only ``install()``'s lifespan does)."""
+    """The runner ``install()`` set, else an in-process one with the default settings and no
+    crash journal, made on first use (nothing drains it at exit: only ``install()``'s
+    lifespan does)."""
     return _RUNNER.get()
 
 

@@ -61,7 +61,10 @@ def task_name(function: Callable[..., Any]) -> str:
 
 
 async def _in_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    return await anyio.to_thread.run_sync(functools.partial(function, *args, **kwargs))
+    result = await anyio.to_thread.run_sync(functools.partial(function, *args, **kwargs))
+    if inspect.isawaitable(result):  # a plain function that returns a coroutine (a lambda)
+        return await result
+    return result
 
 
 @dataclass(frozen=True, slots=True)
