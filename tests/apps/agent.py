@@ -161,4 +161,20 @@ async def past_its_deadline() -> dict[str, str]:
     return {"never": "answered"}
 
 
+@toolkit.background(
+    name="memory.extract", retries=toolkit.RetryPolicy(on=ProviderDown, attempts=2, wait_initial=0)
+)
+async def extract_memories(outcome: str) -> None:
+    if outcome == "fail":
+        raise ProviderDown("the extraction model answered 503")
+
+
+@app.get("/deferred/{outcome}")
+async def deferred(outcome: str) -> dict[str, str]:
+    """ok: memory extraction deferred, and done after the answer; fail: it fails, is
+    retried once and fails again."""
+    handle = await extract_memories.defer(outcome)
+    return {"task": handle.id}
+
+
 installed = toolkit.install(app, pools=[sandboxes, slow_sandboxes])

@@ -216,3 +216,22 @@ async def fan_out(query: str) -> None:
     assert_type(result["vector"].duration, float)
     assert_type(result.failed, tuple[str, ...])
     await toolkit.gather(vector, first="all")  # type: ignore[arg-type]
+
+
+@toolkit.background
+async def extract_memories(profile_id: str, text: str) -> None: ...
+
+
+@toolkit.background(retries=3, name="typing.embed")
+async def write_embedding(profile_id: str, vector: list[float]) -> int:
+    return len(vector)
+
+
+async def use_deferred() -> None:
+    handle = await extract_memories.defer("p1", "I moved to Lyon")
+    assert_type(handle, toolkit.pipelines.TaskHandle)
+    assert_type(await write_embedding("p1", [0.1]), int)  # called directly: runs now
+    assert_type(await toolkit.defer(write_embedding, "p1", [0.1]), toolkit.pipelines.TaskHandle)
+    assert_type(await toolkit.defer(old_answer, "why?", retries=1), toolkit.pipelines.TaskHandle)
+    await extract_memories.defer("p1", 3)  # type: ignore[arg-type]
+    await toolkit.defer(old_answer, 42)  # type: ignore[arg-type]
