@@ -15,6 +15,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import toolkit
 from tests.support.otel import counter_value
+from tests.support.waiting import eventually_returns
+from tests.unit.conftest import StoppableCache
 from toolkit.backends import Backend
 from toolkit.cache import CacheStore, cached, set_current_cache
 from toolkit.cache._function_stream import HEADER, pack, unpack
@@ -259,3 +261,38 @@ def test_stored_streams_round_trip_and_refuse_what_is_not_one() -> None:
     assert unpack(b'["a","b"]') is None  # a value stored before the function streamed
     assert unpack(HEADER + b"\x00\x00\x00\x09abc") is None  # cut short
     assert unpack(HEADER + b"\x00\x00") is None
+
+
+@pytest.mark.redis
+async def test_a_cached_stream_is_served_whole_while_redis_stops_and_restarts(
+    stoppable_cache: StoppableCache, metric_reader: InMemoryMetricReader
+) -> None:
+    """Redis stopped before the lookup, or stopped while a miss streams (its write fails):
+    every caller gets the whole stream, without an error from the cache; once Redis is back,
+    streams are stored and replayed again."""
+    server = stoppable_cache.server
+    gate = asyncio.Event()
+    runs: list[int] = []
+
+    @cached(ttl="1m", namespace="streams")
+    async def answer(prompt: str) -> AsyncIterator[str]:
+        runs.append(1)
+        yield "a"
+        await gate.wait()
+        yield "b"
+
+    stream = answer("mid")
+    assert await anext(stream) == "a"  # type: ignore[arg-type]  # looked up: a miss
+    server.stop()
+    gate.set()
+    assert await read(stream) == ["b"]  # the write failed; the caller has it all
+    assert await read(answer("down")) == ["a", "b"]
+    assert requests(metric_reader, "error") == 1
+    server.start()
+
+    async def replayed() -> bool:
+        before = len(runs)
+        assert await read(answer("up")) == ["a", "b"]
+        return len(runs) == before
+
+    await eventually_returns(replayed, bool, 5)  # stored once Redis was back, then a hit

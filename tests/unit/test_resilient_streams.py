@@ -391,3 +391,22 @@ def test_resilient_refuses_what_cannot_stream_or_answer_for_a_stream() -> None:
         toolkit.resilient(fallback=chunks)(one)
     with pytest.raises(ConfigurationError, match="for a stream, an async generator function"):
         toolkit.resilient(fallback=sync_chunks)  # type: ignore[arg-type]
+
+
+async def test_a_stream_cancelled_before_its_first_chunk_is_no_failure_and_frees_the_probe(
+    registry: BreakerRegistry, metric_reader: InMemoryMetricReader
+) -> None:
+    """The consumer is cancelled while the stream waits for its first chunk (or backs off
+    before a retry): its generator is closed, the breaker counts it ``ignored`` (a probe's
+    permit is given back on this path too: the coroutines' code, tested there)."""
+    source = Source(["a"], first_pause=3600)
+    guard = breaker(minimum_calls=1)
+    answer = toolkit.resilient(breaker=guard, retries=retrying(), timeout=None)(source.stream)
+    task = asyncio.create_task(read(answer("p"), []))
+    await eventually(lambda: source.attempts == 1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert source.closed == 1
+    await guard.settle()
+    assert outcomes(metric_reader) == {"ignored": 1}
