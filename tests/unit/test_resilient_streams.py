@@ -410,3 +410,4 @@ async def test_a_stream_cancelled_before_its_first_chunk_is_no_failure_and_frees
     assert source.closed == 1
     await guard.settle()
     assert outcomes(metric_reader) == {"ignored": 1}
+    assert stream_outcomes(metric_reader) == {"closed": 1}

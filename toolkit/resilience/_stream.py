@@ -36,7 +36,7 @@ from toolkit.flags import RESILIENCE, current_flags
 from toolkit.resilience._nesting import claim
 from toolkit.resilience._scope import record_cut, remaining
 from toolkit.resilience._telemetry import fallback_event
-from toolkit.resilience.breaker import Permit
+from toolkit.resilience.breaker import CircuitBreaker, Permit
 from toolkit.resilience.classify import error_type
 from toolkit.resilience.registry import current_breakers
 from toolkit.telemetry import names
@@ -120,6 +120,9 @@ def stream_wrapper(guard: _Guard) -> Callable[..., AsyncGenerator[Any, None]]:
         admitted = 0.0
         try:
             source, chunk, permit, admitted = await _open(guard, args, kwargs)
+        except asyncio.CancelledError:
+            telemetry.ended(names.STREAM_CLOSED, started)
+            raise
         except Exception as exc:
             if guard.fallback is None:
                 telemetry.ended(names.STREAM_FAILED, started)
@@ -156,19 +159,32 @@ def stream_wrapper(guard: _Guard) -> Callable[..., AsyncGenerator[Any, None]]:
                 yield chunk
                 chunk = _NOTHING
         finally:
-            await _close(source)
-            telemetry.ended(outcome, started)
-            if breaker is not None:
-                seconds = (breaker._clock() if first_at is None else first_at) - admitted
-                if outcome == names.STREAM_COMPLETE:
-                    await breaker.record_success(permit, seconds)
-                elif failure is not None:
-                    await breaker.record_failure(permit, failure, seconds)
-                    claim(failure, breaker.name)
-                else:
-                    breaker.record_cancelled(permit)
+            try:
+                await _close(source)
+            finally:
+                telemetry.ended(outcome, started)
+                if breaker is not None:
+                    seconds = (breaker._clock() if first_at is None else first_at) - admitted
+                    await _settle(breaker, permit, outcome, failure, seconds)
 
     return resilient_stream
+
+
+async def _settle(
+    breaker: CircuitBreaker,
+    permit: Permit,
+    outcome: str,
+    failure: BaseException | None,
+    seconds: float,
+) -> None:
+    """Tell the breaker how the stream it admitted ended, ``seconds`` to its first chunk."""
+    if outcome == names.STREAM_COMPLETE:
+        await breaker.record_success(permit, seconds)
+    elif failure is not None:
+        await breaker.record_failure(permit, failure, seconds)
+        claim(failure, breaker.name)  # enclosing breakers do not count it
+    else:
+        breaker.record_cancelled(permit)  # closed early: neither failure nor success
 
 
 async def _open(guard: _Guard, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Opened:
