@@ -82,6 +82,7 @@ def _reset_global_providers() -> Iterator[None]:
     toolkit.resilience.set_current_breakers(None)
     toolkit.agents.set_current_agent_telemetry(None)
     set_current_fanout_telemetry(None)
+    toolkit.pipelines._background.set_current_runner(None)
     trace._TRACER_PROVIDER_SET_ONCE = Once()
     trace._TRACER_PROVIDER = None
     metrics._internal._METER_PROVIDER_SET_ONCE = Once()

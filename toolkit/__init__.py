@@ -14,6 +14,7 @@ from toolkit.errors import (
     CircuitOpenError,
     ConfigurationError,
     DeadlineExceeded,
+    DeferRefused,
     PoolClosedError,
     PoolError,
     PoolExhaustedError,
@@ -22,10 +23,12 @@ from toolkit.errors import (
 )
 from toolkit.flags import feature
 from toolkit.install import Toolkit, install
-from toolkit.pipelines import (  # fan-out, request deadlines
+from toolkit.pipelines import (
     DeadlineMiddleware,
+    background,
     branch,
     deadline,
+    defer,
     gather,
     time_left,
 )
@@ -46,6 +49,7 @@ __all__ = [
     "DeadlineExceeded",
     "DeadlineMiddleware",
     "Default",
+    "DeferRefused",
     "LoopMonitor",
     "PoolClosedError",
     "PoolError",
@@ -60,10 +64,12 @@ __all__ = [
     "ToolkitError",
     "ToolkitSettings",
     "__version__",
+    "background",
     "branch",
     "cache_embeddings",
     "cached",
     "deadline",
+    "defer",
     "feature",
     "gather",
     "install",

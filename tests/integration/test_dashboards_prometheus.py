@@ -200,6 +200,8 @@ def drive(
                 # pool: lent and given back, a full queue, a timeout, a discard
                 # the model breaker: successes, failures, opened, calls refused
                 + ["/model/ok", "/model/fail", "/model/fail", "/model/fail", "/model/ok"]
+                # deferred work: a task done, one retried and failed
+                + ["/deferred/ok", "/deferred/fail"]
                 # last: the app's 500 makes uvicorn close the connection
                 + ["/pooled/ok", "/pooled/full", "/pooled/timeout", "/pooled/error"],
             ),

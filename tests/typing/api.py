@@ -85,6 +85,28 @@ async def call_llm(prompt: str, *, temperature: float = 0.0) -> str:
     return prompt
 
 
+async def canned_chunks(prompt: str) -> AsyncIterator[str]:
+    yield "busy"
+
+
+@toolkit.resilient(retries=3, retry_on=toolkit.resilience.provider_errors, fallback=canned_chunks)
+async def stream_llm(prompt: str) -> AsyncIterator[str]:
+    yield prompt
+
+
+@toolkit.cached(ttl="10m")
+@toolkit.resilient(timeout="5s")
+async def cached_stream(prompt: str, *, n: int = 1) -> AsyncIterator[str]:
+    yield prompt
+
+
+async def use_streams() -> None:
+    assert_type(stream_llm("hi"), AsyncIterator[str])
+    async for chunk in cached_stream("hi", n=2):
+        assert_type(chunk, str)
+    cached_stream(3)  # type: ignore[arg-type]
+
+
 class Agent:
     async def run(self, question: str) -> str:
         return question
@@ -216,3 +238,22 @@ async def fan_out(query: str) -> None:
     assert_type(result["vector"].duration, float)
     assert_type(result.failed, tuple[str, ...])
     await toolkit.gather(vector, first="all")  # type: ignore[arg-type]
+
+
+@toolkit.background
+async def extract_memories(profile_id: str, text: str) -> None: ...
+
+
+@toolkit.background(retries=3, name="typing.embed")
+async def write_embedding(profile_id: str, vector: list[float]) -> int:
+    return len(vector)
+
+
+async def use_deferred() -> None:
+    handle = await extract_memories.defer("p1", "I moved to Lyon")
+    assert_type(handle, toolkit.pipelines.TaskHandle)
+    assert_type(await write_embedding("p1", [0.1]), int)  # called directly: runs now
+    assert_type(await toolkit.defer(write_embedding, "p1", [0.1]), toolkit.pipelines.TaskHandle)
+    assert_type(await toolkit.defer(old_answer, "why?", retries=1), toolkit.pipelines.TaskHandle)
+    await extract_memories.defer("p1", 3)  # type: ignore[arg-type]
+    await toolkit.defer(old_answer, 42)  # type: ignore[arg-type]

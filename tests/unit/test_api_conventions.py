@@ -59,6 +59,7 @@ KILL_SWITCHES: dict[str, list[Callable[..., Any]]] = {
     "tracing.loop": [toolkit.LoopMonitor],
     "pipelines.gather": [toolkit.gather],
     "pipelines.deadline": [toolkit.DeadlineMiddleware],
+    "pipelines.defer": [toolkit.background],
 }
 """Each capability flag -> the entry points that read it: each takes ``flags=``."""
 

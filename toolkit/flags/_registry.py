@@ -34,6 +34,9 @@ PIPELINES_GATHER: Final = "pipelines.gather"
 metric), with results in the same shape."""
 PIPELINES_DEADLINE: Final = "pipelines.deadline"
 """Request deadlines: ``off`` sets no budget on requests and answers no 504."""
+PIPELINES_DEFER: Final = "pipelines.defer"
+"""Deferred work (``toolkit.defer``, ``@toolkit.background``): ``off`` awaits the work inline,
+before the hand-off returns, as the code did without the toolkit."""
 
 CAPABILITIES: Final[tuple[FlagDefinition, ...]] = (
     FlagDefinition(
@@ -66,6 +69,9 @@ CAPABILITIES: Final[tuple[FlagDefinition, ...]] = (
     ),
     FlagDefinition(
         PIPELINES_DEADLINE, BOOLEAN, ON, "Request deadlines and their 504.", capability=True
+    ),
+    FlagDefinition(
+        PIPELINES_DEFER, BOOLEAN, ON, "Deferred work (off: awaited inline).", capability=True
     ),
 )
 
