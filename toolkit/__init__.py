@@ -22,7 +22,7 @@ from toolkit.errors import (
 )
 from toolkit.flags import feature
 from toolkit.install import Toolkit, install
-from toolkit.pipelines import deadline, time_left
+from toolkit.pipelines import deadline, offload, run_sync, time_left
 from toolkit.pool import AgentPool, pooled
 from toolkit.ratelimit import RateLimitMiddleware
 from toolkit.resilience import CircuitBreaker, RetryBudget, RetryPolicy, resilient
@@ -59,8 +59,10 @@ __all__ = [
     "feature",
     "install",
     "llm_call",
+    "offload",
     "pooled",
     "resilient",
+    "run_sync",
     "step",
     "time_left",
     "traced_agent",

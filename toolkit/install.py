@@ -40,6 +40,8 @@ from toolkit.flags import (
     set_current_store,
 )
 from toolkit.flags._setup import flag_store_from_settings
+from toolkit.pipelines._offload import current_offload_pool, set_current_offload_pool
+from toolkit.pipelines._offload_pool import OffloadPool
 from toolkit.plugins import LoadedPlugins, PluginContext, load_plugins
 from toolkit.pool import AgentPool
 from toolkit.pool._http import pool_unavailable
@@ -80,6 +82,8 @@ class Toolkit:
     status: StatusBoard | None = None
     """What the status page, ``/stats`` and ``agent-toolkit top`` show (``status.enabled``)."""
     _exposition: MetricsExposition | None = field(default=None, repr=False)
+    _offload: OffloadPool | None = field(default=None, repr=False)
+    """The thread pool of ``@toolkit.offload`` and ``toolkit.run_sync`` (``offload``)."""
 
     def add_pool(self, pool: AgentPool[Any]) -> AgentPool[Any]:
         """Start ``pool`` with the app (warm-up before the first request) and close it at
@@ -118,11 +122,15 @@ class Toolkit:
             )
 
     async def shutdown(self) -> None:
-        """Close the pools, stop following breakers, caches and flags, close the backend,
-        stop the loop monitor, flush the providers the toolkit created."""
+        """Close the pools and the offload pool, stop following breakers, caches and flags,
+        close the backend, stop the loop monitor, flush the providers the toolkit created."""
         await self.plugins.shutdown()
         if self.pools:
             await asyncio.gather(*(pool.close() for pool in self.pools))
+        if self._offload is not None:  # waits at most offload.shutdown_timeout
+            await self._offload.close()
+            if current_offload_pool() is self._offload:
+                set_current_offload_pool(None)
         await self.breakers.stop()
         await self.cache.stop()
         await self.store.stop()
@@ -211,6 +219,12 @@ def install(
     toolkit = Toolkit(
         settings, backend, telemetry, flags, store, cache, breakers, status=status, plugins=plugins
     )
+    toolkit._offload = OffloadPool(
+        settings.offload,
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+    )
+    set_current_offload_pool(toolkit._offload)
     for pool in pools:
         toolkit.add_pool(pool)
     if status is not None:

@@ -28,6 +28,9 @@ POOL: Final = "pool"
 TRACING_AGENTS: Final = "tracing.agents"
 """Agent, step and model-call telemetry (``toolkit.agents``): ``off`` means no span and no
 metric of theirs; the decorated functions and recorded calls run as ever."""
+PIPELINES_OFFLOAD: Final = "pipelines.offload"
+"""``@toolkit.offload`` / ``toolkit.run_sync``: ``off`` calls the function inline, on the
+event loop, with no span or metric (the way it ran without the toolkit)."""
 
 CAPABILITIES: Final[tuple[FlagDefinition, ...]] = (
     FlagDefinition(
@@ -53,6 +56,13 @@ CAPABILITIES: Final[tuple[FlagDefinition, ...]] = (
         BOOLEAN,
         ON,
         "Agent, step and model-call spans and metrics.",
+        capability=True,
+    ),
+    FlagDefinition(
+        PIPELINES_OFFLOAD,
+        BOOLEAN,
+        ON,
+        "Offloaded calls on the thread pool (off: called inline on the loop).",
         capability=True,
     ),
 )

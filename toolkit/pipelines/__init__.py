@@ -3,5 +3,6 @@ off the event loop. Every wait here respects the current deadline (``toolkit._de
 
 from toolkit._deadlines import deadline, time_left
 from toolkit.errors import DeadlineExceeded
+from toolkit.pipelines._offload import Offloaded, offload, run_sync
 
-__all__ = ["DeadlineExceeded", "deadline", "time_left"]
+__all__ = ["DeadlineExceeded", "Offloaded", "deadline", "offload", "run_sync", "time_left"]

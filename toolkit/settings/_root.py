@@ -25,6 +25,7 @@ from toolkit.settings._cache import CacheSettings
 from toolkit.settings._errors import configuration_error
 from toolkit.settings._event_loop import EventLoopSettings
 from toolkit.settings._flags import FlagsSettings
+from toolkit.settings._offload import OffloadSettings
 from toolkit.settings._plugins import PluginsSettings
 from toolkit.settings._ratelimit import RateLimitSettings
 from toolkit.settings._resilience import ResilienceSettings
@@ -54,6 +55,7 @@ class ToolkitSettings(BaseSettings):
     status: StatusSettings = Field(default_factory=StatusSettings)  # type: ignore[arg-type]
     plugins: PluginsSettings = Field(default_factory=PluginsSettings)
     event_loop: EventLoopSettings = Field(default_factory=EventLoopSettings)  # type: ignore[arg-type]
+    offload: OffloadSettings = Field(default_factory=OffloadSettings)  # type: ignore[arg-type]
 
     def __init__(self, **values: Any) -> None:
         # pydantic-settings ignores a variable that names no field and reports an undecodable
