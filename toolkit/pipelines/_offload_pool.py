@@ -270,8 +270,7 @@ class OffloadPool:
                 within,
                 ", ".join(sorted(call.name for call in left)),
             )
-            for call in left:
-                call.abandoned = True
+            for call in left:  # exported now; a caller still waiting gets its answer later
                 _end(call.span, names.OFFLOAD_ABANDONED, None)
 
     async def _admit(self, loop: asyncio.AbstractEventLoop) -> None:
