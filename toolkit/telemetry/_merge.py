@@ -59,6 +59,7 @@ GAUGES: Final[Mapping[str, Combine]] = {
     _family(names.CACHE_ENTRIES): "sum",  # but see FLEET_WIDE
     _family(names.CIRCUIT_BREAKER_STATE): "max",
     _family(names.EVENT_LOOP_TASKS): "sum",  # one loop per worker: the server's tasks
+    _family(names.OFFLOAD_CALLS): "sum",  # one offload pool per worker
     # prometheus_client's process and platform collectors.
     "process_resident_memory_bytes": "sum",
     "process_virtual_memory_bytes": "sum",
