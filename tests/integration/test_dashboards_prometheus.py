@@ -199,6 +199,7 @@ def drive(
                 # the model breaker: successes, failures, opened, calls refused
                 + ["/model/ok", "/model/fail", "/model/fail", "/model/fail", "/model/ok"]
                 # last: the app's 500 makes uvicorn close the connection
+                + ["/offloaded"] * 2  # sqlite writes on the offload pool
                 + ["/pooled/ok", "/pooled/full", "/pooled/timeout", "/pooled/error"],
             ),
             *([(down.base_url, ["/open"] * 3 + ["/closed"] * 3)] if down else []),
