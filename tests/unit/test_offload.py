@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import sqlite3
 import threading
 import time
@@ -540,3 +541,12 @@ async def test_a_broken_span_processor_does_not_fail_the_call(
     assert await first is True
     await full.close(1.0)
     await pool.close(1.0)
+
+
+def test_the_python_snippets_of_the_blocking_calls_section_run() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "pipelines.md").read_text()
+    section = page.split("\n## Blocking calls\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert len(blocks) == 2
+    for block in blocks:
+        exec(compile(block, "docs/pipelines.md", "exec"), {"__name__": "snippet"})
