@@ -1,12 +1,8 @@
-"""The offload pool: which calls get a thread, who waits, and what each call records.
+"""The offload pool: a call takes a thread's permit (``_permits``), runs on a thread
+(``_threads``) in a copy of its caller's context, and records its span and metrics.
 
-A permit per thread: a call takes one (at once, or after waiting in a bounded line) before
-its function is handed to a thread (``_threads``), and gives it back when the function ends,
-never earlier, so a call still running after its caller gave up keeps its thread counted and
-the bound is real. The line is shared by every event loop of the process: a permit given
-back on a worker thread is handed to the first waiter through its own loop
-(``call_soon_threadsafe``); a waiter that gives up (deadline, cancellation) passes on a
-permit it was handed meanwhile.
+The permit is given back when the function ends, never earlier, so a call still running
+after its caller gave up keeps its thread counted and the bound is real.
 
 Why not ``anyio.to_thread.run_sync`` with a ``CapacityLimiter``: its line of waiters has no
 bound, and a call that stops waiting (``abandon_on_cancel=True``, the only way to answer at
@@ -17,13 +13,11 @@ without limit. ``asyncio.to_thread`` queues without bound on the loop's default 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import threading
 import time
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -35,6 +29,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from toolkit import _deadlines
 from toolkit._version import __version__
 from toolkit.errors import DeadlineExceeded, PoolClosedError, PoolExhaustedError
+from toolkit.pipelines._permits import POOL_NAME, Permits
 from toolkit.pipelines._threads import Threads
 from toolkit.settings._offload import OffloadSettings
 from toolkit.telemetry import names
@@ -44,20 +39,6 @@ from toolkit.telemetry.labels import BoundedLabels
 logger = logging.getLogger("toolkit.pipelines")
 
 R = TypeVar("R")
-
-POOL_NAME = "offload"
-"""The pool name its refusals carry (``PoolError.pool``): ``install()`` answers them 503."""
-
-
-class _Waiter:
-    """A call waiting for a permit, on its own loop; ``granted`` once one was handed to it."""
-
-    __slots__ = ("future", "granted", "loop")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.future: asyncio.Future[None] = loop.create_future()
-        self.granted = False
 
 
 class _Call:
@@ -93,7 +74,7 @@ class _Call:
         except BaseException as exc:  # the caller's to see, whatever it is
             error = exc
         took = time.monotonic() - started
-        self.pool._release(self)
+        self.pool._ended(self)
         try:
             self.loop.call_soon_threadsafe(self.finish, value, error, took)
         except RuntimeError:  # the caller's loop is closed: nobody waits, record it here
@@ -136,16 +117,10 @@ class OffloadPool:
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
         self.settings = settings if settings is not None else OffloadSettings.model_validate({})
-        self._limit = self.settings.threads
-        self._max_waiting = self.settings.max_waiting
-        self._threads = Threads(self._limit)
+        self._permits = Permits(self.settings.threads, self.settings.max_waiting)
+        self._threads = Threads(self.settings.threads)
         self._lock = threading.Lock()
         self._running: set[_Call] = set()
-        self._permits = 0
-        """Permits taken: calls admitted whose function has not ended (abandoned included)."""
-        self._waiting: OrderedDict[_Waiter, None] = OrderedDict()
-        self._closed = False
-        self._drained: Callable[[], object] | None = None
         self._tracer = trace.get_tracer(
             names.INSTRUMENTATION_SCOPE, __version__, tracer_provider=tracer_provider
         )
@@ -161,16 +136,16 @@ class OffloadPool:
     @property
     def running(self) -> int:
         """Calls holding a thread: running, or abandoned by their caller and still running."""
-        return self._permits
+        return self._permits.taken
 
     @property
     def waiting(self) -> int:
         """Calls waiting for a thread."""
-        return len(self._waiting)
+        return self._permits.waiting
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._permits.closed
 
     async def call(
         self, name: str, function: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -198,7 +173,7 @@ class OffloadPool:
             span = trace.INVALID_SPAN
         asked = time.monotonic()
         try:
-            await self._admit(loop)
+            await self._permits.take()
         except (DeadlineExceeded, PoolExhaustedError, PoolClosedError) as refused:
             self._refused(span, label, refused)
             raise
@@ -221,7 +196,7 @@ class OffloadPool:
         try:
             self._threads.run(lambda: call.run(context, function, (args, kwargs)))
         except RuntimeError:  # closed between the permit and the hand-off
-            self._release(call)
+            self._ended(call)
             closed = PoolClosedError("the offload pool is closed", pool=POOL_NAME)
             self._refused(span, label, closed)
             raise closed from None
@@ -245,18 +220,7 @@ class OffloadPool:
         seconds (``shutdown_timeout`` when None). Calls running past it are left on their
         daemon threads: logged, their spans ended as abandoned."""
         within = self.settings.shutdown_timeout if within is None else within
-        loop = asyncio.get_running_loop()
-        drained = asyncio.Event()
-        with self._lock:
-            self._closed = True
-            waiters = list(self._waiting)
-            self._waiting.clear()
-            if self._permits == 0:
-                drained.set()
-            else:
-                self._drained = lambda: loop.call_soon_threadsafe(drained.set)
-        for waiter in waiters:
-            _wake(waiter, PoolClosedError("the offload pool is closed", pool=POOL_NAME))
+        drained = self._permits.close()
         self._threads.close()
         try:
             await asyncio.wait_for(drained.wait(), within)
@@ -273,54 +237,11 @@ class OffloadPool:
             for call in left:  # exported now; a caller still waiting gets its answer later
                 _end(call.span, names.OFFLOAD_ABANDONED, None)
 
-    async def _admit(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _ended(self, call: _Call) -> None:
+        """``call``'s function ended (any thread): its thread's permit goes back."""
         with self._lock:
-            if self._closed:
-                raise PoolClosedError("the offload pool is closed", pool=POOL_NAME)
-            left = _deadlines.bounded(None)
-            if left is not None and left <= 0:
-                raise DeadlineExceeded("the deadline passed before the offloaded call")
-            if self._permits < self._limit and not self._waiting:
-                self._permits += 1
-                return
-            if len(self._waiting) >= self._max_waiting:
-                raise PoolExhaustedError(
-                    f"every offload thread is busy and {self._max_waiting} calls already "
-                    "wait (offload.threads, offload.max_waiting)",
-                    pool=POOL_NAME,
-                )
-            waiter = _Waiter(loop)
-            self._waiting[waiter] = None
-        try:
-            async with asyncio.timeout(left) as timeout:
-                await waiter.future
-        except BaseException as exc:
-            with self._lock:
-                granted = waiter.granted
-                self._waiting.pop(waiter, None)
-            if granted:  # handed a permit while it gave up: the next one has it
-                self._release(None)
-            if isinstance(exc, TimeoutError) and timeout.expired():
-                raise DeadlineExceeded(
-                    "the deadline passed while the call waited for an offload thread"
-                ) from None
-            raise
-
-    def _release(self, call: _Call | None) -> None:
-        """Give a permit back (any thread): to the first waiter whose loop still runs."""
-        with self._lock:
-            if call is not None:
-                self._running.discard(call)
-            while self._waiting:
-                waiter, _ = self._waiting.popitem(last=False)
-                waiter.granted = True
-                if _wake(waiter, None):
-                    return
-            self._permits -= 1
-            drained = self._drained if self._permits == 0 else None
-        if drained is not None:
-            with contextlib.suppress(RuntimeError):  # the closing loop is gone: nobody waits
-                drained()
+            self._running.discard(call)
+        self._permits.give_back()
 
     def _finished(
         self, call: _Call, outcome: str, error: BaseException | None, took: float
@@ -347,24 +268,6 @@ class OffloadPool:
         except Exception:
             logger.exception("toolkit.pipelines: recording a refusal failed")
         _end(span, names.OFFLOAD_REFUSED, refused)
-
-
-def _wake(waiter: _Waiter, error: BaseException | None) -> bool:
-    """Resolve ``waiter`` on its loop; False when that loop is closed."""
-
-    def resolve() -> None:
-        if waiter.future.done():
-            return
-        if error is None:
-            waiter.future.set_result(None)
-        else:
-            waiter.future.set_exception(error)
-
-    try:
-        waiter.loop.call_soon_threadsafe(resolve)
-    except RuntimeError:
-        return False
-    return True
 
 
 def _end(span: trace.Span, outcome: str, error: BaseException | None) -> None:
