@@ -618,6 +618,9 @@ def test_a_report_points_at_offload_only_for_a_block_in_the_applications_call() 
         assert block.hint == hint, cause
     unsampled = BlockedLoop(time.time(), 0.2, names.EVENT_LOOP_WAITING, 0, 0, 0, None, ())
     assert unsampled.hint is None
+    library = StackFrame(sqlite3.__file__, 1, "connect")  # no frame of the application's
+    in_library = BlockedLoop(time.time(), 0.2, names.EVENT_LOOP_CODE, 0, 0, 0, None, (library,))
+    assert in_library.hint is None
     assert (
         "in add_note: connection.execute(...)"
         in BlockedLoop(

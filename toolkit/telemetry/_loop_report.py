@@ -22,7 +22,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
 from toolkit.telemetry import names
-from toolkit.telemetry._loop_stack import StackFrame, blocking_frame
+from toolkit.telemetry._loop_stack import StackFrame, blocking_frame, is_application
 from toolkit.telemetry.counts import Counts
 
 logger = logging.getLogger("toolkit.telemetry.loop")
@@ -74,8 +74,11 @@ class BlockedLoop:
     @property
     def hint(self) -> str | None:
         """What would fix it (:data:`OFFLOAD_HINT`) when a call of the application blocked
-        (cause ``code`` or ``waiting``, the stack sampled); None otherwise."""
-        return OFFLOAD_HINT if self.cause in _OFFLOADABLE and self.stack else None
+        (cause ``code`` or ``waiting``, an application frame sampled); None otherwise."""
+        where = self.blocking
+        if self.cause in _OFFLOADABLE and where is not None and is_application(where.file):
+            return OFFLOAD_HINT
+        return None
 
     def format_stack(self) -> str:
         """The stack as a traceback shows it, outermost first."""
