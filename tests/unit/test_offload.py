@@ -346,6 +346,46 @@ async def test_cancellations_and_deadlines_racing_the_hand_off_lose_no_thread(
     await pool.close(1.0)
 
 
+async def test_calls_abandoned_at_their_deadline_never_make_more_threads_than_the_bound(
+    pool: OffloadPool, gate: threading.Event
+) -> None:
+    """What anyio's abandon_on_cancel does not hold: a stuck call keeps its thread counted."""
+    for _ in range(6):
+        with toolkit.deadline(0.02), pytest.raises(toolkit.DeadlineExceeded):
+            await wait_for(gate)
+    assert pool.running == 2  # the two that got a thread; the rest were refused waiting
+    assert pool._threads.started <= 2
+    gate.set()
+    await eventually(lambda: pool.running == 0)
+
+
+async def test_closing_while_calls_run_and_wait_ends_every_one_and_hangs_on_none(
+    tracer_provider: TracerProvider, meter_provider: MeterProvider
+) -> None:
+    pool = OffloadPool(
+        OffloadSettings(threads=2, max_waiting=10),
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+    )
+    set_current_offload_pool(pool)
+    chance = random.Random(5)
+    calls = [
+        asyncio.create_task(toolkit.run_sync(time.sleep, chance.choice([0.0, 0.01, 0.05])))
+        for _ in range(30)
+    ]
+    await asyncio.sleep(0.02)
+    await pool.close(2.0)
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert {type(o) for o in outcomes} <= {
+        type(None),
+        toolkit.PoolClosedError,
+        toolkit.PoolExhaustedError,
+    }
+    assert toolkit.PoolClosedError in {type(o) for o in outcomes}  # the line was refused
+    assert (pool.running, pool.waiting) == (0, 0)
+    await eventually(lambda: pool._threads.started == 0)  # every thread ended once idle
+
+
 # --- the kill switch; calls from threads without a loop ------------------------------------------
 
 
