@@ -35,6 +35,7 @@ from toolkit.settings._offload import OffloadSettings
 from toolkit.telemetry import names
 from toolkit.telemetry.counts import shared_callbacks, shared_counts
 from toolkit.telemetry.labels import BoundedLabels
+from toolkit.telemetry.metric import Callback
 
 logger = logging.getLogger("toolkit.pipelines")
 
@@ -285,7 +286,7 @@ def _end(span: trace.Span, outcome: str, error: BaseException | None) -> None:
         logger.exception("toolkit.pipelines: ending an offload span failed")
 
 
-def _report_calls(pool: OffloadPool, gauges: list[Any]) -> None:
+def _report_calls(pool: OffloadPool, gauges: list[Callback]) -> None:
     """Report the pool's running and waiting calls for as long as it lives (a weak
     reference: the gauge keeps no pool alive)."""
     ref = weakref.ref(pool)

@@ -26,9 +26,8 @@ class OffloadSettings(Section):
         256,
         ge=0,
         le=100000,
-        description="Calls that may wait for a thread; one more is refused at once "
-        "(DeadlineExceeded is for the deadline: this is PoolExhaustedError); 0 waits for none. "
-        "0 to 100000.",
+        description="Calls that may wait for a thread; one more is refused at once with "
+        "PoolExhaustedError (install() answers 503); 0: none waits. 0 to 100000.",
         examples=["256"],
     )
     shutdown_timeout: Seconds = Field(
