@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import threading
 import time
@@ -45,7 +46,7 @@ R = TypeVar("R")
 class _Call:
     """One admitted call: run on a thread, finished on its caller's loop."""
 
-    __slots__ = ("abandoned", "attributes", "future", "label", "loop", "name", "pool", "span")
+    __slots__ = ("abandoned", "future", "label", "loop", "name", "pool", "span")
 
     def __init__(
         self,
@@ -63,10 +64,15 @@ class _Call:
         self.future: asyncio.Future[Any] = loop.create_future()
         self.abandoned = False
 
-    def run(self, context: contextvars.Context, function: Callable[..., Any], args: Any) -> None:
+    def run(
+        self,
+        context: contextvars.Context,
+        function: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
         """On the worker thread: the function, in the caller's context, then the permit back
         and the outcome to the caller's loop."""
-        args, kwargs = args
         started = time.monotonic()
         value: Any = None
         error: BaseException | None = None
@@ -195,7 +201,7 @@ class OffloadPool:
         with self._lock:
             self._running.add(call)
         try:
-            self._threads.run(lambda: call.run(context, function, (args, kwargs)))
+            self._threads.run(functools.partial(call.run, context, function, args, kwargs))
         except RuntimeError:  # closed between the permit and the hand-off
             self._ended(call)
             closed = PoolClosedError("the offload pool is closed", pool=POOL_NAME)
