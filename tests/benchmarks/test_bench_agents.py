@@ -6,9 +6,10 @@ time, the span export thread's included, so that waiting for a shared CPU is not
 Every benchmark times a batch of ``BATCH`` operations: read each against its bare twins in the
 same run and group (``test_bare_*``: the same work with nothing around it, with a bare
 ``tracer.start_as_current_span`` on the same tracer provider, and ``test_bare_sdk_*``: what
-the toolkit asks of the OpenTelemetry SDK, made by hand, its floor), per operation (the column
-divided by ``BATCH``); the toolkit's histogram points reach the SDK in batches of
-``toolkit.telemetry.batched.BATCH``, so every batch of operations here pays for its points.
+the toolkit asks of the OpenTelemetry SDK, made by hand, each point recorded at once), per
+operation (the column divided by ``BATCH``); the toolkit's histogram points reach the SDK in
+batches of ``toolkit.telemetry.batched.BATCH``, so every batch of operations here pays for
+its points.
 The model call through the real OpenAI SDK, against OpenLLMetry, is
 ``python -m tests.benchmarks.llm_overhead``.
 """
