@@ -75,11 +75,6 @@ def test_each_store_is_a_branch_of_the_fan_out_and_the_slow_one_falls_back(demo:
     assert demo.after.partial > 0
 
 
-@pytest.mark.xfail(
-    reason="toolkit.gather's fallbacks do not yet mark the value being computed (as "
-    "@resilient's do, toolkit._fallback.mark_fallback), so @cached keeps a partial search",
-    strict=True,
-)
 def test_a_partial_search_is_not_kept_in_the_cache(demo: Demo) -> None:
     """A search a store missed is computed again next time, not served from the cache: every
     partial answer the clients got was a computation with a branch that fell back."""

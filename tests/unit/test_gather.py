@@ -549,3 +549,34 @@ async def test_the_fan_out_span_says_why_it_returned(
     (fanout,) = [s for s in span_exporter.get_finished_spans() if s.name == "toolkit.gather gather"]
     assert fanout.attributes is not None
     assert fanout.attributes[names.FANOUT_STOPPED] == stopped
+
+
+@pytest.mark.parametrize(
+    ("graph", "kept"),
+    [
+        ({"fallback": []}, False),  # fell back: a partial answer
+        ({}, False),  # failed, no fallback: partial too
+        (None, True),  # every branch answered
+    ],
+)
+async def test_an_enclosing_cache_keeps_a_fan_out_only_when_every_branch_answered(
+    graph: dict[str, Any] | None, kept: bool
+) -> None:
+    """A partial answer cached for ten minutes would outlive the outage that made it."""
+    calls = 0
+
+    async def failing() -> list[str]:
+        raise ConnectionError("graph store down")
+
+    @toolkit.cached(ttl="10m")
+    async def search(query: str) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        branches = [toolkit.branch("vector", answer, [query])]
+        if graph is not None:
+            branches.append(toolkit.branch("graph", failing, **graph))
+        return (await toolkit.gather(*branches)).values()
+
+    await search("lyon")
+    await search("lyon")
+    assert calls == (1 if kept else 2)

@@ -22,6 +22,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from toolkit import _deadlines
 from toolkit._duration import parse_seconds
+from toolkit._fallback import mark_fallback
 from toolkit._tasks import stop_tasks
 from toolkit.errors import ConfigurationError, DeadlineExceeded
 from toolkit.flags import PIPELINES_GATHER, FlagSource, current_flags
@@ -38,6 +39,9 @@ from toolkit.resilience.classify import error_type
 from toolkit.telemetry import names
 
 logger = logging.getLogger("toolkit.pipelines")
+
+_PARTIAL = frozenset({"fallback", "failed", "timeout"})
+"""Outcomes that make a fan-out's answer partial (``cancelled`` is what first=/enough= asked)."""
 
 
 async def gather(
@@ -175,9 +179,13 @@ class _Fanout:
             # Whatever way out (a return, the deadline, the caller cancelled): nothing stays.
             await _settle(tasks)
             self._end(span, left)
-        return GatherResult(
+        result = GatherResult(
             {b.name: self.results.get(b.name) or self._lost(b) for b in self.branches}
         )
+        if any(r.outcome in _PARTIAL for r in result.results().values()):
+            # A partial answer: an enclosing @cached must not keep it past the outage.
+            mark_fallback()
+        return result
 
     async def _wait(self, tasks: list[asyncio.Task[None]], left: float | None) -> None:
         pending: set[asyncio.Task[None]] = set(tasks)
