@@ -5,15 +5,18 @@
           +-- UnknownFlag          no flag of that key is declared
      +-- BackendError          a storage call failed or timed out (driver error in __cause__)
           +-- BackendUnavailable   the backend is down; skipped until its next reconnect
+          +-- DurableUnavailable   durable deferred work: Redis did not take the task in time
      +-- CircuitOpenError      a circuit breaker refused the call (open, or half-open and full)
      +-- DeadlineExceeded      the work's deadline passed (also a TimeoutError); a request's: 504
+     +-- DurableArgumentError  a durable task's argument is not JSON (also a TypeError)
      +-- NoRequestError        a per-caller cache was used where no request is being served
      +-- PoolError             an AgentPool cannot lend an object now (install() answers 503)
           +-- PoolExhaustedError   its wait queue is full: refused at once, without waiting
           +-- PoolTimeoutError     none came free within acquire_timeout
           +-- PoolClosedError      the pool was closed (the app is shutting down)
 
-Backend errors never reach the application: the capability that made the call catches them,
+Backend errors never reach the application (except ``DurableUnavailable``, which tells the
+deferring code that its task was not accepted): the capability that made the call catches them,
 counts them and takes its failure path (fail-open unless configured otherwise).
 """
 
@@ -105,3 +108,16 @@ class DeadlineExceeded(ToolkitError, TimeoutError):
     ``toolkit.deadline(...)``) has passed. It is a :class:`TimeoutError`, so code that handles
     timeouts handles it; ``install()`` answers one that escapes a route with a 504 problem+json.
     """
+
+
+class DurableUnavailable(BackendError):
+    """Durable mode (``defer.durable``): Redis did not take a deferred task within the
+    hand-off timeout (or the deadline), so the task was not accepted and will not run. Raised
+    by the hand-off unless ``defer.durable.on_unavailable`` is ``"in_process"``."""
+
+
+class DurableArgumentError(ToolkitError, TypeError):
+    """Durable mode: a deferred task's argument does not come back from JSON unchanged (an
+    object, bytes, a tuple, a non-str key), or the task is over
+    ``defer.durable.max_payload_bytes``. The message names the argument; pass plain data or an
+    id to load it by. Durable tasks are never pickled."""
