@@ -14,6 +14,7 @@ from toolkit.errors import (
     CircuitOpenError,
     ConfigurationError,
     DeadlineExceeded,
+    DeferRefused,
     PoolClosedError,
     PoolError,
     PoolExhaustedError,
@@ -22,7 +23,7 @@ from toolkit.errors import (
 )
 from toolkit.flags import feature
 from toolkit.install import Toolkit, install
-from toolkit.pipelines import deadline, time_left
+from toolkit.pipelines import background, deadline, defer, time_left
 from toolkit.pool import AgentPool, pooled
 from toolkit.ratelimit import RateLimitMiddleware
 from toolkit.resilience import CircuitBreaker, RetryBudget, RetryPolicy, resilient
@@ -39,6 +40,7 @@ __all__ = [
     "ConfigurationError",
     "DeadlineExceeded",
     "Default",
+    "DeferRefused",
     "LoopMonitor",
     "PoolClosedError",
     "PoolError",
@@ -53,9 +55,11 @@ __all__ = [
     "ToolkitError",
     "ToolkitSettings",
     "__version__",
+    "background",
     "cache_embeddings",
     "cached",
     "deadline",
+    "defer",
     "feature",
     "install",
     "llm_call",

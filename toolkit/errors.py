@@ -5,9 +5,10 @@
           +-- UnknownFlag          no flag of that key is declared
      +-- BackendError          a storage call failed or timed out (driver error in __cause__)
           +-- BackendUnavailable   the backend is down; skipped until its next reconnect
-          +-- DurableUnavailable   durable deferred work: Redis did not take the task in time
      +-- CircuitOpenError      a circuit breaker refused the call (open, or half-open and full)
      +-- DeadlineExceeded      the work's deadline passed (also a TimeoutError); a request's: 504
+     +-- DeferRefused          deferred work was not accepted: the queue stayed full, or stopped
+          +-- DurableUnavailable   durable mode: Redis did not take the task in time
      +-- DurableArgumentError  a durable task's argument is not JSON (also a TypeError)
      +-- NoRequestError        a per-caller cache was used where no request is being served
      +-- PoolError             an AgentPool cannot lend an object now (install() answers 503)
@@ -15,8 +16,7 @@
           +-- PoolTimeoutError     none came free within acquire_timeout
           +-- PoolClosedError      the pool was closed (the app is shutting down)
 
-Backend errors never reach the application (except ``DurableUnavailable``, which tells the
-deferring code that its task was not accepted): the capability that made the call catches them,
+Backend errors never reach the application: the capability that made the call catches them,
 counts them and takes its failure path (fail-open unless configured otherwise).
 """
 
@@ -110,10 +110,32 @@ class DeadlineExceeded(ToolkitError, TimeoutError):
     """
 
 
-class DurableUnavailable(BackendError):
+class DeferRefused(ToolkitError):
+    """A deferred task was not accepted (``toolkit.defer``, ``fn.defer``): the queue stayed
+    full for the whole hand-off timeout (or what was left of the deadline, if sooner), or the
+    runner has stopped (the app is shutting down). Nothing of the task ran; ``install()``
+    answers one that escapes a route with a 503 problem+json.
+
+    Args:
+        task: the task's registered name.
+        error_type: ``queue_full`` or ``stopped``, as on the span event and the metric.
+    """
+
+    retry_after = 1
+    """Seconds a client is told to wait (``Retry-After`` of the 503)."""
+
+    def __init__(self, message: str, *, task: str, error_type: str) -> None:
+        super().__init__(message)
+        self.task = task
+        self.error_type = error_type
+
+
+class DurableUnavailable(DeferRefused):
     """Durable mode (``defer.durable``): Redis did not take a deferred task within the
-    hand-off timeout (or the deadline), so the task was not accepted and will not run. Raised
-    by the hand-off unless ``defer.durable.on_unavailable`` is ``"in_process"``."""
+    hand-off timeout (or the deadline), so the task was not accepted and will not run (the
+    driver's error in ``__cause__``; ``error_type`` is ``unavailable``). Raised by the
+    hand-off unless ``defer.durable.on_unavailable`` is ``"in_process"``; ``install()``
+    answers it 503 as every ``DeferRefused``."""
 
 
 class DurableArgumentError(ToolkitError, TypeError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,8 +23,11 @@ from tests.support.servers import free_port
 from tests.support.waiting import eventually
 from toolkit.agents import AgentTelemetry, set_current_agent_telemetry
 from toolkit.cache import cached_response, set_current_cache
+from toolkit.pipelines._background import set_current_runner
+from toolkit.pipelines._in_process import InProcessRunner
+from toolkit.pipelines._journal import Journal
 from toolkit.resilience import BreakerRegistry, RetryPolicy, set_current_breakers
-from toolkit.settings import AgentSettings
+from toolkit.settings import AgentSettings, DeferSettings
 from toolkit.telemetry import names
 from toolkit.telemetry.metric import COUNTER, OBSERVABLE_COUNTER, Metric
 
@@ -119,6 +124,8 @@ async def drive_every_capability(
         lambda: installed.loop_monitor is not None and installed.loop_monitor.blocked > 0
     )
     await drive_agents(tracer_provider, meter_provider)
+    with tracer_provider.get_tracer("test").start_as_current_span("deferring work"):
+        await drive_deferred(tracer_provider, meter_provider)
     await installed.shutdown()
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=failing), base_url="http://t"
@@ -190,6 +197,40 @@ async def drive_resilience(registry: BreakerRegistry) -> None:
         raise TimeoutError("slow tool")
 
     await call_tool()  # its retry is refused by an empty budget
+
+
+async def drive_deferred(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:
+    """A task done, one retried, one failed, one refused by a full queue, and the count a
+    "crashed" process (this one's pid) left in the journal."""
+    journal = tempfile.mkdtemp(prefix="toolkit-journal-")
+    Journal(journal, "registry").write({"registry.lost": 2})
+    runner = InProcessRunner(
+        DeferSettings(queue_size=1, concurrency=1, handoff_timeout=0, retries=1, journal=journal),
+        service="registry", tracer_provider=tracer_provider, meter_provider=meter_provider,
+    )  # fmt: skip
+    await runner.start()
+    set_current_runner(runner)
+    failures = [1]
+    gate = asyncio.Event()
+
+    @toolkit.background(
+        name="registry.work",
+        retries=RetryPolicy(on=RuntimeError, attempts=2, wait_initial=0, wait_jitter=0),
+    )
+    async def work(fail: bool) -> None:
+        await gate.wait()
+        if fail or failures.pop():
+            raise RuntimeError("store down")
+
+    failures.append(0)
+    await work.defer(False)  # runs (and waits at the gate): the queue is empty again
+    await eventually(lambda: runner.running.get("registry.work") == 1)
+    await work.defer(True)  # queued: the queue is full
+    with pytest.raises(toolkit.DeferRefused):
+        await work.defer(False)
+    gate.set()
+    await runner.drain(5)
+    set_current_runner(None)
 
 
 async def drive_agents(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:

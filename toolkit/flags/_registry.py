@@ -28,6 +28,9 @@ POOL: Final = "pool"
 TRACING_AGENTS: Final = "tracing.agents"
 """Agent, step and model-call telemetry (``toolkit.agents``): ``off`` means no span and no
 metric of theirs; the decorated functions and recorded calls run as ever."""
+PIPELINES_DEFER: Final = "pipelines.defer"
+"""Deferred work (``toolkit.defer``, ``@toolkit.background``): ``off`` awaits the work inline,
+before the hand-off returns, as the code did without the toolkit."""
 
 CAPABILITIES: Final[tuple[FlagDefinition, ...]] = (
     FlagDefinition(
@@ -54,6 +57,9 @@ CAPABILITIES: Final[tuple[FlagDefinition, ...]] = (
         ON,
         "Agent, step and model-call spans and metrics.",
         capability=True,
+    ),
+    FlagDefinition(
+        PIPELINES_DEFER, BOOLEAN, ON, "Deferred work (off: awaited inline).", capability=True
     ),
 )
 

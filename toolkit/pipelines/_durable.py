@@ -1,13 +1,17 @@
 """The durable runner: deferred work handed to a queue in Redis, run by worker processes.
 
-The deferring side of durable mode (``defer.durable.enabled``). A hand-off checks that the
-task's arguments are JSON (:mod:`._durable_payload`), then enqueues it within the hand-off
-timeout, bounded by the current deadline; it returns once Redis holds the task, which any
-worker of the fleet may then run (:mod:`._durable_worker`), again after a crash. When Redis
-cannot take it in time the hand-off is refused with :class:`~toolkit.errors.DurableUnavailable`
-(the caller knows the task will not run), or, with ``on_unavailable = "in_process"``, given to
-the in-process runner, which a crash of this process loses. Either way the outcome is on the
-deferring span and in ``toolkit.defer.durable.handoffs``.
+The deferring side of durable mode (``defer.durable.enabled``), a
+:class:`~toolkit.pipelines._deferred.TaskRunner`. A hand-off checks that the task's arguments
+are JSON (:mod:`._durable_payload`), then enqueues it within the hand-off timeout, bounded by
+the current deadline; it returns once Redis holds the task, which any worker of the fleet then
+runs (:mod:`._durable_worker`), again after a crash. When Redis cannot take it in time the
+hand-off is refused with :class:`~toolkit.errors.DurableUnavailable` (the caller knows the task
+will not run), or, with ``on_unavailable = "in_process"``, given to the in-process runner,
+which a crash of this process loses. The outcome is on the deferring span and in
+``toolkit.deferred.durable.handoffs``.
+
+A task no worker could find (``toolkit.defer(fn)`` of a function that is not a registered
+``@background``) runs in process, as it would without durable mode.
 """
 
 from __future__ import annotations
@@ -21,15 +25,17 @@ from redis.exceptions import RedisError
 from saq import Job
 
 from toolkit import _deadlines
-from toolkit.errors import DeadlineExceeded, DurableArgumentError, DurableUnavailable
-from toolkit.pipelines._deferred import TaskRecord, TaskRunner
+from toolkit.errors import DurableArgumentError, DurableUnavailable
+from toolkit.pipelines._background import lookup
+from toolkit.pipelines._deferred import TaskRecord
 from toolkit.pipelines._durable_payload import to_job
 from toolkit.pipelines._durable_queue import ENGINE, DurableQueue, make_job, open_queue
+from toolkit.pipelines._durable_worker import DurableWorker
+from toolkit.pipelines._in_process import InProcessRunner
 from toolkit.settings._durable import DurableSettings
 from toolkit.telemetry import names
 
 logger = logging.getLogger("toolkit.pipelines.durable")
-
 
 
 class DurableRunner:
@@ -38,10 +44,12 @@ class DurableRunner:
     Args:
         settings: the ``defer.durable`` section.
         url: the queue's Redis (:func:`~toolkit.pipelines._durable_queue.redis_url`).
-        in_process: the in-process runner, where a task goes when Redis cannot take it and
-            ``on_unavailable`` is ``"in_process"`` (started and drained by its owner); None
-            refuses whatever the setting says.
-        meter_provider / tracer_provider: the app's (``install()`` passes them).
+        local: this process's in-process runner: it runs what no worker could (unregistered
+            functions), what Redis could not take with ``on_unavailable = "in_process"``, and
+            the tasks of the in-app worker; its telemetry records accepted and refused
+            hand-offs. Started and drained with this runner.
+        worker: the worker to run inside this process (``workers_in_app``), or None.
+        meter_provider: the app's (``install()`` passes it).
     """
 
     def __init__(
@@ -49,26 +57,32 @@ class DurableRunner:
         settings: DurableSettings,
         url: str,
         *,
-        in_process: TaskRunner | None = None,
+        local: InProcessRunner,
+        worker: DurableWorker | None = None,
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
         self.settings = settings
         self.url = url
-        self._in_process = in_process if settings.on_unavailable == "in_process" else None
+        self.local = local
+        self.worker = worker
         meter = (meter_provider or metrics.get_meter_provider()).get_meter(
             names.INSTRUMENTATION_SCOPE
         )
         self._handoffs = names.DEFER_DURABLE_HANDOFFS_METRIC.create(meter)
         self._duration = names.DEFER_DURABLE_HANDOFF_DURATION_METRIC.create(meter)
-        self._queue: DurableQueue | None = None
-        self._attributes = {
-            outcome: {names.DEFER_DURABLE_OUTCOME: outcome} for outcome in names.DEFER_DURABLE_OUTCOMES
+        self._outcomes = {
+            outcome: {names.DEFER_DURABLE_OUTCOME: outcome}
+            for outcome in names.DEFER_DURABLE_OUTCOMES
         }
+        self._queue: DurableQueue | None = None
 
     async def start(self) -> None:
-        """Open the queue's connection pool (connections are made on first use: a Redis down
-        at startup refuses hand-offs, it does not stop the app)."""
+        """Start the local runner and the in-app worker. Connections are made on first use:
+        a Redis down at startup refuses hand-offs, it does not stop the app."""
+        await self.local.start()
         self._open()
+        if self.worker is not None:
+            self.worker.start()
 
     def _open(self) -> DurableQueue:
         if self._queue is None:
@@ -78,21 +92,27 @@ class DurableRunner:
         return self._queue
 
     async def drain(self, grace: float) -> None:
-        """Close the connections. Nothing to wait for: accepted tasks are in Redis."""
+        """Stop the in-app worker (its unfinished tasks go back to the queue once ``grace``
+        ran out) and drain the local runner; accepted durable tasks are in Redis already."""
+        if self.worker is not None:
+            await self.worker.stop()
+        await self.local.drain(grace)
         queue, self._queue = self._queue, None
         if queue is not None:
             await queue.disconnect()
 
     async def submit(self, record: TaskRecord) -> None:
-        """Queue ``record``; returns once Redis holds it (or, fallen back, once the in-process
-        runner took it).
+        """Queue ``record``; returns once Redis holds it (or the local runner took it).
 
         Raises:
             DurableArgumentError: an argument is not JSON, or the task is over
                 ``max_payload_bytes`` (the message names which).
-            DurableUnavailable: Redis did not take the task within the hand-off timeout.
-            DeadlineExceeded: the current deadline passed before Redis took it.
+            DurableUnavailable: Redis did not take the task within the hand-off timeout
+                (or the time the deadline left).
         """
+        if not _registered(record):
+            await self.local.submit(record)
+            return
         started = time.perf_counter()
         span = trace.get_current_span()
         try:
@@ -114,6 +134,7 @@ class DurableRunner:
                 }
             )
         self._record(span, names.DEFER_DURABLE_QUEUED, started)
+        self.local.telemetry.accepted(record)
 
     async def _enqueue(self, job: Job) -> None:
         queue = self._open()
@@ -125,32 +146,38 @@ class DurableRunner:
     async def _unavailable(
         self, record: TaskRecord, exc: BaseException, span: trace.Span, started: float
     ) -> None:
-        if self._in_process is not None:
+        if self.settings.on_unavailable == "in_process":
             logger.warning(
                 "durable queue unavailable (%s): %s runs in this process instead",
                 type(exc).__name__,
                 record.name,
             )
             self._record(span, names.DEFER_DURABLE_IN_PROCESS, started)
-            await self._in_process.submit(record)
+            await self.local.submit(record)
             return
         self._record(span, names.DEFER_DURABLE_UNAVAILABLE, started)
-        if _deadlines.time_left() == 0.0:
-            raise DeadlineExceeded(
-                f"the deadline passed before the durable queue took {record.name}"
-            ) from exc
+        self.local.telemetry.refused(record.name, names.DEFER_DURABLE_UNAVAILABLE)
         raise DurableUnavailable(
-            f"the durable queue ({self.settings.queue!r} on Redis) did not take {record.name} "
-            f"within defer.durable.handoff_timeout ({self.settings.handoff_timeout}s): "
-            f"{type(exc).__name__}: {exc}. The task was not accepted; set "
-            "defer.durable.on_unavailable='in_process' to run it here instead",
+            f"deferred task {record.name!r} refused: the durable queue "
+            f"({self.settings.queue!r}) did not take it within defer.durable.handoff_timeout "
+            f"({self.settings.handoff_timeout} s) or the time the deadline left "
+            f"({type(exc).__name__}: {exc}). Set defer.durable.on_unavailable='in_process' to "
+            "run such tasks here instead",
             task=record.name,
             error_type=names.DEFER_DURABLE_UNAVAILABLE,
         ) from exc
 
     def _record(self, span: trace.Span, outcome: str, started: float) -> None:
-        attributes = self._attributes[outcome]
+        attributes = self._outcomes[outcome]
         self._handoffs.add(1, attributes)
         self._duration.record(time.perf_counter() - started, attributes)
         if span.is_recording():
             span.set_attribute(names.DEFER_DURABLE_OUTCOME, outcome)
+
+
+def _registered(record: TaskRecord) -> bool:
+    """Whether a worker can find ``record``'s function by its name (it is a ``@background``)."""
+    try:
+        return lookup(record.name).function is record.spec.function
+    except LookupError:
+        return False

@@ -102,7 +102,9 @@ def _check(value: Any, task: str, where: str, depth: int) -> None:
         return
     if type(value) is float:
         if not math.isfinite(value):
-            raise DurableArgumentError(f"{task} {where}: {value!r} is not JSON; durable tasks take {_ALLOWED}")
+            raise DurableArgumentError(
+                f"{task} {where}: {value!r} is not JSON; durable tasks take {_ALLOWED}"
+            )
         return
     if depth >= _MAX_DEPTH:
         raise DurableArgumentError(f"{task} {where}: nested deeper than {_MAX_DEPTH} levels")

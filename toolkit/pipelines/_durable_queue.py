@@ -40,7 +40,7 @@ class DurableQueue(RedisQueue):
     """SAQ's Redis queue, counting the lost runs its sweeps find (``swept``: None counts
     nothing, on the deferring side, which never sweeps)."""
 
-    def __init__(self, redis: Redis, *, name: str, swept: Counter | None = None) -> None:  # type: ignore[type-arg]
+    def __init__(self, redis: Redis, *, name: str, swept: Counter | None = None) -> None:
         super().__init__(redis, name=name, swept_error_message="lost: no heartbeat")
         self._swept_counter = swept
 
@@ -71,7 +71,7 @@ def open_queue(
     dequeue, and a connection attempt to a Redis that is down gives up in ``connect_timeout``.
     Commands have no socket timeout, since a worker's dequeue blocks on purpose; callers bound
     their own waits."""
-    client: Redis = Redis.from_url(  # type: ignore[type-arg]
+    client: Redis = Redis.from_url(
         url,
         socket_connect_timeout=connect_timeout,
         socket_keepalive=True,

@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from opentelemetry import metrics
 from saq import Job, Worker
+from saq.types import Context, PartialTimersDict
 
 from toolkit._tasks import spawn, stop_tasks
 from toolkit.pipelines._deferred import TaskRecord, TaskSpec
@@ -37,8 +38,9 @@ Execute = Callable[[TaskRecord], Awaitable[None]]
 """Runs one task in this process: the deferred-work runner's own execution (span, retries,
 metrics), as in process."""
 
-Lookup = Callable[[str], TaskSpec | None]
-"""The ``@background`` function registered under a name in this process, or None."""
+Lookup = Callable[[str], TaskSpec]
+"""The ``@background`` function registered under a name in this process; raises
+:class:`LookupError` when none is."""
 
 _DEQUEUE_WAIT: Final = 1.0
 """Seconds an idle worker slot blocks on the queue before it looks again (and can stop)."""
@@ -88,7 +90,10 @@ class DurableWorker:
             self.queue,
             functions=[(DISPATCH, self._dispatch)],
             concurrency=settings.concurrency,
-            timers={"sweep": math.ceil(settings.sweep_interval)},
+            # SAQ's defaults but the sweep's (its typing wants every timer given).
+            timers=PartialTimersDict(
+                schedule=1, worker_info=10, abort=1, sweep=math.ceil(settings.sweep_interval)
+            ),
             dequeue_timeout=_DEQUEUE_WAIT,
             shutdown_grace_period_s=math.ceil(grace),
         )
@@ -118,18 +123,16 @@ class DurableWorker:
         if running is not None:
             await stop_tasks([running])
 
-    async def _dispatch(self, ctx: dict[str, Any], **job: Any) -> str:
+    async def _dispatch(self, ctx: Context, **job: Any) -> str:
         """SAQ's function: one delivery of one task."""
-        saq_job: Job = ctx["job"]
+        saq_job = ctx["job"]
         name = name_of(job)
-        spec = self._lookup(name)
-        if spec is None:
+        try:
+            spec = self._lookup(name)
+        except LookupError as exc:
             # Given up, not retried: every worker runs the same code, so none has it either.
             logger.error(
-                "durable task %s given up: no @background function is named %r in this "
-                "worker (does APP_MODULE import the module that defines it?)",
-                saq_job.key,
-                name,
+                "durable task %s given up: %s (does APP_MODULE import it?)", saq_job.key, exc
             )
             return "unknown"
         if saq_job.attempts > 1:
