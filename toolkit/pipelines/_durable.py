@@ -99,7 +99,7 @@ class DurableRunner:
         await self.local.drain(grace)
         queue, self._queue = self._queue, None
         if queue is not None:
-            await queue.disconnect()
+            await queue.close()
 
     async def submit(self, record: TaskRecord) -> None:
         """Queue ``record``; returns once Redis holds it (or the local runner took it).

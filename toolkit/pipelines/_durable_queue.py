@@ -14,11 +14,14 @@ which the worker looks up in its own registry, so the queue carries data, never 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 from typing import Any, Final
 
 from opentelemetry.metrics import Counter
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from saq import Job
 from saq.queue.redis import RedisQueue
 
@@ -29,6 +32,9 @@ DISPATCH: Final = "toolkit.deferred"
 
 ENGINE: Final = "saq"
 """``messaging.system`` of the durable spans."""
+
+CLOSE_TIMEOUT: Final = 2.0
+"""Seconds closing the queue's connections may take at shutdown."""
 
 ABORT_WAIT: Final = 2.0
 """Seconds a sweep waits for a lost run to be aborted (by its worker, if that one is alive but
@@ -43,6 +49,12 @@ class DurableQueue(RedisQueue):
     def __init__(self, redis: Redis, *, name: str, swept: Counter | None = None) -> None:
         super().__init__(redis, name=name, swept_error_message="lost: no heartbeat")
         self._swept_counter = swept
+
+    async def close(self) -> None:
+        """Close the connections; never raises (a Redis that is away has nothing to close)."""
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.disconnect()
 
     async def sweep(self, lock: int = 60, abort: float = ABORT_WAIT) -> list[str]:
         swept = await super().sweep(lock, abort)

@@ -108,7 +108,7 @@ class DurableWorker:
         try:
             await self._saq.start()
         finally:
-            await self.queue.disconnect()
+            await self.queue.close()
 
     def start(self) -> None:
         """Run in the background of this process (an app's), until :meth:`stop`."""
