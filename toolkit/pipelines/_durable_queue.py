@@ -16,16 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 from typing import Any, Final
 
 from opentelemetry.metrics import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from saq import Job
+from saq import Job, Status
 from saq.queue.redis import RedisQueue
+from saq.utils import now, seconds
 
 from toolkit.settings._durable import DurableSettings
+
+logger = logging.getLogger("toolkit.pipelines.durable")
 
 DISPATCH: Final = "toolkit.deferred"
 """The one SAQ function name every durable task is queued under."""
@@ -43,12 +47,13 @@ never answers, so this is pure delay on every redelivery."""
 
 
 class DurableQueue(RedisQueue):
-    """SAQ's Redis queue, counting the lost runs its sweeps find (``swept``: None counts
-    nothing, on the deferring side, which never sweeps)."""
+    """SAQ's Redis queue with a sweep of its own (:meth:`sweep`), counting the lost runs it
+    finds (``swept``: None counts nothing, on the deferring side, which never sweeps)."""
 
     def __init__(self, redis: Redis, *, name: str, swept: Counter | None = None) -> None:
         super().__init__(redis, name=name, swept_error_message="lost: no heartbeat")
         self._swept_counter = swept
+        self._unmarked = self.namespace("unmarked")  # job id -> when a sweep first saw it
 
     async def close(self) -> None:
         """Close the connections; never raises (a Redis that is away has nothing to close)."""
@@ -57,10 +62,58 @@ class DurableQueue(RedisQueue):
                 await self.disconnect()
 
     async def sweep(self, lock: int = 60, abort: float = ABORT_WAIT) -> list[str]:
-        swept = await super().sweep(lock, abort)
+        """Queue again (or give up) the runs that are lost, once per ``lock`` seconds across
+        the fleet. A run is lost when its worker stopped touching it (``heartbeat``) or it
+        overran its ``timeout``. A job in the active list still marked queued was moved there
+        by a worker that is marking it active now, or died before it could: it is lost only
+        if an earlier sweep saw it so a heartbeat ago. (SAQ's own sweep takes it for lost at
+        once, so a sweep that meets a dequeue, as at every worker's start, runs the task
+        twice, or loses it when its abort cancels the run it raced.)"""
+        if not await self.redis.set(self._sweep, 1, nx=True, ex=max(1, lock)):
+            return []  # another worker swept within the last ``lock`` seconds
+        unmarked = {
+            (k.decode() if isinstance(k, bytes) else str(k)): int(v)
+            for k, v in (await self.redis.hgetall(self._unmarked)).items()
+        }
+        still_unmarked: dict[str, int] = {}
+        swept: list[str] = []
+        for raw in await self.redis.lrange(self._active, 0, -1):
+            job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+            job = await self._get_job_by_id(job_id)
+            if job is None:  # its record expired or was deleted: nothing to run again
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.lrem(self._active, 0, job_id)
+                    pipe.zrem(self._incomplete, job_id)
+                    await pipe.execute()
+            elif job.status is Status.QUEUED:
+                seen = unmarked.get(job_id, now())
+                if seconds(now() - seen) <= max(1, job.heartbeat):
+                    still_unmarked[job_id] = seen
+                    continue
+                await self._lost(job, abort)
+            elif job.status in (Status.ACTIVE, Status.ABORTING) and job.stuck:
+                await self._lost(job, abort)
+            else:
+                continue  # running, or finished and being taken off the list by its worker
+            swept.append(job_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._unmarked)
+            if still_unmarked:
+                pipe.hset(self._unmarked, mapping=still_unmarked)  # type: ignore[arg-type]
+            await pipe.execute()
         if swept and self._swept_counter is not None:
             self._swept_counter.add(len(swept))
         return swept
+
+    async def _lost(self, job: Job, abort: float) -> None:
+        logger.warning("durable task %s lost (no heartbeat): queued again", job.key)
+        await self.abort(job, error=self.swept_error_message)
+        with contextlib.suppress(TimeoutError):
+            await job.refresh(abort)  # a live but stalled worker may stop it first
+        if job.retryable:
+            await self.retry(job, error=self.swept_error_message)
+        else:
+            await self.finish(job, Status.ABORTED, error=self.swept_error_message)
 
 
 def redis_url(settings: DurableSettings, backend_url: str) -> str:
