@@ -39,6 +39,9 @@ def run(args: argparse.Namespace, settings: ToolkitSettings) -> int:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # as uvicorn does: the app is found from here
     try:
+        from toolkit.pipelines._runners import require_engine
+
+        require_engine()
         from toolkit.pipelines._durable_queue import redis_url
 
         url = redis_url(settings.defer.durable, settings.backend.url)

@@ -123,7 +123,7 @@ def redis_url(settings: DurableSettings, backend_url: str) -> str:
         from toolkit.errors import ConfigurationError
 
         raise ConfigurationError(
-            f"defer.durable.enabled needs a Redis for its queue: set defer.durable.url (e.g. "
+            f"the durable queue (defer.durable) needs a Redis: set defer.durable.url (e.g. "
             f"'redis://localhost:6379/1') or a redis:// backend.url, not {url!r}"
         )
     return url

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from opentelemetry import metrics, trace
 
+from toolkit.errors import ConfigurationError
 from toolkit.pipelines._deferred import TaskRunner
 from toolkit.pipelines._in_process import InProcessRunner
 from toolkit.settings import ToolkitSettings
@@ -35,6 +36,7 @@ def deferred_runner(
     durable = settings.defer.durable
     if not durable.enabled:
         return local
+    require_engine()
     from toolkit.pipelines._durable import DurableRunner
     from toolkit.pipelines._durable_queue import redis_url
 
@@ -55,6 +57,7 @@ def durable_worker(
 ) -> DurableWorker:
     """A worker of the durable queue that runs each task through ``local`` (its span,
     retries and metrics), finding its function in this process's registry."""
+    require_engine()
     from toolkit.pipelines._background import lookup
     from toolkit.pipelines._durable_queue import redis_url
     from toolkit.pipelines._durable_worker import DurableWorker
@@ -69,3 +72,14 @@ def durable_worker(
         handle_signals=handle_signals,
         meter_provider=meter_provider,
     )
+
+
+def require_engine() -> None:
+    """Raise ConfigurationError naming the extra to install when SAQ is missing."""
+    try:
+        import saq  # noqa: F401
+    except ImportError:
+        raise ConfigurationError(
+            "defer.durable.enabled needs the durable queue's engine (SAQ): "
+            'pip install "agent-server-toolkit[durable]"'
+        ) from None

@@ -16,6 +16,7 @@ from toolkit.telemetry.dashboards.panels import (
     backend,
     cache_savings,
     caches,
+    durable,
     event_loop,
     flags,
     http,
@@ -57,13 +58,14 @@ def caches_dashboard() -> Json:
 
 
 def resilience_pools_dashboard() -> Json:
-    """Agent server — Resilience & pools: breakers, retry budgets and agent pools."""
+    """Agent server — Resilience & pools: breakers, retry budgets, agent pools and durable
+    deferred work."""
     return layout.build_dashboard(
         uid="toolkit-resilience-pools",
         title="Agent server — Resilience & pools",
         shows="Circuit breakers, retry budgets and agent pools",
         tags=["resilience", "pooling"],
-        rows=[resilience.row(), pools.row()],
+        rows=[resilience.row(), pools.row(), durable.row()],
         instances_of=_INSTANCES_OF,
     )
 
