@@ -328,3 +328,30 @@ async def test_durable_worker_survives_redis_restarting_under_it(
         assert time.monotonic() < deadline, "the hand-off never worked again"
         await asyncio.sleep(0.1)
     await eventually(lambda: ("after", 2) in RUNS, seconds=20)
+
+
+async def test_durable_hand_off_after_the_drain_is_refused_as_stopped(
+    app_runner: DurableRunner, redis_url: str
+) -> None:
+    await app_runner.drain(1.0)
+    with pytest.raises(DeferRefused) as caught:
+        await record_run.defer("late", 1)
+    assert caught.value.error_type == "stopped"
+    assert await queued(redis_url) == 0
+
+
+async def test_durable_hand_off_cancelled_while_redis_stalls_leaves_the_runner_working(
+    app_runner: DurableRunner, worker: None, redis_server: RedisServer
+) -> None:
+    """The caller is cancelled mid-hand-off (Redis paused): the cancellation propagates, and
+    once Redis answers again the next hand-off is queued and runs."""
+    await record_run.defer("warm", 0)
+    redis_server.pause(0.5)
+    pending = asyncio.ensure_future(record_run.defer("cancelled", 1))
+    await asyncio.sleep(0.05)
+    pending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pending
+    await asyncio.sleep(0.6)
+    await record_run.defer("next", 2)
+    await eventually(lambda: ("next", 2) in RUNS, seconds=10)

@@ -75,6 +75,7 @@ class DurableRunner:
             for outcome in names.DEFER_DURABLE_OUTCOMES
         }
         self._queue: DurableQueue | None = None
+        self._stopped = False
 
     async def start(self) -> None:
         """Start the local runner and the in-app worker. Connections are made on first use:
@@ -93,7 +94,9 @@ class DurableRunner:
 
     async def drain(self, grace: float) -> None:
         """Stop the in-app worker (its unfinished tasks go back to the queue once ``grace``
-        ran out) and drain the local runner; accepted durable tasks are in Redis already."""
+        ran out) and drain the local runner; accepted durable tasks are in Redis already.
+        Hand-offs after it are refused (``stopped``), as in process."""
+        self._stopped = True
         if self.worker is not None:
             await self.worker.stop()
         await self.local.drain(grace)
@@ -110,8 +113,8 @@ class DurableRunner:
             DurableUnavailable: Redis did not take the task within the hand-off timeout
                 (or the time the deadline left).
         """
-        if not _registered(record):
-            await self.local.submit(record)
+        if self._stopped or not _registered(record):
+            await self.local.submit(record)  # refuses it once drained: the app is stopping
             return
         started = time.perf_counter()
         span = trace.get_current_span()

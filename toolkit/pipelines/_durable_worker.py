@@ -101,6 +101,7 @@ class DurableWorker:
             self._saq.SIGNALS = []
         self._touch_every = settings.heartbeat / 3
         self._heartbeats: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._running: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
@@ -113,7 +114,7 @@ class DurableWorker:
     def start(self) -> None:
         """Run in the background of this process (an app's), until :meth:`stop`."""
         if self._running is None:
-            self._running = spawn(set(), self.run())
+            self._running = spawn(self._tasks, self.run())
 
     async def stop(self) -> None:
         """Stop taking tasks, let the running ones finish within the grace period, queue the
