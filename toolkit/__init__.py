@@ -23,7 +23,17 @@ from toolkit.errors import (
 )
 from toolkit.flags import feature
 from toolkit.install import Toolkit, install
-from toolkit.pipelines import background, deadline, defer, time_left
+from toolkit.pipelines import (
+    DeadlineMiddleware,
+    background,
+    branch,
+    deadline,
+    defer,
+    gather,
+    offload,
+    run_sync,
+    time_left,
+)
 from toolkit.pool import AgentPool, pooled
 from toolkit.ratelimit import RateLimitMiddleware
 from toolkit.resilience import CircuitBreaker, RetryBudget, RetryPolicy, resilient
@@ -39,6 +49,7 @@ __all__ = [
     "CircuitOpenError",
     "ConfigurationError",
     "DeadlineExceeded",
+    "DeadlineMiddleware",
     "Default",
     "DeferRefused",
     "LoopMonitor",
@@ -56,15 +67,19 @@ __all__ = [
     "ToolkitSettings",
     "__version__",
     "background",
+    "branch",
     "cache_embeddings",
     "cached",
     "deadline",
     "defer",
     "feature",
+    "gather",
     "install",
     "llm_call",
+    "offload",
     "pooled",
     "resilient",
+    "run_sync",
     "step",
     "time_left",
     "traced_agent",

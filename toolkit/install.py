@@ -1,10 +1,11 @@
 """``install(app)``: every capability wired in the documented order, in one call.
 
-The request path is ``FlagContext -> Telemetry -> RateLimit -> ResponseCache -> the app``:
-the flag snapshot pinned first, so every decision of a request sees the same flags; telemetry
-next so it sees every request, 429s and cache hits included; the limiter (then the app's
-slowapi limiter, if it has one) before any cache or app work. Order and wiring live here and
-nowhere else.
+The request path is ``FlagContext -> Telemetry -> Deadline -> RateLimit -> ResponseCache ->
+the app``: the flag snapshot pinned first, so every decision of a request sees the same flags;
+telemetry next so it sees every request, 429s, 504s and cache hits included; the request's
+deadline then, so everything after it (backend calls included) fits in its budget; the limiter
+(then the app's slowapi limiter, if it has one) before any cache or app work. Order and
+wiring live here and nowhere else.
 """
 
 from __future__ import annotations
@@ -40,9 +41,13 @@ from toolkit.flags import (
     set_current_store,
 )
 from toolkit.flags._setup import flag_store_from_settings
+from toolkit.pipelines import DeadlineMiddleware
 from toolkit.pipelines._background import set_current_runner
 from toolkit.pipelines._deferred import TaskRunner
+from toolkit.pipelines._fanout_telemetry import FanoutTelemetry, set_current_fanout_telemetry
 from toolkit.pipelines._http import defer_refused
+from toolkit.pipelines._offload import current_offload_pool, set_current_offload_pool
+from toolkit.pipelines._offload_pool import OffloadPool
 from toolkit.pipelines._runners import deferred_runner
 from toolkit.plugins import LoadedPlugins, PluginContext, load_plugins
 from toolkit.pool import AgentPool
@@ -87,6 +92,8 @@ class Toolkit:
     """Runs ``toolkit.defer`` and ``@toolkit.background`` work: started with the app, drained
     at shutdown within ``defer.grace``."""
     _exposition: MetricsExposition | None = field(default=None, repr=False)
+    _offload: OffloadPool | None = field(default=None, repr=False)
+    """The thread pool of ``@toolkit.offload`` and ``toolkit.run_sync`` (``offload``)."""
 
     def add_pool(self, pool: AgentPool[Any]) -> AgentPool[Any]:
         """Start ``pool`` with the app (warm-up before the first request) and close it at
@@ -133,13 +140,17 @@ class Toolkit:
             await self.deferred.drain(self.settings.defer.grace)
 
     async def shutdown(self) -> None:
-        """Drain the deferred work (if the lifespan has not), close the pools, stop following
-        breakers, caches and flags, close the backend, stop the loop monitor, flush the
-        providers the toolkit created."""
+        """Drain the deferred work (if the lifespan has not), close the pools and the offload
+        pool, stop following breakers, caches and flags, close the backend, stop the loop
+        monitor, flush the providers the toolkit created."""
         await self.drain_deferred()
         await self.plugins.shutdown()
         if self.pools:
             await asyncio.gather(*(pool.close() for pool in self.pools))
+        if self._offload is not None:  # waits at most offload.shutdown_timeout
+            await self._offload.close()
+            if current_offload_pool() is self._offload:
+                set_current_offload_pool(None)
         await self.breakers.stop()
         await self.cache.stop()
         await self.store.stop()
@@ -228,9 +239,20 @@ def install(
             meter_provider=telemetry.meter_provider,
         )
     )
+    set_current_fanout_telemetry(
+        FanoutTelemetry(
+            tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+        )
+    )
     toolkit = Toolkit(
         settings, backend, telemetry, flags, store, cache, breakers, status=status, plugins=plugins
     )
+    toolkit._offload = OffloadPool(
+        settings.offload,
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+    )
+    set_current_offload_pool(toolkit._offload)
     for pool in pools:
         toolkit.add_pool(pool)
     toolkit.deferred = deferred_runner(
@@ -283,6 +305,13 @@ def install(
         RateLimitMiddleware,
         settings=ratelimit,
         backend=backend,
+        flags=flags,
+        meter_provider=telemetry.meter_provider,
+    )
+    # Inside telemetry, so a 504 is on the server span; outside the rest, which it bounds.
+    app.add_middleware(
+        DeadlineMiddleware,
+        settings=settings.deadline,
         flags=flags,
         meter_provider=telemetry.meter_provider,
     )

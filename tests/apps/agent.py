@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
@@ -49,17 +51,19 @@ async def loop_lag() -> dict[str, float]:
     return {"lag": time.perf_counter() - started - 0.01}
 
 
+@toolkit.resilient(timeout=None)
+async def token_events(chunks: int, delay: float) -> AsyncIterator[bytes]:
+    """A model's token stream, through @resilient: its time to first chunk is measured."""
+    for i in range(chunks):
+        yield f"id: {i}\ndata: token {i} {'x' * (i % 7)}\n\n".encode()
+        await asyncio.sleep(delay)
+
+
 @app.get("/sse")
 async def sse() -> StreamingResponse:
     chunks = int(os.environ.get("SSE_CHUNKS", "50"))
     delay = float(os.environ.get("SSE_DELAY", "0"))
-
-    async def events():  # type: ignore[no-untyped-def]
-        for i in range(chunks):
-            yield f"id: {i}\ndata: token {i} {'x' * (i % 7)}\n\n".encode()
-            await asyncio.sleep(delay)
-
-    return StreamingResponse(events(), media_type="text/event-stream")
+    return StreamingResponse(token_events(chunks, delay), media_type="text/event-stream")
 
 
 @app.get("/answers/{answer_id}")
@@ -114,6 +118,22 @@ async def pooled(scenario: str) -> dict[str, str]:
     return {"scenario": scenario}
 
 
+notes = sqlite3.connect(":memory:", check_same_thread=False)
+notes.execute("create table notes (text text)")
+
+
+@toolkit.offload(name="notes.save")
+def save_note(text: str) -> int:
+    """A synchronous sqlite3 write, run on the offload pool."""
+    with notes:
+        return notes.execute("insert into notes values (?)", (text,)).lastrowid or 0
+
+
+@app.get("/offloaded")
+async def offloaded() -> dict[str, int]:
+    return {"row": await save_note("hi")}
+
+
 class ProviderDown(Exception):
     """Stands for a model provider's 5xx."""
 
@@ -134,6 +154,47 @@ async def model(outcome: str) -> dict[str, str]:
     """ok: the model answers; fail: it fails (enough failures open the "model" breaker, after
     which even ok calls get the canned reply until it probes again)."""
     return await call_model(outcome)
+
+
+async def store_search(store: str, delay: float) -> list[str]:
+    await asyncio.sleep(delay)
+    return [f"{store} hit"]
+
+
+@app.get("/fanout")
+async def fanout() -> dict[str, object]:
+    """Three stores side by side: one answers, one is cut at its deadline and falls back, one
+    is cut with no fallback (the fan-out panels' outcomes)."""
+    result = await toolkit.gather(
+        toolkit.branch("vector", store_search, "vector", 0),
+        toolkit.branch("graph", store_search, "graph", 5, deadline="20ms", fallback=[]),
+        toolkit.branch("docs", store_search, "docs", 5, deadline="20ms"),
+        name="memory.search",
+    )
+    return {"found": result.values(), "failed": list(result.failed)}
+
+
+@app.get("/deadline")
+async def past_its_deadline() -> dict[str, str]:
+    """Slower than the budget a client asks with Request-Timeout: a 504."""
+    await asyncio.sleep(5)
+    return {"never": "answered"}
+
+
+@toolkit.background(
+    name="memory.extract", retries=toolkit.RetryPolicy(on=ProviderDown, attempts=2, wait_initial=0)
+)
+async def extract_memories(outcome: str) -> None:
+    if outcome == "fail":
+        raise ProviderDown("the extraction model answered 503")
+
+
+@app.get("/deferred/{outcome}")
+async def deferred(outcome: str) -> dict[str, str]:
+    """ok: memory extraction deferred, and done after the answer; fail: it fails, is
+    retried once and fails again."""
+    handle = await extract_memories.defer(outcome)
+    return {"task": handle.id}
 
 
 installed = toolkit.install(app, pools=[sandboxes, slow_sandboxes])

@@ -85,6 +85,28 @@ async def call_llm(prompt: str, *, temperature: float = 0.0) -> str:
     return prompt
 
 
+async def canned_chunks(prompt: str) -> AsyncIterator[str]:
+    yield "busy"
+
+
+@toolkit.resilient(retries=3, retry_on=toolkit.resilience.provider_errors, fallback=canned_chunks)
+async def stream_llm(prompt: str) -> AsyncIterator[str]:
+    yield prompt
+
+
+@toolkit.cached(ttl="10m")
+@toolkit.resilient(timeout="5s")
+async def cached_stream(prompt: str, *, n: int = 1) -> AsyncIterator[str]:
+    yield prompt
+
+
+async def use_streams() -> None:
+    assert_type(stream_llm("hi"), AsyncIterator[str])
+    async for chunk in cached_stream("hi", n=2):
+        assert_type(chunk, str)
+    cached_stream(3)  # type: ignore[arg-type]
+
+
 class Agent:
     async def run(self, question: str) -> str:
         return question
@@ -199,3 +221,59 @@ async def watch_the_loop() -> None:
         assert_type(block.duration, float)
         assert_type(block.blocking, toolkit.telemetry.loop.StackFrame | None)
     toolkit.LoopMonitor(stack_depth="deep")  # type: ignore[arg-type]
+
+
+# --- fan-out (owner: fanout) ---
+
+
+async def fan_out(query: str) -> None:
+    async def search(text: str) -> list[str]:
+        return [text]
+
+    vector = toolkit.branch("vector", search, query, deadline="300ms", fallback=[])
+    assert_type(vector, toolkit.pipelines.Branch[list[str]])
+    result = await toolkit.gather(vector, deadline=1.0, first=1)
+    assert_type(result, toolkit.pipelines.GatherResult)
+    assert_type(result["vector"].outcome, toolkit.pipelines.BranchOutcome)
+    assert_type(result["vector"].duration, float)
+    assert_type(result.failed, tuple[str, ...])
+    await toolkit.gather(vector, first="all")  # type: ignore[arg-type]
+
+
+@toolkit.background
+async def extract_memories(profile_id: str, text: str) -> None: ...
+
+
+@toolkit.background(retries=3, name="typing.embed")
+async def write_embedding(profile_id: str, vector: list[float]) -> int:
+    return len(vector)
+
+
+async def use_deferred() -> None:
+    handle = await extract_memories.defer("p1", "I moved to Lyon")
+    assert_type(handle, toolkit.pipelines.TaskHandle)
+    assert_type(await write_embedding("p1", [0.1]), int)  # called directly: runs now
+    assert_type(await toolkit.defer(write_embedding, "p1", [0.1]), toolkit.pipelines.TaskHandle)
+    assert_type(await toolkit.defer(old_answer, "why?", retries=1), toolkit.pipelines.TaskHandle)
+    await extract_memories.defer("p1", 3)  # type: ignore[arg-type]
+    await toolkit.defer(old_answer, 42)  # type: ignore[arg-type]
+
+
+# --- blocking calls: @offload and run_sync keep the types ---
+@toolkit.offload
+def save_message(db_path: str, text: str) -> int:
+    return len(db_path + text)
+
+
+@toolkit.offload(name="typing.parse")
+def parse(document: bytes, *, strict: bool = False) -> list[str]:
+    return [document.decode()]
+
+
+async def offload_calls() -> None:
+    assert_type(await save_message("chat.db", "hi"), int)
+    assert_type(await parse(b"x", strict=True), list[str])
+    assert_type(await toolkit.run_sync(save_message.__wrapped__, "chat.db", "hi"), int)
+    assert_type(save_message.__wrapped__("chat.db", "hi"), int)
+    await save_message("chat.db", 1)  # type: ignore[arg-type]
+    await toolkit.run_sync(save_message.__wrapped__, "chat.db")  # type: ignore[call-arg]

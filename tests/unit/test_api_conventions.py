@@ -57,7 +57,10 @@ KILL_SWITCHES: dict[str, list[Callable[..., Any]]] = {
     "tracing": [toolkit.TelemetryMiddleware],
     "tracing.agents": [toolkit.traced_agent, toolkit.step, toolkit.llm_call],
     "tracing.loop": [toolkit.LoopMonitor],
+    "pipelines.gather": [toolkit.gather],
+    "pipelines.deadline": [toolkit.DeadlineMiddleware],
     "pipelines.defer": [toolkit.background],
+    "pipelines.offload": [toolkit.offload],  # run_sync: its keywords are its function's
 }
 """Each capability flag -> the entry points that read it: each takes ``flags=``."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,6 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import toolkit
+import toolkit.pipelines._offload
 from tests.support.durable import drive_durable
 from tests.support.otel import metric_names, metric_streams, points
 from tests.support.servers import free_port
@@ -73,6 +75,10 @@ async def drive_every_capability(
     async def boom() -> None:
         raise RuntimeError("model failure")
 
+    @app.get("/slow")
+    async def slow() -> None:
+        await asyncio.sleep(5)  # past its budget: a 504
+
     @app.get("/block")
     async def block() -> None:
         time.sleep(0.1)  # noqa: ASYNC251 (a blocked loop: its span, count and lag)
@@ -85,11 +91,14 @@ async def drive_every_capability(
                 "limit": "1/minute",
                 "routes": {
                     "/block": "10/minute",
+                    "/slow": "10/minute",
                     "/shadow": {"limit": "1/minute", "shadow": True},
                     "/answers/{answer_id}": "10/minute",
                 },
             },
             event_loop={"blocked_threshold": "30ms"},
+            deadline={"routes": {"/slow": "20ms"}},
+            offload={"threads": 1, "max_waiting": 1},
         ),
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
@@ -113,6 +122,8 @@ async def drive_every_capability(
         await installed.store.set(toolkit.flags.RATELIMIT, "shadow", by="test")
         await installed.store.set(toolkit.flags.RATELIMIT, "on", by="test")
         await client.get("/chat/c")
+        await client.get("/slow")
+        await client.get("/chat/d", headers={"request-timeout": "soon"})  # ignored
     with tracer_provider.get_tracer("test").start_as_current_span("cache work"):
         await classify("1")  # a function cache hit: the route computed it
         await installed.cache.invalidate(["answers"])
@@ -120,6 +131,8 @@ async def drive_every_capability(
         await use_a_pool(tracer_provider, meter_provider)
     with tracer_provider.get_tracer("test").start_as_current_span("resilience work"):
         await drive_resilience(installed.breakers)
+    with tracer_provider.get_tracer("test").start_as_current_span("pipeline work"):
+        await drive_pipelines()
     assert installed.loop_monitor is not None
     await eventually(
         lambda: installed.loop_monitor is not None and installed.loop_monitor.blocked > 0
@@ -127,6 +140,10 @@ async def drive_every_capability(
     await drive_agents(tracer_provider, meter_provider)
     with tracer_provider.get_tracer("test").start_as_current_span("deferring work"):
         await drive_deferred(tracer_provider, meter_provider)
+    with tracer_provider.get_tracer("test").start_as_current_span("offload work"):
+        assert installed._offload is not None
+        toolkit.pipelines._offload.set_current_offload_pool(installed._offload)  # the first app's
+        await drive_offload()
     if redis_url is not None:  # durable mode needs a real Redis
         with tracer_provider.get_tracer("test").start_as_current_span("durable work"):
             await drive_durable(redis_url, tracer_provider, meter_provider)
@@ -202,6 +219,34 @@ async def drive_resilience(registry: BreakerRegistry) -> None:
 
     await call_tool()  # its retry is refused by an empty budget
 
+    @toolkit.resilient(timeout=None)
+    async def stream_llm() -> AsyncIterator[str]:
+        yield "a chunk"
+        raise TimeoutError("slow model")
+
+    with pytest.raises(TimeoutError):  # a stream interrupted after its first chunk
+        async for _ in stream_llm():
+            pass
+
+
+async def drive_pipelines() -> None:
+    """A fan-out with a deadline: a branch that answers, one that falls back, one cut."""
+
+    async def answer(value: str, delay: float) -> str:
+        await asyncio.sleep(delay)
+        return value
+
+    async def fail() -> str:
+        raise ConnectionError("down")
+
+    await toolkit.gather(
+        toolkit.branch("vector", answer, "v", 0),
+        toolkit.branch("graph", fail, fallback="none"),
+        toolkit.branch("docs", answer, "d", 5, deadline="20ms"),
+        name="registry",
+        deadline="1s",
+    )
+
 
 async def drive_deferred(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:
     """A task done, one retried, one failed, one refused by a full queue, and the count a
@@ -235,6 +280,34 @@ async def drive_deferred(tracer_provider: TracerProvider, meter_provider: MeterP
     gate.set()
     await runner.drain(5)
     set_current_runner(None)
+
+
+async def drive_offload() -> None:
+    """On the installed pool: a call that answers, one that raises, one left at its deadline
+    while a second waits and is refused at it, then one refused on a full line."""
+    gate = threading.Event()
+
+    def broken() -> None:
+        raise ValueError("bad row")
+
+    await toolkit.run_sync(len, "ok")
+    with pytest.raises(ValueError, match="bad row"):
+        await toolkit.run_sync(broken)
+    pool = toolkit.pipelines._offload.current_offload_pool()
+    with toolkit.deadline(0.05):
+        running = asyncio.create_task(toolkit.run_sync(gate.wait, 5))
+        await eventually(lambda: pool.running == pool.settings.threads)
+        with pytest.raises(toolkit.DeadlineExceeded):
+            await toolkit.run_sync(gate.wait, 5)  # waits for a thread past the deadline
+        with pytest.raises(toolkit.DeadlineExceeded):
+            await running  # left running at the deadline
+    waiting = asyncio.create_task(toolkit.run_sync(gate.wait, 5))  # the abandoned one runs
+    await eventually(lambda: pool.waiting == 1)
+    with pytest.raises(toolkit.PoolExhaustedError):
+        await toolkit.run_sync(gate.wait, 5)
+    gate.set()
+    assert await waiting is True
+    await eventually(lambda: pool.running == 0)
 
 
 async def drive_agents(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:

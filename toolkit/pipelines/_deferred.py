@@ -61,7 +61,10 @@ def task_name(function: Callable[..., Any]) -> str:
 
 
 async def _in_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    return await anyio.to_thread.run_sync(functools.partial(function, *args, **kwargs))
+    result = await anyio.to_thread.run_sync(functools.partial(function, *args, **kwargs))
+    if inspect.isawaitable(result):  # a plain function that returns a coroutine (a lambda)
+        return await result
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +85,11 @@ class TaskSpec:
 
     def __post_init__(self) -> None:
         function = self.function
-        if inspect.iscoroutinefunction(inspect.unwrap(function)) or inspect.iscoroutinefunction(
-            function
+        if any(
+            inspect.iscoroutinefunction(candidate)
+            for candidate in (function, inspect.unwrap(function), type(function).__call__)
         ):
-            call = function
+            call = function  # a coroutine function, or an object whose __call__ is one
         else:
             call = functools.partial(_in_thread, function)
         object.__setattr__(self, "call", call)

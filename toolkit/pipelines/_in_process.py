@@ -73,6 +73,7 @@ class InProcessRunner:
         self._pending: dict[str, int] = {}  # accepted and not ended, by name: the journal's
         self._journal = None if settings.journal is None else Journal(settings.journal, service)
         self._dirty = asyncio.Event()
+        self._stopped = asyncio.Event()
         self.telemetry = DeferTelemetry(
             self.queued,
             self.running,
@@ -233,12 +234,19 @@ class InProcessRunner:
     async def drain(self, grace: float) -> None:
         """Let the tasks accepted (and those they defer) finish for ``grace`` seconds, then
         cancel what is left, count it and log it. Hand-offs after it are refused."""
-        if self._state is _State.STOPPED:
-            return
         if self._state is _State.NEW:
             self._state = _State.STOPPED
+            self._stopped.set()
+        if self._state is not _State.RUNNING:  # stopped, or another call is draining it
+            await self._stopped.wait()
             return
         self._state = _State.DRAINING
+        try:
+            await self._drain(grace)
+        finally:
+            self._stopped.set()
+
+    async def _drain(self, grace: float) -> None:
         try:
             async with asyncio.timeout(grace):
                 await self._queue.join()

@@ -12,10 +12,10 @@ range where it makes sense; each field's description states its bounds.
 Where each part lives: ``_values`` (the values fields hold: rate limits, durations, URLs,
 paths, header names, callers), one module per section (``_backend``, ``_ratelimit``,
 ``_telemetry``, ``_cache``, ``_flags``, ``_admin``, ``_pool``, ``_resilience``, ``_agents``,
-``_status``, ``_plugins``, ``_event_loop``, ``_defer``, ``_durable``), ``_section`` (their base,
-and building one from keyword arguments), ``_root`` (ToolkitSettings), ``_sources`` (the
-environment and the file), ``_errors`` and ``_fields`` (messages naming each setting),
-``_environment`` (the check of the ``TOOLKIT_*`` variables).
+``_status``, ``_plugins``, ``_event_loop``, ``_deadline``, ``_defer``, ``_durable``,
+``_offload``), ``_section`` (their base, and building one from keyword arguments), ``_root``
+(ToolkitSettings), ``_sources`` (the environment and the file), ``_errors`` and ``_fields``
+(messages naming each setting), ``_environment`` (the check of the ``TOOLKIT_*`` variables).
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ from toolkit.settings._admin import AdminSettings
 from toolkit.settings._agents import AgentSettings, ModelPrice
 from toolkit.settings._backend import BackendSettings
 from toolkit.settings._cache import CacheRouteSettings, CacheSettings
+from toolkit.settings._deadline import DeadlineRouteSettings, DeadlineSettings
 from toolkit.settings._defer import DeferSettings
 from toolkit.settings._durable import DurableSettings, OnUnavailable
 from toolkit.settings._event_loop import EventLoopSettings
 from toolkit.settings._flags import FlagDeclarationSettings, FlagsSettings
+from toolkit.settings._offload import OffloadSettings
 from toolkit.settings._plugins import PluginsSettings
 from toolkit.settings._pool import PoolMode, PoolSettings
 from toolkit.settings._ratelimit import RateLimitSettings, RoutePolicySettings
@@ -57,6 +59,8 @@ __all__ = [
     "BreakerSettings",
     "CacheRouteSettings",
     "CacheSettings",
+    "DeadlineRouteSettings",
+    "DeadlineSettings",
     "DeferSettings",
     "DurableSettings",
     "EventLoopSettings",
@@ -65,6 +69,7 @@ __all__ = [
     "FlagsSettings",
     "HeaderStyle",
     "ModelPrice",
+    "OffloadSettings",
     "OnUnavailable",
     "PluginsSettings",
     "PoolMode",

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from typing import Final
 
+from opentelemetry.semconv._incubating.attributes import messaging_attributes
 from opentelemetry.semconv.attributes import error_attributes
 
+from toolkit.telemetry._gen_ai_names import GEN_AI_DURATION_BUCKETS
 from toolkit.telemetry.metric import (
+    COUNTER,
     HISTOGRAM,
     OBSERVABLE_COUNTER,
     OBSERVABLE_UP_DOWN_COUNTER,
@@ -19,8 +22,89 @@ from toolkit.telemetry.metric import (
 )
 
 # --- fan-out (toolkit.gather) ---------------------------------------------------------------
+FANOUT_SPAN: Final = "toolkit.gather"
+"""INTERNAL span of one ``toolkit.gather`` call, named ``toolkit.gather {name}``; its branches'
+spans are its children."""
+BRANCH_SPAN: Final = "toolkit.branch"
+"""INTERNAL span of one branch of a fan-out, named ``toolkit.branch {branch}``."""
+FANOUT_NAME: Final = "toolkit.fanout.name"
+"""The fan-out's ``name=`` (``gather`` unless given); on metrics, bounded (``other`` past a cap)."""
+FANOUT_BRANCH: Final = "toolkit.fanout.branch"
+"""A branch's name; on metrics, bounded (``other`` past a cap)."""
+FANOUT_OUTCOME: Final = "toolkit.fanout.outcome"
+"""How a branch ended: one of :data:`BRANCH_OUTCOMES`."""
+BRANCH_OUTCOMES: Final = ("ok", "fallback", "failed", "timeout", "cancelled")
+"""``ok`` answered; ``fallback`` failed or timed out and its fallback answered; ``failed``
+raised (or its fallback did); ``timeout`` ran out of time (its own deadline, the fan-out's or
+the request's) with no fallback; ``cancelled`` stopped by ``first=``/``enough=`` or the caller."""
+FANOUT_BRANCHES: Final = "toolkit.fanout.branches"
+"""On the fan-out span: how many branches it ran."""
+FANOUT_ANSWERED: Final = "toolkit.fanout.answered"
+"""On the fan-out span: how many branches answered (``ok`` or ``fallback``)."""
+FANOUT_FAILED: Final = "toolkit.fanout.failed"
+"""On the fan-out span: the names of the branches that failed or timed out (string array)."""
+FANOUT_STOPPED: Final = "toolkit.fanout.stopped"
+"""On the fan-out span, why it returned: ``all`` (every branch ended), ``first`` (``first=N``
+reached), ``enough`` (the ``enough=`` predicate held) or ``deadline`` (stragglers cut)."""
+FANOUT_STOP_REASONS: Final = ("all", "first", "enough", "deadline")
+
+FANOUT_DURATION_BUCKETS: Final = (
+    0.001,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+"""Seconds: a branch is one store or model call, from a millisecond to tens of seconds."""
+
+FANOUT_BRANCH_DURATION: Final = "toolkit.fanout.branch.duration"
+"""Each branch of a ``toolkit.gather``, from its start to its outcome (its fallback included),
+by fan-out, branch and outcome."""
+FANOUT_BRANCH_DURATION_METRIC: Final = Metric(
+    FANOUT_BRANCH_DURATION,
+    HISTOGRAM,
+    unit="s",
+    description="Duration of fan-out branches, by fan-out, branch and outcome.",
+    attributes=(FANOUT_NAME, FANOUT_BRANCH, FANOUT_OUTCOME),
+    buckets=FANOUT_DURATION_BUCKETS,
+)
 
 # --- request deadlines ------------------------------------------------------------------------
+DEADLINE_BUDGET: Final = "toolkit.deadline.budget"
+"""Seconds of time budget the work was given (double): on the server span, the request's;
+on a fan-out or branch span, what that fan-out or branch had, after the outer deadlines."""
+DEADLINE_SOURCE: Final = "toolkit.deadline.source"
+"""Where a request's budget came from: one of :data:`DEADLINE_SOURCES`."""
+DEADLINE_SOURCES: Final = ("default", "route", "header", "none")
+"""``default`` the ``deadline.default`` setting, ``route`` a ``deadline.routes`` pattern,
+``header`` the request's ``deadline.header`` (bounded by ``deadline.max``); ``none`` (on the
+metric only) a ``DeadlineExceeded`` the route raised with no request budget set."""
+DEADLINE_HEADER_IGNORED: Final = "toolkit.deadline.header_ignored"
+"""On the server span, why the request's deadline header was not used: ``not_a_number``,
+``not_positive``. Its value is never recorded."""
+DEADLINE_EXPIRED: Final = "toolkit.deadline.expired"
+"""On the server span: true when the request's deadline ran out before the answer started
+(answered 504)."""
+
+DEADLINE_EXCEEDED: Final = "toolkit.deadline.exceeded"
+"""Requests answered 504 because their deadline ran out (or a ``DeadlineExceeded`` escaped the
+route) before the response started, by where the budget came from (``none`` when the route's
+own ``toolkit.deadline`` raised it)."""
+DEADLINE_EXCEEDED_METRIC: Final = Metric(
+    DEADLINE_EXCEEDED,
+    COUNTER,
+    unit="{request}",
+    description="Requests answered 504 because their deadline ran out, by budget source.",
+    attributes=(DEADLINE_SOURCE,),
+)
 
 # --- deferred work (toolkit.defer, @toolkit.background) ---------------------------------------
 # The task's span is a CONSUMER span, as a message's processing is in OpenTelemetry's messaging
@@ -146,21 +230,193 @@ DEFERRED_DURATION_METRIC: Final = Metric(
 )
 
 # --- offloaded calls (@toolkit.offload, toolkit.run_sync) -------------------------------------
+OFFLOAD_SPAN: Final = "toolkit.offload {toolkit.offload.name}"
+"""INTERNAL span of one offloaded call, under the caller's span, from the call to the end of
+the function on its thread (or to its refusal): the wait for a thread is inside it, and the
+function's own spans are its children."""
+OFFLOAD_NAME: Final = "toolkit.offload.name"
+"""The offloaded function: ``name=`` of ``@offload``, else its qualified name; on metrics,
+the first ``MAX_OFFLOAD_NAMES`` names, then ``other``."""
+OFFLOAD_OUTCOME: Final = "toolkit.offload.outcome"
+"""How an offloaded call ended: one of :data:`OFFLOAD_OUTCOMES`."""
+OFFLOAD_REASON: Final = "toolkit.offload.reason"
+"""Why a call was refused without running: one of :data:`OFFLOAD_REASONS`."""
+OFFLOAD_WAIT_TIME_ATTRIBUTE: Final = "toolkit.offload.wait_time"
+"""On an offload span: seconds the call waited for a thread."""
+OFFLOAD_STATE: Final = "toolkit.offload.state"
+"""On the calls gauge: ``running`` (holding a thread) or ``waiting`` (for one)."""
+
+MAX_OFFLOAD_NAMES: Final = 100
+"""Function names kept apart on the offload metrics; later ones are ``other``."""
+
+OFFLOAD_OK: Final = "ok"
+"""The function returned, and its caller had its value."""
+OFFLOAD_ERROR: Final = "error"
+"""The function raised; its caller had the exception."""
+OFFLOAD_ABANDONED: Final = "abandoned"
+"""The caller stopped waiting while the function ran (its deadline passed, or it was
+cancelled); the thread went on to the end, which this records."""
+OFFLOAD_REFUSED: Final = "refused"
+"""The function never ran (on the span only; the refusals metric counts these by reason)."""
+OFFLOAD_CANCELLED: Final = "cancelled"
+"""The caller was cancelled while it waited for a thread: the function never ran (span only)."""
+OFFLOAD_OUTCOMES: Final = (
+    OFFLOAD_OK,
+    OFFLOAD_ERROR,
+    OFFLOAD_ABANDONED,
+    OFFLOAD_REFUSED,
+    OFFLOAD_CANCELLED,
+)
+
+OFFLOAD_FULL: Final = "queue_full"
+"""Every thread was busy and ``offload.max_waiting`` calls already waited."""
+OFFLOAD_DEADLINE: Final = "deadline"
+"""The deadline passed before a thread came free (or before the call)."""
+OFFLOAD_CLOSED: Final = "closed"
+"""The pool was shut down (the app stops)."""
+OFFLOAD_REASONS: Final = (OFFLOAD_FULL, OFFLOAD_DEADLINE, OFFLOAD_CLOSED)
+
+OFFLOAD_WAIT_BUCKETS: Final = (
+    0.00001,
+    0.0001,
+    0.001,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+"""Seconds: from a free thread in microseconds to a queue of slow calls."""
+OFFLOAD_DURATION_BUCKETS: Final = (
+    0.0005,
+    0.001,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+"""Seconds: a sqlite read in a millisecond to a sync SDK call stuck for a minute."""
+
+OFFLOAD_WAIT_TIME: Final = "toolkit.offload.wait_time"
+"""How long each call that ran waited for a thread, by function."""
+OFFLOAD_WAIT_TIME_METRIC: Final = Metric(
+    OFFLOAD_WAIT_TIME,
+    HISTOGRAM,
+    unit="s",
+    description="Time an offloaded call waited for a thread of the offload pool.",
+    attributes=(OFFLOAD_NAME,),
+    buckets=OFFLOAD_WAIT_BUCKETS,
+)
+
+OFFLOAD_DURATION: Final = "toolkit.offload.duration"
+"""How long each offloaded function ran on its thread, by function and outcome (``ok``,
+``error``, ``abandoned``: the count of calls that outlived their caller is here)."""
+OFFLOAD_DURATION_METRIC: Final = Metric(
+    OFFLOAD_DURATION,
+    HISTOGRAM,
+    unit="s",
+    description="Time an offloaded function ran on its thread, by outcome.",
+    attributes=(OFFLOAD_NAME, OFFLOAD_OUTCOME),
+    buckets=OFFLOAD_DURATION_BUCKETS,
+)
+
+OFFLOAD_CALLS: Final = "toolkit.offload.calls"
+"""Offloaded calls in flight: ``running`` on a thread (abandoned ones included, until they
+end) and ``waiting`` for one."""
+OFFLOAD_CALLS_METRIC: Final = Metric(
+    OFFLOAD_CALLS,
+    OBSERVABLE_UP_DOWN_COUNTER,
+    unit="{call}",
+    description="Offloaded calls running on a thread or waiting for one.",
+    attributes=(OFFLOAD_STATE,),
+)
+
+OFFLOAD_REFUSALS: Final = "toolkit.offload.refusals"
+"""Calls refused without running, by function and reason."""
+OFFLOAD_REFUSALS_METRIC: Final = Metric(
+    OFFLOAD_REFUSALS,
+    OBSERVABLE_COUNTER,
+    unit="{call}",
+    description="Offloaded calls refused without running, by reason.",
+    attributes=(OFFLOAD_NAME, OFFLOAD_REASON),
+)
+
+# --- streams (@toolkit.resilient on an async generator function) ------------------------------
+_FUNCTION: Final = "toolkit.resilience.function"  # names.RESILIENCE_FUNCTION, declared there
+
+RESILIENCE_STREAM_OUTCOME: Final = "toolkit.resilience.stream.outcome"
+"""How a ``@resilient`` stream ended: one of :data:`RESILIENCE_STREAM_OUTCOMES`."""
+RESILIENCE_STREAM_CHUNKS: Final = "toolkit.resilience.stream.chunks"
+"""Chunks the consumer had received when the stream was interrupted (span events only)."""
+
+STREAM_COMPLETE: Final = "complete"
+"""The dependency's stream ended normally (an empty stream included)."""
+STREAM_FALLBACK: Final = "fallback"
+"""The stream failed before its first chunk and the fallback answered instead."""
+STREAM_FAILED: Final = "failed"
+"""The stream failed before its first chunk (after its retries), with no fallback: raised."""
+STREAM_INTERRUPTED: Final = "interrupted"
+"""The stream failed after its first chunk: raised to the consumer, never retried or answered
+by the fallback (the consumer had chunks already)."""
+STREAM_CLOSED: Final = "closed"
+"""The consumer stopped early (``aclose()``, left its loop, was cancelled): no failure."""
+RESILIENCE_STREAM_OUTCOMES: Final = (
+    STREAM_COMPLETE,
+    STREAM_FALLBACK,
+    STREAM_FAILED,
+    STREAM_INTERRUPTED,
+    STREAM_CLOSED,
+)
+
+RESILIENCE_STREAM_TIME_TO_FIRST_CHUNK: Final = "toolkit.resilience.stream.time_to_first_chunk"
+"""From the call of a ``@resilient`` stream to its first chunk reaching the consumer, retries
+and backoff (or the fallback) included, by function."""
+RESILIENCE_STREAM_TIME_TO_FIRST_CHUNK_METRIC: Final = Metric(
+    RESILIENCE_STREAM_TIME_TO_FIRST_CHUNK,
+    HISTOGRAM,
+    unit="s",
+    description="Time from the call of a resilient stream to its first chunk, retries included.",
+    attributes=(_FUNCTION,),
+    buckets=GEN_AI_DURATION_BUCKETS,
+)
+
+RESILIENCE_STREAM_DURATION: Final = "toolkit.resilience.stream.duration"
+"""From the call of a ``@resilient`` stream to its end, by function and outcome."""
+RESILIENCE_STREAM_DURATION_METRIC: Final = Metric(
+    RESILIENCE_STREAM_DURATION,
+    HISTOGRAM,
+    unit="s",
+    description="Duration of resilient streams, from the call to the end, by outcome.",
+    attributes=(_FUNCTION, RESILIENCE_STREAM_OUTCOME),
+    buckets=GEN_AI_DURATION_BUCKETS,
+)
 
 # --- durable deferred work (defer.durable: the Redis queue and its workers) -------------------
-# The task's span on a worker is the deferred-work span above, with the messaging attributes.
+# The task's span on a worker is the deferred-work span above; the messaging attributes go on
+# the deferring span.
 
-
-from opentelemetry.semconv._incubating.attributes import messaging_attributes  # noqa: E402
-
-from toolkit.telemetry.metric import COUNTER, HISTOGRAM, Metric  # noqa: E402
 
 MESSAGING_SYSTEM: Final = messaging_attributes.MESSAGING_SYSTEM
-"""On the deferring span and the task's span in durable mode: ``"saq"``, the engine."""
+"""On the deferring span in durable mode: ``"saq"``, the engine."""
 MESSAGING_DESTINATION_NAME: Final = messaging_attributes.MESSAGING_DESTINATION_NAME
-"""On the same spans: the queue (``defer.durable.queue``)."""
+"""On the same span: the queue (``defer.durable.queue``)."""
 MESSAGING_MESSAGE_ID: Final = messaging_attributes.MESSAGING_MESSAGE_ID
-"""On the same spans: the task's id in the queue, one per hand-off."""
+"""On the same span: the task's id in the queue (its ``toolkit.task.id``)."""
 
 DEFER_DURABLE_OUTCOME: Final = "toolkit.deferred.durable.outcome"
 """What a durable hand-off did: one of :data:`DEFER_DURABLE_OUTCOMES` (on the deferring span and

@@ -16,11 +16,14 @@ from toolkit.telemetry.dashboards.panels import (
     backend,
     cache_savings,
     caches,
+    deferred,
     durable,
     event_loop,
     flags,
     http,
     models,
+    offload,
+    pipelines,
     pools,
     ratelimit,
     resilience,
@@ -58,14 +61,14 @@ def caches_dashboard() -> Json:
 
 
 def resilience_pools_dashboard() -> Json:
-    """Agent server — Resilience & pools: breakers, retry budgets, agent pools and durable
-    deferred work."""
+    """Agent server — Resilience & pools: breakers, retry budgets, agent pools and deferred
+    work, in process and durable."""
     return layout.build_dashboard(
         uid="toolkit-resilience-pools",
         title="Agent server — Resilience & pools",
-        shows="Circuit breakers, retry budgets and agent pools",
+        shows="Circuit breakers, retry budgets, agent pools and deferred work",
         tags=["resilience", "pooling"],
-        rows=[resilience.row(), pools.row(), durable.row()],
+        rows=[resilience.row(), pools.row(), deferred.row(), durable.row()],
         instances_of=_INSTANCES_OF,
     )
 
@@ -84,16 +87,25 @@ def flags_dashboard() -> Json:
 
 def agents_dashboard() -> Json:
     """Agent server — Agents and LLM calls: model calls, agents and steps, tokens and cost,
-    what the caches saved, the event loop they run on, and the slow runs and failed calls in
-    Tempo."""
+    the pipelines around them (fan-out branches, request deadlines), what the caches saved,
+    the event loop they run on and the calls offloaded from it, and the slow runs and failed
+    calls in Tempo."""
     return layout.build_dashboard(
         uid="toolkit-agents",
         title="Agent server — Agents and LLM calls",
-        shows="Agent runs, their steps and model calls, tokens, cost, cache savings and the "
-        "event loop",
+        shows="Agent runs, their steps and model calls, tokens, cost, cache savings, the "
+        "event loop and offloaded calls",
         tags=["agents", "gen-ai"],
         # The event loop row is the HTTP dashboard's too: a blocked loop stalls every agent.
-        rows=[models.row(), agents.row(), cache_savings.row(), event_loop.row(), traces.row()],
+        rows=[
+            models.row(),
+            agents.row(),
+            pipelines.row(),
+            cache_savings.row(),
+            event_loop.row(),
+            offload.row(),  # the fix for a blocked loop, beside it
+            traces.row(),
+        ],
         instances_of=_INSTANCES_OF,
         variables=traces.variables(),
     )
