@@ -6,6 +6,7 @@ agent-toolkit dashboards # write the bundled Grafana dashboards (--output DIR, d
 agent-toolkit flags      # list | get | set | rollout | reset | history, on the configured backend
 agent-toolkit breakers   # get | force-open | force-closed | disable | reset NAME, fleet-wide
 agent-toolkit top URL    # a running server's status page, live in the terminal (admin/_top.py)
+agent-toolkit worker APP # run the durable queue's deferred tasks (pipelines/_durable_cli.py)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from toolkit.backends import backend_from_settings
 from toolkit.backends.base import redacted_url
 from toolkit.errors import BackendError, ConfigurationError
 from toolkit.flags import _cli as flags_cli
+from toolkit.pipelines import _durable_cli as worker_cli
 from toolkit.resilience import _cli as breakers_cli
 from toolkit.settings import ToolkitSettings
 from toolkit.telemetry.dashboards import write_dashboards
@@ -41,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     flags_cli.add_commands(commands)
     breakers_cli.add_commands(commands)
     top_cli.add_command(commands)
+    worker_cli.add_command(commands)
     args = parser.parse_args(argv)
     if args.command == "dashboards":
         for path in write_dashboards(args.output):
@@ -56,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "settings":
         print(json.dumps(_redacted(settings), indent=2))
         return 0
+    if args.command == "worker":
+        return worker_cli.run(args, settings)
     if args.command in _FLEET_COMMANDS:
         backend = backend_from_settings(settings.backend)
         if backend.in_process:
@@ -101,6 +106,8 @@ async def _doctor(settings: ToolkitSettings) -> int:
 def _redacted(settings: ToolkitSettings) -> dict[str, Any]:
     data = settings.model_dump(mode="json")
     data["backend"]["url"] = redacted_url(settings.backend.url)
+    if settings.defer.durable.url is not None:
+        data["defer"]["durable"]["url"] = redacted_url(settings.defer.durable.url)
     return data
 
 

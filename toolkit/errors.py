@@ -8,6 +8,8 @@
      +-- CircuitOpenError      a circuit breaker refused the call (open, or half-open and full)
      +-- DeadlineExceeded      the work's deadline passed (also a TimeoutError); a request's: 504
      +-- DeferRefused          deferred work was not accepted: the queue stayed full, or stopped
+          +-- DurableUnavailable   durable mode: Redis did not take the task in time
+     +-- DurableArgumentError  a durable task's argument is not JSON (also a TypeError)
      +-- NoRequestError        a per-caller cache was used where no request is being served
      +-- PoolError             an AgentPool (or the offload pool) cannot serve now (install(): 503)
           +-- PoolExhaustedError   its wait queue is full: refused at once, without waiting
@@ -127,3 +129,18 @@ class DeferRefused(ToolkitError):
         super().__init__(message)
         self.task = task
         self.error_type = error_type
+
+
+class DurableUnavailable(DeferRefused):
+    """Durable mode (``defer.durable``): Redis did not take a deferred task within the
+    hand-off timeout (or the deadline), so the task was not accepted and will not run (the
+    driver's error in ``__cause__``; ``error_type`` is ``unavailable``). Raised by the
+    hand-off unless ``defer.durable.on_unavailable`` is ``"in_process"``; ``install()``
+    answers it 503 as every ``DeferRefused``."""
+
+
+class DurableArgumentError(ToolkitError, TypeError):
+    """Durable mode: a deferred task's argument does not come back from JSON unchanged (an
+    object, bytes, a tuple, a non-str key), or the task is over
+    ``defer.durable.max_payload_bytes``. The message names the argument; pass plain data or an
+    id to load it by. Durable tasks are never pickled."""

@@ -46,9 +46,9 @@ from toolkit.pipelines._background import set_current_runner
 from toolkit.pipelines._deferred import TaskRunner
 from toolkit.pipelines._fanout_telemetry import FanoutTelemetry, set_current_fanout_telemetry
 from toolkit.pipelines._http import defer_refused
-from toolkit.pipelines._in_process import InProcessRunner
 from toolkit.pipelines._offload import current_offload_pool, set_current_offload_pool
 from toolkit.pipelines._offload_pool import OffloadPool
+from toolkit.pipelines._runners import deferred_runner
 from toolkit.plugins import LoadedPlugins, PluginContext, load_plugins
 from toolkit.pool import AgentPool
 from toolkit.pool._http import pool_unavailable
@@ -255,9 +255,8 @@ def install(
     set_current_offload_pool(toolkit._offload)
     for pool in pools:
         toolkit.add_pool(pool)
-    toolkit.deferred = InProcessRunner(
-        settings.defer,
-        service=settings.telemetry.service_name,
+    toolkit.deferred = deferred_runner(
+        settings,
         tracer_provider=telemetry.tracer_provider,
         meter_provider=telemetry.meter_provider,
     )

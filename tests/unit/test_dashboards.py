@@ -154,7 +154,7 @@ def test_one_dashboard_per_concern_with_stable_identities_and_variables() -> Non
         "agent-server-resilience-pools.json": (
             "toolkit-resilience-pools",
             "Agent server — Resilience & pools",
-            ["Resilience", "Agent pools", "Deferred work"],
+            ["Resilience", "Agent pools", "Deferred work", "Durable deferred work"],
         ),
         "agent-server-flags.json": (
             "toolkit-feature-flags",
@@ -306,14 +306,14 @@ def test_prometheus_label() -> None:
 
 
 @pytest.mark.anyio
-async def test_series_names_are_those_the_toolkit_exposes() -> None:
+async def test_series_names_are_those_the_toolkit_exposes(redis_url: str) -> None:
     """The names computed from the records against the real Prometheus exposition."""
     registry = CollectorRegistry()
     meter_provider = MeterProvider(
         metric_readers=[PrometheusMetricReader(registry=registry, scope_info_enabled=False)]
     )
     try:
-        installed = await drive_every_capability(TracerProvider(), meter_provider)
+        installed = await drive_every_capability(TracerProvider(), meter_provider, redis_url)
         exposition = generate_latest(registry).decode()
         del installed  # kept alive until its instruments were read
     finally:

@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import toolkit
 import toolkit.pipelines._offload
+from tests.support.durable import drive_durable
 from tests.support.otel import metric_names, metric_streams, points
 from tests.support.servers import free_port
 from tests.support.waiting import eventually
@@ -55,7 +56,7 @@ DECLARED_ATTRIBUTES = {
 
 
 async def drive_every_capability(
-    tracer_provider: TracerProvider, meter_provider: MeterProvider
+    tracer_provider: TracerProvider, meter_provider: MeterProvider, redis_url: str | None = None
 ) -> toolkit.Toolkit:
     """Allowed, rejected, shadow-rejected and backend-error decisions, a 404, a 500, a flag
     flipped and evaluated, response and function cache misses and hits, an invalidation."""
@@ -143,6 +144,9 @@ async def drive_every_capability(
         assert installed._offload is not None
         toolkit.pipelines._offload.set_current_offload_pool(installed._offload)  # the first app's
         await drive_offload()
+    if redis_url is not None:  # durable mode needs a real Redis
+        with tracer_provider.get_tracer("test").start_as_current_span("durable work"):
+            await drive_durable(redis_url, tracer_provider, meter_provider)
     await installed.shutdown()
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=failing), base_url="http://t"
@@ -355,8 +359,9 @@ async def test_everything_emitted_is_declared_and_everything_declared_is_emitted
     span_exporter: InMemorySpanExporter,
     meter_provider: MeterProvider,
     metric_reader: InMemoryMetricReader,
+    redis_url: str,
 ) -> None:
-    installed = await drive_every_capability(tracer_provider, meter_provider)
+    installed = await drive_every_capability(tracer_provider, meter_provider, redis_url)
 
     emitted_metrics = {
         metric: {key for point in points(metric_reader, metric) for key in point.attributes}

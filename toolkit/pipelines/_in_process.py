@@ -159,7 +159,15 @@ class InProcessRunner:
             finally:
                 self._queue.task_done()
 
-    async def _run(self, record: TaskRecord) -> None:
+    async def run(self, record: TaskRecord) -> None:
+        """Run ``record`` now, in the calling task, as a queued task runs (span, retries,
+        metrics) but outside the queue and the journal: a durable worker's delivery, which
+        the durable queue holds until it ends. A failure is recorded, not raised."""
+        label = self.telemetry.label(record.name)
+        self.queued[label] = self.queued.get(label, 0) + 1
+        await self._run(record, journaled=False)
+
+    async def _run(self, record: TaskRecord, *, journaled: bool = True) -> None:
         name = record.name
         label = self.telemetry.label(name)
         telemetry = self.telemetry
@@ -185,7 +193,8 @@ class InProcessRunner:
             logger.warning("deferred task %s (%s) failed", name, record.id, exc_info=exc)
         finally:
             self.running[label] -= 1
-            self._ended(name)
+            if journaled:
+                self._ended(name)
             telemetry.ended(label, outcome)
             attributes = {names.TASK_NAME: label, names.TASK_OUTCOME: outcome}
             telemetry.duration.record(time.monotonic() - started, attributes)

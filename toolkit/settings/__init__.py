@@ -12,8 +12,8 @@ range where it makes sense; each field's description states its bounds.
 Where each part lives: ``_values`` (the values fields hold: rate limits, durations, URLs,
 paths, header names, callers), one module per section (``_backend``, ``_ratelimit``,
 ``_telemetry``, ``_cache``, ``_flags``, ``_admin``, ``_pool``, ``_resilience``, ``_agents``,
-``_status``, ``_plugins``, ``_event_loop``, ``_deadline``, ``_defer``, ``_offload``),
-``_section`` (their base, and building one from keyword arguments), ``_root``
+``_status``, ``_plugins``, ``_event_loop``, ``_deadline``, ``_defer``, ``_durable``,
+``_offload``), ``_section`` (their base, and building one from keyword arguments), ``_root``
 (ToolkitSettings), ``_sources`` (the environment and the file), ``_errors`` and ``_fields``
 (messages naming each setting), ``_environment`` (the check of the ``TOOLKIT_*`` variables).
 """
@@ -31,6 +31,7 @@ from toolkit.settings._backend import BackendSettings
 from toolkit.settings._cache import CacheRouteSettings, CacheSettings
 from toolkit.settings._deadline import DeadlineRouteSettings, DeadlineSettings
 from toolkit.settings._defer import DeferSettings
+from toolkit.settings._durable import DurableSettings, OnUnavailable
 from toolkit.settings._event_loop import EventLoopSettings
 from toolkit.settings._flags import FlagDeclarationSettings, FlagsSettings
 from toolkit.settings._offload import OffloadSettings
@@ -61,6 +62,7 @@ __all__ = [
     "DeadlineRouteSettings",
     "DeadlineSettings",
     "DeferSettings",
+    "DurableSettings",
     "EventLoopSettings",
     "FailureMode",
     "FlagDeclarationSettings",
@@ -68,6 +70,7 @@ __all__ = [
     "HeaderStyle",
     "ModelPrice",
     "OffloadSettings",
+    "OnUnavailable",
     "PluginsSettings",
     "PoolMode",
     "PoolSettings",

@@ -9,6 +9,7 @@ import tempfile
 
 from pydantic import Field
 
+from toolkit.settings._durable import DurableSettings
 from toolkit.settings._section import Section
 from toolkit.settings._values import Seconds
 
@@ -68,4 +69,9 @@ class DeferSettings(Section):
         "lost; None keeps none. The system temporary directory's agent-toolkit/deferred by "
         "default.",
         examples=["/var/lib/my-agent/deferred"],
+    )
+    durable: DurableSettings = Field(
+        default_factory=DurableSettings,  # type: ignore[arg-type]
+        description="Durable mode: the tasks go to a Redis queue that worker processes run "
+        "(defer.durable.enabled), shared by the fleet and surviving a crash.",
     )

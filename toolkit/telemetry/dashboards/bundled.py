@@ -17,6 +17,7 @@ from toolkit.telemetry.dashboards.panels import (
     cache_savings,
     caches,
     deferred,
+    durable,
     event_loop,
     flags,
     http,
@@ -61,13 +62,13 @@ def caches_dashboard() -> Json:
 
 def resilience_pools_dashboard() -> Json:
     """Agent server — Resilience & pools: breakers, retry budgets, agent pools and deferred
-    work."""
+    work, in process and durable."""
     return layout.build_dashboard(
         uid="toolkit-resilience-pools",
         title="Agent server — Resilience & pools",
         shows="Circuit breakers, retry budgets, agent pools and deferred work",
         tags=["resilience", "pooling"],
-        rows=[resilience.row(), pools.row(), deferred.row()],
+        rows=[resilience.row(), pools.row(), deferred.row(), durable.row()],
         instances_of=_INSTANCES_OF,
     )
 
