@@ -9,7 +9,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -257,8 +257,19 @@ async def test_embeddings_refuse_functions_that_take_more_than_the_texts() -> No
 
     with pytest.raises(ConfigurationError, match=r"takes \(texts, dimensions\)"):
         cache_embeddings(model="m")(embed)
+
+    def embed_each(texts: list[str]) -> Iterator[list[float]]:
+        yield from ([0.0] for _ in texts)
+
+    async def embed_stream(texts: list[str]) -> AsyncIterator[list[float]]:
+        for _ in texts:
+            yield [0.0]
+
     with pytest.raises(ConfigurationError, match="async function"):
         cache_embeddings(model="m")(embed_sync)  # type: ignore[arg-type]
+    for generator in (embed_each, embed_stream):
+        with pytest.raises(ConfigurationError, match="is a generator function; return the list"):
+            cache_embeddings(model="m")(generator)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="model=''"):
         cache_embeddings(model="")
     with pytest.raises(ConfigurationError, match="ttl='forever'"):

@@ -147,9 +147,14 @@ class _EmbeddingCache:
     ) -> None:
         qualname = getattr(function, "__qualname__", repr(function))
         if not inspect.iscoroutinefunction(function):
+            kind = (
+                "a generator function; return the list of vectors instead"
+                if inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function)
+                else "not"
+            )
             raise ConfigurationError(
                 f"@cache_embeddings needs an async function (async def embed(texts)): "
-                f"{qualname} is not"
+                f"{qualname} is {kind}"
             )
         parameters = list(inspect.signature(function).parameters.values())
         receiver = 1 if method_receiver(parameters) is not None else 0
