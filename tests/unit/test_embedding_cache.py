@@ -433,6 +433,31 @@ async def test_embeddings_a_cancelled_caller_leaves_the_others_their_vectors(
     assert len(model.batches) == 1  # the cancelled caller's texts were stored too
 
 
+async def test_embeddings_a_caller_waits_for_anothers_call_at_most_the_time_left(
+    store: CacheStore,
+) -> None:
+    """A caller whose texts another call is embedding waits at most its deadline, then
+    raises DeadlineExceeded; the call goes on and the first caller gets its vectors."""
+    calling, release = asyncio.Event(), asyncio.Event()
+    model = Model()
+
+    async def slow(texts: list[str]) -> list[list[float]]:
+        calling.set()
+        await release.wait()
+        return await model.embed(texts)
+
+    embed = cache_embeddings(model="m")(slow)
+    first = asyncio.create_task(embed(["a"]))
+    await calling.wait()
+    started = time.monotonic()
+    with toolkit.deadline(0.2), pytest.raises(toolkit.DeadlineExceeded, match="being embedded"):
+        await embed(["a"])
+    assert 0.15 < time.monotonic() - started < 1.5
+    release.set()
+    assert await first == [vector_of("a")]
+    assert model.batches == [["a"]]  # embedded once
+
+
 async def test_embeddings_computed_before_an_invalidation_of_their_tags_are_not_stored_after_it(
     store: CacheStore,
 ) -> None:

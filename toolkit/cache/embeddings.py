@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Sequence, Sized
 from typing import Any, Final, ParamSpec, cast
 
+from toolkit._deadlines import time_left
 from toolkit._savings import Tally, collecting
 from toolkit._tasks import spawn
 from toolkit.cache._arguments import method_receiver, parse_tags, parse_ttl
@@ -33,7 +34,7 @@ from toolkit.cache._reads import generation_or_none, read_through
 from toolkit.cache._saved import add_share, shares
 from toolkit.cache._store import CacheStore
 from toolkit.cache._vectors import as_lists, pack, unpack
-from toolkit.errors import BackendError, ConfigurationError
+from toolkit.errors import BackendError, ConfigurationError, DeadlineExceeded
 from toolkit.flags import CACHE_EMBEDDINGS, FlagSource, current_flags
 from toolkit.telemetry import names
 
@@ -250,8 +251,13 @@ class _EmbeddingCache:
                 store.record(CACHE_NAME, names.CACHE_MISS, count=fresh)
             store.saved.add(CACHE_NAME, spared)  # its hits' tokens; the call was made
         # asyncio.wait, not gather: a caller cancelled here must not cancel the flights
-        # other callers wait for too.
-        await asyncio.wait(waiting.values())
+        # other callers wait for too. At most the time left: the flights go on for the others.
+        _, late = await asyncio.wait(waiting.values(), timeout=time_left())
+        if late:
+            raise DeadlineExceeded(
+                f"{self.qualname}: the deadline of this work passed while {len(late)} of its "
+                "texts were being embedded"
+            )
         computed = {key: unpack(future.result()) for key, future in waiting.items()}
         for i, key in enumerate(keys):
             if vectors[i] is None:
