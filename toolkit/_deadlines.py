@@ -2,8 +2,10 @@
 
 A request (the request-deadline middleware), a fan-out or the caller's own
 ``with toolkit.deadline(...)`` sets it; every toolkit timeout inside (``@resilient``, a fan-out
-branch, a pool acquire, a deferred hand-off, an offloaded call) waits at most the smaller of its
-own timeout and what is left (:func:`bounded`). It is read, never enforced, here: the code that
+branch, a pool acquire, a deferred hand-off, an offloaded call, a cache's single-flight follower,
+an embedding caller waiting for another's call) waits at most the smaller of its own timeout and
+what is left (:func:`bounded`). Work that outlives its caller takes a deadline of its own
+(:func:`own_deadline`). It is read, never enforced, here: the code that
 waits enforces it, so a deadline costs nothing where nothing waits.
 
 Times are ``time.monotonic()`` seconds (the event loop's default clock), so a worker thread
