@@ -2,8 +2,10 @@
 
 A request (the request-deadline middleware), a fan-out or the caller's own
 ``with toolkit.deadline(...)`` sets it; every toolkit timeout inside (``@resilient``, a fan-out
-branch, a pool acquire, a deferred hand-off, an offloaded call) waits at most the smaller of its
-own timeout and what is left (:func:`bounded`). It is read, never enforced, here: the code that
+branch, a pool acquire, a deferred hand-off, an offloaded call, a cache's single-flight follower,
+an embedding caller waiting for another's call) waits at most the smaller of its own timeout and
+what is left (:func:`bounded`). Work that outlives its caller takes a deadline of its own
+(:func:`own_deadline`). It is read, never enforced, here: the code that
 waits enforces it, so a deadline costs nothing where nothing waits.
 
 Times are ``time.monotonic()`` seconds (the event loop's default clock), so a worker thread
@@ -16,7 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Final
+from typing import Final, overload
 
 from toolkit.errors import DeadlineExceeded
 
@@ -29,6 +31,14 @@ def time_left() -> float | None:
     if at is None:
         return None
     return max(0.0, at - time.monotonic())
+
+
+@overload
+def bounded(timeout: float) -> float: ...
+@overload
+def bounded(timeout: None) -> float | None: ...
+@overload
+def bounded(timeout: float | None) -> float | None: ...
 
 
 def bounded(timeout: float | None) -> float | None:
@@ -66,6 +76,18 @@ def deadline(seconds: float | None) -> Iterator[float | None]:
     token = _DEADLINE.set(at)
     try:
         yield None if at is None else max(0.0, at - time.monotonic())
+    finally:
+        _DEADLINE.reset(token)
+
+
+@contextmanager
+def own_deadline(seconds: float) -> Iterator[None]:
+    """Give the work inside a deadline of its own, ``seconds`` from now, in place of the
+    current one: for work that outlives the caller that started it (a pool's build, which
+    the next caller takes when this one has gone), so the caller's deadline must not cut it."""
+    token = _DEADLINE.set(time.monotonic() + seconds)
+    try:
+        yield
     finally:
         _DEADLINE.reset(token)
 

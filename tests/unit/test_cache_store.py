@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
 import tracemalloc
@@ -15,6 +16,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from tests.support.otel import points
 from tests.support.servers import RedisServer, free_port, require_binary
 from tests.support.waiting import eventually
+from toolkit import deadline
 from toolkit.backends import Backend, MemoryBackend
 from toolkit.backends._cache_table import MAX_INVALIDATED_TAGS, CacheTable
 from toolkit.backends.redis import RedisBackend
@@ -172,6 +174,38 @@ async def test_a_cancelled_leader_hands_over_at_once(backend: Backend) -> None:
     assert await asyncio.wait_for(follower, 2) == b"quick"
     assert time.monotonic() - began < 1  # not the 30 s lease
     assert not await backend.lease_held("lease:k")
+
+
+@pytest.mark.parametrize(("wait", "budget"), [(5.0, 0.2), (0.2, 5.0)], ids=["deadline", "wait"])
+@pytest.mark.parametrize("processes", [1, 2], ids=["same-process", "across-processes"])
+async def test_a_follower_waits_the_smaller_of_its_wait_and_the_deadline_then_computes_itself(
+    backend: Backend, wait: float, budget: float, processes: int
+) -> None:
+    """A leader that never stores: its follower (in its process, or in another one, polling
+    the backend) gives up at the sooner of ``wait`` and the current deadline, then computes
+    itself, as when the leader is too slow."""
+    store = CacheStore(backend)
+    flights = [SingleFlight[bytes](backend, lease=30, wait=wait) for _ in range(processes)]
+    started = asyncio.Event()
+
+    async def stuck() -> bytes:
+        started.set()
+        await asyncio.sleep(60)
+        return b"never"
+
+    async def own() -> bytes:
+        return b"own"
+
+    leader = asyncio.create_task(flights[0].run("k", lambda: store.get("k"), stuck))
+    await started.wait()
+    began = time.monotonic()
+    with deadline(budget):
+        assert await flights[-1].run("k", lambda: store.get("k"), own) == b"own"
+    assert 0.15 < time.monotonic() - began < 1.5
+    assert not leader.done()  # the leader is left to its work
+    leader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await leader
 
 
 async def test_memory_entries_are_bounded_and_evictions_counted(

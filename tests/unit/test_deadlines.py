@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import toolkit
+from tests.support.waiting import eventually
 from toolkit.errors import ConfigurationError
 from toolkit.resilience import BreakerRegistry, set_current_breakers
 
@@ -176,6 +177,45 @@ async def test_a_pool_acquire_with_an_object_idle_lends_it_whatever_the_deadline
         pass
     with toolkit.deadline(0.001):
         await asyncio.sleep(0.01)
+        async with pool.acquire() as lent:
+            assert lent == []
+    await pool.close()
+
+
+@pytest.mark.parametrize("mode", ["exclusive", "shared"])
+@pytest.mark.parametrize(
+    ("create_timeout", "budget", "error"),
+    [(10.0, 0.2, toolkit.DeadlineExceeded), (0.2, 10.0, TimeoutError)],
+    ids=["deadline", "create_timeout"],
+)
+async def test_waiting_for_a_pool_build_ends_at_the_smaller_of_create_timeout_and_the_deadline(
+    mode: str, create_timeout: float, budget: float, error: type[Exception]
+) -> None:
+    """The caller stops waiting at the sooner of the two (DeadlineExceeded when the deadline
+    cut it); the build has ``create_timeout`` as its own deadline, not its caller's, and lands
+    for the next caller when that leaves it the time."""
+    seen: list[float | None] = []
+    release = asyncio.Event()
+
+    async def make() -> list[str]:
+        seen.append(toolkit.time_left())
+        await release.wait()
+        return []
+
+    pool: toolkit.AgentPool[list[str]] = toolkit.AgentPool(
+        make, mode=mode, acquire_timeout="30s", create_timeout=create_timeout
+    )
+    started = time.monotonic()
+    with toolkit.deadline(budget), pytest.raises(error):
+        async with pool.acquire():
+            pass
+    assert 0.15 < time.monotonic() - started < 2.0
+    (left,) = seen
+    assert left is not None
+    assert create_timeout - 0.5 < left <= create_timeout
+    release.set()
+    if create_timeout > budget:  # the build went on without its caller and lands idle
+        await eventually(lambda: pool.stats().idle == 1)
         async with pool.acquire() as lent:
             assert lent == []
     await pool.close()

@@ -9,7 +9,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -257,8 +257,19 @@ async def test_embeddings_refuse_functions_that_take_more_than_the_texts() -> No
 
     with pytest.raises(ConfigurationError, match=r"takes \(texts, dimensions\)"):
         cache_embeddings(model="m")(embed)
+
+    def embed_each(texts: list[str]) -> Iterator[list[float]]:
+        yield from ([0.0] for _ in texts)
+
+    async def embed_stream(texts: list[str]) -> AsyncIterator[list[float]]:
+        for _ in texts:
+            yield [0.0]
+
     with pytest.raises(ConfigurationError, match="async function"):
         cache_embeddings(model="m")(embed_sync)  # type: ignore[arg-type]
+    for generator in (embed_each, embed_stream):
+        with pytest.raises(ConfigurationError, match="is a generator function; return the list"):
+            cache_embeddings(model="m")(generator)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="model=''"):
         cache_embeddings(model="")
     with pytest.raises(ConfigurationError, match="ttl='forever'"):
@@ -420,6 +431,31 @@ async def test_embeddings_a_cancelled_caller_leaves_the_others_their_vectors(
     assert model.batches == [["a", "b"]]
     assert await embed(["b"]) == [vector_of("b")]
     assert len(model.batches) == 1  # the cancelled caller's texts were stored too
+
+
+async def test_embeddings_a_caller_waits_for_anothers_call_at_most_the_time_left(
+    store: CacheStore,
+) -> None:
+    """A caller whose texts another call is embedding waits at most its deadline, then
+    raises DeadlineExceeded; the call goes on and the first caller gets its vectors."""
+    calling, release = asyncio.Event(), asyncio.Event()
+    model = Model()
+
+    async def slow(texts: list[str]) -> list[list[float]]:
+        calling.set()
+        await release.wait()
+        return await model.embed(texts)
+
+    embed = cache_embeddings(model="m")(slow)
+    first = asyncio.create_task(embed(["a"]))
+    await calling.wait()
+    started = time.monotonic()
+    with toolkit.deadline(0.2), pytest.raises(toolkit.DeadlineExceeded, match="being embedded"):
+        await embed(["a"])
+    assert 0.15 < time.monotonic() - started < 1.5
+    release.set()
+    assert await first == [vector_of("a")]
+    assert model.batches == [["a"]]  # embedded once
 
 
 async def test_embeddings_computed_before_an_invalidation_of_their_tags_are_not_stored_after_it(

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import anyio.to_thread
@@ -500,6 +501,22 @@ async def test_cached_refuses_invalid_arguments_at_decoration() -> None:
         cached(ttl="1m", namespace="")
     with pytest.raises(ConfigurationError, match="per_caller='yes'"):
         cached(ttl="1m", per_caller="yes")  # type: ignore[arg-type]
+
+
+async def test_cached_refuses_a_sync_generator_function_at_decoration() -> None:
+    """Its call returns a generator object, which could never be stored: refused, never
+    silently uncached. An async generator function is the way to cache a stream."""
+
+    def chunks(query: str) -> Iterator[str]:
+        yield query
+
+    class Chunks:
+        def __call__(self, query: str) -> Iterator[str]:
+            yield query
+
+    for function in (chunks, Chunks()):
+        with pytest.raises(ConfigurationError, match=r"sync generator function.*async generator"):
+            cached(ttl="1m")(function)
 
 
 async def test_cached_keeps_the_function_signature_and_name() -> None:

@@ -385,11 +385,11 @@ def test_resilient_refuses_what_cannot_stream_or_answer_for_a_stream() -> None:
     async def one() -> str:
         return "a"
 
-    with pytest.raises(ConfigurationError, match="async generator function"):
+    with pytest.raises(ConfigurationError, match="is a sync generator function; make it async"):
         toolkit.resilient()(sync_chunks)
     with pytest.raises(ConfigurationError, match="its fallback is an async function"):
         toolkit.resilient(fallback=chunks)(one)
-    with pytest.raises(ConfigurationError, match="for a stream, an async generator function"):
+    with pytest.raises(ConfigurationError, match=r"stream, an async generator function\) \(a sync"):
         toolkit.resilient(fallback=sync_chunks)  # type: ignore[arg-type]
 
 

@@ -48,7 +48,7 @@ class FunctionCache:
 
     Raises:
         ConfigurationError: ``function`` is not a function (a classmethod or staticmethod
-            object, say).
+            object, say), or is a sync generator function.
     """
 
     def __init__(
@@ -73,6 +73,15 @@ class FunctionCache:
             )
             raise ConfigurationError(
                 f"@cached needs a function (def or async def): {qualname} is not{hint}"
+            )
+        if inspect.isgeneratorfunction(function) or inspect.isgeneratorfunction(
+            getattr(function, "__call__", None)  # noqa: B004 - generator callable objects
+        ):
+            # A call returns a generator object, which no codec can store: never cached.
+            raise ConfigurationError(
+                f"@cached cannot store the chunks of a sync generator function: {qualname}. "
+                "Make it an async generator function (async def with yield: its chunks are "
+                "stored and replayed), or return a list"
             )
         self.is_stream = inspect.isasyncgenfunction(function)
         self.is_async = inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(

@@ -3,7 +3,9 @@
 Within a process, callers of one key queue behind a single coroutine. Across processes, that
 coroutine takes a lease in the backend and renews it while the computation runs, so an LLM
 call longer than the lease never lets a second caller start; the others poll the cache with
-backoff and take the result when it lands. When the leader ends without storing anything
+backoff and take the result when it lands. A follower waits at most ``wait`` seconds, or
+what is left of the current deadline when that is sooner, then computes itself, as when the
+leader is too slow. When the leader ends without storing anything
 (the response was not cacheable, it failed, it was cancelled, its process died and the lease
 ran out), the next caller leads, one at a time. A leader that knows before it returns that
 there is nothing more to wait for (it has stored the result, or it will store nothing) ends
@@ -21,6 +23,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from toolkit._deadlines import bounded
 from toolkit.backends import LeaseStorage, require
 from toolkit.errors import BackendError
 
@@ -96,7 +99,8 @@ class SingleFlight(Generic[T]):
         backend: where leases live (shared by every instance on Redis); ConfigurationError
             when it lacks :class:`~toolkit.backends.LeaseStorage`.
         lease: seconds a leader holds the lease between renewals (renewed every third).
-        wait: seconds a follower waits for the leader before computing itself.
+        wait: seconds a follower waits for the leader before computing itself (less when
+            the current deadline leaves less).
         sleep / clock: for tests.
     """
 
@@ -136,7 +140,7 @@ class SingleFlight(Generic[T]):
     ) -> T:
         """As :meth:`run`, with the leader's :class:`Turn` passed to ``compute`` (None when
         it computes without a lease: the backend failed, or it waited long enough)."""
-        deadline = self._clock() + self._wait
+        deadline = self._clock() + bounded(self._wait)
         while (head := self._local.get(key)) is not None:
             # Another coroutine of this process leads for this key: wait for its turn to end
             # (shielded: our cancellation must not cancel the leader), then look again. As
@@ -200,7 +204,7 @@ class SingleFlight(Generic[T]):
     ) -> T:
         lease_key = f"lease:{key}"
         token = uuid.uuid4().hex
-        deadline = self._clock() + self._wait
+        deadline = self._clock() + bounded(self._wait)
         poll = _FIRST_POLL
         while True:
             try:
@@ -209,7 +213,8 @@ class SingleFlight(Generic[T]):
                 return await compute(None)  # no coordination without the backend
             if leader:
                 return await self._lead(lease_key, token, lookup, compute, step_down)
-            await self._sleep(poll)
+            # Never past the wait's end: a deadline may leave less than one poll.
+            await self._sleep(max(0.0, min(poll, deadline - self._clock())))
             poll = min(_LAST_POLL, poll * 2)
             found = await lookup()
             if found is not None:

@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Sequence, Sized
 from typing import Any, Final, ParamSpec, cast
 
+from toolkit._deadlines import time_left
 from toolkit._savings import Tally, collecting
 from toolkit._tasks import spawn
 from toolkit.cache._arguments import method_receiver, parse_tags, parse_ttl
@@ -33,7 +34,7 @@ from toolkit.cache._reads import generation_or_none, read_through
 from toolkit.cache._saved import add_share, shares
 from toolkit.cache._store import CacheStore
 from toolkit.cache._vectors import as_lists, pack, unpack
-from toolkit.errors import BackendError, ConfigurationError
+from toolkit.errors import BackendError, ConfigurationError, DeadlineExceeded
 from toolkit.flags import CACHE_EMBEDDINGS, FlagSource, current_flags
 from toolkit.telemetry import names
 
@@ -147,9 +148,14 @@ class _EmbeddingCache:
     ) -> None:
         qualname = getattr(function, "__qualname__", repr(function))
         if not inspect.iscoroutinefunction(function):
+            kind = (
+                "a generator function; return the list of vectors instead"
+                if inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function)
+                else "not"
+            )
             raise ConfigurationError(
                 f"@cache_embeddings needs an async function (async def embed(texts)): "
-                f"{qualname} is not"
+                f"{qualname} is {kind}"
             )
         parameters = list(inspect.signature(function).parameters.values())
         receiver = 1 if method_receiver(parameters) is not None else 0
@@ -245,8 +251,13 @@ class _EmbeddingCache:
                 store.record(CACHE_NAME, names.CACHE_MISS, count=fresh)
             store.saved.add(CACHE_NAME, spared)  # its hits' tokens; the call was made
         # asyncio.wait, not gather: a caller cancelled here must not cancel the flights
-        # other callers wait for too.
-        await asyncio.wait(waiting.values())
+        # other callers wait for too. At most the time left: the flights go on for the others.
+        _, late = await asyncio.wait(waiting.values(), timeout=time_left())
+        if late:
+            raise DeadlineExceeded(
+                f"{self.qualname}: the deadline of this work passed while {len(late)} of its "
+                "texts were being embedded"
+            )
         computed = {key: unpack(future.result()) for key, future in waiting.items()}
         for i, key in enumerate(keys):
             if vectors[i] is None:

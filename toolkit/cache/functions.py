@@ -128,7 +128,8 @@ def cached(
             when None.
 
     Raises:
-        ConfigurationError: at decoration, for an invalid argument.
+        ConfigurationError: at decoration, for an invalid argument or a sync generator
+            function (make it an async generator function, or return a list).
 
     The ``cache.function`` flag turns it off (calls go straight to the function) at the next
     call, on every instance. Backend failures fall back to calling the function (``error``).

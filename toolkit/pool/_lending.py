@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Hashable
 from typing import Any, Generic, TypeVar
 
+from toolkit._deadlines import own_deadline
 from toolkit.pool._entry import Entry
 from toolkit.pool._gate import Gate
 from toolkit.pool._objects import Objects
@@ -83,15 +84,20 @@ class KeyLender(ABC, Generic[T]):
 
     def spawn_build(self) -> asyncio.Task[Entry[T]]:
         """Build an object in a task the pool owns, bounded by ``create_timeout`` (the task
-        is the pool's own, so the timeout can only cancel the factory)."""
+        is the pool's own, so the timeout can only cancel the factory). The build outlives a
+        caller that stops waiting (at its acquire's end or its deadline) and lands for the
+        next one, so ``create_timeout`` is its deadline, in place of its caller's: the
+        toolkit waits inside the factory fit in it."""
         self.creating += 1  # before the task runs: counted from the moment it exists
         return self.objects.spawn(self._build(), "build")
 
     async def _build(self) -> Entry[T]:
         objects = self.objects
+        create_timeout = objects.options.settings.create_timeout
         try:
-            async with asyncio.timeout(objects.options.settings.create_timeout):
-                obj = await objects.make(self.key)
+            with own_deadline(create_timeout):
+                async with asyncio.timeout(create_timeout):
+                    obj = await objects.make(self.key)
             return objects.entry(obj, self.key)
         finally:
             self.creating -= 1

@@ -128,7 +128,8 @@ class AgentPool(Generic[T]):
         acquire_timeout: seconds (or ``"5s"``) an acquire may take, waiting and building;
             the current deadline (a request's, ``toolkit.deadline``) still holds when sooner,
             and an acquire it cuts raises ``DeadlineExceeded`` instead of ``PoolTimeoutError``.
-        create_timeout: seconds one factory call may take.
+        create_timeout: seconds one factory call may take: the build's own deadline, in
+            place of its caller's (the build outlives a caller that stops waiting).
         recycle_after: seconds (or ``"30m"``) after which an object is replaced; never when
             None.
         max_uses: acquires after which an object is replaced; never when None.

@@ -159,9 +159,14 @@ def resilient(
         if deadline <= 0:
             raise ConfigurationError(f"@resilient(timeout={timeout!r}): positive, e.g. '20s'")
     if fallback is not None and fallback_problem(fallback) is not None:
+        sync_generator = (
+            " (a sync generator function cannot answer: make it async def with yield)"
+            if inspect.isgeneratorfunction(fallback)
+            else ""
+        )
         raise ConfigurationError(
             f"@resilient(fallback={fallback!r}): an async function taking the same arguments "
-            "(or, for a stream, an async generator function)"
+            f"(or, for a stream, an async generator function){sync_generator}"
         )
     if isinstance(budget, float | int) and not isinstance(budget, bool):
         budget = RetryBudget(float(budget))
@@ -198,9 +203,14 @@ class _Guard:
         qualname = getattr(function, "__qualname__", repr(function))
         self.is_stream = inspect.isasyncgenfunction(function)
         if not (self.is_stream or inspect.iscoroutinefunction(function)):
+            kind = (
+                "a sync generator function; make it async def with yield"
+                if inspect.isgeneratorfunction(function)
+                else "neither"
+            )
             raise ConfigurationError(
                 f"@resilient needs an async function (async def), or an async generator "
-                f"function (a stream): {qualname} is neither"
+                f"function (a stream): {qualname} is {kind}"
             )
         if inspect.isasyncgenfunction(fallback) and not self.is_stream:
             raise ConfigurationError(
