@@ -96,17 +96,22 @@ embedder = ScriptedEmbedder(
 stalls = random.Random(int(os.environ.get("MULTI_AGENT_CHAT_SEED", "5")))
 
 
-async def ask(model: ScriptedModel, prompt: str) -> Completion:
+async def call_provider(model: ScriptedModel, prompt: str) -> Completion:
     """One call to the flaky provider (the backup provider never hangs)."""
     if model is not backup_model and stalls.random() < STALL_RATE:
         await asyncio.sleep(STALL)
     return await model.complete(prompt)
 
 
+async def ask(model: ScriptedModel, prompt: str) -> Completion:
+    """A model's whole answer."""
+    return await call_provider(model, prompt)
+
+
 async def stream(model: ScriptedModel, prompt: str) -> AsyncIterator[str]:
     """A streamed answer: the first chunk after the model's latency, then one every
     ``TOKEN_INTERVAL``. The provider fails before the first chunk, never after."""
-    completion = await ask(model, prompt)
+    completion = await call_provider(model, prompt)
     for number, chunk in enumerate(re.findall(r"\S+\s*", completion.text)):
         if number:
             await asyncio.sleep(TOKEN_INTERVAL)
