@@ -152,8 +152,7 @@ class MemoryService:
 
     async def recall(self, user_id: str, message: str) -> Recall:
         """The context for ``message``: through the buffer path unless it is bypassed, then
-        each layer that is switched on, one after another (a later layer reads what the
-        earlier ones left out). The message is stored afterwards."""
+        each layer that is switched on, one after another. The message is stored afterwards."""
         buffered = buffer_enabled()
         query = message
         if buffered:
@@ -227,6 +226,8 @@ if after_mode():
     # One service per user, built on the user's first request and shared by their later
     # ones; at most 64 users' services are kept, the least recently used idle one closed
     # past that. A service is rebuilt after 30 minutes, so a changed profile is read again.
+    # The key is the user: in a real server, the one its authentication names, never an id
+    # a client may make up (each new key builds a service).
     services = toolkit.AgentPool(
         build_service, name="memory-service", mode="shared", max_keys=64, recycle_after="30m"
     )
