@@ -44,13 +44,14 @@ An example is a package ``examples/<name>/`` (``make demo NAME=<name-with-dashes
 Pieces: ``Server`` (uvicorn in its own process; ``read_status``, ``metrics()``, ``get_json``),
 ``Metrics`` (Prometheus text: ``samples``, ``total``, ``by``, ``lines``), ``Traffic`` (statuses
 and latencies: ``ok``, ``error_rate``, ``p50``, ``p95``, ``max``, ``throughput``), ``send``,
-``closed_loop``, ``every`` and ``drive`` (the load), ``Row`` and ``comparison`` (the table),
+``closed_loop``, ``every``, ``probe`` (loop lag, from when each probe was due) and ``drive``
+(the load), ``Row`` and ``comparison`` (the table),
 ``demo_main`` (``--duration``, ``--serve``, ``--port``), ``ScriptedModel``, ``ScriptedEmbedder``
 and ``ProviderError`` (offline providers that take time, fail at a rate and count their calls).
 """
 
 from examples._harness.cli import demo_main, serve_until_interrupted
-from examples._harness.load import Client, Traffic, closed_loop, drive, every, send
+from examples._harness.load import Client, Traffic, closed_loop, drive, every, probe, send
 from examples._harness.metrics import Metrics
 from examples._harness.modes import (
     CALLS_PATH,
@@ -97,6 +98,7 @@ __all__ = [
     "every",
     "free_port",
     "mount_call_counts",
+    "probe",
     "send",
     "serve_until_interrupted",
     "similarity",

@@ -110,6 +110,27 @@ def every(interval: float, request: Callable[[httpx.AsyncClient], Awaitable[Any]
     return loop
 
 
+def probe(interval: float, path: str, out: Traffic) -> Client:
+    """A client that ``GET``s ``path`` every ``interval`` seconds and records each answer's
+    delay from when it was due, not from when it was sent: a probe stuck behind a blocked
+    loop also delays the probes due meanwhile, and they count (no coordinated omission)."""
+
+    async def loop(http: httpx.AsyncClient, deadline: float) -> None:
+        due = time.monotonic()
+        while due < deadline:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            try:
+                status = (await http.get(path)).status_code
+            except httpx.HTTPError:
+                status = 0
+            answered = time.monotonic()
+            while due <= answered and due < deadline:  # every probe due by now waited this long
+                out.record(status, answered - due)
+                due += interval
+
+    return loop
+
+
 def drive(
     base_url: str, duration: float, clients: Sequence[Client], *, timeout: float = 10
 ) -> None:

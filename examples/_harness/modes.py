@@ -32,9 +32,15 @@ class Counted(Protocol):
 
 def mount_call_counts(app: Any, counted: Mapping[str, Counted]) -> None:
     """``GET /_demo/calls``: ``{name: calls}`` of the scripted providers, the demo's view of
-    what each phase cost them (a real provider's bill). Not part of the example's API."""
+    what each phase cost them (a real provider's bill), and ``{name}.texts`` for an embedder
+    (the texts it embedded). Not part of the example's API."""
 
     async def calls() -> dict[str, int]:
-        return {name: provider.calls for name, provider in counted.items()}
+        out = {name: provider.calls for name, provider in counted.items()}
+        for name, provider in counted.items():
+            texts = getattr(provider, "texts", None)
+            if isinstance(texts, int):
+                out[f"{name}.texts"] = texts
+        return out
 
     app.add_api_route(CALLS_PATH, calls, methods=["GET"], include_in_schema=False)

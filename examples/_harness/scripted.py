@@ -96,10 +96,18 @@ class ScriptedEmbedder(_Provider):
         super().__init__(latency=latency, slots=slots, error_rate=error_rate, seed=seed)
         self.name = name
         self.dimensions = dimensions
+        self.texts = 0  # texts embedded, over every call
 
     async def embed(self, text: str) -> list[float]:
         await self._round_trip()
+        self.texts += 1
         return vector_of(text, self.dimensions)
+
+    async def embed_many(self, texts: list[str]) -> list[list[float]]:
+        """One API call for the batch ``texts`` (as the providers' batch endpoints are)."""
+        await self._round_trip()
+        self.texts += len(texts)
+        return [vector_of(text, self.dimensions) for text in texts]
 
 
 def vector_of(text: str, dimensions: int) -> list[float]:
