@@ -21,6 +21,7 @@ import toolkit.resilience
 from tests.support.servers import RedisServer, require_binary
 from toolkit.backends import Backend, MemoryBackend
 from toolkit.backends.redis import RedisBackend
+from toolkit.pipelines._fanout_telemetry import set_current_fanout_telemetry
 
 
 @pytest.fixture(scope="session")
@@ -80,6 +81,8 @@ def _reset_global_providers() -> Iterator[None]:
     toolkit.cache.set_current_cache(None)
     toolkit.resilience.set_current_breakers(None)
     toolkit.agents.set_current_agent_telemetry(None)
+    set_current_fanout_telemetry(None)
+    toolkit.pipelines._background.set_current_runner(None)
     trace._TRACER_PROVIDER_SET_ONCE = Once()
     trace._TRACER_PROVIDER = None
     metrics._internal._METER_PROVIDER_SET_ONCE = Once()

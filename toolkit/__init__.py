@@ -14,6 +14,7 @@ from toolkit.errors import (
     CircuitOpenError,
     ConfigurationError,
     DeadlineExceeded,
+    DeferRefused,
     PoolClosedError,
     PoolError,
     PoolExhaustedError,
@@ -22,7 +23,15 @@ from toolkit.errors import (
 )
 from toolkit.flags import feature
 from toolkit.install import Toolkit, install
-from toolkit.pipelines import deadline, time_left
+from toolkit.pipelines import (
+    DeadlineMiddleware,
+    background,
+    branch,
+    deadline,
+    defer,
+    gather,
+    time_left,
+)
 from toolkit.pool import AgentPool, pooled
 from toolkit.ratelimit import RateLimitMiddleware
 from toolkit.resilience import CircuitBreaker, RetryBudget, RetryPolicy, resilient
@@ -38,7 +47,9 @@ __all__ = [
     "CircuitOpenError",
     "ConfigurationError",
     "DeadlineExceeded",
+    "DeadlineMiddleware",
     "Default",
+    "DeferRefused",
     "LoopMonitor",
     "PoolClosedError",
     "PoolError",
@@ -53,10 +64,14 @@ __all__ = [
     "ToolkitError",
     "ToolkitSettings",
     "__version__",
+    "background",
+    "branch",
     "cache_embeddings",
     "cached",
     "deadline",
+    "defer",
     "feature",
+    "gather",
     "install",
     "llm_call",
     "pooled",

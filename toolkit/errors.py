@@ -7,6 +7,7 @@
           +-- BackendUnavailable   the backend is down; skipped until its next reconnect
      +-- CircuitOpenError      a circuit breaker refused the call (open, or half-open and full)
      +-- DeadlineExceeded      the work's deadline passed (also a TimeoutError); a request's: 504
+     +-- DeferRefused          deferred work was not accepted: the queue stayed full, or stopped
      +-- NoRequestError        a per-caller cache was used where no request is being served
      +-- PoolError             an AgentPool cannot lend an object now (install() answers 503)
           +-- PoolExhaustedError   its wait queue is full: refused at once, without waiting
@@ -105,3 +106,23 @@ class DeadlineExceeded(ToolkitError, TimeoutError):
     ``toolkit.deadline(...)``) has passed. It is a :class:`TimeoutError`, so code that handles
     timeouts handles it; ``install()`` answers one that escapes a route with a 504 problem+json.
     """
+
+
+class DeferRefused(ToolkitError):
+    """A deferred task was not accepted (``toolkit.defer``, ``fn.defer``): the queue stayed
+    full for the whole hand-off timeout (or what was left of the deadline, if sooner), or the
+    runner has stopped (the app is shutting down). Nothing of the task ran; ``install()``
+    answers one that escapes a route with a 503 problem+json.
+
+    Args:
+        task: the task's registered name.
+        error_type: ``queue_full`` or ``stopped``, as on the span event and the metric.
+    """
+
+    retry_after = 1
+    """Seconds a client is told to wait (``Retry-After`` of the 503)."""
+
+    def __init__(self, message: str, *, task: str, error_type: str) -> None:
+        super().__init__(message)
+        self.task = task
+        self.error_type = error_type

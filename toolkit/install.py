@@ -1,10 +1,11 @@
 """``install(app)``: every capability wired in the documented order, in one call.
 
-The request path is ``FlagContext -> Telemetry -> RateLimit -> ResponseCache -> the app``:
-the flag snapshot pinned first, so every decision of a request sees the same flags; telemetry
-next so it sees every request, 429s and cache hits included; the limiter (then the app's
-slowapi limiter, if it has one) before any cache or app work. Order and wiring live here and
-nowhere else.
+The request path is ``FlagContext -> Telemetry -> Deadline -> RateLimit -> ResponseCache ->
+the app``: the flag snapshot pinned first, so every decision of a request sees the same flags;
+telemetry next so it sees every request, 429s, 504s and cache hits included; the request's
+deadline then, so everything after it (backend calls included) fits in its budget; the limiter
+(then the app's slowapi limiter, if it has one) before any cache or app work. Order and
+wiring live here and nowhere else.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from toolkit.agents import AgentTelemetry, set_current_agent_telemetry
 from toolkit.backends import Backend, backend_from_settings
 from toolkit.cache import CacheStore, ResponseCacheMiddleware, set_current_cache
 from toolkit.cache._setup import cache_store_from_settings
-from toolkit.errors import CircuitOpenError, ConfigurationError, PoolError
+from toolkit.errors import CircuitOpenError, ConfigurationError, DeferRefused, PoolError
 from toolkit.flags import (
     FlagContextMiddleware,
     FlagSource,
@@ -40,6 +41,12 @@ from toolkit.flags import (
     set_current_store,
 )
 from toolkit.flags._setup import flag_store_from_settings
+from toolkit.pipelines import DeadlineMiddleware
+from toolkit.pipelines._background import set_current_runner
+from toolkit.pipelines._deferred import TaskRunner
+from toolkit.pipelines._fanout_telemetry import FanoutTelemetry, set_current_fanout_telemetry
+from toolkit.pipelines._http import defer_refused
+from toolkit.pipelines._in_process import InProcessRunner
 from toolkit.plugins import LoadedPlugins, PluginContext, load_plugins
 from toolkit.pool import AgentPool
 from toolkit.pool._http import pool_unavailable
@@ -79,6 +86,9 @@ class Toolkit:
     """The framework plugins applied to the app (``toolkit.plugins``)."""
     status: StatusBoard | None = None
     """What the status page, ``/stats`` and ``agent-toolkit top`` show (``status.enabled``)."""
+    deferred: TaskRunner | None = None
+    """Runs ``toolkit.defer`` and ``@toolkit.background`` work: started with the app, drained
+    at shutdown within ``defer.grace``."""
     _exposition: MetricsExposition | None = field(default=None, repr=False)
 
     def add_pool(self, pool: AgentPool[Any]) -> AgentPool[Any]:
@@ -116,10 +126,20 @@ class Toolkit:
                     for pool in self.pools
                 )
             )
+        if self.deferred is not None:
+            await self.deferred.start()  # last: deferred tasks may use all of the above
+
+    async def drain_deferred(self) -> None:
+        """Let the deferred tasks accepted finish within ``defer.grace`` (the rest is
+        cancelled, counted and logged); later hand-offs are refused. Idempotent."""
+        if self.deferred is not None:
+            await self.deferred.drain(self.settings.defer.grace)
 
     async def shutdown(self) -> None:
-        """Close the pools, stop following breakers, caches and flags, close the backend,
-        stop the loop monitor, flush the providers the toolkit created."""
+        """Drain the deferred work (if the lifespan has not), close the pools, stop following
+        breakers, caches and flags, close the backend, stop the loop monitor, flush the
+        providers the toolkit created."""
+        await self.drain_deferred()
         await self.plugins.shutdown()
         if self.pools:
             await asyncio.gather(*(pool.close() for pool in self.pools))
@@ -147,7 +167,10 @@ def install(
     has. A :class:`~toolkit.errors.PoolError` raised by a route (full wait queue, acquire
     timeout) is answered 503 problem+json with ``Retry-After``, and so is a
     :class:`~toolkit.errors.CircuitOpenError` (``Retry-After``: the time the breaker stays
-    open), unless the app handles them.
+    open), unless the app handles them, and so is a :class:`~toolkit.errors.DeferRefused`
+    (deferred work that could not be queued). The runner of deferred work starts with the
+    app and is drained within ``defer.grace`` when it stops, before the app's own lifespan
+    shuts down.
 
     Args:
         app: the application; other ASGI apps can use the middlewares directly.
@@ -208,11 +231,23 @@ def install(
             meter_provider=telemetry.meter_provider,
         )
     )
+    set_current_fanout_telemetry(
+        FanoutTelemetry(
+            tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+        )
+    )
     toolkit = Toolkit(
         settings, backend, telemetry, flags, store, cache, breakers, status=status, plugins=plugins
     )
     for pool in pools:
         toolkit.add_pool(pool)
+    toolkit.deferred = InProcessRunner(
+        settings.defer,
+        service=settings.telemetry.service_name,
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+    )
+    set_current_runner(toolkit.deferred)
     if status is not None:
         status.add_section("caches", cache_rows(cache))
         status.add_section("breakers", breaker_rows(breakers))
@@ -260,6 +295,13 @@ def install(
         flags=flags,
         meter_provider=telemetry.meter_provider,
     )
+    # Inside telemetry, so a 504 is on the server span; outside the rest, which it bounds.
+    app.add_middleware(
+        DeadlineMiddleware,
+        settings=settings.deadline,
+        flags=flags,
+        meter_provider=telemetry.meter_provider,
+    )
     app.add_middleware(
         TelemetryMiddleware,
         tracer_provider=telemetry.tracer_provider,
@@ -290,6 +332,8 @@ def install(
         app.add_exception_handler(PoolError, pool_unavailable)
     if CircuitOpenError not in app.exception_handlers:
         app.add_exception_handler(CircuitOpenError, circuit_open)
+    if DeferRefused not in app.exception_handlers:
+        app.add_exception_handler(DeferRefused, defer_refused)
     app.router.lifespan_context = _with_toolkit(app.router.lifespan_context, toolkit)
     app.state.toolkit = toolkit
     plugins.apply(
@@ -346,7 +390,11 @@ def _with_toolkit(
         await toolkit.startup()
         try:
             async with lifespan(app) as state:
-                yield state
+                try:
+                    yield state
+                finally:
+                    # Before the app's own shutdown closes the clients its tasks use.
+                    await toolkit.drain_deferred()
         finally:
             await toolkit.shutdown()
 

@@ -136,4 +136,45 @@ async def model(outcome: str) -> dict[str, str]:
     return await call_model(outcome)
 
 
+async def store_search(store: str, delay: float) -> list[str]:
+    await asyncio.sleep(delay)
+    return [f"{store} hit"]
+
+
+@app.get("/fanout")
+async def fanout() -> dict[str, object]:
+    """Three stores side by side: one answers, one is cut at its deadline and falls back, one
+    is cut with no fallback (the fan-out panels' outcomes)."""
+    result = await toolkit.gather(
+        toolkit.branch("vector", store_search, "vector", 0),
+        toolkit.branch("graph", store_search, "graph", 5, deadline="20ms", fallback=[]),
+        toolkit.branch("docs", store_search, "docs", 5, deadline="20ms"),
+        name="memory.search",
+    )
+    return {"found": result.values(), "failed": list(result.failed)}
+
+
+@app.get("/deadline")
+async def past_its_deadline() -> dict[str, str]:
+    """Slower than the budget a client asks with Request-Timeout: a 504."""
+    await asyncio.sleep(5)
+    return {"never": "answered"}
+
+
+@toolkit.background(
+    name="memory.extract", retries=toolkit.RetryPolicy(on=ProviderDown, attempts=2, wait_initial=0)
+)
+async def extract_memories(outcome: str) -> None:
+    if outcome == "fail":
+        raise ProviderDown("the extraction model answered 503")
+
+
+@app.get("/deferred/{outcome}")
+async def deferred(outcome: str) -> dict[str, str]:
+    """ok: memory extraction deferred, and done after the answer; fail: it fails, is
+    retried once and fails again."""
+    handle = await extract_memories.defer(outcome)
+    return {"task": handle.id}
+
+
 installed = toolkit.install(app, pools=[sandboxes, slow_sandboxes])

@@ -195,16 +195,21 @@ def drive(
                 + ["/sse"]
                 # cache misses and hits, and local copies evicting each other
                 + ["/answers/1", "/answers/2"] * 2
+                # a fan-out (ok, fallback, timeout); a request past its deadline (504)
+                + ["/fanout", "/deadline"]
                 # pool: lent and given back, a full queue, a timeout, a discard
                 # the model breaker: successes, failures, opened, calls refused
                 + ["/model/ok", "/model/fail", "/model/fail", "/model/fail", "/model/ok"]
+                # deferred work: a task done, one retried and failed
+                + ["/deferred/ok", "/deferred/fail"]
                 # last: the app's 500 makes uvicorn close the connection
                 + ["/pooled/ok", "/pooled/full", "/pooled/timeout", "/pooled/error"],
             ),
             *([(down.base_url, ["/open"] * 3 + ["/closed"] * 3)] if down else []),
         ):
             for path in paths:
-                status = client.get(base + path).status_code
+                budget = {"request-timeout": "0.05"} if path == "/deadline" else {}
+                status = client.get(base + path, headers=budget).status_code
                 statuses[status] = statuses.get(status, 0) + 1
     return statuses
 
@@ -260,7 +265,7 @@ def test_every_panel_returns_data_from_a_real_prometheus(
             if server is not None:
                 exposition = httpx.get(f"{server.base_url}/metrics", timeout=5).content
                 assert promtool_problems(exposition) == "", server.base_url
-        expected = {200, 404, 429, 503} if down else {200, 404, 429}
+        expected = {200, 404, 429, 503, 504} if down else {200, 404, 429, 504}
         assert expected <= set(first) & set(second), (first, second)
 
         up = prometheus.query(f'up{{job="{JOB}"}}')
@@ -358,6 +363,16 @@ def test_every_panel_returns_data_from_a_real_prometheus(
     assert {"503", "timeout", "connection"} <= failures, failures
     assert value(panel("Model call error ratio")[0]) > 0
     assert any(value(s) > 0 for s in panel("Time to first chunk by model (p50, p95, p99)"))
+    branches = {
+        (s["metric"]["toolkit_fanout_branch"], s["metric"]["toolkit_fanout_outcome"])
+        for s in panel("Fan-out branches by outcome")
+    }
+    assert {("vector", "ok"), ("graph", "fallback"), ("docs", "timeout")} <= branches
+    past_deadline = {
+        s["metric"]["toolkit_deadline_source"]: value(s)
+        for s in panel("Requests past their deadline (504)")
+    }
+    assert past_deadline["header"] > 0, past_deadline
     spending = {
         (s["metric"].get("gen_ai_agent_name"), s["metric"]["gen_ai_request_model"])
         for s in panel("Tokens per second by agent, model and type")

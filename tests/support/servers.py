@@ -195,6 +195,15 @@ class UvicornServer:
             self._process.wait(5)
         self._process = None
 
+    def kill(self) -> None:
+        """SIGKILL the server's processes, as a crash or the OOM killer would: no shutdown,
+        no lifespan, nothing flushed."""
+        if self._process is None:
+            return
+        os.killpg(self._process.pid, signal.SIGKILL)
+        self._process.wait(5)
+        self._process = None
+
 
 class GunicornServer(UvicornServer):
     """``gunicorn -k uvicorn_worker.UvicornWorker -w <workers> <app>``: the arbiter forks the

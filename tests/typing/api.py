@@ -199,3 +199,39 @@ async def watch_the_loop() -> None:
         assert_type(block.duration, float)
         assert_type(block.blocking, toolkit.telemetry.loop.StackFrame | None)
     toolkit.LoopMonitor(stack_depth="deep")  # type: ignore[arg-type]
+
+
+# --- fan-out (owner: fanout) ---
+
+
+async def fan_out(query: str) -> None:
+    async def search(text: str) -> list[str]:
+        return [text]
+
+    vector = toolkit.branch("vector", search, query, deadline="300ms", fallback=[])
+    assert_type(vector, toolkit.pipelines.Branch[list[str]])
+    result = await toolkit.gather(vector, deadline=1.0, first=1)
+    assert_type(result, toolkit.pipelines.GatherResult)
+    assert_type(result["vector"].outcome, toolkit.pipelines.BranchOutcome)
+    assert_type(result["vector"].duration, float)
+    assert_type(result.failed, tuple[str, ...])
+    await toolkit.gather(vector, first="all")  # type: ignore[arg-type]
+
+
+@toolkit.background
+async def extract_memories(profile_id: str, text: str) -> None: ...
+
+
+@toolkit.background(retries=3, name="typing.embed")
+async def write_embedding(profile_id: str, vector: list[float]) -> int:
+    return len(vector)
+
+
+async def use_deferred() -> None:
+    handle = await extract_memories.defer("p1", "I moved to Lyon")
+    assert_type(handle, toolkit.pipelines.TaskHandle)
+    assert_type(await write_embedding("p1", [0.1]), int)  # called directly: runs now
+    assert_type(await toolkit.defer(write_embedding, "p1", [0.1]), toolkit.pipelines.TaskHandle)
+    assert_type(await toolkit.defer(old_answer, "why?", retries=1), toolkit.pipelines.TaskHandle)
+    await extract_memories.defer("p1", 3)  # type: ignore[arg-type]
+    await toolkit.defer(old_answer, 42)  # type: ignore[arg-type]

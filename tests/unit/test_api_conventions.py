@@ -57,6 +57,9 @@ KILL_SWITCHES: dict[str, list[Callable[..., Any]]] = {
     "tracing": [toolkit.TelemetryMiddleware],
     "tracing.agents": [toolkit.traced_agent, toolkit.step, toolkit.llm_call],
     "tracing.loop": [toolkit.LoopMonitor],
+    "pipelines.gather": [toolkit.gather],
+    "pipelines.deadline": [toolkit.DeadlineMiddleware],
+    "pipelines.defer": [toolkit.background],
 }
 """Each capability flag -> the entry points that read it: each takes ``flags=``."""
 

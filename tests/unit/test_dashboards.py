@@ -154,7 +154,7 @@ def test_one_dashboard_per_concern_with_stable_identities_and_variables() -> Non
         "agent-server-resilience-pools.json": (
             "toolkit-resilience-pools",
             "Agent server — Resilience & pools",
-            ["Resilience", "Agent pools"],
+            ["Resilience", "Agent pools", "Deferred work"],
         ),
         "agent-server-flags.json": (
             "toolkit-feature-flags",
@@ -164,7 +164,7 @@ def test_one_dashboard_per_concern_with_stable_identities_and_variables() -> Non
         "agent-server-agents.json": (
             "toolkit-agents",
             "Agent server — Agents and LLM calls",
-            ["Model calls", "Agents", "Cache savings", "Event loop", "Traces"],
+            ["Model calls", "Agents", "Pipelines", "Cache savings", "Event loop", "Traces"],
         ),
     }
     count = series(names.HTTP_SERVER_REQUEST_DURATION, "_count")

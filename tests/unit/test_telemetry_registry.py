@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,8 +23,11 @@ from tests.support.servers import free_port
 from tests.support.waiting import eventually
 from toolkit.agents import AgentTelemetry, set_current_agent_telemetry
 from toolkit.cache import cached_response, set_current_cache
+from toolkit.pipelines._background import set_current_runner
+from toolkit.pipelines._in_process import InProcessRunner
+from toolkit.pipelines._journal import Journal
 from toolkit.resilience import BreakerRegistry, RetryPolicy, set_current_breakers
-from toolkit.settings import AgentSettings
+from toolkit.settings import AgentSettings, DeferSettings
 from toolkit.telemetry import names
 from toolkit.telemetry.metric import COUNTER, OBSERVABLE_COUNTER, Metric
 
@@ -67,6 +72,10 @@ async def drive_every_capability(
     async def boom() -> None:
         raise RuntimeError("model failure")
 
+    @app.get("/slow")
+    async def slow() -> None:
+        await asyncio.sleep(5)  # past its budget: a 504
+
     @app.get("/block")
     async def block() -> None:
         time.sleep(0.1)  # noqa: ASYNC251 (a blocked loop: its span, count and lag)
@@ -79,11 +88,13 @@ async def drive_every_capability(
                 "limit": "1/minute",
                 "routes": {
                     "/block": "10/minute",
+                    "/slow": "10/minute",
                     "/shadow": {"limit": "1/minute", "shadow": True},
                     "/answers/{answer_id}": "10/minute",
                 },
             },
             event_loop={"blocked_threshold": "30ms"},
+            deadline={"routes": {"/slow": "20ms"}},
         ),
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
@@ -107,6 +118,8 @@ async def drive_every_capability(
         await installed.store.set(toolkit.flags.RATELIMIT, "shadow", by="test")
         await installed.store.set(toolkit.flags.RATELIMIT, "on", by="test")
         await client.get("/chat/c")
+        await client.get("/slow")
+        await client.get("/chat/d", headers={"request-timeout": "soon"})  # ignored
     with tracer_provider.get_tracer("test").start_as_current_span("cache work"):
         await classify("1")  # a function cache hit: the route computed it
         await installed.cache.invalidate(["answers"])
@@ -114,11 +127,15 @@ async def drive_every_capability(
         await use_a_pool(tracer_provider, meter_provider)
     with tracer_provider.get_tracer("test").start_as_current_span("resilience work"):
         await drive_resilience(installed.breakers)
+    with tracer_provider.get_tracer("test").start_as_current_span("pipeline work"):
+        await drive_pipelines()
     assert installed.loop_monitor is not None
     await eventually(
         lambda: installed.loop_monitor is not None and installed.loop_monitor.blocked > 0
     )
     await drive_agents(tracer_provider, meter_provider)
+    with tracer_provider.get_tracer("test").start_as_current_span("deferring work"):
+        await drive_deferred(tracer_provider, meter_provider)
     await installed.shutdown()
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=failing), base_url="http://t"
@@ -190,6 +207,59 @@ async def drive_resilience(registry: BreakerRegistry) -> None:
         raise TimeoutError("slow tool")
 
     await call_tool()  # its retry is refused by an empty budget
+
+
+async def drive_pipelines() -> None:
+    """A fan-out with a deadline: a branch that answers, one that falls back, one cut."""
+
+    async def answer(value: str, delay: float) -> str:
+        await asyncio.sleep(delay)
+        return value
+
+    async def fail() -> str:
+        raise ConnectionError("down")
+
+    await toolkit.gather(
+        toolkit.branch("vector", answer, "v", 0),
+        toolkit.branch("graph", fail, fallback="none"),
+        toolkit.branch("docs", answer, "d", 5, deadline="20ms"),
+        name="registry",
+        deadline="1s",
+    )
+
+
+async def drive_deferred(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:
+    """A task done, one retried, one failed, one refused by a full queue, and the count a
+    "crashed" process (this one's pid) left in the journal."""
+    journal = tempfile.mkdtemp(prefix="toolkit-journal-")
+    Journal(journal, "registry").write({"registry.lost": 2})
+    runner = InProcessRunner(
+        DeferSettings(queue_size=1, concurrency=1, handoff_timeout=0, retries=1, journal=journal),
+        service="registry", tracer_provider=tracer_provider, meter_provider=meter_provider,
+    )  # fmt: skip
+    await runner.start()
+    set_current_runner(runner)
+    failures = [1]
+    gate = asyncio.Event()
+
+    @toolkit.background(
+        name="registry.work",
+        retries=RetryPolicy(on=RuntimeError, attempts=2, wait_initial=0, wait_jitter=0),
+    )
+    async def work(fail: bool) -> None:
+        await gate.wait()
+        if fail or failures.pop():
+            raise RuntimeError("store down")
+
+    failures.append(0)
+    await work.defer(False)  # runs (and waits at the gate): the queue is empty again
+    await eventually(lambda: runner.running.get("registry.work") == 1)
+    await work.defer(True)  # queued: the queue is full
+    with pytest.raises(toolkit.DeferRefused):
+        await work.defer(False)
+    gate.set()
+    await runner.drain(5)
+    set_current_runner(None)
 
 
 async def drive_agents(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:

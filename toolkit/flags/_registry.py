@@ -28,6 +28,15 @@ POOL: Final = "pool"
 TRACING_AGENTS: Final = "tracing.agents"
 """Agent, step and model-call telemetry (``toolkit.agents``): ``off`` means no span and no
 metric of theirs; the decorated functions and recorded calls run as ever."""
+PIPELINES_GATHER: Final = "pipelines.gather"
+"""Fan-out (``toolkit.gather``): ``off`` runs the branches side by side as a plain
+``asyncio.gather`` would (every one to its end: no deadline, fallback, early return, span or
+metric), with results in the same shape."""
+PIPELINES_DEADLINE: Final = "pipelines.deadline"
+"""Request deadlines: ``off`` sets no budget on requests and answers no 504."""
+PIPELINES_DEFER: Final = "pipelines.defer"
+"""Deferred work (``toolkit.defer``, ``@toolkit.background``): ``off`` awaits the work inline,
+before the hand-off returns, as the code did without the toolkit."""
 
 CAPABILITIES: Final[tuple[FlagDefinition, ...]] = (
     FlagDefinition(
@@ -54,6 +63,15 @@ CAPABILITIES: Final[tuple[FlagDefinition, ...]] = (
         ON,
         "Agent, step and model-call spans and metrics.",
         capability=True,
+    ),
+    FlagDefinition(
+        PIPELINES_GATHER, BOOLEAN, ON, "Fan-out deadlines and fallbacks.", capability=True
+    ),
+    FlagDefinition(
+        PIPELINES_DEADLINE, BOOLEAN, ON, "Request deadlines and their 504.", capability=True
+    ),
+    FlagDefinition(
+        PIPELINES_DEFER, BOOLEAN, ON, "Deferred work (off: awaited inline).", capability=True
     ),
 )
 

@@ -39,8 +39,9 @@ from typing import Any, Final, Generic, TypeVar, Unpack, overload
 
 from opentelemetry import metrics, trace
 
+from toolkit._deadlines import time_left
 from toolkit._deprecated import renamed_attributes
-from toolkit.errors import PoolExhaustedError, PoolTimeoutError
+from toolkit.errors import DeadlineExceeded, PoolExhaustedError, PoolTimeoutError
 from toolkit.flags import BOOLEAN, ON, POOL, FlagDefinition, FlagSource, current_flags
 from toolkit.flags._registry import REGISTRY
 from toolkit.pool._entry import Entry
@@ -124,7 +125,9 @@ class AgentPool(Generic[T]):
             bound by default).
         max_keys: keys kept at once; idle keys are evicted past it, busy ones refused.
         max_waiting: per key, callers that may queue; 0 refuses as soon as all are lent.
-        acquire_timeout: seconds (or ``"5s"``) an acquire may take, waiting and building.
+        acquire_timeout: seconds (or ``"5s"``) an acquire may take, waiting and building;
+            the current deadline (a request's, ``toolkit.deadline``) still holds when sooner,
+            and an acquire it cuts raises ``DeadlineExceeded`` instead of ``PoolTimeoutError``.
         create_timeout: seconds one factory call may take.
         recycle_after: seconds (or ``"30m"``) after which an object is replaced; never when
             None.
@@ -331,10 +334,17 @@ class AgentPool(Generic[T]):
         or a build; a permit taken is given back on every way out but success."""
         objects = self._objects
         telemetry = objects.instruments()
-        deadline = started + self.settings.acquire_timeout
+        # The smaller of acquire_timeout and the current deadline (a request's, a branch's):
+        # an acquire cut by the latter ends in DeadlineExceeded, answered 504, not 503.
+        left = time_left()
+        bounded_by_work = left is not None and left < self.settings.acquire_timeout
+        timeout = left if left is not None and bounded_by_work else self.settings.acquire_timeout
+        deadline = started + timeout
         permit = Permit(held)
         error_type: str | None = None
         try:
+            if bounded_by_work and timeout <= 0:
+                raise DeadlineExceeded(f"pool {self.name!r}: no time left to wait for an object")
             if not permit.held:
                 max_waiting = self.settings.max_waiting
                 if len(lender.gate.waiters) >= max_waiting:
@@ -349,8 +359,13 @@ class AgentPool(Generic[T]):
                     raise objects.timed_out("waiting for room")
                 permit.held = True
             return lender, await lender.checkout(deadline, permit)
-        except PoolTimeoutError:
+        except PoolTimeoutError as exc:
             error_type = names.POOL_TIMEOUT
+            if bounded_by_work:
+                raise DeadlineExceeded(
+                    f"pool {self.name!r}: the deadline of this work passed after {timeout:.3g}s "
+                    "of waiting, under acquire_timeout"
+                ) from exc
             raise
         except asyncio.CancelledError:
             error_type = "cancelled"

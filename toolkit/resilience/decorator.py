@@ -5,7 +5,10 @@ The layers, outermost first, and why in this order:
 1. **fallback** catches whatever the rest ends with (a refusal, the deadline, the last failure)
    and answers instead, so it sees every way the call can fail.
 2. **deadline** (``timeout=``) bounds everything inside it, backoff sleeps included: the caller
-   waits at most this long, however many retries are left.
+   waits at most this long, however many retries are left. The current deadline (a request's,
+   a fan-out branch's, ``toolkit.deadline``) bounds it too: the smaller wins, and a call cut
+   by the current deadline raises ``DeadlineExceeded`` (a ``TimeoutError``), which its
+   breaker counts as neither success nor failure (the call had less time than its own).
 3. **breaker** sees only a call's *final* outcome: a call that failed twice and then succeeded
    is one success, so retries do not inflate the failure rate, and while it is open no
    attempt (first or retry) is made at all. A call cut by the deadline is a failure (the
@@ -31,10 +34,11 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from opentelemetry import trace
 
+from toolkit._deadlines import time_left
 from toolkit._default import DEFAULT, Default
 from toolkit._duration import parse_seconds
 from toolkit._fallback import mark_fallback
-from toolkit.errors import CircuitOpenError, ConfigurationError
+from toolkit.errors import CircuitOpenError, ConfigurationError, DeadlineExceeded
 from toolkit.flags import RESILIENCE, FlagSource, current_flags
 from toolkit.resilience._nesting import claim, claimed_by
 from toolkit.resilience._telemetry import RetryTelemetry
@@ -75,7 +79,8 @@ def resilient(
         retry_on: which errors to retry with ``retries=<int>``: a predicate such as
             ``toolkit.resilience.provider_errors`` or exception classes.
         timeout: deadline of the whole call, backoff included (``"20s"`` or seconds); the
-            ``resilience.timeout`` setting by default; None for none.
+            ``resilience.timeout`` setting by default; None for none. The current deadline
+            (``toolkit.deadline``, a request's, a fan-out branch's) still holds when sooner.
         fallback: an async function taking the same arguments, awaited instead when the call
             ends in an error (refused, timed out, or failed after its retries). Cancellation is
             never answered by the fallback. An enclosing ``@cached`` does not store its answer.
@@ -88,7 +93,8 @@ def resilient(
     Raises:
         ConfigurationError: at decoration, for a sync function or an invalid argument.
         CircuitOpenError: at call time, when the breaker refuses and there is no fallback.
-        TimeoutError: at call time, when the deadline passes and there is no fallback.
+        TimeoutError: at call time, when the deadline passes and there is no fallback;
+            ``DeadlineExceeded`` (a ``TimeoutError``) when it was the current deadline.
     """
     if isinstance(retries, int) and not isinstance(retries, bool):
         if retry_on is None:
@@ -230,18 +236,39 @@ class _Guard:
             return await self.fallback(*args, **kwargs)
 
     async def _bounded(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        # The call's deadline is the smaller of its own timeout and the current deadline (a
+        # request's, a fan-out branch's): cut by the latter, it ends in DeadlineExceeded.
+        own = self.deadline
+        left = time_left()
+        bounded_by_work = left is not None and (own is None or left < own)
+        timeout = left if bounded_by_work else own
         try:
-            if self.deadline is None:
-                return await self._guarded(args, kwargs, None)
-            async with asyncio.timeout(self.deadline) as scope:
-                return await self._guarded(args, kwargs, scope)
+            if timeout is None:
+                return await self._guarded(args, kwargs, None, own=True)
+            if bounded_by_work and timeout <= 0:
+                raise DeadlineExceeded(f"{self.qualname}: no time left before the call")
+            try:
+                async with asyncio.timeout(timeout) as scope:
+                    return await self._guarded(args, kwargs, scope, own=not bounded_by_work)
+            except TimeoutError as exc:
+                if bounded_by_work and scope.expired() and not isinstance(exc, DeadlineExceeded):
+                    raise DeadlineExceeded(
+                        f"{self.qualname}: the deadline of this work passed ({timeout:.3g}s "
+                        "were left, under its own timeout)"
+                    ) from exc
+                raise
         except BaseException as exc:
             if self.breaker is not None:
                 claim(exc, self.breaker.name)  # enclosing breakers do not count it
             raise
 
     async def _guarded(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], scope: asyncio.Timeout | None
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        scope: asyncio.Timeout | None,
+        *,
+        own: bool,
     ) -> Any:
         breaker = self.breaker
         if breaker is None:
@@ -252,9 +279,10 @@ class _Guard:
         try:
             result = await self._attempts(args, kwargs, scope)
         except asyncio.CancelledError as cancel:
-            if scope is not None and scope.expired() and claimed_by(cancel) is None:
+            if own and scope is not None and scope.expired() and claimed_by(cancel) is None:
                 # Our own deadline cut it, and not inside another breaker's call (which
-                # claimed the cancellation as it passed): the dependency was too slow.
+                # claimed the cancellation as it passed): the dependency was too slow. Cut by
+                # the work's deadline (less time than its own), it is neither outcome.
                 breaker._spawn(breaker.record_failure(permit, TimeoutError(), clock() - started))
             else:
                 breaker.record_cancelled(permit)

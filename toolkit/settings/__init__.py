@@ -12,10 +12,10 @@ range where it makes sense; each field's description states its bounds.
 Where each part lives: ``_values`` (the values fields hold: rate limits, durations, URLs,
 paths, header names, callers), one module per section (``_backend``, ``_ratelimit``,
 ``_telemetry``, ``_cache``, ``_flags``, ``_admin``, ``_pool``, ``_resilience``, ``_agents``,
-``_status``, ``_plugins``, ``_event_loop``), ``_section`` (their base, and building one from
-keyword arguments), ``_root`` (ToolkitSettings), ``_sources`` (the environment and the file),
-``_errors`` and ``_fields`` (messages naming each setting), ``_environment`` (the check of the
-``TOOLKIT_*`` variables).
+``_status``, ``_plugins``, ``_event_loop``, ``_deadline``, ``_defer``), ``_section`` (their
+base, and building one from keyword arguments), ``_root`` (ToolkitSettings), ``_sources`` (the
+environment and the file), ``_errors`` and ``_fields`` (messages naming each setting),
+``_environment`` (the check of the ``TOOLKIT_*`` variables).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from toolkit.settings._admin import AdminSettings
 from toolkit.settings._agents import AgentSettings, ModelPrice
 from toolkit.settings._backend import BackendSettings
 from toolkit.settings._cache import CacheRouteSettings, CacheSettings
+from toolkit.settings._deadline import DeadlineRouteSettings, DeadlineSettings
+from toolkit.settings._defer import DeferSettings
 from toolkit.settings._event_loop import EventLoopSettings
 from toolkit.settings._flags import FlagDeclarationSettings, FlagsSettings
 from toolkit.settings._plugins import PluginsSettings
@@ -55,6 +57,9 @@ __all__ = [
     "BreakerSettings",
     "CacheRouteSettings",
     "CacheSettings",
+    "DeadlineRouteSettings",
+    "DeadlineSettings",
+    "DeferSettings",
     "EventLoopSettings",
     "FailureMode",
     "FlagDeclarationSettings",

@@ -22,6 +22,8 @@ from toolkit.settings._admin import AdminSettings
 from toolkit.settings._agents import AgentSettings
 from toolkit.settings._backend import BackendSettings
 from toolkit.settings._cache import CacheSettings
+from toolkit.settings._deadline import DeadlineSettings
+from toolkit.settings._defer import DeferSettings
 from toolkit.settings._errors import configuration_error
 from toolkit.settings._event_loop import EventLoopSettings
 from toolkit.settings._flags import FlagsSettings
@@ -54,6 +56,8 @@ class ToolkitSettings(BaseSettings):
     status: StatusSettings = Field(default_factory=StatusSettings)  # type: ignore[arg-type]
     plugins: PluginsSettings = Field(default_factory=PluginsSettings)
     event_loop: EventLoopSettings = Field(default_factory=EventLoopSettings)  # type: ignore[arg-type]
+    deadline: DeadlineSettings = Field(default_factory=DeadlineSettings)  # type: ignore[arg-type]
+    defer: DeferSettings = Field(default_factory=DeferSettings)  # type: ignore[arg-type]
 
     def __init__(self, **values: Any) -> None:
         # pydantic-settings ignores a variable that names no field and reports an undecodable

@@ -59,6 +59,8 @@ GAUGES: Final[Mapping[str, Combine]] = {
     _family(names.CACHE_ENTRIES): "sum",  # but see FLEET_WIDE
     _family(names.CIRCUIT_BREAKER_STATE): "max",
     _family(names.EVENT_LOOP_TASKS): "sum",  # one loop per worker: the server's tasks
+    _family(names.DEFERRED_QUEUED): "sum",  # each worker runs its own deferred tasks
+    _family(names.DEFERRED_RUNNING): "sum",
     # prometheus_client's process and platform collectors.
     "process_resident_memory_bytes": "sum",
     "process_virtual_memory_bytes": "sum",

@@ -7,10 +7,224 @@ Part of :mod:`toolkit.telemetry.names`, which imports every name here
 
 from __future__ import annotations
 
+from typing import Final
+
+from opentelemetry.semconv.attributes import error_attributes
+
+from toolkit.telemetry.metric import (
+    COUNTER,
+    HISTOGRAM,
+    OBSERVABLE_COUNTER,
+    OBSERVABLE_UP_DOWN_COUNTER,
+    Metric,
+)
+
 # --- fan-out (toolkit.gather) ---------------------------------------------------------------
+FANOUT_SPAN: Final = "toolkit.gather"
+"""INTERNAL span of one ``toolkit.gather`` call, named ``toolkit.gather {name}``; its branches'
+spans are its children."""
+BRANCH_SPAN: Final = "toolkit.branch"
+"""INTERNAL span of one branch of a fan-out, named ``toolkit.branch {branch}``."""
+FANOUT_NAME: Final = "toolkit.fanout.name"
+"""The fan-out's ``name=`` (``gather`` unless given); on metrics, bounded (``other`` past a cap)."""
+FANOUT_BRANCH: Final = "toolkit.fanout.branch"
+"""A branch's name; on metrics, bounded (``other`` past a cap)."""
+FANOUT_OUTCOME: Final = "toolkit.fanout.outcome"
+"""How a branch ended: one of :data:`BRANCH_OUTCOMES`."""
+BRANCH_OUTCOMES: Final = ("ok", "fallback", "failed", "timeout", "cancelled")
+"""``ok`` answered; ``fallback`` failed or timed out and its fallback answered; ``failed``
+raised (or its fallback did); ``timeout`` ran out of time (its own deadline, the fan-out's or
+the request's) with no fallback; ``cancelled`` stopped by ``first=``/``enough=`` or the caller."""
+FANOUT_BRANCHES: Final = "toolkit.fanout.branches"
+"""On the fan-out span: how many branches it ran."""
+FANOUT_ANSWERED: Final = "toolkit.fanout.answered"
+"""On the fan-out span: how many branches answered (``ok`` or ``fallback``)."""
+FANOUT_FAILED: Final = "toolkit.fanout.failed"
+"""On the fan-out span: the names of the branches that failed or timed out (string array)."""
+FANOUT_STOPPED: Final = "toolkit.fanout.stopped"
+"""On the fan-out span, why it returned: ``all`` (every branch ended), ``first`` (``first=N``
+reached), ``enough`` (the ``enough=`` predicate held) or ``deadline`` (stragglers cut)."""
+FANOUT_STOP_REASONS: Final = ("all", "first", "enough", "deadline")
+
+FANOUT_DURATION_BUCKETS: Final = (
+    0.001,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+"""Seconds: a branch is one store or model call, from a millisecond to tens of seconds."""
+
+FANOUT_BRANCH_DURATION: Final = "toolkit.fanout.branch.duration"
+"""Each branch of a ``toolkit.gather``, from its start to its outcome (its fallback included),
+by fan-out, branch and outcome."""
+FANOUT_BRANCH_DURATION_METRIC: Final = Metric(
+    FANOUT_BRANCH_DURATION,
+    HISTOGRAM,
+    unit="s",
+    description="Duration of fan-out branches, by fan-out, branch and outcome.",
+    attributes=(FANOUT_NAME, FANOUT_BRANCH, FANOUT_OUTCOME),
+    buckets=FANOUT_DURATION_BUCKETS,
+)
 
 # --- request deadlines ------------------------------------------------------------------------
+DEADLINE_BUDGET: Final = "toolkit.deadline.budget"
+"""Seconds of time budget the work was given (double): on the server span, the request's;
+on a fan-out or branch span, what that fan-out or branch had, after the outer deadlines."""
+DEADLINE_SOURCE: Final = "toolkit.deadline.source"
+"""Where a request's budget came from: one of :data:`DEADLINE_SOURCES`."""
+DEADLINE_SOURCES: Final = ("default", "route", "header", "none")
+"""``default`` the ``deadline.default`` setting, ``route`` a ``deadline.routes`` pattern,
+``header`` the request's ``deadline.header`` (bounded by ``deadline.max``); ``none`` (on the
+metric only) a ``DeadlineExceeded`` the route raised with no request budget set."""
+DEADLINE_HEADER_IGNORED: Final = "toolkit.deadline.header_ignored"
+"""On the server span, why the request's deadline header was not used: ``not_a_number``,
+``not_positive``. Its value is never recorded."""
+DEADLINE_EXPIRED: Final = "toolkit.deadline.expired"
+"""On the server span: true when the request's deadline ran out before the answer started
+(answered 504)."""
+
+DEADLINE_EXCEEDED: Final = "toolkit.deadline.exceeded"
+"""Requests answered 504 because their deadline ran out (or a ``DeadlineExceeded`` escaped the
+route) before the response started, by where the budget came from (``none`` when the route's
+own ``toolkit.deadline`` raised it)."""
+DEADLINE_EXCEEDED_METRIC: Final = Metric(
+    DEADLINE_EXCEEDED,
+    COUNTER,
+    unit="{request}",
+    description="Requests answered 504 because their deadline ran out, by budget source.",
+    attributes=(DEADLINE_SOURCE,),
+)
 
 # --- deferred work (toolkit.defer, @toolkit.background) ---------------------------------------
+# The task's span is a CONSUMER span, as a message's processing is in OpenTelemetry's messaging
+# conventions: a root of its own trace, LINKED to the span that deferred it (never its child,
+# which would stretch the request's trace past its answer).
+DEFERRED_BUCKETS: Final = (
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+)  # fmt: skip
+"""Seconds: a hand-off picked up at once (a millisecond) to a task waiting or running minutes."""
+
+TASK_NAME: Final = "toolkit.task.name"
+"""The registered name of a deferred task (``memory.extract``, or ``module:qualname``); on its
+span, the hand-off's events and every deferred metric (bounded: ``other`` past 100 names)."""
+TASK_ID: Final = "toolkit.task.id"
+"""The id of one deferred task (its handle's ``id``), on its span and the hand-off event."""
+TASK_ATTEMPT: Final = "toolkit.task.attempt"
+"""On a task's span: which delivery of the task this is (1 in process; more when a durable
+engine delivers it again)."""
+TASK_QUEUED_TIME: Final = "toolkit.task.queued_time"
+"""On a task's span: seconds between the hand-off and the start."""
+TASK_OUTCOME: Final = "toolkit.task.outcome"
+"""How a task ended: ``done``, ``failed`` (after its retries) or ``cancelled`` (the grace
+ran out at shutdown)."""
+TASK_DONE: Final = "done"
+TASK_FAILED: Final = "failed"
+TASK_CANCELLED: Final = "cancelled"
+DEFER_QUEUE_FULL: Final = "queue_full"
+"""``error.type`` of a hand-off refused because the queue stayed full."""
+DEFER_STOPPED: Final = "stopped"
+"""``error.type`` of a hand-off refused because the runner has stopped (after shutdown)."""
+
+DEFERRED_SPAN: Final = "toolkit.deferred {task}"
+"""CONSUMER span of one deferred task's run (retries included), named
+``toolkit.deferred memory.extract``, linked to the deferring span."""
+DEFER_ACCEPTED_EVENT: Final = "toolkit.deferred.accepted"
+"""Span event on the deferring span when a task was handed off: task name and id."""
+DEFER_REFUSED_EVENT: Final = "toolkit.deferred.refused"
+"""Span event on the deferring span when a hand-off was refused: task name, ``error.type``
+(``queue_full`` or ``stopped``)."""
+DEFERRED_SPAN_EVENTS: Final = (DEFER_ACCEPTED_EVENT, DEFER_REFUSED_EVENT)
+
+DEFERRED_QUEUED: Final = "toolkit.deferred.queued"
+"""Tasks accepted and not started yet, by task name."""
+DEFERRED_QUEUED_METRIC: Final = Metric(
+    DEFERRED_QUEUED,
+    OBSERVABLE_UP_DOWN_COUNTER,
+    unit="{task}",
+    description="Deferred tasks accepted and not started yet.",
+    attributes=(TASK_NAME,),
+)
+
+DEFERRED_RUNNING: Final = "toolkit.deferred.running"
+"""Tasks running now (retries and their backoff included), by task name."""
+DEFERRED_RUNNING_METRIC: Final = Metric(
+    DEFERRED_RUNNING,
+    OBSERVABLE_UP_DOWN_COUNTER,
+    unit="{task}",
+    description="Deferred tasks running now.",
+    attributes=(TASK_NAME,),
+)
+
+DEFERRED_TASKS: Final = "toolkit.deferred.tasks"
+"""Tasks that ended, by task name and outcome (done, failed, cancelled)."""
+DEFERRED_TASKS_METRIC: Final = Metric(
+    DEFERRED_TASKS,
+    OBSERVABLE_COUNTER,
+    unit="{task}",
+    description="Deferred tasks that ended, by outcome.",
+    attributes=(TASK_NAME, TASK_OUTCOME),
+)
+
+DEFERRED_RETRIES: Final = "toolkit.deferred.retries"
+"""Retries of failed tasks, by task name."""
+DEFERRED_RETRIES_METRIC: Final = Metric(
+    DEFERRED_RETRIES,
+    OBSERVABLE_COUNTER,
+    unit="{retry}",
+    description="Retries of failed deferred tasks.",
+    attributes=(TASK_NAME,),
+)
+
+DEFERRED_REFUSED: Final = "toolkit.deferred.refused"
+"""Hand-offs refused, by task name and ``error.type`` (queue_full, stopped)."""
+DEFERRED_REFUSED_METRIC: Final = Metric(
+    DEFERRED_REFUSED,
+    OBSERVABLE_COUNTER,
+    unit="{task}",
+    description="Deferred tasks refused at the hand-off.",
+    attributes=(TASK_NAME, error_attributes.ERROR_TYPE),
+)
+
+DEFERRED_LOST: Final = "toolkit.deferred.lost"
+"""Tasks a crashed process had accepted and not finished, by task name: counted from its
+journal by the next process of the same service on the same host, when it starts."""
+DEFERRED_LOST_METRIC: Final = Metric(
+    DEFERRED_LOST,
+    OBSERVABLE_COUNTER,
+    unit="{task}",
+    description="Deferred tasks lost in a crash, reported at the next start.",
+    attributes=(TASK_NAME,),
+)
+
+DEFERRED_QUEUED_TIME: Final = "toolkit.deferred.queued_time"
+"""Seconds from the hand-off to the start of each task (its age at start), by task name."""
+DEFERRED_QUEUED_TIME_METRIC: Final = Metric(
+    DEFERRED_QUEUED_TIME,
+    HISTOGRAM,
+    unit="s",
+    description="Time deferred tasks waited between the hand-off and their start.",
+    attributes=(TASK_NAME,),
+    buckets=DEFERRED_BUCKETS,
+)
+
+DEFERRED_DURATION: Final = "toolkit.deferred.duration"
+"""Seconds each task ran (its retries and their waits included), by task name and outcome."""
+DEFERRED_DURATION_METRIC: Final = Metric(
+    DEFERRED_DURATION,
+    HISTOGRAM,
+    unit="s",
+    description="Time deferred tasks ran, retries included.",
+    attributes=(TASK_NAME, TASK_OUTCOME),
+    buckets=DEFERRED_BUCKETS,
+)
 
 # --- offloaded calls (@toolkit.offload, toolkit.run_sync) -------------------------------------

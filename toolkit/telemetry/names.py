@@ -266,6 +266,8 @@ FEATURE_FLAG_EVALUATION_EVENT: Final = "feature_flag.evaluation"
 """Span event per flag evaluation (semantic conventions): key, variant, reason, provider.
 Kill switches at their default add none: only an override is news on a span."""
 
+from toolkit.telemetry._pipeline_names import DEFERRED_SPAN_EVENTS  # noqa: E402
+
 SPAN_EVENTS: Final = (
     RATE_LIMIT_DECISION_EVENT,
     CACHE_LOOKUP_EVENT,
@@ -276,6 +278,7 @@ SPAN_EVENTS: Final = (
     RESILIENCE_FALLBACK_EVENT,
     RETRY_BUDGET_EXHAUSTED_EVENT,
     POOL_EXHAUSTED_EVENT,
+    *DEFERRED_SPAN_EVENTS,
 )
 """Every span event the toolkit adds."""
 

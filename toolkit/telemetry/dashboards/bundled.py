@@ -16,10 +16,12 @@ from toolkit.telemetry.dashboards.panels import (
     backend,
     cache_savings,
     caches,
+    deferred,
     event_loop,
     flags,
     http,
     models,
+    pipelines,
     pools,
     ratelimit,
     resilience,
@@ -57,13 +59,14 @@ def caches_dashboard() -> Json:
 
 
 def resilience_pools_dashboard() -> Json:
-    """Agent server — Resilience & pools: breakers, retry budgets and agent pools."""
+    """Agent server — Resilience & pools: breakers, retry budgets, agent pools and deferred
+    work."""
     return layout.build_dashboard(
         uid="toolkit-resilience-pools",
         title="Agent server — Resilience & pools",
-        shows="Circuit breakers, retry budgets and agent pools",
+        shows="Circuit breakers, retry budgets, agent pools and deferred work",
         tags=["resilience", "pooling"],
-        rows=[resilience.row(), pools.row()],
+        rows=[resilience.row(), pools.row(), deferred.row()],
         instances_of=_INSTANCES_OF,
     )
 
@@ -82,8 +85,8 @@ def flags_dashboard() -> Json:
 
 def agents_dashboard() -> Json:
     """Agent server — Agents and LLM calls: model calls, agents and steps, tokens and cost,
-    what the caches saved, the event loop they run on, and the slow runs and failed calls in
-    Tempo."""
+    the pipelines around them (fan-out branches, request deadlines), what the caches saved,
+    the event loop they run on, and the slow runs and failed calls in Tempo."""
     return layout.build_dashboard(
         uid="toolkit-agents",
         title="Agent server — Agents and LLM calls",
@@ -91,7 +94,14 @@ def agents_dashboard() -> Json:
         "event loop",
         tags=["agents", "gen-ai"],
         # The event loop row is the HTTP dashboard's too: a blocked loop stalls every agent.
-        rows=[models.row(), agents.row(), cache_savings.row(), event_loop.row(), traces.row()],
+        rows=[
+            models.row(),
+            agents.row(),
+            pipelines.row(),
+            cache_savings.row(),
+            event_loop.row(),
+            traces.row(),
+        ],
         instances_of=_INSTANCES_OF,
         variables=traces.variables(),
     )

@@ -1,0 +1,210 @@
+"""In-process cost of the pipeline helpers against what a team writes by hand, in the same run
+and group; run with ``pytest tests/benchmarks/test_pipelines.py --benchmark-only``.
+
+Each helper has its own block below (fan-out, deferred work, offloaded calls), on one uvloop
+loop (as ``test_micro.py``); read each toolkit row against the hand-written row of its group,
+as a ratio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+import uvloop
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from pytest_benchmark.fixture import BenchmarkFixture
+
+import toolkit
+from tests.benchmarks.apps import discarding_tracer_provider
+from tests.benchmarks.test_micro import BATCH
+from toolkit.pipelines._background import set_current_runner
+from toolkit.pipelines._fanout_telemetry import FanoutTelemetry, set_current_fanout_telemetry
+from toolkit.pipelines._in_process import InProcessRunner
+from toolkit.settings import DeferSettings
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    event_loop = uvloop.new_event_loop()
+    yield event_loop
+    event_loop.close()
+
+
+# --- fan-out (toolkit.gather) -------------------------------------------------------------------
+# Overhead per branch: BRANCHES branches that answer at once, each with a deadline, so what is
+# timed is the machinery (tasks, timeouts, results, and for the toolkit its spans and metric),
+# not the work. The hand-written rival is what the issue found in real servers: asyncio.gather
+# of each call under its own asyncio.timeout, return_exceptions=True, under an overall timeout.
+
+BRANCHES = 3
+FANOUTS = 200
+"""Fan-outs per benchmark round: the per-branch cost is a round's time / (FANOUTS x BRANCHES)."""
+
+
+async def _search(query: str) -> list[str]:
+    return [query]
+
+
+async def _hand_written(query: str) -> list[Any]:
+    async def bounded(call: Callable[[str], Awaitable[list[str]]]) -> list[str]:
+        async with asyncio.timeout(0.3):
+            return await call(query)
+
+    async with asyncio.timeout(1.0):
+        return await asyncio.gather(
+            *(bounded(_search) for _ in range(BRANCHES)), return_exceptions=True
+        )
+
+
+async def _with_toolkit(query: str) -> toolkit.pipelines.GatherResult:
+    return await toolkit.gather(
+        *(
+            toolkit.branch(f"store{i}", _search, query, deadline=0.3, fallback=[])
+            for i in range(BRANCHES)
+        ),
+        deadline=1.0,
+    )
+
+
+def _rounds(loop: asyncio.AbstractEventLoop, fanout: Callable[[str], Awaitable[Any]]) -> Any:
+    async def round_of() -> None:
+        for _ in range(FANOUTS):
+            await fanout("lyon")
+
+    return lambda: loop.run_until_complete(round_of())
+
+
+@pytest.fixture
+def fanout_telemetry(meter_provider: MeterProvider) -> Iterator[TracerProvider]:
+    """Spans recorded, batched and discarded, as in a traced server."""
+    provider = discarding_tracer_provider()
+    set_current_fanout_telemetry(
+        FanoutTelemetry(tracer_provider=provider, meter_provider=meter_provider)
+    )
+    yield provider
+    set_current_fanout_telemetry(None)
+    provider.shutdown()
+
+
+def test_fanout_hand_written_gather_with_timeouts(
+    benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop
+) -> None:
+    """The anchor: asyncio.gather of asyncio.timeout-bounded calls, under an overall timeout."""
+    benchmark.group = "fan-out"
+    benchmark(_rounds(loop, _hand_written))
+
+
+def test_fanout_toolkit_gather(
+    benchmark: BenchmarkFixture,
+    loop: asyncio.AbstractEventLoop,
+    fanout_telemetry: TracerProvider,
+) -> None:
+    """toolkit.gather: nested deadlines, fallbacks, a recorded span per branch and the fan-out,
+    the branch-duration histogram."""
+    benchmark.group = "fan-out"
+    benchmark(_rounds(loop, _with_toolkit))
+
+
+def test_fanout_toolkit_gather_switched_off(
+    benchmark: BenchmarkFixture,
+    loop: asyncio.AbstractEventLoop,
+    fanout_telemetry: TracerProvider,
+) -> None:
+    """The ``pipelines.gather`` flag off: the plain asyncio.gather path it falls back to."""
+    benchmark.group = "fan-out"
+    with toolkit.flags.override({toolkit.flags.PIPELINES_GATHER: "off"}):
+        benchmark(_rounds(loop, _with_toolkit))
+
+
+# --- end of fan-out ----------------------------------------------------------------------------
+
+# --- deferred work: the hand-off (toolkit.defer, fn.defer) -----------------------------------
+# Timed: BATCH hand-offs in one pass of the loop, the tasks not run yet; each round's tasks
+# then run outside the timing (the setup of the next round), so the queue starts empty.
+
+
+async def store_memory(profile_id: str, text: str) -> None:
+    pass
+
+
+@pytest.fixture
+def runner(
+    loop: asyncio.AbstractEventLoop,
+    tracer_provider: TracerProvider,
+    meter_provider: MeterProvider,
+) -> Iterator[InProcessRunner]:
+    deferred = InProcessRunner(
+        DeferSettings(queue_size=BATCH, journal=None),
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+    )
+    loop.run_until_complete(deferred.start())
+    set_current_runner(deferred)
+    yield deferred
+    loop.run_until_complete(deferred.drain(5))
+
+
+def _hand_offs(
+    benchmark: BenchmarkFixture,
+    loop: asyncio.AbstractEventLoop,
+    batch: Any,
+    settle: Any,
+) -> None:
+    def setup() -> None:
+        loop.run_until_complete(settle())
+
+    benchmark.pedantic(lambda: loop.run_until_complete(batch()), setup=setup, rounds=30)
+
+
+def test_deferred_hand_off(
+    benchmark: BenchmarkFixture,
+    loop: asyncio.AbstractEventLoop,
+    runner: InProcessRunner,
+) -> None:
+    """``await toolkit.defer(fn, ...)`` to the in-process runner: the flag, the record, the
+    queue, the counts and the span event (no span recording here: none is current)."""
+
+    async def batch() -> None:
+        for _ in range(BATCH):
+            await toolkit.defer(store_memory, "p1", "I moved to Lyon")
+
+    _hand_offs(benchmark, loop, batch, runner._queue.join)
+
+
+def test_background_hand_off(
+    benchmark: BenchmarkFixture,
+    loop: asyncio.AbstractEventLoop,
+    runner: InProcessRunner,
+) -> None:
+    """``await fn.defer(...)`` of a ``@background`` function (its spec made once)."""
+    extract = toolkit.background(name="bench.extract")(store_memory)
+
+    async def batch() -> None:
+        for _ in range(BATCH):
+            await extract.defer("p1", "I moved to Lyon")
+
+    _hand_offs(benchmark, loop, batch, runner._queue.join)
+
+
+def test_hand_written_create_task(
+    benchmark: BenchmarkFixture,
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """The anchor: the fire-and-forget a team writes by hand, a task held in a set (no bound,
+    no retries, no drain, no telemetry)."""
+    held: set[asyncio.Task[None]] = set()
+
+    async def batch() -> None:
+        for _ in range(BATCH):
+            task = asyncio.get_running_loop().create_task(store_memory("p1", "I moved to Lyon"))
+            held.add(task)
+            task.add_done_callback(held.discard)
+
+    async def settle() -> None:
+        await asyncio.gather(*held)
+
+    _hand_offs(benchmark, loop, batch, settle)
