@@ -37,9 +37,23 @@ def mark_fallback() -> None:
 @contextlib.contextmanager
 def computing() -> Iterator[Computation]:
     """Compute a value inside; afterwards its ``fallback`` says whether to keep it."""
-    computation = Computation(_current.get())
+    computation = begin()
+    with resumed(computation):
+        yield computation
+
+
+def begin() -> Computation:
+    """A computation inside the current one, not current yet: a stream computes its value a
+    chunk at a time, each inside :func:`resumed` (never across a ``yield``, where the
+    consumer's own code runs)."""
+    return Computation(_current.get())
+
+
+@contextlib.contextmanager
+def resumed(computation: Computation) -> Iterator[None]:
+    """Make ``computation`` the current one inside the block."""
     token = _current.set(computation)
     try:
-        yield computation
+        yield
     finally:
         _current.reset(token)

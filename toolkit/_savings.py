@@ -48,9 +48,10 @@ _COLLECTING: ContextVar[tuple[Tally, ...]] = ContextVar("toolkit_savings", defau
 
 
 @contextmanager
-def collecting() -> Iterator[Tally]:
-    """Collect the model calls made inside the block (and in tasks it starts)."""
-    tally = Tally()
+def collecting(tally: Tally | None = None) -> Iterator[Tally]:
+    """Collect the model calls made inside the block (and in tasks it starts), into
+    ``tally`` when given (a stream collects a chunk at a time into one), else a new one."""
+    tally = Tally() if tally is None else tally
     token = _COLLECTING.set((*_COLLECTING.get(), tally))
     try:
         yield tally

@@ -9,6 +9,7 @@ import asyncio
 import os
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
@@ -49,17 +50,19 @@ async def loop_lag() -> dict[str, float]:
     return {"lag": time.perf_counter() - started - 0.01}
 
 
+@toolkit.resilient(timeout=None)
+async def token_events(chunks: int, delay: float) -> AsyncIterator[bytes]:
+    """A model's token stream, through @resilient: its time to first chunk is measured."""
+    for i in range(chunks):
+        yield f"id: {i}\ndata: token {i} {'x' * (i % 7)}\n\n".encode()
+        await asyncio.sleep(delay)
+
+
 @app.get("/sse")
 async def sse() -> StreamingResponse:
     chunks = int(os.environ.get("SSE_CHUNKS", "50"))
     delay = float(os.environ.get("SSE_DELAY", "0"))
-
-    async def events():  # type: ignore[no-untyped-def]
-        for i in range(chunks):
-            yield f"id: {i}\ndata: token {i} {'x' * (i % 7)}\n\n".encode()
-            await asyncio.sleep(delay)
-
-    return StreamingResponse(events(), media_type="text/event-stream")
+    return StreamingResponse(token_events(chunks, delay), media_type="text/event-stream")
 
 
 @app.get("/answers/{answer_id}")

@@ -85,6 +85,28 @@ async def call_llm(prompt: str, *, temperature: float = 0.0) -> str:
     return prompt
 
 
+async def canned_chunks(prompt: str) -> AsyncIterator[str]:
+    yield "busy"
+
+
+@toolkit.resilient(retries=3, retry_on=toolkit.resilience.provider_errors, fallback=canned_chunks)
+async def stream_llm(prompt: str) -> AsyncIterator[str]:
+    yield prompt
+
+
+@toolkit.cached(ttl="10m")
+@toolkit.resilient(timeout="5s")
+async def cached_stream(prompt: str, *, n: int = 1) -> AsyncIterator[str]:
+    yield prompt
+
+
+async def use_streams() -> None:
+    assert_type(stream_llm("hi"), AsyncIterator[str])
+    async for chunk in cached_stream("hi", n=2):
+        assert_type(chunk, str)
+    cached_stream(3)  # type: ignore[arg-type]
+
+
 class Agent:
     async def run(self, question: str) -> str:
         return question

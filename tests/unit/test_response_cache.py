@@ -900,6 +900,65 @@ async def test_response_cache_replays_a_stream_byte_exact_with_identical_headers
     assert app.state.calls["/stream"] == 1
 
 
+def body_messages(messages: list[Message]) -> list[tuple[bytes, bool]]:
+    """Each body message's bytes and ``more_body``, empty closing messages left out."""
+    return [
+        (bytes(m.get("body", b"")), bool(m.get("more_body", False)))
+        for m in messages
+        if m["type"] == "http.response.body" and (m.get("body") or m.get("more_body"))
+    ]
+
+
+async def test_response_cache_replays_a_stream_with_its_original_chunking(
+    backend: Backend,
+) -> None:
+    """A hit sends one body message per chunk the app sent (more_body on all but the last),
+    as the live stream did: a server-sent events client sees the same events arrive one by
+    one, not one block (before, the replay was a single message)."""
+    app = origin()
+    cached = cache(app, backend)
+    live = await request(cached, "/stream")
+    replay = await request(cached, "/stream")
+    assert (x_cache(live), x_cache(replay)) == ("MISS", "HIT")
+    chunks = body_messages(replay)
+    assert [body for body, _ in chunks] == CHUNKS
+    assert [more for _, more in chunks] == [True] * (len(CHUNKS) - 1) + [False]
+    assert [body for body, _ in body_messages(live)] == CHUNKS
+
+
+async def test_an_installed_apps_cached_sse_route_replays_event_by_event(
+    backend_url: str,
+) -> None:
+    """Through the whole stack of a FastAPI app with install(): an SSE route in the cache
+    settings streams its events on a miss and replays them, one message each, on a hit."""
+    events = [f'data: {{"token": {i}}}\n\n'.encode() for i in range(12)]
+    app = FastAPI()
+
+    @app.get("/answers/{id}")
+    async def answer(id: str) -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            for event in events:
+                await asyncio.sleep(0)
+                yield event
+
+        return StreamingResponse(chunks(), media_type="text/event-stream")
+
+    toolkit.install(
+        app,
+        ToolkitSettings(
+            cache={"routes": {"/answers/{id}": {"ttl": "1m", "public": True}}},
+            backend={"url": backend_url, "timeout": 2},
+            telemetry={"prometheus": False},
+        ),
+    )
+    async with lifespan(app):
+        live = await request(app, "/answers/1")
+        replay = await request(app, "/answers/1")
+    assert (x_cache(live), x_cache(replay)) == ("MISS", "HIT")
+    assert [body for body, _ in body_messages(replay)] == events
+    assert [body for body, _ in body_messages(live)] == events
+
+
 async def test_response_cache_never_stores_a_stream_the_origin_broke_off(
     backend: Backend,
 ) -> None:
@@ -1257,6 +1316,13 @@ def test_cache_entries_round_trip_and_refuse_what_they_did_not_write() -> None:
     for garbage in (b"", b"\xc1", b"not msgpack at all", encode(200, (), b"", 0, 1, 0)[:-3]):
         with pytest.raises(ValueError, match="cache entry"):
             decode(garbage)
+    streamed = decode(encode(200, headers, b"abcdef", 1.5, 60.0, 5.0, [1, 0, 5]))
+    assert streamed.chunks() == [b"a", b"", b"bcdef"]
+    assert decode(encode(200, headers, b"abc", 1.5, 60.0, 5.0, [3])) == Entry(
+        200, headers, b"abc", 1.5, 60.0, 5.0
+    )  # one message: stored as before the sizes were kept
+    with pytest.raises(ValueError, match="do not add up"):
+        decode(encode(200, headers, b"abcdef", 1.5, 60.0, 5.0, [1, 2]))
 
 
 # --- configuration and markers -----------------------------------------------------------------

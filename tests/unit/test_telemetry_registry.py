@@ -208,6 +208,15 @@ async def drive_resilience(registry: BreakerRegistry) -> None:
 
     await call_tool()  # its retry is refused by an empty budget
 
+    @toolkit.resilient(timeout=None)
+    async def stream_llm() -> AsyncIterator[str]:
+        yield "a chunk"
+        raise TimeoutError("slow model")
+
+    with pytest.raises(TimeoutError):  # a stream interrupted after its first chunk
+        async for _ in stream_llm():
+            pass
+
 
 async def drive_pipelines() -> None:
     """A fan-out with a deadline: a branch that answers, one that falls back, one cut."""

@@ -19,10 +19,17 @@ STALE: Final = (X_CACHE, b"STALE")
 
 
 async def send_entry(send: Send, entry: Entry, label: tuple[bytes, bytes], age: float) -> None:
-    """Send ``entry`` as the response, with ``label`` and its ``Age`` in whole seconds."""
+    """Send ``entry`` as the response, with ``label`` and its ``Age`` in whole seconds, in
+    as many body messages as the app sent."""
     headers = [*entry.headers, label, (AGE, b"%d" % max(0, int(age)))]
     await send({"type": "http.response.start", "status": entry.status, "headers": headers})
-    await send({"type": "http.response.body", "body": entry.body})
+    if not entry.sizes:
+        await send({"type": "http.response.body", "body": entry.body})
+        return
+    chunks = entry.chunks()
+    last = len(chunks) - 1
+    for i, chunk in enumerate(chunks):  # a stream, cut as it was (server-sent events)
+        await send({"type": "http.response.body", "body": chunk, "more_body": i < last})
 
 
 def labelled(send: Send, label: tuple[bytes, bytes]) -> Send:

@@ -1,8 +1,14 @@
-"""How a cached response is stored: status, the raw header list, the body, and its timing.
+"""How a cached response is stored: status, the raw header list, the body, its timing, and
+where the body's messages began.
 
 msgpack, not pickle: an entry is data, and reading one can never run code. Header names and
 values stay bytes exactly as the app sent them, in their order (no ``name=value;`` joining
 that a colon or semicolon inside a value could break).
+
+A streamed response (server-sent events, a chunked body) is replayed as it was sent: one
+``http.response.body`` message per chunk. The sizes of its chunks follow the other fields,
+only when there are several: a one-message response is stored exactly as before they were
+kept, and an entry written before reads as one chunk.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ class Entry(NamedTuple):
         stored_at: wall-clock seconds (``time.time()``) when stored: shared by processes.
         ttl: seconds it is fresh.
         stale: seconds after ``ttl`` during which it may be served while it is refreshed.
+        sizes: the byte count of each body message the app sent, when it sent several;
+            empty for one.
     """
 
     status: int
@@ -42,10 +50,21 @@ class Entry(NamedTuple):
     stored_at: float
     ttl: float
     stale: float
+    sizes: tuple[int, ...] = ()
 
     @property
     def is_pass(self) -> bool:
         return self.status == PASS
+
+    def chunks(self) -> list[bytes]:
+        """The body, cut as the app sent it."""
+        if not self.sizes:
+            return [self.body]
+        chunks, at = [], 0
+        for size in self.sizes:
+            chunks.append(self.body[at : at + size])
+            at += size
+        return chunks
 
 
 def encode(
@@ -55,11 +74,13 @@ def encode(
     stored_at: float,
     ttl: float,
     stale: float,
+    sizes: Sequence[int] = (),
 ) -> bytes:
-    """The stored form of a response."""
-    packed: bytes = msgpack.packb(
-        (VERSION, status, headers, body, stored_at, ttl, stale), use_bin_type=True
-    )
+    """The stored form of a response; ``sizes``, those of its body messages."""
+    fields: tuple[object, ...] = (VERSION, status, headers, body, stored_at, ttl, stale)
+    if len(sizes) > 1:
+        fields = (*fields, tuple(sizes))
+    packed: bytes = msgpack.packb(fields, use_bin_type=True)
     return packed
 
 
@@ -82,14 +103,22 @@ def decode(raw: bytes) -> Entry:
         raise ValueError(f"not a cache entry: {exc}") from exc
     if (
         type(fields) is not tuple
-        or len(fields) != 7
+        or len(fields) not in (7, 8)
         or fields[0] != VERSION
         or type(fields[1]) is not int
         or type(fields[2]) is not tuple
         or type(fields[3]) is not bytes
     ):
         raise ValueError("not a cache entry of this version")
-    return Entry._make(fields[1:])
+    if len(fields) == 8:
+        sizes = fields[7]
+        if (
+            type(sizes) is not tuple
+            or not all(type(size) is int and size >= 0 for size in sizes)
+            or sum(sizes) != len(fields[3])
+        ):
+            raise ValueError("not a cache entry of this version: its chunk sizes do not add up")
+    return Entry(*fields[1:])
 
 
 def readable(raw: bytes) -> Entry | None:

@@ -74,6 +74,7 @@ class FunctionCache:
             raise ConfigurationError(
                 f"@cached needs a function (def or async def): {qualname} is not{hint}"
             )
+        self.is_stream = inspect.isasyncgenfunction(function)
         self.is_async = inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
             getattr(function, "__call__", None)  # noqa: B004 - async callable objects
         )

@@ -201,6 +201,7 @@ class Origin:
             self._clock(),
             route.ttl,
             route.stale,
+            [len(chunk) for chunk in capture.chunks],
         )
         with contextlib.suppress(BackendError):  # counted and traced by the backend
             await self._store.set(key, value, route.ttl + route.stale, route.tags, generation)

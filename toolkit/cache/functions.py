@@ -8,8 +8,9 @@ caller; the function's own exceptions reach it unchanged and are never cached. A
 function is cached in process (it cannot wait for a backend).
 
 This module holds the decorator; the rest is in rooms of its own: the calls (async and sync
-paths) in ``_function_cache``, the key material in ``_function_key``, the serializers in
-``_codec``, and what ``@cache_embeddings`` shares with it in ``_arguments`` and ``_reads``.
+paths) in ``_function_cache``, streams in ``_function_stream``, the key material in
+``_function_key``, the serializers in ``_codec``, and what ``@cache_embeddings`` shares with
+it in ``_arguments`` and ``_reads``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from toolkit._deprecated import warn_renamed
 from toolkit.cache._arguments import MAX_TAG_LENGTH, MAX_TAGS, parse_tags, parse_ttl, tag_problem
 from toolkit.cache._codec import SERIALIZERS, SerializerName, codec, load_serializers
 from toolkit.cache._function_cache import FunctionCache
+from toolkit.cache._function_stream import stream_wrapper
 from toolkit.cache._reads import read_through
 from toolkit.errors import ConfigurationError
 from toolkit.flags import FlagSource
@@ -94,6 +96,11 @@ def cached(
     that JSON cannot represent is not stored at all (logged once; use ``serializer="pickle"``,
     or return plain data).
 
+    An async generator function (a stream) has its chunks stored once the stream ended
+    normally, within ``cache.max_body_bytes``, and replayed with the same chunking; a
+    stream that fails or is closed early stores nothing, and concurrent misses each stream
+    from the function (no single flight: see docs/pipelines.md, Streams).
+
     A sync function (``def``) is cached in this process only, bounded in bytes, with the same
     keys, tags, flag and metrics, and no single flight; to share its results through Redis,
     decorate an async function that runs it in a thread (see docs/caching.md).
@@ -162,6 +169,8 @@ def cached(
             per_caller=per_caller,
             flags=flags,
         )
+        if cache.is_stream:
+            return functools.wraps(function)(stream_wrapper(cache))
         if cache.is_async:
 
             @functools.wraps(function)

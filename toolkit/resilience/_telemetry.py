@@ -12,6 +12,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from toolkit._version import __version__
+from toolkit.errors import CircuitOpenError
 from toolkit.resilience.classify import error_type
 from toolkit.telemetry import names
 from toolkit.telemetry.counts import Counts, shared_callbacks, shared_counts
@@ -129,3 +130,18 @@ class RetryTelemetry:
                 attempt,
                 names.RETRY_BUDGET_EXHAUSTED,
             )
+
+
+def fallback_event(function: str, error: BaseException) -> None:
+    """Put on the current span that ``function``'s fallback answered, after ``error``."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.add_event(
+            names.RESILIENCE_FALLBACK_EVENT,
+            {
+                names.RESILIENCE_FUNCTION: function,
+                names.ERROR_TYPE: names.CIRCUIT_OPEN
+                if isinstance(error, CircuitOpenError)
+                else error_type(error),
+            },
+        )

@@ -22,6 +22,9 @@ breaker does not count it, not even a deadline of the outer call that passed whi
 call ran or waited to retry; an error the inner retries already ended is not retried again.
 A fallback's answer is marked so that an enclosing ``@cached`` does not store it
 (``toolkit/_fallback.py``).
+
+An async generator function (a stream) gets the same layers up to its first chunk and none
+after it: see ``_stream``.
 """
 
 from __future__ import annotations
@@ -29,28 +32,43 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar, cast
-
-from opentelemetry import trace
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from toolkit._deadlines import time_left
 from toolkit._default import DEFAULT, Default
 from toolkit._duration import parse_seconds
 from toolkit._fallback import mark_fallback
-from toolkit.errors import CircuitOpenError, ConfigurationError, DeadlineExceeded
+from toolkit.errors import ConfigurationError, DeadlineExceeded
 from toolkit.flags import RESILIENCE, FlagSource, current_flags
-from toolkit.resilience._nesting import claim, claimed_by
-from toolkit.resilience._telemetry import RetryTelemetry
+from toolkit.resilience._nesting import claim
+from toolkit.resilience._scope import record_cut, remaining
+from toolkit.resilience._stream import StreamTelemetry, fallback_problem, stream_wrapper
+from toolkit.resilience._telemetry import RetryTelemetry, fallback_event
 from toolkit.resilience.breaker import CircuitBreaker
 from toolkit.resilience.budget import RetryBudget
-from toolkit.resilience.classify import ErrorPredicate, error_type
+from toolkit.resilience.classify import ErrorPredicate
 from toolkit.resilience.registry import BreakerRegistry, current_breakers
 from toolkit.resilience.retry import RetryPolicy
-from toolkit.telemetry import names
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
+
+
+class ResilientDecorator(Protocol):
+    """What ``@resilient(...)`` returns: it keeps the decorated function's signature, a
+    coroutine function or an async generator function (a stream)."""
+
+    @overload
+    def __call__(
+        self, function: Callable[P, Coroutine[Any, Any, R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+    @overload
+    def __call__(
+        self, function: Callable[P, AsyncIterator[T]]
+    ) -> Callable[P, AsyncIterator[T]]: ...
 
 
 def resilient(
@@ -59,10 +77,10 @@ def resilient(
     retries: int | RetryPolicy | None = None,
     retry_on: ErrorPredicate | type[BaseException] | tuple[type[BaseException], ...] | None = None,
     timeout: float | str | Default | None = DEFAULT,
-    fallback: Callable[..., Awaitable[Any]] | None = None,
+    fallback: Callable[..., Awaitable[Any]] | Callable[..., AsyncIterator[Any]] | None = None,
     budget: RetryBudget | float | Default | None = DEFAULT,
     flags: FlagSource | None = None,
-) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
+) -> ResilientDecorator:
     """Make an async call to a flaky dependency (an LLM, a tool, a store) sturdy.
 
         @toolkit.resilient(
@@ -70,6 +88,10 @@ def resilient(
             timeout="20s", fallback=canned_answer,
         )
         async def call_llm(prompt: str) -> str: ...
+
+    On an async generator function (a stream: ``async def`` with ``yield``) the breaker,
+    retries, ``timeout=`` and fallback apply until the first chunk and never after it; see
+    docs/pipelines.md (Streams).
 
     Args:
         breaker: a breaker name (from the current :class:`BreakerRegistry`, one per provider
@@ -81,9 +103,13 @@ def resilient(
         timeout: deadline of the whole call, backoff included (``"20s"`` or seconds); the
             ``resilience.timeout`` setting by default; None for none. The current deadline
             (``toolkit.deadline``, a request's, a fan-out branch's) still holds when sooner.
+            For a stream, the deadline of its first chunk; the current deadline bounds the
+            rest.
         fallback: an async function taking the same arguments, awaited instead when the call
             ends in an error (refused, timed out, or failed after its retries). Cancellation is
             never answered by the fallback. An enclosing ``@cached`` does not store its answer.
+            For a stream: an async generator function, or an async function returning an
+            iterable, whose chunks are streamed instead (only before the first chunk).
         budget: the retry budget: a :class:`RetryBudget` (pass one object to several
             functions to share it), a ratio, None for none; by default one of this
             function's own, from the ``resilience`` settings.
@@ -132,27 +158,28 @@ def resilient(
             raise ConfigurationError(f"@resilient(timeout={timeout!r}): {exc}; e.g. '20s'") from exc
         if deadline <= 0:
             raise ConfigurationError(f"@resilient(timeout={timeout!r}): positive, e.g. '20s'")
-    if fallback is not None and not inspect.iscoroutinefunction(fallback):
+    if fallback is not None and fallback_problem(fallback) is not None:
         raise ConfigurationError(
-            f"@resilient(fallback={fallback!r}): an async function taking the same arguments"
+            f"@resilient(fallback={fallback!r}): an async function taking the same arguments "
+            "(or, for a stream, an async generator function)"
         )
     if isinstance(budget, float | int) and not isinstance(budget, bool):
         budget = RetryBudget(float(budget))
     elif not (budget is None or isinstance(budget, RetryBudget | Default)):
         raise ConfigurationError(f"@resilient(budget={budget!r}): a RetryBudget, a ratio or None")
 
-    def decorate(
-        function: Callable[P, Coroutine[Any, Any, R]],
-    ) -> Callable[P, Coroutine[Any, Any, R]]:
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
         guard = _Guard(function, breaker, policy, deadline, fallback, budget, flags)
+        if guard.is_stream:
+            return functools.wraps(function)(stream_wrapper(guard))
 
         @functools.wraps(function)
-        async def resilient_call(*args: P.args, **kwargs: P.kwargs) -> R:
-            return cast(R, await guard.call(args, kwargs))
+        async def resilient_call(*args: Any, **kwargs: Any) -> Any:
+            return await guard.call(args, kwargs)
 
         return resilient_call
 
-    return decorate
+    return cast(ResilientDecorator, decorate)
 
 
 class _Guard:
@@ -160,18 +187,26 @@ class _Guard:
 
     def __init__(
         self,
-        function: Callable[..., Coroutine[Any, Any, Any]],
+        function: Callable[..., Any],
         breaker: str | CircuitBreaker | None,
         policy: RetryPolicy | None,
         deadline: float | Default | None,
-        fallback: Callable[..., Awaitable[Any]] | None,
+        fallback: Callable[..., Any] | None,
         budget: RetryBudget | Default | None,
         flags: FlagSource | None,
     ) -> None:
         qualname = getattr(function, "__qualname__", repr(function))
-        if not inspect.iscoroutinefunction(function):
+        self.is_stream = inspect.isasyncgenfunction(function)
+        if not (self.is_stream or inspect.iscoroutinefunction(function)):
             raise ConfigurationError(
-                f"@resilient needs an async function (async def): {qualname} is not"
+                f"@resilient needs an async function (async def), or an async generator "
+                f"function (a stream): {qualname} is neither"
+            )
+        if inspect.isasyncgenfunction(fallback) and not self.is_stream:
+            raise ConfigurationError(
+                f"@resilient(fallback={fallback!r}) on {qualname}: an async generator function "
+                f"answers for a stream; {qualname} returns one value, so its fallback is an "
+                "async function"
             )
         self.function = function
         self.qualname = qualname
@@ -190,6 +225,7 @@ class _Guard:
         self.deadline: float | None = None
         self.budget: RetryBudget | None = None
         self.retry_telemetry: RetryTelemetry | None = None
+        self.stream_telemetry: StreamTelemetry | None = None
 
     def _resolve(self, registry: BreakerRegistry) -> None:
         self.registry = registry
@@ -197,6 +233,8 @@ class _Guard:
         if isinstance(self.breaker_spec, str):
             self.breaker = registry.get(self.breaker_spec)
         self.deadline = settings.timeout if self.deadline_spec is DEFAULT else self.deadline_spec
+        if self.is_stream:
+            self.stream_telemetry = StreamTelemetry(self.qualname, registry.meter_provider)
         if self.policy is None:
             return
         if self.budget_spec is DEFAULT:
@@ -222,17 +260,7 @@ class _Guard:
             return await self._bounded(args, kwargs)
         except Exception as exc:
             mark_fallback()
-            span = trace.get_current_span()
-            if span.is_recording():
-                span.add_event(
-                    names.RESILIENCE_FALLBACK_EVENT,
-                    {
-                        names.RESILIENCE_FUNCTION: self.qualname,
-                        names.ERROR_TYPE: names.CIRCUIT_OPEN
-                        if isinstance(exc, CircuitOpenError)
-                        else error_type(exc),
-                    },
-                )
+            fallback_event(self.qualname, exc)
             return await self.fallback(*args, **kwargs)
 
     async def _bounded(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -279,13 +307,7 @@ class _Guard:
         try:
             result = await self._attempts(args, kwargs, scope)
         except asyncio.CancelledError as cancel:
-            if own and scope is not None and scope.expired() and claimed_by(cancel) is None:
-                # Our own deadline cut it, and not inside another breaker's call (which
-                # claimed the cancellation as it passed): the dependency was too slow. Cut by
-                # the work's deadline (less time than its own), it is neither outcome.
-                breaker._spawn(breaker.record_failure(permit, TimeoutError(), clock() - started))
-            else:
-                breaker.record_cancelled(permit)
+            record_cut(breaker, permit, cancel, scope, clock() - started, own=own)
             raise
         except Exception as exc:
             await breaker.record_failure(permit, exc, clock() - started)
@@ -304,22 +326,7 @@ class _Guard:
             args,
             kwargs,
             budget=self.budget,
-            remaining=_remaining(scope),
+            remaining=remaining(scope),
             label=self.qualname,
             telemetry=self.retry_telemetry,
         )
-
-
-def _remaining(scope: asyncio.Timeout | None) -> Callable[[], float | None]:
-    if scope is None:
-        return _none
-
-    def remaining() -> float | None:
-        when = scope.when()
-        return None if when is None else when - asyncio.get_running_loop().time()
-
-    return remaining
-
-
-def _none() -> float | None:
-    return None

@@ -111,8 +111,8 @@ class CacheSettings(Section):
         1024 * 1024,
         ge=1,
         le=512 * 1024 * 1024,
-        description="Responses larger than this are not stored. 1 to 536870912 (512 MiB, the "
-        "largest value Redis stores); 0 would store nothing.",
+        description="Responses (and @cached streams) larger than this are not stored. 1 to "
+        "536870912 (512 MiB, the largest value Redis stores); 0 would store nothing.",
         examples=["1048576"],
     )
     max_request_body_bytes: int = Field(

@@ -252,6 +252,9 @@ RETRY_ATTEMPT_EVENT: Final = "toolkit.retry.attempt"
 RESILIENCE_FALLBACK_EVENT: Final = "toolkit.resilience.fallback"
 """Span event when a ``@resilient`` call answered from its fallback: function, ``error.type``
 (``circuit_open``, ``timeout`` or the failure's class)."""
+RESILIENCE_STREAM_INTERRUPTED_EVENT: Final = "toolkit.resilience.stream.interrupted"
+"""Span event when a ``@resilient`` stream failed after its first chunk, so that it was neither
+retried nor answered by its fallback: function, the chunks the consumer had, ``error.type``."""
 RETRY_BUDGET_EXHAUSTED_EVENT: Final = "toolkit.retry.budget_exhausted"
 """Span event when the retry budget refused a retry the policy would have made: function,
 the attempt number refused, ``error.type`` of the failure that is raised instead."""
@@ -276,6 +279,7 @@ SPAN_EVENTS: Final = (
     CIRCUIT_BREAKER_STATE_CHANGE_EVENT,
     RETRY_ATTEMPT_EVENT,
     RESILIENCE_FALLBACK_EVENT,
+    RESILIENCE_STREAM_INTERRUPTED_EVENT,
     RETRY_BUDGET_EXHAUSTED_EVENT,
     POOL_EXHAUSTED_EVENT,
     *DEFERRED_SPAN_EVENTS,

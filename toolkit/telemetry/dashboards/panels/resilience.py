@@ -1,4 +1,5 @@
-"""Resilience: breaker states, calls by outcome, transitions, retries the budget refused."""
+"""Resilience: breaker states, calls by outcome, transitions, retries the budget refused,
+resilient streams (time to first chunk, outcomes)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from toolkit.telemetry.dashboards.promql import (
     max_by,
     or_zero,
     prometheus_label,
+    quantile,
     rate,
     selected,
     series,
@@ -23,6 +25,9 @@ _BREAKER = prometheus_label(names.CIRCUIT_BREAKER_NAME)
 _OUTCOME = prometheus_label(names.CIRCUIT_BREAKER_OUTCOME)
 _TO_STATE = prometheus_label(names.CIRCUIT_BREAKER_TO_STATE)
 _FUNCTION = prometheus_label(names.RESILIENCE_FUNCTION)
+_FIRST_CHUNK = series(names.RESILIENCE_STREAM_TIME_TO_FIRST_CHUNK, "_bucket")
+_STREAMS = series(names.RESILIENCE_STREAM_DURATION, "_count")
+_STREAM_OUTCOME = prometheus_label(names.RESILIENCE_STREAM_OUTCOME)
 
 
 def row() -> Row:
@@ -75,6 +80,35 @@ def row() -> Row:
                     target(
                         or_zero(sum_by(rate(_BUDGET_EXHAUSTED), _FUNCTION), _FUNCTION),
                         legend(_FUNCTION),
+                    )
+                ],
+                noValue="0",
+            ),
+            timeseries(
+                "Resilient streams: time to first chunk",
+                "p50 and p95 from the call of a @resilient stream to its first chunk, retries "
+                "and backoff (or the fallback) included, by function: the latency its "
+                "consumer waits before anything arrives.",
+                "s",
+                [
+                    target(
+                        quantile(q, _FIRST_CHUNK, _FUNCTION),
+                        f"p{round(q * 100)} {legend(_FUNCTION)}",
+                    )
+                    for q in (0.5, 0.95)
+                ],
+            ),
+            timeseries(
+                "Resilient streams by outcome",
+                "Streams per second by function and outcome: complete, fallback (failed before "
+                "the first chunk, answered by the fallback), failed (before it, raised), "
+                "interrupted (failed after it: never retried) and closed (the consumer stopped "
+                "early, no failure).",
+                "ops",
+                [
+                    target(
+                        or_zero(sum_by(rate(_STREAMS), _FUNCTION, _STREAM_OUTCOME), _FUNCTION),
+                        legend(_FUNCTION, _STREAM_OUTCOME),
                     )
                 ],
                 noValue="0",
