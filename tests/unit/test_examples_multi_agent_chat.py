@@ -7,40 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-import toolkit
 from examples._harness import ROOT
 from examples.multi_agent_chat.demo import AGENTS, Demo, report, run
 
-
-def _pipelines_landed() -> bool:
-    """Whether this toolkit has what the after app uses: gather, branch, @background and
-    @resilient on an async generator function."""
-    if not all(hasattr(toolkit, name) for name in ("gather", "branch", "background")):
-        return False
-
-    async def chunks() -> AsyncIterator[int]:
-        yield 1
-
-    try:
-        toolkit.resilient(timeout=1)(chunks)
-    except toolkit.ConfigurationError:
-        return False
-    return True
-
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not _pipelines_landed(),
-        reason="the after app needs toolkit.gather, toolkit.branch, @toolkit.background and "
-        "@toolkit.resilient on streams",
-    ),
-]
+pytestmark = pytest.mark.slow
 
 DURATION = 3.0
 
