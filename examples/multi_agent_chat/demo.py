@@ -137,6 +137,23 @@ def deferred_tasks(metrics: Metrics) -> dict[str, float]:
     return metrics.by("toolkit_deferred_tasks_total", "toolkit_task_outcome")
 
 
+def fanout_branches(metrics: Metrics) -> dict[str, dict[str, float]]:
+    """The after server's privacy and retrieval branches: branch -> outcome -> count."""
+    out: dict[str, dict[str, float]] = {}
+    for labels, value in metrics.samples("toolkit_fanout_branch_duration_seconds_count"):
+        outcomes = out.setdefault(labels["toolkit_fanout_branch"], {})
+        outcomes[labels["toolkit_fanout_outcome"]] = value
+    return out
+
+
+def conversation_streams(metrics: Metrics) -> dict[str, float]:
+    """The after server's conversation streams that ended, by outcome (complete, fallback,
+    ...)."""
+    return metrics.by(
+        "toolkit_resilience_stream_duration_seconds_count", "toolkit_resilience_stream_outcome"
+    )
+
+
 def _drained(server: Server, handed_off: int) -> Metrics:
     """The server's metrics once every memory write it was handed has ended (or, past
     ``DRAIN_TIMEOUT``, as they are)."""
@@ -191,6 +208,10 @@ def report(demo: Demo) -> str:
         if labels["toolkit_circuit_breaker_outcome"] != "success"
     }
     tasks = deferred_tasks(after.metrics)
+    streams = conversation_streams(after.metrics)
+    first_chunk = after.metrics.total(
+        "toolkit_resilience_stream_time_to_first_chunk_seconds_sum"
+    ) / max(1.0, after.metrics.total("toolkit_resilience_stream_time_to_first_chunk_seconds_count"))
     lines = [
         f"examples/multi_agent_chat/app.py, {demo.duration:g} s of traffic per phase:",
         f"  {USERS} users, each sending a chat every {INTERVAL * 1000:.0f} ms; the provider "
@@ -205,6 +226,15 @@ def report(demo: Demo) -> str:
         "answered chats only, for latency and first token:",
         *comparison(rows),
         "",
+        "after: the fan-out's branches by outcome: "
+        + "; ".join(
+            f"{branch} "
+            + ", ".join(f"{outcome} {n:.0f}" for outcome, n in sorted(outcomes.items()))
+            for branch, outcomes in sorted(fanout_branches(after.metrics).items())
+        ),
+        "after: the conversation's streams by outcome: "
+        + ", ".join(f"{outcome} {n:.0f}" for outcome, n in sorted(streams.items()))
+        + f"; their first chunk after {first_chunk * 1000:.0f} ms on average, in the server",
         "after: agent calls that still failed, answered by their fallback: "
         + (", ".join(f"{name} {value:.0f}" for name, value in sorted(fell_back.items())) or "none"),
         "after: memory writes after the answer: "

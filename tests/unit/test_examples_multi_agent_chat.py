@@ -12,7 +12,14 @@ import httpx
 import pytest
 
 from examples._harness import ROOT
-from examples.multi_agent_chat.demo import AGENTS, Demo, report, run
+from examples.multi_agent_chat.demo import (
+    AGENTS,
+    Demo,
+    conversation_streams,
+    fanout_branches,
+    report,
+    run,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -105,6 +112,28 @@ def test_the_fallbacks_answered_what_the_retries_did_not(demo: Demo) -> None:
     )
     assert demo.after.calls["backup-model"] == conversation_fallbacks
     assert demo.before.calls["backup-model"] == 0
+
+
+def test_the_privacy_and_retrieval_agents_ran_side_by_side_as_branches(demo: Demo) -> None:
+    """One branch of each per chat in the after server's fan-out metric, every one answered
+    (its agent's own fallback keeps the branch's outcome ok)."""
+    assert demo.after.metrics is not None
+    branches = fanout_branches(demo.after.metrics)
+    chats = len(demo.after.chats)
+    assert branches == {"privacy": {"ok": chats}, "retrieval": {"ok": chats}}
+    assert f"privacy ok {chats}; retrieval ok {chats}" in report(demo)
+
+
+def test_each_conversation_stream_completed_or_fell_back_before_its_first_chunk(
+    demo: Demo,
+) -> None:
+    """The streams the server counted are the answered chats; those that fell back are the
+    backup model's calls, and none was interrupted after its first chunk."""
+    assert demo.after.metrics is not None
+    streams = conversation_streams(demo.after.metrics)
+    assert sum(streams.values()) == len(demo.after.answered)
+    assert set(streams) <= {"complete", "fallback"}
+    assert streams.get("fallback", 0) == demo.after.calls["backup-model"]
 
 
 def test_serve_streams_an_answer_over_sse() -> None:
