@@ -233,8 +233,9 @@ def report(demo: Demo) -> str:
             for branch, outcomes in sorted(fanout_branches(after.metrics).items())
         ),
         "after: the conversation's streams by outcome: "
-        + ", ".join(f"{outcome} {n:.0f}" for outcome, n in sorted(streams.items()))
-        + f"; their first chunk after {first_chunk * 1000:.0f} ms on average, in the server",
+        + ", ".join(f"{outcome} {n:.0f}" for outcome, n in sorted(streams.items())),
+        f"after: the conversation's first chunk came {first_chunk * 1000:.0f} ms after its "
+        "start, on average (the server's count)",
         "after: agent calls that still failed, answered by their fallback: "
         + (", ".join(f"{name} {value:.0f}" for name, value in sorted(fell_back.items())) or "none"),
         "after: memory writes after the answer: "
