@@ -22,6 +22,7 @@ from tests.support.servers import RedisServer, require_binary
 from toolkit.backends import Backend, MemoryBackend
 from toolkit.backends.redis import RedisBackend
 from toolkit.pipelines._fanout_telemetry import set_current_fanout_telemetry
+from toolkit.pipelines._offload import set_current_offload_pool
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +84,7 @@ def _reset_global_providers() -> Iterator[None]:
     toolkit.agents.set_current_agent_telemetry(None)
     set_current_fanout_telemetry(None)
     toolkit.pipelines._background.set_current_runner(None)
+    set_current_offload_pool(None)
     trace._TRACER_PROVIDER_SET_ONCE = Once()
     trace._TRACER_PROVIDER = None
     metrics._internal._METER_PROVIDER_SET_ONCE = Once()

@@ -30,6 +30,8 @@ from toolkit.pipelines import (
     deadline,
     defer,
     gather,
+    offload,
+    run_sync,
     time_left,
 )
 from toolkit.pool import AgentPool, pooled
@@ -74,8 +76,10 @@ __all__ = [
     "gather",
     "install",
     "llm_call",
+    "offload",
     "pooled",
     "resilient",
+    "run_sync",
     "step",
     "time_left",
     "traced_agent",

@@ -9,7 +9,7 @@
      +-- DeadlineExceeded      the work's deadline passed (also a TimeoutError); a request's: 504
      +-- DeferRefused          deferred work was not accepted: the queue stayed full, or stopped
      +-- NoRequestError        a per-caller cache was used where no request is being served
-     +-- PoolError             an AgentPool cannot lend an object now (install() answers 503)
+     +-- PoolError             an AgentPool (or the offload pool) cannot serve now (install(): 503)
           +-- PoolExhaustedError   its wait queue is full: refused at once, without waiting
           +-- PoolTimeoutError     none came free within acquire_timeout
           +-- PoolClosedError      the pool was closed (the app is shutting down)
@@ -59,8 +59,9 @@ class NoRequestError(ToolkitError):
 
 
 class PoolError(ToolkitError):
-    """An :class:`~toolkit.AgentPool` cannot lend an object now. ``install()`` answers it
-    with a 503 problem+json and ``Retry-After``.
+    """An :class:`~toolkit.AgentPool` cannot lend an object now, or the offload pool of
+    ``@toolkit.offload`` has no room (``pool="offload"``). ``install()`` answers it with a 503
+    problem+json and ``Retry-After``.
 
     Args:
         pool: the pool's name (``toolkit.pool.name``).

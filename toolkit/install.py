@@ -47,6 +47,8 @@ from toolkit.pipelines._deferred import TaskRunner
 from toolkit.pipelines._fanout_telemetry import FanoutTelemetry, set_current_fanout_telemetry
 from toolkit.pipelines._http import defer_refused
 from toolkit.pipelines._in_process import InProcessRunner
+from toolkit.pipelines._offload import current_offload_pool, set_current_offload_pool
+from toolkit.pipelines._offload_pool import OffloadPool
 from toolkit.plugins import LoadedPlugins, PluginContext, load_plugins
 from toolkit.pool import AgentPool
 from toolkit.pool._http import pool_unavailable
@@ -90,6 +92,8 @@ class Toolkit:
     """Runs ``toolkit.defer`` and ``@toolkit.background`` work: started with the app, drained
     at shutdown within ``defer.grace``."""
     _exposition: MetricsExposition | None = field(default=None, repr=False)
+    _offload: OffloadPool | None = field(default=None, repr=False)
+    """The thread pool of ``@toolkit.offload`` and ``toolkit.run_sync`` (``offload``)."""
 
     def add_pool(self, pool: AgentPool[Any]) -> AgentPool[Any]:
         """Start ``pool`` with the app (warm-up before the first request) and close it at
@@ -136,13 +140,17 @@ class Toolkit:
             await self.deferred.drain(self.settings.defer.grace)
 
     async def shutdown(self) -> None:
-        """Drain the deferred work (if the lifespan has not), close the pools, stop following
-        breakers, caches and flags, close the backend, stop the loop monitor, flush the
-        providers the toolkit created."""
+        """Drain the deferred work (if the lifespan has not), close the pools and the offload
+        pool, stop following breakers, caches and flags, close the backend, stop the loop
+        monitor, flush the providers the toolkit created."""
         await self.drain_deferred()
         await self.plugins.shutdown()
         if self.pools:
             await asyncio.gather(*(pool.close() for pool in self.pools))
+        if self._offload is not None:  # waits at most offload.shutdown_timeout
+            await self._offload.close()
+            if current_offload_pool() is self._offload:
+                set_current_offload_pool(None)
         await self.breakers.stop()
         await self.cache.stop()
         await self.store.stop()
@@ -239,6 +247,12 @@ def install(
     toolkit = Toolkit(
         settings, backend, telemetry, flags, store, cache, breakers, status=status, plugins=plugins
     )
+    toolkit._offload = OffloadPool(
+        settings.offload,
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+    )
+    set_current_offload_pool(toolkit._offload)
     for pool in pools:
         toolkit.add_pool(pool)
     toolkit.deferred = InProcessRunner(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -115,6 +116,22 @@ async def pooled(scenario: str) -> dict[str, str]:
         if scenario == "error":
             raise RuntimeError("the run failed")
     return {"scenario": scenario}
+
+
+notes = sqlite3.connect(":memory:", check_same_thread=False)
+notes.execute("create table notes (text text)")
+
+
+@toolkit.offload(name="notes.save")
+def save_note(text: str) -> int:
+    """A synchronous sqlite3 write, run on the offload pool."""
+    with notes:
+        return notes.execute("insert into notes values (?)", (text,)).lastrowid or 0
+
+
+@app.get("/offloaded")
+async def offloaded() -> dict[str, int]:
+    return {"row": await save_note("hi")}
 
 
 class ProviderDown(Exception):

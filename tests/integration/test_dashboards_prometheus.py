@@ -203,6 +203,7 @@ def drive(
                 # deferred work: a task done, one retried and failed
                 + ["/deferred/ok", "/deferred/fail"]
                 # last: the app's 500 makes uvicorn close the connection
+                + ["/offloaded"] * 2  # sqlite writes on the offload pool
                 + ["/pooled/ok", "/pooled/full", "/pooled/timeout", "/pooled/error"],
             ),
             *([(down.base_url, ["/open"] * 3 + ["/closed"] * 3)] if down else []),

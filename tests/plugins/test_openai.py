@@ -179,6 +179,41 @@ def test_a_sync_clients_chat_completion_is_recorded_the_same_way(
     assert attributes(span)["server.port"] == server.port
 
 
+async def test_a_sync_client_is_recorded_not_guarded_and_keeps_the_sdks_retries(
+    server: OpenAIServer,
+    tracer_provider: Any,
+    meter_provider: Any,
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    """What the README says a sync client gets: each call recorded (its failure on its
+    span), sent with the SDK's own retries, and never refused by a breaker, even past the
+    failures that open an async client's (see the breaker test below)."""
+    client = instrument(openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=1))
+    app = FastAPI()
+
+    @app.get("/ask")
+    def ask() -> Any:  # a sync route: run in a worker thread
+        try:
+            client.chat.completions.create(model="gpt-test", messages=USER)
+        except openai.APIStatusError as exc:
+            return {"error": exc.status_code}
+        return {"ok": True}
+
+    server.fail(500, times=8, retry_after=0.001)
+    breaker = {"minimum_calls": 2, "failure_rate": 0.5, "open_duration": "1m"}
+    try:
+        async with installed(app, tracer_provider, meter_provider, resilience=breaker) as http:
+            for _ in range(4):
+                assert (await http.get("/ask")).json() == {"error": 500}
+            assert (await http.get("/ask")).json() == {"ok": True}
+    finally:
+        client.close()
+    retries = [r.headers.get("x-stainless-retry-count") for r in server.received()]
+    assert retries == ["0", "1"] * 4 + ["0"]
+    chats = spans_named(span_exporter, "chat ")
+    assert [attributes(span).get("error.type") for span in chats] == ["500"] * 4 + [None]
+
+
 async def test_an_embeddings_request_is_an_embeddings_span_with_its_input_tokens(
     agents: AgentTelemetry, make_async: Any, span_exporter: InMemorySpanExporter
 ) -> None:

@@ -22,6 +22,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic_ai import Agent
 from pydantic_ai.exceptions import ModelAPIError
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.models.test import TestModel
 from pydantic_ai.providers.openai import OpenAIProvider
@@ -176,6 +178,47 @@ async def test_prompts_are_not_recorded_unless_the_environment_opts_in(
         [chat] = by_name(span_exporter.get_finished_spans(), "chat ")
         text = str(dict(chat.attributes or {}))
         assert ("secret question" in text) is recorded, capture
+
+
+async def test_tool_arguments_and_results_are_cut_to_the_content_max_length(
+    tracer_provider: Any, meter_provider: Any, span_exporter: InMemorySpanExporter
+) -> None:
+    """With content captured, a tool's long arguments and result are on its span cut to
+    ``agents.content_max_length`` (their beginning); short ones whole."""
+    long_query, long_result = "q" * 500, "r" * 500
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if len(messages) == 1:
+            return ModelResponse(
+                parts=[
+                    ToolCallPart("lookup", {"query": long_query}),
+                    ToolCallPart("short", {"query": "q"}),
+                ]
+            )
+        return ModelResponse(parts=[TextPart("done")])
+
+    agent: Agent[None, str] = Agent(FunctionModel(model), name="search")
+
+    @agent.tool_plain
+    def lookup(query: str) -> str:
+        return long_result
+
+    @agent.tool_plain
+    def short(query: str) -> str:
+        return "found"
+
+    content = {"capture_content": True, "content_max_length": 40}
+    async with installed(agent_app(agent), tracer_provider, meter_provider, agents=content) as http:
+        assert (await http.get("/ask")).json() == {"output": "done"}
+    spans = {
+        span.name: dict(span.attributes or {})
+        for span in by_name(span_exporter.get_finished_spans(), "execute_tool ")
+    }
+    looked_up = spans["execute_tool lookup"]
+    assert looked_up["gen_ai.tool.call.arguments"] == '{"query":"' + "q" * 30
+    assert looked_up["gen_ai.tool.call.result"] == "r" * 40
+    assert spans["execute_tool short"]["gen_ai.tool.call.arguments"] == '{"query":"q"}'
+    assert spans["execute_tool short"]["gen_ai.tool.call.result"] == "found"
 
 
 async def test_the_apps_own_instrument_all_is_kept_with_one_log_line(

@@ -257,3 +257,23 @@ async def use_deferred() -> None:
     assert_type(await toolkit.defer(old_answer, "why?", retries=1), toolkit.pipelines.TaskHandle)
     await extract_memories.defer("p1", 3)  # type: ignore[arg-type]
     await toolkit.defer(old_answer, 42)  # type: ignore[arg-type]
+
+
+# --- blocking calls: @offload and run_sync keep the types ---
+@toolkit.offload
+def save_message(db_path: str, text: str) -> int:
+    return len(db_path + text)
+
+
+@toolkit.offload(name="typing.parse")
+def parse(document: bytes, *, strict: bool = False) -> list[str]:
+    return [document.decode()]
+
+
+async def offload_calls() -> None:
+    assert_type(await save_message("chat.db", "hi"), int)
+    assert_type(await parse(b"x", strict=True), list[str])
+    assert_type(await toolkit.run_sync(save_message.__wrapped__, "chat.db", "hi"), int)
+    assert_type(save_message.__wrapped__("chat.db", "hi"), int)
+    await save_message("chat.db", 1)  # type: ignore[arg-type]
+    await toolkit.run_sync(save_message.__wrapped__, "chat.db")  # type: ignore[call-arg]

@@ -60,6 +60,7 @@ KILL_SWITCHES: dict[str, list[Callable[..., Any]]] = {
     "pipelines.gather": [toolkit.gather],
     "pipelines.deadline": [toolkit.DeadlineMiddleware],
     "pipelines.defer": [toolkit.background],
+    "pipelines.offload": [toolkit.offload],  # run_sync: its keywords are its function's
 }
 """Each capability flag -> the entry points that read it: each takes ``flags=``."""
 

@@ -164,7 +164,15 @@ def test_one_dashboard_per_concern_with_stable_identities_and_variables() -> Non
         "agent-server-agents.json": (
             "toolkit-agents",
             "Agent server — Agents and LLM calls",
-            ["Model calls", "Agents", "Pipelines", "Cache savings", "Event loop", "Traces"],
+            [
+                "Model calls",
+                "Agents",
+                "Pipelines",
+                "Cache savings",
+                "Event loop",
+                "Offloaded calls",
+                "Traces",
+            ],
         ),
     }
     count = series(names.HTTP_SERVER_REQUEST_DURATION, "_count")

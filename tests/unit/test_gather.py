@@ -526,3 +526,26 @@ async def test_no_branches_is_an_empty_result() -> None:
     assert len(result) == 0
     assert result.values() == {}
     assert result.failed == ()
+
+
+@pytest.mark.parametrize(
+    ("options", "stopped"),
+    [
+        ({}, "all"),
+        ({"first": 1}, "first"),
+        ({"enough": lambda value: value == "fast"}, "enough"),
+        ({"deadline": 0.05}, "deadline"),
+    ],
+)
+async def test_the_fan_out_span_says_why_it_returned(
+    span_exporter: InMemorySpanExporter, options: dict[str, Any], stopped: str
+) -> None:
+    slow = 0.1 if not options else 5
+    await toolkit.gather(
+        toolkit.branch("fast", answer, "fast"),
+        toolkit.branch("slow", answer, "slow", slow),
+        **options,
+    )
+    (fanout,) = [s for s in span_exporter.get_finished_spans() if s.name == "toolkit.gather gather"]
+    assert fanout.attributes is not None
+    assert fanout.attributes[names.FANOUT_STOPPED] == stopped

@@ -33,12 +33,13 @@ from tests.support.asgi import lifespan
 from tests.support.otel import counter_value, points
 from tests.support.waiting import eventually
 from toolkit.flags import TRACING, TRACING_LOOP, FlagStore
+from toolkit.pipelines._offload import current_offload_pool
 from toolkit.telemetry import _loop_watchdog, names
 from toolkit.telemetry._loop_alarm import PolledAlarm, TimerAlarm
 from toolkit.telemetry._loop_causes import cause_of
-from toolkit.telemetry._loop_report import RECENT_BLOCKS, PerMinute, Reporter
+from toolkit.telemetry._loop_report import OFFLOAD_HINT, RECENT_BLOCKS, PerMinute, Reporter
 from toolkit.telemetry.counts import Counts
-from toolkit.telemetry.loop import BlockedLoop
+from toolkit.telemetry.loop import BlockedLoop, StackFrame
 
 pytestmark = pytest.mark.anyio
 
@@ -541,8 +542,91 @@ async def test_a_sync_sqlite_write_in_an_async_route_is_reported_at_its_line(
     attributes = span.attributes or {}
     assert (attributes[names.CODE_FILE_PATH], attributes[names.CODE_LINE_NUMBER]) == (HERE, line)
     assert attributes[names.CODE_FUNCTION_NAME] == "add_note"
+    assert attributes[names.EVENT_LOOP_BLOCKED_HINT] == OFFLOAD_HINT
     messages = [r.getMessage() for r in caplog.records if r.name == "toolkit.telemetry.loop"]
-    assert any(f"{HERE}:{line} in add_note" in message for message in messages), messages
+    call = 'connection.execute("insert into notes values (pause(0.25))")'
+    (message,) = [m for m in messages if f"{HERE}:{line} in add_note: {call}" in m]
+    assert f"fix: {OFFLOAD_HINT}" in message
+    assert "@toolkit.offload" in message
+    assert "toolkit.run_sync" in message
+
+
+def offloaded_sqlite_app(path: Path) -> FastAPI:
+    """The same write, moved off the loop as the report says."""
+    app = FastAPI()
+    connection = sqlite3.connect(path, check_same_thread=False)
+    connection.create_function("pause", 1, time.sleep)
+    connection.execute("create table notes (text text)")
+
+    @toolkit.offload
+    def save_note() -> None:
+        with connection:
+            connection.execute("insert into notes values (pause(0.25))")
+
+    @app.post("/notes")
+    async def add_note() -> dict[str, str]:
+        await save_note()
+        return {"status": "saved"}
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+async def test_the_same_write_offloaded_blocks_nothing_and_is_not_reported(
+    tmp_path: Path, tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter
+) -> None:
+    app = offloaded_sqlite_app(tmp_path / "notes.db")
+    installed = toolkit.install(app, toolkit.ToolkitSettings(), tracer_provider=tracer_provider)
+    async with lifespan(app):
+        monitor = installed.loop_monitor
+        assert monitor is not None
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            write = asyncio.create_task(client.post("/notes"))
+            await eventually(lambda: current_offload_pool().running == 1)
+            health = await client.get("/health")  # answered while the write runs
+            assert not write.done()
+            assert (await write).status_code == 200
+        assert health.status_code == 200
+        probes = monitor.lag_summary().count
+        await eventually(lambda: monitor.lag_summary().count >= probes + 3)
+    writes = [
+        b for b in monitor.recent_blocks() if b.blocking and "save_note" in b.blocking.function
+    ]
+    assert writes == []
+    assert not [
+        s for s in blocked_spans(span_exporter)
+        if (s.attributes or {}).get(names.CODE_FUNCTION_NAME) in {"add_note", "save_note"}
+    ]  # fmt: skip
+    assert [s.name for s in span_exporter.get_finished_spans() if "offload" in s.name] == [
+        "toolkit.offload offloaded_sqlite_app.<locals>.save_note"
+    ]
+
+
+def test_a_report_points_at_offload_only_for_a_block_in_the_applications_call() -> None:
+    frame = StackFrame(HERE, 10, "add_note", "connection.execute(...)")
+    for cause, hint in [
+        (names.EVENT_LOOP_WAITING, OFFLOAD_HINT),
+        (names.EVENT_LOOP_CODE, OFFLOAD_HINT),
+        (names.EVENT_LOOP_GC, None),
+        (names.EVENT_LOOP_DESCHEDULED, None),
+    ]:
+        block = BlockedLoop(time.time(), 0.2, cause, 0.0, 0.0, 0.0, None, (frame,))
+        assert block.hint == hint, cause
+    unsampled = BlockedLoop(time.time(), 0.2, names.EVENT_LOOP_WAITING, 0, 0, 0, None, ())
+    assert unsampled.hint is None
+    library = StackFrame(sqlite3.__file__, 1, "connect")  # no frame of the application's
+    in_library = BlockedLoop(time.time(), 0.2, names.EVENT_LOOP_CODE, 0, 0, 0, None, (library,))
+    assert in_library.hint is None
+    assert (
+        "in add_note: connection.execute(...)"
+        in BlockedLoop(
+            time.time(), 0.2, names.EVENT_LOOP_WAITING, 0, 0, 0, None, (frame,)
+        ).describe()
+    )
 
 
 def test_the_next_span_after_a_refused_one_says_how_many_were_left_out(

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
@@ -37,6 +38,7 @@ from tests.unit.test_admin import assert_problem, basic, bearer
 from toolkit import ToolkitSettings
 from toolkit.admin import MAX_STATS_TRACES
 from toolkit.errors import ConfigurationError
+from toolkit.telemetry import names
 from toolkit.telemetry.agent_stats import AgentStats
 from toolkit.telemetry.latency import GAMMA, LatencyTable
 from toolkit.telemetry.trace_buffer import OTHER_ROUTE, PENDING_TRACES, TraceBuffer
@@ -119,6 +121,25 @@ def test_trace_buffer_keeps_the_slowest_per_route_and_every_failure_whole() -> N
     assert [s["name"] for s in kept["spans"]] == [slowest[0].route, "step 0", "step 1", "step 2"]
     root_id = kept["spans"][0]["span_id"]
     assert all(s["parent_id"] == root_id for s in kept["spans"][1:])
+
+
+def test_trace_buffer_keeps_no_blocked_loop_span_among_the_requests() -> None:
+    """A blocked loop's span (a root of its own, longer than any request) is kept neither
+    among the slowest nor the failed, and takes no route's place; the requests still are."""
+    buffer = TraceBuffer(slowest_per_route=2, max_routes=1)
+    tracer = traced(buffer)
+    for failed in (False, True):
+        blocked = tracer.start_span(
+            names.EVENT_LOOP_BLOCKED_SPAN, context=Context(), start_time=1_000 * MS
+        )
+        if failed:
+            blocked.set_status(Status(StatusCode.ERROR))
+        blocked.end(end_time=6_000 * MS)
+    slow = request(tracer, "GET /slow", 300)
+    failed = request(tracer, "GET /slow", 10, failed=True)
+    assert [t.trace_id for t in buffer.slowest()] == [slow]
+    assert [t.trace_id for t in buffer.failed()] == [failed]
+    assert {t.route for t in buffer.slowest()} == {"GET /slow"}  # not ``other``
 
 
 def test_trace_buffer_stays_within_its_bytes_and_count_under_a_flood() -> None:
@@ -578,6 +599,12 @@ async def test_a_blocked_loop_shows_in_stats_with_the_blocking_line_and_the_lag(
         quiet = await eventually_returns(loop, lambda found: found["lag"]["count"] >= 10)
         assert (await http.get("/block")).status_code == 200
         found = await eventually_returns(loop, lambda found: bool(found["blocked"]))
+        traces = (await http.get("/_toolkit/stats", headers=VIEWER)).json()["traces"]
+    # The block is the loop section's, not a request among the slowest (the request that
+    # blocked is, under its route).
+    routes = {kept["name"] for kind in ("slowest", "failed") for kept in traces[kind]}
+    assert names.EVENT_LOOP_BLOCKED_SPAN not in routes
+    assert "GET /block" in routes
     assert quiet["blocked"] == []
     assert quiet["blocked_total"] == 0
     assert quiet["lag"]["p50"] < 0.05

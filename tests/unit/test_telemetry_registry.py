@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,6 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import toolkit
+import toolkit.pipelines._offload
 from tests.support.otel import metric_names, metric_streams, points
 from tests.support.servers import free_port
 from tests.support.waiting import eventually
@@ -95,6 +97,7 @@ async def drive_every_capability(
             },
             event_loop={"blocked_threshold": "30ms"},
             deadline={"routes": {"/slow": "20ms"}},
+            offload={"threads": 1, "max_waiting": 1},
         ),
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
@@ -136,6 +139,10 @@ async def drive_every_capability(
     await drive_agents(tracer_provider, meter_provider)
     with tracer_provider.get_tracer("test").start_as_current_span("deferring work"):
         await drive_deferred(tracer_provider, meter_provider)
+    with tracer_provider.get_tracer("test").start_as_current_span("offload work"):
+        assert installed._offload is not None
+        toolkit.pipelines._offload.set_current_offload_pool(installed._offload)  # the first app's
+        await drive_offload()
     await installed.shutdown()
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=failing), base_url="http://t"
@@ -269,6 +276,34 @@ async def drive_deferred(tracer_provider: TracerProvider, meter_provider: MeterP
     gate.set()
     await runner.drain(5)
     set_current_runner(None)
+
+
+async def drive_offload() -> None:
+    """On the installed pool: a call that answers, one that raises, one left at its deadline
+    while a second waits and is refused at it, then one refused on a full line."""
+    gate = threading.Event()
+
+    def broken() -> None:
+        raise ValueError("bad row")
+
+    await toolkit.run_sync(len, "ok")
+    with pytest.raises(ValueError, match="bad row"):
+        await toolkit.run_sync(broken)
+    pool = toolkit.pipelines._offload.current_offload_pool()
+    with toolkit.deadline(0.05):
+        running = asyncio.create_task(toolkit.run_sync(gate.wait, 5))
+        await eventually(lambda: pool.running == pool.settings.threads)
+        with pytest.raises(toolkit.DeadlineExceeded):
+            await toolkit.run_sync(gate.wait, 5)  # waits for a thread past the deadline
+        with pytest.raises(toolkit.DeadlineExceeded):
+            await running  # left running at the deadline
+    waiting = asyncio.create_task(toolkit.run_sync(gate.wait, 5))  # the abandoned one runs
+    await eventually(lambda: pool.waiting == 1)
+    with pytest.raises(toolkit.PoolExhaustedError):
+        await toolkit.run_sync(gate.wait, 5)
+    gate.set()
+    assert await waiting is True
+    await eventually(lambda: pool.running == 0)
 
 
 async def drive_agents(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:

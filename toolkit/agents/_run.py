@@ -48,22 +48,37 @@ class Series:
 
 class SpanRun:
     """An open span, the context that makes it current, and the series its duration goes
-    to (``error.type`` is added at the end when it failed)."""
+    to (``error.type`` is added at the end when it failed). ``attached`` and ``stacked``
+    are for a step entered as a context manager: the tokens that undo what entering set."""
 
-    __slots__ = ("_ended", "_series", "_started", "_telemetry", "context", "span")
+    __slots__ = (
+        "_ended",
+        "_parent",
+        "_series",
+        "_started",
+        "_telemetry",
+        "attached",
+        "context",
+        "span",
+        "stacked",
+    )
 
     def __init__(
         self,
         telemetry: AgentTelemetry,
         span: trace.Span,
         series: Series,
+        parent: context.Context,
         agent: str | None = None,
     ) -> None:
         self._telemetry = telemetry
         self.span = span
-        current = trace.set_span_in_context(span)
+        self._parent = parent  # what its duration is recorded in (an exemplar's trace)
+        current = trace.set_span_in_context(span, parent)
         self.context = current if agent is None else context.set_value(AGENT_KEY, agent, current)
         self._series = series
+        self.attached: object = None
+        self.stacked: object = None
         self._started = time.perf_counter()
         self._ended = False
 
@@ -76,15 +91,15 @@ class SpanRun:
         try:
             duration = time.perf_counter() - self._started
             series = self._series
+            telemetry = self._telemetry
             if error is None:
                 self.span.end()
-                series.histogram.record(duration, series.ok)
+                telemetry.records.record(series.histogram, duration, series.ok, self._parent)
                 return
             kind = mark_failed(self.span, error)
             self.span.end()
-            telemetry = self._telemetry
             attributes = telemetry.attributes(series.keys, (*series.values, telemetry.errors(kind)))
-            series.histogram.record(duration, attributes)
+            telemetry.records.record(series.histogram, duration, attributes, self._parent)
         except Exception:
             logger.exception("toolkit.agents: ending a span failed; the call goes on")
 
@@ -129,8 +144,11 @@ def start_agent(telemetry: AgentTelemetry, name: str, conversation: str | None) 
     attributes = kind.attributes
     if conversation is not None:
         attributes = {**attributes, names.GEN_AI_CONVERSATION_ID: conversation}
-    span = telemetry.tracer.start_span(kind.name, kind=SpanKind.INTERNAL, attributes=attributes)
-    return SpanRun(telemetry, span, kind.series, agent=kind.label)
+    parent = context.get_current()
+    span = telemetry.tracer.start_span(
+        kind.name, parent, kind=SpanKind.INTERNAL, attributes=attributes
+    )
+    return SpanRun(telemetry, span, kind.series, parent, agent=kind.label)
 
 
 def start_step(telemetry: AgentTelemetry, name: str, *, tool: bool) -> SpanRun:
@@ -139,10 +157,11 @@ def start_step(telemetry: AgentTelemetry, name: str, *, tool: bool) -> SpanRun:
     kind: _Kind | None = telemetry.prepared(key)
     if kind is None:
         kind = telemetry.prepare(key, _step_kind(telemetry, name, tool))
+    parent = context.get_current()  # read once: the span's parent and its context's
     span = telemetry.tracer.start_span(
-        kind.name, kind=SpanKind.INTERNAL, attributes=kind.attributes
+        kind.name, parent, kind=SpanKind.INTERNAL, attributes=kind.attributes
     )
-    return SpanRun(telemetry, span, kind.series)
+    return SpanRun(telemetry, span, kind.series, parent)
 
 
 def _step_kind(telemetry: AgentTelemetry, name: str, tool: bool) -> _Kind:

@@ -20,6 +20,7 @@ from toolkit.agents._content import capture_content
 from toolkit.agents._cost import Prices
 from toolkit.settings import AgentSettings
 from toolkit.telemetry import names
+from toolkit.telemetry.batched import batched_records
 from toolkit.telemetry.counts import shared_counts
 from toolkit.telemetry.labels import BoundedLabels
 
@@ -69,6 +70,8 @@ class AgentTelemetry:
         self.agent_duration = names.AGENT_DURATION_METRIC.create(meter)
         self.step_duration = names.STEP_DURATION_METRIC.create(meter)
         self.cost = shared_counts(meter, names.GEN_AI_COST_METRIC)
+        self.records = batched_records(meter, self.cost)
+        """Where the histograms' points go: to the SDK in batches, and at each collection."""
         limit = self.settings.max_label_values
         self.models = BoundedLabels(limit)
         self.providers = BoundedLabels(limit)

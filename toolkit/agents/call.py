@@ -100,8 +100,10 @@ class LLMCall:
         "_given_span",
         "_input",
         "_input_messages",
+        "_opening",
         "_output",
         "_output_messages",
+        "_parent",
         "_response_id",
         "_response_model",
         "_server",
@@ -150,6 +152,8 @@ class LLMCall:
         self._server: tuple[str | None, int | None] = (None, None)
         self._flags = flags
         self._telemetry: AgentTelemetry | None = None
+        self._opening: _Opening | None = None
+        self._parent: context.Context | None = None
         self._span: trace.Span = trace.INVALID_SPAN
         self._attached: object = None
         self._agent: str | None = None
@@ -186,11 +190,14 @@ class LLMCall:
         opening: _Opening | None = telemetry.prepared(key)
         if opening is None:
             opening = telemetry.prepare(key, _Opening(telemetry, self, address, port))
+        self._opening = opening
         self._server = opening.server
+        current = context.get_current()  # read once: the parent, the agent, the new context
+        self._parent = current  # what the metrics are recorded in (an exemplar's trace)
         given = self._given_span
         if given is None:
             self._span = telemetry.tracer.start_span(
-                opening.name, kind=SpanKind.CLIENT, attributes=opening.attributes
+                opening.name, current, kind=SpanKind.CLIENT, attributes=opening.attributes
             )
         else:
             self._span = given
@@ -198,10 +205,10 @@ class LLMCall:
                 given.set_attributes(opening.on_given)
         agent = self._agent_given
         if isinstance(agent, Default):
-            self._agent = context.get_value(AGENT_KEY)  # type: ignore[assignment]
+            self._agent = current.get(AGENT_KEY)  # type: ignore[assignment]
         else:
             self._agent = None if agent is None else telemetry.agents(str(agent))
-        self._attached = context.attach(trace.set_span_in_context(self._span))
+        self._attached = context.attach(trace.set_span_in_context(self._span, current))
         self._telemetry = telemetry
         self._started = time.perf_counter()
 
@@ -372,33 +379,54 @@ class LLMCall:
         ended = time.perf_counter()
         span = self._span
         input_tokens, output_tokens = self._input, self._output
-        cache_read = self._cache_read or 0
-        cost = None
-        if telemetry.prices and (input_tokens is not None or output_tokens is not None):
-            cost = telemetry.prices.cost(
-                (self._response_model, self.model),
-                input_tokens or 0,
-                output_tokens or 0,
-                cache_read,
-            )
         own = self._given_span is None
         kind = None
         if error is not None:
             # A borrowed span is marked by its framework, which knows how the operation ended.
             kind = mark_failed(span, error) if own else error_type(error)
+        series = self._series(telemetry, kind)
+        cost = None
+        if series.price is not None and (input_tokens is not None or output_tokens is not None):
+            cost = series.price.cost(input_tokens or 0, output_tokens or 0, self._cache_read or 0)
         if span.is_recording():
             self._describe(span, cost)
         if own:
             span.end()
 
+        record, parent = telemetry.records.record, self._parent
+        record(telemetry.operation_duration, ended - self._started, series.duration, parent)
+        if self._first_chunk is not None:
+            first = self._first_chunk - self._started
+            record(telemetry.time_to_first_chunk, first, series.duration, parent)
+        if input_tokens is not None:
+            record(telemetry.token_usage, input_tokens, series.input_tokens, parent)
+        if output_tokens is not None:
+            record(telemetry.token_usage, output_tokens, series.output_tokens, parent)
+        if cost is not None:
+            telemetry.cost.add(series.cost_key, series.cost, cost)
+        note_call(self.model, input_tokens or 0, output_tokens or 0)
+
+    def _series(self, telemetry: AgentTelemetry, kind: str | None) -> _Series:
+        """The metric series of this call's outcome: the one its opening's last call used
+        when the answering model, outcome and agent are the same (the common case), else
+        the one prepared for them."""
+        opening = self._opening
+        response_model, agent = self._response_model, self._agent
+        last = None if opening is None else opening.last
+        if (
+            last is not None
+            and last.response_model == response_model
+            and last.kind == kind
+            and last.agent == agent
+        ):
+            return last
         address, port = self._server
-        agent = self._agent
         key = (
             "llm_call.series",
             self.operation,
             self.provider,
             self.model,
-            self._response_model,
+            response_model,
             kind,
             address,
             port,
@@ -407,16 +435,9 @@ class LLMCall:
         series: _Series | None = telemetry.prepared(key)
         if series is None:
             series = telemetry.prepare(key, _Series(telemetry, self, kind, address, port, agent))
-        telemetry.operation_duration.record(ended - self._started, series.duration)
-        if self._first_chunk is not None:
-            telemetry.time_to_first_chunk.record(self._first_chunk - self._started, series.duration)
-        if input_tokens is not None:
-            telemetry.token_usage.record(input_tokens, series.input_tokens)
-        if output_tokens is not None:
-            telemetry.token_usage.record(output_tokens, series.output_tokens)
-        if cost is not None:
-            telemetry.cost.add(series.cost_key, series.cost, cost)
-        note_call(self.model, input_tokens or 0, output_tokens or 0)
+        if opening is not None:
+            opening.last = series
+        return series
 
     def _describe(self, span: trace.Span, cost: float | None) -> None:
         values: dict[str, Any] = {}
@@ -449,7 +470,7 @@ class _Opening:
     """What every call of one operation, provider, model and server starts with: its span's
     name and attributes, the server's bounded labels; made on the first such call."""
 
-    __slots__ = ("attributes", "name", "on_given", "server")
+    __slots__ = ("attributes", "last", "name", "on_given", "server")
 
     def __init__(
         self, telemetry: AgentTelemetry, call: LLMCall, address: str | None, port: int | None
@@ -475,13 +496,25 @@ class _Opening:
             attributes[names.GEN_AI_REQUEST_STREAM] = True
         self.attributes = attributes
         self.name = f"{call.operation} {call.model[:MAX_LABEL_LENGTH]}"
+        self.last: _Series | None = None
+        """The series the last call that ended used: the next one most often needs it too."""
 
 
 class _Series:
     """The metric attributes of every call of one operation, provider, model, answering
     model, outcome, server and agent: made on the first such call."""
 
-    __slots__ = ("cost", "cost_key", "duration", "input_tokens", "output_tokens")
+    __slots__ = (
+        "agent",
+        "cost",
+        "cost_key",
+        "duration",
+        "input_tokens",
+        "kind",
+        "output_tokens",
+        "price",
+        "response_model",
+    )
 
     def __init__(
         self,
@@ -509,6 +542,9 @@ class _Series:
         )
         self.cost_key = (agent, provider, model)
         self.cost = telemetry.attributes(_COST_KEYS, self.cost_key)
+        # What the series stands for (compared by the next call), unbounded as given.
+        self.response_model, self.kind, self.agent = answering, kind, agent
+        self.price = telemetry.prices.find((answering, call.model))
 
 
 def _count(tokens: int) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -27,21 +27,18 @@ logger = logging.getLogger("toolkit.agents")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class _Open:
-    """A step entered as a context manager: its run (None when off) and the tokens that
-    undo what entering it set."""
+class _Off:
+    """A step entered while telemetry is off: only the token that undoes entering it."""
 
-    __slots__ = ("attached", "run", "stacked")
+    __slots__ = ("stacked",)
 
-    def __init__(self, run: SpanRun | None) -> None:
-        self.run = run
-        self.attached: object = None if run is None else context.attach(run.context)
-        self.stacked: Token[_Open | None] | None = None
+    def __init__(self) -> None:
+        self.stacked: object = None
 
 
 # The steps entered as context managers in this context, innermost first: a Step object
 # holds no state of its own, so one module-level step may be entered by concurrent tasks.
-_ENTERED: ContextVar[_Open | None] = ContextVar("toolkit_step", default=None)
+_ENTERED: ContextVar[SpanRun | _Off | None] = ContextVar("toolkit_step", default=None)
 
 
 class Step:
@@ -88,9 +85,14 @@ class Step:
         return wrap(function, self._open)
 
     def __enter__(self) -> trace.Span:
-        opened = _Open(self._open())
-        opened.stacked = _ENTERED.set(opened)
-        return trace.INVALID_SPAN if opened.run is None else opened.run.span
+        run = self._open()
+        if run is None:
+            off = _Off()
+            off.stacked = _ENTERED.set(off)
+            return trace.INVALID_SPAN
+        run.attached = context.attach(run.context)
+        run.stacked = _ENTERED.set(run)
+        return run.span
 
     def __exit__(
         self,
@@ -98,17 +100,16 @@ class Step:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        opened = _ENTERED.get()
-        if opened is None:  # exited in another context than it was entered in
+        entered = _ENTERED.get()
+        if entered is None:  # exited in another context than it was entered in
             return
-        if opened.stacked is not None:
-            try:
-                _ENTERED.reset(opened.stacked)
-            except ValueError:
-                _ENTERED.set(None)
-        if opened.run is not None:
-            context.detach(opened.attached)  # type: ignore[arg-type]
-            opened.run.end(error)
+        try:
+            _ENTERED.reset(entered.stacked)  # type: ignore[arg-type]
+        except ValueError:
+            _ENTERED.set(None)
+        if isinstance(entered, SpanRun):
+            context.detach(entered.attached)  # type: ignore[arg-type]
+            entered.end(error)
 
     async def __aenter__(self) -> trace.Span:
         return self.__enter__()

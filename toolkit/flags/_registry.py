@@ -37,6 +37,9 @@ PIPELINES_DEADLINE: Final = "pipelines.deadline"
 PIPELINES_DEFER: Final = "pipelines.defer"
 """Deferred work (``toolkit.defer``, ``@toolkit.background``): ``off`` awaits the work inline,
 before the hand-off returns, as the code did without the toolkit."""
+PIPELINES_OFFLOAD: Final = "pipelines.offload"
+"""``@toolkit.offload`` / ``toolkit.run_sync``: ``off`` calls the function inline, on the
+event loop, with no span or metric (the way it ran without the toolkit)."""
 
 CAPABILITIES: Final[tuple[FlagDefinition, ...]] = (
     FlagDefinition(
@@ -72,6 +75,13 @@ CAPABILITIES: Final[tuple[FlagDefinition, ...]] = (
     ),
     FlagDefinition(
         PIPELINES_DEFER, BOOLEAN, ON, "Deferred work (off: awaited inline).", capability=True
+    ),
+    FlagDefinition(
+        PIPELINES_OFFLOAD,
+        BOOLEAN,
+        ON,
+        "Offloaded calls on the thread pool (off: called inline on the loop).",
+        capability=True,
     ),
 )
 

@@ -8,6 +8,7 @@ from toolkit.pipelines._branch import Branch, BranchOutcome, BranchResult, Gathe
 from toolkit.pipelines._deadline_middleware import DeadlineMiddleware
 from toolkit.pipelines._deferred import TaskHandle
 from toolkit.pipelines._gather import gather
+from toolkit.pipelines._offload import Offloaded, offload, run_sync
 
 __all__ = [
     "Background",
@@ -18,11 +19,14 @@ __all__ = [
     "DeadlineMiddleware",
     "DeferRefused",
     "GatherResult",
+    "Offloaded",
     "TaskHandle",
     "background",
     "branch",
     "deadline",
     "defer",
     "gather",
+    "offload",
+    "run_sync",
     "time_left",
 ]

@@ -197,6 +197,8 @@ class _Fanout:
             if self.satisfied:
                 self.stop = "enough" if pending else "all"
                 return
+        if ends is not None and loop.time() >= ends:
+            self.stop = "deadline"  # the last branches ended by being cut at it
 
     def _lost(self, given: Branch[Any]) -> BranchResult[Any]:
         """A branch that never recorded its end: it swallowed every cancellation."""
@@ -206,9 +208,8 @@ class _Fanout:
             given.name,
         )
         outcome: BranchOutcome = "timeout" if self.stop == "deadline" else "cancelled"
-        return BranchResult(
-            given.name, outcome, error=TimeoutError() if outcome == "timeout" else None
-        )
+        error = DeadlineExceeded(f"branch {given.name!r}: still running past the deadline")
+        return BranchResult(given.name, outcome, error=error if outcome == "timeout" else None)
 
     async def _branch(self, given: Branch[Any]) -> None:
         telemetry = self.telemetry
@@ -240,7 +241,7 @@ class _Fanout:
                 except Exception as exc:
                     outcome, error = "failed", exc
             if outcome != "ok" and given.fallback is not None:
-                outcome, value, error = await _fall_back(given, outcome, error)
+                outcome, value, error = await _fall_back(given, error)
         except asyncio.CancelledError:
             if self.stop == "deadline":  # cut at the fan-out's deadline, not by first/enough
                 outcome = "timeout"
@@ -302,7 +303,7 @@ async def _settle(tasks: list[asyncio.Task[None]]) -> None:
 
 
 async def _fall_back(
-    given: Branch[Any], outcome: BranchOutcome, error: BaseException | None
+    given: Branch[Any], error: BaseException | None
 ) -> tuple[BranchOutcome, Any, BaseException | None]:
     """The branch's fallback answer, or how the fallback itself ended."""
     fallback = given.fallback

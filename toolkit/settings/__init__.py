@@ -12,10 +12,10 @@ range where it makes sense; each field's description states its bounds.
 Where each part lives: ``_values`` (the values fields hold: rate limits, durations, URLs,
 paths, header names, callers), one module per section (``_backend``, ``_ratelimit``,
 ``_telemetry``, ``_cache``, ``_flags``, ``_admin``, ``_pool``, ``_resilience``, ``_agents``,
-``_status``, ``_plugins``, ``_event_loop``, ``_deadline``, ``_defer``), ``_section`` (their
-base, and building one from keyword arguments), ``_root`` (ToolkitSettings), ``_sources`` (the
-environment and the file), ``_errors`` and ``_fields`` (messages naming each setting),
-``_environment`` (the check of the ``TOOLKIT_*`` variables).
+``_status``, ``_plugins``, ``_event_loop``, ``_deadline``, ``_defer``, ``_offload``),
+``_section`` (their base, and building one from keyword arguments), ``_root``
+(ToolkitSettings), ``_sources`` (the environment and the file), ``_errors`` and ``_fields``
+(messages naming each setting), ``_environment`` (the check of the ``TOOLKIT_*`` variables).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from toolkit.settings._deadline import DeadlineRouteSettings, DeadlineSettings
 from toolkit.settings._defer import DeferSettings
 from toolkit.settings._event_loop import EventLoopSettings
 from toolkit.settings._flags import FlagDeclarationSettings, FlagsSettings
+from toolkit.settings._offload import OffloadSettings
 from toolkit.settings._plugins import PluginsSettings
 from toolkit.settings._pool import PoolMode, PoolSettings
 from toolkit.settings._ratelimit import RateLimitSettings, RoutePolicySettings
@@ -66,6 +67,7 @@ __all__ = [
     "FlagsSettings",
     "HeaderStyle",
     "ModelPrice",
+    "OffloadSettings",
     "PluginsSettings",
     "PoolMode",
     "PoolSettings",

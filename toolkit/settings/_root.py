@@ -27,6 +27,7 @@ from toolkit.settings._defer import DeferSettings
 from toolkit.settings._errors import configuration_error
 from toolkit.settings._event_loop import EventLoopSettings
 from toolkit.settings._flags import FlagsSettings
+from toolkit.settings._offload import OffloadSettings
 from toolkit.settings._plugins import PluginsSettings
 from toolkit.settings._ratelimit import RateLimitSettings
 from toolkit.settings._resilience import ResilienceSettings
@@ -58,6 +59,7 @@ class ToolkitSettings(BaseSettings):
     event_loop: EventLoopSettings = Field(default_factory=EventLoopSettings)  # type: ignore[arg-type]
     deadline: DeadlineSettings = Field(default_factory=DeadlineSettings)  # type: ignore[arg-type]
     defer: DeferSettings = Field(default_factory=DeferSettings)  # type: ignore[arg-type]
+    offload: OffloadSettings = Field(default_factory=OffloadSettings)  # type: ignore[arg-type]
 
     def __init__(self, **values: Any) -> None:
         # pydantic-settings ignores a variable that names no field and reports an undecodable

@@ -56,6 +56,9 @@ EVENT_LOOP_BLOCKED_DESCHEDULED_TIME: Final = "toolkit.event_loop.blocked.desched
 """On a blocked-loop span: seconds the loop thread was not scheduled inside the block: runnable
 but waiting for a CPU (Linux), or the whole process stopped (the watchdog could not run
 either)."""
+EVENT_LOOP_BLOCKED_HINT: Final = "toolkit.event_loop.blocked.hint"
+"""On a blocked-loop span whose cause is ``code`` or ``waiting``: the fix, one line (run the
+blocking call with ``@toolkit.offload`` or ``toolkit.run_sync``)."""
 EVENT_LOOP_BLOCKED_SUPPRESSED: Final = "toolkit.event_loop.blocked.suppressed"
 """On a blocked-loop span: blocks since the previous span that got none (``spans_per_minute``)."""
 

@@ -22,13 +22,20 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
 from toolkit.telemetry import names
-from toolkit.telemetry._loop_stack import StackFrame, blocking_frame
+from toolkit.telemetry._loop_stack import StackFrame, blocking_frame, is_application
 from toolkit.telemetry.counts import Counts
 
 logger = logging.getLogger("toolkit.telemetry.loop")
 
 RECENT_BLOCKS: Final = 10
 """Blocked-loop reports a monitor keeps for :meth:`~toolkit.LoopMonitor.recent_blocks`."""
+OFFLOAD_HINT: Final = (
+    "move the blocking call off the loop: decorate its function with @toolkit.offload, "
+    "or await toolkit.run_sync(fn, *args)"
+)
+"""The fix a report of a block in code points at (causes ``code`` and ``waiting``: a GC
+pause or a descheduled process is not the application's call)."""
+_OFFLOADABLE: Final = frozenset({names.EVENT_LOOP_CODE, names.EVENT_LOOP_WAITING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +71,15 @@ class BlockedLoop:
         """The blocking call: the innermost application frame, else the innermost one."""
         return blocking_frame(self.stack)
 
+    @property
+    def hint(self) -> str | None:
+        """What would fix it (:data:`OFFLOAD_HINT`) when a call of the application blocked
+        (cause ``code`` or ``waiting``, an application frame sampled); None otherwise."""
+        where = self.blocking
+        if self.cause in _OFFLOADABLE and where is not None and is_application(where.file):
+            return OFFLOAD_HINT
+        return None
+
     def format_stack(self) -> str:
         """The stack as a traceback shows it, outermost first."""
         return "\n".join(str(frame) for frame in self.stack)
@@ -72,6 +88,8 @@ class BlockedLoop:
         """One line: how long, where, which task, what explains it."""
         where = self.blocking
         at = f" at {where.place} in {where.function}" if where else " (stack not sampled)"
+        if where is not None and where.source:
+            at += f": {where.source}"
         task = f"task {self.task}; " if self.task else ""
         return (
             f"event loop blocked for {self.duration * 1000:.0f} ms{at} ({task}cause "
@@ -137,7 +155,8 @@ class Reporter:
             suppressed, self._logs.suppressed = self._logs.suppressed, 0
             more = f"; {suppressed} more not logged before it" if suppressed else ""
             stack = " > ".join(f"{f.place} in {f.function}" for f in block.stack)
-            logger.warning("%s; stack: %s%s", block.describe(), stack or "none", more)
+            fix = f"; fix: {block.hint}" if block.hint else ""
+            logger.warning("%s; stack: %s%s%s", block.describe(), stack or "none", fix, more)
 
     def _span(self, block: BlockedLoop, suppressed: int) -> None:
         start = int(block.started * 1e9)
@@ -157,6 +176,8 @@ class Reporter:
             attributes[names.CODE_LINE_NUMBER] = where.line
             attributes[names.CODE_FUNCTION_NAME] = where.function
             attributes[names.CODE_STACKTRACE] = block.format_stack()
+        if block.hint is not None:
+            attributes[names.EVENT_LOOP_BLOCKED_HINT] = block.hint
         span = self._tracer.start_span(
             names.EVENT_LOOP_BLOCKED_SPAN,
             context=Context(),  # a root: the watchdog thread has no request of its own

@@ -61,6 +61,7 @@ GAUGES: Final[Mapping[str, Combine]] = {
     _family(names.EVENT_LOOP_TASKS): "sum",  # one loop per worker: the server's tasks
     _family(names.DEFERRED_QUEUED): "sum",  # each worker runs its own deferred tasks
     _family(names.DEFERRED_RUNNING): "sum",
+    _family(names.OFFLOAD_CALLS): "sum",  # one offload pool per worker
     # prometheus_client's process and platform collectors.
     "process_resident_memory_bytes": "sum",
     "process_virtual_memory_bytes": "sum",

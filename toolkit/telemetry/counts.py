@@ -16,7 +16,7 @@ Every capability counts through here, from the metric's record in ``names.py``::
 from __future__ import annotations
 
 import weakref
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
@@ -31,11 +31,17 @@ _callbacks: weakref.WeakKeyDictionary[Meter, dict[str, list[Callback]]] = (
 class Counts:
     """Running totals per attribute set; ``add`` is a dict update."""
 
-    __slots__ = ("_attributes", "_totals")
+    __slots__ = ("_attributes", "_before", "_totals")
 
     def __init__(self) -> None:
         self._totals: dict[Hashable, float] = {}
         self._attributes: dict[Hashable, Mapping[str, str | int]] = {}
+        self._before: list[Callable[[], None]] = []
+
+    def before_observe(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` at each collection, before the totals are read (what hands the SDK
+        the points a meter queued: ``toolkit.telemetry.batched``)."""
+        self._before.append(hook)
 
     def add(self, key: Hashable, attributes: Mapping[str, str | int], amount: float = 1) -> None:
         """Add ``amount`` to the series ``key``, whose attributes are ``attributes``."""
@@ -51,6 +57,8 @@ class Counts:
 
     def observe(self, options: CallbackOptions) -> Iterable[Observation]:
         del options
+        for hook in self._before:
+            hook()
         # Collection may run on another thread: copy the items in one step first.
         return [
             Observation(total, self._attributes[key]) for key, total in list(self._totals.items())

@@ -6,8 +6,10 @@ its root failed, or when it is among the ``slowest_per_route`` slowest of its ro
 window. A kept trace is stored as its JSON (what ``/stats`` serves), so its bytes are known
 exactly; kept traces are bounded in count and bytes, and past either the fastest slow trace,
 or the oldest failed one when failures hold half the room, goes first. Traces older than the
-window are forgotten. Pending traces are bounded too (a stream whose root never ends must not
-hold its spans forever): past the bound, the oldest pending trace is dropped.
+window are forgotten. A blocked loop's span, a root of its own, is never kept: the page shows
+it in its loop section, not among the requests. Pending traces are bounded too (a stream whose
+root never ends must not hold its spans forever): past the bound, the oldest pending trace is
+dropped.
 
 The processor runs in the span's thread at its end: a lock guards the shared state, and a
 failure inside is logged once and never reaches the application.
@@ -44,6 +46,9 @@ MAX_EVENTS: Final = 16
 MAX_VALUE_CHARACTERS: Final = 512
 """Characters kept of a string attribute (a stack trace keeps more: ``MAX_STACK_CHARACTERS``)."""
 MAX_STACK_CHARACTERS: Final = 4096
+NOT_REQUESTS: Final = frozenset({names.EVENT_LOOP_BLOCKED_SPAN})
+"""Root spans that are no request's trace, never kept: a blocked loop's span (a root of its
+own, from the watchdog) belongs to the status page's loop section, not its slowest requests."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +181,7 @@ class TraceBuffer(SpanProcessor):
             return
         with self._lock:
             children = self._pending.pop(trace_id, [])
-        if span.end_time is None or span.start_time is None:
+        if span.end_time is None or span.start_time is None or span.name in NOT_REQUESTS:
             return
         duration = (span.end_time - span.start_time) / 1e9
         failed = span.status.status_code is StatusCode.ERROR

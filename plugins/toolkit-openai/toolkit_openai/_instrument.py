@@ -302,7 +302,9 @@ def instrument(
     flags: FlagSource | None = None,
 ) -> C:
     """Record ``client``'s model calls through the toolkit and, on an ``AsyncOpenAI``
-    client, guard them; returns the same client.
+    client, guard them; returns the same client. A sync ``OpenAI`` client is recorded, not
+    guarded (the breakers are async; the README says how to guard sync code's calls): it
+    keeps the SDK's own retries and timeout.
 
         client = toolkit_openai.instrument(openai.AsyncOpenAI(), embeddings_ttl="30d")
 

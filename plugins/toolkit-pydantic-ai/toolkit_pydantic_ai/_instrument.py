@@ -13,7 +13,8 @@ What it leaves alone, and says so in one log line: an app that already called
 Prompts and completions are recorded only when the toolkit's agent layer records them (the
 ``agents.capture_content`` setting, else the OpenTelemetry convention's
 ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``); pydantic-ai's own default records
-them. pydantic-ai's instruments get no meter: the toolkit's GenAI metrics of each request
+them. Tool-call arguments and results are then cut to ``agents.content_max_length``
+(``_content``). pydantic-ai's instruments get no meter: the toolkit's GenAI metrics of each request
 are recorded by :class:`~toolkit_pydantic_ai.ToolkitModel` (``_usage``), with the labels and
 names of every other model call of the app, never twice.
 """
@@ -28,6 +29,7 @@ from pydantic_ai.models.instrumented import InstrumentationSettings
 
 from toolkit.agents import current_agent_telemetry
 from toolkit.plugins import PluginContext
+from toolkit_pydantic_ai._content import CuttingTracerProvider
 
 logger = logging.getLogger("toolkit.plugins.pydantic_ai")
 
@@ -43,10 +45,14 @@ def instrumentation() -> InstrumentationSettings | None:
 
 
 def apply(context: PluginContext) -> None:
+    agents = current_agent_telemetry()
+    tracer_provider = context.tracer_provider
+    if agents.capture_content:  # tool arguments and results, cut as the toolkit cuts content
+        tracer_provider = CuttingTracerProvider(tracer_provider, agents.content_max_length)
     settings = InstrumentationSettings(
-        tracer_provider=context.tracer_provider,
+        tracer_provider=tracer_provider,
         meter_provider=NoOpMeterProvider(),
-        include_content=current_agent_telemetry().capture_content,
+        include_content=agents.capture_content,
         include_binary_content=False,
     )
     global _applied

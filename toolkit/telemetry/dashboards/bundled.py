@@ -21,6 +21,7 @@ from toolkit.telemetry.dashboards.panels import (
     flags,
     http,
     models,
+    offload,
     pipelines,
     pools,
     ratelimit,
@@ -86,12 +87,13 @@ def flags_dashboard() -> Json:
 def agents_dashboard() -> Json:
     """Agent server — Agents and LLM calls: model calls, agents and steps, tokens and cost,
     the pipelines around them (fan-out branches, request deadlines), what the caches saved,
-    the event loop they run on, and the slow runs and failed calls in Tempo."""
+    the event loop they run on and the calls offloaded from it, and the slow runs and failed
+    calls in Tempo."""
     return layout.build_dashboard(
         uid="toolkit-agents",
         title="Agent server — Agents and LLM calls",
-        shows="Agent runs, their steps and model calls, tokens, cost, cache savings and the "
-        "event loop",
+        shows="Agent runs, their steps and model calls, tokens, cost, cache savings, the "
+        "event loop and offloaded calls",
         tags=["agents", "gen-ai"],
         # The event loop row is the HTTP dashboard's too: a blocked loop stalls every agent.
         rows=[
@@ -100,6 +102,7 @@ def agents_dashboard() -> Json:
             pipelines.row(),
             cache_savings.row(),
             event_loop.row(),
+            offload.row(),  # the fix for a blocked loop, beside it
             traces.row(),
         ],
         instances_of=_INSTANCES_OF,
