@@ -219,6 +219,12 @@ CACHE_ERROR: Final = "error"
 CACHE_REFUSED: Final = "refused"
 """Answered 400 by the response cache, not by the origin: a GET or HEAD with content on a
 route that does not key on the body."""
+CACHE_WAIT_TIMEOUT: Final = "wait_timeout"
+"""Computed by this caller after waiting ``cache.wait`` for another caller's computation of
+the same key, which stored nothing in that time."""
+CACHE_WAIT_DEADLINE: Final = "wait_deadline"
+"""Computed by this caller after the current deadline (a request's, ``toolkit.deadline``) cut
+its wait for another caller's computation of the same key, sooner than ``cache.wait``."""
 CACHE_RESULTS: Final = (
     CACHE_HIT,
     CACHE_MISS,
@@ -226,6 +232,8 @@ CACHE_RESULTS: Final = (
     CACHE_BYPASS,
     CACHE_ERROR,
     CACHE_REFUSED,
+    CACHE_WAIT_TIMEOUT,
+    CACHE_WAIT_DEADLINE,
 )
 
 RATE_LIMIT_ALLOWED: Final = "allowed"
