@@ -13,7 +13,8 @@
      +-- NoRequestError        a per-caller cache was used where no request is being served
      +-- PoolError             an AgentPool (or the offload pool) cannot serve now (install(): 503)
           +-- PoolExhaustedError   its wait queue is full: refused at once, without waiting
-          +-- PoolTimeoutError     none came free within acquire_timeout
+          +-- PoolTimeoutError     none came free within acquire_timeout, or a build passed
+                                   create_timeout
           +-- PoolClosedError      the pool was closed (the app is shutting down)
 
 Backend errors never reach the application: the capability that made the call catches them,
@@ -81,7 +82,19 @@ class PoolExhaustedError(PoolError):
 
 
 class PoolTimeoutError(PoolError):
-    """No object came free (or was built) within the pool's ``acquire_timeout``."""
+    """No object came free (or was built) within the pool's ``acquire_timeout``, or the
+    build the caller waited for passed ``create_timeout``.
+
+    Args:
+        setting: which of the pool's settings ran out: ``acquire_timeout`` or
+            ``create_timeout``.
+    """
+
+    def __init__(
+        self, message: str, *, pool: str, retry_after: int = 1, setting: str = "acquire_timeout"
+    ) -> None:
+        super().__init__(message, pool=pool, retry_after=retry_after)
+        self.setting = setting
 
 
 class PoolClosedError(PoolError):

@@ -185,7 +185,7 @@ async def test_a_pool_acquire_with_an_object_idle_lends_it_whatever_the_deadline
 @pytest.mark.parametrize("mode", ["exclusive", "shared"])
 @pytest.mark.parametrize(
     ("create_timeout", "budget", "error"),
-    [(10.0, 0.2, toolkit.DeadlineExceeded), (0.2, 10.0, TimeoutError)],
+    [(10.0, 0.2, toolkit.DeadlineExceeded), (0.2, 10.0, toolkit.PoolTimeoutError)],
     ids=["deadline", "create_timeout"],
 )
 async def test_waiting_for_a_pool_build_ends_at_the_smaller_of_create_timeout_and_the_deadline(
@@ -206,10 +206,14 @@ async def test_waiting_for_a_pool_build_ends_at_the_smaller_of_create_timeout_an
         make, mode=mode, acquire_timeout="30s", create_timeout=create_timeout
     )
     started = time.monotonic()
-    with toolkit.deadline(budget), pytest.raises(error):
+    with toolkit.deadline(budget), pytest.raises(error) as raised:
         async with pool.acquire():
             pass
     assert 0.15 < time.monotonic() - started < 2.0
+    if error is toolkit.PoolTimeoutError:  # the pool's own setting, named (a 503, not a 504)
+        assert raised.value.setting == "create_timeout"
+        assert f"pool {pool.name!r}" in str(raised.value)
+        assert "create_timeout=0.2s" in str(raised.value)
     (left,) = seen
     assert left is not None
     assert create_timeout - 0.5 < left <= create_timeout

@@ -458,6 +458,40 @@ async def test_embeddings_a_caller_waits_for_anothers_call_at_most_the_time_left
     assert model.batches == [["a"]]  # embedded once
 
 
+async def test_embeddings_a_shared_call_runs_under_its_own_deadline_not_its_first_callers(
+    store: CacheStore,
+) -> None:
+    """The first caller (100 ms left) starts the call, a second (5 s left) joins it: the
+    toolkit waits inside the embedding function see the call's own deadline, so the first
+    caller's cannot cut it for the second; each caller waits only its own time left."""
+    calling = asyncio.Event()
+    model = Model()
+    seen: list[float | None] = []
+
+    @toolkit.resilient(timeout=None)  # bounded by the current deadline: the call's
+    async def slow(texts: list[str]) -> list[list[float]]:
+        seen.append(toolkit.time_left())
+        calling.set()
+        await asyncio.sleep(0.3)
+        return await model.embed(texts)
+
+    embed = cache_embeddings(model="m")(slow)
+    with toolkit.deadline(0.1):
+        first = asyncio.create_task(embed(["a"]))
+    await calling.wait()
+    with toolkit.deadline(5):
+        second = asyncio.create_task(embed(["a"]))
+    with pytest.raises(toolkit.DeadlineExceeded, match="being embedded"):
+        await first  # its own wait, at its own deadline
+    assert await second == [vector_of("a")]
+    assert model.batches == [["a"]]  # embedded once, for both
+    assert seen[0] is not None
+    assert seen[0] > 1  # cache.wait (60 s), not the first caller's 0.1 s
+    assert len(seen) == 1
+    assert await embed(["a"]) == [vector_of("a")]  # stored: a hit
+    assert model.batches == [["a"]]
+
+
 async def test_embeddings_computed_before_an_invalidation_of_their_tags_are_not_stored_after_it(
     store: CacheStore,
 ) -> None:

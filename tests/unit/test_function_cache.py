@@ -461,6 +461,48 @@ async def test_cached_decisions_are_events_on_the_current_span(
     assert re.fullmatch(r"test:test_cached_decisions_.*\.<locals>\.classify:[0-9a-f]{32}", key)
 
 
+@pytest.mark.parametrize("cut", ["deadline", "wait"])
+async def test_cached_follower_whose_wait_is_cut_counts_it_and_says_so_on_its_span(
+    backend: Backend,
+    meter_provider: MeterProvider,
+    metric_reader: InMemoryMetricReader,
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+    cut: str,
+) -> None:
+    """A follower of a leader that stores nothing in time computes itself; its decision is
+    counted as wait_deadline (the current deadline cut the wait) or wait_timeout
+    (``cache.wait`` ran out), and is the result of its lookup event."""
+    wait = 5.0 if cut == "deadline" else 0.1
+    store = CacheStore(backend, meter_provider=meter_provider, settings=cache_settings(wait=wait))
+    set_current_cache(store)
+    gate = asyncio.Event()
+    started = asyncio.Event()
+
+    @toolkit.cached(ttl="1m", namespace="test")
+    async def answer(question: str) -> str:
+        if not started.is_set():
+            started.set()
+            await gate.wait()  # the leader, stuck
+        return question.upper()
+
+    leader = asyncio.create_task(answer("q"))
+    await started.wait()
+    with (
+        tracer_provider.get_tracer("test").start_as_current_span("follower"),
+        toolkit.deadline(0.1 if cut == "deadline" else None),
+    ):
+        assert await answer("q") == "Q"
+    result = names.CACHE_WAIT_DEADLINE if cut == "deadline" else names.CACHE_WAIT_TIMEOUT
+    assert requests(metric_reader, result) == 1
+    assert requests(metric_reader, names.CACHE_MISS) == 0  # the leader has not finished
+    (span,) = span_exporter.get_finished_spans()
+    lookups = [e for e in span.events if e.name == names.CACHE_LOOKUP_EVENT]
+    assert [e.attributes[names.CACHE_RESULT] for e in lookups] == [result]
+    gate.set()
+    assert await leader == "Q"
+
+
 async def test_cached_keeps_backend_hits_in_the_in_process_tier(backend: Backend) -> None:
     """With a local tier, a value read from the backend is served from memory next time."""
     writer = CacheStore(backend)

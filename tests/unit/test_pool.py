@@ -320,6 +320,41 @@ async def test_pool_acquire_timeout_while_waiting_leaves_counts_whole() -> None:
     await pool.close()
 
 
+@pytest.mark.parametrize("mode", ["exclusive", "shared"])
+async def test_pool_build_past_create_timeout_raises_pool_timeout_error_naming_the_setting(
+    mode: str,
+) -> None:
+    """A factory call cut at create_timeout reaches its caller as PoolTimeoutError (install()
+    answers it 503) naming the pool and the setting, not as a bare TimeoutError; a factory's
+    own TimeoutError reaches the caller unchanged."""
+    own = [False]
+
+    async def make() -> Resource:
+        if own[0]:
+            raise TimeoutError("the sandbox API timed out")
+        await asyncio.sleep(10)
+        return Resource()
+
+    pool: AgentPool[Resource] = AgentPool(
+        make, name="sandbox", mode=mode, acquire_timeout="5s", create_timeout="50ms"
+    )
+    with pytest.raises(toolkit.PoolTimeoutError) as raised:
+        async with pool.acquire():
+            pass
+    assert str(raised.value) == (
+        "pool 'sandbox': building an object took longer than create_timeout=0.05s; the "
+        "factory call was cancelled"
+    )
+    assert raised.value.setting == "create_timeout"
+    assert raised.value.pool == "sandbox"
+    own[0] = True
+    with pytest.raises(TimeoutError, match="the sandbox API timed out") as factory_error:
+        async with pool.acquire():
+            pass
+    assert not isinstance(factory_error.value, toolkit.PoolTimeoutError)
+    await pool.close()
+
+
 async def test_pool_full_wait_queue_refuses_at_once() -> None:
     """With every object lent and max_waiting callers queued, the next acquire fails at once
     with PoolExhaustedError, without waiting."""

@@ -608,6 +608,72 @@ async def test_retry_budget_refusal_is_counted_and_put_on_the_span(
     assert event.attributes[names.ERROR_TYPE] == "503"
 
 
+async def test_retries_made_and_fallbacks_are_counted_by_function_and_reason(
+    meter_provider: MeterProvider,
+    metric_reader: InMemoryMetricReader,
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    """Each retry made is counted in toolkit.retry.attempts; each fallback in
+    toolkit.resilience.fallbacks by reason (error, its own timeout, the current deadline, an
+    open breaker), with or without a breaker, and the reason is on the span event."""
+    set_current_breakers(BreakerRegistry(meter_provider=meter_provider))
+    failures = [2]
+
+    @toolkit.resilient(retries=RetryPolicy(on=provider_errors, attempts=3, sleep=Sleeps()))
+    async def flaky() -> str:
+        if failures[0]:
+            failures[0] -= 1
+            raise ProviderError(503)
+        return "ok"
+
+    async def canned(delay: float) -> str:
+        return "canned"
+
+    @toolkit.resilient(timeout=0.02, fallback=canned)
+    async def slow(delay: float) -> str:
+        if delay < 0:
+            raise ProviderError(400)
+        await asyncio.sleep(delay)
+        return "slow"
+
+    guard = CircuitBreaker(f"b-{uuid.uuid4().hex[:6]}", meter_provider=meter_provider)
+    guarded = toolkit.resilient(breaker=guard, fallback=canned)(slow.__wrapped__)
+
+    with tracer_provider.get_tracer("test").start_as_current_span("work"):
+        assert await flaky() == "ok"
+        assert await slow(0) == "slow"  # no fallback, nothing counted
+        assert await slow(-1) == "canned"
+        assert await slow(5) == "canned"  # its own timeout
+        with toolkit.deadline(0.01):
+            assert await slow(5) == "canned"  # the current deadline, sooner
+        await guard.force_open()
+        assert await guarded(0) == "canned"
+    retried = points(metric_reader, names.RETRY_ATTEMPTS)
+    assert [(p.attributes[names.RESILIENCE_FUNCTION], p.value) for p in retried] == [
+        (flaky.__qualname__, 2)
+    ]
+    fell_back = {
+        (
+            p.attributes[names.RESILIENCE_FUNCTION],
+            p.attributes[names.RESILIENCE_FALLBACK_REASON],
+        ): p.value
+        for p in points(metric_reader, names.RESILIENCE_FALLBACKS)
+    }
+    function = slow.__qualname__
+    assert fell_back == {
+        (function, "error"): 1,
+        (function, "timeout"): 1,
+        (function, "deadline"): 1,
+        (function, "circuit_open"): 1,  # the guarded twin: the same function's name
+    }
+    (span,) = span_exporter.get_finished_spans()
+    events = [e for e in span.events if e.name == names.RESILIENCE_FALLBACK_EVENT]
+    assert [e.attributes[names.RESILIENCE_FALLBACK_REASON] for e in events] == [
+        "error", "timeout", "deadline", "circuit_open"
+    ]  # fmt: skip
+
+
 def test_retry_budget_is_a_share_of_the_calls_over_its_window_plus_a_minimum() -> None:
     """20 % of the last window's calls, plus the minimum per second; calls and retries older
     than the window stop counting."""

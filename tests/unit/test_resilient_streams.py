@@ -119,6 +119,13 @@ def stream_outcomes(reader: InMemoryMetricReader) -> dict[str, int]:
     }
 
 
+def retries(reader: InMemoryMetricReader) -> dict[str, int]:
+    return {
+        p.attributes[names.RESILIENCE_FUNCTION]: p.value
+        for p in points(reader, names.RETRY_ATTEMPTS)
+    }
+
+
 @pytest.fixture
 def registry(meter_provider: MeterProvider) -> BreakerRegistry:
     registry = BreakerRegistry(meter_provider=meter_provider)
@@ -144,6 +151,7 @@ async def test_a_stream_that_fails_before_its_first_chunk_is_retried_and_each_at
     assert stream_outcomes(metric_reader) == {"complete": 1}
     first = points(metric_reader, names.RESILIENCE_STREAM_TIME_TO_FIRST_CHUNK)
     assert [p.count for p in first] == [1]
+    assert retries(metric_reader) == {"Source.stream": 2}
 
 
 async def test_timeout_bounds_the_first_chunk_not_the_whole_stream(
@@ -197,6 +205,15 @@ async def test_the_fallback_streams_instead_when_the_stream_fails_before_its_fir
     fallbacks = [e for e in span.events if e.name == names.RESILIENCE_FALLBACK_EVENT]
     assert [e.attributes[names.ERROR_TYPE] for e in fallbacks] == ["ProviderError", "circuit_open"]
     assert stream_outcomes(metric_reader) == {"fallback": 2}
+    fell_back = {
+        (
+            p.attributes[names.RESILIENCE_FUNCTION],
+            p.attributes[names.RESILIENCE_FALLBACK_REASON],
+        ): p.value
+        for p in points(metric_reader, names.RESILIENCE_FALLBACKS)
+    }
+    assert fell_back == {("Source.stream", "error"): 1, ("Source.stream", "circuit_open"): 1}
+    assert retries(metric_reader) == {"Source.stream": 1}  # the refused call made none
 
 
 # --- after the first chunk: never retried, never a fallback --------------------------------------

@@ -1002,6 +1002,33 @@ async def test_response_cache_runs_the_origin_once_for_concurrent_callers(
     assert Counter(x_cache(a) for a in answers) == Counter({"MISS": 1, "HIT": 49})
 
 
+async def test_response_cache_follower_cut_by_its_deadline_counts_wait_deadline_on_its_span(
+    backend: Backend,
+    meter_provider: MeterProvider,
+    metric_reader: InMemoryMetricReader,
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    """A follower whose deadline ends before the held leader stores goes to the app itself;
+    its decision is wait_deadline, in the metric and in its lookup event."""
+    app = origin()
+    cached = cache(app, backend, cache=CacheStore(backend, meter_provider=meter_provider))
+    leader = asyncio.create_task(request(cached, "/stream", query="mode=gated"))
+    await eventually(lambda: app.state.calls["/stream"] == 1)
+    with tracer_provider.get_tracer("t").start_as_current_span("follower"):
+        with toolkit.deadline(0.1):
+            following = asyncio.create_task(request(cached, "/stream", query="mode=gated"))
+        await eventually(lambda: app.state.calls["/stream"] == 2)  # gave up, ran the app
+        app.state.gate.set()
+        follower = await following
+    assert x_cache(follower) == "MISS"
+    assert results(metric_reader, names.CACHE_WAIT_DEADLINE) == 1
+    (span,) = span_exporter.get_finished_spans()
+    lookups = [e for e in span.events if e.name == names.CACHE_LOOKUP_EVENT]
+    assert [e.attributes[names.CACHE_RESULT] for e in lookups] == [names.CACHE_WAIT_DEADLINE]
+    await leader
+
+
 async def test_response_cache_a_leader_over_the_size_cap_does_not_hold_its_followers(
     backend: Backend,
 ) -> None:

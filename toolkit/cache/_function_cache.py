@@ -156,8 +156,12 @@ class FunctionCache:
                 await self._store(store, codec, key, value, tags, generation, tally)
             return (value,)
 
+        def gave_up(reason: str) -> None:
+            nonlocal result
+            result = reason  # a miss after a wait cut short: which bound ran out
+
         try:
-            return (await _flight(store).run(key, lookup, compute))[0]
+            return (await _flight(store).run(key, lookup, compute, gave_up=gave_up))[0]
         finally:
             store.record(self.name, result, key)
 

@@ -116,11 +116,17 @@ class Origin:
                     return PASS
             return None
 
+        miss = names.CACHE_MISS
+
+        def gave_up(reason: str) -> None:
+            nonlocal miss
+            miss = reason  # a miss after a wait cut short: which bound ran out
+
         async def compute(turn: Turn | None) -> Entry | Outcome:
-            await self.run(route, key, scope, receive, send, turn)
+            await self.run(route, key, scope, receive, send, turn, miss=miss)
             return SERVED
 
-        result = await self._flight.run_turn(key, lookup, compute)
+        result = await self._flight.run_turn(key, lookup, compute, gave_up=gave_up)
         if result is SERVED:
             return
         if isinstance(result, Outcome):  # PASS: the origin, side by side with the others
@@ -140,9 +146,12 @@ class Origin:
         receive: Receive,
         send: Send,
         turn: Turn | None,
+        *,
+        miss: str = names.CACHE_MISS,
     ) -> None:
         """Run the app for this caller, streaming as it goes, and store what may be stored.
-        A leader's ``turn`` ends the moment its response is stored or known not to be."""
+        A leader's ``turn`` ends the moment its response is stored or known not to be;
+        ``miss`` is the result counted (a follower's wait cut short says why)."""
 
         async def refused(passes: bool) -> None:
             if turn is None:
@@ -170,7 +179,7 @@ class Origin:
             finally:
                 # A response refused mid-stream (too large) has said MISS already: counted as
                 # what it turned out to be.
-                result = names.CACHE_MISS if capture.refused is None else names.CACHE_BYPASS
+                result = miss if capture.refused is None else names.CACHE_BYPASS
                 self._store.record(NAME, result, key)
                 if turn is not None:
                     await turn.end()  # before the rest reaches a client that may read slowly

@@ -5,7 +5,8 @@ coroutine takes a lease in the backend and renews it while the computation runs,
 call longer than the lease never lets a second caller start; the others poll the cache with
 backoff and take the result when it lands. A follower waits at most ``wait`` seconds, or
 what is left of the current deadline when that is sooner, then computes itself, as when the
-leader is too slow. When the leader ends without storing anything
+leader is too slow, and tells its caller which of the two ran out (``gave_up``: the cache
+counts it and puts it on the span). When the leader ends without storing anything
 (the response was not cacheable, it failed, it was cancelled, its process died and the lease
 ran out), the next caller leads, one at a time. A leader that knows before it returns that
 there is nothing more to wait for (it has stored the result, or it will store nothing) ends
@@ -26,6 +27,7 @@ from typing import Generic, TypeVar
 from toolkit._deadlines import bounded
 from toolkit.backends import LeaseStorage, require
 from toolkit.errors import BackendError
+from toolkit.telemetry import names
 
 T = TypeVar("T")
 
@@ -126,28 +128,39 @@ class SingleFlight(Generic[T]):
         key: str,
         lookup: Callable[[], Awaitable[T | None]],
         compute: Callable[[], Awaitable[T]],
+        *,
+        gave_up: Callable[[str], None] | None = None,
     ) -> T:
         """``lookup()`` when another caller has produced it, else ``compute()`` (which
         stores what it produces). ``lookup`` is asked again once this caller leads, before it
-        computes. Backend failures degrade to computing without a lease."""
-        return await self.run_turn(key, lookup, lambda turn: compute())
+        computes. Backend failures degrade to computing without a lease.
+
+        Args:
+            gave_up: called, before ``compute()``, when this caller stopped waiting for
+                another's computation: with ``names.CACHE_WAIT_DEADLINE`` when the current
+                deadline cut the wait, ``names.CACHE_WAIT_TIMEOUT`` when ``wait`` ran out.
+        """
+        return await self.run_turn(key, lookup, lambda turn: compute(), gave_up=gave_up)
 
     async def run_turn(
         self,
         key: str,
         lookup: Callable[[], Awaitable[T | None]],
         compute: Callable[[Turn | None], Awaitable[T]],
+        *,
+        gave_up: Callable[[str], None] | None = None,
     ) -> T:
         """As :meth:`run`, with the leader's :class:`Turn` passed to ``compute`` (None when
         it computes without a lease: the backend failed, or it waited long enough)."""
-        deadline = self._clock() + bounded(self._wait)
+        deadline, reason = self._wait_end()
         while (head := self._local.get(key)) is not None:
             # Another coroutine of this process leads for this key: wait for its turn to end
             # (shielded: our cancellation must not cancel the leader), then look again. As
             # long as a follower in another process would wait, and no longer.
             remaining = deadline - self._clock()
             if remaining <= 0:
-                return await compute(None)  # waited long enough for a leader that never stores
+                # Waited long enough for a leader that never stores.
+                return await self._give_up(reason, gave_up, compute)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(head), remaining)
             found = await lookup()
@@ -163,9 +176,26 @@ class SingleFlight(Generic[T]):
                 head.set_result(None)
 
         try:
-            return await self._across_processes(key, lookup, compute, step_down)
+            return await self._across_processes(key, lookup, compute, step_down, gave_up)
         finally:
             step_down()
+
+    def _wait_end(self) -> tuple[float, str]:
+        """When a follower stops waiting (on ``clock``), and what it reports then: the
+        current deadline when it leaves less than ``wait``."""
+        wait = bounded(self._wait)
+        reason = names.CACHE_WAIT_DEADLINE if wait < self._wait else names.CACHE_WAIT_TIMEOUT
+        return self._clock() + wait, reason
+
+    @staticmethod
+    async def _give_up(
+        reason: str,
+        gave_up: Callable[[str], None] | None,
+        compute: Callable[[Turn | None], Awaitable[T]],
+    ) -> T:
+        if gave_up is not None:
+            gave_up(reason)
+        return await compute(None)
 
     async def run_if_idle(
         self,
@@ -201,10 +231,11 @@ class SingleFlight(Generic[T]):
         lookup: Callable[[], Awaitable[T | None]],
         compute: Callable[[Turn | None], Awaitable[T]],
         step_down: Callable[[], None],
+        gave_up: Callable[[str], None] | None,
     ) -> T:
         lease_key = f"lease:{key}"
         token = uuid.uuid4().hex
-        deadline = self._clock() + bounded(self._wait)
+        deadline, reason = self._wait_end()
         poll = _FIRST_POLL
         while True:
             try:
@@ -220,7 +251,8 @@ class SingleFlight(Generic[T]):
             if found is not None:
                 return found
             if self._clock() >= deadline:
-                return await compute(None)  # waited long enough for a leader that never stores
+                # Waited long enough for a leader that never stores.
+                return await self._give_up(reason, gave_up, compute)
 
     async def _lead(
         self,

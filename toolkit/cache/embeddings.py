@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Sequence, Sized
 from typing import Any, Final, ParamSpec, cast
 
-from toolkit._deadlines import time_left
+from toolkit._deadlines import own_deadline, time_left
 from toolkit._savings import Tally, collecting
 from toolkit._tasks import spawn
 from toolkit.cache._arguments import method_receiver, parse_tags, parse_ttl
@@ -339,6 +339,13 @@ class _Flights:
             spawn(self._tasks, self._embed(batch))
 
     async def _embed(self, batch: _Batch) -> None:
+        # The call is every waiter's, not its first caller's: it runs under a deadline of its
+        # own (``cache.wait``, as long as a caller waits for another's miss), so that the
+        # first caller's deadline cannot cut it for the others; each waits its own time left.
+        with own_deadline(self._store.settings.wait):
+            await self._embed_batch(batch)
+
+    async def _embed_batch(self, batch: _Batch) -> None:
         cache, store = self._cache, self._store
         try:
             # Read before the call: vectors computed before an invalidation of their tags are

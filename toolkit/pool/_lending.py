@@ -96,8 +96,13 @@ class KeyLender(ABC, Generic[T]):
         create_timeout = objects.options.settings.create_timeout
         try:
             with own_deadline(create_timeout):
-                async with asyncio.timeout(create_timeout):
-                    obj = await objects.make(self.key)
+                try:
+                    async with asyncio.timeout(create_timeout) as scope:
+                        obj = await objects.make(self.key)
+                except TimeoutError as exc:
+                    if scope.expired():  # not the factory's own TimeoutError
+                        raise objects.build_timed_out(self.key) from exc
+                    raise
             return objects.entry(obj, self.key)
         finally:
             self.creating -= 1

@@ -81,6 +81,16 @@ class Objects(Generic[T]):
             pool=self.name,
         )
 
+    def build_timed_out(self, key: Hashable) -> PoolTimeoutError:
+        """The error of a build past ``create_timeout`` (its factory call cancelled)."""
+        of_key = "" if key is None else f" for key {key!r}"
+        return PoolTimeoutError(
+            f"pool {self.name!r}: building an object{of_key} took longer than create_timeout="
+            f"{self.options.settings.create_timeout:g}s; the factory call was cancelled",
+            pool=self.name,
+            setting="create_timeout",
+        )
+
     # --- tasks the pool owns ------------------------------------------------------------------
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any], kind: str) -> asyncio.Task[Any]:

@@ -129,7 +129,8 @@ class AgentPool(Generic[T]):
             the current deadline (a request's, ``toolkit.deadline``) still holds when sooner,
             and an acquire it cuts raises ``DeadlineExceeded`` instead of ``PoolTimeoutError``.
         create_timeout: seconds one factory call may take: the build's own deadline, in
-            place of its caller's (the build outlives a caller that stops waiting).
+            place of its caller's (the build outlives a caller that stops waiting); a caller
+            waiting for a build cancelled at it gets ``PoolTimeoutError`` naming it.
         recycle_after: seconds (or ``"30m"``) after which an object is replaced; never when
             None.
         max_uses: acquires after which an object is replaced; never when None.
@@ -262,8 +263,9 @@ class AgentPool(Generic[T]):
             async with pool.acquire("gpt-4o") as agent:
                 ...
 
-        Raises (on entry): PoolExhaustedError (queue full), PoolTimeoutError, PoolClosedError,
-        or the factory's own exception."""
+        Raises (on entry): PoolExhaustedError (queue full), PoolTimeoutError (past
+        ``acquire_timeout``, or the build it waited for past ``create_timeout``),
+        PoolClosedError, or the factory's own exception."""
         return Lease(self, key)
 
     def _state(self, key: Hashable) -> KeyLender[T]:
@@ -362,7 +364,8 @@ class AgentPool(Generic[T]):
             return lender, await lender.checkout(deadline, permit)
         except PoolTimeoutError as exc:
             error_type = names.POOL_TIMEOUT
-            if bounded_by_work:
+            # Only a wait the deadline cut: a build past create_timeout is the pool's own.
+            if bounded_by_work and exc.setting == "acquire_timeout":
                 raise DeadlineExceeded(
                     f"pool {self.name!r}: the deadline of this work passed after {timeout:.3g}s "
                     "of waiting, under acquire_timeout"

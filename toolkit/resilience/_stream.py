@@ -35,7 +35,7 @@ from toolkit.errors import DeadlineExceeded
 from toolkit.flags import RESILIENCE, current_flags
 from toolkit.resilience._nesting import claim
 from toolkit.resilience._scope import record_cut, remaining
-from toolkit.resilience._telemetry import fallback_event
+from toolkit.resilience._telemetry import FallbackTelemetry
 from toolkit.resilience.breaker import CircuitBreaker, Permit
 from toolkit.resilience.classify import error_type
 from toolkit.resilience.registry import current_breakers
@@ -128,7 +128,7 @@ def stream_wrapper(guard: _Guard) -> Callable[..., AsyncGenerator[Any, None]]:
                 telemetry.ended(names.STREAM_FAILED, started)
                 raise
             mark_fallback()
-            fallback_event(guard.qualname, exc)
+            cast(FallbackTelemetry, guard.fallback_telemetry).answered(exc)  # made by _resolve
             source, chunk, breaker = _fallback_chunks(guard.fallback, args, kwargs), _NOTHING, None
             fell_back = True
         else:

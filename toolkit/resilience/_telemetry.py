@@ -1,6 +1,6 @@
-"""The metrics and span events of breakers and retries; counts kept in dicts, read when
-OpenTelemetry collects (see ``telemetry/counts.py``): a call through a breaker pays a dict
-update."""
+"""The metrics and span events of breakers, retries and fallbacks; counts kept in dicts, read
+when OpenTelemetry collects (see ``telemetry/counts.py``): a call through a breaker pays a
+dict update."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from toolkit._version import __version__
-from toolkit.errors import CircuitOpenError
-from toolkit.resilience.classify import error_type
+from toolkit.errors import CircuitOpenError, DeadlineExceeded
+from toolkit.resilience.classify import error_type, is_timeout
 from toolkit.telemetry import names
 from toolkit.telemetry.counts import Counts, shared_callbacks, shared_counts
 
@@ -92,9 +92,9 @@ class BreakerTelemetry:
 
 
 class RetryTelemetry:
-    """Instruments of one retrying function: the retries its budget refused."""
+    """Instruments of one retrying function: the retries it made, those its budget refused."""
 
-    __slots__ = ("_attributes", "_refused", "_warned", "label")
+    __slots__ = ("_attributes", "_refused", "_retries", "_warned", "label")
 
     def __init__(self, label: str, meter_provider: metrics.MeterProvider | None = None) -> None:
         self.label = label
@@ -102,8 +102,13 @@ class RetryTelemetry:
             names.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
         )
         self._refused: Counts = shared_counts(meter, names.RETRY_BUDGET_EXHAUSTED_METRIC)
+        self._retries: Counts = shared_counts(meter, names.RETRY_ATTEMPTS_METRIC)
         self._attributes = {names.RESILIENCE_FUNCTION: label}
         self._warned = False
+
+    def retried(self) -> None:
+        """Count a retry about to run (its span event is added before its backoff)."""
+        self._retries.add(self.label, self._attributes)
 
     def budget_exhausted(self, attempt: int, error: BaseException | None) -> None:
         """Count a retry the budget refused, put it on the current span, and log the first
@@ -132,16 +137,46 @@ class RetryTelemetry:
             )
 
 
-def fallback_event(function: str, error: BaseException) -> None:
-    """Put on the current span that ``function``'s fallback answered, after ``error``."""
-    span = trace.get_current_span()
-    if span.is_recording():
-        span.add_event(
-            names.RESILIENCE_FALLBACK_EVENT,
-            {
-                names.RESILIENCE_FUNCTION: function,
-                names.ERROR_TYPE: names.CIRCUIT_OPEN
-                if isinstance(error, CircuitOpenError)
-                else error_type(error),
-            },
+def fallback_reason(error: BaseException) -> str:
+    """Why the fallback answered, one of ``names.RESILIENCE_FALLBACK_REASONS``."""
+    if isinstance(error, CircuitOpenError):
+        return names.FALLBACK_CIRCUIT_OPEN
+    if isinstance(error, DeadlineExceeded):
+        return names.FALLBACK_DEADLINE
+    if is_timeout(error):
+        return names.FALLBACK_TIMEOUT
+    return names.FALLBACK_ERROR
+
+
+class FallbackTelemetry:
+    """The fallbacks of one ``@resilient`` function: counted by reason, put on the span."""
+
+    __slots__ = ("_answered", "_reasons", "label")
+
+    def __init__(self, label: str, meter_provider: metrics.MeterProvider | None = None) -> None:
+        self.label = label
+        meter = metrics.get_meter(
+            names.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
         )
+        self._answered: Counts = shared_counts(meter, names.RESILIENCE_FALLBACKS_METRIC)
+        self._reasons = {
+            reason: {names.RESILIENCE_FUNCTION: label, names.RESILIENCE_FALLBACK_REASON: reason}
+            for reason in names.RESILIENCE_FALLBACK_REASONS
+        }
+
+    def answered(self, error: BaseException) -> None:
+        """The fallback answers after ``error``: count it, and add the span event."""
+        reason = fallback_reason(error)
+        self._answered.add((self.label, reason), self._reasons[reason])
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event(
+                names.RESILIENCE_FALLBACK_EVENT,
+                {
+                    names.RESILIENCE_FUNCTION: self.label,
+                    names.RESILIENCE_FALLBACK_REASON: reason,
+                    names.ERROR_TYPE: names.CIRCUIT_OPEN
+                    if reason == names.FALLBACK_CIRCUIT_OPEN
+                    else error_type(error),
+                },
+            )

@@ -44,7 +44,7 @@ from toolkit.flags import RESILIENCE, FlagSource, current_flags
 from toolkit.resilience._nesting import claim
 from toolkit.resilience._scope import record_cut, remaining
 from toolkit.resilience._stream import StreamTelemetry, fallback_problem, stream_wrapper
-from toolkit.resilience._telemetry import RetryTelemetry, fallback_event
+from toolkit.resilience._telemetry import FallbackTelemetry, RetryTelemetry
 from toolkit.resilience.breaker import CircuitBreaker
 from toolkit.resilience.budget import RetryBudget
 from toolkit.resilience.classify import ErrorPredicate
@@ -236,6 +236,7 @@ class _Guard:
         self.budget: RetryBudget | None = None
         self.retry_telemetry: RetryTelemetry | None = None
         self.stream_telemetry: StreamTelemetry | None = None
+        self.fallback_telemetry: FallbackTelemetry | None = None
 
     def _resolve(self, registry: BreakerRegistry) -> None:
         self.registry = registry
@@ -245,6 +246,8 @@ class _Guard:
         self.deadline = settings.timeout if self.deadline_spec is DEFAULT else self.deadline_spec
         if self.is_stream:
             self.stream_telemetry = StreamTelemetry(self.qualname, registry.meter_provider)
+        if self.fallback is not None:
+            self.fallback_telemetry = FallbackTelemetry(self.qualname, registry.meter_provider)
         if self.policy is None:
             return
         if self.budget_spec is DEFAULT:
@@ -270,7 +273,7 @@ class _Guard:
             return await self._bounded(args, kwargs)
         except Exception as exc:
             mark_fallback()
-            fallback_event(self.qualname, exc)
+            cast(FallbackTelemetry, self.fallback_telemetry).answered(exc)  # made by _resolve
             return await self.fallback(*args, **kwargs)
 
     async def _bounded(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

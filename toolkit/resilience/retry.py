@@ -103,13 +103,20 @@ class _Run:
         self.label = label
         self.telemetry = telemetry
 
+    def _telemetry(self) -> RetryTelemetry:
+        if self.telemetry is None:  # a RetryPolicy run on its own: the global meter provider
+            self.telemetry = RetryTelemetry(self.label)
+        return self.telemetry
+
+    def retried(self) -> None:
+        """A retry is being made: count it."""
+        self._telemetry().retried()
+
     def refused(self, state: RetryCallState) -> None:
         """The budget refused the next attempt: count it, say so on the span."""
-        if self.telemetry is None:
-            self.telemetry = RetryTelemetry(self.label)
         outcome = state.outcome
         error = outcome.exception() if outcome is not None else None
-        self.telemetry.budget_exhausted(state.attempt_number + 1, error)
+        self._telemetry().budget_exhausted(state.attempt_number + 1, error)
 
     def refund(self) -> None:
         """Give back a retry granted but never attempted (cancelled during its backoff)."""
@@ -200,7 +207,8 @@ class RetryPolicy:
             budget: asked before each retry; this call counts in it.
             remaining: seconds left before the caller's deadline, None for none.
             label: the function's name on span events and metrics.
-            telemetry: where refusals are counted; the global meter provider when None.
+            telemetry: where retries and refusals are counted; the global meter provider
+                when None.
         """
         if budget is not None:
             budget.record_call()
@@ -259,6 +267,7 @@ class RetryPolicy:
                 first_attempt = False
                 raise first
             run.granted = False  # the retry granted is being made: it stays spent
+            run.retried()
             return await function(*args, **kwargs)
 
         def before_sleep(state: RetryCallState) -> None:

@@ -66,7 +66,8 @@ class PoolSettings(Section):
         60.0,
         ge=0.001,
         le=3600,
-        description="Longest one factory call may run. 1ms to 1h.",
+        description="Longest one factory call may run; past it the build is cancelled and "
+        "its caller gets PoolTimeoutError. 1ms to 1h.",
         examples=["30s"],
     )
     recycle_after: Seconds | None = Field(

@@ -106,8 +106,10 @@ RETRY_WAIT: Final = "toolkit.retry.wait"
 """Seconds slept before that attempt, Retry-After included (span events only)."""
 RESILIENCE_FUNCTION: Final = "toolkit.resilience.function"
 """Qualified name of the ``@resilient`` function (or the label given to a ``RetryPolicy``):
-on span events, and on ``toolkit.retry.budget_exhausted`` (names come from code, not
+on span events, and on the retry and fallback metrics (names come from code, not
 requests)."""
+RESILIENCE_FALLBACK_REASON: Final = "toolkit.resilience.fallback.reason"
+"""Why a ``@resilient`` call's fallback answered: one of :data:`RESILIENCE_FALLBACK_REASONS`."""
 
 CIRCUIT_SUCCESS: Final = "success"
 CIRCUIT_FAILURE: Final = "failure"
@@ -128,6 +130,20 @@ CIRCUIT_BREAKER_OUTCOMES: Final = (
 CIRCUIT_OPEN: Final = "circuit_open"
 """``error.type`` on the current span of a call a breaker refused."""
 CIRCUIT_STATE_VALUES: Final = {"closed": 0, "half_open": 1, "open": 2}
+FALLBACK_CIRCUIT_OPEN: Final = "circuit_open"
+"""The breaker refused the call."""
+FALLBACK_DEADLINE: Final = "deadline"
+"""The deadline of the current work (a request's, a branch's) cut the call."""
+FALLBACK_TIMEOUT: Final = "timeout"
+"""The call's own ``timeout=`` passed, or its last attempt timed out."""
+FALLBACK_ERROR: Final = "error"
+"""The call failed (after its retries, if any) with any other error."""
+RESILIENCE_FALLBACK_REASONS: Final = (
+    FALLBACK_CIRCUIT_OPEN,
+    FALLBACK_DEADLINE,
+    FALLBACK_TIMEOUT,
+    FALLBACK_ERROR,
+)
 """Value of the ``toolkit.circuit_breaker.state`` gauge for each state."""
 
 FEATURE_FLAG_KEY: Final = "feature_flag.key"
@@ -203,6 +219,12 @@ CACHE_ERROR: Final = "error"
 CACHE_REFUSED: Final = "refused"
 """Answered 400 by the response cache, not by the origin: a GET or HEAD with content on a
 route that does not key on the body."""
+CACHE_WAIT_TIMEOUT: Final = "wait_timeout"
+"""Computed by this caller after waiting ``cache.wait`` for another caller's computation of
+the same key, which stored nothing in that time."""
+CACHE_WAIT_DEADLINE: Final = "wait_deadline"
+"""Computed by this caller after the current deadline (a request's, ``toolkit.deadline``) cut
+its wait for another caller's computation of the same key, sooner than ``cache.wait``."""
 CACHE_RESULTS: Final = (
     CACHE_HIT,
     CACHE_MISS,
@@ -210,6 +232,8 @@ CACHE_RESULTS: Final = (
     CACHE_BYPASS,
     CACHE_ERROR,
     CACHE_REFUSED,
+    CACHE_WAIT_TIMEOUT,
+    CACHE_WAIT_DEADLINE,
 )
 
 RATE_LIMIT_ALLOWED: Final = "allowed"
@@ -588,6 +612,28 @@ RETRY_BUDGET_EXHAUSTED_METRIC: Final = Metric(
     unit="{retry}",
     description="Retries refused by the retry budget, by function.",
     attributes=(RESILIENCE_FUNCTION,),
+)
+
+RETRY_ATTEMPTS: Final = "toolkit.retry.attempts"
+"""Retries made (attempts after the first), by function: a ``@resilient`` call's or a
+stream's before its first chunk, or a ``RetryPolicy``'s label."""
+RETRY_ATTEMPTS_METRIC: Final = Metric(
+    RETRY_ATTEMPTS,
+    OBSERVABLE_COUNTER,
+    unit="{retry}",
+    description="Retries made (attempts after the first), by function.",
+    attributes=(RESILIENCE_FUNCTION,),
+)
+
+RESILIENCE_FALLBACKS: Final = "toolkit.resilience.fallbacks"
+"""Calls a ``@resilient`` function's fallback answered, by function and reason
+(:data:`RESILIENCE_FALLBACK_REASONS`), with a breaker or without."""
+RESILIENCE_FALLBACKS_METRIC: Final = Metric(
+    RESILIENCE_FALLBACKS,
+    OBSERVABLE_COUNTER,
+    unit="{call}",
+    description="Calls answered by a @resilient function's fallback, by function and reason.",
+    attributes=(RESILIENCE_FUNCTION, RESILIENCE_FALLBACK_REASON),
 )
 
 # --- Event loop health (toolkit.telemetry.loop) -----------------------------------------------

@@ -1,5 +1,5 @@
-"""Resilience: breaker states, calls by outcome, transitions, retries the budget refused,
-resilient streams (time to first chunk, outcomes)."""
+"""Resilience: breaker states, calls by outcome, transitions, retries made and refused by the
+budget, fallbacks by reason, resilient streams (time to first chunk, outcomes)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ _STATE = series(names.CIRCUIT_BREAKER_STATE)
 _TRANSITIONS = series(names.CIRCUIT_BREAKER_TRANSITIONS)
 _CALLS = series(names.CIRCUIT_BREAKER_CALLS)
 _BUDGET_EXHAUSTED = series(names.RETRY_BUDGET_EXHAUSTED)
+_RETRIES = series(names.RETRY_ATTEMPTS)
+_FALLBACKS = series(names.RESILIENCE_FALLBACKS)
+_REASON = prometheus_label(names.RESILIENCE_FALLBACK_REASON)
 _BREAKER = prometheus_label(names.CIRCUIT_BREAKER_NAME)
 _OUTCOME = prometheus_label(names.CIRCUIT_BREAKER_OUTCOME)
 _TO_STATE = prometheus_label(names.CIRCUIT_BREAKER_TO_STATE)
@@ -66,6 +69,30 @@ def row() -> Row:
                     target(
                         or_zero(sum_by(increase(_TRANSITIONS), _BREAKER, _TO_STATE), _BREAKER),
                         f"{legend(_BREAKER)} to {legend(_TO_STATE)}",
+                    )
+                ],
+                noValue="0",
+            ),
+            timeseries(
+                "Retries made",
+                "Retries per second by function (attempts after the first, a stream's before "
+                "its first chunk): a dependency failing in bursts shows here first, before its "
+                "breaker trips or its callers see errors.",
+                "ops",
+                [target(or_zero(sum_by(rate(_RETRIES), _FUNCTION), _FUNCTION), legend(_FUNCTION))],
+                noValue="0",
+            ),
+            timeseries(
+                "Fallbacks by reason",
+                "Calls per second a @resilient function's fallback answered, by function and "
+                "reason: circuit_open (the breaker refused), timeout (its own timeout), "
+                "deadline (the request's or branch's deadline cut it), error (failed after "
+                "its retries). Those callers got the canned answer.",
+                "ops",
+                [
+                    target(
+                        or_zero(sum_by(rate(_FALLBACKS), _FUNCTION, _REASON), _FUNCTION),
+                        legend(_FUNCTION, _REASON),
                     )
                 ],
                 noValue="0",
