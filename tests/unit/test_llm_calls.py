@@ -382,6 +382,24 @@ def test_each_chunk_is_made_under_the_calls_span_in_whatever_context_the_reader_
 
 
 @pytest.mark.usefixtures("agents")
+def test_an_ended_call_is_freed_at_once_leaving_no_cycle_for_the_collector() -> None:
+    """The context a call makes current holds the call: it lets go of it when it ends, so a
+    call, its span and its context never wait for the cycle collector."""
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(50):
+            with toolkit.llm_call("gpt-4o", provider="openai") as call:
+                call.usage(input_tokens=1, output_tokens=1)
+            with toolkit.llm_call("gpt-4o", provider="openai") as call:
+                stream = call.stream(iter([1, 2]))
+            assert list(stream) == [1, 2]
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+
+
+@pytest.mark.usefixtures("agents")
 def test_a_call_inside_a_framework_span_call_fills_it_and_is_counted_once(
     tracer_provider: TracerProvider,
     span_exporter: InMemorySpanExporter,

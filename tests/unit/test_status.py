@@ -459,7 +459,9 @@ async def test_stats_report_real_traffic_in_every_section(app: Any) -> None:
     (pool,) = stats["pools"]
     assert (pool["name"], pool["size"], pool["used"]) == ("sandbox", 2, 0)
     loop = stats["loop"]
-    assert (loop["running"], loop["recording"], loop["blocked"]) == (True, True, [])
+    # The traffic blocks nothing; a collection of the test process's heap may (cause gc).
+    blocked = [block for block in loop["blocked"] if block["cause"] != "gc"]
+    assert (loop["running"], loop["recording"], blocked) == (True, True, [])
     assert loop["tasks"] >= 1
     traces = stats["traces"]
     assert traces["kept"] is True

@@ -425,6 +425,8 @@ class LLMCall:
     def _finish(self, error: BaseException | None) -> None:
         """End the span and record the metrics, once: when the block ends, or the stream."""
         telemetry = self._telemetry
+        # The chunks' context holds this call: let go of it, so the call is freed at once.
+        self._consumer = self._inside = None
         if telemetry is None or self._ended:
             self._ended = True
             return
