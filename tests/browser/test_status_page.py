@@ -21,6 +21,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from tests.apps.status import AGENT, BLOCKING_CALL, MODEL
 from tests.browser.test_admin_page import CHROMIUM_ARGS
 from tests.support.servers import UvicornServer, require_binary
+from toolkit.telemetry._loop_report import OFFLOAD_HINT
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -122,6 +123,7 @@ def test_status_page_shows_every_section_filled_from_real_traffic(
     expect(blocked.locator("pre.source")).to_contain_text("notes.execute")
     expect(blocked.locator("pre.stack")).to_be_visible()
     expect(blocked).to_contain_text("cause waiting")
+    expect(blocked.locator("p.fix")).to_have_text(f"Fix: {OFFLOAD_HINT}.")
     expect(page.locator("#agents .hint")).to_be_hidden()  # GenAI spans were seen
     slowest = page.locator("#slowest details.trace").first
     expect(slowest).to_contain_text("GET /slow")

@@ -14,6 +14,7 @@ import pytest
 from tests.apps.status import AGENT, MODEL
 from tests.browser.test_status_page import VIEWER_TOKEN, blocking_place, drive, status_server
 from tests.support.servers import UvicornServer
+from toolkit.telemetry._loop_report import OFFLOAD_HINT
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -51,6 +52,8 @@ def test_top_redraws_the_servers_table_a_bounded_number_of_times(agent: UvicornS
     assert "LOOP: lag p50" in last
     (blocked,) = [line for line in last.splitlines() if line.startswith(blocking_place())]
     assert "waiting" in blocked.split()
+    fix = last[last.index("fix: ") :].split("\n\n")[0]  # wrapped, to the end of the frame
+    assert " ".join(fix.split()) == f"fix: {OFFLOAD_HINT}"
     # Its own /stats reads (three of them) are not the app's traffic.
     assert "/_toolkit" not in last
 

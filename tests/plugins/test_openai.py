@@ -661,3 +661,124 @@ async def test_a_responses_api_call_is_recorded_streamed_or_not(
     }
     assert attributes(streamed)["gen_ai.usage.output_tokens"] == 2
     assert attributes(streamed)["gen_ai.request.stream"] is True
+
+
+# -- inside the app's own llm_call --------------------------------------------------------------
+
+
+def token_sums(reader: InMemoryMetricReader) -> dict[str, float]:
+    sums: dict[str, float] = {}
+    for point in histogram(reader, "gen_ai.client.token.usage"):
+        kind = point.attributes["gen_ai.token.type"]
+        sums[kind] = sums.get(kind, 0) + point.sum
+    return sums
+
+
+async def test_an_instrumented_stream_inside_the_apps_llm_call_is_one_call_filled_by_the_plugin(
+    agents: AgentTelemetry,
+    make_async: Any,
+    server: OpenAIServer,
+    span_exporter: InMemorySpanExporter,
+    metric_reader: InMemoryMetricReader,
+) -> None:
+    """The app's ``llm_call`` hands over the instrumented client's stream: one ``chat`` span
+    and one duration point, not two; what the plugin read from the chunks (usage, finish
+    reasons, answering model) and the client's server fill in what the app did not say."""
+    server.script(Reply(WORDS, usage=Usage(7, 8), model="gpt-test-0801"))
+    client = make_async()
+
+    async def answer() -> Any:
+        async with toolkit.llm_call("gpt-test", provider="openai") as call:
+            stream = await client.chat.completions.create(
+                model="gpt-test", messages=USER, stream=True, stream_options={"include_usage": True}
+            )
+            return call.stream(stream)
+
+    text = "".join([c.choices[0].delta.content or "" async for c in await answer() if c.choices])
+    assert text == WORDS
+    [span] = spans_named(span_exporter, "chat ")
+    values = attributes(span)
+    assert (values["gen_ai.usage.input_tokens"], values["gen_ai.usage.output_tokens"]) == (7, 8)
+    assert values["gen_ai.response.finish_reasons"] == ("stop",)
+    assert values["gen_ai.response.model"] == "gpt-test-0801"
+    assert (values["server.address"], values["server.port"]) == ("127.0.0.1", server.port)
+    assert values["gen_ai.request.stream"] is True
+    [duration] = points(metric_reader, "gen_ai.client.operation.duration")
+    assert duration.count == 1
+    assert duration.attributes["server.port"] == server.port
+    assert token_sums(metric_reader) == {"input": 7, "output": 8}
+    [first] = points(metric_reader, "gen_ai.client.operation.time_to_first_chunk")
+    assert first.count == 1
+
+
+async def test_a_call_made_as_the_apps_stream_is_first_read_records_onto_that_stream(
+    agents: AgentTelemetry,
+    make_async: Any,
+    server: OpenAIServer,
+    span_exporter: InMemorySpanExporter,
+    metric_reader: InMemoryMetricReader,
+) -> None:
+    """The app's stream is a generator that calls the client when first read (after the
+    ``llm_call`` block ended): still one span and one set of points."""
+    server.script(Reply("a b c", usage=Usage(4, 3)))
+    client = make_async()
+
+    async def words() -> AsyncIterator[str]:
+        stream = await client.chat.completions.create(
+            model="gpt-test", messages=USER, stream=True, stream_options={"include_usage": True}
+        )
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                yield chunk.choices[0].delta.content
+
+    async with toolkit.llm_call("gpt-test", provider="openai") as call:
+        streamed = call.stream(words())
+    assert "".join([word async for word in streamed]) == "a b c"
+    [span] = spans_named(span_exporter, "chat ")
+    assert attributes(span)["gen_ai.usage.output_tokens"] == 3
+    assert len(points(metric_reader, "gen_ai.client.operation.duration")) == 1
+    assert token_sums(metric_reader) == {"input": 4, "output": 3}
+
+
+def test_what_the_app_told_its_call_wins_over_what_the_plugin_read(
+    agents: AgentTelemetry,
+    sync_client: openai.OpenAI,
+    server: OpenAIServer,
+    span_exporter: InMemorySpanExporter,
+    metric_reader: InMemoryMetricReader,
+) -> None:
+    """A sync, unstreamed call inside the app's own: the app's usage and server are kept,
+    the rest (finish reasons, response id) comes from the plugin."""
+    server.script(Reply("Paris", usage=Usage(12, 1)))
+    with toolkit.llm_call(
+        "gpt-test", provider="openai", server_address="models.internal", server_port=443
+    ) as call:
+        answer = sync_client.chat.completions.create(model="gpt-test", messages=USER)
+        call.usage(input_tokens=20, output_tokens=2)
+    assert answer.choices[0].message.content == "Paris"
+    [span] = span_exporter.get_finished_spans()
+    values = attributes(span)
+    assert (values["gen_ai.usage.input_tokens"], values["gen_ai.usage.output_tokens"]) == (20, 2)
+    assert (values["server.address"], values["server.port"]) == ("models.internal", 443)
+    assert values["gen_ai.response.finish_reasons"] == ("stop",)
+    assert values["gen_ai.response.id"] == answer.id
+    assert token_sums(metric_reader) == {"input": 20, "output": 2}
+
+
+async def test_an_embeddings_call_inside_a_chat_call_is_a_call_of_its_own(
+    agents: AgentTelemetry,
+    make_async: Any,
+    span_exporter: InMemorySpanExporter,
+    metric_reader: InMemoryMetricReader,
+) -> None:
+    """Only a call of the same operation records onto the open one: an embeddings request
+    made while a chat call is open is its own span, under the chat call's."""
+    client = make_async()
+    with toolkit.llm_call("gpt-test", provider="openai") as call:
+        await client.embeddings.create(model="emb", input=["a text"])
+        call.usage(input_tokens=3, output_tokens=1)
+    embeddings, chat = span_exporter.get_finished_spans()
+    assert (embeddings.name, chat.name) == ("embeddings emb", "chat gpt-test")
+    assert embeddings.parent is not None
+    assert embeddings.parent.span_id == chat.context.span_id
+    assert len(points(metric_reader, "gen_ai.client.operation.duration")) == 2

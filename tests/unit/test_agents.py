@@ -560,4 +560,5 @@ def test_the_python_snippets_of_the_agents_page_run_and_record_their_spans(
         "Your order ships today.",
         "Hello",
         "Hi there",
+        "Bonjour",
     ]

@@ -211,6 +211,7 @@ async def test_the_task_span_is_linked_to_the_deferring_span_and_is_not_its_chil
     assert task.attributes[names.TASK_ID] == handle.id
     assert task.attributes[names.TASK_OUTCOME] == names.TASK_DONE
     assert task.attributes[names.TASK_QUEUED_TIME] >= 0
+    assert not any(key.startswith("messaging.") for key in task.attributes)  # no queue here
     [event] = deferring.events
     assert event.name == names.DEFER_ACCEPTED_EVENT
     assert event.attributes == {names.TASK_NAME: "memory.extract", names.TASK_ID: handle.id}

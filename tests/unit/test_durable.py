@@ -137,6 +137,17 @@ async def test_durable_task_runs_on_a_worker_under_a_span_linked_to_the_deferrin
     assert span.attributes[names.TASK_ID] == handle.id
     assert span.attributes[names.TASK_ATTEMPT] == 1
     assert span.attributes[names.TASK_OUTCOME] == "done"
+    # The messaging conventions' processing attributes, matching the deferring span's.
+    messaging = {
+        key: value for key, value in span.attributes.items() if key.startswith("messaging.")
+    }
+    assert messaging == {
+        names.MESSAGING_SYSTEM: "saq",
+        names.MESSAGING_DESTINATION_NAME: "toolkit-deferred",
+        names.MESSAGING_MESSAGE_ID: handle.id,
+        names.MESSAGING_OPERATION_TYPE: "process",
+    }
+    assert deferring.attributes[names.MESSAGING_DESTINATION_NAME] == "toolkit-deferred"
     assert [link.context.span_id for link in span.links] == [
         request_span.get_span_context().span_id
     ]

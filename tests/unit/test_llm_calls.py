@@ -357,6 +357,90 @@ def test_the_stream_hands_other_attributes_to_the_provider_stream_and_its_span_i
 
 
 @pytest.mark.usefixtures("agents")
+def test_each_chunk_is_made_under_the_calls_span_in_whatever_context_the_reader_is_in(
+    span_exporter: InMemorySpanExporter, tracer_provider: TracerProvider
+) -> None:
+    """The reader changes its context between two chunks (it opens a span): each chunk is
+    still produced under the call's span, and the reader's span is current again after."""
+    tracer = tracer_provider.get_tracer("test")
+    seen = []
+
+    def provider_stream() -> Iterator[int]:
+        for i in range(3):
+            seen.append(trace_current())
+            yield i
+
+    with toolkit.llm_call("gpt-4o", provider="openai") as call:
+        stream = call.stream(provider_stream())
+    assert next(stream) == 0
+    with tracer.start_as_current_span("reader") as reader:
+        assert next(stream) == 1
+        assert trace_current() is reader
+    assert list(stream) == [2]
+    (llm,) = [s for s in span_exporter.get_finished_spans() if s.name == "chat gpt-4o"]
+    assert {span.get_span_context().span_id for span in seen} == {llm.context.span_id}
+
+
+@pytest.mark.usefixtures("agents")
+def test_an_ended_call_is_freed_at_once_leaving_no_cycle_for_the_collector() -> None:
+    """The context a call makes current holds the call: it lets go of it when it ends, so a
+    call, its span and its context never wait for the cycle collector."""
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(50):
+            with toolkit.llm_call("gpt-4o", provider="openai") as call:
+                call.usage(input_tokens=1, output_tokens=1)
+            with toolkit.llm_call("gpt-4o", provider="openai") as call:
+                stream = call.stream(iter([1, 2]))
+            assert list(stream) == [1, 2]
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+
+
+@pytest.mark.usefixtures("agents")
+def test_a_call_inside_a_framework_span_call_fills_it_and_is_counted_once(
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+    metric_reader: InMemoryMetricReader,
+) -> None:
+    """The outer call records onto a framework's span; a call of the same operation inside
+    it opens no span of its own, and its usage and cost count once, on the framework's."""
+    tracer = tracer_provider.get_tracer("framework")
+    with (
+        tracer.start_as_current_span("chat gpt-4o") as framework,
+        toolkit.llm_call("gpt-4o", provider="openai", span=framework),
+        toolkit.llm_call("gpt-4o", provider="openai") as inner,
+    ):
+        assert inner.recording
+        assert trace_current() is framework
+        inner.usage(input_tokens=1_000_000, output_tokens=0)
+    span = only(span_exporter)
+    assert span.attributes[names.GEN_AI_USAGE_INPUT_TOKENS] == 1_000_000
+    assert len(points(metric_reader, names.GEN_AI_CLIENT_OPERATION_DURATION)) == 1
+    assert counter_value(metric_reader, names.GEN_AI_COST) == 2.5
+
+
+@pytest.mark.usefixtures("agents")
+def test_a_call_inside_one_that_already_ended_records_nothing(
+    span_exporter: InMemorySpanExporter, metric_reader: InMemoryMetricReader
+) -> None:
+    """The app's call ended before the stream made inside it did (it returned the stream
+    without handing it over): that stream's end adds no span and no point."""
+    with (
+        toolkit.llm_call("gpt-4o", provider="openai") as outer,
+        toolkit.llm_call("gpt-4o", provider="openai") as inner,
+    ):
+        stream = inner.stream(iter([1, 2]))
+    assert not outer.recording
+    inner.usage(output_tokens=5)
+    assert list(stream) == [1, 2]
+    assert names.GEN_AI_USAGE_OUTPUT_TOKENS not in only(span_exporter).attributes
+    assert len(points(metric_reader, names.GEN_AI_CLIENT_OPERATION_DURATION)) == 1
+
+
+@pytest.mark.usefixtures("agents")
 def test_an_on_chunk_hook_that_raises_is_logged_and_the_stream_goes_on(
     span_exporter: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +22,8 @@ from typing import Any, Final, TextIO
 TOKEN_VARIABLE: Final = "AGENT_TOP_TOKEN"
 """Where ``top`` finds the token when ``--token`` is not given (kept out of ``ps``)."""
 _CLEAR: Final = "\x1b[H\x1b[J"
+_FIX_WIDTH: Final = 80
+"""Columns a blocked loop's fix is wrapped at (the table is cut at the terminal's width)."""
 
 
 def add_command(commands: Any) -> None:
@@ -166,7 +169,8 @@ def _table(header: Sequence[str], rows: list[list[Any]], empty: str) -> list[str
 
 
 def _loop(loop: dict[str, Any]) -> list[str]:
-    """The loop's line, then its last blocks, newest first, each led by the blocking call."""
+    """The loop's line, then its last blocks, newest first, each led by the blocking call,
+    and the fix when a call of the application blocked (the same for every such block)."""
     if not loop.get("running"):
         return ["LOOP: monitor not running"]
     if loop.get("failure"):
@@ -185,7 +189,10 @@ def _loop(loop: dict[str, Any]) -> list[str]:
     ]  # fmt: skip
     if not rows:
         return [line]
-    return [line, "", *_table(["BLOCKED AT", "FOR", "CAUSE", "WHEN", "TASK"], rows, "")]
+    table = _table(["BLOCKED AT", "FOR", "CAUSE", "WHEN", "TASK"], rows, "")
+    hint = next((b["hint"] for b in loop.get("blocked", []) if b.get("hint")), None)
+    fix = textwrap.wrap(f"fix: {hint}", _FIX_WIDTH, subsequent_indent="     ") if hint else []
+    return [line, "", *table, *fix]
 
 
 def _place(frame: dict[str, Any] | None) -> str:

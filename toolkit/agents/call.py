@@ -24,6 +24,10 @@ cost and what it is told onto that span, without a second one; the span stays th
 framework's to end, and to mark failed (a failed attempt that a retry makes good is not a
 failed operation).
 
+One call is recorded once: a call of the same operation entered while another is open in the
+context (an instrumented client inside the app's own ``llm_call``) opens no span and records
+no point; what it is told fills in what the open one was not told.
+
 Over 400 lines: the recorder is one class whose methods are its whole API, with the two small
 records (the span's opening, the metric series) it prepares once per model and outcome so the
 per-call path only looks them up; split apart, each piece would reach into the others' state.
@@ -35,7 +39,7 @@ import logging
 import time
 from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Final, Literal, TypeVar, overload
 
 from opentelemetry import context, trace
 from opentelemetry.trace import SpanKind
@@ -79,6 +83,21 @@ _TOKEN_KEYS = (
 )
 _MAX_PORT = 65535
 _COST_KEYS = (names.GEN_AI_AGENT_NAME, names.GEN_AI_PROVIDER_NAME, names.GEN_AI_REQUEST_MODEL)
+_CALL_KEY: Final = context.create_key("toolkit.llm_call")
+"""The OpenTelemetry context value holding the open call: a call of the same operation made
+inside it records onto it."""
+_MERGED: Final = (
+    "_input",
+    "_output",
+    "_cache_read",
+    "_response_model",
+    "_response_id",
+    "_finish_reasons",
+    "_first_chunk",
+    "_input_messages",
+    "_output_messages",
+)
+"""What a call made inside another tells it, where the outer one was not told."""
 
 
 class LLMCall:
@@ -93,6 +112,7 @@ class LLMCall:
         "_agent_given",
         "_attached",
         "_cache_read",
+        "_consumer",
         "_ended",
         "_finish_reasons",
         "_first_chunk",
@@ -100,7 +120,9 @@ class LLMCall:
         "_given_span",
         "_input",
         "_input_messages",
+        "_inside",
         "_opening",
+        "_outer",
         "_output",
         "_output_messages",
         "_parent",
@@ -156,6 +178,9 @@ class LLMCall:
         self._parent: context.Context | None = None
         self._span: trace.Span = trace.INVALID_SPAN
         self._attached: object = None
+        self._outer: LLMCall | None = None
+        self._consumer: context.Context | None = None
+        self._inside: context.Context | None = None
         self._agent: str | None = None
         self._started = 0.0
         self._first_chunk: float | None = None
@@ -185,14 +210,14 @@ class LLMCall:
         if not (self._flags or current_flags()).is_enabled(TRACING_AGENTS):
             return
         telemetry = current_agent_telemetry()
-        address, port = self._server_given
-        key = ("llm_call", self.operation, self.provider, self.model, address, port, self.streamed)
-        opening: _Opening | None = telemetry.prepared(key)
-        if opening is None:
-            opening = telemetry.prepare(key, _Opening(telemetry, self, address, port))
+        current = context.get_current()  # read once: the parent, the agent, the new context
+        outer: LLMCall | None = current.get(_CALL_KEY)  # type: ignore[assignment]
+        if outer is not None and outer.operation == self.operation and outer.recording:
+            self._nest(telemetry, outer)
+            return
+        opening = self._opening_of(telemetry)
         self._opening = opening
         self._server = opening.server
-        current = context.get_current()  # read once: the parent, the agent, the new context
         self._parent = current  # what the metrics are recorded in (an exemplar's trace)
         given = self._given_span
         if given is None:
@@ -208,9 +233,35 @@ class LLMCall:
             self._agent = current.get(AGENT_KEY)  # type: ignore[assignment]
         else:
             self._agent = None if agent is None else telemetry.agents(str(agent))
-        self._attached = context.attach(trace.set_span_in_context(self._span, current))
+        inside = context.set_value(_CALL_KEY, self, trace.set_span_in_context(self._span, current))
+        # Kept for the stream: its chunks are most often read in the context the call began in.
+        self._consumer, self._inside = current, inside
+        self._attached = context.attach(inside)
         self._telemetry = telemetry
         self._started = time.perf_counter()
+
+    def _nest(self, telemetry: AgentTelemetry, outer: LLMCall) -> None:
+        """Inside an open call of the same operation (an instrumented client inside the app's
+        own ``llm_call``), this call is that call: it opens no span and records no point, and
+        what it is told fills in what the outer one was not told when it ends (:meth:`_merge`)."""
+        logger.debug(
+            "toolkit.agents: the %s call of %s inside the open one of %s records onto it",
+            self.operation,
+            self.model,
+            outer.model,
+        )
+        self._outer = outer
+        self._server = self._opening_of(telemetry).server
+        self._telemetry = telemetry
+        self._started = time.perf_counter()
+
+    def _opening_of(self, telemetry: AgentTelemetry) -> _Opening:
+        address, port = self._server_given
+        key = ("llm_call", self.operation, self.provider, self.model, address, port, self.streamed)
+        opening: _Opening | None = telemetry.prepared(key)
+        if opening is None:
+            opening = telemetry.prepare(key, _Opening(telemetry, self, address, port))
+        return opening
 
     def __exit__(
         self,
@@ -356,24 +407,55 @@ class LLMCall:
         return SyncStream(self, chunks, on_chunk)
 
     def _context(self) -> object:
-        """Make the span current (around producing a chunk); the token undoes it."""
-        if self._telemetry is None or self._ended:
+        """Make the call current (its span, and itself for a call made inside) around producing
+        a chunk, in the reader's context; the token undoes it. The context is made again only
+        when the reader's has changed since the last chunk."""
+        if self._telemetry is None or self._ended or self._outer is not None:
             return None
-        return context.attach(trace.set_span_in_context(self._span))
+        reader = context.get_current()
+        if reader is not self._consumer:
+            self._consumer = reader
+            self._inside = context.set_value(
+                _CALL_KEY, self, trace.set_span_in_context(self._span, reader)
+            )
+        return context.attach(self._inside)  # type: ignore[arg-type]
 
     # --- the end ------------------------------------------------------------------------------
 
     def _finish(self, error: BaseException | None) -> None:
         """End the span and record the metrics, once: when the block ends, or the stream."""
         telemetry = self._telemetry
+        # The chunks' context holds this call: let go of it, so the call is freed at once.
+        self._consumer = self._inside = None
         if telemetry is None or self._ended:
             self._ended = True
             return
         self._ended = True
         try:
-            self._record(telemetry, error)
+            if self._outer is None:
+                self._record(telemetry, error)
+            else:
+                self._merge(self._outer)
         except Exception:
             logger.exception("toolkit.agents: recording a model call failed; the call goes on")
+
+    def _merge(self, outer: LLMCall) -> None:
+        """Fill in what the outer call was not told with what this one was (its outcome is
+        the outer's own: an error that escapes reaches it too)."""
+        if outer._ended:
+            logger.debug("toolkit.agents: a call inside one that ended is not recorded")
+            return
+        for slot in _MERGED:
+            if getattr(outer, slot) is None:
+                setattr(outer, slot, getattr(self, slot))
+        outer.streamed = outer.streamed or self.streamed
+        if outer._server == (None, None) and self._server != (None, None):
+            outer._server = self._server
+            outer._opening = None  # its last series is for the server the call opened with
+            address, port = self._server_given
+            if outer._span.is_recording():
+                server = {names.SERVER_ADDRESS: address, names.SERVER_PORT: port}
+                outer._span.set_attributes({k: v for k, v in server.items() if v is not None})
 
     def _record(self, telemetry: AgentTelemetry, error: BaseException | None) -> None:
         ended = time.perf_counter()

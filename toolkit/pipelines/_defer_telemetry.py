@@ -79,17 +79,21 @@ class DeferTelemetry:
 
     def start_span(self, record: TaskRecord, waited: float) -> trace.Span:
         """The task's CONSUMER span: a root (the task runs in a fresh context), linked to the
-        span that deferred it."""
+        span that deferred it; with what the engine that delivered it adds (a durable
+        worker's messaging attributes)."""
+        attributes: dict[str, str | int | float] = {
+            names.TASK_NAME: record.name,
+            names.TASK_ID: record.id,
+            names.TASK_ATTEMPT: record.attempt,
+            names.TASK_QUEUED_TIME: waited,
+        }
+        if record.delivery is not None:
+            attributes.update(record.delivery)
         return self.tracer.start_span(
             names.DEFERRED_SPAN.format(task=record.name[:MAX_LABEL_LENGTH]),
             kind=trace.SpanKind.CONSUMER,
             links=None if record.link is None else [trace.Link(record.link)],
-            attributes={
-                names.TASK_NAME: record.name,
-                names.TASK_ID: record.id,
-                names.TASK_ATTEMPT: record.attempt,
-                names.TASK_QUEUED_TIME: waited,
-            },
+            attributes=attributes,
         )
 
 

@@ -107,6 +107,8 @@ class TaskRecord:
         enqueued_at: ``time.time()`` of the hand-off (wall clock: a durable engine compares
             it across processes).
         attempt: which delivery this is; 1 unless a durable engine delivers it again.
+        delivery: what the engine that delivered it adds to the task's span (a durable
+            worker's messaging attributes); None in process.
     """
 
     id: str
@@ -116,6 +118,7 @@ class TaskRecord:
     link: SpanContext | None
     enqueued_at: float
     attempt: int = 1
+    delivery: Mapping[str, str] | None = None
 
     @property
     def name(self) -> str:

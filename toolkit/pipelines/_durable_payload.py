@@ -48,9 +48,15 @@ def name_of(job: Mapping[str, Any]) -> str:
     return str(job.get("name", ""))
 
 
-def from_job(job: Mapping[str, Any], spec: TaskSpec, *, attempt: int) -> TaskRecord:
+def from_job(
+    job: Mapping[str, Any],
+    spec: TaskSpec,
+    *,
+    attempt: int,
+    delivery: Mapping[str, str] | None = None,
+) -> TaskRecord:
     """The record a worker runs: the job's task with ``spec`` (found by its name), as its
-    ``attempt``-th delivery."""
+    ``attempt``-th delivery; ``delivery``: the worker's attributes for its span."""
     return TaskRecord(
         id=str(job["id"]),
         spec=spec,
@@ -59,6 +65,7 @@ def from_job(job: Mapping[str, Any], spec: TaskSpec, *, attempt: int) -> TaskRec
         link=_span_context(job.get("trace") or {}),
         enqueued_at=float(job.get("enqueued_at") or 0.0),
         attempt=attempt,
+        delivery=delivery,
     )
 
 

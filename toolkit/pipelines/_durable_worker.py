@@ -28,7 +28,7 @@ from saq.types import Context, PartialTimersDict
 from toolkit._tasks import spawn, stop_tasks
 from toolkit.pipelines._deferred import TaskRecord, TaskSpec
 from toolkit.pipelines._durable_payload import from_job, name_of
-from toolkit.pipelines._durable_queue import DISPATCH, DurableQueue, open_queue
+from toolkit.pipelines._durable_queue import DISPATCH, ENGINE, DurableQueue, open_queue
 from toolkit.settings._durable import DurableSettings
 from toolkit.telemetry import names
 
@@ -80,6 +80,12 @@ class DurableWorker:
         self._redelivered = names.DEFER_DURABLE_REDELIVERED_METRIC.create(meter)
         self._lookup = lookup
         self._execute = execute
+        # The messaging conventions' attributes of processing a message, the id added per task.
+        self._delivery = {
+            names.MESSAGING_SYSTEM: ENGINE,
+            names.MESSAGING_DESTINATION_NAME: settings.queue,
+            names.MESSAGING_OPERATION_TYPE: names.MESSAGING_PROCESS,
+        }
         self.queue: DurableQueue = open_queue(
             settings,
             url,
@@ -140,7 +146,8 @@ class DurableWorker:
             self._redelivered.add(1)
         heartbeat = spawn(self._heartbeats, self._touch(saq_job))
         try:
-            await self._execute(from_job(job, spec, attempt=saq_job.attempts))
+            delivery = {**self._delivery, names.MESSAGING_MESSAGE_ID: str(job.get("id"))}
+            await self._execute(from_job(job, spec, attempt=saq_job.attempts, delivery=delivery))
         except Exception:
             # The runner records a task's failure itself; one that escapes it is not queued
             # again (that would multiply the task's own retries).

@@ -407,16 +407,21 @@ RESILIENCE_STREAM_DURATION_METRIC: Final = Metric(
 )
 
 # --- durable deferred work (defer.durable: the Redis queue and its workers) -------------------
-# The task's span on a worker is the deferred-work span above; the messaging attributes go on
-# the deferring span.
+# The task's span on a worker is the deferred-work span above. The messaging attributes go on
+# the deferring span and, with the operation's type, on the worker's task span, as the messaging
+# conventions ask of a message's sending and its processing.
 
 
 MESSAGING_SYSTEM: Final = messaging_attributes.MESSAGING_SYSTEM
-"""On the deferring span in durable mode: ``"saq"``, the engine."""
+"""On the deferring span in durable mode and the worker's task span: ``"saq"``, the engine."""
 MESSAGING_DESTINATION_NAME: Final = messaging_attributes.MESSAGING_DESTINATION_NAME
-"""On the same span: the queue (``defer.durable.queue``)."""
+"""On the same spans: the queue (``defer.durable.queue``)."""
 MESSAGING_MESSAGE_ID: Final = messaging_attributes.MESSAGING_MESSAGE_ID
-"""On the same span: the task's id in the queue (its ``toolkit.task.id``)."""
+"""On the same spans: the task's id in the queue (its ``toolkit.task.id``)."""
+MESSAGING_OPERATION_TYPE: Final = messaging_attributes.MESSAGING_OPERATION_TYPE
+"""On the worker's task span: :data:`MESSAGING_PROCESS`."""
+MESSAGING_PROCESS: Final = messaging_attributes.MessagingOperationTypeValues.PROCESS.value
+"""``messaging.operation.type`` of a worker running a task it took from the queue."""
 
 DEFER_DURABLE_OUTCOME: Final = "toolkit.deferred.durable.outcome"
 """What a durable hand-off did: one of :data:`DEFER_DURABLE_OUTCOMES` (on the deferring span and

@@ -164,7 +164,8 @@ class StatusBoard:
 
 def _block(block: BlockedLoop) -> dict[str, Any]:
     """One blocked-loop report, newest first on the page: ``blocking`` is the call that
-    held the loop (the innermost frame of the application's code)."""
+    held the loop (the innermost frame of the application's code), ``hint`` what would fix
+    it (``toolkit.event_loop.blocked.hint``: offload it) when the application's call blocked."""
     where = block.blocking
     return {
         "started": block.started,
@@ -176,6 +177,7 @@ def _block(block: BlockedLoop) -> dict[str, Any]:
         "gc_time": block.gc_time,
         "cpu_time": block.cpu_time,
         "descheduled_time": block.descheduled_time,
+        "hint": block.hint,
     }
 
 
