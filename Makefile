@@ -66,7 +66,8 @@ test: venv
 	$(MAKE) --no-print-directory test-openai-lowest
 
 # The suite's core (tests/unit) at the lowest declared versions; the typing test is left to the
-# main run, since it checks mypy's reading of the code rather than the code at run time.
+# main run, since it checks mypy's reading of the code rather than the code at run time, and so
+# are the examples' demos (tests/examples), which drive whole servers through the same core.
 test-lowest: $(LOW_STAMP)
 	$(LOWEST)/bin/python -m pytest tests/unit --deselect tests/unit/test_typing.py -q
 

@@ -38,7 +38,7 @@ An example is a package ``examples/<name>/`` (``make demo NAME=<name-with-dashes
                            serve=lambda port: Server("examples.notes.app:app", mode="after",
                                                      port=port))
 
-- a README and a test (``tests/unit/test_examples_<name>.py``) that runs the demo briefly and
+- a README and a test (``tests/examples/test_examples_<name>.py``) that runs the demo briefly and
   checks that the table's claims hold.
 
 Pieces: ``Server`` (uvicorn in its own process; ``read_status``, ``metrics()``, ``get_json``),

@@ -24,7 +24,9 @@ HTML comment on the nearest non-blank line above its fence (invisible on the ren
 * ``<!-- snippet: continues -->``: run after the page's previous Python block, in its namespace
   (the page builds one example in steps);
 * ``<!-- snippet: redis -->``: ``redis://localhost:6379/0`` in it is the suite's real Redis
-  (the fixture's URL), the one connection it may open.
+  (the fixture's URL), the one connection it may open;
+* ``<!-- snippet: plugin -->``: it imports a plugin distribution (``plugins/``), so it runs
+  with the plugins' tests, ``tests/plugins/test_plugin_snippets.py``, where they are installed.
 
 Words combine after one ``snippet:``, comma-separated: ``<!-- snippet: continues, redis -->``.
 """
@@ -42,7 +44,7 @@ import sys
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 import redis
@@ -232,7 +234,7 @@ SNIPPET_TIMEOUT = 10
 
 PYTHON = frozenset({"python", "py"})
 MARKER = re.compile(r"^\s*<!--\s*snippet:\s*(.*?)\s*-->\s*$")
-KINDS = frozenset({"fragment", "continues", "redis"})
+KINDS = frozenset({"fragment", "continues", "redis", "plugin"})
 REDIS_IN_DOCS = "redis://localhost:6379/0"
 
 
@@ -354,8 +356,13 @@ def test_the_pages_have_python_blocks_that_run_and_fragments_that_say_why() -> N
     assert all("fragment" not in b.kinds for b in PYTHON_BLOCKS if b.page.name == "pipelines.md")
 
 
+RUNNABLE: Final = [b for b in PYTHON_BLOCKS if "fragment" not in b.kinds]
+"""Blocks that run; those marked ``plugin`` import a plugin distribution, so they run with the
+plugins' tests (``tests/plugins/test_plugin_snippets.py``), where the plugins are installed."""
+
+
 @pytest.mark.timeout(SNIPPET_TIMEOUT)
-@pytest.mark.parametrize("block", [b for b in PYTHON_BLOCKS if "fragment" not in b.kinds], ids=str)
+@pytest.mark.parametrize("block", [b for b in RUNNABLE if "plugin" not in b.kinds], ids=str)
 def test_every_python_block_runs(
     block: PythonBlock, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
