@@ -97,9 +97,12 @@ class DeadlineMiddleware:
             await send(message)
 
         try:
-            with _deadlines.deadline(budget):
-                async with asyncio.timeout(budget) as timer:
-                    await self.app(scope, receive, send_started)
+            if budget is None:  # no budget of its own: only a DeadlineExceeded to answer
+                await self.app(scope, receive, send_started)
+            else:
+                with _deadlines.deadline(budget):
+                    async with asyncio.timeout(budget) as timer:
+                        await self.app(scope, receive, send_started)
         except TimeoutError as exc:
             ours = isinstance(exc, DeadlineExceeded) or (timer is not None and timer.expired())
             if started or not ours:
