@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from examples._harness import (
 )
 from examples._harness.modes import STATUS_TOKEN_VARIABLE
 from examples._harness.server import ROOT
+from tests.support.servers import require_binary
 from toolkit import ToolkitSettings
 
 
@@ -138,7 +138,6 @@ def test_an_unknown_example_exits_2_and_lists_the_examples() -> None:
     assert "memory-search" in done.stderr
 
 
-@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 @pytest.mark.parametrize(
     ("goals", "runs"),
     [
@@ -151,7 +150,7 @@ def test_an_unknown_example_exits_2_and_lists_the_examples() -> None:
 def test_make_demo_runs_the_named_example(goals: list[str], runs: str) -> None:
     """``make -n``: what would run, without running it (nor building the venv)."""
     done = subprocess.run(
-        ["make", "-n", "--no-print-directory", *goals],
+        [require_binary("make"), "-n", "--no-print-directory", *goals],
         cwd=ROOT,
         capture_output=True,
         text=True,
