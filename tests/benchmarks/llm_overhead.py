@@ -19,6 +19,11 @@ its batches (an SDK ``TracerProvider`` whose spans are batched then discarded, a
 * ``bare-span`` (the second anchor): the SDK call inside a bare
   ``tracer.start_as_current_span`` on the batch's tracer provider: what one recording
   OpenTelemetry span costs on this call, against which the toolkit's own work is read;
+* ``bare-sdk`` (the third anchor): the SDK call inside what the GenAI conventions ask of
+  OpenTelemetry for it, made by hand on the batch's providers: the CLIENT span with the
+  request's and the answer's attributes, the duration point and the two token points (each
+  recorded at once, with the attributes the toolkit gives them). Nothing can record the call
+  to the conventions for less: the toolkit's own work is read against it;
 * ``llm-call``: the SDK call of a bare client inside ``toolkit.llm_call``, told what the
   plugin tells it (the answering model, its id, the finish reasons, the usage): the recorder
   without the plugin around it;
@@ -76,9 +81,12 @@ from tests.benchmarks.apps import discarding_tracer_provider, global_providers_s
 from tests.support.openai_server import OpenAIServer, Reply, Usage
 from toolkit.agents import AgentTelemetry, set_current_agent_telemetry
 from toolkit.settings import AgentSettings
+from toolkit.telemetry import names
 
 TARGET_US = 20.0
-"""The promise (issue 10): a traced model call adds under 20 µs, with a recording span."""
+"""The promise (issue 10): a traced model call adds under 20 µs, with a recording span. The
+SDK alone spends more on the span and points the conventions require, so the toolkit's own
+work is read against ``bare-sdk`` (docs/design-notes.md explains)."""
 MODEL = "gpt-4o"
 PRICES = {MODEL: {"input": 2.5, "output": 10.0}}
 MESSAGES = [
@@ -89,6 +97,7 @@ TRANSPORTS = ("in-process", "loopback")
 CONFIGURATIONS = (
     "bare",
     "bare-span",
+    "bare-sdk",
     "llm-call",
     "toolkit",
     "toolkit-guarded",
@@ -180,6 +189,50 @@ def _client(server: OpenAIServer, transport: str, configuration: str) -> openai.
     return client
 
 
+def _by_hand(
+    create: Callable[..., Awaitable[Any]], providers: Providers, port: int
+) -> Callable[..., Awaitable[Any]]:
+    """The ``bare-sdk`` anchor: the span and the points of the conventions, by hand."""
+    tracer = providers.tracer_provider.get_tracer("bench")
+    meter = providers.meter_provider.get_meter("bench")
+    duration = names.GEN_AI_CLIENT_OPERATION_DURATION_METRIC.create(meter)
+    tokens = names.GEN_AI_CLIENT_TOKEN_USAGE_METRIC.create(meter)
+    request = {
+        names.GEN_AI_OPERATION_NAME: "chat",
+        names.GEN_AI_PROVIDER_NAME: "openai",
+        names.GEN_AI_REQUEST_MODEL: MODEL,
+        names.SERVER_ADDRESS: "127.0.0.1",
+        names.SERVER_PORT: port,
+    }
+
+    async def recorded(**kwargs: Any) -> Any:
+        started = time.perf_counter()
+        with tracer.start_as_current_span(
+            f"chat {MODEL}", kind=SpanKind.CLIENT, attributes=request
+        ) as span:
+            answer = await create(**kwargs)
+            usage = answer.usage
+            span.set_attributes(
+                {
+                    names.GEN_AI_RESPONSE_MODEL: answer.model,
+                    names.GEN_AI_RESPONSE_ID: answer.id,
+                    names.GEN_AI_RESPONSE_FINISH_REASONS: [c.finish_reason for c in answer.choices],
+                    names.GEN_AI_USAGE_INPUT_TOKENS: usage.prompt_tokens,
+                    names.GEN_AI_USAGE_OUTPUT_TOKENS: usage.completion_tokens,
+                }
+            )
+        series = {**request, names.GEN_AI_RESPONSE_MODEL: answer.model}
+        duration.record(time.perf_counter() - started, series)
+        for count, kind in (
+            (usage.prompt_tokens, names.GEN_AI_TOKEN_INPUT),
+            (usage.completion_tokens, names.GEN_AI_TOKEN_OUTPUT),
+        ):
+            tokens.record(count, {**series, names.GEN_AI_TOKEN_TYPE: kind})
+        return answer
+
+    return recorded
+
+
 @dataclass(frozen=True)
 class Timing:
     """Seconds per call: elapsed, and CPU of the calling thread (what the loop spent on it;
@@ -211,6 +264,8 @@ class Contender:
                     return await create(**kwargs)
 
             return in_span
+        if self.configuration == "bare-sdk":
+            return _by_hand(create, providers, self.server.port)
         if self.configuration == "llm-call":
             port = self.server.port
 
@@ -362,18 +417,22 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
     by = {(row.transport, row.configuration): row for row in rows}
     for transport in args.transports:
         toolkit, theirs = by[(transport, "toolkit")], by[(transport, "openllmetry-no-content")]
-        span = by[(transport, "bare-span")]
-        verdict = "met" if toolkit.added_us < TARGET_US else "NOT MET"
-        over_span = toolkit.added_us - span.added_us
-        span_verdict = "met" if over_span < TARGET_US else "NOT MET"
+        span, floor = by[(transport, "bare-span")], by[(transport, "bare-sdk")]
+        own = toolkit.added_us - floor.added_us
         versus = theirs.added_us / toolkit.added_us if toolkit.added_us > 0 else float("inf")
         lines.append(
-            f"{transport}: the toolkit adds {toolkit.added_us:.1f} µs a call (under "
-            f"{TARGET_US:g} µs: {verdict}); a bare span alone adds {span.added_us:.1f} µs, "
-            f"so the toolkit adds {over_span:.1f} µs over it ({span_verdict}); OpenLLMetry "
-            f"without content adds {theirs.added_us:.1f} µs ({versus:.1f}x the toolkit's)"
+            f"{transport}: the toolkit adds {toolkit.added_us:.1f} µs a call in all "
+            f"({_verdict(toolkit.added_us)}), {toolkit.added_us - span.added_us:.1f} µs over a "
+            f"bare span ({span.added_us:.1f} µs alone); the conventions' span and points made "
+            f"by hand add {floor.added_us:.1f} µs, so the toolkit's own work is {own:.1f} µs "
+            f"({_verdict(own)}); OpenLLMetry without content adds {theirs.added_us:.1f} µs "
+            f"({versus:.1f}x the toolkit's)"
         )
     return "\n".join(lines)
+
+
+def _verdict(added_us: float) -> str:
+    return f"under {TARGET_US:g} µs: {'met' if added_us < TARGET_US else 'NOT MET'}"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

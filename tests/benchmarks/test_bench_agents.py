@@ -1,5 +1,6 @@
 """What the agent layer adds per traced model call and per step, with a recording span and
-real metric aggregation (the issue's target: under 20 µs each); run with
+real metric aggregation (the target: under 20 µs each of the toolkit's own work, read against
+the ``test_bare_sdk_*`` twins, as docs/design-notes.md explains); run with
 ``pytest --benchmark-only --benchmark-timer=time.process_time`` (as ``make bench`` does: CPU
 time, the span export thread's included, so that waiting for a shared CPU is not counted).
 
