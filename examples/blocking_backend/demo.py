@@ -110,19 +110,9 @@ class Phase:
 @dataclass
 class Demo:
     duration: float
-    phases: dict[str, Phase]
-
-    @property
-    def before(self) -> Phase:
-        return self.phases["before"]
-
-    @property
-    def install(self) -> Phase:
-        return self.phases["install"]
-
-    @property
-    def after(self) -> Phase:
-        return self.phases["after"]
+    before: Phase
+    install: Phase
+    after: Phase
 
 
 def run_phase(name: str, duration: float) -> Phase:
@@ -147,7 +137,7 @@ def run_phase(name: str, duration: float) -> Phase:
 
 
 def run_demo(duration: float) -> Demo:
-    return Demo(duration, {name: run_phase(name, duration) for name in PHASES})
+    return Demo(duration, *(run_phase(phase, duration) for phase in PHASES))
 
 
 def rows(demo: Demo) -> list[Row]:

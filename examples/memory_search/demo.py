@@ -86,15 +86,8 @@ class Phase:
 @dataclass
 class Demo:
     duration: float
-    phases: dict[str, Phase]
-
-    @property
-    def before(self) -> Phase:
-        return self.phases["before"]
-
-    @property
-    def after(self) -> Phase:
-        return self.phases["after"]
+    before: Phase
+    after: Phase
 
     def branches(self, store: str) -> dict[str, float]:
         """How the after server's fan-out branch for ``store`` ended: outcome -> count."""
@@ -181,7 +174,7 @@ def _settled_calls(server: Server, timeout: float = 10.0) -> dict[str, int]:
 
 
 def run_demo(duration: float) -> Demo:
-    return Demo(duration, {mode: run_phase(mode, duration) for mode in PHASES})
+    return Demo(duration, *(run_phase(phase, duration) for phase in PHASES))
 
 
 def rows(demo: Demo) -> list[Row]:
