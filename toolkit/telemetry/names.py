@@ -223,8 +223,9 @@ CACHE_WAIT_TIMEOUT: Final = "wait_timeout"
 """Computed by this caller after waiting ``cache.wait`` for another caller's computation of
 the same key, which stored nothing in that time."""
 CACHE_WAIT_DEADLINE: Final = "wait_deadline"
-"""Computed by this caller after the current deadline (a request's, ``toolkit.deadline``) cut
-its wait for another caller's computation of the same key, sooner than ``cache.wait``."""
+"""The current deadline (a request's, ``toolkit.deadline``) cut this caller's wait for another
+caller's computation of the same key, sooner than ``cache.wait``: it raised
+``DeadlineExceeded`` without computing (the leader still stores the result)."""
 CACHE_RESULTS: Final = (
     CACHE_HIT,
     CACHE_MISS,
