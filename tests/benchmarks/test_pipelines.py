@@ -1,33 +1,41 @@
 """In-process cost of the pipeline helpers against what a team writes by hand, in the same run
 and group; run with ``pytest tests/benchmarks/test_pipelines.py --benchmark-only``.
 
-Each helper has its own block below (fan-out, deferred work, offloaded calls), on one uvloop
-loop (as ``test_micro.py``); read each toolkit row against the hand-written row of its group,
-as a ratio.
+Each helper has its own block below (fan-out, deferred work in process and durable, offloaded
+calls), on one uvloop loop (as ``test_micro.py``); read each toolkit row against the
+hand-written row of its group, as a ratio. The durable hand-off includes its round trip to a
+real redis-server on loopback, as its anchor does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio.to_thread
 import pytest
+import redis.asyncio as aioredis
 import uvloop
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 from pytest_benchmark.fixture import BenchmarkFixture
+from saq import Job
+from saq.queue.redis import RedisQueue
 
 import toolkit
 from tests.benchmarks.apps import discarding_tracer_provider
 from tests.benchmarks.test_micro import BATCH
 from toolkit.pipelines._background import set_current_runner
+from toolkit.pipelines._durable import DurableRunner
 from toolkit.pipelines._fanout_telemetry import FanoutTelemetry, set_current_fanout_telemetry
 from toolkit.pipelines._in_process import InProcessRunner
 from toolkit.pipelines._offload import set_current_offload_pool
 from toolkit.pipelines._offload_pool import OffloadPool
-from toolkit.settings import DeferSettings, OffloadSettings
+from toolkit.pipelines._runners import deferred_runner
+from toolkit.settings import DeferSettings, DurableSettings, OffloadSettings, ToolkitSettings
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +219,97 @@ def test_hand_written_create_task(
         await asyncio.gather(*held)
 
     _hand_offs(benchmark, loop, batch, settle)
+
+
+# --- deferred work in durable mode: the hand-off to SAQ's queue in Redis ---------------------
+# Timed: DURABLE_BATCH hand-offs one after another, each returning once Redis holds the task
+# (a loopback round trip to the suite's redis-server); no worker runs, and each round starts
+# on an empty database. The anchor is SAQ's own ``queue.enqueue`` of a job for the same call,
+# with the same job options, on the same Redis: what the toolkit adds is the flag, the task
+# record and its JSON check, the hand-off timeout, its counter and histogram.
+
+DURABLE_BATCH = 200
+"""Hand-offs per timed batch: the per-hand-off cost is a round's time / DURABLE_BATCH."""
+
+
+@toolkit.background(name="bench.durable.remember", retries=0)
+async def remember_durably(profile_id: str, text: str) -> None:
+    """The deferred function: registered, so that a worker could find it by its name."""
+
+
+def _durable_settings(url: str) -> ToolkitSettings:
+    return ToolkitSettings(defer={"journal": None, "durable": {"enabled": True, "url": url}})
+
+
+@pytest.fixture
+def empty_redis(loop: asyncio.AbstractEventLoop, redis_url: str) -> Iterator[Callable[[], Any]]:
+    """Empties the suite's Redis: each round's setup, so that no round inherits the queue the
+    last one filled."""
+    client = aioredis.from_url(redis_url)
+    yield client.flushdb
+    loop.run_until_complete(client.aclose())
+
+
+@pytest.fixture
+def durable_runner(
+    loop: asyncio.AbstractEventLoop, redis_url: str, meter_provider: MeterProvider
+) -> Iterator[DurableRunner]:
+    """The deferring side as install() makes it (no worker in the app), current."""
+    runner = deferred_runner(_durable_settings(redis_url), meter_provider=meter_provider)
+    assert isinstance(runner, DurableRunner)
+    loop.run_until_complete(runner.start())
+    set_current_runner(runner)
+    yield runner
+    set_current_runner(None)
+    loop.run_until_complete(runner.drain(5))
+
+
+def test_durable_hand_off(
+    benchmark: BenchmarkFixture,
+    loop: asyncio.AbstractEventLoop,
+    durable_runner: DurableRunner,
+    empty_redis: Callable[[], Any],
+) -> None:
+    """``await toolkit.defer(fn, ...)`` in durable mode: the flag, the record, its JSON check,
+    SAQ's enqueue within the hand-off timeout, the outcome counted and timed."""
+    benchmark.group = "durable hand-off"
+
+    async def batch() -> None:
+        for _ in range(DURABLE_BATCH):
+            await toolkit.defer(remember_durably, "p1", "I moved to Lyon")
+
+    _hand_offs(benchmark, loop, batch, empty_redis)
+    assert durable_runner.local._queue.empty()  # every task went to Redis, none ran here
+
+
+def test_saq_enqueue(
+    benchmark: BenchmarkFixture,
+    loop: asyncio.AbstractEventLoop,
+    redis_url: str,
+    empty_redis: Callable[[], Any],
+) -> None:
+    """The anchor: SAQ's ``RedisQueue.enqueue`` of a job for the same call (keyed per
+    hand-off, the same time limit, heartbeat, retries and ttl), on its own connection."""
+    benchmark.group = "durable hand-off"
+    settings = DurableSettings()
+    queue = RedisQueue(aioredis.from_url(redis_url), name=settings.queue)
+
+    async def batch() -> None:
+        for _ in range(DURABLE_BATCH):
+            job = Job(
+                function="bench.durable.remember",
+                kwargs={"profile_id": "p1", "text": "I moved to Lyon"},
+                key=uuid.uuid4().hex,
+                timeout=math.ceil(settings.timeout),
+                heartbeat=math.ceil(settings.heartbeat),
+                retries=1 + settings.redeliveries,
+                ttl=math.ceil(settings.keep),
+            )
+            if await queue.enqueue(job) is None:
+                raise AssertionError("SAQ refused a new key")
+
+    _hand_offs(benchmark, loop, batch, empty_redis)
+    loop.run_until_complete(queue.disconnect())
 
 
 # --- offloaded calls: @toolkit.offload / toolkit.run_sync against anyio.to_thread.run_sync ----

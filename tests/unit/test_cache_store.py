@@ -30,7 +30,7 @@ from toolkit.cache import (
 )
 from toolkit.cache._keys import canonical_query
 from toolkit.cache._store import CACHE_CHANNEL
-from toolkit.errors import BackendError
+from toolkit.errors import BackendError, DeadlineExceeded
 from toolkit.identity import ClientAddress, digest
 from toolkit.telemetry import names
 
@@ -178,15 +178,17 @@ async def test_a_cancelled_leader_hands_over_at_once(backend: Backend) -> None:
 
 @pytest.mark.parametrize(("wait", "budget"), [(5.0, 0.2), (0.2, 5.0)], ids=["deadline", "wait"])
 @pytest.mark.parametrize("processes", [1, 2], ids=["same-process", "across-processes"])
-async def test_a_follower_waits_the_smaller_of_its_wait_and_the_deadline_then_computes_itself(
+async def test_a_follower_waits_the_smaller_of_its_wait_and_the_deadline(
     backend: Backend, wait: float, budget: float, processes: int
 ) -> None:
     """A leader that never stores: its follower (in its process, or in another one, polling
-    the backend) gives up at the sooner of ``wait`` and the current deadline, then computes
-    itself, as when the leader is too slow."""
+    the backend) gives up at the sooner of ``wait`` and the current deadline. Past ``wait``
+    it computes itself, as when the leader is too slow; past the deadline it raises
+    DeadlineExceeded without computing (there is no time left to compute in)."""
     store = CacheStore(backend)
     flights = [SingleFlight[bytes](backend, lease=30, wait=wait) for _ in range(processes)]
     started = asyncio.Event()
+    computed: list[str] = []
 
     async def stuck() -> bytes:
         started.set()
@@ -194,6 +196,7 @@ async def test_a_follower_waits_the_smaller_of_its_wait_and_the_deadline_then_co
         return b"never"
 
     async def own() -> bytes:
+        computed.append("own")
         return b"own"
 
     reasons: list[str] = []
@@ -202,11 +205,66 @@ async def test_a_follower_waits_the_smaller_of_its_wait_and_the_deadline_then_co
     began = time.monotonic()
     with deadline(budget):
         follower = flights[-1].run("k", lambda: store.get("k"), own, gave_up=reasons.append)
-        assert await follower == b"own"
+        if budget < wait:
+            with pytest.raises(DeadlineExceeded):
+                await follower
+        else:
+            assert await follower == b"own"
     assert 0.15 < time.monotonic() - began < 1.5
-    # Which bound ran out, told to the cache before it computes (it counts it).
+    # Which bound ran out, told to the cache (it counts it).
     assert reasons == [names.CACHE_WAIT_DEADLINE if budget < wait else names.CACHE_WAIT_TIMEOUT]
+    assert computed == ([] if budget < wait else ["own"])
     assert not leader.done()  # the leader is left to its work
+    leader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await leader
+
+
+@pytest.mark.parametrize("processes", [1, 2], ids=["same-process", "across-processes"])
+async def test_a_follower_cancelled_as_its_deadline_passes_reports_the_deadline(
+    backend: Backend, processes: int
+) -> None:
+    """A request budget's timer fires as the follower's wait ends and may win the race: the
+    follower, cancelled once the deadline has passed, still reports that the deadline cut
+    its wait (the cache counts it) and never computes. A follower cancelled before its
+    deadline (its client went away) reports nothing."""
+    store = CacheStore(backend)
+    # A clock at half speed puts the flight's own end of the wait past the deadline, so the
+    # budget's timer always wins here, as it sometimes does in a request.
+    flights = [
+        SingleFlight[bytes](backend, lease=30, wait=30, clock=lambda: time.monotonic() / 2)
+        for _ in range(processes)
+    ]
+    started = asyncio.Event()
+
+    async def stuck() -> bytes:
+        started.set()
+        await asyncio.sleep(60)
+        return b"never"
+
+    async def own() -> bytes:
+        raise AssertionError("a follower with no time left computed")
+
+    leader = asyncio.create_task(flights[0].run("k", lambda: store.get("k"), stuck))
+    await started.wait()
+    reasons: list[str] = []
+    with deadline(0.2), pytest.raises(TimeoutError) as cut:
+        async with asyncio.timeout(0.2):  # the budget's timer, as the deadline middleware sets
+            await flights[-1].run("k", lambda: store.get("k"), own, gave_up=reasons.append)
+    assert cut.type is TimeoutError  # the timer's cancellation, not the flight's own raise
+    assert reasons == [names.CACHE_WAIT_DEADLINE]
+
+    reasons.clear()
+    with deadline(5):
+        early = asyncio.create_task(
+            flights[-1].run("k", lambda: store.get("k"), own, gave_up=reasons.append)
+        )
+        await asyncio.sleep(0.05)
+        early.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await early
+    assert reasons == []
+    assert not leader.done()
     leader.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await leader

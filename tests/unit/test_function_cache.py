@@ -461,20 +461,19 @@ async def test_cached_decisions_are_events_on_the_current_span(
     assert re.fullmatch(r"test:test_cached_decisions_.*\.<locals>\.classify:[0-9a-f]{32}", key)
 
 
-@pytest.mark.parametrize("cut", ["deadline", "wait"])
-async def test_cached_follower_whose_wait_is_cut_counts_it_and_says_so_on_its_span(
+@pytest.mark.parametrize("deadline", [None, 5.0])
+async def test_cached_follower_whose_wait_runs_out_computes_itself_and_says_so_on_its_span(
     backend: Backend,
     meter_provider: MeterProvider,
     metric_reader: InMemoryMetricReader,
     tracer_provider: TracerProvider,
     span_exporter: InMemorySpanExporter,
-    cut: str,
+    deadline: float | None,
 ) -> None:
-    """A follower of a leader that stores nothing in time computes itself; its decision is
-    counted as wait_deadline (the current deadline cut the wait) or wait_timeout
-    (``cache.wait`` ran out), and is the result of its lookup event."""
-    wait = 5.0 if cut == "deadline" else 0.1
-    store = CacheStore(backend, meter_provider=meter_provider, settings=cache_settings(wait=wait))
+    """A follower of a leader that stores nothing within ``cache.wait`` (with no deadline, or
+    one longer than the wait) computes itself; its decision is counted as wait_timeout, and
+    is the result of its lookup event."""
+    store = CacheStore(backend, meter_provider=meter_provider, settings=cache_settings(wait=0.1))
     set_current_cache(store)
     gate = asyncio.Event()
     started = asyncio.Event()
@@ -490,17 +489,131 @@ async def test_cached_follower_whose_wait_is_cut_counts_it_and_says_so_on_its_sp
     await started.wait()
     with (
         tracer_provider.get_tracer("test").start_as_current_span("follower"),
-        toolkit.deadline(0.1 if cut == "deadline" else None),
+        toolkit.deadline(deadline),
     ):
         assert await answer("q") == "Q"
-    result = names.CACHE_WAIT_DEADLINE if cut == "deadline" else names.CACHE_WAIT_TIMEOUT
-    assert requests(metric_reader, result) == 1
+    assert requests(metric_reader, names.CACHE_WAIT_TIMEOUT) == 1
     assert requests(metric_reader, names.CACHE_MISS) == 0  # the leader has not finished
     (span,) = span_exporter.get_finished_spans()
     lookups = [e for e in span.events if e.name == names.CACHE_LOOKUP_EVENT]
-    assert [e.attributes[names.CACHE_RESULT] for e in lookups] == [result]
+    assert [e.attributes[names.CACHE_RESULT] for e in lookups] == [names.CACHE_WAIT_TIMEOUT]
     gate.set()
     assert await leader == "Q"
+
+
+@pytest.mark.parametrize("where", ["same store", "another store"])
+async def test_cached_follower_cut_by_the_deadline_raises_without_calling_the_function(
+    backend: Backend,
+    meter_provider: MeterProvider,
+    metric_reader: InMemoryMetricReader,
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+    where: str,
+) -> None:
+    """A follower whose deadline ends before a slow leader stores (sooner than
+    ``cache.wait``), queued in this process or polling the lease as another process does,
+    raises DeadlineExceeded at once and never calls the function; its decision is counted as
+    wait_deadline, on the metric and its span. The leader goes on and stores its value, which
+    the next caller is served."""
+    settings = cache_settings(wait=30.0)
+    leading = CacheStore(backend, meter_provider=meter_provider, settings=settings)
+    following = (
+        leading
+        if where == "same store"
+        else CacheStore(backend, meter_provider=meter_provider, settings=settings)
+    )
+    gate = asyncio.Event()
+    calls = Calls()
+
+    @toolkit.cached(ttl="1m", namespace="test")
+    async def answer(question: str) -> str:
+        calls.arguments.append(question)
+        await gate.wait()  # a slow leader
+        return question.upper()
+
+    set_current_cache(leading)
+    leader = asyncio.create_task(answer("q"))
+    await eventually(lambda: len(calls) == 1)
+    set_current_cache(following)
+    started = time.monotonic()
+    with (
+        tracer_provider.get_tracer("test").start_as_current_span("follower"),
+        toolkit.deadline(0.2),
+        pytest.raises(toolkit.DeadlineExceeded, match="another caller's computation"),
+    ):
+        await answer("q")
+    assert time.monotonic() - started < 5  # at the deadline, not at cache.wait
+    assert len(calls) == 1  # the follower never called it
+    assert requests(metric_reader, names.CACHE_WAIT_DEADLINE) == 1
+    assert requests(metric_reader, names.CACHE_WAIT_TIMEOUT) == 0
+    (span,) = span_exporter.get_finished_spans()
+    lookups = [e for e in span.events if e.name == names.CACHE_LOOKUP_EVENT]
+    assert [e.attributes[names.CACHE_RESULT] for e in lookups] == [names.CACHE_WAIT_DEADLINE]
+    assert not leader.done()  # the follower's deadline is not the leader's
+    gate.set()
+    assert await leader == "Q"
+    assert await answer("q") == "Q"
+    assert len(calls) == 1  # stored by the leader: a hit
+    assert requests(metric_reader, names.CACHE_HIT) == 1
+
+
+async def test_cached_follower_arriving_with_no_time_left_raises_at_once(
+    store: CacheStore, metric_reader: InMemoryMetricReader
+) -> None:
+    """A follower whose deadline has already passed when it finds a leader computing its key
+    raises DeadlineExceeded without waiting or calling the function."""
+    gate = asyncio.Event()
+    calls = Calls()
+
+    @toolkit.cached(ttl="1m", namespace="test")
+    async def answer(question: str) -> str:
+        calls.arguments.append(question)
+        await gate.wait()
+        return question.upper()
+
+    leader = asyncio.create_task(answer("q"))
+    await eventually(lambda: len(calls) == 1)
+    with toolkit.deadline(0), pytest.raises(toolkit.DeadlineExceeded):
+        await answer("q")
+    assert len(calls) == 1
+    assert requests(metric_reader, names.CACHE_WAIT_DEADLINE) == 1
+    gate.set()
+    assert await leader == "Q"
+
+
+async def test_cached_follower_cut_by_the_deadline_while_the_leader_fails_leaves_no_lease(
+    store: CacheStore,
+) -> None:
+    """Many followers cut by their deadlines while the leader fails: each raises
+    DeadlineExceeded, none is left holding the key, and the next caller computes at once."""
+    gate = asyncio.Event()
+    calls = Calls()
+
+    @toolkit.cached(ttl="1m", namespace="test")
+    async def answer(question: str) -> str:
+        calls.arguments.append(question)
+        if len(calls) == 1:
+            await gate.wait()
+            raise RuntimeError("the leader failed")
+        return question.upper()
+
+    leader = asyncio.create_task(answer("q"))
+    await eventually(lambda: len(calls) == 1)
+
+    async def follow(seconds: float) -> str:
+        with toolkit.deadline(seconds):
+            return await answer("q")
+
+    followers = [asyncio.create_task(follow(random.uniform(0.01, 0.2))) for _ in range(20)]
+    outcomes = await asyncio.gather(*followers, return_exceptions=True)
+    assert all(isinstance(o, toolkit.DeadlineExceeded) for o in outcomes)
+    assert len(calls) == 1
+    gate.set()
+    with pytest.raises(RuntimeError, match="the leader failed"):
+        await leader
+    async with asyncio.timeout(5):  # not the lease: nobody holds it
+        assert await answer("q") == "Q"
+    assert len(calls) == 2
 
 
 async def test_cached_keeps_backend_hits_in_the_in_process_tier(backend: Backend) -> None:
@@ -794,6 +907,47 @@ async def ask(http: httpx.AsyncClient, question: str, **headers: str) -> str:
     response = await http.get("/ask", params={"q": question}, headers=headers)
     assert response.status_code == 200, response.text
     return str(response.json()["answer"])
+
+
+async def test_cached_follower_cut_by_its_request_budget_is_answered_504_without_calling_it(
+    backend: Backend,
+) -> None:
+    """In an installed app, a request whose budget (``Request-Timeout``) ends while a slow
+    leader computes its key is answered 504 at its deadline, without calling the function;
+    the leader's answer is stored and served to the next request."""
+    app = FastAPI()
+    calls: list[str] = []
+    gate = asyncio.Event()
+
+    @cached(ttl="1m", namespace="test")
+    async def answer(question: str) -> str:
+        calls.append(question)
+        await gate.wait()
+        return question.upper()
+
+    @app.get("/ask")
+    async def ask_route(q: str) -> dict[str, str]:
+        return {"answer": await answer(q)}
+
+    url = backend.url if isinstance(backend, RedisBackend) else "memory://"
+    toolkit.install(
+        app,
+        ToolkitSettings(
+            backend={"url": url, "key_prefix": backend.key_prefix, "timeout": "2s"},
+            telemetry={"prometheus": False},
+        ),
+    )
+    async with serving(app) as http:
+        leader = asyncio.create_task(http.get("/ask", params={"q": "q"}))
+        await eventually(lambda: len(calls) == 1)
+        follower = await http.get("/ask", params={"q": "q"}, headers={"request-timeout": "0.2"})
+        assert follower.status_code == 504
+        assert follower.headers["content-type"] == "application/problem+json"
+        assert calls == ["q"]
+        gate.set()
+        assert (await leader).json() == {"answer": "Q"}
+        assert await ask(http, "q") == "Q"
+        assert calls == ["q"]
 
 
 async def test_cached_per_caller_entries_do_not_leak_between_identities(backend: Backend) -> None:

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import toolkit
 from tests.support.otel import points
+from tests.support.waiting import eventually
 from toolkit.pool import AgentPool, PoolStats
 from toolkit.pool._entry import Entry
 from toolkit.pool._exclusive import ExclusiveLender
@@ -353,6 +354,109 @@ async def test_pool_build_past_create_timeout_raises_pool_timeout_error_naming_t
             pass
     assert not isinstance(factory_error.value, toolkit.PoolTimeoutError)
     await pool.close()
+
+
+def timeouts(reader: InMemoryMetricReader) -> dict[str, float]:
+    """``toolkit.pool.timeouts`` by phase."""
+    return {
+        str(p.attributes[names.POOL_TIMEOUT_PHASE]): p.value
+        for p in points(reader, names.POOL_TIMEOUTS)
+    }
+
+
+@pytest.mark.parametrize("mode", ["exclusive", "shared"])
+async def test_pool_build_past_create_timeout_is_counted_as_a_build_timeout_on_each_caller(
+    mode: str,
+    meter_provider: MeterProvider,
+    metric_reader: InMemoryMetricReader,
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    """Each acquire a build past create_timeout reaches (three callers waiting on one
+    shared build, or each on its own exclusive build) counts one timeout of phase build,
+    never acquire, with a toolkit.pool.exhausted event on the caller's span naming the
+    phase; the wait span says timeout."""
+
+    async def make() -> Resource:
+        await asyncio.sleep(10)
+        return Resource()
+
+    pool: AgentPool[Resource] = AgentPool(
+        make, name="sandbox", mode=mode, size=3, acquire_timeout="5s", create_timeout="50ms",
+        wait_threshold="10ms", meter_provider=meter_provider, tracer_provider=tracer_provider,
+    )  # fmt: skip
+    tracer = tracer_provider.get_tracer("test")
+
+    async def caller(i: int) -> BaseException | None:
+        with tracer.start_as_current_span(f"caller {i}"):
+            try:
+                async with pool.acquire():
+                    pass
+            except toolkit.PoolTimeoutError as exc:
+                return exc
+        return None
+
+    raised = await asyncio.gather(*(caller(i) for i in range(3)))
+    assert all(
+        isinstance(e, toolkit.PoolTimeoutError) and e.setting == "create_timeout" for e in raised
+    )
+    assert timeouts(metric_reader) == {names.POOL_PHASE_BUILD: 3}
+    spans = span_exporter.get_finished_spans()
+    callers = [s for s in spans if s.name.startswith("caller")]
+    events = [e for s in callers for e in s.events if e.name == names.POOL_EXHAUSTED_EVENT]
+    assert [dict(e.attributes or {}) for e in events] == 3 * [
+        {
+            names.POOL_NAME: "sandbox",
+            names.POOL_TIMEOUT_PHASE: names.POOL_PHASE_BUILD,
+            names.ERROR_TYPE: names.POOL_TIMEOUT,
+        }
+    ]
+    waits = [s for s in spans if s.name == names.POOL_WAIT_SPAN]
+    assert [(s.attributes or {}).get(names.ERROR_TYPE) for s in waits] == 3 * ["timeout"]
+    assert pool.stats() == whole(pool, idle=0)
+    await pool.close()
+
+
+async def test_pool_acquire_timeout_before_the_build_timeout_is_counted_once_as_an_acquire(
+    meter_provider: MeterProvider, metric_reader: InMemoryMetricReader
+) -> None:
+    """A caller whose acquire_timeout passes while its build runs counts one acquire timeout;
+    the build it left, cut later at create_timeout with nobody waiting, counts nothing more.
+    Under a deadline longer than create_timeout a build timeout stays PoolTimeoutError (the
+    pool's own, counted build); under a shorter one the acquire ends in DeadlineExceeded."""
+    release = asyncio.Event()
+
+    async def make() -> Resource:
+        await release.wait()
+        return Resource()
+
+    pool: AgentPool[Resource] = AgentPool(
+        make, size=1, acquire_timeout="30ms", create_timeout="150ms",
+        meter_provider=meter_provider,
+    )  # fmt: skip
+    with pytest.raises(toolkit.PoolTimeoutError) as left:
+        async with pool.acquire():
+            pass
+    assert left.value.setting == "acquire_timeout"
+    await eventually(lambda: not pool._objects.tasks)  # the left build passed create_timeout
+    assert timeouts(metric_reader) == {names.POOL_PHASE_ACQUIRE: 1}
+
+    slow: AgentPool[Resource] = AgentPool(
+        make, size=1, acquire_timeout="5s", create_timeout="50ms", meter_provider=meter_provider
+    )
+    with toolkit.deadline(5), pytest.raises(toolkit.PoolTimeoutError) as built:
+        async with slow.acquire():
+            pass
+    assert built.value.setting == "create_timeout"
+    assert timeouts(metric_reader) == {names.POOL_PHASE_ACQUIRE: 1, names.POOL_PHASE_BUILD: 1}
+    with toolkit.deadline(0.02), pytest.raises(toolkit.DeadlineExceeded):
+        async with slow.acquire():
+            pass
+    # The acquire's own wait, cut sooner by the deadline: phase acquire, as ever.
+    assert timeouts(metric_reader) == {names.POOL_PHASE_ACQUIRE: 2, names.POOL_PHASE_BUILD: 1}
+    release.set()
+    await pool.close()
+    await slow.close()
 
 
 async def test_pool_full_wait_queue_refuses_at_once() -> None:
@@ -690,7 +794,9 @@ async def test_pool_metrics_and_wait_span(
         p.attributes[names.POOL_STATE]: p.value for p in points(metric_reader, names.POOL_COUNT)
     }
     assert counts == {"idle": 0, "used": 0}
-    assert [p.value for p in points(metric_reader, names.POOL_TIMEOUTS)] == [1]
+    assert [(p.attributes, p.value) for p in points(metric_reader, names.POOL_TIMEOUTS)] == [
+        ({names.POOL_NAME: "sandbox", names.POOL_TIMEOUT_PHASE: names.POOL_PHASE_ACQUIRE}, 1)
+    ]
     discards = points(metric_reader, names.POOL_DISCARDS)
     assert [(p.attributes[names.POOL_DISCARD_REASON], p.value) for p in discards] == [("error", 1)]
     waits = points(metric_reader, names.POOL_WAIT_TIME)

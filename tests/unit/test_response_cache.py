@@ -1002,30 +1002,66 @@ async def test_response_cache_runs_the_origin_once_for_concurrent_callers(
     assert Counter(x_cache(a) for a in answers) == Counter({"MISS": 1, "HIT": 49})
 
 
-async def test_response_cache_follower_cut_by_its_deadline_counts_wait_deadline_on_its_span(
+@pytest.mark.parametrize("where", ["same process", "another process"])
+async def test_response_cache_follower_cut_by_its_deadline_is_answered_504_without_the_app(
     backend: Backend,
     meter_provider: MeterProvider,
     metric_reader: InMemoryMetricReader,
     tracer_provider: TracerProvider,
     span_exporter: InMemorySpanExporter,
+    where: str,
 ) -> None:
-    """A follower whose deadline ends before the held leader stores goes to the app itself;
-    its decision is wait_deadline, in the metric and in its lookup event."""
+    """A follower whose request budget ends before the held leader stores (queued in this
+    process, or polling the lease from another) does not run the app with no time left: it
+    raises DeadlineExceeded, which the deadline middleware answers 504; its decision is
+    wait_deadline, in the metric and in its lookup event. The leader's response is still
+    stored and served to the next caller."""
     app = origin()
-    cached = cache(app, backend, cache=CacheStore(backend, meter_provider=meter_provider))
-    leader = asyncio.create_task(request(cached, "/stream", query="mode=gated"))
+    store = CacheStore(backend, meter_provider=meter_provider)
+    leading = cache(app, backend, cache=store)
+    following = (
+        leading if where == "same process" else cache(app, backend, cache=CacheStore(backend))
+    )
+    leader = asyncio.create_task(request(leading, "/stream", query="mode=gated"))
     await eventually(lambda: app.state.calls["/stream"] == 1)
+    budgeted = toolkit.DeadlineMiddleware(following, meter_provider=meter_provider)
     with tracer_provider.get_tracer("t").start_as_current_span("follower"):
-        with toolkit.deadline(0.1):
-            following = asyncio.create_task(request(cached, "/stream", query="mode=gated"))
-        await eventually(lambda: app.state.calls["/stream"] == 2)  # gave up, ran the app
-        app.state.gate.set()
-        follower = await following
-    assert x_cache(follower) == "MISS"
-    assert results(metric_reader, names.CACHE_WAIT_DEADLINE) == 1
+        follower = await request(
+            budgeted, "/stream", query="mode=gated", headers=[("request-timeout", "0.2")]
+        )
+    assert status_of(follower) == 504
+    assert app.state.calls["/stream"] == 1  # the follower never ran the app
+    if where == "same process":  # the other store's metrics are not read here
+        assert results(metric_reader, names.CACHE_WAIT_DEADLINE) == 1
     (span,) = span_exporter.get_finished_spans()
     lookups = [e for e in span.events if e.name == names.CACHE_LOOKUP_EVENT]
     assert [e.attributes[names.CACHE_RESULT] for e in lookups] == [names.CACHE_WAIT_DEADLINE]
+    assert span.attributes is not None
+    assert span.attributes[names.DEADLINE_EXPIRED] is True
+    app.state.gate.set()
+    assert status_of(await leader) == 200
+    assert x_cache(await request(following, "/stream", query="mode=gated")) == "HIT"
+    assert app.state.calls["/stream"] == 1
+
+
+async def test_response_cache_follower_whose_cache_wait_runs_first_runs_the_app_itself(
+    backend: Backend, metric_reader: InMemoryMetricReader, meter_provider: MeterProvider
+) -> None:
+    """With a deadline longer than ``cache.wait``, the follower waits ``cache.wait`` for the
+    held leader and then runs the app itself (the documented fallback), counted as
+    wait_timeout."""
+    app = origin()
+    cached = cache(app, backend, cache=CacheStore(backend, meter_provider=meter_provider), wait=0.1)
+    leader = asyncio.create_task(request(cached, "/stream", query="mode=gated"))
+    await eventually(lambda: app.state.calls["/stream"] == 1)
+    with toolkit.deadline(10):
+        following = asyncio.create_task(request(cached, "/stream", query="mode=gated"))
+    await eventually(lambda: app.state.calls["/stream"] == 2)  # gave up, ran the app
+    app.state.gate.set()
+    follower = await following
+    assert x_cache(follower) == "MISS"
+    assert results(metric_reader, names.CACHE_WAIT_TIMEOUT) == 1
+    assert results(metric_reader, names.CACHE_WAIT_DEADLINE) == 0
     await leader
 
 

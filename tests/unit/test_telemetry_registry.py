@@ -175,8 +175,21 @@ async def use_a_pool(tracer_provider: TracerProvider, meter_provider: MeterProvi
         with pytest.raises(toolkit.PoolTimeoutError):  # waits past the threshold, times out
             async with waiting.acquire():
                 pass
+
+    async def slow_build() -> list[str]:
+        await asyncio.sleep(10)
+        return []
+
+    building: toolkit.AgentPool[list[str]] = toolkit.AgentPool(
+        slow_build, name="registry", size=1, create_timeout="20ms",
+        meter_provider=meter_provider, tracer_provider=tracer_provider,
+    )  # fmt: skip
+    with pytest.raises(toolkit.PoolTimeoutError):  # its build passes create_timeout
+        async with building.acquire():
+            pass
     await pool.close()
     await waiting.close()
+    await building.close()
 
 
 async def drive_resilience(registry: BreakerRegistry) -> None:

@@ -158,7 +158,7 @@ class FunctionCache:
 
         def gave_up(reason: str) -> None:
             nonlocal result
-            result = reason  # a miss after a wait cut short: which bound ran out
+            result = reason  # a wait cut short: which bound ran out (see SingleFlight.run)
 
         try:
             return (await _flight(store).run(key, lookup, compute, gave_up=gave_up))[0]

@@ -87,7 +87,8 @@ class Origin:
     async def miss(
         self, route: Route, key: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        """One caller in the fleet runs the app; the others take what it stores."""
+        """One caller in the fleet runs the app; the others take what it stores, or raise
+        ``DeadlineExceeded`` when the current deadline passes first."""
         refusals_key = _refusals_key(key)
         try:
             last_refusal = await self._store.get(refusals_key)
@@ -121,6 +122,10 @@ class Origin:
         def gave_up(reason: str) -> None:
             nonlocal miss
             miss = reason  # a miss after a wait cut short: which bound ran out
+            if reason == names.CACHE_WAIT_DEADLINE:
+                # The flight raises DeadlineExceeded (answered 504) and the app is not run:
+                # the decision is counted here, since run() never will.
+                self._store.record(NAME, reason, key)
 
         async def compute(turn: Turn | None) -> Entry | Outcome:
             await self.run(route, key, scope, receive, send, turn, miss=miss)

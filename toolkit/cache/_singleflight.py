@@ -4,9 +4,12 @@ Within a process, callers of one key queue behind a single coroutine. Across pro
 coroutine takes a lease in the backend and renews it while the computation runs, so an LLM
 call longer than the lease never lets a second caller start; the others poll the cache with
 backoff and take the result when it lands. A follower waits at most ``wait`` seconds, or
-what is left of the current deadline when that is sooner, then computes itself, as when the
-leader is too slow, and tells its caller which of the two ran out (``gave_up``: the cache
-counts it and puts it on the span). When the leader ends without storing anything
+what is left of the current deadline when that is sooner, and tells its caller which of the
+two ran out (``gave_up``: the cache counts it and puts it on the span). Past ``wait`` it
+computes itself, as when the leader is too slow; past the deadline it raises
+``DeadlineExceeded``, since a computation started with no time left could only fail (its
+``@resilient`` calls would not even be made), while the leader goes on and stores the result
+for the callers after it. When the leader ends without storing anything
 (the response was not cacheable, it failed, it was cancelled, its process died and the lease
 ran out), the next caller leads, one at a time. A leader that knows before it returns that
 there is nothing more to wait for (it has stored the result, or it will store nothing) ends
@@ -21,12 +24,12 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Generic, TypeVar
 
-from toolkit._deadlines import bounded
+from toolkit._deadlines import bounded, time_left
 from toolkit.backends import LeaseStorage, require
-from toolkit.errors import BackendError
+from toolkit.errors import BackendError, DeadlineExceeded
 from toolkit.telemetry import names
 
 T = TypeVar("T")
@@ -88,6 +91,21 @@ class Turn:
             self._local()
 
 
+@contextlib.contextmanager
+def _reported_if_the_deadline_cancels(
+    reason: str, gave_up: Callable[[str], None] | None
+) -> Iterator[None]:
+    """Around a follower's wait: a cancellation once the current deadline has passed is the
+    deadline cutting the wait (a request budget's timer fires as the wait ends, and may win
+    the race with it), reported as such before it goes on up."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        if reason == names.CACHE_WAIT_DEADLINE and gave_up is not None and time_left() == 0:
+            gave_up(reason)
+        raise
+
+
 def _retire(task: asyncio.Task[None]) -> None:
     _releases.discard(task)
     if not task.cancelled():
@@ -136,9 +154,14 @@ class SingleFlight(Generic[T]):
         computes. Backend failures degrade to computing without a lease.
 
         Args:
-            gave_up: called, before ``compute()``, when this caller stopped waiting for
-                another's computation: with ``names.CACHE_WAIT_DEADLINE`` when the current
-                deadline cut the wait, ``names.CACHE_WAIT_TIMEOUT`` when ``wait`` ran out.
+            gave_up: called when this caller stopped waiting for another's computation:
+                with ``names.CACHE_WAIT_TIMEOUT`` when ``wait`` ran out (``compute()``
+                follows), ``names.CACHE_WAIT_DEADLINE`` when the current deadline cut the
+                wait (``DeadlineExceeded`` follows, and ``compute()`` is not called).
+
+        Raises:
+            DeadlineExceeded: the current deadline passed while this caller waited for
+                another's computation.
         """
         return await self.run_turn(key, lookup, lambda turn: compute(), gave_up=gave_up)
 
@@ -161,9 +184,10 @@ class SingleFlight(Generic[T]):
             if remaining <= 0:
                 # Waited long enough for a leader that never stores.
                 return await self._give_up(reason, gave_up, compute)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(head), remaining)
-            found = await lookup()
+            with _reported_if_the_deadline_cancels(reason, gave_up):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(head), remaining)
+                found = await lookup()
             if found is not None:
                 return found
         head = asyncio.get_running_loop().create_future()
@@ -195,6 +219,12 @@ class SingleFlight(Generic[T]):
     ) -> T:
         if gave_up is not None:
             gave_up(reason)
+        if reason == names.CACHE_WAIT_DEADLINE:
+            # No time left to compute in; the leader goes on and stores for the next callers.
+            raise DeadlineExceeded(
+                "the deadline of this work passed while it waited for another caller's "
+                "computation of the same key"
+            )
         return await compute(None)
 
     async def run_if_idle(
@@ -244,10 +274,11 @@ class SingleFlight(Generic[T]):
                 return await compute(None)  # no coordination without the backend
             if leader:
                 return await self._lead(lease_key, token, lookup, compute, step_down)
-            # Never past the wait's end: a deadline may leave less than one poll.
-            await self._sleep(max(0.0, min(poll, deadline - self._clock())))
-            poll = min(_LAST_POLL, poll * 2)
-            found = await lookup()
+            with _reported_if_the_deadline_cancels(reason, gave_up):
+                # Never past the wait's end: a deadline may leave less than one poll.
+                await self._sleep(max(0.0, min(poll, deadline - self._clock())))
+                poll = min(_LAST_POLL, poll * 2)
+                found = await lookup()
             if found is not None:
                 return found
             if self._clock() >= deadline:

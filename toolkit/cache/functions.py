@@ -89,6 +89,8 @@ def cached(
     as ``bypass`` and logged once per function; ``key=`` chooses the key material instead. On a
     miss one caller in the whole fleet runs the function, under a lease renewed while it runs
     (``cache.lease``); the others wait (up to ``cache.wait``) and take its stored result. A
+    waiting caller that the current deadline cuts raises
+    :class:`~toolkit.errors.DeadlineExceeded` instead of calling the function. A
     result computed before an invalidation of one of its tags is never stored after it.
 
     The first caller gets the function's own return value; every later one gets it as stored
@@ -130,6 +132,8 @@ def cached(
     Raises:
         ConfigurationError: at decoration, for an invalid argument or a sync generator
             function (make it an async generator function, or return a list).
+        DeadlineExceeded: at a call, when the current deadline passed while it waited for
+            another caller's computation of its key (counted ``wait_deadline``).
 
     The ``cache.function`` flag turns it off (calls go straight to the function) at the next
     call, on every instance. Backend failures fall back to calling the function (``error``).

@@ -84,7 +84,9 @@ class ResponseCacheMiddleware:
     error, the status is one of the route's, and it has no ``Set-Cookie``, no
     ``Cache-Control: private / no-store / no-cache``, and no ``Vary`` on a header the key does
     not cover. Other callers of the key wait for it and get the stored response; they go on
-    the moment it is stored (never waiting for the leader's client) or known not to be. A
+    the moment it is stored (never waiting for the leader's client) or known not to be; one
+    whose deadline (a request budget) runs out first raises
+    :class:`~toolkit.errors.DeadlineExceeded`, answered 504 by the deadline middleware. A
     GET or HEAD with content on a route that does not key on the body is answered 400.
 
     Request headers never change what is served or stored; when the backend fails, requests

@@ -74,7 +74,7 @@ class Objects(Generic[T]):
 
     def timed_out(self, doing: str) -> PoolTimeoutError:
         """The error of an acquire past ``acquire_timeout``, counted."""
-        self.instruments().refused(names.POOL_TIMEOUT)
+        self.instruments().timed_out(names.POOL_PHASE_ACQUIRE)
         return PoolTimeoutError(
             f"pool {self.name!r}: no object within acquire_timeout="
             f"{self.options.settings.acquire_timeout:g}s ({doing})",
@@ -82,7 +82,9 @@ class Objects(Generic[T]):
         )
 
     def build_timed_out(self, key: Hashable) -> PoolTimeoutError:
-        """The error of a build past ``create_timeout`` (its factory call cancelled)."""
+        """The error of a build past ``create_timeout`` (its factory call cancelled); counted
+        by each acquire it reaches (``AgentPool``), since the build runs in a task of its
+        own, outside any caller's span."""
         of_key = "" if key is None else f" for key {key!r}"
         return PoolTimeoutError(
             f"pool {self.name!r}: building an object{of_key} took longer than create_timeout="

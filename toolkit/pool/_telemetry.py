@@ -22,6 +22,7 @@ class PoolTelemetry:
     __slots__ = (
         "_counts",
         "_discards",
+        "_phases",
         "_rejections",
         "_timeouts",
         "_tracer",
@@ -45,6 +46,10 @@ class PoolTelemetry:
         self.name = name
         self.threshold = threshold
         self.attributes = {names.POOL_NAME: name}
+        self._phases = {
+            phase: {names.POOL_NAME: name, names.POOL_TIMEOUT_PHASE: phase}
+            for phase in names.POOL_TIMEOUT_PHASES
+        }
         self._counts = counts
         meter = metrics.get_meter(
             names.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
@@ -68,14 +73,25 @@ class PoolTelemetry:
         )
 
     def refused(self, error_type: str) -> None:
-        """Count an acquire refused (``queue_full``) or timed out, with an event on the span."""
-        counts = self._timeouts if error_type == names.POOL_TIMEOUT else self._rejections
-        counts.add(self.name, self.attributes)
+        """Count an acquire refused at once (``queue_full``, ``too_many_keys``), with an
+        event on the span."""
+        self._rejections.add(self.name, self.attributes)
         span = trace.get_current_span()
         if span.is_recording():
             span.add_event(
                 names.POOL_EXHAUSTED_EVENT,
                 {names.POOL_NAME: self.name, names.ERROR_TYPE: error_type},
+            )
+
+    def timed_out(self, phase: str) -> None:
+        """Count an acquire timed out in ``phase`` (``names.POOL_TIMEOUT_PHASES``), with an
+        event on the span."""
+        attributes = self._phases[phase]
+        self._timeouts.add((self.name, phase), attributes)
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event(
+                names.POOL_EXHAUSTED_EVENT, {**attributes, names.ERROR_TYPE: names.POOL_TIMEOUT}
             )
 
     def waited(self, seconds: float, error_type: str | None) -> None:

@@ -364,8 +364,11 @@ class AgentPool(Generic[T]):
             return lender, await lender.checkout(deadline, permit)
         except PoolTimeoutError as exc:
             error_type = names.POOL_TIMEOUT
-            # Only a wait the deadline cut: a build past create_timeout is the pool's own.
-            if bounded_by_work and exc.setting == "acquire_timeout":
+            if exc.setting == "create_timeout":
+                # The build's own timeout, raised in its task: counted here, on our span.
+                # Never turned into DeadlineExceeded: a build past create_timeout is the pool's.
+                telemetry.timed_out(names.POOL_PHASE_BUILD)
+            elif bounded_by_work:  # a wait the deadline cut (counted where it was raised)
                 raise DeadlineExceeded(
                     f"pool {self.name!r}: the deadline of this work passed after {timeout:.3g}s "
                     "of waiting, under acquire_timeout"

@@ -174,6 +174,8 @@ POOL_STATE: Final = "toolkit.pool.state"
 ``db.client.connection.state``."""
 POOL_DISCARD_REASON: Final = "toolkit.pool.discard.reason"
 """Why an object was closed: one of :data:`POOL_DISCARD_REASONS`."""
+POOL_TIMEOUT_PHASE: Final = "toolkit.pool.timeout.phase"
+"""Where an acquire timed out: one of :data:`POOL_TIMEOUT_PHASES`."""
 
 POOL_IDLE: Final = "idle"
 POOL_USED: Final = "used"
@@ -205,6 +207,13 @@ POOL_QUEUE_FULL: Final = "queue_full"
 """``error.type`` of an acquire refused because ``max_waiting`` callers already wait."""
 POOL_TIMEOUT: Final = "timeout"
 """``error.type`` of an acquire that passed its ``acquire_timeout``."""
+POOL_PHASE_ACQUIRE: Final = "acquire"
+"""The acquire's own wait ran out: no object (free, checked or built) within
+``acquire_timeout``, or the current deadline when sooner."""
+POOL_PHASE_BUILD: Final = "build"
+"""The build the acquire waited for passed the pool's ``create_timeout`` (its factory call
+was cancelled): a slow factory, not a pool too small."""
+POOL_TIMEOUT_PHASES: Final = (POOL_PHASE_ACQUIRE, POOL_PHASE_BUILD)
 POOL_TOO_MANY_KEYS: Final = "too_many_keys"
 """``error.type`` of an acquire for a new key refused because ``max_keys`` keys are busy."""
 
@@ -223,8 +232,9 @@ CACHE_WAIT_TIMEOUT: Final = "wait_timeout"
 """Computed by this caller after waiting ``cache.wait`` for another caller's computation of
 the same key, which stored nothing in that time."""
 CACHE_WAIT_DEADLINE: Final = "wait_deadline"
-"""Computed by this caller after the current deadline (a request's, ``toolkit.deadline``) cut
-its wait for another caller's computation of the same key, sooner than ``cache.wait``."""
+"""The current deadline (a request's, ``toolkit.deadline``) cut this caller's wait for another
+caller's computation of the same key, sooner than ``cache.wait``: it raised
+``DeadlineExceeded`` without computing (the leader still stores the result)."""
 CACHE_RESULTS: Final = (
     CACHE_HIT,
     CACHE_MISS,
@@ -287,8 +297,8 @@ POOL_WAIT_SPAN: Final = "toolkit.pool.wait"
 start of the acquire to the moment it got an object or gave up (timed afterwards: quick
 acquires cost no span)."""
 POOL_EXHAUSTED_EVENT: Final = "toolkit.pool.exhausted"
-"""Span event when an acquire is refused: pool name, ``error.type`` (``queue_full`` or
-``timeout``)."""
+"""Span event when an acquire is refused: pool name, ``error.type`` (``queue_full``,
+``too_many_keys`` or ``timeout``; a timeout also its ``toolkit.pool.timeout.phase``)."""
 FEATURE_FLAG_EVALUATION_EVENT: Final = "feature_flag.evaluation"
 """Span event per flag evaluation (semantic conventions): key, variant, reason, provider.
 Kill switches at their default add none: only an override is news on a span."""
@@ -543,13 +553,16 @@ POOL_CREATE_TIME_METRIC: Final = Metric(
 )
 
 POOL_TIMEOUTS: Final = "toolkit.pool.timeouts"
-"""Acquires that passed ``acquire_timeout``, by pool; like ``db.client.connection.timeouts``."""
+"""Acquires that timed out, by pool and phase (:data:`POOL_TIMEOUT_PHASES`: past
+``acquire_timeout``, or the build they waited for past ``create_timeout``); like
+``db.client.connection.timeouts``."""
 POOL_TIMEOUTS_METRIC: Final = Metric(
     POOL_TIMEOUTS,
     OBSERVABLE_COUNTER,
     unit="{timeout}",
-    description="Acquires that passed the pool's acquire timeout.",
-    attributes=(POOL_NAME,),
+    description="Acquires that timed out: past the pool's acquire timeout (phase acquire), "
+    "or their build past its create timeout (phase build).",
+    attributes=(POOL_NAME, POOL_TIMEOUT_PHASE),
 )
 
 POOL_REJECTIONS: Final = "toolkit.pool.rejections"

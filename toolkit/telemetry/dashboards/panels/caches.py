@@ -56,9 +56,10 @@ def row() -> Row:
                 "Lookups per second: hit, miss, stale (served while one caller refreshes), "
                 "bypass (not cacheable, or the flag is off), refused (answered 400 by the "
                 "response cache, e.g. a GET with a body), error (the backend failed; the "
-                "origin answered), wait_timeout and wait_deadline (waited for another caller's "
-                "computation of the key until cache.wait or the deadline ran out, then "
-                "computed again: a leader slower than the callers can wait).",
+                "origin answered), wait_timeout (waited for another caller's computation of "
+                "the key until cache.wait ran out, then computed again: a leader slower than "
+                "the callers can wait) and wait_deadline (the deadline ran out while waiting: "
+                "DeadlineExceeded, nothing computed).",
                 "ops",
                 [target(sum_by(rate(_REQUESTS), _CACHE, _RESULT), legend(_CACHE, _RESULT))],
             ),

@@ -26,6 +26,7 @@ _DISCARDS = series(names.POOL_DISCARDS)
 _POOL = prometheus_label(names.POOL_NAME)
 _STATE = prometheus_label(names.POOL_STATE)
 _REASON = prometheus_label(names.POOL_DISCARD_REASON)
+_PHASE = prometheus_label(names.POOL_TIMEOUT_PHASE)
 
 
 def row() -> Row:
@@ -56,12 +57,15 @@ def row() -> Row:
             ),
             timeseries(
                 "Acquires refused by pool",
-                "Per second: timeouts (no object within acquire_timeout) and rejections (the "
-                "wait queue was full); both are answered 503 with Retry-After.",
+                "Per second: timeouts by phase (acquire: no object within acquire_timeout, "
+                "so the pool is too small or held too long; build: the factory passed "
+                "create_timeout) and rejections (the wait queue was full); all are answered "
+                "503 with Retry-After.",
                 "ops",
                 [
                     target(
-                        or_zero(sum_by(rate(_TIMEOUTS), _POOL), _POOL), f"timeouts {legend(_POOL)}"
+                        or_zero(sum_by(rate(_TIMEOUTS), _POOL, _PHASE), _POOL),
+                        f"timeouts {legend(_POOL, _PHASE)}",
                     ),
                     target(
                         or_zero(sum_by(rate(_REJECTIONS), _POOL), _POOL), f"refused {legend(_POOL)}"
