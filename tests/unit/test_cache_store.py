@@ -7,6 +7,7 @@ import contextlib
 import gc
 import time
 import tracemalloc
+from collections.abc import Awaitable, Callable
 
 import pytest
 import redis
@@ -218,6 +219,53 @@ async def test_a_follower_waits_the_smaller_of_its_wait_and_the_deadline(
     leader.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await leader
+
+
+async def test_a_follower_waits_once_in_all_behind_a_leader_here_then_one_elsewhere(
+    backend: Backend,
+) -> None:
+    """A follower queued behind a leader of its process that ends without storing, and then
+    leads in its process but meets a leader elsewhere holding the lease, waits ``wait`` in
+    all, not once for each: it gives up (``wait_timeout``) and computes when the wait it
+    started with runs out."""
+    wait = 1.0
+    store = CacheStore(backend)
+    here, elsewhere = (SingleFlight[bytes](backend, lease=30, wait=wait) for _ in range(2))
+    started = asyncio.Event()
+    computed: list[str] = []
+
+    async def stuck() -> bytes:
+        started.set()
+        await asyncio.sleep(60)
+        return b"never"
+
+    def unstored(name: str) -> Callable[[], Awaitable[bytes]]:
+        async def compute() -> bytes:
+            computed.append(name)
+            return name.encode()  # not stored: the next caller has nothing to take
+
+        return compute
+
+    holder = asyncio.create_task(elsewhere.run("k", lambda: store.get("k"), stuck))
+    await started.wait()
+    reasons: list[str] = []
+    began = time.monotonic()
+    # The first caller here leads in its process, waits out ``wait`` against the holder
+    # elsewhere and computes without storing; the second, queued behind it, then leads here.
+    first, second = await asyncio.gather(
+        here.run("k", lambda: store.get("k"), unstored("first"), gave_up=reasons.append),
+        here.run("k", lambda: store.get("k"), unstored("second"), gave_up=reasons.append),
+    )
+    took = time.monotonic() - began
+    assert (first, second) == (b"first", b"second")
+    assert computed == ["first", "second"]
+    assert reasons == [names.CACHE_WAIT_TIMEOUT, names.CACHE_WAIT_TIMEOUT]
+    # A second full wait would take at least 2 x wait; one takes wait and a few polls.
+    assert wait * 0.9 < took < wait * 1.75
+    assert await backend.lease_held("lease:k")  # the leader elsewhere is left to its work
+    holder.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await holder
 
 
 @pytest.mark.parametrize("processes", [1, 2], ids=["same-process", "across-processes"])

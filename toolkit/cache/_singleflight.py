@@ -3,10 +3,11 @@
 Within a process, callers of one key queue behind a single coroutine. Across processes, that
 coroutine takes a lease in the backend and renews it while the computation runs, so an LLM
 call longer than the lease never lets a second caller start; the others poll the cache with
-backoff and take the result when it lands. A follower waits at most ``wait`` seconds, or
-what is left of the current deadline when that is sooner, and tells its caller which of the
-two ran out (``gave_up``: the cache counts it and puts it on the span). Past ``wait`` it
-computes itself, as when the leader is too slow; past the deadline it raises
+backoff and take the result when it lands. A follower waits at most ``wait`` seconds in all
+(behind a leader in its process, then one elsewhere), or what is left of the current deadline
+when that is sooner, and tells its caller which of the two ran out (``gave_up``: the cache
+counts it and puts it on the span). Past ``wait`` it computes itself, as when the leader is
+too slow; past the deadline it raises
 ``DeadlineExceeded``, since a computation started with no time left could only fail (its
 ``@resilient`` calls would not even be made), while the leader goes on and stores the result
 for the callers after it. When the leader ends without storing anything
@@ -175,6 +176,8 @@ class SingleFlight(Generic[T]):
     ) -> T:
         """As :meth:`run`, with the leader's :class:`Turn` passed to ``compute`` (None when
         it computes without a lease: the backend failed, or it waited long enough)."""
+        # One wait per caller: the end set here also bounds its wait for a leader elsewhere
+        # once it leads in this process, so that queueing here first never doubles it.
         deadline, reason = self._wait_end()
         while (head := self._local.get(key)) is not None:
             # Another coroutine of this process leads for this key: wait for its turn to end
@@ -200,7 +203,9 @@ class SingleFlight(Generic[T]):
                 head.set_result(None)
 
         try:
-            return await self._across_processes(key, lookup, compute, step_down, gave_up)
+            return await self._across_processes(
+                key, lookup, compute, step_down, gave_up, deadline, reason
+            )
         finally:
             step_down()
 
@@ -262,10 +267,11 @@ class SingleFlight(Generic[T]):
         compute: Callable[[Turn | None], Awaitable[T]],
         step_down: Callable[[], None],
         gave_up: Callable[[str], None] | None,
+        deadline: float,
+        reason: str,
     ) -> T:
         lease_key = f"lease:{key}"
         token = uuid.uuid4().hex
-        deadline, reason = self._wait_end()
         poll = _FIRST_POLL
         while True:
             try:
