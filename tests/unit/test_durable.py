@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 import toolkit
-from tests.support.otel import counter_value
+from tests.support.otel import counter_value, points
 from tests.support.servers import RedisServer, free_port
 from tests.support.waiting import eventually
 from toolkit.errors import DeferRefused, DurableArgumentError, DurableUnavailable
@@ -213,6 +213,41 @@ async def test_durable_hand_off_refuses_a_task_that_is_not_json_and_queues_nothi
     assert counter_value(metric_reader, names.DEFER_DURABLE_HANDOFFS, **{
         names.DEFER_DURABLE_OUTCOME: "invalid"
     }) == 2  # fmt: skip
+
+
+async def test_every_durable_hand_off_is_counted_and_timed_by_the_next_collection(
+    app_runner: DurableRunner,
+    tracer_provider: TracerProvider,
+    metric_reader: InMemoryMetricReader,
+) -> None:
+    """A hand-off's count and duration stay off the SDK's path (a total read at collection,
+    a point queued for a batch), yet each collection sees every hand-off before it, far
+    fewer than a batch, each duration in the trace of the call that deferred it."""
+    with tracer_provider.get_tracer("test").start_as_current_span("POST /memories") as request:
+        for count in range(3):
+            await record_run.defer("timed", count)
+        with pytest.raises(DurableArgumentError):
+            await record_run.defer(b"raw", 1)  # type: ignore[arg-type]
+
+    def durations() -> dict[str, Any]:
+        return {
+            point.attributes[names.DEFER_DURABLE_OUTCOME]: point
+            for point in points(metric_reader, names.DEFER_DURABLE_HANDOFF_DURATION)
+        }
+
+    def handoffs(outcome: str) -> float:
+        return counter_value(metric_reader, names.DEFER_DURABLE_HANDOFFS, **{
+            names.DEFER_DURABLE_OUTCOME: outcome
+        })  # fmt: skip
+
+    seen = durations()
+    assert {outcome: point.count for outcome, point in seen.items()} == {"queued": 3, "invalid": 1}
+    assert (handoffs("queued"), handoffs("invalid")) == (3, 1)
+    trace_id = request.get_span_context().trace_id
+    assert {exemplar.trace_id for exemplar in seen["queued"].exemplars} == {trace_id}
+    await record_run.defer("timed", 3)
+    assert durations()["queued"].count == 4
+    assert handoffs("queued") == 4
 
 
 async def test_durable_hand_off_to_a_redis_that_is_down_is_refused_within_its_timeout(

@@ -20,11 +20,12 @@ import asyncio
 import logging
 import time
 
-from opentelemetry import metrics, trace
+from opentelemetry import context, metrics, trace
 from redis.exceptions import RedisError
 from saq import Job
 
 from toolkit import _deadlines
+from toolkit._version import __version__
 from toolkit.errors import DurableArgumentError, DurableUnavailable
 from toolkit.pipelines._background import lookup
 from toolkit.pipelines._deferred import TaskRecord
@@ -34,6 +35,8 @@ from toolkit.pipelines._durable_worker import DurableWorker
 from toolkit.pipelines._in_process import InProcessRunner
 from toolkit.settings._durable import DurableSettings
 from toolkit.telemetry import names
+from toolkit.telemetry.batched import batched_records
+from toolkit.telemetry.counts import shared_counts
 
 logger = logging.getLogger("toolkit.pipelines.durable")
 
@@ -65,11 +68,14 @@ class DurableRunner:
         self.url = url
         self.local = local
         self.worker = worker
-        meter = (meter_provider or metrics.get_meter_provider()).get_meter(
-            names.INSTRUMENTATION_SCOPE
+        meter = metrics.get_meter(
+            names.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
         )
-        self._handoffs = names.DEFER_DURABLE_HANDOFFS_METRIC.create(meter)
+        # On the caller's path: the count is a dict update read at collection, the duration
+        # a point queued for the SDK and recorded in a batch, or first thing at a collection.
+        self._handoffs = shared_counts(meter, names.DEFER_DURABLE_HANDOFFS_METRIC)
         self._duration = names.DEFER_DURABLE_HANDOFF_DURATION_METRIC.create(meter)
+        self._records = batched_records(meter, self._handoffs)
         self._outcomes = {
             outcome: {names.DEFER_DURABLE_OUTCOME: outcome}
             for outcome in names.DEFER_DURABLE_OUTCOMES
@@ -172,8 +178,10 @@ class DurableRunner:
 
     def _record(self, span: trace.Span, outcome: str, started: float) -> None:
         attributes = self._outcomes[outcome]
-        self._handoffs.add(1, attributes)
-        self._duration.record(time.perf_counter() - started, attributes)
+        self._handoffs.add(outcome, attributes)
+        self._records.record(
+            self._duration, time.perf_counter() - started, attributes, context.get_current()
+        )
         if span.is_recording():
             span.set_attribute(names.DEFER_DURABLE_OUTCOME, outcome)
 

@@ -460,7 +460,7 @@ DEFER_DURABLE_HANDOFFS: Final = "toolkit.deferred.durable.handoffs"
 """Durable hand-offs, by outcome."""
 DEFER_DURABLE_HANDOFFS_METRIC: Final = Metric(
     DEFER_DURABLE_HANDOFFS,
-    COUNTER,
+    OBSERVABLE_COUNTER,
     unit="{task}",
     description="Deferred tasks handed to the durable queue, by outcome.",
     attributes=(DEFER_DURABLE_OUTCOME,),
