@@ -58,9 +58,10 @@ def row() -> Row:
             timeseries(
                 "Acquires refused by pool",
                 "Per second: timeouts by phase (acquire: no object within acquire_timeout, "
-                "so the pool is too small or held too long; build: the factory passed "
-                "create_timeout) and rejections (the wait queue was full); all are answered "
-                "503 with Retry-After.",
+                "or within what the current deadline left, so the pool is too small or held "
+                "too long; build: the factory passed create_timeout) and rejections (the wait "
+                "queue was full, or a new key past max_keys). Answered 503 with Retry-After, "
+                "except an acquire cut by the deadline: DeadlineExceeded, answered 504.",
                 "ops",
                 [
                     target(
