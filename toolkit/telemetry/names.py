@@ -566,13 +566,14 @@ POOL_TIMEOUTS_METRIC: Final = Metric(
 )
 
 POOL_REJECTIONS: Final = "toolkit.pool.rejections"
-"""Acquires refused at once because the wait queue was full, by pool (no semantic-convention
-equivalent: database pools do not bound their queue)."""
+"""Acquires refused at once, by pool: the wait queue was full, or a new key came past
+``max_keys`` with every key busy (no semantic-convention equivalent: database pools do not
+bound their queue)."""
 POOL_REJECTIONS_METRIC: Final = Metric(
     POOL_REJECTIONS,
     OBSERVABLE_COUNTER,
     unit="{request}",
-    description="Acquires refused at once because the pool's wait queue was full.",
+    description="Acquires refused at once: the wait queue was full, or no room for a new key.",
     attributes=(POOL_NAME,),
 )
 
