@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from opentelemetry import metrics, trace
@@ -23,6 +24,37 @@ from toolkit.backends import Backend, MemoryBackend
 from toolkit.backends.redis import RedisBackend
 from toolkit.pipelines._fanout_telemetry import set_current_fanout_telemetry
 from toolkit.pipelines._offload import set_current_offload_pool
+
+PROCESS_TESTS = ("tests/integration/", "tests/examples/", "tests/browser/", "tests/plugins/")
+"""Where the tests start fleets of server processes, a browser, or time a demo's phases."""
+PROCESSES = "processes"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``make test`` runs the suite on two pytest-xdist workers, ``--dist loadgroup``: the
+    tests of :data:`PROCESS_TESTS` are one group, run in turn on one worker, so that no two
+    fleets contend for the machine's two cores and the latencies they compare; every other
+    module is a group of its own (its fixtures set up once), run on either worker. The groups
+    are made here from the paths, since xdist_group marks do not reach xdist 3.8's scheduler
+    under pytest 9.2 (it renames the node ids through an attribute pytest no longer reads)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ProcessesInTurn(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.partition("::")[0]
+            return PROCESSES if module.startswith(PROCESS_TESTS) else module
+
+        def _assign_work_unit(self, node: Any) -> None:
+            # The longest group first, whatever the order of the rest: the other worker
+            # gets through the modules meanwhile.
+            if PROCESSES in self.workqueue:
+                self.workqueue.move_to_end(PROCESSES, last=False)
+            super()._assign_work_unit(node)
+
+    return ProcessesInTurn(config, log)
 
 
 @pytest.fixture(scope="session")
