@@ -25,19 +25,33 @@ from toolkit.backends.redis import RedisBackend
 from toolkit.pipelines._fanout_telemetry import set_current_fanout_telemetry
 from toolkit.pipelines._offload import set_current_offload_pool
 
-PROCESS_TESTS = ("tests/integration/", "tests/examples/", "tests/browser/", "tests/plugins/")
+PROCESS_TESTS = ("tests/integration/", "tests/examples/", "tests/browser/")
 """Where the tests start fleets of server processes, a browser, or time a demo's phases."""
+ALONGSIDE = frozenset(
+    f"tests/integration/{name}.py"
+    for name in (
+        "test_deferred_processes",
+        "test_durable_processes",
+        "test_profile_invalidation_processes",
+        "test_redis_cluster",
+        "test_root_path",
+        "test_status_top",
+        "test_streaming",
+    )
+)
+"""The modules of :data:`PROCESS_TESTS` that start a server or two and time nothing tighter
+than seconds: they may run beside a fleet."""
 PROCESSES = "processes"
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``make test`` runs the suite on two pytest-xdist workers, ``--dist loadgroup``: the
-    tests of :data:`PROCESS_TESTS` are one group, run in turn on one worker, so that no two
-    fleets contend for the machine's two cores and the latencies they compare; every other
-    module is a group of its own (its fixtures set up once), run on either worker. The groups
-    are made here from the paths, since xdist_group marks do not reach xdist 3.8's scheduler
-    under pytest 9.2 (it renames the node ids through an attribute pytest no longer reads)."""
+    modules of :data:`PROCESS_TESTS`, less :data:`ALONGSIDE`, are one group, run in turn on
+    one worker, so that no two fleets contend for the machine's two cores and the latencies
+    they compare; every other module is a group of its own (its fixtures set up once), run on
+    either worker. The groups are made here from the paths: xdist 3.8 marks a test's
+    ``xdist_group`` by renaming its node id through an attribute pytest 9.2 no longer reads."""
     if config.getvalue("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadScopeScheduling
@@ -45,7 +59,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     class ProcessesInTurn(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.partition("::")[0]
-            return PROCESSES if module.startswith(PROCESS_TESTS) else module
+            in_turn = module.startswith(PROCESS_TESTS) and module not in ALONGSIDE
+            return PROCESSES if in_turn else module
 
         def _assign_work_unit(self, node: Any) -> None:
             # The longest group first, whatever the order of the rest: the other worker
