@@ -51,7 +51,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     one worker, so that no two fleets contend for the machine's two cores and the latencies
     they compare; every other module is a group of its own (its fixtures set up once), run on
     either worker. The groups are made here from the paths: xdist 3.8 marks a test's
-    ``xdist_group`` by renaming its node id through an attribute pytest 9.2 no longer reads."""
+    ``xdist_group`` by renaming its node id through an attribute pytest 9.2 no longer reads
+    (pytest-xdist issue 1386), so that marks group nothing."""
     if config.getvalue("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadScopeScheduling
