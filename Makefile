@@ -16,6 +16,15 @@ PLUGINS += -e 'plugins/toolkit-openai[openai]'
 # The plugins' tests at the lowest framework versions their pyproject.toml files declare.
 PLUGINS_LOWEST := .venv-plugins-lowest
 PLUGINS_LOW_STAMP := $(PLUGINS_LOWEST)/.installed
+# The suite runs on two pytest-xdist workers: the tests that start fleets of server processes,
+# a browser or a demo take turns on one of them, every other module goes to either
+# (tests/conftest.py, pytest_xdist_make_scheduler). ARGS="-n 0" runs it in one process.
+XDIST := -n 2 --dist loadgroup
+# Every process a test starts (uvicorn workers, the CLI, the demos) imports the toolkit and the
+# test apps: compiled once here, since PYTHONDONTWRITEBYTECODE (set on CI's machines) keeps
+# Python from caching them itself. uv installs with --compile-bytecode for the same reason
+# (pip compiles what it installs by default).
+SOURCES := toolkit tests examples plugins
 
 # $(call need,<command>,<debian package>): install the package when the command is missing.
 define need
@@ -37,7 +46,7 @@ venv: $(STAMP)
 
 $(LOW_STAMP): pyproject.toml $(STAMP)
 	$(VENV)/bin/uv venv -q --allow-existing --python $(PY) $(LOWEST)
-	$(VENV)/bin/uv pip install -q --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[dev]'
+	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[dev]'
 	touch $(LOW_STAMP)
 
 # `make demo` runs the quickstart; `make demo NAME=memory-search` (or `make demo memory-search`)
@@ -60,7 +69,8 @@ test: venv
 	$(call need,redis-server,redis-server)
 	$(call need,prometheus,prometheus)
 	$(call need,chromium,chromium)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m compileall -q -j 0 $(SOURCES)
+	$(PY) -m pytest $(XDIST) $(ARGS)
 	$(MAKE) --no-print-directory test-lowest
 	$(MAKE) --no-print-directory test-plugins-lowest
 	$(MAKE) --no-print-directory test-openai-lowest
@@ -69,7 +79,8 @@ test: venv
 # main run, since it checks mypy's reading of the code rather than the code at run time, and so
 # are the examples' demos (tests/examples), which drive whole servers through the same core.
 test-lowest: $(LOW_STAMP)
-	$(LOWEST)/bin/python -m pytest tests/unit --deselect tests/unit/test_typing.py -q
+	$(LOWEST)/bin/python -m compileall -q -j 0 $(SOURCES)
+	$(LOWEST)/bin/python -m pytest tests/unit --deselect tests/unit/test_typing.py -q $(XDIST)
 
 # The plugins stay out of the lowest environment above: their frameworks need newer versions
 # of the toolkit's own dependencies (pydantic, openai) than its floors. Here the project and
@@ -77,8 +88,8 @@ test-lowest: $(LOW_STAMP)
 # lowest it declares.
 $(PLUGINS_LOW_STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) $(STAMP)
 	$(VENV)/bin/uv venv -q --allow-existing --python $(PY) $(PLUGINS_LOWEST)
-	$(VENV)/bin/uv pip install -q --python $(PLUGINS_LOWEST)/bin/python -e '.[dev]'
-	$(VENV)/bin/uv pip install -q --python $(PLUGINS_LOWEST)/bin/python --resolution lowest-direct $(PLUGINS)
+	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(PLUGINS_LOWEST)/bin/python -e '.[dev]'
+	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(PLUGINS_LOWEST)/bin/python --resolution lowest-direct $(PLUGINS)
 	touch $(PLUGINS_LOW_STAMP)
 
 test-plugins-lowest: $(PLUGINS_LOW_STAMP)
@@ -92,8 +103,8 @@ OPENAI_LOW_STAMP := $(OPENAI_LOWEST)/.installed
 
 $(OPENAI_LOW_STAMP): pyproject.toml plugins/toolkit-openai/pyproject.toml $(STAMP)
 	$(VENV)/bin/uv venv -q --allow-existing --python $(PY) $(OPENAI_LOWEST)
-	$(VENV)/bin/uv pip install -q --python $(OPENAI_LOWEST)/bin/python -e '.[dev]'
-	$(VENV)/bin/uv pip install -q --python $(OPENAI_LOWEST)/bin/python --resolution lowest-direct -e 'plugins/toolkit-openai[openai]'
+	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(OPENAI_LOWEST)/bin/python -e '.[dev]'
+	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(OPENAI_LOWEST)/bin/python --resolution lowest-direct -e 'plugins/toolkit-openai[openai]'
 	touch $(OPENAI_LOW_STAMP)
 
 test-openai-lowest: $(OPENAI_LOW_STAMP)

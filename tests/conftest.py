@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from opentelemetry import metrics, trace
@@ -23,6 +24,53 @@ from toolkit.backends import Backend, MemoryBackend
 from toolkit.backends.redis import RedisBackend
 from toolkit.pipelines._fanout_telemetry import set_current_fanout_telemetry
 from toolkit.pipelines._offload import set_current_offload_pool
+
+PROCESS_TESTS = ("tests/integration/", "tests/examples/", "tests/browser/")
+"""Where the tests start fleets of server processes, a browser, or time a demo's phases."""
+ALONGSIDE = frozenset(
+    f"tests/integration/{name}.py"
+    for name in (
+        "test_deferred_processes",
+        "test_durable_processes",
+        "test_profile_invalidation_processes",
+        "test_redis_cluster",
+        "test_root_path",
+        "test_status_top",
+        "test_streaming",
+    )
+)
+"""The modules of :data:`PROCESS_TESTS` that start a server or two and time nothing tighter
+than seconds: they may run beside a fleet."""
+PROCESSES = "processes"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``make test`` runs the suite on two pytest-xdist workers, ``--dist loadgroup``: the
+    modules of :data:`PROCESS_TESTS`, less :data:`ALONGSIDE`, are one group, run in turn on
+    one worker, so that no two fleets contend for the machine's two cores and the latencies
+    they compare; every other module is a group of its own (its fixtures set up once), run on
+    either worker. The groups are made here from the paths: xdist 3.8 marks a test's
+    ``xdist_group`` by renaming its node id through an attribute pytest 9.2 no longer reads
+    (pytest-xdist issue 1386), so that marks group nothing."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ProcessesInTurn(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.partition("::")[0]
+            in_turn = module.startswith(PROCESS_TESTS) and module not in ALONGSIDE
+            return PROCESSES if in_turn else module
+
+        def _assign_work_unit(self, node: Any) -> None:
+            # The longest group first, whatever the order of the rest: the other worker
+            # gets through the modules meanwhile.
+            if PROCESSES in self.workqueue:
+                self.workqueue.move_to_end(PROCESSES, last=False)
+            super()._assign_work_unit(node)
+
+    return ProcessesInTurn(config, log)
 
 
 @pytest.fixture(scope="session")

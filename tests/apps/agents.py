@@ -28,7 +28,6 @@ from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
 import toolkit
-from tests.support.servers import free_port
 from toolkit.agents import LLMCall
 from toolkit_openai import instrument
 from toolkit_pydantic_ai import ToolkitModel
@@ -153,6 +152,8 @@ async def summarizer(topic: str) -> AsyncIterator[str]:
 async def failing(kind: str) -> str:
     """status: the server answers an error (the test scripts it); timeout: it stalls past the
     client's timeout (scripted too); connection: nothing listens where the client calls."""
+    from tests.support.servers import free_port  # here: it imports pytest, which workers need not
+
     caller = client(f"http://127.0.0.1:{free_port()}/v1") if kind == "connection" else client()
     async with toolkit.llm_call(CHAT_MODEL, provider=PROVIDER):
         await caller.chat.completions.create(

@@ -61,7 +61,9 @@ def durable_settings(url: str, **durable: Any) -> ToolkitSettings:
     return ToolkitSettings(
         defer={
             "journal": None,
-            "grace": "2s",
+            # A stopping worker waits out its grace whatever runs (SAQ waits for its upkeep
+            # loops, which sleep longer): every test with a worker ends with that wait.
+            "grace": "1s",
             "durable": {
                 "enabled": True,
                 "url": url,
