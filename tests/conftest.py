@@ -22,8 +22,8 @@ import toolkit.resilience
 from tests.support.servers import RedisServer, require_binary
 from toolkit.backends import Backend, MemoryBackend
 from toolkit.backends.redis import RedisBackend
-from toolkit.pipelines._fanout_telemetry import set_current_fanout_telemetry
-from toolkit.pipelines._offload import set_current_offload_pool
+from toolkit.pipelines.fanout._telemetry import set_current_fanout_telemetry
+from toolkit.pipelines.offloading._decorator import set_current_offload_pool
 
 PROCESS_TESTS = ("tests/integration/", "tests/examples/", "tests/browser/")
 """Where the tests start fleets of server processes, a browser, or time a demo's phases."""
@@ -131,7 +131,7 @@ def _reset_global_providers() -> Iterator[None]:
     toolkit.resilience.set_current_breakers(None)
     toolkit.agents.set_current_agent_telemetry(None)
     set_current_fanout_telemetry(None)
-    toolkit.pipelines._background.set_current_runner(None)
+    toolkit.pipelines.deferred._background.set_current_runner(None)
     set_current_offload_pool(None)
     trace._TRACER_PROVIDER_SET_ONCE = Once()
     trace._TRACER_PROVIDER = None

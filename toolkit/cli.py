@@ -6,7 +6,7 @@ agent-toolkit dashboards # write the bundled Grafana dashboards (--output DIR, d
 agent-toolkit flags      # list | get | set | rollout | reset | history, on the configured backend
 agent-toolkit breakers   # get | force-open | force-closed | disable | reset NAME, fleet-wide
 agent-toolkit top URL    # a running server's status page, live in the terminal (admin/_top.py)
-agent-toolkit worker APP # run the durable queue's deferred tasks (pipelines/_durable_cli.py)
+agent-toolkit worker APP # run the durable queue's deferred tasks (deferred/durable/_cli.py)
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from toolkit.backends import backend_from_settings
 from toolkit.backends.base import redacted_url
 from toolkit.errors import BackendError, ConfigurationError
 from toolkit.flags import _cli as flags_cli
-from toolkit.pipelines import _durable_cli as worker_cli
+from toolkit.pipelines.deferred.durable import _cli as worker_cli
 from toolkit.resilience import _cli as breakers_cli
 from toolkit.settings import ToolkitSettings
 from toolkit.telemetry.dashboards import write_dashboards

@@ -42,13 +42,13 @@ from toolkit.flags import (
 )
 from toolkit.flags._setup import flag_store_from_settings
 from toolkit.pipelines import DeadlineMiddleware
-from toolkit.pipelines._background import set_current_runner
-from toolkit.pipelines._deferred import TaskRunner
-from toolkit.pipelines._fanout_telemetry import FanoutTelemetry, set_current_fanout_telemetry
-from toolkit.pipelines._http import defer_refused
-from toolkit.pipelines._offload import current_offload_pool, set_current_offload_pool
-from toolkit.pipelines._offload_pool import OffloadPool
-from toolkit.pipelines._runners import deferred_runner
+from toolkit.pipelines.deferred._background import set_current_runner
+from toolkit.pipelines.deferred._http import defer_refused
+from toolkit.pipelines.deferred._runners import deferred_runner
+from toolkit.pipelines.deferred._task import TaskRunner
+from toolkit.pipelines.fanout._telemetry import FanoutTelemetry, set_current_fanout_telemetry
+from toolkit.pipelines.offloading._decorator import current_offload_pool, set_current_offload_pool
+from toolkit.pipelines.offloading._pool import OffloadPool
 from toolkit.plugins import LoadedPlugins, PluginContext, load_plugins
 from toolkit.pool import AgentPool
 from toolkit.pool._http import pool_unavailable

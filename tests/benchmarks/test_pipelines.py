@@ -28,13 +28,13 @@ from saq.queue.redis import RedisQueue
 import toolkit
 from tests.benchmarks.apps import discarding_tracer_provider
 from tests.benchmarks.test_micro import BATCH
-from toolkit.pipelines._background import set_current_runner
-from toolkit.pipelines._durable import DurableRunner
-from toolkit.pipelines._fanout_telemetry import FanoutTelemetry, set_current_fanout_telemetry
-from toolkit.pipelines._in_process import InProcessRunner
-from toolkit.pipelines._offload import set_current_offload_pool
-from toolkit.pipelines._offload_pool import OffloadPool
-from toolkit.pipelines._runners import deferred_runner
+from toolkit.pipelines.deferred._background import set_current_runner
+from toolkit.pipelines.deferred._in_process import InProcessRunner
+from toolkit.pipelines.deferred._runners import deferred_runner
+from toolkit.pipelines.deferred.durable._runner import DurableRunner
+from toolkit.pipelines.fanout._telemetry import FanoutTelemetry, set_current_fanout_telemetry
+from toolkit.pipelines.offloading._decorator import set_current_offload_pool
+from toolkit.pipelines.offloading._pool import OffloadPool
 from toolkit.settings import DeferSettings, DurableSettings, OffloadSettings, ToolkitSettings
 
 

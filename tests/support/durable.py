@@ -13,10 +13,10 @@ from saq.utils import now
 import toolkit
 from tests.support.servers import free_port
 from tests.support.waiting import eventually
-from toolkit.pipelines._background import set_current_runner
-from toolkit.pipelines._durable import DurableRunner
-from toolkit.pipelines._in_process import InProcessRunner
-from toolkit.pipelines._runners import deferred_runner, durable_worker
+from toolkit.pipelines.deferred._background import set_current_runner
+from toolkit.pipelines.deferred._in_process import InProcessRunner
+from toolkit.pipelines.deferred._runners import deferred_runner, durable_worker
+from toolkit.pipelines.deferred.durable._runner import DurableRunner
 from toolkit.settings import ToolkitSettings
 
 RAN: list[str] = []

@@ -29,9 +29,9 @@ import toolkit
 from tests.support.otel import points
 from tests.support.waiting import eventually
 from toolkit.errors import ConfigurationError
-from toolkit.pipelines._background import current_runner, lookup, set_current_runner
-from toolkit.pipelines._in_process import InProcessRunner
-from toolkit.pipelines._journal import Journal
+from toolkit.pipelines.deferred._background import current_runner, lookup, set_current_runner
+from toolkit.pipelines.deferred._in_process import InProcessRunner
+from toolkit.pipelines.deferred._journal import Journal
 from toolkit.resilience import RetryPolicy
 from toolkit.settings import DeferSettings
 from toolkit.telemetry import names

@@ -21,11 +21,11 @@ from tests.support.otel import counter_value, points
 from tests.support.servers import RedisServer, free_port
 from tests.support.waiting import eventually
 from toolkit.errors import DeferRefused, DurableArgumentError, DurableUnavailable
-from toolkit.pipelines._background import set_current_runner
-from toolkit.pipelines._durable import DurableRunner
-from toolkit.pipelines._durable_payload import encode
-from toolkit.pipelines._in_process import InProcessRunner
-from toolkit.pipelines._runners import deferred_runner, durable_worker
+from toolkit.pipelines.deferred._background import set_current_runner
+from toolkit.pipelines.deferred._in_process import InProcessRunner
+from toolkit.pipelines.deferred._runners import deferred_runner, durable_worker
+from toolkit.pipelines.deferred.durable._payload import encode
+from toolkit.pipelines.deferred.durable._runner import DurableRunner
 from toolkit.settings import ToolkitSettings
 from toolkit.telemetry import names
 
@@ -335,7 +335,7 @@ async def test_durable_worker_gives_up_a_task_no_function_is_named_for(
 ) -> None:
     """A task named by no @background function in the worker (another app, an old version) is
     given up with an error naming it, and the worker goes on with the next task."""
-    from toolkit.pipelines._durable_queue import make_job, open_queue
+    from toolkit.pipelines.deferred.durable._queue import make_job, open_queue
 
     settings = durable_settings(redis_url).defer.durable
     queue = open_queue(settings, redis_url, connect_timeout=1)

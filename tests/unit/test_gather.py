@@ -21,7 +21,7 @@ import toolkit
 from tests.support.otel import points
 from tests.support.waiting import eventually
 from toolkit.errors import ConfigurationError
-from toolkit.pipelines._fanout_telemetry import FanoutTelemetry, set_current_fanout_telemetry
+from toolkit.pipelines.fanout._telemetry import FanoutTelemetry, set_current_fanout_telemetry
 from toolkit.telemetry import names
 
 pytestmark = pytest.mark.anyio
@@ -430,7 +430,7 @@ async def test_branch_durations_are_recorded_by_fan_out_branch_and_outcome(
 
 
 async def test_branch_names_on_metrics_are_bounded(metric_reader: InMemoryMetricReader) -> None:
-    from toolkit.pipelines._fanout_telemetry import MAX_LABEL_VALUES
+    from toolkit.pipelines.fanout._telemetry import MAX_LABEL_VALUES
 
     await toolkit.gather(
         *(toolkit.branch(f"b{i}", answer, i) for i in range(MAX_LABEL_VALUES + 20))

@@ -33,7 +33,7 @@ from tests.support.asgi import lifespan
 from tests.support.otel import counter_value, points
 from tests.support.waiting import eventually
 from toolkit.flags import TRACING, TRACING_LOOP, FlagStore
-from toolkit.pipelines._offload import current_offload_pool
+from toolkit.pipelines.offloading._decorator import current_offload_pool
 from toolkit.telemetry import _loop_watchdog, names
 from toolkit.telemetry._loop_alarm import PolledAlarm, TimerAlarm
 from toolkit.telemetry._loop_causes import cause_of

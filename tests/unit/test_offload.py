@@ -34,8 +34,8 @@ from tests.support.asgi import lifespan
 from tests.support.otel import counter_value, points
 from tests.support.waiting import eventually
 from toolkit.flags import PIPELINES_OFFLOAD, FlagStore
-from toolkit.pipelines._offload import current_offload_pool, set_current_offload_pool
-from toolkit.pipelines._offload_pool import OffloadPool
+from toolkit.pipelines.offloading._decorator import current_offload_pool, set_current_offload_pool
+from toolkit.pipelines.offloading._pool import OffloadPool
 from toolkit.settings import OffloadSettings
 from toolkit.telemetry import names
 

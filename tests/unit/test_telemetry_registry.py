@@ -19,16 +19,16 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import toolkit
-import toolkit.pipelines._offload
+import toolkit.pipelines.offloading._decorator
 from tests.support.durable import drive_durable
 from tests.support.otel import metric_names, metric_streams, points
 from tests.support.servers import free_port
 from tests.support.waiting import eventually
 from toolkit.agents import AgentTelemetry, set_current_agent_telemetry
 from toolkit.cache import cached_response, set_current_cache
-from toolkit.pipelines._background import set_current_runner
-from toolkit.pipelines._in_process import InProcessRunner
-from toolkit.pipelines._journal import Journal
+from toolkit.pipelines.deferred._background import set_current_runner
+from toolkit.pipelines.deferred._in_process import InProcessRunner
+from toolkit.pipelines.deferred._journal import Journal
 from toolkit.resilience import BreakerRegistry, RetryPolicy, set_current_breakers
 from toolkit.settings import AgentSettings, DeferSettings
 from toolkit.telemetry import names
@@ -142,7 +142,9 @@ async def drive_every_capability(
         await drive_deferred(tracer_provider, meter_provider)
     with tracer_provider.get_tracer("test").start_as_current_span("offload work"):
         assert installed._offload is not None
-        toolkit.pipelines._offload.set_current_offload_pool(installed._offload)  # the first app's
+        toolkit.pipelines.offloading._decorator.set_current_offload_pool(
+            installed._offload
+        )  # the first app's
         await drive_offload()
     if redis_url is not None:  # durable mode needs a real Redis
         with tracer_provider.get_tracer("test").start_as_current_span("durable work"):
@@ -306,7 +308,7 @@ async def drive_offload() -> None:
     await toolkit.run_sync(len, "ok")
     with pytest.raises(ValueError, match="bad row"):
         await toolkit.run_sync(broken)
-    pool = toolkit.pipelines._offload.current_offload_pool()
+    pool = toolkit.pipelines.offloading._decorator.current_offload_pool()
     with toolkit.deadline(0.05):
         running = asyncio.create_task(toolkit.run_sync(gate.wait, 5))
         await eventually(lambda: pool.running == pool.settings.threads)

@@ -1,5 +1,6 @@
 """The ``defer.durable`` section: deferred work kept in Redis and run by worker processes
-(:mod:`toolkit.pipelines._durable`), shared by every instance and surviving a crash."""
+(:mod:`toolkit.pipelines.deferred.durable._runner`), shared by every instance and surviving a
+crash."""
 
 from __future__ import annotations
 

@@ -30,8 +30,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from toolkit import _deadlines
 from toolkit._version import __version__
 from toolkit.errors import DeadlineExceeded, PoolClosedError, PoolExhaustedError
-from toolkit.pipelines._permits import POOL_NAME, Permits
-from toolkit.pipelines._threads import Threads
+from toolkit.pipelines.offloading._permits import POOL_NAME, Permits
+from toolkit.pipelines.offloading._threads import Threads
 from toolkit.settings._offload import OffloadSettings
 from toolkit.telemetry import names
 from toolkit.telemetry.counts import shared_callbacks, shared_counts

@@ -19,7 +19,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, get_current_span,
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from toolkit.errors import DurableArgumentError
-from toolkit.pipelines._deferred import TaskRecord, TaskSpec
+from toolkit.pipelines.deferred._task import TaskRecord, TaskSpec
 
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
 _MAX_DEPTH: Final = 32

@@ -1,7 +1,7 @@
 """``@toolkit.offload`` and ``toolkit.run_sync``: a synchronous call (sqlite3, a sync SDK
 client, CPU-heavy parsing) run on the offload pool's threads instead of the event loop.
 
-The pool (``_offload_pool``) is the current one: the one ``install()`` made from the
+The pool (``_pool``) is the current one: the one ``install()`` made from the
 ``offload`` settings, else one made from the defaults on first use. The ``pipelines.offload``
 flag, read at each call, sends calls back inline when off (the way they ran before).
 """
@@ -18,7 +18,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 from toolkit._current import Current
 from toolkit.errors import ConfigurationError
 from toolkit.flags import PIPELINES_OFFLOAD, FlagSource, current_flags
-from toolkit.pipelines._offload_pool import OffloadPool
+from toolkit.pipelines.offloading._pool import OffloadPool
 
 logger = logging.getLogger("toolkit.pipelines")
 

@@ -8,8 +8,8 @@ worker at a time, fleet-wide) puts a job whose worker stopped touching it back i
 Delivery is at least once.
 
 Every task goes through one SAQ function, :data:`DISPATCH`: the job's keyword arguments are a
-task record (:mod:`toolkit.pipelines._durable_payload`) naming the ``@background`` function,
-which the worker looks up in its own registry, so the queue carries data, never code.
+task record (:mod:`._payload`) naming the ``@background`` function, which the worker looks up
+in its own registry, so the queue carries data, never code.
 """
 
 from __future__ import annotations

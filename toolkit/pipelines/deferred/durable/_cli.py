@@ -39,10 +39,10 @@ def run(args: argparse.Namespace, settings: ToolkitSettings) -> int:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # as uvicorn does: the app is found from here
     try:
-        from toolkit.pipelines._runners import require_engine
+        from toolkit.pipelines.deferred._runners import require_engine
 
         require_engine()
-        from toolkit.pipelines._durable_queue import redis_url
+        from toolkit.pipelines.deferred.durable._queue import redis_url
 
         url = redis_url(settings.defer.durable, settings.backend.url)
         importlib.import_module(module)
@@ -62,8 +62,8 @@ def run(args: argparse.Namespace, settings: ToolkitSettings) -> int:
 
 
 async def _work(settings: ToolkitSettings, url: str) -> int:
-    from toolkit.pipelines._in_process import InProcessRunner
-    from toolkit.pipelines._runners import durable_worker
+    from toolkit.pipelines.deferred._in_process import InProcessRunner
+    from toolkit.pipelines.deferred._runners import durable_worker
     from toolkit.telemetry.setup import setup_telemetry
 
     telemetry = setup_telemetry(settings.telemetry)

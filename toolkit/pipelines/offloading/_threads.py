@@ -3,7 +3,7 @@
 Not a ``concurrent.futures.ThreadPoolExecutor``: its threads are joined when the interpreter
 exits, so one call stuck in a driver would keep the server process from ever exiting. These
 are daemon threads, left behind at exit. Admission (how many run, who waits, the deadline) is
-the pool's (``_offload_pool``): a job is handed over only once it has a thread's permit, so a
+the pool's (``_pool``): a job is handed over only once it has a thread's permit, so a
 hand-off never queues behind running work and never finds every thread busy for long.
 """
 

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 from opentelemetry import metrics, trace
 
 from toolkit.errors import ConfigurationError
-from toolkit.pipelines._deferred import TaskRunner
-from toolkit.pipelines._in_process import InProcessRunner
+from toolkit.pipelines.deferred._in_process import InProcessRunner
+from toolkit.pipelines.deferred._task import TaskRunner
 from toolkit.settings import ToolkitSettings
 
 if TYPE_CHECKING:
-    from toolkit.pipelines._durable_worker import DurableWorker
+    from toolkit.pipelines.deferred.durable._worker import DurableWorker
 
 
 def deferred_runner(
@@ -37,8 +37,8 @@ def deferred_runner(
     if not durable.enabled:
         return local
     require_engine()
-    from toolkit.pipelines._durable import DurableRunner
-    from toolkit.pipelines._durable_queue import redis_url
+    from toolkit.pipelines.deferred.durable._queue import redis_url
+    from toolkit.pipelines.deferred.durable._runner import DurableRunner
 
     url = redis_url(durable, settings.backend.url)
     worker = None
@@ -58,9 +58,9 @@ def durable_worker(
     """A worker of the durable queue that runs each task through ``local`` (its span,
     retries and metrics), finding its function in this process's registry."""
     require_engine()
-    from toolkit.pipelines._background import lookup
-    from toolkit.pipelines._durable_queue import redis_url
-    from toolkit.pipelines._durable_worker import DurableWorker
+    from toolkit.pipelines.deferred._background import lookup
+    from toolkit.pipelines.deferred.durable._queue import redis_url
+    from toolkit.pipelines.deferred.durable._worker import DurableWorker
 
     durable = settings.defer.durable
     return DurableWorker(

@@ -1,10 +1,10 @@
 """The durable runner: deferred work handed to a queue in Redis, run by worker processes.
 
 The deferring side of durable mode (``defer.durable.enabled``), a
-:class:`~toolkit.pipelines._deferred.TaskRunner`. A hand-off checks that the task's arguments
-are JSON (:mod:`._durable_payload`), then enqueues it within the hand-off timeout, bounded by
+:class:`~toolkit.pipelines.deferred._task.TaskRunner`. A hand-off checks that the task's arguments
+are JSON (:mod:`._payload`), then enqueues it within the hand-off timeout, bounded by
 the current deadline; it returns once Redis holds the task, which any worker of the fleet then
-runs (:mod:`._durable_worker`), again after a crash. When Redis cannot take it in time the
+runs (:mod:`._worker`), again after a crash. When Redis cannot take it in time the
 hand-off is refused with :class:`~toolkit.errors.DurableUnavailable` (the caller knows the task
 will not run), or, with ``on_unavailable = "in_process"``, given to the in-process runner,
 which a crash of this process loses. The outcome is on the deferring span and in
@@ -27,12 +27,12 @@ from saq import Job
 from toolkit import _deadlines
 from toolkit._version import __version__
 from toolkit.errors import DurableArgumentError, DurableUnavailable
-from toolkit.pipelines._background import lookup
-from toolkit.pipelines._deferred import TaskRecord
-from toolkit.pipelines._durable_payload import to_job
-from toolkit.pipelines._durable_queue import ENGINE, DurableQueue, make_job, open_queue
-from toolkit.pipelines._durable_worker import DurableWorker
-from toolkit.pipelines._in_process import InProcessRunner
+from toolkit.pipelines.deferred._background import lookup
+from toolkit.pipelines.deferred._in_process import InProcessRunner
+from toolkit.pipelines.deferred._task import TaskRecord
+from toolkit.pipelines.deferred.durable._payload import to_job
+from toolkit.pipelines.deferred.durable._queue import ENGINE, DurableQueue, make_job, open_queue
+from toolkit.pipelines.deferred.durable._worker import DurableWorker
 from toolkit.settings._durable import DurableSettings
 from toolkit.telemetry import names
 from toolkit.telemetry.batched import batched_records
@@ -46,7 +46,7 @@ class DurableRunner:
 
     Args:
         settings: the ``defer.durable`` section.
-        url: the queue's Redis (:func:`~toolkit.pipelines._durable_queue.redis_url`).
+        url: the queue's Redis (:func:`~toolkit.pipelines.deferred.durable._queue.redis_url`).
         local: this process's in-process runner: it runs what no worker could (unregistered
             functions), what Redis could not take with ``on_unavailable = "in_process"``, and
             the tasks of the in-app worker; its telemetry records accepted and refused

@@ -22,7 +22,7 @@ from toolkit._current import Current
 from toolkit._default import DEFAULT, Default
 from toolkit.errors import ConfigurationError
 from toolkit.flags import PIPELINES_DEFER, FlagSource, current_flags
-from toolkit.pipelines._deferred import (
+from toolkit.pipelines.deferred._task import (
     TaskHandle,
     TaskRecord,
     TaskRunner,
@@ -39,7 +39,7 @@ MAX_RETRIES: Final = 100
 
 
 def _in_process_runner() -> TaskRunner:
-    from toolkit.pipelines._in_process import InProcessRunner
+    from toolkit.pipelines.deferred._in_process import InProcessRunner
     from toolkit.settings import DeferSettings
 
     # No journal: nothing drains this runner, so every exit would read as a crash.

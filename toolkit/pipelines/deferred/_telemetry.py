@@ -9,7 +9,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from toolkit._version import __version__
-from toolkit.pipelines._deferred import TaskRecord
+from toolkit.pipelines.deferred._task import TaskRecord
 from toolkit.telemetry import names
 from toolkit.telemetry.counts import shared_callbacks, shared_counts
 from toolkit.telemetry.labels import MAX_LABEL_LENGTH, BoundedLabels

@@ -26,9 +26,9 @@ from saq import Job, Worker
 from saq.types import Context, PartialTimersDict
 
 from toolkit._tasks import spawn, stop_tasks
-from toolkit.pipelines._deferred import TaskRecord, TaskSpec
-from toolkit.pipelines._durable_payload import from_job, name_of
-from toolkit.pipelines._durable_queue import DISPATCH, ENGINE, DurableQueue, open_queue
+from toolkit.pipelines.deferred._task import TaskRecord, TaskSpec
+from toolkit.pipelines.deferred.durable._payload import from_job, name_of
+from toolkit.pipelines.deferred.durable._queue import DISPATCH, ENGINE, DurableQueue, open_queue
 from toolkit.settings._durable import DurableSettings
 from toolkit.telemetry import names
 

@@ -25,9 +25,9 @@ from toolkit._deadlines import bounded
 from toolkit._default import DEFAULT
 from toolkit._tasks import spawn, stop_tasks
 from toolkit.errors import DeferRefused
-from toolkit.pipelines._defer_telemetry import DeferTelemetry
-from toolkit.pipelines._deferred import TaskRecord, retry_policy
-from toolkit.pipelines._journal import WRITE_INTERVAL, Journal
+from toolkit.pipelines.deferred._journal import WRITE_INTERVAL, Journal
+from toolkit.pipelines.deferred._task import TaskRecord, retry_policy
+from toolkit.pipelines.deferred._telemetry import DeferTelemetry
 from toolkit.settings import DeferSettings
 from toolkit.telemetry import names
 
@@ -42,7 +42,7 @@ class _State(enum.Enum):
 
 
 class InProcessRunner:
-    """Runs deferred tasks in this process (the :class:`~._deferred.TaskRunner` protocol).
+    """Runs deferred tasks in this process (the :class:`~._task.TaskRunner` protocol).
 
     Args:
         settings: the ``defer`` section; its defaults when None.

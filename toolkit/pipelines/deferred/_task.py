@@ -25,7 +25,7 @@ that deferred it. Its span is a root, linked to ``record.link``.
 A runner that crosses processes (the durable mode) serialises ``name``, ``args``,
 ``kwargs``, ``id``, ``enqueued_at``, ``attempt`` and the link (a W3C ``traceparent`` made
 from the span context), and finds the function again on the worker by its name with
-``toolkit.pipelines._background.lookup(name)``: every ``@background`` function registers
+``toolkit.pipelines.deferred._background.lookup(name)``: every ``@background`` function registers
 there at import time, by ``name=`` or ``module:qualname``. ``spec.function`` and
 ``spec.retry`` are the in-process shortcut to the same thing.
 """

@@ -26,7 +26,7 @@ from toolkit._fallback import mark_fallback
 from toolkit._tasks import stop_tasks
 from toolkit.errors import ConfigurationError, DeadlineExceeded
 from toolkit.flags import PIPELINES_GATHER, FlagSource, current_flags
-from toolkit.pipelines._branch import (
+from toolkit.pipelines.fanout._branch import (
     ANSWERED,
     FAILED,
     Branch,
@@ -34,7 +34,7 @@ from toolkit.pipelines._branch import (
     BranchResult,
     GatherResult,
 )
-from toolkit.pipelines._fanout_telemetry import FanoutTelemetry, current_fanout_telemetry
+from toolkit.pipelines.fanout._telemetry import FanoutTelemetry, current_fanout_telemetry
 from toolkit.resilience.classify import error_type
 from toolkit.telemetry import names
 
