@@ -89,8 +89,9 @@ def test_a_partial_search_is_not_kept_in_the_cache(demo: Demo) -> None:
 
 def test_adding_a_memory_answers_sooner_and_is_searchable_soon_after(demo: Demo) -> None:
     """Extraction deferred: the add answers before it; once it has run, the profile's cached
-    searches are invalidated and the new fact is found."""
-    assert demo.after.adds.p95 < demo.before.adds.p95
+    searches are invalidated and the new fact is found. The medians are compared: a phase
+    has a dozen or so adds, so its p95 is its slowest, which one stall on a busy machine sets."""
+    assert demo.after.adds.p50 < demo.before.adds.p50
     assert demo.before.adds.ok > 0
     assert demo.after.adds.errors == 0  # the model's failures are retried in the background
     for phase in (demo.before, demo.after):
