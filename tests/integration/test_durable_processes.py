@@ -45,16 +45,15 @@ def environment(server: RedisServer) -> dict[str, str]:
         "TOOLKIT_DEFER__DURABLE__SWEEP_INTERVAL": f"{SWEEP}s",
         "TOOLKIT_DEFER__DURABLE__HANDOFF_TIMEOUT": "300ms",
         "TOOLKIT_DEFER__JOURNAL": "",
-        "TOOLKIT_DEFER__GRACE": "1s",
     }
 
 
 @contextmanager
-def worker(server: RedisServer) -> Iterator[subprocess.Popen[bytes]]:
+def worker(server: RedisServer, **env: str) -> Iterator[subprocess.Popen[bytes]]:
     """``agent-toolkit worker tests.apps.durable`` in a process of its own."""
     process = subprocess.Popen(
         [sys.executable, "-m", "toolkit.cli", "worker", "tests.apps.durable"],
-        env={**os.environ, **environment(server), "PYTHONPATH": str(ROOT)},
+        env={**os.environ, **environment(server), **env, "PYTHONPATH": str(ROOT)},
         cwd=ROOT,
         start_new_session=True,
     )
@@ -99,6 +98,19 @@ def test_durable_task_deferred_by_the_app_runs_in_a_worker_process(
         assert answer.status_code == 200, answer.text
         until(lambda: pids(client, "done:one") == [running.pid], 20, "the worker ran the task")
         assert answer.json()["pid"] != running.pid
+
+
+def test_idle_worker_process_exits_soon_after_sigterm_with_the_default_grace(
+    redis_server: RedisServer,
+) -> None:
+    """Nothing running: SIGTERM ends the process in well under its 10 s grace."""
+    client = redis_server.client()
+    with worker(redis_server, TOOLKIT_DEFER__GRACE="10s") as idle:
+        until(lambda: ready_workers(client) == 1, 30, "the worker up")
+        signalled = time.monotonic()
+        idle.send_signal(signal.SIGTERM)
+        assert idle.wait(15) == 0
+        assert time.monotonic() - signalled < 3.0
 
 
 def test_durable_task_of_a_worker_killed_mid_task_completes_on_another(

@@ -31,7 +31,6 @@ def _settings(url: str, **durable: object) -> ToolkitSettings:
     return ToolkitSettings(
         defer={
             "journal": None,
-            "grace": "1s",  # a stopping worker waits out its grace, busy or not (default 10 s)
             "durable": {
                 "enabled": True, "url": url, "heartbeat": "1s", "sweep_interval": "1s",
                 "handoff_timeout": "200ms", **durable,

@@ -19,13 +19,14 @@ from opentelemetry.trace import SpanKind
 import toolkit
 from tests.support.otel import counter_value, points
 from tests.support.servers import RedisServer, free_port
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, eventually_returns
 from toolkit.errors import DeferRefused, DurableArgumentError, DurableUnavailable
 from toolkit.pipelines.deferred._background import set_current_runner
 from toolkit.pipelines.deferred._in_process import InProcessRunner
 from toolkit.pipelines.deferred._runners import deferred_runner, durable_worker
 from toolkit.pipelines.deferred.durable._payload import encode
 from toolkit.pipelines.deferred.durable._runner import DurableRunner
+from toolkit.pipelines.deferred.durable._worker import DurableWorker
 from toolkit.settings import ToolkitSettings
 from toolkit.telemetry import names
 
@@ -46,6 +47,15 @@ async def flaky(token: str) -> None:
         raise ConnectionError("the store is away")
 
 
+@toolkit.background(name="tests.durable.slow_once", retries=0)
+async def slow_the_first_time(token: str, seconds: float) -> None:
+    """Started, then ``seconds`` long on its first run only, then done."""
+    RUNS.append((token, 0))
+    if RUNS.count((token, 0)) == 1:
+        await asyncio.sleep(seconds)
+    RUNS.append((token, 1))
+
+
 async def unregistered(token: str) -> None:
     RUNS.append((token, -1))
 
@@ -57,13 +67,11 @@ def _fresh() -> Iterator[None]:
     set_current_runner(None)
 
 
-def durable_settings(url: str, **durable: Any) -> ToolkitSettings:
+def durable_settings(url: str, grace: str = "10s", **durable: Any) -> ToolkitSettings:
     return ToolkitSettings(
         defer={
             "journal": None,
-            # A stopping worker waits out its grace whatever runs (SAQ waits for its upkeep
-            # loops, which sleep longer): every test with a worker ends with that wait.
-            "grace": "1s",
+            "grace": grace,
             "durable": {
                 "enabled": True,
                 "url": url,
@@ -403,3 +411,62 @@ async def test_durable_hand_off_cancelled_while_redis_stalls_leaves_the_runner_w
     await asyncio.sleep(0.6)
     await record_run.defer("next", 2)
     await eventually(lambda: ("next", 2) in RUNS, seconds=10)
+
+
+def started_worker(redis_url: str, meter_provider: MeterProvider, grace: str) -> DurableWorker:
+    settings = durable_settings(redis_url, grace=grace)
+    local = InProcessRunner(settings.defer, meter_provider=meter_provider)
+    running = durable_worker(settings, local, meter_provider=meter_provider)
+    running.start()
+    return running
+
+
+async def announced(url: str) -> bool:
+    """The worker's upkeep loops run (its first worker info is written)."""
+    async with aioredis.from_url(url) as client:
+        return bool(await client.keys("saq:toolkit-deferred:worker_info:*"))
+
+
+async def timed_stop(running: DurableWorker) -> float:
+    started = time.monotonic()
+    await running.stop()
+    return time.monotonic() - started
+
+
+async def test_idle_durable_worker_stops_at_once_whatever_its_grace(
+    redis_url: str, meter_provider: MeterProvider
+) -> None:
+    """SAQ's stop waits for its upkeep loops, asleep up to 10 s; the worker cuts them (and its
+    blocked dequeues), so the default 10 s grace is not waited out when nothing runs."""
+    running = started_worker(redis_url, meter_provider, grace="10s")
+    await eventually_returns(lambda: announced(redis_url), bool, seconds=10)
+    assert await timed_stop(running) < 2.0
+
+
+async def test_busy_durable_worker_finishes_its_task_then_stops(
+    redis_url: str, app_runner: DurableRunner, meter_provider: MeterProvider
+) -> None:
+    """A 1 s task under a 5 s grace: it completes, once, and the stop follows it closely."""
+    running = started_worker(redis_url, meter_provider, grace="5s")
+    await slow_the_first_time.defer("busy", 1.0)
+    await eventually(lambda: RUNS == [("busy", 0)], seconds=10)
+    assert await timed_stop(running) < 3.0
+    assert RUNS == [("busy", 0), ("busy", 1)]
+    assert await queued(redis_url) == 0
+
+
+async def test_durable_task_longer_than_the_grace_is_cut_and_runs_again_on_another_worker(
+    redis_url: str, app_runner: DurableRunner, meter_provider: MeterProvider
+) -> None:
+    """A task still running when the grace (1 s) runs out is cancelled and queued again at
+    once, not left to the sweep; the next worker runs it to the end."""
+    first = started_worker(redis_url, meter_provider, grace="1s")
+    await slow_the_first_time.defer("cut", 30.0)
+    await eventually(lambda: RUNS == [("cut", 0)], seconds=10)
+    # The grace, SAQ's 1 s for the cancelled task to end, the retry.
+    assert await timed_stop(first) < 4.0
+    assert RUNS == [("cut", 0)]
+    assert await queued(redis_url) == 1
+    second = started_worker(redis_url, meter_provider, grace="1s")
+    await eventually(lambda: RUNS == [("cut", 0), ("cut", 0), ("cut", 1)], seconds=10)
+    await second.stop()

@@ -54,6 +54,32 @@ class DurableQueue(RedisQueue):
         super().__init__(redis, name=name, swept_error_message="lost: no heartbeat")
         self._swept_counter = swept
         self._unmarked = self.namespace("unmarked")  # job id -> when a sweep first saw it
+        self._dequeuing: set[asyncio.Task[Any]] = set()
+        self.sweeping = asyncio.Lock()
+        """Held while a sweep runs: a stopping worker waits for it (a sweep cut between its
+        abort and its retry would leave the lost task in no list at all)."""
+
+    async def dequeue(
+        self,
+        timeout: float = 0.0,  # noqa: ASYNC109 (SAQ's signature, which its worker calls)
+        poll_interval: float = 0.0,
+    ) -> Job | None:
+        """SAQ's dequeue, noting the task that waits in it, for :meth:`interrupt_dequeues`."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._dequeuing.add(task)
+        try:
+            return await super().dequeue(timeout, poll_interval)
+        finally:
+            if task is not None:
+                self._dequeuing.discard(task)
+
+    def interrupt_dequeues(self) -> None:
+        """Cancel the worker slots waiting for a job, so that a stopping worker need not wait
+        out their blocking wait. A job whose ``BLMOVE`` answer was on its way at that moment
+        sits in the active list still marked queued, and the sweep queues it again."""
+        for task in self._dequeuing:
+            task.cancel()
 
     async def close(self) -> None:
         """Close the connections; never raises (a Redis that is away has nothing to close)."""
@@ -69,6 +95,10 @@ class DurableQueue(RedisQueue):
         if an earlier sweep saw it so a heartbeat ago. (SAQ's own sweep takes it for lost at
         once, so a sweep that meets a dequeue, as at every worker's start, runs the task
         twice, or loses it when its abort cancels the run it raced.)"""
+        async with self.sweeping:
+            return await self._sweep_once(lock, abort)
+
+    async def _sweep_once(self, lock: int, abort: float) -> list[str]:
         if not await self.redis.set(self._sweep, 1, nx=True, ex=max(1, lock)):
             return []  # another worker swept within the last ``lock`` seconds
         unmarked = {

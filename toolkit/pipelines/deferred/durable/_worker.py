@@ -10,6 +10,14 @@ retries after an exception happen inside one delivery, as in process.
 
 It runs as ``agent-toolkit worker APP_MODULE`` (its own process, SIGTERM drains it), or inside
 each app process (``defer.durable.workers_in_app``), started and drained with the app.
+
+Stopping (:class:`_StoppableWorker`): SAQ's ``Worker.stop()`` waits, up to the grace, for every
+task it holds, and its upkeep loops (abort, schedule, sweep, worker info) only look at the stop
+between sleeps of up to ``sweep_interval`` or 10 s, so a stop took the whole grace even when
+idle. SAQ has no public way to wake them, so the worker overrides its public ``upkeep()`` to
+keep the loops it starts and, at stop, cancels them once no sweep is under way (a sweep cut
+midway can lose a task), and the slots blocked waiting for a job; then SAQ's own stop, left
+as it is, gives the running tasks the grace, cancels what remains and queues it again.
 """
 
 from __future__ import annotations
@@ -43,7 +51,37 @@ Lookup = Callable[[str], TaskSpec]
 :class:`LookupError` when none is."""
 
 _DEQUEUE_WAIT: Final = 1.0
-"""Seconds an idle worker slot blocks on the queue before it looks again (and can stop)."""
+"""Seconds an idle worker slot blocks on the queue before it looks again (a stop cuts it short)."""
+
+
+class _StoppableWorker(Worker[Context]):
+    """SAQ's worker, stopping as soon as its running tasks are done (see the module's doc)."""
+
+    def __init__(self, queue: DurableQueue, **options: Any) -> None:
+        super().__init__(queue, **options)
+        self._durable_queue = queue
+        self._upkeep: list[asyncio.Task[None]] = []
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    async def upkeep(self) -> list[asyncio.Task[None]]:
+        self._upkeep = await super().upkeep()
+        return self._upkeep
+
+    async def stop(self) -> None:
+        self.event.set()  # no slot takes another job
+        self._durable_queue.interrupt_dequeues()
+        # Alongside SAQ's stop, which waits for the upkeep loops too and cuts them (a sweep
+        # included) only when the grace runs out.
+        retiring = spawn(self._retiring, self._retire_upkeep())
+        try:
+            await super().stop()
+        finally:
+            await stop_tasks([retiring])
+
+    async def _retire_upkeep(self) -> None:
+        async with self._durable_queue.sweeping:
+            for task in self._upkeep:
+                task.cancel()
 
 
 class DurableWorker:
@@ -56,7 +94,7 @@ class DurableWorker:
         execute: runs one record (the deferred-work runner's own execution: span, retries,
             metrics).
         grace: at stop, seconds the running tasks may take to finish; those still running are
-            cancelled and queued again, for another worker.
+            cancelled and queued again, for another worker. An idle worker stops at once.
         handle_signals: SIGINT and SIGTERM stop the worker (its own process); False inside an
             app, whose server owns the signals.
         meter_provider: where the queue's counts go.
@@ -92,7 +130,7 @@ class DurableWorker:
             connect_timeout=settings.handoff_timeout,
             swept=names.DEFER_DURABLE_SWEPT_METRIC.create(meter),
         )
-        self._saq = Worker(
+        self._saq = _StoppableWorker(
             self.queue,
             functions=[(DISPATCH, self._dispatch)],
             concurrency=settings.concurrency,
