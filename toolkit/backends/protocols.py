@@ -94,6 +94,16 @@ class RateLimitStorage(BackendInfo, Protocol):
 
 
 @runtime_checkable
+class InstantRateLimits(RateLimitStorage, Protocol):
+    """A :class:`RateLimitStorage` that decides in this process without awaiting (the memory
+    backend): the rate limiter then charges a request without a coroutine per call."""
+
+    @abc.abstractmethod
+    def gcra_now(self, keys: Sequence[str], limits: Sequence[GcraLimit], cost: int) -> GcraResult:
+        """:meth:`~RateLimitStorage.gcra`, answered at once."""
+
+
+@runtime_checkable
 class LimitsSupport(BackendInfo, Protocol):
     """A storage of the `limits` library over this backend, for its strategies."""
 

@@ -10,6 +10,7 @@ algorithm is created.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import ClassVar, NamedTuple, Protocol, cast
 
 from limits.aio.strategies import (
@@ -19,7 +20,8 @@ from limits.aio.strategies import (
     SlidingWindowCounterRateLimiter,
 )
 
-from toolkit.backends import LimitsSupport, RateLimitStorage, require
+from toolkit.backends import GcraResult, LimitsSupport, RateLimitStorage, require
+from toolkit.backends.protocols import InstantRateLimits
 from toolkit.errors import ConfigurationError
 from toolkit.ratelimit.policies import Policy
 from toolkit.settings import Algorithm as AlgorithmName
@@ -53,26 +55,42 @@ class Algorithm(Protocol):
 class Gcra:
     """GCRA on the backend: one script call for all of a policy's limits, all or nothing,
     on the storage's clock. A burst of the full amount is allowed, then one unit per
-    ``period / amount``; ``Retry-After`` is exact."""
+    ``period / amount``; ``Retry-After`` is exact.
+
+    On a backend that decides in process (:class:`~toolkit.backends.protocols.InstantRateLimits`)
+    :attr:`acquire_now` is the same decision made without awaiting; None elsewhere."""
 
     def __init__(self, backend: RateLimitStorage) -> None:
         require(backend, RateLimitStorage, user="algorithm='gcra'")
         self._backend = backend
+        self.acquire_now: Callable[[str, Policy], Decision] | None = None
+        if isinstance(backend, InstantRateLimits):
+            gcra_now = backend.gcra_now
+
+            def acquire_now(key: str, policy: Policy) -> Decision:
+                keys = _keys(key, policy)
+                return _decision(gcra_now(keys, policy.gcra_limits, policy.cost))
+
+            self.acquire_now = acquire_now
 
     async def acquire(self, key: str, policy: Policy) -> Decision:
-        # One {hash tag} for all keys of the call, so the script runs on Redis Cluster.
-        tag = f"rl:{{{key}}}:"
-        keys = [tag + limit_id for limit_id in policy.limit_ids]
-        result = await self._backend.gcra(keys, policy.gcra_limits, policy.cost)
-        remaining = result.remaining
-        index = 0 if len(remaining) == 1 else min(range(len(remaining)), key=remaining.__getitem__)
-        return Decision(
-            result.allowed,
-            index,
-            remaining[index],
-            result.reset_after[index],
-            result.retry_after,
-        )
+        result = await self._backend.gcra(_keys(key, policy), policy.gcra_limits, policy.cost)
+        return _decision(result)
+
+
+def _keys(key: str, policy: Policy) -> list[str]:
+    # One {hash tag} for all keys of the call, so the script runs on Redis Cluster.
+    tag = f"rl:{{{key}}}:"
+    return [tag + limit_id for limit_id in policy.limit_ids]
+
+
+def _decision(result: GcraResult) -> Decision:
+    """What the headers need: the most constraining limit of the result."""
+    remaining = result.remaining
+    index = 0 if len(remaining) == 1 else min(range(len(remaining)), key=remaining.__getitem__)
+    return Decision(
+        result.allowed, index, remaining[index], result.reset_after[index], result.retry_after
+    )
 
 
 class LimitsStrategy:

@@ -88,9 +88,11 @@ class AgentStats(SpanProcessor):
 
     def _on_end(self, span: ReadableSpan) -> None:
         attributes = span.attributes or {}
+        operation = attributes.get(names.GEN_AI_OPERATION_NAME)
+        if operation not in _OPERATIONS and not self._below:
+            return  # no model call, and none below it: nothing to count or hand up
         context = span.context
         span_id = context.span_id if context is not None else 0
-        operation = attributes.get(names.GEN_AI_OPERATION_NAME)
         with self._lock:
             below = self._below.pop(span_id, None)
         if operation not in _OPERATIONS:
