@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import ClassVar, NamedTuple, Protocol, cast
+from typing import ClassVar, Final, NamedTuple, Protocol, cast
 
 from limits.aio.strategies import (
     FixedWindowRateLimiter,
@@ -63,25 +63,35 @@ class Gcra:
     def __init__(self, backend: RateLimitStorage) -> None:
         require(backend, RateLimitStorage, user="algorithm='gcra'")
         self._backend = backend
+        self._keys: dict[tuple[str, Policy], list[str]] = {}
         self.acquire_now: Callable[[str, Policy], Decision] | None = None
         if isinstance(backend, InstantRateLimits):
             gcra_now = backend.gcra_now
 
             def acquire_now(key: str, policy: Policy) -> Decision:
-                keys = _keys(key, policy)
+                keys = self._keys.get((key, policy)) or self._storage_keys(key, policy)
                 return _decision(gcra_now(keys, policy.gcra_limits, policy.cost))
 
             self.acquire_now = acquire_now
 
     async def acquire(self, key: str, policy: Policy) -> Decision:
-        result = await self._backend.gcra(_keys(key, policy), policy.gcra_limits, policy.cost)
-        return _decision(result)
+        keys = self._keys.get((key, policy)) or self._storage_keys(key, policy)
+        return _decision(await self._backend.gcra(keys, policy.gcra_limits, policy.cost))
+
+    def _storage_keys(self, key: str, policy: Policy) -> list[str]:
+        """The storage keys of ``key`` under ``policy``, remembered: the same callers come
+        back request after request (at most ``MAX_REMEMBERED_KEYS``, then forgotten at once)."""
+        # One {hash tag} for all keys of the call, so the script runs on Redis Cluster.
+        tag = f"rl:{{{key}}}:"
+        keys = [tag + limit_id for limit_id in policy.limit_ids]
+        if len(self._keys) >= MAX_REMEMBERED_KEYS:
+            self._keys.clear()
+        self._keys[key, policy] = keys
+        return keys
 
 
-def _keys(key: str, policy: Policy) -> list[str]:
-    # One {hash tag} for all keys of the call, so the script runs on Redis Cluster.
-    tag = f"rl:{{{key}}}:"
-    return [tag + limit_id for limit_id in policy.limit_ids]
+MAX_REMEMBERED_KEYS: Final = 4096
+"""Callers whose storage keys :class:`Gcra` keeps built (digests: under 200 bytes each)."""
 
 
 def _decision(result: GcraResult) -> Decision:

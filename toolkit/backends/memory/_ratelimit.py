@@ -31,12 +31,12 @@ class MemoryRateLimits(MemoryCore):
         """:meth:`gcra` without awaiting: nothing in it awaits, so it is atomic under asyncio
         (the rate limiter calls it on every request, without a coroutine)."""
         # Step for step the arithmetic of lua/gcra.lua, in plain loops.
+        # Keys are this table's own: unprefixed, since no other user shares it.
         now = int(self._clock() * MICROSECONDS)
         tats = self._tats
-        prefix = self.key_prefix
         if len(keys) == 1:  # one limit, the usual policy: the loops below, unrolled
             limit = limits[0]
-            full_key = f"{prefix}:{keys[0]}"
+            full_key = keys[0]
             tat = tats.get(full_key, now)
             if tat < now:
                 tat = now
@@ -53,8 +53,7 @@ class MemoryRateLimits(MemoryCore):
         allowed = True
         retry_after = 0
         plan = []
-        for key, limit in zip(keys, limits, strict=True):
-            full_key = f"{prefix}:{key}"
+        for full_key, limit in zip(keys, limits, strict=True):
             tat = tats.get(full_key, now)
             if tat < now:
                 tat = now
