@@ -98,9 +98,14 @@ def _decision(result: GcraResult) -> Decision:
     """What the headers need: the most constraining limit of the result."""
     remaining = result.remaining
     index = 0 if len(remaining) == 1 else min(range(len(remaining)), key=remaining.__getitem__)
-    return Decision(
-        result.allowed, index, remaining[index], result.reset_after[index], result.retry_after
+    # A NamedTuple's own __new__ is a Python function; tuple's builds the same Decision.
+    return _new(
+        Decision,
+        (result.allowed, index, remaining[index], result.reset_after[index], result.retry_after),
     )
+
+
+_new = tuple.__new__
 
 
 class LimitsStrategy:

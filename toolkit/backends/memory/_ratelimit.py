@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from limits.aio.storage import Storage
 
 _MIN_SWEEP_SIZE = 1024
+# A NamedTuple's own __new__ is a Python function; tuple's builds the same result, per request.
+_new = tuple.__new__
 
 
 class MemoryRateLimits(MemoryCore):
@@ -44,12 +46,12 @@ class MemoryRateLimits(MemoryCore):
             if new_tat - now > limit.period_us:
                 left = max(0, (limit.period_us - (tat - now)) // limit.interval_us)
                 retry = (new_tat - limit.period_us - now) / MICROSECONDS
-                return GcraResult(False, retry, (left,), ((tat - now) / MICROSECONDS,))
+                return _new(GcraResult, (False, retry, (left,), ((tat - now) / MICROSECONDS,)))
             tats[full_key] = new_tat
             if len(tats) >= self._sweep_at:
                 self._sweep(now)
             left = max(0, (limit.period_us - (new_tat - now)) // limit.interval_us)
-            return GcraResult(True, 0.0, (left,), ((new_tat - now) / MICROSECONDS,))
+            return _new(GcraResult, (True, 0.0, (left,), ((new_tat - now) / MICROSECONDS,)))
         allowed = True
         retry_after = 0
         plan = []
