@@ -87,8 +87,16 @@ class AgentStats(SpanProcessor):
         return True
 
     def _on_end(self, span: ReadableSpan) -> None:
-        attributes = span.attributes or {}
-        operation = attributes.get(names.GEN_AI_OPERATION_NAME)
+        attributes = span.attributes
+        if attributes is None:
+            attributes = {}
+        # Most spans (every HTTP span) have no operation, and the SDK's attributes answer a
+        # missing key with a KeyError inside Mapping.get: looked for among the keys first.
+        operation = (
+            attributes.get(names.GEN_AI_OPERATION_NAME)
+            if names.GEN_AI_OPERATION_NAME in iter(attributes)
+            else None
+        )
         if operation not in _OPERATIONS and not self._below:
             return  # no model call, and none below it: nothing to count or hand up
         context = span.context
