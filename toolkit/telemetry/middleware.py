@@ -120,7 +120,9 @@ class TelemetryMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        if _traced_outside(scope):
+        # Read once and handed to the SDK, which would read it again at each step otherwise.
+        outside = context.get_current()
+        if _traced_outside(scope, outside):
             if self._status is None:
                 await self.app(scope, receive, send)
             else:
@@ -134,6 +136,8 @@ class TelemetryMiddleware:
         root_path = scope.get("root_path", "")
         outer_routes = recorded_routes(scope)  # a parent app's Mount, when this app is mounted
         parent = _parent_context(scope["headers"])
+        if parent is None:  # no trace context sent: the one the request arrived in, as is
+            parent = outside
         span = self._tracer.start_span(
             start.span_name,
             context=parent,
@@ -250,11 +254,12 @@ def _parent_context(headers: list[tuple[bytes, bytes]]) -> Context | None:
     return None
 
 
-def _traced_outside(scope: Scope) -> bool:
-    """Whether an instrumentation outside this middleware traces this request already."""
+def _traced_outside(scope: Scope, current: Context) -> bool:
+    """Whether an instrumentation outside this middleware traces this request already
+    (``current``: the context the request arrived in)."""
     if scope.get("fastapi.telemetry"):
         return True
-    outer = trace.get_current_span().get_span_context()
+    outer = trace.get_current_span(current).get_span_context()
     return outer.is_valid and not outer.is_remote
 
 
