@@ -8,6 +8,7 @@ with a :class:`~toolkit.errors.ConfigurationError` naming it, never on the first
 protocol                      used by
 ============================  ================================================================
 :class:`RateLimitStorage`     ``Gcra`` (the default rate-limit algorithm)
+:class:`InstantRateLimits`    ``Gcra``, deciding without awaiting (an in-process storage)
 :class:`LimitsSupport`        ``LimitsStrategy`` (the strategies of the `limits` library)
 :class:`CacheStorage`         ``CacheStore`` (responses, ``@cached``, ``@cache_embeddings``)
 :class:`LeaseStorage`         ``SingleFlight`` (one computation per key across the fleet)

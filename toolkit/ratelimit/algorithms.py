@@ -20,8 +20,13 @@ from limits.aio.strategies import (
     SlidingWindowCounterRateLimiter,
 )
 
-from toolkit.backends import GcraResult, LimitsSupport, RateLimitStorage, require
-from toolkit.backends.protocols import InstantRateLimits
+from toolkit.backends import (
+    GcraResult,
+    InstantRateLimits,
+    LimitsSupport,
+    RateLimitStorage,
+    require,
+)
 from toolkit.errors import ConfigurationError
 from toolkit.ratelimit.policies import Policy
 from toolkit.settings import Algorithm as AlgorithmName
@@ -57,7 +62,7 @@ class Gcra:
     on the storage's clock. A burst of the full amount is allowed, then one unit per
     ``period / amount``; ``Retry-After`` is exact.
 
-    On a backend that decides in process (:class:`~toolkit.backends.protocols.InstantRateLimits`)
+    On a backend that decides in process (:class:`~toolkit.backends.InstantRateLimits`),
     :attr:`acquire_now` is the same decision made without awaiting; None elsewhere."""
 
     def __init__(self, backend: RateLimitStorage) -> None:
