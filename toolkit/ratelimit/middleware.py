@@ -141,6 +141,7 @@ class RateLimitMiddleware:
         # An in-process decision is made without a coroutine (the memory backend's GCRA).
         self._acquire_now = getattr(self._algorithm, "acquire_now", None)
         self._fields = {p: PolicyHeaders(p, settings.headers) for p in self._table.policies}
+        self._unlimited = not self._table.policies  # no limit anywhere: nothing to match
         self._flags = flags
         meter = metrics.get_meter(
             names.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
@@ -162,7 +163,7 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         mode = (self._flags or current_flags()).variant(RATELIMIT)
-        if mode == OFF:
+        if mode == OFF or self._unlimited:
             await self.app(scope, receive, send)
             return
         policy = self._table.match(scope["method"], route_path(scope))

@@ -194,8 +194,9 @@ class TraceBuffer(SpanProcessor):
         duration = (end - start) / 1e9
         failed = span.status.status_code is StatusCode.ERROR
         now = self._clock()
-        self._sweep(now)
-        route = self._route(name)
+        if now - self._swept >= 1.0:
+            self._sweep(now)
+        route = name if name in self._slowest else self._route(name)
         if not failed and not self._would_keep(route, duration, now):
             return
         body = _trace_json(span, children, self.max_spans)
