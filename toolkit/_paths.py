@@ -34,11 +34,14 @@ def route_path(scope: Scope) -> str:
     return path  # "/apix" is not under "/api"
 
 
-def literal_key(path: str) -> str:
-    """``path`` as a literal pattern is compared with it. The router's route regexes end in
-    ``$``, which also matches before a final newline: ``/limited\n`` reaches ``/limited``, so
-    it must meet ``/limited``'s policy and exemption (patterns with ``$`` already do)."""
-    return path[:-1] if path.endswith("\n") else path
+def literal_keys(pattern: str) -> tuple[str, ...]:
+    """The paths a literal pattern is met by. The router's route regexes end in ``$``, which
+    also matches before a final newline: ``/limited\n`` reaches ``/limited``, so it must meet
+    ``/limited``'s policy and exemption (patterns with ``$`` already do). Both are keys of one
+    dict, so that a request's path is looked up as it is."""
+    if pattern.endswith("\n"):
+        return (pattern + "\n",)
+    return (pattern, pattern + "\n")
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
@@ -66,31 +69,37 @@ def is_literal(pattern: str) -> bool:
 
 
 class PathMatcher:
-    """Finds the first of several patterns a path matches; literal paths cost one dict lookup."""
+    """Finds the first of several patterns a path matches; literal paths cost one dict lookup.
 
-    __slots__ = ("_literal", "_patterns")
+    Empty, it is false (``if matcher:``); callers on the request path keep ``bool(matcher)``
+    (or None) rather than asking on every request."""
+
+    __slots__ = ("literal", "patterns")
 
     def __init__(self, patterns: Iterable[str]) -> None:
-        self._literal: dict[str, str] = {}
-        self._patterns: list[tuple[re.Pattern[str], str]] = []
+        self.literal: dict[str, str] = {}
+        """Path -> the literal pattern it meets."""
+        self.patterns: list[tuple[re.Pattern[str], str]] = []
+        """The other patterns, compiled, in order."""
         for pattern in patterns:
             if is_literal(pattern):
-                self._literal.setdefault(pattern, pattern)
+                for key in literal_keys(pattern):
+                    self.literal.setdefault(key, pattern)
             else:
-                self._patterns.append((compile_pattern(pattern), pattern))
+                self.patterns.append((compile_pattern(pattern), pattern))
 
     def match(self, path: str) -> str | None:
         """The pattern ``path`` matches, or None. Literal patterns win over the others."""
-        found = self._literal.get(literal_key(path))
+        found = self.literal.get(path)
         if found is not None:
             return found
-        for regex, pattern in self._patterns:
+        for regex, pattern in self.patterns:
             if regex.match(path):
                 return pattern
         return None
 
     def __bool__(self) -> bool:
-        return bool(self._literal or self._patterns)
+        return bool(self.literal or self.patterns)
 
 
 def route_endpoints(

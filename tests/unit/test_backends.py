@@ -82,6 +82,37 @@ async def test_gcra_refills_at_the_emission_interval(backend: Backend) -> None:
     assert time.monotonic() - asked >= refused.retry_after - 0.001  # µs rounding
 
 
+def test_memory_gcra_of_one_limit_answers_as_its_loop_over_several_does() -> None:
+    """One limit takes a path of its own on the memory backend (every default policy does):
+    its answers, refusals and waits included, are those of the loop over several limits for
+    the same limit beside one that never binds."""
+    now = [1000.0]
+    alone, paired = MemoryBackend(clock=lambda: now[0]), MemoryBackend(clock=lambda: now[0])
+    limit, roomy = GcraLimit.of(3, 1.0), GcraLimit.of(10**6, 1.0)
+
+    async def both(cost: int) -> tuple[GcraResult, GcraResult]:
+        return (
+            await alone.gcra(["k"], [limit], cost),
+            await paired.gcra(["k", "roomy"], [limit, roomy], cost),
+        )
+
+    async def run() -> list[bool]:
+        admitted = []
+        for step, cost in enumerate([1, 1, 2, 1, 1, 3, 1, 1, 1, 4]):
+            one, many = await both(cost)
+            admitted.append(one.allowed)
+            assert one.allowed == many.allowed, step
+            assert one.retry_after == many.retry_after, step
+            assert one.remaining == many.remaining[:1], step
+            assert one.reset_after == many.reset_after[:1], step
+            now[0] += 0.15
+        return admitted
+
+    admitted = asyncio.run(run())
+    assert True in admitted
+    assert False in admitted  # refusals compared too
+
+
 def test_memory_gcra_refills_exactly_at_the_emission_interval() -> None:
     """On the memory backend's injected clock: still refused a microsecond before the unit
     is back, admitted at the microsecond it is."""

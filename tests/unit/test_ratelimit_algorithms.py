@@ -12,7 +12,10 @@ from starlette.routing import Route
 
 from tests.support.asgi import body_of, call, headers_of, http_scope, status_of
 from toolkit import RateLimitMiddleware
-from toolkit.backends import Backend
+from toolkit.backends import Backend, MemoryBackend
+from toolkit.backends.redis import RedisBackend
+from toolkit.ratelimit.algorithms import MAX_REMEMBERED_KEYS, Gcra
+from toolkit.ratelimit.policies import Policy, PolicyTable, RoutePolicy
 
 pytestmark = pytest.mark.anyio
 
@@ -100,3 +103,54 @@ async def test_header_styles(backend: Backend, style: str) -> None:
     assert (field(headers, "x-ratelimit-remaining") == "4") == (style in ("legacy", "both"))
     assert (field(headers, "ratelimit") is not None) == (style == "both")
     assert field(headers, "retry-after") is None  # only on 429 and 503
+
+
+async def test_gcra_decides_in_process_without_awaiting_as_it_does_awaiting() -> None:
+    """On the memory backend GCRA has a decision that awaits nothing (what the middleware
+    calls), and it answers every request as the awaited one does; Redis has none."""
+    now = [1000.0]
+    policy = Policy.parse("chat", "3/second")
+    instant = Gcra(MemoryBackend(clock=lambda: now[0]))
+    awaited = Gcra(MemoryBackend(clock=lambda: now[0]))
+    assert instant.acquire_now is not None
+    decisions = []
+    for _ in range(8):
+        decision = instant.acquire_now("caller", policy)
+        assert decision == await awaited.acquire("caller", policy)
+        decisions.append(decision.allowed)
+        now[0] += 0.1
+    assert decisions == [True, True, True, False, True, False, False, True]
+    assert Gcra(RedisBackend("redis://127.0.0.1:1", timeout=0.1)).acquire_now is None
+
+
+def test_gcra_remembers_the_storage_keys_of_a_bounded_number_of_callers() -> None:
+    policy = Policy.parse("chat", "1000/second")
+    gcra = Gcra(MemoryBackend(clock=lambda: 1000.0))
+    assert gcra.acquire_now is not None
+    for caller in range(MAX_REMEMBERED_KEYS + 10):
+        gcra.acquire_now(f"caller-{caller}", policy)
+        assert len(gcra._keys) <= MAX_REMEMBERED_KEYS
+    assert gcra.acquire_now("caller-1", policy).remaining == 998  # forgotten keys, same budget
+
+
+def test_exemptions_come_before_every_route_literal_routes_before_patterns() -> None:
+    """The policy table's order, whatever the kinds of the patterns: exempt (literal or
+    pattern), then literal routes, then patterns in order, then the default; a literal path
+    followed by a newline is that path, as the router's ``$`` makes it."""
+    default = Policy.parse("default", "10/minute")
+    literal = Policy.parse("/chat/help", "5/minute")
+    pattern = Policy.parse("/chat/{topic}", "3/minute")
+    table = PolicyTable(
+        default,
+        [RoutePolicy("/chat/{topic}", pattern), RoutePolicy("/chat/help", literal)],
+        ["/health", "/chat/private-*"],
+    )
+    assert table.match("GET", "/health") is None
+    assert table.match("GET", "/health\n") is None
+    assert table.match("GET", "/chat/private-room") is None
+    assert table.match("GET", "/chat/help") is literal
+    assert table.match("GET", "/chat/help\n") is literal
+    assert table.match("GET", "/chat/news") is pattern
+    assert table.match("GET", "/other") is default
+    exempt_literal = PolicyTable(default, [RoutePolicy("/chat/help", literal)], ["/chat/*"])
+    assert exempt_literal.match("GET", "/chat/help") is None

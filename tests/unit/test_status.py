@@ -203,6 +203,26 @@ def test_trace_buffer_forgets_traces_older_than_its_window() -> None:
     assert failed not in [t.trace_id for t in buffer.failed()]
 
 
+def test_trace_buffer_compares_only_with_the_traces_still_in_its_window_between_sweeps() -> None:
+    """A full route keeps a faster trace as soon as its fastest kept one leaves the window,
+    even within the second after a sweep: what most requests are told without looking at
+    the kept traces is dropped with them."""
+    clock = Clock()
+    start = clock.now
+    buffer = TraceBuffer(window=60, slowest_per_route=2, clock=clock)
+    tracer = traced(buffer)
+    request(tracer, "GET /a", 800, children=0)  # the fastest of the two, the first to leave
+    clock.now = start + 30
+    second = request(tracer, "GET /a", 900, children=0)
+    clock.now = start + 60  # a sweep: the first has not left the window yet
+    assert request(tracer, "GET /a", 10, children=0) not in [t.trace_id for t in buffer.slowest()]
+    clock.now = start + 60.5  # no sweep within the second; the first has left the window
+    fast = request(tracer, "GET /a", 20, children=0)
+    clock.now = start + 60.6
+    request(tracer, "GET /a", 15, children=0)  # slower than neither: not kept
+    assert {t.trace_id for t in buffer.slowest()} == {second, fast}
+
+
 def test_trace_buffer_bounds_traces_whose_root_never_ends_and_spans_per_trace() -> None:
     """Children of roots that never end (a stream never closed) do not pile up; a huge trace
     keeps max_spans spans and says how many it dropped."""

@@ -99,6 +99,26 @@ async def test_metrics_carry_route_templates_and_only_registered_attributes(
     assert set(active.attributes) <= set(names.HTTP_SERVER_ACTIVE_REQUESTS_METRIC.attributes)
 
 
+async def test_a_duration_reaches_the_sdk_later_and_its_exemplar_names_its_request(
+    instrumented: TelemetryMiddleware,
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+    metric_reader: InMemoryMetricReader,
+) -> None:
+    """Durations are handed to the SDK in batches: a point recorded while another request's
+    span is current still names, as its exemplar, the request it measured; and the next
+    collection sees every request, each once."""
+    await call(instrumented, http_scope("/items/1"))
+    (request,) = span_exporter.get_finished_spans()
+    with tracer_provider.get_tracer("test").start_as_current_span("GET /other"):
+        instrumented._records.flush()
+    (point,) = points(metric_reader, names.HTTP_SERVER_REQUEST_DURATION)
+    assert [e.trace_id for e in point.exemplars] == [request.context.trace_id]
+    await call(instrumented, http_scope("/items/2"))
+    (point,) = points(metric_reader, names.HTTP_SERVER_REQUEST_DURATION)
+    assert point.count == 2
+
+
 async def test_one_endpoint_on_two_routes_reports_the_route_that_matched(
     tracer_provider: TracerProvider,
     meter_provider: MeterProvider,

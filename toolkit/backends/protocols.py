@@ -8,6 +8,7 @@ with a :class:`~toolkit.errors.ConfigurationError` naming it, never on the first
 protocol                      used by
 ============================  ================================================================
 :class:`RateLimitStorage`     ``Gcra`` (the default rate-limit algorithm)
+:class:`InstantRateLimits`    ``Gcra``, deciding without awaiting (an in-process storage)
 :class:`LimitsSupport`        ``LimitsStrategy`` (the strategies of the `limits` library)
 :class:`CacheStorage`         ``CacheStore`` (responses, ``@cached``, ``@cache_embeddings``)
 :class:`LeaseStorage`         ``SingleFlight`` (one computation per key across the fleet)
@@ -91,6 +92,16 @@ class RateLimitStorage(BackendInfo, Protocol):
         """Charge ``cost`` units to every limit, all or nothing, on the storage's clock.
 
         ``keys`` are unprefixed and, for multi-key calls, share a ``{hash tag}``."""
+
+
+@runtime_checkable
+class InstantRateLimits(RateLimitStorage, Protocol):
+    """A :class:`RateLimitStorage` that decides in this process without awaiting (the memory
+    backend): the rate limiter then charges a request without a coroutine per call."""
+
+    @abc.abstractmethod
+    def gcra_now(self, keys: Sequence[str], limits: Sequence[GcraLimit], cost: int) -> GcraResult:
+        """:meth:`~RateLimitStorage.gcra`, answered at once."""
 
 
 @runtime_checkable

@@ -205,7 +205,7 @@ class ResponseCacheMiddleware:
         # Marked endpoints are read when the app is first seen: routes are declared after the
         # middleware is added (settings' routes were checked by the settings model).
         self._configured = tuple(settings.routes.items())
-        self._paths = PathMatcher(())
+        self._paths: PathMatcher | None = None  # None: no route is cached
         self._routes: RouteTable = {}
         self._resolved = False
 
@@ -221,7 +221,7 @@ class ResponseCacheMiddleware:
             return
         if not self._resolved:
             self._resolve(scope.get("app"))
-        if not self._paths:
+        if self._paths is None:
             await self.app(scope, receive, send)
             return
         pattern = self._paths.match(route_path(scope))
@@ -342,7 +342,7 @@ class ResponseCacheMiddleware:
     def _resolve(self, application: Any) -> None:
         """Build the route table (see :func:`~toolkit.cache._routes.route_table`)."""
         self._routes = route_table(self._configured, application, self._by_credentials)
-        self._paths = PathMatcher(self._routes)
+        self._paths = PathMatcher(self._routes) if self._routes else None
         self._resolved = True
 
 

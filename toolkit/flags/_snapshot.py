@@ -16,7 +16,9 @@ class Answer(NamedTuple):
     """An evaluation prepared once per snapshot, with its metric series and attributes."""
 
     evaluation: Evaluation
-    series: tuple[str, str, str]
+    series: str
+    """The metric series' key: one string, whose hash Python keeps (a tuple's it computes
+    on every lookup), for an update per evaluation."""
     attributes: Mapping[str, str]
     traced: bool
     """Whether it makes a span event: a kill switch at its default is the normal state of
@@ -39,9 +41,9 @@ def prepare(
         names.FEATURE_FLAG_RESULT_REASON: reason,
     }
     traced = not (capability and reason == DEFAULT)
-    return Answer(
-        Evaluation(key, variant, value, reason), (label, variant, reason), attributes, traced
-    )
+    # Lengths first: one key per series, whatever a provider's variant and reason hold.
+    series = f"{len(label)}:{len(variant)}:{label}{variant}{reason}"
+    return Answer(Evaluation(key, variant, value, reason), series, attributes, traced)
 
 
 @dataclass(frozen=True, slots=True)

@@ -171,6 +171,11 @@ class FlagStore:
         ``feature_flag.evaluation`` event. ``subject=`` is the old name of ``caller=``."""
         if subject is not None:
             caller = renamed_argument(_EVALUATE, "subject", subject, "caller", caller)
+        return self._answer(key, caller).evaluation
+
+    def _answer(self, key: str, caller: str | None) -> Answer:
+        """The prepared answer for ``key``, counted and traced: every evaluation's one path
+        (the kill switches of every middleware ask through here on every request)."""
         if self._compiled_version != self._registry.version:
             self._compile()  # a flag was declared since: serve it too
         overrides = OVERRIDES.get()
@@ -196,8 +201,10 @@ class FlagStore:
             if self.stale and answer.evaluation.reason != ERROR:
                 e = answer.evaluation
                 answer = prepare(key, e.variant, e.value, STALE)
-        self._record(answer, names.FLAG_PROVIDER)
-        return answer.evaluation
+        self._evaluations.add(answer.series, answer.attributes)
+        if answer.traced:
+            self._trace(answer, names.FLAG_PROVIDER)
+        return answer
 
     def report(self, evaluation: Evaluation, *, provider: str) -> None:
         """Count and trace an evaluation another provider made (see ``flags.openfeature``)."""
@@ -211,8 +218,10 @@ class FlagStore:
 
     def _record(self, answer: Answer, provider: str) -> None:
         self._evaluations.add(answer.series, answer.attributes)
-        if not answer.traced:
-            return
+        if answer.traced:
+            self._trace(answer, provider)
+
+    def _trace(self, answer: Answer, provider: str) -> None:
         span = trace.get_current_span()
         if span.is_recording():
             span.add_event(
@@ -221,13 +230,17 @@ class FlagStore:
             )
 
     def variant(self, key: str, *, caller: str | None = None, subject: str | None = None) -> str:
-        return self.evaluate(key, caller=caller, subject=subject).variant
+        if subject is not None:
+            caller = renamed_argument(_EVALUATE, "subject", subject, "caller", caller)
+        return self._answer(key, caller).evaluation.variant
 
     def is_enabled(
         self, key: str, *, caller: str | None = None, subject: str | None = None
     ) -> bool:
         """Whether a boolean flag (or a kill switch) is on; ``shadow`` counts as on."""
-        return self.evaluate(key, caller=caller, subject=subject).variant != OFF
+        if subject is not None:
+            caller = renamed_argument(_EVALUATE, "subject", subject, "caller", caller)
+        return self._answer(key, caller).evaluation.variant != OFF
 
     def pin(self, scope: Scope) -> RequestFlags:
         """The flags of the request ``scope``: this store and its snapshot now, which every

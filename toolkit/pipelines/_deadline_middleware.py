@@ -59,7 +59,7 @@ class DeadlineMiddleware:
         self.app = app
         self.settings = settings = settings or DeadlineSettings.model_validate({})
         self._flags = flags
-        self._routes = PathMatcher(settings.routes)
+        self._routes = PathMatcher(settings.routes) if settings.routes else None
         self._budgets = {pattern: route.budget for pattern, route in settings.routes.items()}
         self._header = None if settings.header is None else settings.header.encode("latin-1")
         meter = metrics.get_meter(
@@ -78,13 +78,14 @@ class DeadlineMiddleware:
             await self.app(scope, receive, send)
             return
         budget, source, ignored = self._budget(scope)
-        span = trace.get_current_span()
-        if span.is_recording():
-            if budget is not None:
-                span.set_attribute(names.DEADLINE_BUDGET, budget)
-                span.set_attribute(names.DEADLINE_SOURCE, source)
-            if ignored is not None:
-                span.set_attribute(names.DEADLINE_HEADER_IGNORED, ignored)
+        if budget is not None or ignored is not None:  # else nothing to tell the span
+            span = trace.get_current_span()
+            if span.is_recording():
+                if budget is not None:
+                    span.set_attribute(names.DEADLINE_BUDGET, budget)
+                    span.set_attribute(names.DEADLINE_SOURCE, source)
+                if ignored is not None:
+                    span.set_attribute(names.DEADLINE_HEADER_IGNORED, ignored)
         started = False
         timer: asyncio.Timeout | None = None
 
@@ -107,7 +108,7 @@ class DeadlineMiddleware:
             ours = isinstance(exc, DeadlineExceeded) or (timer is not None and timer.expired())
             if started or not ours:
                 raise
-            await self._answer(send, span, budget, source if budget is not None else _NONE)
+            await self._answer(send, budget, source if budget is not None else _NONE)
 
     def _budget(self, scope: Scope) -> tuple[float | None, str, str | None]:
         """(budget, where it came from, why the header was ignored or None)."""
@@ -123,16 +124,15 @@ class DeadlineMiddleware:
                     else:
                         return min(seconds, self.settings.max), "header", None
                     break
-        if self._routes:
+        if self._routes is not None:
             pattern = self._routes.match(route_path(scope))
             if pattern is not None:
                 return self._budgets[pattern], "route", ignored
         return self.settings.default, "default", ignored
 
-    async def _answer(
-        self, send: Send, span: trace.Span, budget: float | None, source: str
-    ) -> None:
+    async def _answer(self, send: Send, budget: float | None, source: str) -> None:
         self._exceeded.add(1, self._attributes[source])
+        span = trace.get_current_span()
         if span.is_recording():
             span.set_attribute(names.DEADLINE_EXPIRED, True)
         if budget is None:

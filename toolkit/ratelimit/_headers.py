@@ -78,9 +78,8 @@ class PolicyHeaders:
         remaining = max(0, decision.remaining)
         fields: list[tuple[bytes, bytes]] = []
         if self._ietf:
-            fields.append(self._policy_header)
             value = b"%b%d;t=%d" % (self._prefixes[decision.binding], remaining, reset)
-            fields.append((b"ratelimit", value))
+            fields = [self._policy_header, (b"ratelimit", value)]
         if self._legacy:
             fields += [
                 (b"x-ratelimit-limit", str(self._amounts[decision.binding]).encode()),

@@ -10,7 +10,8 @@ algorithm is created.
 from __future__ import annotations
 
 import time
-from typing import ClassVar, NamedTuple, Protocol, cast
+from collections.abc import Callable
+from typing import ClassVar, Final, NamedTuple, Protocol, cast
 
 from limits.aio.strategies import (
     FixedWindowRateLimiter,
@@ -19,7 +20,13 @@ from limits.aio.strategies import (
     SlidingWindowCounterRateLimiter,
 )
 
-from toolkit.backends import LimitsSupport, RateLimitStorage, require
+from toolkit.backends import (
+    GcraResult,
+    InstantRateLimits,
+    LimitsSupport,
+    RateLimitStorage,
+    require,
+)
 from toolkit.errors import ConfigurationError
 from toolkit.ratelimit.policies import Policy
 from toolkit.settings import Algorithm as AlgorithmName
@@ -53,26 +60,57 @@ class Algorithm(Protocol):
 class Gcra:
     """GCRA on the backend: one script call for all of a policy's limits, all or nothing,
     on the storage's clock. A burst of the full amount is allowed, then one unit per
-    ``period / amount``; ``Retry-After`` is exact."""
+    ``period / amount``; ``Retry-After`` is exact.
+
+    On a backend that decides in process (:class:`~toolkit.backends.InstantRateLimits`),
+    :attr:`acquire_now` is the same decision made without awaiting; None elsewhere."""
 
     def __init__(self, backend: RateLimitStorage) -> None:
         require(backend, RateLimitStorage, user="algorithm='gcra'")
         self._backend = backend
+        self._keys: dict[tuple[str, Policy], list[str]] = {}
+        self.acquire_now: Callable[[str, Policy], Decision] | None = None
+        if isinstance(backend, InstantRateLimits):
+            gcra_now = backend.gcra_now
+
+            def acquire_now(key: str, policy: Policy) -> Decision:
+                keys = self._keys.get((key, policy)) or self._storage_keys(key, policy)
+                return _decision(gcra_now(keys, policy.gcra_limits, policy.cost))
+
+            self.acquire_now = acquire_now
 
     async def acquire(self, key: str, policy: Policy) -> Decision:
+        keys = self._keys.get((key, policy)) or self._storage_keys(key, policy)
+        return _decision(await self._backend.gcra(keys, policy.gcra_limits, policy.cost))
+
+    def _storage_keys(self, key: str, policy: Policy) -> list[str]:
+        """The storage keys of ``key`` under ``policy``, remembered: the same callers come
+        back request after request (at most ``MAX_REMEMBERED_KEYS``, then forgotten at once)."""
         # One {hash tag} for all keys of the call, so the script runs on Redis Cluster.
         tag = f"rl:{{{key}}}:"
         keys = [tag + limit_id for limit_id in policy.limit_ids]
-        result = await self._backend.gcra(keys, policy.gcra_limits, policy.cost)
-        remaining = result.remaining
-        index = 0 if len(remaining) == 1 else min(range(len(remaining)), key=remaining.__getitem__)
-        return Decision(
-            result.allowed,
-            index,
-            remaining[index],
-            result.reset_after[index],
-            result.retry_after,
-        )
+        if len(self._keys) >= MAX_REMEMBERED_KEYS:
+            self._keys.clear()
+        self._keys[key, policy] = keys
+        return keys
+
+
+MAX_REMEMBERED_KEYS: Final = 4096
+"""Callers whose storage keys :class:`Gcra` keeps built (digests: under 200 bytes each)."""
+
+
+def _decision(result: GcraResult) -> Decision:
+    """What the headers need: the most constraining limit of the result."""
+    remaining = result.remaining
+    index = 0 if len(remaining) == 1 else min(range(len(remaining)), key=remaining.__getitem__)
+    # A NamedTuple's own __new__ is a Python function; tuple's builds the same Decision.
+    return _new(
+        Decision,
+        (result.allowed, index, remaining[index], result.reset_after[index], result.retry_after),
+    )
+
+
+_new = tuple.__new__
 
 
 class LimitsStrategy:

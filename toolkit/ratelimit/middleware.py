@@ -138,7 +138,10 @@ class RateLimitMiddleware:
             settings.exempt,
         )
         self._algorithm = create_algorithm(settings.algorithm, backend)
+        # An in-process decision is made without a coroutine (the memory backend's GCRA).
+        self._acquire_now = getattr(self._algorithm, "acquire_now", None)
         self._fields = {p: PolicyHeaders(p, settings.headers) for p in self._table.policies}
+        self._unlimited = not self._table.policies  # no limit anywhere: nothing to match
         self._flags = flags
         meter = metrics.get_meter(
             names.INSTRUMENTATION_SCOPE, __version__, meter_provider=meter_provider
@@ -160,7 +163,7 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         mode = (self._flags or current_flags()).variant(RATELIMIT)
-        if mode == OFF:
+        if mode == OFF or self._unlimited:
             await self.app(scope, receive, send)
             return
         policy = self._table.match(scope["method"], route_path(scope))
@@ -173,7 +176,10 @@ class RateLimitMiddleware:
         identity = await resolver(scope) if resolver.is_async else resolver.resolve(scope)
         key = digest(policy.name, identity)
         try:
-            decision = await self._algorithm.acquire(key, policy)
+            if self._acquire_now is not None:
+                decision = self._acquire_now(key, policy)
+            else:
+                decision = await self._algorithm.acquire(key, policy)
         except BackendError:
             self._record(policy, names.RATE_LIMIT_ERROR, key, None)
             if policy.failure == "closed":
@@ -197,7 +203,18 @@ class RateLimitMiddleware:
         if result == names.RATE_LIMIT_REJECTED:
             await send_rejection(send, policy, decision, fields)
         elif fields:
-            await self.app(scope, receive, _adding(send, fields))
+
+            async def send_with_fields(message: Message) -> None:
+                # Added to the response start, once; the body passes as is. ASGI header names
+                # are lower-case bytes (the spec requires it). The message is the app's own,
+                # built for this response: edited in place, as Starlette does.
+                if message["type"] == "http.response.start":
+                    headers = [h for h in message.get("headers", ()) if h[0] not in _REPLACED]
+                    headers += fields
+                    message["headers"] = headers
+                await send(message)
+
+            await self.app(scope, receive, send_with_fields)
         else:
             await self.app(scope, receive, send)
 
@@ -232,21 +249,6 @@ class RateLimitMiddleware:
             return message
 
         return lifespan_receive
-
-
-def _adding(send: Send, fields: list[tuple[bytes, bytes]]) -> Send:
-    """A ``send`` that adds ``fields`` to the response start, once; the body passes as is."""
-
-    async def send_with_fields(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            # ASGI header names are lower-case bytes (the spec requires it). The message is
-            # the app's own, built for this response: edited in place, as Starlette does.
-            headers = [h for h in message.get("headers", ()) if h[0] not in _REPLACED]
-            headers += fields
-            message["headers"] = headers
-        await send(message)
-
-    return send_with_fields
 
 
 def _default_policy(settings: RateLimitSettings) -> Policy | None:

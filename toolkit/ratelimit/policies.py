@@ -9,7 +9,7 @@ from dataclasses import InitVar, dataclass, field
 from limits import RateLimitItem
 
 from toolkit._deprecated import renamed_argument, warn_renamed
-from toolkit._paths import PathMatcher, compile_pattern, is_literal, literal_key
+from toolkit._paths import PathMatcher, compile_pattern, is_literal, literal_keys
 from toolkit.backends import GcraLimit
 from toolkit.errors import ConfigurationError
 from toolkit.identity import CallerResolver
@@ -99,7 +99,7 @@ class PolicyTable:
     """Finds the policy of a request in the order: exempt, literal routes, patterns (in the
     order given), the default. Built once; a lookup is a dict access for literal paths."""
 
-    __slots__ = ("_default", "_exempt", "_literal", "_patterns", "policies")
+    __slots__ = ("_default", "_exempt_patterns", "_literal", "_patterns", "policies")
 
     def __init__(
         self,
@@ -108,22 +108,33 @@ class PolicyTable:
         exempt: Iterable[str],
     ) -> None:
         self._default = default
-        self._exempt = PathMatcher(exempt)
-        self._literal: dict[str, list[Policy]] = {}
+        exempted = PathMatcher(exempt)
+        self._exempt_patterns = [regex for regex, _ in exempted.patterns]
+        literal: dict[str, list[Policy]] = {}
         self._patterns: list[tuple[re.Pattern[str], Policy]] = []
         for route in routes:
             if is_literal(route.pattern):
-                self._literal.setdefault(route.pattern, []).append(route.policy)
+                for key in literal_keys(route.pattern):
+                    literal.setdefault(key, []).append(route.policy)
             else:
                 self._patterns.append((compile_pattern(route.pattern), route.policy))
+        # Literal routes and literal exemptions (None) in one dict: one lookup per request.
+        self._literal: dict[str, list[Policy] | None] = {
+            **literal,
+            **dict.fromkeys(exempted.literal),
+        }
         every = ([default] if default else []) + [route.policy for route in routes]
         self.policies: tuple[Policy, ...] = tuple(dict.fromkeys(every))
 
     def match(self, method: str, path: str) -> Policy | None:
         """The policy for this request, or None when it is exempt or nothing applies."""
-        if self._exempt and self._exempt.match(path) is not None:
+        found = self._literal.get(path, ())
+        if found is None:  # exempt
             return None
-        for policy in self._literal.get(literal_key(path), ()):
+        for regex in self._exempt_patterns:
+            if regex.match(path):
+                return None
+        for policy in found:
             if policy.methods is None or method in policy.methods:
                 return policy
         for regex, policy in self._patterns:

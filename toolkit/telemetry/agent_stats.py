@@ -87,10 +87,20 @@ class AgentStats(SpanProcessor):
         return True
 
     def _on_end(self, span: ReadableSpan) -> None:
-        attributes = span.attributes or {}
+        attributes = span.attributes
+        if attributes is None:
+            attributes = {}
+        # Most spans (every HTTP span) have no operation, and the SDK's attributes answer a
+        # missing key with a KeyError inside Mapping.get: looked for among the keys first.
+        operation = (
+            attributes.get(names.GEN_AI_OPERATION_NAME)
+            if names.GEN_AI_OPERATION_NAME in iter(attributes)
+            else None
+        )
+        if operation not in _OPERATIONS and not self._below:
+            return  # no model call, and none below it: nothing to count or hand up
         context = span.context
         span_id = context.span_id if context is not None else 0
-        operation = attributes.get(names.GEN_AI_OPERATION_NAME)
         with self._lock:
             below = self._below.pop(span_id, None)
         if operation not in _OPERATIONS:

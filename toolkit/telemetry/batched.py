@@ -3,12 +3,13 @@
 A synchronous ``record()`` on the Python SDK cleans, copies, hashes and aggregates its
 attributes: about 6 µs in a loop of records, but 12-14 µs when it runs between the span
 work of a step or a model call, which has pushed the SDK's metric code out of the CPU's
-caches (docs/performance.md, "Agent layer"). The agent layer's points (and a durable
-hand-off's, between its Redis round trips) are therefore queued (a tuple appended, well under
-a µs) and recorded :data:`BATCH` at a time by the thread that fills the batch, and at every
-collection: an observable counter of the same meter (read by the SDK before it reads its
-aggregations) flushes the queue first, so an export or a ``/metrics`` scrape sees every point
-recorded before it.
+caches (docs/performance.md, "Agent layer"). The agent layer's points, the HTTP middleware's
+request durations and a durable hand-off's (between its Redis round trips) are therefore
+queued (a tuple appended, well under a µs) and recorded :data:`BATCH` at a time by the thread
+that fills the batch, and at every collection: an observable instrument of the same meter
+(the agent layer's cost counter, the HTTP active requests, the hand-off counter), read by the
+SDK before it reads its aggregations, flushes the queue first, so an export or a ``/metrics``
+scrape sees every point recorded before it.
 
 The SDK still records and aggregates every point itself, so the application's views,
 buckets, temporality and readers apply as to any other instrument; each point carries the

@@ -17,6 +17,7 @@ from toolkit._version import __version__
 from toolkit.flags import TRACING, FlagSource, current_flags
 from toolkit.telemetry import names
 from toolkit.telemetry._route import recorded_routes, route_template
+from toolkit.telemetry.batched import batched_records
 from toolkit.telemetry.counts import shared_counts
 
 if TYPE_CHECKING:
@@ -40,7 +41,25 @@ class _HeaderGetter(Getter[list[tuple[bytes, bytes]]]):
 
 
 _GETTER = _HeaderGetter()
-_STARTED_WITH = frozenset((names.HTTP_REQUEST_METHOD, names.URL_SCHEME))
+_MAX_STARTS = 64
+"""(method, scheme) pairs whose start attributes are kept: the known methods (others are
+``_OTHER``) over the schemes a server reports; any past it are built per request."""
+
+
+class _Start:
+    """What a request's method and scheme give its span and metrics, built once per pair."""
+
+    __slots__ = ("active", "attributes", "known", "method", "span_name")
+
+    def __init__(self, method: str, scheme: str) -> None:
+        self.known = method in _KNOWN_METHODS
+        self.method = method if self.known else "_OTHER"
+        self.span_name = method if self.known else "HTTP"
+        self.active = (self.method, scheme)
+        self.attributes: dict[str, str | int] = {
+            names.HTTP_REQUEST_METHOD: self.method,
+            names.URL_SCHEME: scheme,
+        }
 
 
 class TelemetryMiddleware:
@@ -86,18 +105,24 @@ class TelemetryMiddleware:
         )
         self._duration = names.HTTP_SERVER_REQUEST_DURATION_METRIC.create(meter)
         self._active = shared_counts(meter, names.HTTP_SERVER_ACTIVE_REQUESTS_METRIC)
+        # The durations reach the SDK in batches, and before every collection reads them.
+        self._records = batched_records(meter, self._active)
         self._flags = flags
-        self._excluded = PathMatcher(excluded_paths)
+        excluded = PathMatcher(excluded_paths)
+        self._excluded = excluded if excluded else None
+        self._starts: dict[tuple[str, str], _Start] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] != "http"
             or not (self._flags or current_flags()).is_enabled(TRACING)
-            or (self._excluded and self._excluded.match(route_path(scope)) is not None)
+            or (self._excluded is not None and self._excluded.match(route_path(scope)) is not None)
         ):
             await self.app(scope, receive, send)
             return
-        if _traced_outside(scope):
+        # Read once and handed to the SDK, which would read it again at each step otherwise.
+        outside = context.get_current()
+        if _traced_outside(scope, outside):
             if self._status is None:
                 await self.app(scope, receive, send)
             else:
@@ -106,23 +131,21 @@ class TelemetryMiddleware:
 
         started = time.perf_counter()
         method = scope["method"]
-        known = method in _KNOWN_METHODS
-        method_attr = method if known else "_OTHER"
-        span_method = method if known else "HTTP"
-        scheme = scope.get("scheme", "http")
-        active_key = (method_attr, scheme)
-        active_attributes = {names.HTTP_REQUEST_METHOD: method_attr, names.URL_SCHEME: scheme}
-        self._active.add(active_key, active_attributes)
+        start = self._start(method, scope.get("scheme", "http"))
+        self._active.add(start.active, start.attributes)
         root_path = scope.get("root_path", "")
         outer_routes = recorded_routes(scope)  # a parent app's Mount, when this app is mounted
         parent = _parent_context(scope["headers"])
+        if parent is None:  # no trace context sent: the one the request arrived in, as is
+            parent = outside
         span = self._tracer.start_span(
-            span_method,
+            start.span_name,
             context=parent,
             kind=SpanKind.SERVER,
-            attributes={**active_attributes, names.URL_PATH: scope["path"]},
+            attributes={**start.attributes, names.URL_PATH: scope["path"]},
         )
-        token = context.attach(trace.set_span_in_context(span, parent))
+        current = trace.set_span_in_context(span, parent)
+        token = context.attach(current)
         status: int | None = None
         # The response is complete at its last body byte; background tasks that run after it
         # must not stretch the duration, but an exception they raise still belongs here.
@@ -146,7 +169,7 @@ class TelemetryMiddleware:
             ended, end_ns = completed or (time.perf_counter(), None)
             route = route_template(scope, root_path, outer_routes)
             attributes = {
-                **active_attributes,
+                **start.attributes,
                 names.HTTP_ROUTE: route or names.UNMATCHED_ROUTE,
                 names.NETWORK_PROTOCOL_VERSION: scope.get("http_version", "1.1"),
                 # An exception before the response means the server error handler sends a 500.
@@ -156,25 +179,32 @@ class TelemetryMiddleware:
                 attributes[names.ERROR_TYPE] = type(error).__qualname__
             elif status is None or status >= 500:
                 attributes[names.ERROR_TYPE] = str(status or 500)
-            self._duration.record(ended - started, attributes)
-            self._active.add(active_key, active_attributes, -1)
+            # With the request's context: an exemplar names this trace, batched or not.
+            self._records.record(self._duration, ended - started, attributes, current)
+            self._active.add(start.active, start.attributes, -1)
             if self._status is not None:
                 self._status.record_request(
-                    method_attr,
+                    start.method,
                     route or names.UNMATCHED_ROUTE,
                     ended - started,
                     names.ERROR_TYPE in attributes,
                 )
             if span.is_recording():
-                _describe(span, scope, attributes, route, span_method, method, known)
+                _describe(span, scope, attributes, route, start, method)
                 if error is not None:
                     span.record_exception(error)
                 if names.ERROR_TYPE in attributes:
                     span.set_status(StatusCode.ERROR)
             span.end(end_time=end_ns)
-            # Detached last: the duration is recorded while the span is current, so exemplars
-            # can link the metric to this trace.
             context.detach(token)
+
+    def _start(self, method: str, scheme: str) -> _Start:
+        start = self._starts.get((method, scheme))
+        if start is None:
+            start = _Start(method, scheme)
+            if len(self._starts) < _MAX_STARTS and start.known:
+                self._starts[(method, scheme)] = start
+        return start
 
     async def _timed(self, scope: Scope, receive: Receive, send: Send, status: StatusBoard) -> None:
         """The request traced outside: only its route, duration and failure, for ``status``."""
@@ -218,16 +248,18 @@ def _parent_context(headers: list[tuple[bytes, bytes]]) -> Context | None:
     if _fields[0] is not textmap:
         _fields = (textmap, frozenset(f.lower().encode("latin-1") for f in textmap.fields))
     wanted = _fields[1]
-    if not any(name in wanted for name, _ in headers):
-        return None
-    return propagate.extract(headers, getter=_GETTER)
+    for name, _ in headers:
+        if name in wanted:
+            return propagate.extract(headers, getter=_GETTER)
+    return None
 
 
-def _traced_outside(scope: Scope) -> bool:
-    """Whether an instrumentation outside this middleware traces this request already."""
+def _traced_outside(scope: Scope, current: Context) -> bool:
+    """Whether an instrumentation outside this middleware traces this request already
+    (``current``: the context the request arrived in)."""
     if scope.get("fastapi.telemetry"):
         return True
-    outer = trace.get_current_span().get_span_context()
+    outer = trace.get_current_span(current).get_span_context()
     return outer.is_valid and not outer.is_remote
 
 
@@ -236,18 +268,22 @@ def _describe(
     scope: Scope,
     attributes: dict[str, str | int],
     route: str | None,
-    span_method: str,
+    start: _Start,
     method: str,
-    known: bool,
 ) -> None:
     """Span-only detail, built only when the span records; one call into the SDK."""
-    span.update_name(f"{span_method} {route}" if route else span_method)
+    span.update_name(f"{start.span_name} {route}" if route else start.span_name)
     # Method and scheme were given at start. The metric label __unmatched__ keeps series
     # bounded; a span with no matched route simply has no http.route.
-    detail = {k: v for k, v in attributes.items() if k not in _STARTED_WITH}
-    if route is None:
-        del detail[names.HTTP_ROUTE]
-    if not known:
+    detail: dict[str, str | int] = {}
+    if route is not None:
+        detail[names.HTTP_ROUTE] = route
+    detail[names.NETWORK_PROTOCOL_VERSION] = attributes[names.NETWORK_PROTOCOL_VERSION]
+    detail[names.HTTP_RESPONSE_STATUS_CODE] = attributes[names.HTTP_RESPONSE_STATUS_CODE]
+    error = attributes.get(names.ERROR_TYPE)
+    if error is not None:
+        detail[names.ERROR_TYPE] = error
+    if not start.known:
         detail[names.HTTP_REQUEST_METHOD_ORIGINAL] = method
     client = scope.get("client")
     if client:

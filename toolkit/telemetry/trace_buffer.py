@@ -106,6 +106,10 @@ class TraceBuffer(SpanProcessor):
         self._lock = threading.Lock()
         self._pending: dict[int, list[ReadableSpan]] = {}
         self._slowest: dict[str, list[KeptTrace]] = {}
+        # Per route whose kept list is full: (its fastest duration, its oldest end). Until the
+        # oldest leaves the window, a trace is kept only if slower than the fastest: what most
+        # requests are told without looking at the list. Dropped whenever the list changes.
+        self._floors: dict[str, tuple[float, float]] = {}
         self._failed: deque[KeptTrace] = deque()
         self._bytes = 0
         self._failed_bytes = 0
@@ -134,6 +138,7 @@ class TraceBuffer(SpanProcessor):
             self._closed = True
             self._pending.clear()
             self._slowest.clear()
+            self._floors.clear()
             self._failed.clear()
             self._bytes = self._failed_bytes = self._slow_count = 0
 
@@ -179,15 +184,19 @@ class TraceBuffer(SpanProcessor):
                     waiting = self._pending[trace_id] = []
                 waiting.append(span)
             return
-        with self._lock:
-            children = self._pending.pop(trace_id, [])
-        if span.end_time is None or span.start_time is None or span.name in NOT_REQUESTS:
+        children: list[ReadableSpan] = []
+        if self._pending:  # a trace of its root alone (most requests) waits for nothing
+            with self._lock:
+                children = self._pending.pop(trace_id, children)
+        start, end, name = span.start_time, span.end_time, span.name
+        if end is None or start is None or name in NOT_REQUESTS:
             return
-        duration = (span.end_time - span.start_time) / 1e9
+        duration = (end - start) / 1e9
         failed = span.status.status_code is StatusCode.ERROR
         now = self._clock()
-        self._sweep(now)
-        route = self._route(span.name)
+        if now - self._swept >= 1.0:
+            self._sweep(now)
+        route = name if name in self._slowest else self._route(name)
         if not failed and not self._would_keep(route, duration, now):
             return
         body = _trace_json(span, children, self.max_spans)
@@ -204,6 +213,7 @@ class TraceBuffer(SpanProcessor):
             else:
                 slowest = self._slowest.setdefault(route, [])
                 slowest.append(kept)
+                self._floors.pop(route, None)
                 self._slow_count += 1
                 if len(slowest) > self.slowest_per_route:
                     self._drop_slow(min(slowest, key=lambda trace: trace.duration))
@@ -216,14 +226,20 @@ class TraceBuffer(SpanProcessor):
         return OTHER_ROUTE
 
     def _would_keep(self, route: str, duration: float, now: float) -> bool:
+        before = now - self.window
         with self._lock:
+            floor = self._floors.get(route)
+            if floor is not None and floor[1] >= before:  # full, and none has left the window
+                return duration > floor[0]
             slowest = self._slowest.get(route)
             if slowest is None:
                 return True
-            self._forget(slowest, now - self.window)
+            self._forget(slowest, before)
             if len(slowest) < self.slowest_per_route:
                 return True
-            return duration > min(trace.duration for trace in slowest)
+            fastest = min(trace.duration for trace in slowest)
+            self._floors[route] = (fastest, min(trace.ended for trace in slowest))
+            return duration > fastest
 
     def _forget(self, kept: list[KeptTrace], before: float) -> None:
         """Drop the traces of ``kept`` that ended ``before``; the lock is held."""
@@ -268,6 +284,7 @@ class TraceBuffer(SpanProcessor):
 
     def _drop_slow(self, trace: KeptTrace) -> None:
         self._slowest[trace.route].remove(trace)
+        self._floors.pop(trace.route, None)
         self._slow_count -= 1
         self._bytes -= len(trace.body)
 

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from limits.aio.storage import Storage
 
 _MIN_SWEEP_SIZE = 1024
+# A NamedTuple's own __new__ is a Python function; tuple's builds the same result, per request.
+_new = tuple.__new__
 
 
 class MemoryRateLimits(MemoryCore):
@@ -25,15 +27,35 @@ class MemoryRateLimits(MemoryCore):
         self._sweep_at = _MIN_SWEEP_SIZE
 
     async def gcra(self, keys: Sequence[str], limits: Sequence[GcraLimit], cost: int) -> GcraResult:
-        # Step for step the arithmetic of lua/gcra.lua, in plain loops: this runs on every
-        # request, and nothing in it awaits, so it is atomic under asyncio.
+        return self.gcra_now(keys, limits, cost)
+
+    def gcra_now(self, keys: Sequence[str], limits: Sequence[GcraLimit], cost: int) -> GcraResult:
+        """:meth:`gcra` without awaiting: nothing in it awaits, so it is atomic under asyncio
+        (the rate limiter calls it on every request, without a coroutine)."""
+        # Step for step the arithmetic of lua/gcra.lua, in plain loops.
+        # Keys are this table's own: unprefixed, since no other user shares it.
         now = int(self._clock() * MICROSECONDS)
         tats = self._tats
+        if len(keys) == 1:  # one limit, the usual policy: the loops below, unrolled
+            limit = limits[0]
+            full_key = keys[0]
+            tat = tats.get(full_key, now)
+            if tat < now:
+                tat = now
+            new_tat = tat + cost * limit.interval_us
+            if new_tat - now > limit.period_us:
+                left = max(0, (limit.period_us - (tat - now)) // limit.interval_us)
+                retry = (new_tat - limit.period_us - now) / MICROSECONDS
+                return _new(GcraResult, (False, retry, (left,), ((tat - now) / MICROSECONDS,)))
+            tats[full_key] = new_tat
+            if len(tats) >= self._sweep_at:
+                self._sweep(now)
+            left = max(0, (limit.period_us - (new_tat - now)) // limit.interval_us)
+            return _new(GcraResult, (True, 0.0, (left,), ((new_tat - now) / MICROSECONDS,)))
         allowed = True
         retry_after = 0
         plan = []
-        for key, limit in zip(keys, limits, strict=True):
-            full_key = f"{self.key_prefix}:{key}"
+        for full_key, limit in zip(keys, limits, strict=True):
             tat = tats.get(full_key, now)
             if tat < now:
                 tat = now
