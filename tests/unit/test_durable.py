@@ -470,3 +470,39 @@ async def test_durable_task_longer_than_the_grace_is_cut_and_runs_again_on_anoth
     second = started_worker(redis_url, meter_provider, grace="1s")
     await eventually(lambda: RUNS == [("cut", 0), ("cut", 0), ("cut", 1)], seconds=10)
     await second.stop()
+
+
+async def test_a_sweep_tells_a_new_delivery_from_an_earlier_one_of_the_same_job(
+    redis_url: str,
+) -> None:
+    """A sweep that saw a job's first delivery in the active list still queued (dequeued, not
+    yet marked active) remembers that sighting; a stop can leave it there unswept. The job's
+    next delivery, seen the same way a heartbeat later, is new, not lost: before, the earlier
+    sighting made the sweep abort the delivery a worker was just starting."""
+    from saq import Status
+
+    from toolkit.pipelines.deferred.durable._queue import make_job, open_queue
+
+    settings = durable_settings(redis_url).defer.durable
+    queue = open_queue(settings, redis_url, connect_timeout=1)
+    record = {"name": "tests.durable.record", "id": "d1", "args": [], "kwargs": {}, "trace": {}}
+    job = await queue.enqueue(make_job("d1", {**record, "enqueued_at": time.time()}, settings))
+    assert job is not None
+    active = queue.namespace("active")
+
+    async def dequeued_not_marked() -> None:  # what a worker's BLMOVE leaves for a moment
+        await queue.redis.lmove(queue.namespace("queued"), active, "LEFT", "RIGHT")
+
+    try:
+        await dequeued_not_marked()
+        assert await queue.sweep(lock=1) == []  # first seen: not lost yet
+        job.attempts += 1  # the first delivery runs, is cut and queued again
+        await job.update(status=Status.ACTIVE)
+        await queue.retry(job, error="cancelled")
+        await asyncio.sleep(1.1 + job.heartbeat)  # past the earlier sighting's allowance
+        await dequeued_not_marked()
+        assert await queue.sweep(lock=1) == []  # the second delivery, first seen now
+        assert (await queue.job(job.key)).status is Status.QUEUED  # type: ignore[union-attr]
+    finally:
+        await queue.redis.flushdb()
+        await queue.disconnect()

@@ -53,7 +53,8 @@ class DurableQueue(RedisQueue):
     def __init__(self, redis: Redis, *, name: str, swept: Counter | None = None) -> None:
         super().__init__(redis, name=name, swept_error_message="lost: no heartbeat")
         self._swept_counter = swept
-        self._unmarked = self.namespace("unmarked")  # job id -> when a sweep first saw it
+        # "job id:attempts" -> when a sweep first saw that delivery in the active list still queued
+        self._unmarked = self.namespace("unmarked")
         self._dequeuing: set[asyncio.Task[Any]] = set()
         self.sweeping = asyncio.Lock()
         """Held while a sweep runs: a stopping worker waits for it (a sweep cut between its
@@ -116,9 +117,12 @@ class DurableQueue(RedisQueue):
                     pipe.zrem(self._incomplete, job_id)
                     await pipe.execute()
             elif job.status is Status.QUEUED:
-                seen = unmarked.get(job_id, now())
+                # Per delivery: a sighting of an earlier one (a stop can leave it unswept)
+                # must not make the next delivery of the same job look lost.
+                delivery = f"{job_id}:{job.attempts}"
+                seen = unmarked.get(delivery, now())
                 if seconds(now() - seen) <= max(1, job.heartbeat):
-                    still_unmarked[job_id] = seen
+                    still_unmarked[delivery] = seen
                     continue
                 await self._lost(job, abort)
             elif job.status in (Status.ACTIVE, Status.ABORTING) and job.stuck:
