@@ -384,7 +384,11 @@ async def test_the_applications_sdk_provider_gets_the_buffer_and_keeps_its_expor
     assert app.state.toolkit.telemetry.tracer_provider is tracer_provider
     async with serving(app) as http:
         await http.get("/items/2")
-    assert [s.name for s in span_exporter.get_finished_spans()] == ["GET /items/{item}"]
+    # The loop watchdog's own span, when a busy machine held this test's loop up, is no request.
+    spans = span_exporter.get_finished_spans()
+    assert [s.name for s in spans if s.name != names.EVENT_LOOP_BLOCKED_SPAN] == [
+        "GET /items/{item}"
+    ]
     assert [t.route for t in app.state.toolkit.status.traces.slowest()] == ["GET /items/{item}"]
 
 
