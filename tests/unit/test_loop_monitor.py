@@ -233,9 +233,16 @@ async def test_a_blocked_loop_is_a_span_dated_back_to_the_block_naming_the_block
     assert attributes[names.CODE_FUNCTION_NAME] == "block"
     assert f'"{HERE}", line {line}, in block' in str(attributes[names.CODE_STACKTRACE])
     assert attributes[names.EVENT_LOOP_TASK] == "blocker (run_blocking.<locals>.blocking)"
-    assert attributes[names.EVENT_LOOP_BLOCKED_CAUSE] == names.EVENT_LOOP_WAITING
     duration = attributes[names.EVENT_LOOP_BLOCKED_DURATION]
     assert isinstance(duration, float)
+    if attributes[names.EVENT_LOOP_BLOCKED_CAUSE] == names.EVENT_LOOP_DESCHEDULED:
+        # A crowded machine kept the thread off the CPU after its sleep for half the block:
+        # then that is the truer account, and the figure beside it must say so.
+        descheduled = attributes[names.EVENT_LOOP_BLOCKED_DESCHEDULED_TIME]
+        assert isinstance(descheduled, float)
+        assert descheduled >= duration / 2
+    else:
+        assert attributes[names.EVENT_LOOP_BLOCKED_CAUSE] == names.EVENT_LOOP_WAITING
     assert duration == pytest.approx(end - start, abs=1e-6)
     (record,) = [r for r in caplog.records if r.name == "toolkit.telemetry.loop"]
     assert record.levelno == logging.WARNING
